@@ -1,0 +1,19 @@
+// One esbuild config for every target: the CLI and engine host (Node), the extension (Node, `vscode`
+// external) and the webview (browser). Entries that do not exist yet are skipped.
+import { build } from 'esbuild';
+import { existsSync, mkdirSync } from 'node:fs';
+
+const node = { bundle: true, platform: 'node', target: 'node20', format: 'cjs', sourcemap: true, logLevel: 'warning' };
+const targets = [
+  { ...node, entryPoints: ['src/engine/cli.ts'], outfile: 'dist/cli.js' },
+  { ...node, entryPoints: ['src/engine/host.ts'], outfile: 'dist/engine-host.js' },
+  { ...node, entryPoints: ['src/engine/kernels/worker.ts'], outfile: 'dist/kernel-worker.js' },
+  { ...node, entryPoints: ['src/extension/extension.ts'], outfile: 'dist/extension.js', external: ['vscode'] },
+  {
+    bundle: true, platform: 'browser', target: 'es2022', format: 'iife', sourcemap: true, logLevel: 'warning',
+    entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js',
+  },
+].filter((t) => existsSync(t.entryPoints[0]));
+
+mkdirSync('dist', { recursive: true });
+await Promise.all(targets.map((t) => build({ ...t, external: [...(t.external ?? []), 'webgpu'] })));

@@ -1,0 +1,84 @@
+import { LensError } from '../errors';
+
+export type FlagKind = 'string' | 'number' | 'bool' | 'list' | 'repeat';
+
+export interface FlagSpec {
+  kind: FlagKind;
+  /** Values the flag accepts (string flags). */
+  choices?: readonly string[];
+  default?: string | number | boolean;
+}
+
+export interface ParsedArgs {
+  positional: string[];
+  flags: Record<string, string | number | boolean | string[] | undefined>;
+}
+
+/**
+ * Parses `args` against the command's flags: `--x V` (string, number), `--x` (bool), `--x V1 V2 …`
+ * (list: values up to the next flag), `--x V` given several times (repeat). `--x=V` works too.
+ */
+export function parseArgs(command: string, args: string[], spec: Record<string, FlagSpec>, maxPositional: number): ParsedArgs {
+  const flags: ParsedArgs['flags'] = {};
+  const positional: string[] = [];
+  const usage = (msg: string): never => {
+    throw new LensError(`lora-lens ${command}`, msg);
+  };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (!a.startsWith('--') || a === '--') {
+      positional.push(a);
+      continue;
+    }
+    const eq = a.indexOf('=');
+    const name = a.slice(2, eq < 0 ? undefined : eq);
+    const s = spec[name];
+    if (!s) usage(`unknown option --${name} (options: ${Object.keys(spec).map((k) => '--' + k).join(', ')})`);
+    const inline = eq < 0 ? undefined : a.slice(eq + 1);
+    const takeOne = (): string => {
+      if (inline !== undefined) return inline;
+      const v = args[i + 1];
+      if (v === undefined || (v.startsWith('--') && v.length > 2)) usage(`--${name} needs a value`);
+      i++;
+      return v;
+    };
+    switch (s.kind) {
+      case 'bool':
+        flags[name] = inline === undefined ? true : inline !== 'false';
+        break;
+      case 'string': {
+        const v = takeOne();
+        if (s.choices && !s.choices.includes(v)) usage(`--${name} must be one of ${s.choices.join(', ')} (got ${JSON.stringify(v)})`);
+        flags[name] = v;
+        break;
+      }
+      case 'number': {
+        const v = takeOne();
+        const n = Number(v);
+        if (v.trim() === '' || !Number.isFinite(n)) usage(`--${name} must be a number (got ${JSON.stringify(v)})`);
+        flags[name] = n;
+        break;
+      }
+      case 'repeat':
+        flags[name] = [...((flags[name] as string[] | undefined) ?? []), takeOne()];
+        break;
+      case 'list': {
+        const vals: string[] = inline !== undefined ? inline.split(',').filter((x) => x !== '') : [];
+        while (inline === undefined && i + 1 < args.length && !args[i + 1].startsWith('--')) vals.push(args[++i]);
+        if (vals.length === 0) usage(`--${name} needs at least one value`);
+        flags[name] = [...((flags[name] as string[] | undefined) ?? []), ...vals];
+        break;
+      }
+    }
+  }
+  for (const [name, s] of Object.entries(spec)) if (flags[name] === undefined && s.default !== undefined) flags[name] = s.default;
+  if (positional.length > maxPositional) usage(`unexpected argument ${JSON.stringify(positional[maxPositional])}`);
+  return { positional, flags };
+}
+
+/** Reads a required flag or fails with a usage error naming it. */
+export function required<T>(command: string, flags: ParsedArgs['flags'], name: string): T {
+  const v = flags[name];
+  if (v === undefined) throw new LensError(`lora-lens ${command}`, `--${name} is required`);
+  return v as T;
+}

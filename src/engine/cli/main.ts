@@ -1,0 +1,111 @@
+import { version } from '../../../package.json';
+import { CancelledError, LensError } from '../errors';
+import { Kernels } from '../kernels/kernels';
+import { DEVICE_CHOICES, DeviceChoice, selectKernels } from '../kernels/select';
+import { writeFileAtomic } from '../safetensors/writer';
+import { Progress } from '../util/job';
+import { parseArgs } from './args';
+import { CliCommand, CliContext } from './command';
+import { COMMANDS } from './commands';
+
+const COMMON_FLAGS = {
+  json: { kind: 'string' },
+  device: { kind: 'string', choices: DEVICE_CHOICES, default: 'auto' },
+  quiet: { kind: 'bool' },
+} as const;
+
+function help(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    'lora-lens: inspect, merge, validate and decompose LoRA adapters and checkpoints',
+    '',
+    'usage: lora-lens <command> [options]',
+    '',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Every command takes --json FILE (write the report), --device auto|cpu|gpu, --quiet.',
+    "Run 'lora-lens <command> --help' for a command's options.",
+  ].join('\n');
+}
+
+function progressPrinter(): (p: Progress) => void {
+  if (!process.stderr.isTTY) return () => {};
+  let last = 0;
+  return (p) => {
+    const now = Date.now();
+    if (now - last < 100 && p.done < p.total) return;
+    last = now;
+    const pct = p.total > 0 ? Math.floor((100 * p.done) / p.total) : 0;
+    const line = `${p.phase} ${p.done}/${p.total} (${pct}%)${p.tensor ? ' ' + p.tensor : ''}`;
+    process.stderr.write(`\r\x1b[2K${line.slice(0, (process.stderr.columns ?? 100) - 1)}`);
+    if (p.done >= p.total) process.stderr.write('\r\x1b[2K');
+  };
+}
+
+/** Runs the CLI; resolves to the exit code (0 ok, 2 bad input, 130 cancelled, 1 internal error). */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(help() + '\n');
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') {
+    process.stdout.write(`${version}\n`);
+    return 0;
+  }
+  const cmd: CliCommand | undefined = COMMANDS.find((c) => c.name === name);
+  if (!cmd) {
+    process.stderr.write(`lora-lens: unknown command '${name}'\n\n${help()}\n`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`usage: lora-lens ${cmd.usage}\n\n${cmd.summary}\n`);
+    return 0;
+  }
+
+  const abort = new AbortController();
+  const onSigint = (): void => {
+    if (abort.signal.aborted) process.exit(130);
+    abort.abort();
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+  let kernels: Kernels | undefined;
+  try {
+    const args = parseArgs(name, rest, { ...cmd.flags, ...COMMON_FLAGS }, cmd.maxPositional);
+    const quiet = args.flags.quiet === true;
+    const ctx: CliContext = {
+      signal: abort.signal,
+      progress: quiet ? () => {} : progressPrinter(),
+      warn: (m) => process.stderr.write(`warning: ${m}\n`),
+      log: (m) => {
+        if (!quiet && process.stderr.isTTY) process.stderr.write(`${m}\n`);
+      },
+      kernels: async () => (kernels ??= await selectKernels(args.flags.device as DeviceChoice, ctx)),
+    };
+    const result = await cmd.run(args, ctx);
+    const jsonOut = args.flags.json as string | undefined;
+    if (jsonOut !== undefined && result.report !== undefined) {
+      const text = JSON.stringify(result.report, null, 2) + '\n';
+      if (jsonOut === '-') process.stdout.write(text);
+      else writeFileAtomic(jsonOut, text);
+    }
+    if (result.text && !quiet && jsonOut !== '-') process.stdout.write(result.text.endsWith('\n') ? result.text : result.text + '\n');
+    return 0;
+  } catch (e) {
+    if (e instanceof LensError) {
+      process.stderr.write(`lora-lens ${name}: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof CancelledError) {
+      process.stderr.write(`lora-lens ${name}: cancelled; nothing was written\n`);
+      return 130;
+    }
+    process.stderr.write(`lora-lens ${name}: internal error: ${(e as Error).stack ?? e}\n`);
+    return 1;
+  } finally {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+    await kernels?.dispose();
+  }
+}

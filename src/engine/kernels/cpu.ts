@@ -1,0 +1,38 @@
+import { loraDeltaRows, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
+import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
+
+/** The CPU backend on the calling thread. */
+export class CpuKernels implements Kernels {
+  readonly device = 'cpu' as const;
+  readonly description = 'CPU (main thread)';
+
+  async loraDelta(f: LoraFactors, out = new Float32Array(f.out * f.in)): Promise<Float32Array> {
+    loraDeltaRows(f, 0, f.out, out);
+    return out;
+  }
+
+  async merge(w: Float32Array, d: Float32Array | null, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+    mergeRange(w, d, dtype, rule, out, 0, w.length);
+    return out;
+  }
+
+  async pairStats(a: Float32Array, b: Float32Array | null): Promise<PairStats> {
+    return pairStatsRange(a, b, 0, a.length);
+  }
+
+  async subtract(a: Float32Array, b: Float32Array, out: Float32Array): Promise<Float32Array> {
+    subtractRange(a, b, out, 0, a.length);
+    return out;
+  }
+
+  async precision(w: Float32Array, d: Float32Array | null, dtype: HalfDtype, rule: MergeRule): Promise<PrecisionStats> {
+    return precisionRange(w, d, dtype, rule, 0, w.length);
+  }
+
+  async maxAbsInto(acc: Float32Array, x: Float32Array): Promise<Float32Array> {
+    maxAbsRange(acc, x, 0, acc.length);
+    return acc;
+  }
+
+  async dispose(): Promise<void> {}
+}

@@ -1,0 +1,89 @@
+/**
+ * The numeric kernels behind one interface, implemented on the CPU (typed arrays, worker threads) and
+ * on the GPU (WebGPU). Every kernel's result is defined exactly here; backends must agree bit for bit
+ * on tensors and within 1e-6 (relative) on float64 statistics.
+ *
+ * Values are fp32 (`Float32Array`); a half-precision tensor is decoded to fp32 first (exact).
+ */
+
+export type HalfDtype = 'F16' | 'BF16';
+export type MergeDtype = 'F32' | HalfDtype;
+/**
+ * fp16/bf16 merge rules, `W` the stored base weight, `d` the fp32 delta, `r` rounding to the dtype
+ * (round-to-nearest-even), `f` rounding to fp32:
+ * - `peft`      = r(f(r(W) + d))        what PEFT's merge_and_unload() gives with its defaults
+ * - `peft-safe` = r(f(r(W) + r(d)))     both operands cast first, added as PyTorch adds halves
+ * - `fp32-cast` = r(f(W + d))           the most accurate
+ * At F32 every rule is f(W + d).
+ */
+export type MergeRule = 'peft' | 'peft-safe' | 'fp32-cast';
+export const MERGE_RULES: MergeRule[] = ['peft', 'peft-safe', 'fp32-cast'];
+
+/** Statistics of a pair (a, b), accumulated in float64. */
+export interface PairStats {
+  n: number;
+  dot: number;
+  /** Sum of squares of a, of b, and of (a - b). */
+  aSq: number;
+  bSq: number;
+  diffSq: number;
+  maxAbsDiff: number;
+  /** Elements where a != 0, b != 0, a != b. NaN compares unequal. */
+  aNonzero: number;
+  bNonzero: number;
+  diffNonzero: number;
+  maxAbsA: number;
+  maxAbsB: number;
+  /** Elements that are NaN or infinite in a or in b. */
+  nonFinite: number;
+}
+
+/** What merging one tensor at a half dtype under a rule does to it, against the fp32 base `W`. */
+export interface PrecisionStats {
+  n: number;
+  /** Elements with d != 0. */
+  deltaNonzero: number;
+  /** Elements with d != 0 whose merged value equals the cast base r(W): the delta was swallowed. */
+  lost: number;
+  /** Sum of squares of d and of (recovered - d), recovered = merged - r(W) in fp32. */
+  deltaSq: number;
+  recoveredErrSq: number;
+  /** Elements where merged != W, and sum of squares of (merged - W): what a task vector would see. */
+  changed: number;
+  changedSq: number;
+  /** Elements where r(W) != W, and sum of squares of (r(W) - W): the cast alone. */
+  castChanged: number;
+  castSq: number;
+}
+
+export interface LoraFactors {
+  /** A: [r, in] row-major. */
+  A: Float32Array;
+  /** B: [out, r] row-major. */
+  B: Float32Array;
+  r: number;
+  out: number;
+  in: number;
+  scale: number;
+  /** Produce the delta as [in, out] (Conv1D, embeddings) instead of [out, in]. */
+  transpose: boolean;
+}
+
+export interface Kernels {
+  readonly device: 'cpu' | 'gpu';
+  /** A human description of where the work runs ("CPU, 2 worker threads", "NVIDIA H100 (Vulkan)"). */
+  readonly description: string;
+  /** delta = scale * B @ A, each element accumulated in float64 and rounded once to fp32. */
+  loraDelta(f: LoraFactors, out?: Float32Array): Promise<Float32Array>;
+  /** Merged tensor of base `w` (values as stored, decoded to fp32) and delta `d` (null: no delta), encoded at `dtype`. */
+  merge(w: Float32Array, d: Float32Array | null, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array>;
+  /** Statistics of a against b (b null: a against zeros). */
+  pairStats(a: Float32Array, b: Float32Array | null): Promise<PairStats>;
+  /** out = f(a - b). */
+  subtract(a: Float32Array, b: Float32Array, out: Float32Array): Promise<Float32Array>;
+  /** What merging at `dtype` under `rule` loses; `d` null for a tensor the adapter does not touch. */
+  precision(w: Float32Array, d: Float32Array | null, dtype: HalfDtype, rule: MergeRule): Promise<PrecisionStats>;
+  /** acc[i] = max(acc[i], |x[i]|) (the UNMERGE magnitude aggregation). */
+  maxAbsInto(acc: Float32Array, x: Float32Array): Promise<Float32Array>;
+  dispose(): Promise<void>;
+}
