@@ -12,6 +12,8 @@ export interface FlagSpec {
 export interface ParsedArgs {
   positional: string[];
   flags: Record<string, string | number | boolean | string[] | undefined>;
+  /** Every flag value in command-line order (`--adapter a --finetuned b --adapter c`), which `flags` loses across flags. */
+  ordered?: Array<{ name: string; value: string }>;
 }
 
 /**
@@ -21,6 +23,7 @@ export interface ParsedArgs {
 export function parseArgs(command: string, args: string[], spec: Record<string, FlagSpec>, maxPositional: number): ParsedArgs {
   const flags: ParsedArgs['flags'] = {};
   const positional: string[] = [];
+  const ordered: NonNullable<ParsedArgs['ordered']> = [];
   const usage = (msg: string): never => {
     throw new LensError(`lora-lens ${command}`, msg);
   };
@@ -42,30 +45,36 @@ export function parseArgs(command: string, args: string[], spec: Record<string, 
       i++;
       return v;
     };
+    const takeRecorded = (): string => {
+      const v = takeOne();
+      ordered.push({ name, value: v });
+      return v;
+    };
     switch (s.kind) {
       case 'bool':
         flags[name] = inline === undefined ? true : inline !== 'false';
         break;
       case 'string': {
-        const v = takeOne();
+        const v = takeRecorded();
         if (s.choices && !s.choices.includes(v)) usage(`--${name} must be one of ${s.choices.join(', ')} (got ${JSON.stringify(v)})`);
         flags[name] = v;
         break;
       }
       case 'number': {
-        const v = takeOne();
+        const v = takeRecorded();
         const n = Number(v);
         if (v.trim() === '' || !Number.isFinite(n)) usage(`--${name} must be a number (got ${JSON.stringify(v)})`);
         flags[name] = n;
         break;
       }
       case 'repeat':
-        flags[name] = [...((flags[name] as string[] | undefined) ?? []), takeOne()];
+        flags[name] = [...((flags[name] as string[] | undefined) ?? []), takeRecorded()];
         break;
       case 'list': {
         const vals: string[] = inline !== undefined ? inline.split(',').filter((x) => x !== '') : [];
         while (inline === undefined && i + 1 < args.length && !args[i + 1].startsWith('--')) vals.push(args[++i]);
         if (vals.length === 0) usage(`--${name} needs at least one value`);
+        for (const value of vals) ordered.push({ name, value });
         flags[name] = [...((flags[name] as string[] | undefined) ?? []), ...vals];
         break;
       }
@@ -73,7 +82,7 @@ export function parseArgs(command: string, args: string[], spec: Record<string, 
   }
   for (const [name, s] of Object.entries(spec)) if (flags[name] === undefined && s.default !== undefined) flags[name] = s.default;
   if (positional.length > maxPositional) usage(`unexpected argument ${JSON.stringify(positional[maxPositional])}`);
-  return { positional, flags };
+  return { positional, flags, ordered };
 }
 
 /** Reads a required flag or fails with a usage error naming it. */

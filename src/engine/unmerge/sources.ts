@@ -1,0 +1,154 @@
+/**
+ * Task vectors read through a mask: an adapter (its delta `s * B @ A`, evaluated at the kept elements
+ * only) or a fine-tuned / merged model folder (`f32(model) - f32(base)`, one module at a time).
+ */
+import { adapterLayout, LoraModule } from '../checkpoint/adapter';
+import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { LensError } from '../errors';
+import { Kernels } from '../kernels/kernels';
+import { assertFloat, bytesToF32, Scratch } from '../safetensors/reader';
+import { JobContext, throwIfCancelled } from '../util/job';
+import { loraNormSq, loraValuesAt, readFactors } from './lora';
+import { Mask, MaskModule } from './maskFile';
+
+export type SourceKind = 'adapter' | 'finetuned';
+
+/** One module of the base, read at most once however many model sources need it. */
+export class BaseModule {
+  private value: Promise<Float32Array> | undefined;
+
+  constructor(
+    private readonly base: Checkpoint,
+    readonly module: MaskModule,
+    private readonly scratch: Scratch,
+  ) {}
+
+  f32(): Promise<Float32Array> {
+    return (this.value ??= readInto(this.base, this.module.name, this.scratch, 'base'));
+  }
+}
+
+async function readInto(c: Checkpoint, name: string, scratch: Scratch, slot: string): Promise<Float32Array> {
+  const t = c.byName.get(name)!;
+  assertFloat(t);
+  const raw = await c.handles.readBytes(t, scratch.bytes(`${slot}-raw`, t.byteLength));
+  return bytesToF32(t, raw, scratch.f32(`${slot}-f32`, t.numel));
+}
+
+export interface MaskedValues {
+  /** Squared Frobenius norm of the whole task vector of the module (kept or not). */
+  fullNormSq: number;
+  /** Whether the source changes this module at all. */
+  touches: boolean;
+}
+
+export interface MaskedSource {
+  name: string;
+  path: string;
+  kind: SourceKind;
+  /** Writes the task vector's kept elements of `base.module` (mask order) into `out`. */
+  values(base: BaseModule, indices: Uint32Array, out: Float32Array): Promise<MaskedValues>;
+  close(): void;
+}
+
+/** Opens `p` as a task vector for `mask`; `kind` 'auto' takes an adapter folder as an adapter and anything else as a model. */
+export function openSource(
+  p: string,
+  name: string,
+  kind: SourceKind | 'auto',
+  base: Checkpoint,
+  mask: Mask,
+  kernels: Kernels,
+  warn: (m: string) => void,
+): MaskedSource {
+  const ckpt = openCheckpoint(p);
+  const actual: SourceKind = ckpt.kind === 'adapter' ? 'adapter' : 'finetuned';
+  if (kind !== 'auto' && kind !== actual) {
+    closeCheckpoint(ckpt);
+    throw new LensError(p, kind === 'adapter' ? 'not a PEFT adapter folder (no adapter_config.json)' : 'is a PEFT adapter folder; pass it with --adapter');
+  }
+  try {
+    return actual === 'adapter' ? adapterSource(ckpt, name, base, mask, warn) : modelSource(ckpt, name, base, mask, kernels);
+  } catch (e) {
+    closeCheckpoint(ckpt);
+    throw e;
+  }
+}
+
+function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: Mask, warn: (m: string) => void): MaskedSource {
+  const layout = adapterLayout(ckpt, base);
+  for (const w of layout.warnings) warn(`${name}: ${w}`);
+  const byBase = new Map<string, LoraModule>(layout.modules.map((lm) => [lm.base!.name, lm]));
+  const masked = new Set(mask.modules.map((m) => m.name));
+  const outside = layout.modules.filter((lm) => !masked.has(lm.base!.name)).length;
+  if (outside > 0) warn(`${name}: ${outside} of its ${layout.modules.length} modules are not in the mask; their deltas are left out`);
+  if (layout.replacements.length > 0) warn(`${name}: ${layout.replacements.length} saved full tensors (modules_to_save, biases) are not LoRA deltas and are left out`);
+  return {
+    name,
+    path: ckpt.path,
+    kind: 'adapter',
+    async values(bm, indices, out) {
+      const lm = byBase.get(bm.module.name);
+      if (!lm) {
+        out.fill(0);
+        return { fullNormSq: 0, touches: false };
+      }
+      const f = await readFactors(ckpt, lm);
+      loraValuesAt(f, indices, out);
+      const fullNormSq = loraNormSq(f);
+      if (!Number.isFinite(fullNormSq) || out.some((v) => !Number.isFinite(v))) throw new LensError(ckpt.path, 'delta has non-finite values', lm.B.name);
+      return { fullNormSq, touches: true };
+    },
+    close: () => closeCheckpoint(ckpt),
+  };
+}
+
+function modelSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: Mask, kernels: Kernels): MaskedSource {
+  for (const m of mask.modules) {
+    const t = ckpt.byName.get(m.name);
+    if (!t) throw new LensError(ckpt.path, `has no tensor '${m.name}', which the mask masks`, m.name);
+    if (t.shape.join(',') !== m.shape.join(',')) throw new LensError(ckpt.path, `shape ${JSON.stringify(t.shape)} differs from the base's ${JSON.stringify(m.shape)}`, m.name);
+    assertFloat(t);
+  }
+  const scratch = new Scratch();
+  return {
+    name,
+    path: ckpt.path,
+    kind: 'finetuned',
+    async values(bm, indices, out) {
+      const w = await bm.f32();
+      const ft = await readInto(ckpt, bm.module.name, scratch, 'model');
+      const tau = await kernels.subtract(ft, w, scratch.f32('tau', w.length));
+      const stats = await kernels.pairStats(tau, null);
+      if (stats.nonFinite > 0) throw new LensError(ckpt.path, `${stats.nonFinite} non-finite values in the task vector (model minus base)`, bm.module.name);
+      for (let t = 0; t < indices.length; t++) out[t] = tau[indices[t]];
+      return { fullNormSq: stats.aSq, touches: stats.aNonzero > 0 };
+    },
+    close: () => closeCheckpoint(ckpt),
+  };
+}
+
+/** Per-module mask and base, and the masked values of every source in turn: one module in memory at a time. */
+export async function forEachMaskedModule(
+  mask: Mask,
+  base: Checkpoint,
+  sources: MaskedSource[],
+  ctx: JobContext,
+  phase: string,
+  visit: (module: number, source: number, values: Float32Array, full: { fullNormSq: number; touches: boolean }) => void,
+): Promise<void> {
+  const scratch = new Scratch();
+  const M = mask.modules.length;
+  for (let i = 0; i < M; i++) {
+    throwIfCancelled(ctx);
+    const m = mask.modules[i];
+    ctx.progress({ phase, done: i, total: M, tensor: m.name });
+    const indices = await mask.indices(m);
+    const bm = new BaseModule(base, m, scratch);
+    for (let s = 0; s < sources.length; s++) {
+      const values = new Float32Array(indices.length);
+      visit(i, s, values, await sources[s].values(bm, indices, values));
+    }
+  }
+  ctx.progress({ phase, done: M, total: M });
+}
