@@ -1,4 +1,4 @@
-import { loraDeltaRows, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
+import { doraNormsRange, loraDeltaRows, maxAbsRange, mergeDoraRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
 
 /** The CPU backend on the calling thread. */
@@ -13,6 +13,18 @@ export class CpuKernels implements Kernels {
 
   async merge(w: Float32Array, d: Float32Array | null, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
     mergeRange(w, d, dtype, rule, out, 0, w.length);
+    return out;
+  }
+
+  async doraNorms(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule): Promise<Float64Array> {
+    const acc = new Float64Array(featureIsColumn ? cols : rows);
+    doraNormsRange(w, d, cols, featureIsColumn, dtype, rule, acc, 0, rows);
+    for (let i = 0; i < acc.length; i++) acc[i] = Math.sqrt(acc[i]);
+    return acc;
+  }
+
+  async mergeDora(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+    mergeDoraRange(w, d, factor, cols, featureIsColumn, dtype, rule, out, 0, cols === 0 ? 0 : w.length / cols);
     return out;
   }
 

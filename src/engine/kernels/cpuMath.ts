@@ -75,6 +75,40 @@ export function mergeRange(w: Float32Array, d: Float32Array | null, dtype: Merge
   for (let i = i0; i < i1; i++) o[i] = mergeHalfElement(dtype, rule, w[i], d[i]);
 }
 
+/** The fp32 value `v = W + d` that a rule merges (DoRA normalises it); at F32 every rule gives f(W + d). */
+export function mergeOperand(dtype: MergeDtype, rule: MergeRule, w: number, d: number): number {
+  if (dtype === 'F32' || rule === 'fp32-cast') return Math.fround(w + d);
+  return rule === 'peft' ? Math.fround(roundHalf(dtype, w) + d) : Math.fround(roundHalf(dtype, w) + roundHalf(dtype, d));
+}
+
+/** Adds the squares of `v` (see mergeOperand) for rows [row0, row1) into `acc`, per row or per column (float64). */
+export function doraNormsRange(w: Float32Array, d: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, acc: Float64Array, row0: number, row1: number): void {
+  for (let i = row0; i < row1; i++) {
+    const o = i * cols;
+    let rowSq = 0;
+    for (let j = 0; j < cols; j++) {
+      const v = mergeOperand(dtype, rule, w[o + j], d[o + j]);
+      if (featureIsColumn) acc[j] += v * v;
+      else rowSq += v * v;
+    }
+    if (!featureIsColumn) acc[i] += rowSq;
+  }
+}
+
+/** Rows [row0, row1) of the DoRA-merged tensor, `f(factor * v)` encoded at `dtype` into `out` (the whole tensor). */
+export function mergeDoraRange(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array, row0: number, row1: number): void {
+  const f32 = dtype === 'F32' ? new Float32Array(out.buffer, out.byteOffset, w.length) : undefined;
+  const h = dtype === 'F32' ? undefined : new Uint16Array(out.buffer, out.byteOffset, w.length);
+  for (let i = row0; i < row1; i++) {
+    const o = i * cols;
+    for (let j = 0; j < cols; j++) {
+      const x = Math.fround(factor[featureIsColumn ? j : i] * mergeOperand(dtype, rule, w[o + j], d[o + j]));
+      if (f32) f32[o + j] = x;
+      else h![o + j] = half(dtype as HalfDtype, x);
+    }
+  }
+}
+
 export function emptyPairStats(): PairStats {
   return { n: 0, dot: 0, aSq: 0, bSq: 0, diffSq: 0, maxAbsDiff: 0, aNonzero: 0, bNonzero: 0, diffNonzero: 0, maxAbsA: 0, maxAbsB: 0, nonFinite: 0 };
 }

@@ -81,6 +81,18 @@ export interface Kernels {
   pairStats(a: Float32Array, b: Float32Array | null): Promise<PairStats>;
   /** out = f(a - b). */
   subtract(a: Float32Array, b: Float32Array, out: Float32Array): Promise<Float32Array>;
+  /**
+   * DoRA, step 1: the L2 norm, in float64, of each output feature of `v = W + d` as the rule forms it in
+   * fp32 (`f(r(W) + d)` for `peft`, `f(r(W) + r(d))` for `peft-safe`, `f(W + d)` for `fp32-cast` and at
+   * F32). `w` and `d` are `rows x cols` row-major; an output feature is a row, or a column when
+   * `featureIsColumn` (Conv1D and embedding weights, stored [in, out]).
+   */
+  doraNorms(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule): Promise<Float64Array>;
+  /**
+   * DoRA, step 2: `merged = enc(f(factor[feature] * v))`, `v` as in doraNorms and `factor` the fp32
+   * `f(magnitude / f(norm))` per output feature; encoded at `dtype` into `out`.
+   */
+  mergeDora(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array>;
   /** What merging at `dtype` under `rule` loses; `d` null for a tensor the adapter does not touch. */
   precision(w: Float32Array, d: Float32Array | null, dtype: HalfDtype, rule: MergeRule): Promise<PrecisionStats>;
   /** acc[i] = max(acc[i], |x[i]|) (the UNMERGE magnitude aggregation). */

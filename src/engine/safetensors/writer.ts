@@ -47,6 +47,8 @@ export class SafetensorsWriter {
   private fd: number | undefined;
   private readonly sizes: number[];
   private next = 0;
+  /** Bytes of the current tensor written so far. */
+  private partial = 0;
   private position: number;
 
   constructor(
@@ -68,15 +70,27 @@ export class SafetensorsWriter {
   }
 
   write(name: string, bytes: Uint8Array): void {
+    if (this.partial !== 0 || bytes.byteLength !== this.sizes[this.next]) {
+      throw new Error(`${this.target}: tensor '${name}' has ${bytes.byteLength} bytes, header says ${this.sizes[this.next]}`);
+    }
+    this.writePart(name, bytes);
+  }
+
+  /** Appends the next bytes of tensor `name` (large tensors are written in row blocks); it is done once all its bytes are in. */
+  writePart(name: string, bytes: Uint8Array): void {
     const spec = this.specs[this.next];
     if (this.fd === undefined) throw new Error(`writer for ${this.target} is closed`);
     if (spec === undefined || spec.name !== name) throw new Error(`${this.target}: wrote '${name}' but '${spec?.name}' was expected next`);
-    if (bytes.byteLength !== this.sizes[this.next]) {
-      throw new Error(`${this.target}: tensor '${name}' has ${bytes.byteLength} bytes, header says ${this.sizes[this.next]}`);
+    if (this.partial + bytes.byteLength > this.sizes[this.next]) {
+      throw new Error(`${this.target}: tensor '${name}' gets more than the ${this.sizes[this.next]} bytes its header says`);
     }
     writeFully(this.fd, bytes, this.position);
     this.position += bytes.byteLength;
-    this.next++;
+    this.partial += bytes.byteLength;
+    if (this.partial === this.sizes[this.next]) {
+      this.partial = 0;
+      this.next++;
+    }
   }
 
   finish(): void {
@@ -167,6 +181,15 @@ export class ShardedWriter {
   }
 
   write(name: string, bytes: Uint8Array): void {
+    this.writerFor(name).write(name, bytes);
+  }
+
+  /** Appends the next bytes of tensor `name` (see SafetensorsWriter.writePart). */
+  writePart(name: string, bytes: Uint8Array): void {
+    this.writerFor(name).writePart(name, bytes);
+  }
+
+  private writerFor(name: string): SafetensorsWriter {
     const i = this.shardOf.get(name);
     if (i === undefined) throw new Error(`tensor '${name}' is not in the output plan`);
     if (i !== this.current) {
@@ -174,7 +197,7 @@ export class ShardedWriter {
       this.current = i;
       this.writer = new SafetensorsWriter(path.join(this.dir, this.files[i]), this.shards[i]);
     }
-    this.writer!.write(name, bytes);
+    return this.writer!;
   }
 
   finish(): void {

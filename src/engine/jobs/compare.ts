@@ -1,0 +1,366 @@
+/**
+ * compare: the adapter's deltas (s * B @ A per target, DoRA's effective delta, full replacements minus
+ * the base) against a task vector, read from a file or computed on the fly as finetuned - base.
+ */
+import * as path from 'node:path';
+import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { LensError } from '../errors';
+import { Kernels, PairStats } from '../kernels/kernels';
+import { isFloatDtype } from '../safetensors/dtypes';
+import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
+import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
+import { JobContext, throwIfCancelled } from '../util/job';
+import { withOutputDir } from '../util/outputDir';
+import { tensorCategory } from './category';
+import { deltaBlock, Factors, mergeDora } from './delta';
+import { AdapterPlan, closePlan, planAdapter } from './plan';
+import { Accumulator, cosine, finite, relFroErr, swapSides } from './stats';
+import { Block, blockInfo, blocksOf, prefetched, readBlock, sameRows } from './stream';
+import { CliCommand } from '../cli/command';
+import { required } from '../cli/args';
+
+export const DEFAULT_TOLERANCE = 1e-5;
+/** Cosine above which a shared tensor counts as a perfect match. */
+export const PERFECT_COSINE = 0.9999;
+
+export interface CompareOptions {
+  tolerance: number;
+  saveDeltas: boolean;
+}
+
+export interface CompareTensor {
+  name: string;
+  category: string;
+  /** The adapter puts a LoRA delta on this tensor. */
+  loraTarget: boolean;
+  /** The adapter replaces this tensor outright (modules_to_save, a saved bias). */
+  replaced: boolean;
+  cosine: number | null;
+  maxAbsDiff: number | null;
+  relFroErr: number | null;
+  loraNorm: number;
+  taskVectorNorm: number;
+  loraNonzero: number;
+  taskVectorNonzero: number;
+  withinTolerance: boolean;
+}
+
+export interface CompareSummary {
+  compared: number;
+  shared: number;
+  perfectMatches: number;
+  loraOnly: number;
+  taskVectorOnly: number;
+  taskVectorOnlyNorm: number;
+  meanCosine: number | null;
+  minCosine: number | null;
+  maxAbsDiff: number | null;
+  maxRelFroErr: number | null;
+  tolerance: number;
+  equivalent: boolean;
+  verdict: string;
+}
+
+export interface CompareReport {
+  base: string;
+  adapter: string;
+  taskVector: string;
+  /** 'task-vector' (a file) or 'finetuned' (computed on the fly). */
+  source: 'task-vector' | 'finetuned';
+  device: string;
+  summary: CompareSummary;
+  tensors: CompareTensor[];
+  /** Base tensors absent from the task vector side, or with another shape there (compared as zeros / skipped). */
+  missingInTaskVector: string[];
+  shapeMismatches: string[];
+  onlyInTaskVector: string[];
+  files: string[];
+  warnings: string[];
+  seconds: number;
+}
+
+interface Step {
+  t: TensorInfo;
+  block: Block;
+  /** What must be read for this block. */
+  needBase: boolean;
+  other?: TensorInfo;
+  rep?: TensorInfo;
+}
+
+export interface CompareSource {
+  finetuned?: string;
+  taskVector?: string;
+}
+
+/** Opens everything, compares, and writes comparison_results.json, report.txt (and lora_deltas.safetensors) into `out`. */
+export async function compareAdapter(basePath: string, adapterPath: string, source: CompareSource, out: string, opts: CompareOptions, kernels: Kernels, ctx: JobContext): Promise<CompareReport> {
+  const otherPath = source.taskVector ?? source.finetuned;
+  if (otherPath === undefined || (source.taskVector !== undefined && source.finetuned !== undefined)) {
+    throw new LensError('lora-lens compare', 'give exactly one of --finetuned DIR or --task-vector FILE');
+  }
+  const plan = planAdapter(basePath, adapterPath, ctx);
+  try {
+    const other = openCheckpoint(otherPath);
+    try {
+      if (source.taskVector !== undefined && other.kind !== 'task-vector' && other.kind !== 'file') {
+        throw new LensError(otherPath, `is a ${other.kind}, not a task vector file; use --finetuned for a model folder`);
+      }
+      if (other.kind === 'adapter') throw new LensError(otherPath, 'is a PEFT adapter folder; --finetuned needs a full model');
+      return await withOutputDir(out, [basePath, adapterPath, otherPath], (dir) =>
+        compareInto(dir.tmp, plan, other, source.taskVector !== undefined ? 'task-vector' : 'finetuned', opts, kernels, ctx),
+      );
+    } finally {
+      other.handles.close();
+    }
+  } finally {
+    closePlan(plan);
+  }
+}
+
+/** Compares and writes the report files into the existing folder `dir`. */
+export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpoint, mode: 'task-vector' | 'finetuned', opts: CompareOptions, kernels: Kernels, ctx: JobContext): Promise<CompareReport> {
+  const t0 = performance.now();
+  const missing: string[] = [];
+  const mismatched: string[] = [];
+  const steps: Step[] = [];
+  const deltaSpecs: { name: string; dtype: 'F32'; shape: number[] }[] = [];
+  let total = 0;
+  for (const t of plan.base.tensors) {
+    if (!isFloatDtype(t.dtype)) continue;
+    let o = other.byName.get(t.name);
+    if (o && o.shape.join(',') !== t.shape.join(',')) {
+      mismatched.push(t.name);
+      continue;
+    }
+    if (o && !isFloatDtype(o.dtype)) o = undefined;
+    if (!o) missing.push(t.name);
+    const m = plan.loraByBase.get(t.name);
+    const rep = plan.replaceByBase.get(t.name)?.source;
+    if (!m && !rep && !o) continue;
+    if (m || rep) deltaSpecs.push({ name: t.name, dtype: 'F32', shape: t.shape });
+    total++;
+    const dora = m?.magnitude !== undefined;
+    // The base is read where a side needs it: tau = ft - base, DoRA's norms, a replacement's change.
+    const needBase = (mode === 'finetuned' && o !== undefined) || dora || rep !== undefined;
+    for (const block of blocksOf(t, dora ? Infinity : undefined)) steps.push({ t, block, needBase, other: o, rep });
+  }
+  const onlyInTaskVector = other.tensors.filter((t) => !plan.base.byName.has(t.name)).map((t) => t.name);
+  const warnings = [...plan.warnings];
+  if (mismatched.length) warnings.push(`${mismatched.length} tensor(s) have another shape in ${other.path} and were skipped: ${mismatched.slice(0, 3).join(', ')}`);
+  if (onlyInTaskVector.length) warnings.push(`${onlyInTaskVector.length} tensor(s) of ${other.path} are not in the base, e.g. ${onlyInTaskVector[0]}`);
+  const missingTargets = missing.filter((n) => plan.loraByBase.has(n) || plan.replaceByBase.has(n));
+  if (missingTargets.length) warnings.push(`${missingTargets.length} adapted tensor(s) are missing from ${other.path} (compared against zeros), e.g. ${missingTargets[0]}`);
+  for (const w of warnings.slice(plan.warnings.length)) ctx.warn(w);
+
+  const scratch = new Scratch();
+  const factors = new Factors(plan.adapter);
+  const deltaWriter = opts.saveDeltas ? new SafetensorsWriter(path.join(dir, 'lora_deltas.safetensors'), deltaSpecs, { format: 'pt' }) : undefined;
+  const tensors: CompareTensor[] = [];
+  let acc = new Accumulator();
+  let done = 0;
+  const read = async (s: Step, slot: 0 | 1): Promise<{ base?: Uint8Array; other?: Uint8Array; rep?: Uint8Array }> => {
+    const get = async (c: Checkpoint, b: Block, key: string): Promise<Uint8Array> => readBlock(c.handles, b, scratch.bytes(`${key}${slot}`, blockInfo(b).byteLength));
+    const [base, o, rep] = await Promise.all([
+      s.needBase ? get(plan.base, s.block, 'base') : undefined,
+      s.other ? get(other, sameRows(s.block, s.other), 'other') : undefined,
+      s.rep ? get(plan.adapter, sameRows(s.block, s.rep), 'rep') : undefined,
+    ]);
+    return { base, other: o, rep };
+  };
+  try {
+    for await (const { step, data } of prefetched(steps, read)) {
+      throwIfCancelled(ctx);
+      const b = step.block;
+      const n = b.numel;
+      const w = data.base ? bytesToF32(blockInfo(b), data.base, scratch.f32('w', n)) : undefined;
+      let tau: Float32Array | null = null;
+      if (data.other) {
+        const o = bytesToF32(blockInfo(sameRows(b, step.other!)), data.other, scratch.f32('o', n));
+        tau = mode === 'finetuned' ? await kernels.subtract(o, w!, scratch.f32('tau', n)) : o;
+      }
+      const m = plan.loraByBase.get(step.t.name);
+      let lora: Float32Array | null = null;
+      if (m) {
+        lora = await deltaBlock(kernels, factors, m, b, scratch.f32('delta', n), scratch);
+        if (m.magnitude) {
+          // DoRA's delta is what its merge adds: the fp32 DoRA merge minus the base.
+          const merged = scratch.bytes('dora', n * 4);
+          await mergeDora(kernels, factors, m, w!, lora, 'F32', 'fp32-cast', merged);
+          lora = await kernels.subtract(new Float32Array(merged.buffer, merged.byteOffset, n), w!, scratch.f32('dora-delta', n));
+        }
+      } else if (data.rep) {
+        const r = bytesToF32(blockInfo(sameRows(b, step.rep!)), data.rep, scratch.f32('rep', n));
+        lora = await kernels.subtract(r, w!, scratch.f32('delta', n));
+      }
+      if (lora) acc.add(await kernels.pairStats(lora, tau));
+      else if (tau) acc.add(swapSides(await kernels.pairStats(tau, null)));
+      if (deltaWriter && lora) deltaWriter.writePart(step.t.name, new Uint8Array(lora.buffer, lora.byteOffset, lora.byteLength));
+      if (b.last) {
+        done++;
+        const entry = compareTensor(step.t.name, m !== undefined, step.rep !== undefined, acc.stats, opts.tolerance);
+        if (entry.loraNonzero > 0 || entry.taskVectorNonzero > 0) tensors.push(entry);
+        acc = new Accumulator();
+      }
+      ctx.progress({ phase: 'compare', done, total, tensor: step.t.name });
+    }
+    deltaWriter?.finish();
+  } catch (e) {
+    deltaWriter?.abort();
+    throw e;
+  }
+  const summary = summarise(tensors, opts.tolerance);
+  const files = ['comparison_results.json', 'report.txt', ...(deltaWriter ? ['lora_deltas.safetensors'] : [])];
+  const report: CompareReport = {
+    base: plan.base.path,
+    adapter: plan.adapter.path,
+    taskVector: other.path,
+    source: mode,
+    device: kernels.description,
+    summary,
+    tensors,
+    missingInTaskVector: missing,
+    shapeMismatches: mismatched,
+    onlyInTaskVector,
+    files,
+    warnings,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  writeFileAtomic(path.join(dir, 'comparison_results.json'), JSON.stringify(report, null, 2) + '\n');
+  writeFileAtomic(path.join(dir, 'report.txt'), compareText(report));
+  return report;
+}
+
+function compareTensor(name: string, loraTarget: boolean, replaced: boolean, s: PairStats, tolerance: number): CompareTensor {
+  const maxAbsDiff = s.nonFinite > 0 ? null : s.maxAbsDiff;
+  return {
+    name,
+    category: tensorCategory(name),
+    loraTarget,
+    replaced,
+    cosine: cosine(s),
+    maxAbsDiff,
+    relFroErr: relFroErr(s),
+    loraNorm: finite(Math.sqrt(s.aSq)) ?? 0,
+    taskVectorNorm: finite(Math.sqrt(s.bSq)) ?? 0,
+    loraNonzero: s.aNonzero,
+    taskVectorNonzero: s.bNonzero,
+    withinTolerance: maxAbsDiff !== null && maxAbsDiff <= tolerance,
+  };
+}
+
+function summarise(tensors: CompareTensor[], tolerance: number): CompareSummary {
+  const shared = tensors.filter((t) => t.loraNonzero > 0 && t.taskVectorNonzero > 0);
+  const loraOnly = tensors.filter((t) => t.loraNonzero > 0 && t.taskVectorNonzero === 0);
+  const tvOnly = tensors.filter((t) => t.loraNonzero === 0 && t.taskVectorNonzero > 0);
+  const cosines = shared.map((t) => t.cosine).filter((c): c is number => c !== null);
+  const adapted = [...shared, ...loraOnly];
+  const maxOf = (xs: (number | null)[]): number | null => (xs.length === 0 || xs.some((x) => x === null) ? null : Math.max(...(xs as number[])));
+  // Every tensor the adapter changes must be within tolerance of the task vector (a delta the task vector lacks is a failure too).
+  const equivalent = adapted.length > 0 && adapted.every((t) => t.withinTolerance);
+  const s: CompareSummary = {
+    compared: tensors.length,
+    shared: shared.length,
+    perfectMatches: shared.filter((t) => t.cosine !== null && t.cosine > PERFECT_COSINE).length,
+    loraOnly: loraOnly.length,
+    taskVectorOnly: tvOnly.length,
+    taskVectorOnlyNorm: Math.sqrt(tvOnly.reduce((a, t) => a + t.taskVectorNorm * t.taskVectorNorm, 0)),
+    meanCosine: cosines.length ? cosines.reduce((a, c) => a + c, 0) / cosines.length : null,
+    minCosine: cosines.length ? Math.min(...cosines) : null,
+    maxAbsDiff: maxOf(adapted.map((t) => t.maxAbsDiff)),
+    maxRelFroErr: maxOf(shared.map((t) => t.relFroErr)),
+    tolerance,
+    equivalent,
+    verdict: '',
+  };
+  s.verdict = verdict(s);
+  return s;
+}
+
+function fmt(x: number | null, digits = 3): string {
+  return x === null ? 'n/a' : x === 0 ? '0' : Math.abs(x) < 1e-3 || Math.abs(x) >= 1e4 ? x.toExponential(digits - 1) : x.toPrecision(digits + 1);
+}
+
+function verdict(s: CompareSummary): string {
+  const adapted = s.shared + s.loraOnly;
+  if (adapted === 0) return 'NOT COMPARABLE: the adapter changes no tensor (all its deltas are zero), so there is nothing to check.';
+  const lines: string[] = [];
+  if (s.equivalent) {
+    lines.push(`EQUIVALENT: all ${adapted} tensors the adapter changes match the task vector within ${fmt(s.tolerance)} (max abs diff ${fmt(s.maxAbsDiff)}, mean cosine ${fmt(s.meanCosine, 6)}).`);
+  } else {
+    const bad = s.loraOnly > 0 ? `; ${s.loraOnly} adapted tensor(s) are unchanged in the task vector` : '';
+    lines.push(`NOT EQUIVALENT: the max abs diff over adapted tensors is ${fmt(s.maxAbsDiff)} > tolerance ${fmt(s.tolerance)}${bad} (${s.perfectMatches} of ${s.shared} shared tensors have cosine > ${PERFECT_COSINE}, min cosine ${fmt(s.minCosine, 6)}).`);
+  }
+  if (s.taskVectorOnly > 0) {
+    lines.push(
+      `${s.taskVectorOnly} tensor(s) changed outside the adapter (norm ${fmt(s.taskVectorOnlyNorm)}): ` +
+        `a checkpoint saved in fp16/bf16 against an fp32 base changes every tensor by its rounding; otherwise these were trained outside LoRA.`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** The readable report: verdict first, then the tensors that matter most. */
+export function compareText(r: CompareReport): string {
+  const s = r.summary;
+  const out = [
+    'LoRA Lens: adapter deltas vs task vector',
+    `base:        ${r.base}`,
+    `adapter:     ${r.adapter}`,
+    `${r.source === 'finetuned' ? 'finetuned:  ' : 'task vector:'} ${r.taskVector}`,
+    `numerics:    ${r.device}`,
+    '',
+    s.verdict,
+    '',
+    `tensors compared (non-zero on either side): ${s.compared}`,
+    `  shared (non-zero on both sides):     ${s.shared}`,
+    `  perfect matches (cosine > ${PERFECT_COSINE}):  ${s.perfectMatches}`,
+    `  adapter only:                        ${s.loraOnly}`,
+    `  task vector only:                    ${s.taskVectorOnly} (norm ${fmt(s.taskVectorOnlyNorm)})`,
+    `mean cosine ${fmt(s.meanCosine, 6)}, min cosine ${fmt(s.minCosine, 6)}, max abs diff ${fmt(s.maxAbsDiff)}, max relative Frobenius error ${fmt(s.maxRelFroErr)}`,
+  ];
+  const worst = [...r.tensors].filter((t) => t.loraNonzero > 0).sort((a, b) => (b.maxAbsDiff ?? Infinity) - (a.maxAbsDiff ?? Infinity)).slice(0, 10);
+  if (worst.length) {
+    out.push('', 'adapted tensors, largest max abs diff first:');
+    for (const t of worst) out.push(`  ${t.name}  cosine ${fmt(t.cosine, 6)}  max|diff| ${fmt(t.maxAbsDiff)}  relErr ${fmt(t.relFroErr)}  ||lora|| ${fmt(t.loraNorm)}  ||tau|| ${fmt(t.taskVectorNorm)}`);
+  }
+  const outside = r.tensors.filter((t) => t.loraNonzero === 0).sort((a, b) => b.taskVectorNorm - a.taskVectorNorm).slice(0, 10);
+  if (outside.length) {
+    out.push('', 'changed outside the adapter, largest norm first:');
+    for (const t of outside) out.push(`  ${t.name}  (${t.category})  ||tau|| ${fmt(t.taskVectorNorm)}`);
+  }
+  if (r.warnings.length) out.push('', 'warnings:', ...r.warnings.map((w) => `  ${w}`));
+  return out.join('\n') + '\n';
+}
+
+export const compareCommand: CliCommand = {
+  name: 'compare',
+  summary: "compare an adapter's deltas with a task vector (a file, or a finetuned model)",
+  usage: 'compare --base DIR --adapter DIR (--finetuned DIR | --task-vector FILE) --out DIR [--tolerance T] [--save-deltas]',
+  flags: {
+    base: { kind: 'string' },
+    adapter: { kind: 'string' },
+    finetuned: { kind: 'string' },
+    'task-vector': { kind: 'string' },
+    out: { kind: 'string' },
+    tolerance: { kind: 'number', default: DEFAULT_TOLERANCE },
+    'save-deltas': { kind: 'bool' },
+  },
+  maxPositional: 0,
+  async run(args, ctx) {
+    const c = 'compare';
+    const f = args.flags;
+    const tolerance = f.tolerance as number;
+    if (!(tolerance >= 0)) throw new LensError('--tolerance', `must be a non-negative number (got ${tolerance})`);
+    const r = await compareAdapter(
+      required(c, f, 'base'),
+      required(c, f, 'adapter'),
+      { finetuned: f.finetuned as string | undefined, taskVector: f['task-vector'] as string | undefined },
+      required(c, f, 'out'),
+      { tolerance, saveDeltas: f['save-deltas'] === true },
+      await ctx.kernels(),
+      ctx,
+    );
+    return { report: r, text: `${r.summary.verdict}\nwrote ${r.files.map((x) => path.join(f.out as string, x)).join(', ')}` };
+  },
+};

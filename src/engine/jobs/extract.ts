@@ -1,0 +1,172 @@
+/**
+ * extract: the task vector tau = f32(finetuned) - f32(base), per tensor, written as one fp32
+ * safetensors file that openCheckpoint recognises as a task vector.
+ */
+import { Checkpoint, openCheckpoint, TASK_VECTOR_KIND } from '../checkpoint/checkpoint';
+import { LensError } from '../errors';
+import { Kernels, PairStats } from '../kernels/kernels';
+import { bytesToF32, Scratch } from '../safetensors/reader';
+import { assertNotInput, SafetensorsWriter } from '../safetensors/writer';
+import { JobContext, throwIfCancelled } from '../util/job';
+import { Accumulator } from './stats';
+import { pairingProblems, pairTensors } from './pairing';
+import { blockInfo, blocksOf, prefetched, readBlock, sameRows } from './stream';
+import { CliCommand } from '../cli/command';
+import { required } from '../cli/args';
+
+export interface ExtractTensor {
+  name: string;
+  shape: number[];
+  nonzeroElements: number;
+  l2Norm: number;
+  maxAbs: number;
+  /** NaN or infinite elements of the task vector (from either input, or an overflow). */
+  nonFinite: number;
+}
+
+export interface ExtractReport {
+  base: string;
+  finetuned: string;
+  out: string;
+  device: string;
+  summary: {
+    tensors: number;
+    nonzeroTensors: number;
+    zeroTensors: number;
+    elements: number;
+    nonzeroElements: number;
+    l2Norm: number;
+    nonFiniteTensors: number;
+    bytes: number;
+  };
+  tensors: ExtractTensor[];
+  onlyInBase: string[];
+  onlyInFinetuned: string[];
+  shapeMismatches: { name: string; baseShape: number[]; otherShape: number[] }[];
+  nonFloat: string[];
+  /** Where NaN/Inf were found: tensor and element count. */
+  nonFinite: { name: string; elements: number }[];
+  warnings: string[];
+  seconds: number;
+}
+
+/** Opens both models and writes the task vector to `outFile`. */
+export async function extractTaskVector(basePath: string, finetunedPath: string, outFile: string, kernels: Kernels, ctx: JobContext): Promise<ExtractReport> {
+  if (!outFile.endsWith('.safetensors')) throw new LensError(outFile, 'the task vector is written as one .safetensors file; give a name ending in .safetensors');
+  assertNotInput(outFile, [basePath, finetunedPath]);
+  const base = openCheckpoint(basePath);
+  const ft = openCheckpoint(finetunedPath);
+  try {
+    return await extractInto(base, ft, outFile, kernels, ctx);
+  } finally {
+    base.handles.close();
+    ft.handles.close();
+  }
+}
+
+/** Writes the task vector of `ft` against `base` to `outFile` (atomically). */
+export async function extractInto(base: Checkpoint, ft: Checkpoint, outFile: string, kernels: Kernels, ctx: JobContext): Promise<ExtractReport> {
+  const t0 = performance.now();
+  for (const c of [base, ft]) if (c.kind === 'adapter') throw new LensError(c.path, 'this is a PEFT adapter folder; extract takes two full models');
+  const pairing = pairTensors(base, ft);
+  const warnings: string[] = [];
+  const problems = pairingProblems(pairing, 'finetuned model');
+  if (problems) {
+    warnings.push(problems);
+    ctx.warn(problems);
+  }
+  if (pairing.pairs.length === 0) throw new LensError(ft.path, `shares no float tensor (same name and shape) with the base ${base.path}`);
+
+  const steps = pairing.pairs.flatMap((p) => blocksOf(p.base).map((block) => ({ pair: p, block })));
+  const scratch = new Scratch();
+  const writer = new SafetensorsWriter(
+    outFile,
+    pairing.pairs.map((p) => ({ name: p.name, dtype: 'F32', shape: p.base.shape })),
+    { format: 'pt', lora_lens: TASK_VECTOR_KIND },
+  );
+  const tensors: ExtractTensor[] = [];
+  let acc = new Accumulator();
+  let bytes = 0;
+  try {
+    const read = async (s: (typeof steps)[number], slot: 0 | 1): Promise<[Uint8Array, Uint8Array]> => {
+      const fb = sameRows(s.block, s.pair.other);
+      return Promise.all([
+        readBlock(base.handles, s.block, scratch.bytes(`base${slot}`, blockInfo(s.block).byteLength)),
+        readBlock(ft.handles, fb, scratch.bytes(`ft${slot}`, blockInfo(fb).byteLength)),
+      ]);
+    };
+    for await (const { step, data: [rb, rf] } of prefetched(steps, read)) {
+      throwIfCancelled(ctx);
+      const b = step.block;
+      const w = bytesToF32(blockInfo(b), rb, scratch.f32('base', b.numel));
+      const f = bytesToF32(blockInfo(sameRows(b, step.pair.other)), rf, scratch.f32('ft', b.numel));
+      const tau = await kernels.subtract(f, w, scratch.f32('tau', b.numel));
+      acc.add(await kernels.pairStats(tau, null));
+      writer.writePart(step.pair.name, new Uint8Array(tau.buffer, tau.byteOffset, tau.byteLength));
+      bytes += rb.byteLength + rf.byteLength;
+      if (b.last) {
+        tensors.push(extractTensor(step.pair.name, b.tensor.shape, acc.stats));
+        acc = new Accumulator();
+      }
+      ctx.progress({ phase: 'extract', done: tensors.length, total: pairing.pairs.length, bytes, tensor: step.pair.name });
+    }
+    writer.finish();
+  } catch (e) {
+    writer.abort();
+    throw e;
+  }
+  const nonzero = tensors.filter((t) => t.nonzeroElements > 0);
+  const nonFinite = tensors.filter((t) => t.nonFinite > 0).map((t) => ({ name: t.name, elements: t.nonFinite }));
+  if (nonFinite.length) ctx.warn(`NaN or Inf in the task vector of ${nonFinite.length} tensor(s), first ${nonFinite[0].name} (${nonFinite[0].elements} elements)`);
+  return {
+    base: base.path,
+    finetuned: ft.path,
+    out: outFile,
+    device: kernels.description,
+    summary: {
+      tensors: tensors.length,
+      nonzeroTensors: nonzero.length,
+      zeroTensors: tensors.length - nonzero.length,
+      elements: tensors.reduce((a, t) => a + shapeNumel(t.shape), 0),
+      nonzeroElements: tensors.reduce((a, t) => a + t.nonzeroElements, 0),
+      l2Norm: Math.sqrt(tensors.reduce((a, t) => a + t.l2Norm * t.l2Norm, 0)),
+      nonFiniteTensors: nonFinite.length,
+      bytes,
+    },
+    tensors,
+    onlyInBase: pairing.onlyInBase,
+    onlyInFinetuned: pairing.onlyInOther,
+    shapeMismatches: pairing.shapeMismatches,
+    nonFloat: pairing.nonFloat,
+    nonFinite,
+    warnings,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+function shapeNumel(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function extractTensor(name: string, shape: number[], s: PairStats): ExtractTensor {
+  return { name, shape, nonzeroElements: s.aNonzero, l2Norm: Math.sqrt(s.aSq), maxAbs: s.maxAbsA, nonFinite: s.nonFinite };
+}
+
+export const extractCommand: CliCommand = {
+  name: 'extract',
+  summary: 'task vector = finetuned - base (fp32), as one safetensors file',
+  usage: 'extract --base DIR --finetuned DIR --out FILE.safetensors [--json F]',
+  flags: { base: { kind: 'string' }, finetuned: { kind: 'string' }, out: { kind: 'string' } },
+  maxPositional: 0,
+  async run(args, ctx) {
+    const c = 'extract';
+    const r = await extractTaskVector(required(c, args.flags, 'base'), required(c, args.flags, 'finetuned'), required(c, args.flags, 'out'), await ctx.kernels(), ctx);
+    const s = r.summary;
+    const text = [
+      `task vector: ${s.nonzeroTensors} non-zero tensors, ${s.zeroTensors} zero, of ${s.tensors}; ${s.nonzeroElements.toLocaleString('en')} non-zero elements of ${s.elements.toLocaleString('en')}; norm ${s.l2Norm.toExponential(3)}`,
+      ...(s.nonFiniteTensors ? [`NaN/Inf in ${s.nonFiniteTensors} tensor(s): ${r.nonFinite.slice(0, 5).map((x) => `${x.name} (${x.elements})`).join(', ')}`] : []),
+      `wrote ${r.out}`,
+    ];
+    return { report: r, text: text.join('\n') };
+  },
+};

@@ -1,0 +1,208 @@
+/**
+ * merge: base + adapter -> a Hugging Face model folder at fp32, fp16 or bf16, one row block at a time.
+ * Targeted tensors: kernels.merge(W, s * B @ A) under the rule (DoRA: m / ||W + dW|| * (W + dW));
+ * modules_to_save and saved biases replace the base's; every other float tensor is r_D(W).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { readJson } from '../checkpoint/checkpoint';
+import { LensError } from '../errors';
+import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
+import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype, TORCH_DTYPE } from '../safetensors/dtypes';
+import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
+import { ShardedWriter, TensorSpec, writeFileAtomic } from '../safetensors/writer';
+import { JobContext, throwIfCancelled } from '../util/job';
+import { withOutputDir } from '../util/outputDir';
+import { deltaBlock, Factors, mergeDora } from './delta';
+import { AdapterPlan, closePlan, planAdapter } from './plan';
+import { Block, blockInfo, blocksOf, prefetched, readBlock } from './stream';
+import { CliCommand } from '../cli/command';
+import { required } from '../cli/args';
+import { MERGE_RULES } from '../kernels/kernels';
+
+/** Hugging Face's default shard size for save_pretrained (5 GB). */
+export const DEFAULT_SHARD_BYTES = 5_000_000_000;
+
+export interface MergeOptions {
+  dtype: CliDtype;
+  rule: MergeRule;
+  shardSize?: number;
+}
+
+export interface MergeReport {
+  base: string;
+  adapter: string;
+  out: string;
+  dtype: CliDtype;
+  rule: MergeRule;
+  device: string;
+  files: string[];
+  tensors: number;
+  /** Tensors that took a LoRA delta (of which DoRA), were replaced, added, re-encoded, or copied byte for byte. */
+  loraTensors: number;
+  doraTensors: number;
+  replacedTensors: number;
+  addedTensors: number;
+  castTensors: number;
+  copiedTensors: number;
+  bytesRead: number;
+  bytesWritten: number;
+  seconds: number;
+  warnings: string[];
+}
+
+type Action = 'lora' | 'dora' | 'replace' | 'cast' | 'copy';
+
+interface Step {
+  name: string;
+  action: Action;
+  /** The block read: of the base tensor, or of the adapter's replacement tensor. */
+  block: Block;
+  fromAdapter: boolean;
+}
+
+/** Merges into a new folder `out` (built aside, moved into place on success). */
+export async function mergeModel(basePath: string, adapterPath: string, out: string, opts: MergeOptions, kernels: Kernels, ctx: JobContext): Promise<MergeReport> {
+  const plan = planAdapter(basePath, adapterPath, ctx);
+  try {
+    return await withOutputDir(out, [basePath, adapterPath], async (dir) => ({ ...(await mergeInto(dir.tmp, plan, opts, kernels, ctx)), out }));
+  } finally {
+    closePlan(plan);
+  }
+}
+
+/** Writes the merged weights, config and tokenizer files into the existing folder `dir`. */
+export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptions, kernels: Kernels, ctx: JobContext): Promise<MergeReport> {
+  const t0 = performance.now();
+  const dtype: MergeDtype = CLI_DTYPES[opts.dtype];
+  const shardSize = opts.shardSize ?? DEFAULT_SHARD_BYTES;
+  if (!(shardSize > 0)) throw new LensError('--shard-size', `must be a positive number of bytes (got ${shardSize})`);
+
+  const specs: TensorSpec[] = [];
+  const steps: Step[] = [];
+  const counts: Record<Action, number> = { lora: 0, dora: 0, replace: 0, cast: 0, copy: 0 };
+  const add = (name: string, action: Action, t: TensorInfo, fromAdapter: boolean): void => {
+    specs.push({ name, dtype: isFloatDtype(t.dtype) ? dtype : t.dtype, shape: t.shape });
+    counts[action]++;
+    for (const block of blocksOf(t, action === 'dora' ? Infinity : undefined)) steps.push({ name, action, block, fromAdapter });
+  };
+  for (const t of plan.base.tensors) {
+    const lora = plan.loraByBase.get(t.name);
+    const rep = plan.replaceByBase.get(t.name);
+    if (lora) add(t.name, lora.magnitude ? 'dora' : 'lora', t, false);
+    else if (rep) add(t.name, 'replace', rep.source, true);
+    // A float tensor already in the output dtype is r_D(W) = W: its bytes pass through unchanged.
+    else add(t.name, !isFloatDtype(t.dtype) || t.dtype === dtype ? 'copy' : 'cast', t, false);
+  }
+  for (const rep of plan.added) add(rep.target, 'replace', rep.source, true);
+
+  const writer = new ShardedWriter(dir, specs, shardSize);
+  const scratch = new Scratch();
+  const factors = new Factors(plan.adapter);
+  let bytesRead = 0;
+  let bytesWritten = 0;
+  let done = 0;
+  const read = (s: Step, slot: 0 | 1): Promise<Uint8Array> => {
+    const info = blockInfo(s.block);
+    return readBlock(s.fromAdapter ? plan.adapter.handles : plan.base.handles, s.block, scratch.bytes(`raw${slot}`, info.byteLength));
+  };
+  try {
+    for await (const { step, data: raw } of prefetched(steps, read)) {
+      throwIfCancelled(ctx);
+      const b = step.block;
+      bytesRead += raw.byteLength;
+      let bytes: Uint8Array;
+      if (step.action === 'copy') bytes = raw;
+      else {
+        const w = bytesToF32(blockInfo(b), raw, scratch.f32('w', b.numel));
+        bytes = scratch.bytes('out', b.numel * elementBytes(dtype));
+        if (step.action === 'lora' || step.action === 'dora') {
+          const m = plan.loraByBase.get(step.name)!;
+          const d = await deltaBlock(kernels, factors, m, b, scratch.f32('delta', b.numel), scratch);
+          if (step.action === 'dora') await mergeDora(kernels, factors, m, w, d, dtype, opts.rule, bytes);
+          else await kernels.merge(w, d, dtype, opts.rule, bytes);
+        } else await kernels.merge(w, null, dtype, opts.rule, bytes);
+      }
+      writer.writePart(step.name, bytes);
+      bytesWritten += bytes.byteLength;
+      if (b.last) done++;
+      ctx.progress({ phase: `merge ${opts.dtype}`, done, total: specs.length, bytes: bytesRead, tensor: step.name });
+    }
+    writer.finish();
+  } catch (e) {
+    writer.abort();
+    throw e;
+  }
+  copyModelFiles(plan.base.dir, dir, opts.dtype);
+  return {
+    base: plan.base.path,
+    adapter: plan.adapter.path,
+    out: dir,
+    dtype: opts.dtype,
+    rule: opts.rule,
+    device: kernels.description,
+    files: writer.fileNames,
+    tensors: specs.length,
+    loraTensors: counts.lora + counts.dora,
+    doraTensors: counts.dora,
+    replacedTensors: counts.replace - plan.added.length,
+    addedTensors: plan.added.length,
+    castTensors: counts.cast,
+    copiedTensors: counts.copy,
+    bytesRead,
+    bytesWritten,
+    seconds: (performance.now() - t0) / 1000,
+    warnings: plan.warnings,
+  };
+}
+
+/** Files of a model folder that describe it rather than hold weights: configs, tokenizer, chat template. */
+const MODEL_FILE = /\.(json|txt|model|tiktoken|jinja)$/;
+const WEIGHT_INDEX = /\.(safetensors|bin|pt|pth)\.index\.json$/;
+
+/** Copies config.json (with torch_dtype set) and the tokenizer and generation files of the base. */
+function copyModelFiles(from: string, to: string, dtype: CliDtype): void {
+  for (const e of fs.readdirSync(from, { withFileTypes: true })) {
+    if (!e.isFile() || !MODEL_FILE.test(e.name) || WEIGHT_INDEX.test(e.name) || e.name.startsWith('.')) continue;
+    const src = path.join(from, e.name);
+    if (e.name === 'config.json') {
+      const config = readJson(src);
+      config.torch_dtype = TORCH_DTYPE[dtype];
+      // transformers >= 4.56 writes `dtype` and reads it first.
+      if ('dtype' in config) config.dtype = TORCH_DTYPE[dtype];
+      writeFileAtomic(path.join(to, e.name), JSON.stringify(config, null, 2) + '\n');
+    } else fs.copyFileSync(src, path.join(to, e.name));
+  }
+}
+
+export const mergeCommand: CliCommand = {
+  name: 'merge',
+  summary: 'merge an adapter into its base: a Hugging Face model folder at fp32, fp16 or bf16',
+  usage: 'merge --base DIR --adapter DIR --out DIR --dtype fp32|fp16|bf16 [--rule peft|peft-safe|fp32-cast] [--shard-size BYTES]',
+  flags: {
+    base: { kind: 'string' },
+    adapter: { kind: 'string' },
+    out: { kind: 'string' },
+    dtype: { kind: 'string', choices: Object.keys(CLI_DTYPES) },
+    rule: { kind: 'string', choices: MERGE_RULES, default: 'peft' },
+    'shard-size': { kind: 'number' },
+  },
+  maxPositional: 0,
+  async run(args, ctx) {
+    const c = 'merge';
+    const f = args.flags;
+    const r = await mergeModel(
+      required(c, f, 'base'),
+      required(c, f, 'adapter'),
+      required(c, f, 'out'),
+      { dtype: required(c, f, 'dtype'), rule: f.rule as MergeRule, shardSize: f['shard-size'] as number | undefined },
+      await ctx.kernels(),
+      ctx,
+    );
+    const text = [
+      `merged ${r.loraTensors} adapted tensors${r.doraTensors ? ` (${r.doraTensors} DoRA)` : ''}, replaced ${r.replacedTensors}, added ${r.addedTensors}, re-encoded ${r.castTensors}, copied ${r.copiedTensors}: ${r.tensors} tensors at ${r.dtype} (rule ${r.rule})`,
+      `wrote ${r.out}/ (${r.files.join(', ')}) in ${r.seconds.toFixed(1)} s`,
+    ];
+    return { report: r, text: text.join('\n') };
+  },
+};

@@ -1,0 +1,264 @@
+/**
+ * precision: what merging at fp16 / bf16 does, without writing a model. Against the fp32 base, every
+ * tensor the cast alone changes is a cast artifact; in adapted tensors, delta elements smaller than
+ * half an ulp of their weight are swallowed. Statistics per tensor come from kernels.precision.
+ */
+import { emptyPrecisionStats, addPrecisionStats } from '../kernels/cpuMath';
+import { HalfDtype, Kernels, MERGE_RULES, MergeRule, PrecisionStats } from '../kernels/kernels';
+import { CLI_DTYPES, isFloatDtype } from '../safetensors/dtypes';
+import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
+import { JobContext, throwIfCancelled } from '../util/job';
+import { LensError } from '../errors';
+import { deltaBlock, Factors, mergeDora } from './delta';
+import { AdapterPlan, closePlan, planAdapter } from './plan';
+import { Block, blockInfo, blocksOf, prefetched, readBlock, sameRows } from './stream';
+import { finite } from './stats';
+import { CliCommand } from '../cli/command';
+import { required } from '../cli/args';
+
+export type HalfCliDtype = 'fp16' | 'bf16';
+export const DEFAULT_RULE: MergeRule = 'peft';
+
+/** The report fields, per dtype and rule, and per tensor. */
+export interface PrecisionFigures {
+  nonzeroTensors: number;
+  castArtifactTensors: number;
+  castArtifactNorm: number;
+  /** Delta elements swallowed / non-zero delta elements, over adapted tensors (null: no delta). */
+  deltaLostFraction: number | null;
+  /** ||recovered - delta|| / ||delta|| over adapted tensors (null: no delta). */
+  recoveredRelErr: number | null;
+  adaptedTensors: number;
+  deltaElements: number;
+  lostElements: number;
+  changedElements: number;
+  /** Sums of squares of the delta and of the recovered delta's error, kept so that totals can be rebuilt. */
+  deltaSq: number;
+  recoveredErrSq: number;
+}
+
+export interface PrecisionTensor extends PrecisionFigures {
+  name: string;
+  dtype: HalfCliDtype;
+  rule: MergeRule;
+  loraTarget: boolean;
+  replaced: boolean;
+}
+
+export interface PrecisionDtype extends PrecisionFigures {
+  /** The rule these top-level figures are for; `rules` has every rule computed. */
+  rule: MergeRule;
+  rules: Partial<Record<MergeRule, PrecisionFigures>>;
+}
+
+export interface PrecisionReport {
+  base: string;
+  adapter: string;
+  device: string;
+  defaultRule: MergeRule;
+  rules: MergeRule[];
+  dtypes: Partial<Record<HalfCliDtype, PrecisionDtype>>;
+  tensors: PrecisionTensor[];
+  warnings: string[];
+  seconds: number;
+}
+
+export interface PrecisionOptions {
+  dtypes: HalfCliDtype[];
+  /** Rules to evaluate; the first is the one the dtype-level figures show. */
+  rules: MergeRule[];
+}
+
+export function parsePrecisionDtypes(list: string[]): HalfCliDtype[] {
+  const out: HalfCliDtype[] = [];
+  for (const d of list) {
+    if (d === 'fp32') continue; // nothing is cast at fp32
+    if (d !== 'fp16' && d !== 'bf16') throw new LensError('--dtypes', `must be fp16 and/or bf16 (got ${JSON.stringify(d)})`);
+    if (!out.includes(d)) out.push(d);
+  }
+  return out;
+}
+
+export async function precisionReport(basePath: string, adapterPath: string, opts: PrecisionOptions, kernels: Kernels, ctx: JobContext): Promise<PrecisionReport> {
+  const plan = planAdapter(basePath, adapterPath, ctx);
+  try {
+    return await precisionOf(plan, opts, kernels, ctx);
+  } finally {
+    closePlan(plan);
+  }
+}
+
+interface Step {
+  t: TensorInfo;
+  block: Block;
+  rep?: TensorInfo;
+}
+
+export async function precisionOf(plan: AdapterPlan, opts: PrecisionOptions, kernels: Kernels, ctx: JobContext): Promise<PrecisionReport> {
+  const t0 = performance.now();
+  if (opts.dtypes.length === 0) throw new LensError('--dtypes', 'name at least one of fp16, bf16');
+  const floats = plan.base.tensors.filter((t) => isFloatDtype(t.dtype));
+  const steps: Step[] = floats.flatMap((t) => {
+    const dora = plan.loraByBase.get(t.name)?.magnitude !== undefined;
+    return blocksOf(t, dora ? Infinity : undefined).map((block) => ({ t, block, rep: plan.replaceByBase.get(t.name)?.source }));
+  });
+  const scratch = new Scratch();
+  const factors = new Factors(plan.adapter);
+  const combos = opts.dtypes.flatMap((dtype) => opts.rules.map((rule) => ({ dtype, rule })));
+  const perTensor = new Map<string, PrecisionStats>();
+  const tensors: PrecisionTensor[] = [];
+  let done = 0;
+  const read = async (s: Step, slot: 0 | 1): Promise<[Uint8Array, Uint8Array | undefined]> =>
+    Promise.all([
+      readBlock(plan.base.handles, s.block, scratch.bytes(`base${slot}`, blockInfo(s.block).byteLength)),
+      s.rep ? readBlock(plan.adapter.handles, sameRows(s.block, s.rep), scratch.bytes(`rep${slot}`, blockInfo(sameRows(s.block, s.rep)).byteLength)) : undefined,
+    ]);
+  for await (const { step, data: [raw, rawRep] } of prefetched(steps, read)) {
+    throwIfCancelled(ctx);
+    const b = step.block;
+    const n = b.numel;
+    const w = bytesToF32(blockInfo(b), raw, scratch.f32('w', n));
+    const m = plan.loraByBase.get(step.t.name);
+    let d: Float32Array | null = null;
+    if (m) {
+      d = await deltaBlock(kernels, factors, m, b, scratch.f32('delta', n), scratch);
+      if (m.magnitude) {
+        // DoRA: the effective delta of its fp32 merge, merged at the half dtype as a plain delta.
+        const merged = scratch.bytes('dora', n * 4);
+        await mergeDora(kernels, factors, m, w, d, 'F32', 'fp32-cast', merged);
+        d = await kernels.subtract(new Float32Array(merged.buffer, merged.byteOffset, n), w, scratch.f32('dora-delta', n));
+      }
+    } else if (rawRep) {
+      // A replacement acts as the delta (saved - base) on top of the base.
+      const r = bytesToF32(blockInfo(sameRows(b, step.rep!)), rawRep, scratch.f32('rep', n));
+      d = await kernels.subtract(r, w, scratch.f32('delta', n));
+    }
+    for (const dtype of opts.dtypes) {
+      let plain: PrecisionStats | undefined;
+      for (const rule of opts.rules) {
+        const key = `${dtype}/${rule}`;
+        // Without a delta every rule gives r(W): compute once per dtype.
+        const s = d === null ? (plain ??= await kernels.precision(w, null, CLI_DTYPES[dtype] as HalfDtype, rule)) : await kernels.precision(w, d, CLI_DTYPES[dtype] as HalfDtype, rule);
+        perTensor.set(key, addPrecisionStats(perTensor.get(key) ?? emptyPrecisionStats(), s));
+      }
+    }
+    if (b.last) {
+      for (const { dtype, rule } of combos) {
+        const key = `${dtype}/${rule}`;
+        tensors.push({ name: step.t.name, dtype, rule, loraTarget: m !== undefined, replaced: step.rep !== undefined, ...figures(perTensor.get(key)!, d !== null) });
+        perTensor.delete(key);
+      }
+      done++;
+    }
+    ctx.progress({ phase: 'precision', done, total: floats.length, tensor: step.t.name });
+  }
+  const dtypes: PrecisionReport['dtypes'] = {};
+  for (const dtype of opts.dtypes) {
+    const rules: PrecisionDtype['rules'] = {};
+    for (const rule of opts.rules) rules[rule] = aggregate(tensors.filter((t) => t.dtype === dtype && t.rule === rule));
+    dtypes[dtype] = { ...rules[opts.rules[0]]!, rule: opts.rules[0], rules };
+  }
+  return {
+    base: plan.base.path,
+    adapter: plan.adapter.path,
+    device: kernels.description,
+    defaultRule: DEFAULT_RULE,
+    rules: opts.rules,
+    dtypes,
+    tensors,
+    warnings: plan.warnings,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/** Figures of one tensor from its statistics summed over its blocks. */
+function figures(s: PrecisionStats, adapted: boolean): PrecisionFigures {
+  const cast = !adapted && s.changed > 0;
+  return {
+    nonzeroTensors: s.changed > 0 ? 1 : 0,
+    castArtifactTensors: cast ? 1 : 0,
+    castArtifactNorm: cast ? Math.sqrt(s.changedSq) : 0,
+    deltaLostFraction: adapted && s.deltaNonzero > 0 ? s.lost / s.deltaNonzero : null,
+    recoveredRelErr: adapted && s.deltaSq > 0 ? finite(Math.sqrt(s.recoveredErrSq / s.deltaSq)) : null,
+    adaptedTensors: adapted ? 1 : 0,
+    deltaElements: adapted ? s.deltaNonzero : 0,
+    lostElements: adapted ? s.lost : 0,
+    changedElements: s.changed,
+    deltaSq: adapted ? s.deltaSq : 0,
+    recoveredErrSq: adapted ? s.recoveredErrSq : 0,
+  };
+}
+
+/** Totals over tensors: counts add, norms and ratios are rebuilt from the sums of squares. */
+function aggregate(ts: PrecisionFigures[]): PrecisionFigures {
+  const sum = (f: (t: PrecisionFigures) => number): number => ts.reduce((a, t) => a + f(t), 0);
+  const deltaElements = sum((t) => t.deltaElements);
+  const deltaSq = sum((t) => t.deltaSq);
+  return {
+    nonzeroTensors: sum((t) => t.nonzeroTensors),
+    castArtifactTensors: sum((t) => t.castArtifactTensors),
+    castArtifactNorm: Math.sqrt(sum((t) => t.castArtifactNorm ** 2)),
+    deltaLostFraction: deltaElements > 0 ? sum((t) => t.lostElements) / deltaElements : null,
+    recoveredRelErr: deltaSq > 0 ? finite(Math.sqrt(sum((t) => t.recoveredErrSq) / deltaSq)) : null,
+    adaptedTensors: sum((t) => t.adaptedTensors),
+    deltaElements,
+    lostElements: sum((t) => t.lostElements),
+    changedElements: sum((t) => t.changedElements),
+    deltaSq,
+    recoveredErrSq: sum((t) => t.recoveredErrSq),
+  };
+}
+
+function pct(x: number | null): string {
+  return x === null ? 'n/a' : `${(100 * x).toPrecision(3)}%`;
+}
+
+/** The readable report: per dtype and rule, cast artifacts and the share of the delta lost. */
+export function precisionText(r: PrecisionReport): string {
+  const out = [
+    'LoRA Lens: what merging at half precision loses (against the fp32 base)',
+    `base:     ${r.base}`,
+    `adapter:  ${r.adapter}`,
+    `numerics: ${r.device}`,
+    `default rule: ${r.defaultRule} (what PEFT's merge_and_unload() gives)`,
+    '',
+    'dtype  rule        changed tensors  cast artifacts (norm)      delta elements lost     recovered delta rel. error',
+  ];
+  for (const [dtype, d] of Object.entries(r.dtypes)) {
+    for (const [rule, f] of Object.entries(d!.rules)) {
+      out.push(
+        `${dtype.padEnd(6)} ${rule.padEnd(11)} ${String(f!.nonzeroTensors).padStart(15)}  ${`${f!.castArtifactTensors} (${f!.castArtifactNorm.toExponential(2)})`.padEnd(25)}  ` +
+          `${`${f!.lostElements} / ${f!.deltaElements} (${pct(f!.deltaLostFraction)})`.padEnd(22)}  ${f!.recoveredRelErr === null ? 'n/a' : f!.recoveredRelErr.toExponential(2)}`,
+      );
+    }
+  }
+  out.push(
+    '',
+    'cast artifacts: tensors the adapter does not touch that differ from the fp32 base only because of the cast;',
+    'delta elements lost: non-zero delta elements whose merged value equals the cast base (the delta was swallowed).',
+  );
+  if (r.warnings.length) out.push('', 'warnings:', ...r.warnings.map((w) => `  ${w}`));
+  return out.join('\n') + '\n';
+}
+
+export const precisionCommand: CliCommand = {
+  name: 'precision',
+  summary: 'what merging at fp16 / bf16 loses, per rule, without writing a model',
+  usage: 'precision --base DIR --adapter DIR [--dtypes fp16,bf16] [--rule peft|peft-safe|fp32-cast] [--json F]',
+  flags: { base: { kind: 'string' }, adapter: { kind: 'string' }, dtypes: { kind: 'list' }, rule: { kind: 'string', choices: MERGE_RULES } },
+  maxPositional: 0,
+  async run(args, ctx) {
+    const c = 'precision';
+    const f = args.flags;
+    const dtypes = parsePrecisionDtypes(splitList((f.dtypes as string[] | undefined) ?? ['fp16', 'bf16']));
+    // No --rule: every rule, the default first (the dtype-level figures are the default rule's).
+    const rules = f.rule !== undefined ? [f.rule as MergeRule] : [DEFAULT_RULE, ...MERGE_RULES.filter((r) => r !== DEFAULT_RULE)];
+    const r = await precisionReport(required(c, f, 'base'), required(c, f, 'adapter'), { dtypes, rules }, await ctx.kernels(), ctx);
+    return { report: r, text: precisionText(r) };
+  },
+};
+
+/** `--dtypes fp16,bf16` and `--dtypes fp16 bf16` alike. */
+export function splitList(values: string[]): string[] {
+  return values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+}

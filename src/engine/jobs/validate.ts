@@ -1,0 +1,218 @@
+/**
+ * validate: for each dtype, merge, extract the merged model's task vector, compare it with the
+ * adapter's deltas and (fp16/bf16) predict the precision loss; one subfolder per dtype, a summary.json
+ * and a report.txt whose verdict says, per dtype, whether the merge holds what the adapter says.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openCheckpoint } from '../checkpoint/checkpoint';
+import { LensError } from '../errors';
+import { Kernels, MergeRule } from '../kernels/kernels';
+import { CliDtype } from '../safetensors/dtypes';
+import { writeFileAtomic } from '../safetensors/writer';
+import { JobContext, throwIfCancelled } from '../util/job';
+import { withOutputDir } from '../util/outputDir';
+import { CompareSummary, compareInto } from './compare';
+import { extractInto, ExtractReport } from './extract';
+import { mergeInto } from './merge';
+import { AdapterPlan, closePlan, planAdapter } from './plan';
+import { PrecisionFigures, precisionOf, precisionText } from './precision';
+import { CliCommand } from '../cli/command';
+import { required } from '../cli/args';
+import { CLI_DTYPES } from '../safetensors/dtypes';
+import { MERGE_RULES } from '../kernels/kernels';
+import { DEFAULT_TOLERANCE } from './compare';
+import { splitList } from './precision';
+
+export interface ValidateOptions {
+  dtypes: CliDtype[];
+  rule: MergeRule;
+  tolerance: number;
+  /** Remove each merged model and task vector once checked, keeping the reports (saves disk). */
+  discardModels: boolean;
+}
+
+export interface ValidateDtype {
+  dtype: CliDtype;
+  /** PASS (fp32: equivalent), EXPECTED-LOSS (half: the loss is exactly what precision predicts), or FAIL. */
+  status: 'PASS' | 'EXPECTED-LOSS' | 'FAIL';
+  verdict: string;
+  folder: string;
+  merge: { tensors: number; loraTensors: number; files: string[]; seconds: number };
+  extract: ExtractReport['summary'];
+  compare: CompareSummary;
+  precision: PrecisionFigures | null;
+}
+
+export interface ValidateReport {
+  base: string;
+  adapter: string;
+  rule: MergeRule;
+  device: string;
+  tolerance: number;
+  dtypes: ValidateDtype[];
+  ok: boolean;
+  verdict: string;
+  warnings: string[];
+  seconds: number;
+}
+
+export async function validate(basePath: string, adapterPath: string, out: string, opts: ValidateOptions, kernels: Kernels, ctx: JobContext): Promise<ValidateReport> {
+  if (opts.dtypes.length === 0) throw new LensError('--dtypes', 'name at least one of fp32, fp16, bf16');
+  const plan = planAdapter(basePath, adapterPath, ctx);
+  try {
+    return await withOutputDir(out, [basePath, adapterPath], (dir) => validateInto(dir.tmp, plan, opts, kernels, ctx));
+  } finally {
+    closePlan(plan);
+  }
+}
+
+async function validateInto(dir: string, plan: AdapterPlan, opts: ValidateOptions, kernels: Kernels, ctx: JobContext): Promise<ValidateReport> {
+  const t0 = performance.now();
+  const results: ValidateDtype[] = [];
+  for (const dtype of opts.dtypes) {
+    throwIfCancelled(ctx);
+    const sub = path.join(dir, dtype);
+    fs.mkdirSync(sub);
+    assertDiskSpace(sub, plan, dtype, opts.discardModels);
+    const mergedDir = path.join(sub, 'merged');
+    fs.mkdirSync(mergedDir);
+    const merge = await mergeInto(mergedDir, plan, { dtype, rule: opts.rule }, kernels, ctx);
+    writeFileAtomic(path.join(sub, 'merge.json'), JSON.stringify({ ...merge, out: mergedDir }, null, 2) + '\n');
+    const merged = openCheckpoint(mergedDir);
+    const tvFile = path.join(sub, 'task_vector.safetensors');
+    let extract: ExtractReport;
+    try {
+      extract = await extractInto(plan.base, merged, tvFile, kernels, ctx);
+    } finally {
+      merged.handles.close();
+    }
+    writeFileAtomic(path.join(sub, 'extract.json'), JSON.stringify(extract, null, 2) + '\n');
+    const tv = openCheckpoint(tvFile);
+    let compare;
+    try {
+      compare = await compareInto(sub, plan, tv, 'task-vector', { tolerance: opts.tolerance, saveDeltas: false }, kernels, ctx);
+    } finally {
+      tv.handles.close();
+    }
+    let precision: PrecisionFigures | null = null;
+    if (dtype !== 'fp32') {
+      const p = await precisionOf(plan, { dtypes: [dtype], rules: [opts.rule] }, kernels, ctx);
+      writeFileAtomic(path.join(sub, 'precision.json'), JSON.stringify(p, null, 2) + '\n');
+      writeFileAtomic(path.join(sub, 'precision.txt'), precisionText(p));
+      precision = p.dtypes[dtype]!;
+    }
+    if (opts.discardModels) {
+      fs.rmSync(mergedDir, { recursive: true, force: true });
+      fs.rmSync(tvFile, { force: true });
+    }
+    results.push(judge(dtype, sub, merge, extract, compare.summary, precision));
+  }
+  const ok = results.every((r) => r.status !== 'FAIL');
+  const report: ValidateReport = {
+    base: plan.base.path,
+    adapter: plan.adapter.path,
+    rule: opts.rule,
+    device: kernels.description,
+    tolerance: opts.tolerance,
+    dtypes: results.map((r) => ({ ...r, folder: path.basename(r.folder) })),
+    ok,
+    verdict: ok ? 'Every merge holds exactly what the adapter says, up to the rounding its dtype must make.' : `FAIL at ${results.filter((r) => r.status === 'FAIL').map((r) => r.dtype).join(', ')}: see below.`,
+    warnings: plan.warnings,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  writeFileAtomic(path.join(dir, 'summary.json'), JSON.stringify(report, null, 2) + '\n');
+  writeFileAtomic(path.join(dir, 'report.txt'), validateText(report));
+  return report;
+}
+
+/**
+ * fp32: the merged model's task vector must equal the deltas within tolerance. fp16/bf16: it cannot
+ * (rounding), so the check is that the damage is exactly the predicted one: the tensors changed outside
+ * the adapter are the predicted cast artifacts, and the adapted tensors all changed.
+ */
+function judge(dtype: CliDtype, folder: string, merge: Awaited<ReturnType<typeof mergeInto>>, extract: ExtractReport, c: CompareSummary, p: PrecisionFigures | null): ValidateDtype {
+  const base = { dtype, folder, merge: { tensors: merge.tensors, loraTensors: merge.loraTensors, files: merge.files, seconds: merge.seconds }, extract: extract.summary, compare: c, precision: p };
+  if (p === null) {
+    return c.equivalent
+      ? { ...base, status: 'PASS', verdict: `PASS: the fp32 merge equals base + adapter: ${c.shared} adapted tensors within ${c.tolerance} (max abs diff ${c.maxAbsDiff}), ${c.taskVectorOnly} other tensors changed.` }
+      : { ...base, status: 'FAIL', verdict: `FAIL: the fp32 merge differs from base + adapter. ${c.verdict}` };
+  }
+  // Adapted tensors the merge changed are the shared ones; every other changed tensor is a predicted cast artifact.
+  const consistent = c.taskVectorOnly === p.castArtifactTensors && c.shared === p.nonzeroTensors - p.castArtifactTensors;
+  const lost = p.deltaLostFraction === null ? 'n/a' : `${(100 * p.deltaLostFraction).toPrecision(3)}%`;
+  const damage = `${lost} of the delta's non-zero elements are swallowed by the rounding, the recovered delta is off by ${p.recoveredRelErr?.toExponential(2) ?? 'n/a'} (relative), and ${p.castArtifactTensors} untouched tensors differ from the fp32 base by the cast alone`;
+  return consistent
+    ? { ...base, status: 'EXPECTED-LOSS', verdict: `EXPECTED LOSS at ${dtype}: ${damage}. The merged model shows exactly this.` }
+    : { ...base, status: 'FAIL', verdict: `FAIL at ${dtype}: the merged model does not show the predicted loss (${damage}). ${c.verdict}` };
+}
+
+function validateText(r: ValidateReport): string {
+  const out = [
+    'LoRA Lens: validation of merging an adapter into its base',
+    `base:     ${r.base}`,
+    `adapter:  ${r.adapter}`,
+    `rule:     ${r.rule}`,
+    `numerics: ${r.device}`,
+    '',
+    r.verdict,
+    '',
+  ];
+  for (const d of r.dtypes) {
+    out.push(`[${d.dtype}] ${d.verdict}`);
+    out.push(`  merge: ${d.merge.tensors} tensors (${d.merge.loraTensors} with a LoRA delta) in ${d.merge.seconds.toFixed(1)} s -> ${d.folder}/merged/`);
+    out.push(`  task vector: ${d.extract.nonzeroTensors} non-zero tensors of ${d.extract.tensors}, ${d.extract.nonzeroElements} non-zero elements`);
+    out.push(`  compare: ${d.compare.shared} shared, ${d.compare.perfectMatches} perfect (cosine > 0.9999), ${d.compare.taskVectorOnly} changed outside the adapter, mean cosine ${d.compare.meanCosine ?? 'n/a'}, max abs diff ${d.compare.maxAbsDiff ?? 'n/a'}`);
+    out.push('');
+  }
+  if (r.warnings.length) out.push('warnings:', ...r.warnings.map((w) => `  ${w}`));
+  return out.join('\n') + '\n';
+}
+
+/** Refuses to start a dtype whose merged model and task vector would not fit on the disk. */
+function assertDiskSpace(dir: string, plan: AdapterPlan, dtype: CliDtype, discard: boolean): void {
+  const elements = plan.base.tensors.reduce((a, t) => a + t.numel, 0);
+  const need = elements * (dtype === 'fp32' ? 4 : 2) + elements * 4;
+  let free: number;
+  try {
+    const s = fs.statfsSync(dir);
+    free = s.bavail * s.bsize;
+  } catch {
+    return;
+  }
+  if (need > free) {
+    const gb = (x: number): string => `${(x / 1e9).toFixed(1)} GB`;
+    throw new LensError(dir, `the ${dtype} merged model and task vector need about ${gb(need)} but only ${gb(free)} are free${discard ? '' : ' (--discard-models frees each dtype\'s files once checked)'}`);
+  }
+}
+
+export const validateCommand: CliCommand = {
+  name: 'validate',
+  summary: 'merge, extract, compare and precision for each dtype in one go, with a verdict',
+  usage: 'validate --base DIR --adapter DIR --out DIR [--dtypes fp32,fp16,bf16] [--rule R] [--tolerance T] [--discard-models]',
+  flags: {
+    base: { kind: 'string' },
+    adapter: { kind: 'string' },
+    out: { kind: 'string' },
+    dtypes: { kind: 'list' },
+    rule: { kind: 'string', choices: MERGE_RULES, default: 'peft' },
+    tolerance: { kind: 'number', default: DEFAULT_TOLERANCE },
+    'discard-models': { kind: 'bool' },
+  },
+  maxPositional: 0,
+  async run(args, ctx) {
+    const c = 'validate';
+    const f = args.flags;
+    const dtypes = [...new Set(splitList((f.dtypes as string[] | undefined) ?? ['fp32', 'fp16', 'bf16']))];
+    for (const d of dtypes) if (!(d in CLI_DTYPES)) throw new LensError('--dtypes', `must be fp32, fp16 and/or bf16 (got ${JSON.stringify(d)})`);
+    const r = await validate(
+      required(c, f, 'base'),
+      required(c, f, 'adapter'),
+      required(c, f, 'out'),
+      { dtypes: dtypes as CliDtype[], rule: f.rule as MergeRule, tolerance: f.tolerance as number, discardModels: f['discard-models'] === true },
+      await ctx.kernels(),
+      ctx,
+    );
+    return { report: r, text: [r.verdict, ...r.dtypes.map((d) => `[${d.dtype}] ${d.verdict}`), `wrote ${f.out}/summary.json and report.txt`].join('\n') };
+  },
+};
