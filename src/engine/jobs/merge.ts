@@ -89,7 +89,9 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
   for (const t of plan.base.tensors) {
     const lora = plan.loraByBase.get(t.name);
     const rep = plan.replaceByBase.get(t.name);
-    if (lora) add(t.name, lora.magnitude ? 'dora' : 'lora', t, false);
+    const override = plan.loraBaseOverride.get(t.name);
+    if (lora && override) add(t.name, lora.magnitude ? 'dora' : 'lora', override, true);
+    else if (lora) add(t.name, lora.magnitude ? 'dora' : 'lora', t, false);
     else if (rep) add(t.name, 'replace', rep.source, true);
     // A float tensor already in the output dtype is r_D(W) = W: its bytes pass through unchanged.
     else add(t.name, !isFloatDtype(t.dtype) || t.dtype === dtype ? 'copy' : 'cast', t, false);

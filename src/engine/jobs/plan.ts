@@ -6,6 +6,7 @@ import { adapterLayout, LoraModule, Replacement } from '../checkpoint/adapter';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { isFloatDtype } from '../safetensors/dtypes';
+import { TensorInfo } from '../safetensors/reader';
 import { JobContext } from '../util/job';
 
 export interface AdapterPlan {
@@ -16,6 +17,11 @@ export interface AdapterPlan {
   loraByBase: Map<string, LoraModule>;
   /** Base tensor name -> the adapter tensor that replaces it. */
   replaceByBase: Map<string, Replacement>;
+  /**
+   * LoRA-adapted tensors whose base weight the adapter also saves (PEFT saves a targeted embedding
+   * layer's weight, `…embed_tokens.base_layer.weight`): PEFT loads it over the base, then adds the delta.
+   */
+  loraBaseOverride: Map<string, TensorInfo>;
   /** Adapter tensors the base lacks (a new task head): a merge adds them. */
   added: Replacement[];
   warnings: string[];
@@ -37,14 +43,15 @@ export function planAdapter(basePath: string, adapterPath: string, ctx: JobConte
   }
   const replaceByBase = new Map<string, Replacement>();
   const added: Replacement[] = [];
+  const loraBaseOverride = new Map<string, TensorInfo>();
   for (const r of layout.replacements) {
     if (!isFloatDtype(r.source.dtype)) throw new LensError(r.source.file, `saved tensor has dtype ${r.source.dtype}; only floating-point tensors can be merged`, r.source.name);
     if (r.base === undefined) added.push(r);
-    else if (loraByBase.has(r.base.name)) throw new LensError(adapter.path, `tensor is both LoRA-adapted and saved in full`, r.base.name);
+    else if (loraByBase.has(r.base.name)) loraBaseOverride.set(r.base.name, r.source);
     else replaceByBase.set(r.base.name, r);
   }
   for (const w of layout.warnings) ctx.warn(w);
-  return { base, adapter, modules: layout.modules, loraByBase, replaceByBase, added, warnings: layout.warnings };
+  return { base, adapter, modules: layout.modules, loraByBase, loraBaseOverride, replaceByBase, added, warnings: layout.warnings };
 }
 
 export function closePlan(p: AdapterPlan): void {

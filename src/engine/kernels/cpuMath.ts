@@ -75,10 +75,13 @@ export function mergeRange(w: Float32Array, d: Float32Array | null, dtype: Merge
   for (let i = i0; i < i1; i++) o[i] = mergeHalfElement(dtype, rule, w[i], d[i]);
 }
 
-/** The fp32 value `v = W + d` that a rule merges (DoRA normalises it); at F32 every rule gives f(W + d). */
+/**
+ * The fp32 value `v = W + d` that DoRA normalises and scales: f(W + d) at F32 and under `fp32-cast`,
+ * else f(r(W) + d). `peft-safe` keeps d in fp32 here because PEFT's safe DoRA merge does.
+ */
 export function mergeOperand(dtype: MergeDtype, rule: MergeRule, w: number, d: number): number {
   if (dtype === 'F32' || rule === 'fp32-cast') return Math.fround(w + d);
-  return rule === 'peft' ? Math.fround(roundHalf(dtype, w) + d) : Math.fround(roundHalf(dtype, w) + roundHalf(dtype, d));
+  return Math.fround(roundHalf(dtype, w) + d);
 }
 
 /** Adds the squares of `v` (see mergeOperand) for rows [row0, row1) into `acc`, per row or per column (float64). */

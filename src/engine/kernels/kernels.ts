@@ -83,8 +83,8 @@ export interface Kernels {
   subtract(a: Float32Array, b: Float32Array, out: Float32Array): Promise<Float32Array>;
   /**
    * DoRA, step 1: the L2 norm, in float64, of each output feature of `v = W + d` as the rule forms it in
-   * fp32 (`f(r(W) + d)` for `peft`, `f(r(W) + r(d))` for `peft-safe`, `f(W + d)` for `fp32-cast` and at
-   * F32). `w` and `d` are `rows x cols` row-major; an output feature is a row, or a column when
+   * fp32: `f(r(W) + d)` for `peft` and `peft-safe` (PEFT's safe DoRA merge keeps the delta in fp32),
+   * `f(W + d)` for `fp32-cast` and at F32. `w` and `d` are `rows x cols` row-major; an output feature is a row, or a column when
    * `featureIsColumn` (Conv1D and embedding weights, stored [in, out]).
    */
   doraNorms(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule): Promise<Float64Array>;
