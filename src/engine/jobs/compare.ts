@@ -3,6 +3,7 @@
  * the base) against a task vector, read from a file or computed on the fly as finetuned - base.
  */
 import * as path from 'node:path';
+import { classifyTensor } from '../census/classify';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { Kernels, PairStats } from '../kernels/kernels';
@@ -11,7 +12,6 @@ import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { tensorCategory } from './category';
 import { deltaBlock, Factors, mergeDora } from './delta';
 import { AdapterPlan, closePlan, planAdapter } from './plan';
 import { Accumulator, cosine, finite, relFroErr, swapSides } from './stats';
@@ -235,7 +235,7 @@ function compareTensor(name: string, loraTarget: boolean, replaced: boolean, s: 
   const maxAbsDiff = s.nonFinite > 0 ? null : s.maxAbsDiff;
   return {
     name,
-    category: tensorCategory(name),
+    category: classifyTensor(name).category,
     loraTarget,
     replaced,
     cosine: cosine(s),
