@@ -1,3 +1,4 @@
+import { censusCommand } from '../jobs/census';
 import { compressCommand } from '../jobs/compress';
 import { decomposeCommand } from '../jobs/decompose';
 import { maskCommand } from '../jobs/mask';
@@ -10,6 +11,7 @@ import { CliCommand } from './command';
 
 /** Every `lora-lens` command, in the order `--help` lists them. */
 export const COMMANDS: CliCommand[] = [
+  censusCommand,
   mergeCommand,
   extractCommand,
   compareCommand,

@@ -1,0 +1,346 @@
+/**
+ * Census: every tensor of a checkpoint classified (category, layer, projection, LoRA target), with
+ * totals by category, layer and dtype. Reads headers only, so a 12 GB checkpoint takes milliseconds.
+ * Tensor counts and element counts are always reported under different names.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { modelLayout } from '../census/architectures';
+import { CATEGORIES, Category, classifyTensor } from '../census/classify';
+import { ParsedArgs } from '../cli/args';
+import { CliCommand } from '../cli/command';
+import { adapterLayout } from '../checkpoint/adapter';
+import { AdapterConfig, isTargetModule, parseAdapterConfig } from '../checkpoint/adapterConfig';
+import { Checkpoint, closeCheckpoint, openCheckpoint, readJson } from '../checkpoint/checkpoint';
+import { LensError } from '../errors';
+import { byteSize } from '../safetensors/dtypes';
+import { JobContext } from '../util/job';
+
+export interface CensusTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  numel: number;
+  bytes: number;
+  category: Category;
+  layer: number | null;
+  projection: string | null;
+  /** LoRA adapts this tensor (a base weight under the adapter, or an adapter's own LoRA factor). */
+  loraTarget: boolean;
+  /** The adapter replaces this tensor outright (modules_to_save, saved biases). */
+  replaced: boolean;
+}
+
+export interface Totals {
+  tensors: number;
+  params: number;
+}
+
+export interface CensusAdapter {
+  path: string;
+  r: number;
+  alpha: number;
+  targets: string[] | string | null;
+  useRslora: boolean;
+  useDora: boolean;
+  fanInFanOut: boolean;
+  rankPattern: Record<string, number>;
+  alphaPattern: Record<string, number>;
+  modulesToSave: string[];
+  layersToTransform: number[] | null;
+  /** LoRA modules: in the adapter's weights, or matched in the base when only adapter_config.json was given. */
+  loraModules: number;
+  /** Exact trainable parameters: every element the adapter stores (LoRA factors, DoRA magnitudes, saved modules); null without weights. */
+  trainableParams: number | null;
+  /** Elements of lora_A / lora_B (and embedding factors) alone. */
+  loraParams: number | null;
+  /** Tensors the adapter replaces or adds in full. */
+  savedTensors: number | null;
+}
+
+export interface CensusReport {
+  path: string;
+  /** model, sharded-model, adapter, task-vector, file, or config (a layout from config.json, no weights). */
+  kind: string;
+  modelType: string | null;
+  architecture: string | null;
+  files: string[];
+  summary: {
+    tensors: number;
+    /** Elements (parameters), not tensors. */
+    params: number;
+    bytes: number;
+    layers: number;
+    loraTargetTensors: number;
+    nonTargetTensors: number;
+    loraTargetParams: number;
+    /** Tensor counts per category. */
+    categories: Record<Category, number>;
+    /** Element counts per category. */
+    categoryParams: Record<Category, number>;
+    /** Tensor counts per dtype. */
+    dtypes: Record<string, number>;
+    /** Element counts per dtype. */
+    dtypeParams: Record<string, number>;
+  };
+  perLayer: Array<{ layer: number; tensors: number; params: number; loraTargetTensors: number }>;
+  /** Tensors and elements outside the blocks (embeddings, final norm, heads). */
+  outsideLayers: Totals;
+  adapter: CensusAdapter | null;
+  warnings: string[];
+  tensors: CensusTensor[];
+}
+
+export interface CensusOptions {
+  /** A PEFT adapter folder (or its adapter_config.json alone) whose targets are marked in the base. */
+  adapter?: string;
+  /** target_modules suffixes to mark without an adapter. */
+  targets?: string[];
+}
+
+interface Source {
+  kind: string;
+  files: string[];
+  config?: Record<string, unknown>;
+  tensors: Array<{ name: string; dtype: string; shape: number[]; numel: number; bytes: number }>;
+  checkpoint?: Checkpoint;
+}
+
+/** A checkpoint's headers, or the layout of a bare config.json (a folder holding only a config). */
+function openSource(p: string): Source {
+  const configOnly = (cfgPath: string): Source => {
+    const config = readJson(cfgPath);
+    const tensors = modelLayout(config).map((t) => {
+      const numel = t.shape.reduce((a, b) => a * b, 1);
+      return { name: t.name, dtype: t.dtype, shape: t.shape, numel, bytes: byteSize(t.dtype, numel) ?? 0 };
+    });
+    return { kind: 'config', files: [], config, tensors };
+  };
+  const st = fs.statSync(p, { throwIfNoEntry: false });
+  if (st?.isFile() && path.basename(p) === 'config.json') return configOnly(p);
+  if (st?.isDirectory() && fs.existsSync(path.join(p, 'config.json')) && !fs.readdirSync(p).some((f) => f.endsWith('.safetensors') || f === 'adapter_config.json')) {
+    return configOnly(path.join(p, 'config.json'));
+  }
+  const c = openCheckpoint(p);
+  return {
+    kind: c.kind,
+    files: c.files,
+    config: c.config,
+    tensors: c.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, numel: t.numel, bytes: t.byteLength })),
+    checkpoint: c,
+  };
+}
+
+/** An adapter folder with weights, or adapter_config.json alone (then targets come from the config). */
+function openAdapter(p: string): { checkpoint?: Checkpoint; config: AdapterConfig } {
+  const cfgFile = path.basename(p) === 'adapter_config.json' ? p : path.join(p, 'adapter_config.json');
+  if (!fs.existsSync(cfgFile)) throw new LensError(p, 'not a PEFT adapter: no adapter_config.json');
+  if (!fs.existsSync(path.join(path.dirname(cfgFile), 'adapter_model.safetensors'))) return { config: parseAdapterConfig(cfgFile) };
+  const checkpoint = openCheckpoint(path.dirname(cfgFile));
+  return { checkpoint, config: checkpoint.adapter! };
+}
+
+function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, loraModules: number): CensusAdapter {
+  const lora = c?.tensors.filter((t) => /\.lora_(embedding_)?[AB](\.|$)/.test(t.name));
+  const saved = c?.tensors.filter((t) => !/\.lora_(embedding_)?[AB](\.|$)|\.lora_magnitude_vector/.test(t.name));
+  return {
+    path: p,
+    r: cfg.r,
+    alpha: cfg.loraAlpha,
+    targets: cfg.targetModules,
+    useRslora: cfg.useRslora,
+    useDora: cfg.useDora,
+    fanInFanOut: cfg.fanInFanOut,
+    rankPattern: cfg.rankPattern,
+    alphaPattern: cfg.alphaPattern,
+    modulesToSave: cfg.modulesToSave,
+    layersToTransform: cfg.layersToTransform,
+    loraModules,
+    trainableParams: c ? c.tensors.reduce((a, t) => a + t.numel, 0) : null,
+    loraParams: lora ? lora.reduce((a, t) => a + t.numel, 0) : null,
+    savedTensors: saved ? saved.length : null,
+  };
+}
+
+/** Whether PEFT would wrap this base tensor's module with LoRA (a 2-D weight of a targeted module). */
+function targetedByConfig(cfg: Pick<AdapterConfig, 'targetModules' | 'layersToTransform' | 'layersPattern'>, name: string, shape: number[]): boolean {
+  if (!name.endsWith('.weight') || shape.length !== 2) return false;
+  const cat = classifyTensor(name).category;
+  return cat !== 'norm' && cat !== 'final_norm' && isTargetModule(cfg, name.slice(0, -'.weight'.length));
+}
+
+export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): CensusReport {
+  const src = openSource(p);
+  const opened: Checkpoint[] = src.checkpoint ? [src.checkpoint] : [];
+  try {
+    const warnings: string[] = [];
+    const targets = new Set<string>();
+    const replaced = new Set<string>();
+    let adapter: CensusAdapter | null = null;
+
+    if (src.kind === 'adapter') {
+      const c = src.checkpoint!;
+      const layout = adapterLayout(c);
+      for (const m of layout.modules) for (const t of [m.A, m.B, m.magnitude]) if (t) targets.add(t.name);
+      for (const r of layout.replacements) replaced.add(r.source.name);
+      warnings.push(...layout.warnings);
+      adapter = adapterInfo(p, c.adapter!, c, layout.modules.length);
+    } else if (opts.adapter !== undefined) {
+      const a = openAdapter(opts.adapter);
+      if (a.checkpoint) opened.push(a.checkpoint);
+      if (a.checkpoint && src.checkpoint) {
+        const layout = adapterLayout(a.checkpoint, src.checkpoint);
+        for (const m of layout.modules) targets.add(m.base!.name);
+        for (const r of layout.replacements) if (r.base) replaced.add(r.base.name);
+        warnings.push(...layout.warnings);
+        adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length);
+      } else {
+        // No adapter weights, or a base without weights: PEFT's matching rules on the names.
+        for (const t of src.tensors) if (targetedByConfig(a.config, t.name, t.shape)) targets.add(t.name);
+        adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, a.checkpoint ? adapterLayout(a.checkpoint).modules.length : targets.size);
+      }
+      if (targets.size === 0) warnings.push(`the adapter's target_modules ${JSON.stringify(a.config.targetModules)} match no tensor of ${p}`);
+    } else if (opts.targets !== undefined) {
+      const cfg = { targetModules: opts.targets, layersToTransform: null, layersPattern: null };
+      for (const t of src.tensors) if (targetedByConfig(cfg, t.name, t.shape)) targets.add(t.name);
+    }
+
+    const zero = (): Record<Category, number> => Object.fromEntries(CATEGORIES.map((c) => [c, 0])) as Record<Category, number>;
+    const categories = zero();
+    const categoryParams = zero();
+    const dtypes: Record<string, number> = {};
+    const dtypeParams: Record<string, number> = {};
+    const layers = new Map<number, { tensors: number; params: number; loraTargetTensors: number }>();
+    const outsideLayers: Totals = { tensors: 0, params: 0 };
+    const tensors: CensusTensor[] = [];
+    let params = 0;
+    let bytes = 0;
+    let loraTargetParams = 0;
+    for (const t of src.tensors) {
+      const cls = classifyTensor(t.name);
+      const loraTarget = targets.has(t.name);
+      tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, numel: t.numel, bytes: t.bytes, ...cls, loraTarget, replaced: replaced.has(t.name) });
+      categories[cls.category]++;
+      categoryParams[cls.category] += t.numel;
+      dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
+      dtypeParams[t.dtype] = (dtypeParams[t.dtype] ?? 0) + t.numel;
+      params += t.numel;
+      bytes += t.bytes;
+      if (loraTarget) loraTargetParams += t.numel;
+      if (cls.layer === null) {
+        outsideLayers.tensors++;
+        outsideLayers.params += t.numel;
+      } else {
+        const l = layers.get(cls.layer) ?? { tensors: 0, params: 0, loraTargetTensors: 0 };
+        l.tensors++;
+        l.params += t.numel;
+        if (loraTarget) l.loraTargetTensors++;
+        layers.set(cls.layer, l);
+      }
+    }
+    ctx.progress({ phase: 'census', done: tensors.length, total: tensors.length });
+    for (const w of warnings) ctx.warn(w);
+    const loraTargetTensors = tensors.filter((t) => t.loraTarget).length;
+    const config = src.config;
+    const arch = Array.isArray(config?.architectures) && typeof config.architectures[0] === 'string' ? config.architectures[0] : null;
+    return {
+      path: p,
+      kind: src.kind,
+      modelType: typeof config?.model_type === 'string' ? config.model_type : null,
+      architecture: arch,
+      files: src.files,
+      summary: {
+        tensors: tensors.length,
+        params,
+        bytes,
+        layers: layers.size,
+        loraTargetTensors,
+        nonTargetTensors: tensors.length - loraTargetTensors,
+        loraTargetParams,
+        categories,
+        categoryParams,
+        dtypes,
+        dtypeParams,
+      },
+      perLayer: [...layers].sort((a, b) => a[0] - b[0]).map(([layer, v]) => ({ layer, ...v })),
+      outsideLayers,
+      adapter,
+      warnings,
+      tensors,
+    };
+  } finally {
+    opened.forEach(closeCheckpoint);
+  }
+}
+
+const int = (n: number): string => n.toLocaleString('en');
+
+/** "3.03 B" style sizes next to exact counts. */
+export function humanCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} K`;
+  return String(n);
+}
+
+export function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let x = n;
+  while (x >= 1024 && i < units.length - 1) {
+    x /= 1024;
+    i++;
+  }
+  return `${i === 0 ? x : x.toFixed(2)} ${units[i]}`;
+}
+
+export function censusText(r: CensusReport): string {
+  const s = r.summary;
+  const pct = (x: number): string => (s.params > 0 ? `${((100 * x) / s.params).toFixed(2)}%` : '-');
+  const what = [r.kind, r.modelType, r.architecture].filter((x) => x !== null).join(', ');
+  const lines = [
+    `census of ${r.path} (${what}; ${r.kind === 'config' ? 'layout from config.json, no weights' : `${r.files.length} file${r.files.length === 1 ? '' : 's'}`})`,
+    `  ${int(s.tensors)} tensors, ${int(s.params)} elements (${humanCount(s.params)}), ${humanBytes(s.bytes)} of data, ${s.layers} layers`,
+    `  dtypes: ${Object.entries(s.dtypes).map(([d, n]) => `${d} ${int(n)} tensors / ${int(s.dtypeParams[d])} elements`).join('; ')}`,
+    '',
+    `  ${'category'.padEnd(12)}${'tensors'.padStart(9)}${'elements'.padStart(17)}${'share'.padStart(9)}`,
+    ...CATEGORIES.filter((c) => s.categories[c] > 0).map(
+      (c) => `  ${c.padEnd(12)}${int(s.categories[c]).padStart(9)}${int(s.categoryParams[c]).padStart(17)}${pct(s.categoryParams[c]).padStart(9)}`,
+    ),
+  ];
+  if (r.perLayer.length > 0) {
+    const first = r.perLayer[0];
+    const uniform = r.perLayer.every((l) => l.tensors === first.tensors && l.params === first.params);
+    lines.push('');
+    if (uniform) lines.push(`  per layer: ${int(first.tensors)} tensors, ${int(first.params)} elements (all ${r.perLayer.length} layers alike)`);
+    else lines.push('  per layer (tensors / elements):', ...r.perLayer.map((l) => `    layer ${String(l.layer).padStart(3)}: ${int(l.tensors)} / ${int(l.params)}`));
+    lines.push(`  outside the layers: ${int(r.outsideLayers.tensors)} tensors, ${int(r.outsideLayers.params)} elements`);
+  }
+  const a = r.adapter;
+  if (a) {
+    const targets = Array.isArray(a.targets) ? a.targets.join(',') : String(a.targets);
+    lines.push('', `  adapter ${a.path}: r=${a.r} alpha=${a.alpha} targets=${targets}${a.useRslora ? ' rsLoRA' : ''}${a.useDora ? ' DoRA' : ''}`);
+    if (a.trainableParams !== null) {
+      lines.push(`    trainable parameters: ${int(a.trainableParams)} (${int(a.loraParams!)} in LoRA factors of ${a.loraModules} modules, ${a.savedTensors} saved tensors)`);
+    }
+  }
+  if (a || s.loraTargetTensors > 0) {
+    lines.push(`  LoRA targets: ${int(s.loraTargetTensors)} tensors (${int(s.loraTargetParams)} elements); not targeted: ${int(s.nonTargetTensors)} tensors`);
+  }
+  return lines.join('\n');
+}
+
+export const censusCommand: CliCommand = {
+  name: 'census',
+  summary: 'tensors of a checkpoint (or a config.json), classified, with LoRA targets; headers only',
+  usage: 'census PATH [--adapter DIR] [--target a,b,...] [--json F]',
+  flags: { adapter: { kind: 'string' }, target: { kind: 'list' } },
+  maxPositional: 1,
+  async run(args: ParsedArgs, ctx) {
+    const p = args.positional[0];
+    if (p === undefined) throw new LensError('lora-lens census', 'give a model folder, adapter folder, .safetensors file or config.json');
+    const targets = (args.flags.target as string[] | undefined)?.flatMap((t) => t.split(',')).filter((t) => t !== '');
+    const report = runCensus(p, { adapter: args.flags.adapter as string | undefined, targets }, ctx);
+    return { report, text: censusText(report) };
+  },
+};
