@@ -1,0 +1,70 @@
+/**
+ * Numerics bench: a generated StarCoder2-3B-shaped model (its true tensor shapes, fewer layers so that
+ * it is about 1.6 GB in bf16) and a q/k/v/o LoRA adapter of rank 8, in os.tmpdir() (removed after).
+ * Times a plain sequential read of the input bytes, merge (bf16), extract and compare in one run, and
+ * prints GB/s, the ratio to the plain read and the peak RSS. Goal: within 1.5x of the read, RSS < 1.5 GB.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { openCheckpoint } from '../src/engine/checkpoint/checkpoint';
+import { compareAdapter } from '../src/engine/jobs/compare';
+import { extractTaskVector } from '../src/engine/jobs/extract';
+import { mergeModel } from '../src/engine/jobs/merge';
+import { CpuKernels } from '../src/engine/kernels/cpu';
+import { Scratch } from '../src/engine/safetensors/reader';
+import { writeSyntheticAdapter } from '../src/engine/synthetic/adapter';
+import { STARCODER2_3B } from '../src/engine/synthetic/configs';
+import { writeSyntheticModel } from '../src/engine/synthetic/model';
+import { quietContext } from '../src/engine/util/job';
+
+const LAYERS = Number(process.env.BENCH_LAYERS ?? 7);
+
+async function plainRead(dir: string): Promise<number> {
+  const c = openCheckpoint(dir);
+  const scratch = new Scratch();
+  let bytes = 0;
+  for (const t of c.tensors) bytes += (await c.handles.readBytes(t, scratch.bytes('raw', t.byteLength))).byteLength;
+  c.handles.close();
+  return bytes;
+}
+
+async function timed<T>(label: string, inputBytes: number, readSeconds: number | undefined, f: () => Promise<T>): Promise<number> {
+  const t0 = performance.now();
+  await f();
+  const s = (performance.now() - t0) / 1000;
+  const ratio = readSeconds === undefined ? '' : `  ${(s / readSeconds).toFixed(2)}x the plain read`;
+  console.log(`${label.padEnd(34)} ${s.toFixed(2).padStart(7)} s  ${(inputBytes / s / 1e9).toFixed(2)} GB/s of input${ratio}  (peak RSS so far ${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GB)`);
+  return s;
+}
+
+async function main(): Promise<void> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'lora-lens-bench-numerics-'));
+  try {
+    const config = { ...STARCODER2_3B, num_hidden_layers: LAYERS };
+    const model = writeSyntheticModel(path.join(root, 'base'), config, { dtype: 'BF16' });
+    const adapter = writeSyntheticAdapter(path.join(root, 'adapter'), config, { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], r: 8 });
+    const k = new CpuKernels();
+    const ctx = quietContext();
+    console.log(`model: StarCoder2-3B shapes, ${LAYERS} of 30 layers, ${model.tensors.length} tensors, ${(model.dataBytes / 1e9).toFixed(2)} GB bf16; adapter ${adapter.modules.length} modules r=8; ${k.description}; ${os.cpus().length} cores`);
+    await plainRead(model.dir); // warm the page cache like every later pass
+    let readS = 0;
+    readS = await timed('plain sequential read (base)', model.dataBytes, undefined, () => plainRead(model.dir));
+    await timed('merge bf16 (peft)', model.dataBytes, readS, () => mergeModel(model.dir, adapter.dir, path.join(root, 'merged'), { dtype: 'bf16', rule: 'peft' }, k, ctx));
+    const readBoth = await timed('plain read (base + merged)', 2 * model.dataBytes, undefined, async () => {
+      await plainRead(model.dir);
+      await plainRead(path.join(root, 'merged'));
+    });
+    await timed('extract (base, merged)', 2 * model.dataBytes, readBoth, () => extractTaskVector(model.dir, path.join(root, 'merged'), path.join(root, 'tv.safetensors'), k, ctx));
+    fs.rmSync(path.join(root, 'tv.safetensors'));
+    await timed('compare --finetuned (base, merged)', 2 * model.dataBytes, readBoth, () => compareAdapter(model.dir, adapter.dir, { finetuned: path.join(root, 'merged') }, path.join(root, 'cmp'), { tolerance: 1e-5, saveDeltas: false }, k, ctx));
+    console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GB`);
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
