@@ -1,4 +1,5 @@
 import { censusCommand } from '../jobs/census';
+import { estimateCommand } from '../jobs/estimate';
 import { compressCommand } from '../jobs/compress';
 import { decomposeCommand } from '../jobs/decompose';
 import { maskCommand } from '../jobs/mask';
@@ -12,6 +13,7 @@ import { CliCommand } from './command';
 /** Every `lora-lens` command, in the order `--help` lists them. */
 export const COMMANDS: CliCommand[] = [
   censusCommand,
+  estimateCommand,
   mergeCommand,
   extractCommand,
   compareCommand,

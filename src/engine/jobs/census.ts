@@ -106,6 +106,12 @@ interface Source {
   checkpoint?: Checkpoint;
 }
 
+/** A model's config.json, under any name (`gemma-2b.json`), but not an adapter's config or a shard index. */
+export function isModelConfigFile(p: string): boolean {
+  const b = path.basename(p);
+  return b.endsWith('.json') && b !== 'adapter_config.json' && !b.endsWith('.index.json');
+}
+
 /** A checkpoint's headers, or the layout of a bare config.json (a folder holding only a config). */
 function openSource(p: string): Source {
   const configOnly = (cfgPath: string): Source => {
@@ -117,7 +123,7 @@ function openSource(p: string): Source {
     return { kind: 'config', files: [], config, tensors };
   };
   const st = fs.statSync(p, { throwIfNoEntry: false });
-  if (st?.isFile() && path.basename(p) === 'config.json') return configOnly(p);
+  if (st?.isFile() && isModelConfigFile(p)) return configOnly(p);
   if (st?.isDirectory() && fs.existsSync(path.join(p, 'config.json')) && !fs.readdirSync(p).some((f) => f.endsWith('.safetensors') || f === 'adapter_config.json')) {
     return configOnly(path.join(p, 'config.json'));
   }

@@ -1,0 +1,237 @@
+/**
+ * Exact LoRA trainable parameters from the base's real shapes: `r * (in + out)` per targeted module
+ * (grouped-query attention makes k/v narrower than q, so square-projection estimates are wrong), plus
+ * DoRA magnitudes (`out` per module) and modules_to_save copies. Shapes come from a model folder's
+ * headers or, for a bare config.json, from modelLayout.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { modelLayout } from '../census/architectures';
+import { classifyTensor, moduleOf } from '../census/classify';
+import { ParsedArgs } from '../cli/args';
+import { CliCommand } from '../cli/command';
+import { isConv1D } from '../checkpoint/adapter';
+import { AdapterConfig, isTargetModule, parseAdapterConfig, patternValue } from '../checkpoint/adapterConfig';
+import { closeCheckpoint, openCheckpoint, readJson } from '../checkpoint/checkpoint';
+import { LensError } from '../errors';
+import { readHeader } from '../safetensors/reader';
+import { JobContext } from '../util/job';
+import { humanCount, isModelConfigFile } from './census';
+
+export interface EstimateModule {
+  /** Module path (the base tensor without `.weight`). */
+  name: string;
+  in: number;
+  out: number;
+  r: number;
+  alpha: number;
+  /** `r * (in + out)`, plus `out` with DoRA. */
+  params: number;
+}
+
+export interface EstimateReport {
+  model: string;
+  /** Where the shapes came from: the checkpoint's headers, or config.json through modelLayout. */
+  shapesFrom: 'weights' | 'config';
+  modelType: string | null;
+  r: number;
+  alpha: number;
+  targets: string[] | string;
+  useDora: boolean;
+  /** Every trainable element: LoRA factors, DoRA magnitudes, modules_to_save copies. */
+  trainableParams: number;
+  loraParams: number;
+  doraParams: number;
+  savedParams: number;
+  /** Elements of the base model. */
+  baseParams: number;
+  /** 100 * trainableParams / baseParams. */
+  percent: number;
+  modules: EstimateModule[];
+  modulesToSave: Array<{ name: string; params: number }>;
+  /** With --adapter: the elements its adapter_model.safetensors really holds (null without weights). */
+  adapterFileParams: number | null;
+  warnings: string[];
+}
+
+export interface EstimateOptions {
+  /** A PEFT adapter folder or its adapter_config.json: r, alpha, targets and patterns come from it. */
+  adapter?: string;
+  r?: number;
+  alpha?: number;
+  targets?: string[];
+}
+
+interface BaseTensor {
+  name: string;
+  shape: number[];
+  numel: number;
+  /** Stored [in, out] (GPT-2 Conv1D). */
+  conv1d: boolean;
+  embedding: boolean;
+}
+
+const OUTPUT_HEADS = new Set(['lm_head', 'embed_out']);
+
+/** The base's tensors with shapes: headers of a model folder, or the layout of a config.json. */
+function baseTensors(p: string): { tensors: BaseTensor[]; from: 'weights' | 'config'; config?: Record<string, unknown> } {
+  const st = fs.statSync(p, { throwIfNoEntry: false });
+  if (!st) throw new LensError(p, 'no such file or folder');
+  const cfgPath = st.isFile() ? (isModelConfigFile(p) ? p : undefined) : path.join(p, 'config.json');
+  const hasWeights = st.isDirectory() ? fs.readdirSync(p).some((f) => f.endsWith('.safetensors')) : cfgPath === undefined;
+  if (!hasWeights) {
+    if (cfgPath === undefined || !fs.existsSync(cfgPath)) throw new LensError(p, 'neither model weights nor a config.json');
+    const config = readJson(cfgPath);
+    const tensors = modelLayout(config).map((t) => ({
+      name: t.name,
+      shape: t.shape,
+      numel: t.shape.reduce((a, b) => a * b, 1),
+      conv1d: t.moduleType === 'conv1d',
+      embedding: t.moduleType === 'embedding' && !OUTPUT_HEADS.has(t.module.split('.').pop()!),
+    }));
+    return { tensors, from: 'config', config };
+  }
+  const c = openCheckpoint(p);
+  try {
+    if (c.kind === 'adapter') throw new LensError(p, 'is an adapter; give the base model (folder or config.json) and the adapter with --adapter');
+    const tensors = c.tensors.map((t) => {
+      const module = t.name.replace(/\.weight$/, '');
+      const last = module.split('.').pop()!;
+      return {
+        name: t.name,
+        shape: t.shape,
+        numel: t.numel,
+        conv1d: isConv1D(c.config, module) === true,
+        embedding: classifyTensor(t.name).category === 'embedding' && !OUTPUT_HEADS.has(last),
+      };
+    });
+    return { tensors, from: 'weights', config: c.config };
+  } finally {
+    closeCheckpoint(c);
+  }
+}
+
+type TargetConfig = Pick<AdapterConfig, 'r' | 'loraAlpha' | 'targetModules' | 'rankPattern' | 'alphaPattern' | 'layersToTransform' | 'layersPattern' | 'useDora' | 'modulesToSave'>;
+
+function isTarget(cfg: TargetConfig, t: BaseTensor): boolean {
+  if (!t.name.endsWith('.weight') || t.shape.length !== 2) return false;
+  const cat = classifyTensor(t.name).category;
+  if (cat === 'norm' || cat === 'final_norm') return false;
+  const module = t.name.slice(0, -'.weight'.length);
+  // PEFT's 'all-linear' takes every Linear / Conv1D except the output head.
+  if (cfg.targetModules === 'all-linear') return !t.embedding && !OUTPUT_HEADS.has(module.split('.').pop()!) && isTargetModule({ ...cfg, targetModules: '.*' }, module);
+  return isTargetModule(cfg, module);
+}
+
+export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): EstimateReport {
+  let cfg: TargetConfig;
+  let adapterFileParams: number | null = null;
+  if (opts.adapter !== undefined) {
+    const file = path.basename(opts.adapter) === 'adapter_config.json' ? opts.adapter : path.join(opts.adapter, 'adapter_config.json');
+    if (!fs.existsSync(file)) throw new LensError(opts.adapter, 'not a PEFT adapter: no adapter_config.json');
+    cfg = parseAdapterConfig(file);
+    const weights = path.join(path.dirname(file), 'adapter_model.safetensors');
+    if (fs.existsSync(weights)) adapterFileParams = readHeader(weights).tensors.reduce((a, t) => a + t.numel, 0);
+  } else {
+    if (opts.r === undefined || opts.targets === undefined || opts.targets.length === 0) {
+      throw new LensError('lora-lens estimate', 'give --adapter DIR, or --r N and --target a,b,...');
+    }
+    if (!Number.isInteger(opts.r) || opts.r <= 0) throw new LensError('lora-lens estimate', `--r must be a positive integer (got ${opts.r})`);
+    const targets = opts.targets.length === 1 && opts.targets[0] === 'all-linear' ? 'all-linear' : opts.targets;
+    cfg = { r: opts.r, loraAlpha: opts.alpha ?? opts.r, targetModules: targets, rankPattern: {}, alphaPattern: {}, layersToTransform: null, layersPattern: null, useDora: false, modulesToSave: [] };
+  }
+
+  const base = baseTensors(p);
+  const modules: EstimateModule[] = [];
+  const modulesToSave: Array<{ name: string; params: number }> = [];
+  for (const t of base.tensors) {
+    const module = moduleOf(t.name);
+    if (cfg.modulesToSave.some((m) => module === m || module.endsWith('.' + m))) {
+      const prev = modulesToSave.find((x) => x.name === module);
+      if (prev) prev.params += t.numel;
+      else modulesToSave.push({ name: module, params: t.numel });
+      continue;
+    }
+    if (!isTarget(cfg, t)) continue;
+    const r = patternValue(cfg.rankPattern, module) ?? cfg.r;
+    const alpha = patternValue(cfg.alphaPattern, module) ?? cfg.loraAlpha;
+    const [rows, cols] = t.shape;
+    // Linear stores [out, in]; Conv1D [in, out]; an Embedding [num_embeddings, dim] gets A [r, num] and B [dim, r].
+    const [inF, outF] = t.conv1d || t.embedding ? [rows, cols] : [cols, rows];
+    const dora = cfg.useDora && !t.embedding ? outF : 0;
+    modules.push({ name: module, in: inF, out: outF, r, alpha, params: r * (inF + outF) + dora });
+  }
+  const warnings: string[] = [];
+  if (modules.length === 0) warnings.push(`target_modules ${JSON.stringify(cfg.targetModules)} match no module of ${p}`);
+  const loraParams = modules.reduce((a, m) => a + m.r * (m.in + m.out), 0);
+  const doraParams = modules.reduce((a, m) => a + m.params - m.r * (m.in + m.out), 0);
+  const savedParams = modulesToSave.reduce((a, m) => a + m.params, 0);
+  const trainableParams = loraParams + doraParams + savedParams;
+  const baseParams = base.tensors.reduce((a, t) => a + t.numel, 0);
+  if (adapterFileParams !== null && adapterFileParams !== trainableParams) {
+    warnings.push(`the adapter's weights hold ${adapterFileParams.toLocaleString('en')} elements, not the ${trainableParams.toLocaleString('en')} this base's shapes give: it was trained on another base, or saves extra tensors`);
+  }
+  for (const w of warnings) ctx.warn(w);
+  return {
+    model: p,
+    shapesFrom: base.from,
+    modelType: typeof base.config?.model_type === 'string' ? base.config.model_type : null,
+    r: cfg.r,
+    alpha: cfg.loraAlpha,
+    targets: cfg.targetModules ?? [],
+    useDora: cfg.useDora,
+    trainableParams,
+    loraParams,
+    doraParams,
+    savedParams,
+    baseParams,
+    percent: baseParams > 0 ? (100 * trainableParams) / baseParams : 0,
+    modules,
+    modulesToSave,
+    adapterFileParams,
+    warnings,
+  };
+}
+
+export function estimateText(r: EstimateReport): string {
+  const int = (n: number): string => n.toLocaleString('en');
+  const targets = Array.isArray(r.targets) ? r.targets.join(',') : r.targets;
+  // Group modules of the same projection and shape: one line per kind, not one per layer.
+  const groups = new Map<string, { count: number; params: number; in: number; out: number; r: number }>();
+  for (const m of r.modules) {
+    const key = `${m.name.split('.').pop()} [${m.in} -> ${m.out}] r=${m.r}`;
+    const g = groups.get(key) ?? { count: 0, params: 0, in: m.in, out: m.out, r: m.r };
+    g.count++;
+    g.params += m.params;
+    groups.set(key, g);
+  }
+  const lines = [
+    `estimate for ${r.model} (${r.modelType ?? 'unknown model type'}; shapes from ${r.shapesFrom === 'weights' ? 'the weights' : 'config.json'})`,
+    `  r=${r.r} alpha=${r.alpha} targets=${targets}${r.useDora ? ' DoRA' : ''}`,
+    `  trainable parameters: ${int(r.trainableParams)} (${humanCount(r.trainableParams)}) = ${r.percent.toFixed(4)}% of the base's ${int(r.baseParams)} (${humanCount(r.baseParams)})`,
+    `  ${r.modules.length} LoRA modules, ${int(r.loraParams)} in LoRA factors` +
+      (r.doraParams > 0 ? `, ${int(r.doraParams)} in DoRA magnitudes` : '') +
+      (r.savedParams > 0 ? `, ${int(r.savedParams)} in ${r.modulesToSave.length} saved modules` : ''),
+    ...[...groups].map(([k, g]) => `    ${g.count} x ${k}: ${int(g.params / g.count)} each, ${int(g.params)} in all`),
+  ];
+  if (r.adapterFileParams !== null) lines.push(`  the adapter's weights hold ${int(r.adapterFileParams)} elements${r.adapterFileParams === r.trainableParams ? ' (matches)' : ''}`);
+  return lines.join('\n');
+}
+
+export const estimateCommand: CliCommand = {
+  name: 'estimate',
+  summary: 'exact LoRA trainable parameters from the real shapes of a model (folder or config.json)',
+  usage: 'estimate MODEL_DIR_OR_CONFIG (--adapter DIR | --r N --target a,b,... [--alpha A]) [--json F]',
+  flags: { adapter: { kind: 'string' }, r: { kind: 'number' }, alpha: { kind: 'number' }, target: { kind: 'list' } },
+  maxPositional: 1,
+  async run(args: ParsedArgs, ctx) {
+    const p = args.positional[0];
+    if (p === undefined) throw new LensError('lora-lens estimate', 'give a model folder or config.json');
+    const targets = (args.flags.target as string[] | undefined)?.flatMap((t) => t.split(',')).filter((t) => t !== '');
+    if (args.flags.adapter !== undefined && (args.flags.r !== undefined || targets !== undefined)) {
+      throw new LensError('lora-lens estimate', 'give either --adapter or --r/--target, not both');
+    }
+    const report = runEstimate(p, { adapter: args.flags.adapter as string | undefined, r: args.flags.r as number | undefined, alpha: args.flags.alpha as number | undefined, targets }, ctx);
+    return { report, text: estimateText(report) };
+  },
+};
