@@ -11,8 +11,9 @@ const targets = [
   { ...node, entryPoints: ['src/extension/extension.ts'], outfile: 'dist/extension.js', external: ['vscode'] },
   {
     bundle: true, platform: 'browser', target: 'es2022', format: 'iife', sourcemap: true, logLevel: 'warning',
-    entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js',
+    entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js', minify: true,
   },
+  { bundle: true, logLevel: 'warning', entryPoints: ['webview/style.css'], outfile: 'dist/webview.css' },
 ].filter((t) => existsSync(t.entryPoints[0]));
 
 mkdirSync('dist', { recursive: true });

@@ -1,0 +1,99 @@
+/**
+ * The report panels, as the rest of the extension sees them: `showReportPanel` opens (or reuses) the
+ * panel of a report kind and shows a report in it; `registerPanelSerializers` (call once at activation)
+ * brings panels back after a window reload; `onDidRequestTensor` fires when the user clicks a tensor
+ * name in a panel's table (the census tree can reveal it).
+ *
+ * Selectors for the end-to-end tests, inside the webview's iframe (values also as `data-value`, raw):
+ * - every panel: `#panel[data-kind=<kind>][data-state=ready]` once drawn; `h1#panel-title`; `#verdict`
+ *   (the verdict sentence, `data-tone` good|bad|neutral); `#export-json`; each chart section
+ *   `#section-<id>` with `canvas#chart-<id>` (`data-points` = values drawn), its table `#table-<id>` and
+ *   its PNG button `#export-png-<id>`.
+ * - compare: `#summary-equivalent` (data-value true|false), `#summary-tolerance`, `#summary-shared`,
+ *   `#summary-perfect-matches`, `#summary-task-vector-only`, `#summary-task-vector-only-norm`,
+ *   `#summary-lora-only`, `#mean-cosine`, `#min-cosine`, `#max-abs-diff`; sections `cosine`,
+ *   `max-abs-diff`, `norms`, `norm-distribution`, `coverage`.
+ * - validate: `#summary-ok`, per dtype D `#status-D` (PASS|EXPECTED-LOSS|FAIL); section `dtypes`; with
+ *   `options.folder`, the compare selectors above prefixed `D-` (`#fp32-mean-cosine`, `#section-fp32-cosine`).
+ * - precision: per dtype D `#nonzero-tensors-D`, `#cast-artifact-tensors-D`, `#cast-artifact-norm-D`,
+ *   `#delta-lost-D`; sections `nonzero`, `cast-artifacts`, `delta-lost`, `rules`.
+ * - mask: `#summary-budget`, `#summary-modules`, `#summary-k`, `#summary-selected`; sections
+ *   `mask-layers` (heat map table), `mask-projections`, `norm-preservation`.
+ * - decompose: `#summary-decomposable`, `#summary-method`, `#summary-relative-residual`,
+ *   `#summary-reconstruction-error`, `#summary-precision`, `#summary-recall`, per adapter A
+ *   `#coefficient-A` in `#table-coefficients`; section `coefficients`.
+ * - census: `#summary-tensors`, `#summary-params`, `#summary-layers`, `#summary-lora-targets`; sections
+ *   `categories`, `layers`.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { PanelContent, parsePanelContent, ReportKind } from '../../shared/webviewProtocol';
+import { REPORT_VIEW_TYPE, ReportPanel, webviewOptions } from './reportPanel';
+
+export type { ReportKind } from '../../shared/webviewProtocol';
+
+const panels = new Map<ReportKind, ReportPanel>();
+const tensorRequests = new vscode.EventEmitter<string>();
+
+/** Fires with a tensor's name when the user picks it in a panel. */
+export const onDidRequestTensor: vscode.Event<string> = tensorRequests.event;
+
+export interface ReportPanelOptions {
+  /** validate: its output folder; each dtype's `comparison_results.json` there is drawn too. */
+  folder?: string;
+}
+
+/** Shows a report in the panel of its kind, opening the panel beside the editor when there is none. */
+export function showReportPanel(context: vscode.ExtensionContext, kind: ReportKind, report: unknown, title: string, options: ReportPanelOptions = {}): void {
+  const content: PanelContent = { kind, title, report };
+  if (kind === 'validate' && options.folder !== undefined) content.comparisons = readComparisons(report, options.folder);
+  const existing = panels.get(kind);
+  if (existing) {
+    existing.show(content);
+    return;
+  }
+  const panel = vscode.window.createWebviewPanel(REPORT_VIEW_TYPE, title, { viewColumn: vscode.ViewColumn.Beside, preserveFocus: false }, webviewOptions(context.extensionUri));
+  adopt(context, panel, content);
+}
+
+/** Restores panels VS Code kept across a reload, from the state their page saved. */
+export function registerPanelSerializers(context: vscode.ExtensionContext): void {
+  context.subscriptions.push(
+    tensorRequests,
+    vscode.window.registerWebviewPanelSerializer(REPORT_VIEW_TYPE, {
+      async deserializeWebviewPanel(panel: vscode.WebviewPanel, state: unknown): Promise<void> {
+        const content = parsePanelContent(state);
+        if (content === null || panels.has(content.kind)) {
+          panel.dispose(); // nothing usable to show, or a newer panel of that kind exists
+          return;
+        }
+        adopt(context, panel, content);
+      },
+    }),
+  );
+}
+
+function adopt(context: vscode.ExtensionContext, panel: vscode.WebviewPanel, content: PanelContent): void {
+  const p = new ReportPanel(panel, context.extensionUri, content, (name) => tensorRequests.fire(name), () => {
+    if (panels.get(content.kind) === p) panels.delete(content.kind);
+  });
+  panels.set(content.kind, p);
+}
+
+/** Each dtype's compare report under a validate output folder, by dtype; missing ones are left out. */
+function readComparisons(report: unknown, folder: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const dtypes = (report as { dtypes?: unknown } | null)?.dtypes;
+  if (!Array.isArray(dtypes)) return out;
+  for (const d of dtypes as Array<{ dtype?: unknown; folder?: unknown }>) {
+    if (typeof d?.dtype !== 'string') continue;
+    const sub = typeof d.folder === 'string' ? path.basename(d.folder) : d.dtype;
+    try {
+      out[d.dtype] = JSON.parse(fs.readFileSync(path.join(folder, sub, 'comparison_results.json'), 'utf8'));
+    } catch {
+      // A dtype without its comparison file is drawn from the summary alone.
+    }
+  }
+  return out;
+}

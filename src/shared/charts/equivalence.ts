@@ -1,0 +1,218 @@
+/**
+ * Equivalence panel, from a compare report (`comparison_results.json`): is the adapter's delta what
+ * the merged model holds? Per tensor cosine and max abs difference by layer, the two norms against each
+ * other, the norms of shared and task-vector-only tensors, and which projections the adapter covers.
+ */
+import { formatCell } from './format';
+import { Cell, PanelModel, Point, Section, Series, SERIES_COLORS, SummaryItem } from './model';
+import { arr, bool, num, obj, Obj, objs, str, strs } from './read';
+import { groupByLayer, layerLabel, layerLabels, placeTensor, Placement } from './tensors';
+
+interface Row {
+  name: string;
+  place: Placement;
+  loraTarget: boolean | null;
+  cosine: number | null;
+  maxAbsDiff: number | null;
+  relFroErr: number | null;
+  loraNorm: number | null;
+  taskVectorNorm: number | null;
+  within: boolean | null;
+  /** shared: non-zero on both sides; task-vector-only; lora-only. */
+  side: 'shared' | 'task-vector-only' | 'lora-only';
+}
+
+function rows(report: unknown): Row[] {
+  return objs(obj(report)?.tensors).flatMap((t: Obj): Row[] => {
+    const name = str(t.name);
+    if (name === null) return [];
+    const loraNorm = num(t.loraNorm);
+    const taskVectorNorm = num(t.taskVectorNorm);
+    const side = loraNorm === 0 ? 'task-vector-only' : taskVectorNorm === 0 ? 'lora-only' : 'shared';
+    return [{
+      name,
+      place: placeTensor(t, name),
+      loraTarget: bool(t.loraTarget),
+      cosine: num(t.cosine),
+      maxAbsDiff: num(t.maxAbsDiff),
+      relFroErr: num(t.relFroErr),
+      loraNorm,
+      taskVectorNorm,
+      within: bool(t.withinTolerance),
+      side,
+    }];
+  });
+}
+
+function perLayerSeries(grouped: Map<string, Array<number | null>>): Series[] {
+  return [...grouped].map(([label, data], i) => ({ label, color: SERIES_COLORS[i % SERIES_COLORS.length], data }));
+}
+
+function summaryItems(s: Obj | null, idPrefix: string): SummaryItem[] {
+  const id = (x: string): string => `${idPrefix}${x}`;
+  const equivalent = bool(s?.equivalent);
+  const tolerance = num(s?.tolerance);
+  const item = (key: string, label: string, v: unknown, fmt?: Parameters<typeof formatCell>[1]): SummaryItem => {
+    const value = typeof v === 'number' || typeof v === 'boolean' || typeof v === 'string' ? v : null;
+    return { id: id(key), label, text: formatCell(value, fmt), value };
+  };
+  return [
+    { id: id('summary-equivalent'), label: 'Equivalent', text: equivalent === null ? formatCell(null) : equivalent ? `yes (max abs ≤ ${formatCell(tolerance, 'exp')})` : `no (tolerance ${formatCell(tolerance, 'exp')})`, value: equivalent, tone: equivalent === null ? 'neutral' : equivalent ? 'good' : 'bad' },
+    item('summary-tolerance', 'Tolerance (max abs)', num(s?.tolerance), 'exp'),
+    item('summary-shared', 'Shared tensors', num(s?.shared), 'int'),
+    item('summary-perfect-matches', 'Perfect matches (cos > 0.9999)', num(s?.perfectMatches), 'int'),
+    item('summary-task-vector-only', 'Task-vector-only tensors', num(s?.taskVectorOnly), 'int'),
+    item('summary-task-vector-only-norm', 'Task-vector-only norm', num(s?.taskVectorOnlyNorm), 'exp'),
+    item('summary-lora-only', 'LoRA-only tensors', num(s?.loraOnly), 'int'),
+    item('mean-cosine', 'Mean cosine', num(s?.meanCosine), 'cosine'),
+    item('min-cosine', 'Min cosine', num(s?.minCosine), 'cosine'),
+    item('max-abs-diff', 'Max abs difference', num(s?.maxAbsDiff), 'exp'),
+  ];
+}
+
+/** The charts of one compare report; `idPrefix` keeps ids unique when a validate panel shows several. */
+export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
+  const all = rows(report);
+  const shared = all.filter((r) => r.side === 'shared');
+  const tvOnly = all.filter((r) => r.side === 'task-vector-only');
+  const loraOnly = all.filter((r) => r.side === 'lora-only');
+  const tolerance = num(obj(obj(report)?.summary)?.tolerance);
+  const byLayer = (a: Row, b: Row): number => (a.place.layer ?? Infinity) - (b.place.layer ?? Infinity) || a.name.localeCompare(b.name);
+  const sorted = [...all].sort(byLayer);
+  const id = (x: string): string => `${idPrefix}${x}`;
+
+  const cos = groupByLayer(shared, (r) => r.place, (r) => r.cosine);
+  const diffs = groupByLayer(shared, (r) => r.place, (r) => (r.maxAbsDiff !== null && r.maxAbsDiff > 0 ? r.maxAbsDiff : null));
+  const exact = shared.filter((r) => r.maxAbsDiff === 0).length;
+  const diffSeries = perLayerSeries(diffs.series);
+  if (tolerance !== null && tolerance > 0 && diffs.labels.length > 0) {
+    diffSeries.push({ label: 'tolerance', color: 'red', data: diffs.labels.map(() => tolerance), asLine: true, dashed: true });
+  }
+
+  const point = (r: Row): Point => ({ x: r.loraNorm ?? 0, y: r.taskVectorNorm ?? 0, label: r.name });
+  const largest = Math.max(0, ...all.map((r) => Math.max(r.loraNorm ?? 0, r.taskVectorNorm ?? 0)));
+  const scatter: Series[] = [
+    { label: 'shared', color: 'blue', data: shared.map(point) },
+    { label: 'task-vector only', color: 'orange', data: tvOnly.map(point) },
+    { label: 'LoRA only', color: 'red', data: loraOnly.map(point) },
+  ].filter((s) => s.data.length > 0) as Series[];
+  if (largest > 0) scatter.push({ label: 'equal norms', color: 'foreground', data: [{ x: 0, y: 0 }, { x: largest, y: largest }], asLine: true, dashed: true });
+
+  const ranked = (rs: Row[]): Row[] => rs.filter((r) => (r.taskVectorNorm ?? 0) > 0).sort((a, b) => b.taskVectorNorm! - a.taskVectorNorm!);
+  const rankPoints = (rs: Row[]): Point[] => rs.map((r, i) => ({ x: i + 1, y: r.taskVectorNorm!, label: r.name }));
+  const sharedRanked = ranked(shared);
+  const tvRanked = ranked(tvOnly);
+
+  const coverage = coverageOf(all);
+
+  return [
+    {
+      id: id('cosine'),
+      title: 'Cosine similarity per tensor, by layer',
+      note: 'Shared tensors (non-zero on both sides). A cosine of 1 means the merged model holds exactly the direction of the LoRA delta.',
+      chart: { type: 'bar', labels: cos.labels, series: perLayerSeries(cos.series), x: { title: 'layer' }, y: { title: 'cosine', max: 1 } },
+      table: {
+        columns: [{ key: 'name', label: 'tensor' }, { key: 'layer', label: 'layer' }, { key: 'key', label: 'projection' }, { key: 'cosine', label: 'cosine', format: 'cosine' }, { key: 'relFroErr', label: 'relative Frobenius error', format: 'exp' }],
+        rows: [...shared].sort(byLayer).map((r) => [r.name, layerLabel(r.place.layer), r.place.key, r.cosine, r.relFroErr]),
+        tensorColumn: 0,
+      },
+    },
+    {
+      id: id('max-abs-diff'),
+      title: 'Max absolute difference per tensor, by layer (log scale)',
+      note: exact > 0 ? `${exact} shared tensor(s) match exactly (difference 0) and have no bar on a log scale.` : undefined,
+      chart: { type: 'bar', labels: diffs.labels, series: diffSeries, x: { title: 'layer' }, y: { title: 'max |ΔW − τ|', log: true } },
+      table: {
+        columns: [{ key: 'name', label: 'tensor' }, { key: 'maxAbsDiff', label: 'max abs difference', format: 'exp' }, { key: 'within', label: 'within tolerance' }],
+        rows: [...shared].sort(byLayer).map((r) => [r.name, r.maxAbsDiff, r.within]),
+        tensorColumn: 0,
+      },
+    },
+    {
+      id: id('norms'),
+      title: 'LoRA delta norm vs task-vector norm',
+      note: 'Each point is a tensor; equivalent tensors lie on the dashed diagonal. Task-vector-only tensors sit on the vertical axis.',
+      chart: { type: 'scatter', series: scatter, x: { title: '‖ΔW‖ (LoRA)', min: 0 }, y: { title: '‖τ‖ (task vector)', min: 0 } },
+      table: {
+        columns: [{ key: 'name', label: 'tensor' }, { key: 'side', label: 'side' }, { key: 'loraNorm', label: '‖ΔW‖', format: 'exp' }, { key: 'taskVectorNorm', label: '‖τ‖', format: 'exp' }],
+        rows: sorted.map((r) => [r.name, r.side, r.loraNorm, r.taskVectorNorm]),
+        tensorColumn: 0,
+      },
+    },
+    {
+      id: id('norm-distribution'),
+      title: 'Task-vector norms: shared vs task-vector-only tensors (log scale)',
+      note: 'Tensors sorted by their task-vector norm, largest first. Task-vector-only tensors changed although the adapter does not touch them (fp16/bf16 cast artifacts, or a different fine-tune).',
+      chart: {
+        type: 'scatter',
+        series: [
+          { label: `shared (${sharedRanked.length})`, color: 'blue', data: rankPoints(sharedRanked) },
+          { label: `task-vector only (${tvRanked.length})`, color: 'orange', data: rankPoints(tvRanked) },
+        ],
+        x: { title: 'rank', min: 1 },
+        y: { title: '‖τ‖', log: true },
+      },
+      table: {
+        columns: [{ key: 'rank', label: 'rank' }, { key: 'name', label: 'tensor' }, { key: 'side', label: 'side' }, { key: 'taskVectorNorm', label: '‖τ‖', format: 'exp' }],
+        rows: [...sharedRanked, ...tvRanked].map((r, i) => [i < sharedRanked.length ? i + 1 : i - sharedRanked.length + 1, r.name, r.side, r.taskVectorNorm]),
+        tensorColumn: 1,
+      },
+    },
+    {
+      id: id('coverage'),
+      title: 'Architecture coverage per layer',
+      note: 'Which projections of each layer the adapter targets (LoRA), and which changed without it (task vector only). Tensors unchanged on both sides are not in a compare report.',
+      chart: {
+        type: 'bar',
+        stacked: true,
+        labels: coverage.labels,
+        series: [
+          { label: 'LoRA targets', color: 'blue', data: coverage.targets },
+          { label: 'changed outside the adapter', color: 'orange', data: coverage.others },
+        ],
+        x: { title: 'layer' },
+        y: { title: 'tensors' },
+      },
+      table: { columns: coverage.columns, rows: coverage.rows, heat: coverage.heat },
+    },
+  ];
+}
+
+function coverageOf(all: Row[]): { labels: string[]; targets: number[]; others: number[]; columns: { key: string; label: string }[]; rows: Cell[][]; heat: Array<Array<number | null>> } {
+  const labels = layerLabels(all.map((r) => r.place.layer));
+  const keys = [...new Set(all.map((r) => r.place.key))].sort();
+  const cells = new Map<string, string>();
+  const targets = labels.map(() => 0);
+  const others = labels.map(() => 0);
+  for (const r of all) {
+    const i = labels.indexOf(layerLabel(r.place.layer));
+    const target = r.loraTarget === true || r.side !== 'task-vector-only';
+    (target ? targets : others)[i]++;
+    cells.set(`${i}\u0000${r.place.key}`, target ? 'LoRA' : 'changed');
+  }
+  return {
+    labels,
+    targets,
+    others,
+    columns: [{ key: 'layer', label: 'layer' }, ...keys.map((k) => ({ key: k, label: k }))],
+    rows: labels.map((l, i) => [l, ...keys.map((k) => cells.get(`${i}\u0000${k}`) ?? '')]),
+    heat: labels.map((_, i) => [null, ...keys.map((k) => ({ LoRA: 1, changed: 0.4 })[cells.get(`${i}\u0000${k}`) ?? ''] ?? null)]),
+  };
+}
+
+export function equivalencePanel(report: unknown, title: string): PanelModel {
+  const r = obj(report);
+  const s = obj(r?.summary);
+  const equivalent = bool(s?.equivalent);
+  const verdict = str(s?.verdict);
+  return {
+    kind: 'compare',
+    heading: title,
+    verdict: verdict !== null || equivalent !== null ? { text: verdict ?? (equivalent ? 'Equivalent' : 'Not equivalent'), tone: equivalent === null ? 'neutral' : equivalent ? 'good' : 'bad' } : null,
+    summary: summaryItems(s, ''),
+    warnings: [...strs(r?.warnings), ...arr(r?.shapeMismatches).length ? [`${arr(r?.shapeMismatches).length} tensor(s) have different shapes on the two sides and were skipped.`] : []],
+    sections: equivalenceSections(report),
+  };
+}
+
+export { summaryItems as equivalenceSummary };

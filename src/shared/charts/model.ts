@@ -1,0 +1,109 @@
+/**
+ * What a report panel draws, as plain data: a summary header, then sections of one chart and the table
+ * of the same numbers (for screen readers, copying, and anyone who distrusts a picture). The shaping
+ * modules beside this file turn each engine report into a PanelModel by grouping and sorting only; the
+ * webview turns a PanelModel into DOM and chart.js without looking at the report itself.
+ */
+
+/** Theme colours, mapped by the webview to VS Code's `--vscode-charts-*` variables. */
+export type SeriesColor = 'blue' | 'green' | 'red' | 'orange' | 'purple' | 'yellow' | 'foreground';
+export const SERIES_COLORS: readonly SeriesColor[] = ['blue', 'orange', 'green', 'purple', 'red', 'yellow'];
+
+export type Tone = 'good' | 'bad' | 'neutral';
+
+export interface SummaryItem {
+  /** DOM id of the value (`summary-shared`, `mean-cosine`, `verdict`): stable, tests read it. */
+  id: string;
+  label: string;
+  /** Displayed text. */
+  text: string;
+  /** The raw number (or boolean) behind the text, exposed as `data-value`. */
+  value: number | boolean | string | null;
+  tone?: Tone;
+}
+
+export interface Point {
+  /** A number, or a category label when the chart has `labels` (a strip plot). */
+  x: number | string;
+  y: number;
+  /** The tensor or item the point stands for, shown in the tooltip. */
+  label?: string;
+}
+
+export interface Series {
+  label: string;
+  color: SeriesColor;
+  /** Bar and line charts: one value per category label (null: no bar). Scatter: points. */
+  data: Array<number | null> | Point[];
+  /** Draw this series as a line over a bar chart (a threshold, a reference). */
+  asLine?: boolean;
+  dashed?: boolean;
+}
+
+export interface Axis {
+  title: string;
+  log?: boolean;
+  min?: number;
+  max?: number;
+}
+
+export interface ChartSpec {
+  type: 'bar' | 'scatter' | 'line';
+  /** Category labels of bar and line charts, and of a scatter's x axis when its points are per category. */
+  labels?: string[];
+  series: Series[];
+  x: Axis;
+  y: Axis;
+  stacked?: boolean;
+  /** Bars along the y axis (long category names read better). */
+  horizontal?: boolean;
+}
+
+export type Cell = string | number | boolean | null;
+
+export interface Column {
+  key: string;
+  label: string;
+  /** How numbers in this column are shown. */
+  format?: NumberFormat;
+}
+
+export type NumberFormat = 'int' | 'fixed' | 'exp' | 'percent' | 'cosine';
+
+export interface TableSpec {
+  columns: Column[];
+  rows: Cell[][];
+  /** Per cell intensity in [0, 1] for a heat map table (null: no shading). */
+  heat?: Array<Array<number | null>>;
+  /** DOM ids of the rows (`coefficient-<adapter>`), where tests need one row. */
+  rowIds?: string[];
+  /** Index of a column holding tensor names: its cells link to the census tree. */
+  tensorColumn?: number;
+}
+
+export interface Section {
+  /** Stable id: the section is `#section-<id>`, its chart `#chart-<id>`, its table `#table-<id>`. */
+  id: string;
+  title: string;
+  /** One or two sentences: what is drawn, what was left out and why. */
+  note?: string;
+  /** Key figures of this section (validate: one block per dtype). */
+  summary?: SummaryItem[];
+  chart?: ChartSpec;
+  table?: TableSpec;
+}
+
+export interface PanelModel {
+  kind: string;
+  heading: string;
+  /** Sentence under the heading: the verdict in words, or what the report is. */
+  verdict: { text: string; tone: Tone } | null;
+  summary: SummaryItem[];
+  warnings: string[];
+  sections: Section[];
+}
+
+/** Values drawn (bars or points), threshold lines excluded: what tests and screen readers can count. */
+export function valueCount(spec: ChartSpec): number {
+  return spec.series.filter((s) => !s.asLine).reduce((n, s) => n + (s.data as unknown[]).filter((v) => v !== null).length, 0);
+}

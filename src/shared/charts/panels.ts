@@ -1,0 +1,25 @@
+/** The panel model of each report kind: the one entry point the webview calls. */
+import { PanelContent } from '../webviewProtocol';
+import { censusPanel } from './census';
+import { equivalencePanel } from './equivalence';
+import { PanelModel } from './model';
+import { precisionPanel } from './precision';
+import { decomposePanel, maskPanel } from './unmerge';
+import { validatePanel } from './validate';
+
+export function panelModel(c: PanelContent): PanelModel {
+  switch (c.kind) {
+    case 'compare':
+      return equivalencePanel(c.report, c.title);
+    case 'validate':
+      return validatePanel(c.report, c.title, c.comparisons);
+    case 'precision':
+      return precisionPanel(c.report, c.title);
+    case 'mask':
+      return maskPanel(c.report, c.title);
+    case 'decompose':
+      return decomposePanel(c.report, c.title);
+    case 'census':
+      return censusPanel(c.report, c.title);
+  }
+}

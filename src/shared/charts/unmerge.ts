@@ -1,0 +1,148 @@
+/**
+ * UNMERGE panels: the mask (`mask.json`: elements kept per layer x projection, per projection, and how
+ * much of each dictionary adapter's norm survives) and a decomposition (coefficients, the truth when
+ * known, and whether the target is made of the dictionary).
+ */
+import { formatCell } from './format';
+import { Cell, PanelModel, SERIES_COLORS, SummaryItem } from './model';
+import { bool, num, obj, Obj, objs, str, strs } from './read';
+import { groupByLayer, Placement } from './tensors';
+
+function numberEntries(x: unknown): Array<[string, number | null]> {
+  return Object.entries(obj(x) ?? {}).map(([k, v]) => [k, num(v)]);
+}
+
+/** Safe as a DOM id: letters, digits, `-` and `_`. */
+export function domId(s: string): string {
+  return s.replace(/[^A-Za-z0-9_-]/g, '_');
+}
+
+export function maskPanel(report: unknown, title: string): PanelModel {
+  const r = obj(report);
+  const modules = objs(r?.perModule).filter((m) => str(m.name) !== null);
+  const place = (m: Obj): Placement => ({ layer: num(m.layer), key: str(m.projection) ?? String(m.name), category: '' });
+  const grid = groupByLayer(modules, place, (m) => num(m.selected));
+  const keys = [...grid.series.keys()];
+  const largest = Math.max(0, ...modules.map((m) => num(m.selected) ?? 0));
+  const projections = numberEntries(r?.perProjection).sort(([a], [b]) => a.localeCompare(b));
+  const preservation = numberEntries(r?.normPreservation);
+  const energy = new Map(numberEntries(r?.energyPreservation));
+  const item = (id: string, label: string, v: unknown, fmt?: Parameters<typeof formatCell>[1]): SummaryItem => ({ id, label, text: formatCell(num(v), fmt), value: num(v) });
+  return {
+    kind: 'mask',
+    heading: title,
+    verdict: num(r?.k) !== null ? { text: `Top ${formatCell(num(r?.k), 'int')} elements of each of ${formatCell(num(r?.modules), 'int')} modules kept: ${formatCell(num(r?.selected), 'int')} of ${formatCell(num(r?.elements), 'int')} elements.`, tone: 'neutral' } : null,
+    summary: [
+      item('summary-budget', 'Budget (elements)', r?.budget, 'int'),
+      item('summary-modules', 'Modules', r?.modules, 'int'),
+      item('summary-k', 'k per module', r?.k, 'int'),
+      item('summary-selected', 'Elements kept', r?.selected, 'int'),
+      item('summary-elements', 'Elements masked over', r?.elements, 'int'),
+    ],
+    warnings: strs(r?.warnings),
+    sections: [
+      {
+        id: 'mask-layers',
+        title: 'Elements kept per layer and projection',
+        note: 'The table is a heat map: darker cells keep more elements.',
+        chart: { type: 'bar', stacked: true, labels: grid.labels, series: keys.map((k, i) => ({ label: k, color: SERIES_COLORS[i % SERIES_COLORS.length], data: grid.series.get(k)! })), x: { title: 'layer' }, y: { title: 'elements kept', min: 0 } },
+        table: {
+          columns: [{ key: 'layer', label: 'layer' }, ...keys.map((k) => ({ key: k, label: k, format: 'int' as const }))],
+          rows: grid.labels.map((l, i): Cell[] => [l, ...keys.map((k) => grid.series.get(k)![i])]),
+          heat: grid.labels.map((_, i) => [null, ...keys.map((k) => { const v = grid.series.get(k)![i]; return v === null || largest === 0 ? null : v / largest; })]),
+        },
+      },
+      {
+        id: 'mask-projections',
+        title: 'Elements kept per projection',
+        chart: { type: 'bar', labels: projections.map(([k]) => k), series: [{ label: 'elements kept', color: 'blue', data: projections.map(([, v]) => v) }], x: { title: 'projection' }, y: { title: 'elements kept', min: 0 } },
+        table: { columns: [{ key: 'projection', label: 'projection' }, { key: 'selected', label: 'elements kept', format: 'int' }], rows: projections },
+      },
+      {
+        id: 'norm-preservation',
+        title: 'Norm each dictionary adapter keeps under the mask',
+        note: str(r?.normPreservationDefinition) ?? undefined,
+        chart: {
+          type: 'bar',
+          horizontal: true,
+          labels: preservation.map(([k]) => k),
+          series: [
+            { label: '‖mask ⊙ Δ‖ / ‖Δ‖', color: 'green', data: preservation.map(([, v]) => v) },
+            { label: 'energy kept', color: 'blue', data: preservation.map(([k]) => energy.get(k) ?? null) },
+          ],
+          x: { title: 'fraction kept', min: 0, max: 1 },
+          y: { title: 'adapter' },
+        },
+        table: { columns: [{ key: 'adapter', label: 'adapter' }, { key: 'norm', label: 'norm kept', format: 'percent' }, { key: 'energy', label: 'energy kept', format: 'percent' }], rows: preservation.map(([k, v]) => [k, v, energy.get(k) ?? null]) },
+      },
+    ],
+  };
+}
+
+export function decomposePanel(report: unknown, title: string): PanelModel {
+  const r = obj(report);
+  const coefficients = numberEntries(r?.coefficients);
+  const dictionary = new Map(objs(r?.dictionary).filter((d) => str(d.name) !== null).map((d) => [String(d.name), d]));
+  const names = [...new Set([...coefficients.map(([k]) => k), ...dictionary.keys()])];
+  const coefficient = new Map(coefficients);
+  const truthObj = obj(r?.truth);
+  const truth = truthObj ? new Map(numberEntries(truthObj)) : null;
+  const support = new Set(strs(r?.support));
+  const decomposable = bool(r?.decomposable);
+  const verdict = str(r?.verdict);
+  const item = (id: string, label: string, v: unknown, fmt?: Parameters<typeof formatCell>[1]): SummaryItem => {
+    const value = typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean' ? v : null;
+    return { id, label, text: formatCell(value, fmt), value };
+  };
+  return {
+    kind: 'decompose',
+    heading: title,
+    verdict: verdict !== null || decomposable !== null ? { text: [verdict ?? (decomposable ? 'decomposable' : 'not decomposable'), str(r?.explanation)].filter(Boolean).join(': '), tone: decomposable === null ? 'neutral' : decomposable ? 'good' : 'bad' } : null,
+    summary: [
+      { ...item('summary-decomposable', 'Decomposable', decomposable), tone: decomposable === null ? 'neutral' : decomposable ? 'good' : 'bad' },
+      item('summary-verdict', 'Verdict', verdict),
+      item('summary-method', 'Method', str(r?.method)),
+      item('summary-support', 'Support size', support.size, 'int'),
+      item('summary-relative-residual', 'Relative residual', num(r?.relativeResidual), 'exp'),
+      item('summary-reconstruction-error', 'Reconstruction error', num(r?.reconstructionError), 'exp'),
+      item('summary-cosine', 'cos(target, reconstruction)', num(r?.cosine), 'cosine'),
+      item('summary-explained-energy', 'Explained energy', num(r?.explainedEnergy), 'percent'),
+      ...(truth ? [
+        item('summary-precision', 'Precision vs truth', num(r?.precision), 'percent'),
+        item('summary-recall', 'Recall vs truth', num(r?.recall), 'percent'),
+        item('summary-coefficient-error', 'Coefficient error (relative)', num(r?.coefficientError), 'exp'),
+      ] : []),
+    ],
+    warnings: strs(r?.warnings),
+    sections: [
+      {
+        id: 'coefficients',
+        title: truth ? 'Recovered coefficients and the truth' : 'Recovered coefficients',
+        note: 'One bar per dictionary adapter: how much of it the target holds.',
+        chart: {
+          type: 'bar',
+          labels: names,
+          series: [
+            { label: 'recovered', color: 'blue', data: names.map((n) => coefficient.get(n) ?? null) },
+            ...(truth ? [{ label: 'truth', color: 'green' as const, data: names.map((n) => truth.get(n) ?? 0) }] : []),
+          ],
+          x: { title: 'dictionary adapter' },
+          y: { title: 'coefficient' },
+        },
+        table: {
+          columns: [
+            { key: 'adapter', label: 'adapter' },
+            { key: 'coefficient', label: 'coefficient', format: 'fixed' },
+            ...(truth ? [{ key: 'truth', label: 'truth', format: 'fixed' as const }] : []),
+            { key: 'share', label: 'share of reconstruction', format: 'percent' },
+            { key: 'inSupport', label: 'in support' },
+          ],
+          rows: names.map((n): Cell[] => [n, coefficient.get(n) ?? null, ...(truth ? [truth.get(n) ?? 0] : []), num(dictionary.get(n)?.share), support.has(n)]),
+          rowIds: names.map((n) => `coefficient-${domId(n)}`),
+        },
+      },
+    ],
+  };
+}
+
+

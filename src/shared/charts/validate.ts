@@ -1,0 +1,94 @@
+/**
+ * Validation panel, from a validate `summary.json`: one verdict per dtype (PASS, EXPECTED-LOSS, FAIL),
+ * the comparison figures side by side, and, when the host also sends each dtype's compare report, the
+ * full equivalence charts of every dtype.
+ */
+import { formatCell } from './format';
+import { PanelModel, Section, SummaryItem, Tone } from './model';
+import { bool, num, obj, Obj, objs, str, strs } from './read';
+import { equivalenceSections, equivalenceSummary } from './equivalence';
+
+const STATUS_TONE: Record<string, Tone> = { PASS: 'good', 'EXPECTED-LOSS': 'neutral', FAIL: 'bad' };
+
+export function validatePanel(report: unknown, title: string, comparisons: Record<string, unknown> = {}): PanelModel {
+  const r = obj(report);
+  const dtypes = objs(r?.dtypes).filter((d) => str(d.dtype) !== null);
+  const ok = bool(r?.ok);
+  const tolerance = num(r?.tolerance);
+  const compareOf = (d: Obj): Obj | null => obj(d.compare);
+  const labels = dtypes.map((d) => String(d.dtype));
+
+  const summary: SummaryItem[] = [
+    { id: 'summary-ok', label: 'All dtypes as expected', text: formatCell(ok), value: ok, tone: ok === null ? 'neutral' : ok ? 'good' : 'bad' },
+    { id: 'summary-rule', label: 'Merge rule', text: formatCell(str(r?.rule)), value: str(r?.rule) },
+    { id: 'summary-tolerance', label: 'Tolerance (max abs)', text: formatCell(tolerance, 'exp'), value: tolerance },
+    ...dtypes.map((d): SummaryItem => {
+      const status = str(d.status);
+      return { id: `status-${d.dtype}`, label: `${d.dtype}`, text: formatCell(status), value: status, tone: STATUS_TONE[status ?? ''] ?? 'neutral' };
+    }),
+  ];
+
+  const overview: Section[] = [
+    {
+      id: 'dtypes',
+      title: 'Merged model vs base + adapter, per dtype',
+      note: 'Shared: tensors non-zero in both the adapter\'s delta and the merged model\'s task vector. Task-vector-only: tensors the merge changed although the adapter does not touch them.',
+      chart: {
+        type: 'bar',
+        labels,
+        series: [
+          { label: 'shared', color: 'blue', data: dtypes.map((d) => num(compareOf(d)?.shared)) },
+          { label: 'perfect matches', color: 'green', data: dtypes.map((d) => num(compareOf(d)?.perfectMatches)) },
+          { label: 'task-vector only', color: 'orange', data: dtypes.map((d) => num(compareOf(d)?.taskVectorOnly)) },
+        ],
+        x: { title: 'dtype' },
+        y: { title: 'tensors', min: 0 },
+      },
+      table: {
+        columns: [
+          { key: 'dtype', label: 'dtype' },
+          { key: 'status', label: 'status' },
+          { key: 'shared', label: 'shared', format: 'int' },
+          { key: 'perfectMatches', label: 'perfect', format: 'int' },
+          { key: 'taskVectorOnly', label: 'task-vector only', format: 'int' },
+          { key: 'meanCosine', label: 'mean cosine', format: 'cosine' },
+          { key: 'maxAbsDiff', label: 'max abs diff', format: 'exp' },
+          { key: 'deltaLostFraction', label: 'delta lost', format: 'percent' },
+        ],
+        rows: dtypes.map((d) => [String(d.dtype), str(d.status), num(compareOf(d)?.shared), num(compareOf(d)?.perfectMatches), num(compareOf(d)?.taskVectorOnly), num(compareOf(d)?.meanCosine), num(compareOf(d)?.maxAbsDiff), num(obj(d.precision)?.deltaLostFraction)]),
+      },
+    },
+    {
+      id: 'dtype-max-abs-diff',
+      title: 'Max absolute difference per dtype (log scale)',
+      note: 'fp32 must stay under the tolerance; fp16 and bf16 cannot, by their rounding.',
+      chart: {
+        type: 'bar',
+        labels,
+        series: [
+          { label: 'max abs diff', color: 'purple', data: dtypes.map((d) => { const v = num(compareOf(d)?.maxAbsDiff); return v !== null && v > 0 ? v : null; }) },
+          ...(tolerance !== null && tolerance > 0 ? [{ label: 'tolerance', color: 'red' as const, data: labels.map(() => tolerance), asLine: true, dashed: true }] : []),
+        ],
+        x: { title: 'dtype' },
+        y: { title: 'max |ΔW − τ|', log: true },
+      },
+    },
+  ];
+
+  const perDtype = dtypes.flatMap((d): Section[] => {
+    const dtype = String(d.dtype);
+    const head: Section = { id: `${dtype}-summary`, title: `${dtype}: ${formatCell(str(d.status))}`, note: str(d.verdict) ?? undefined, summary: equivalenceSummary(compareOf(d), `${dtype}-`) };
+    const full = comparisons[dtype];
+    return full === undefined ? [head] : [head, ...equivalenceSections(full, `${dtype}-`).map((s) => ({ ...s, title: `${dtype}: ${s.title}` }))];
+  });
+
+  const verdict = str(r?.verdict);
+  return {
+    kind: 'validate',
+    heading: title,
+    verdict: verdict !== null ? { text: verdict, tone: ok === null ? 'neutral' : ok ? 'good' : 'bad' } : null,
+    summary,
+    warnings: strs(r?.warnings),
+    sections: [...overview, ...perDtype],
+  };
+}

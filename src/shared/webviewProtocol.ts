@@ -1,0 +1,96 @@
+/**
+ * The messages between the extension host and the report panels' webview, declared once for both
+ * sides. The host only sends; the webview asks. Everything that arrives from the webview is untrusted
+ * (a compromised or buggy page must not make the host write arbitrary files), so it goes through
+ * `parseWebviewMessage`, which returns a typed message or null.
+ */
+
+export const REPORT_KINDS = ['compare', 'validate', 'precision', 'mask', 'decompose', 'census'] as const;
+export type ReportKind = (typeof REPORT_KINDS)[number];
+
+export function isReportKind(x: unknown): x is ReportKind {
+  return typeof x === 'string' && (REPORT_KINDS as readonly string[]).includes(x);
+}
+
+/** What a panel shows; also the state the webview keeps so a panel can be restored after a reload. */
+export interface PanelContent {
+  kind: ReportKind;
+  title: string;
+  report: unknown;
+  /** validate only: each dtype's full compare report (its `comparison_results.json`), by dtype. */
+  comparisons?: Record<string, unknown>;
+}
+
+/** Host -> webview. */
+export type HostMessage =
+  | ({ type: 'show' } & PanelContent)
+  /** The outcome of an export the webview asked for, shown as a transient note. */
+  | { type: 'exported'; what: 'json' | 'png'; file: string | null };
+
+/** Webview -> host. */
+export type WebviewMessage =
+  /** The page listens: the host may post `show` now (nothing is posted before). */
+  | { type: 'ready' }
+  /** Save the report the host sent, as JSON, where the user chooses. */
+  | { type: 'exportJson' }
+  /** Save one chart as a PNG; `name` suggests the file name. */
+  | { type: 'exportPng'; name: string; dataUrl: string }
+  /** The user picked a tensor in a table: reveal it in the census tree. */
+  | { type: 'openTensor'; name: string };
+
+/** A PNG of a chart drawn at up to a few thousand pixels is well below this. */
+export const MAX_PNG_DATA_URL = 32 * 1024 * 1024;
+const PNG_DATA_URL = /^data:image\/png;base64,[A-Za-z0-9+/]+={0,2}$/;
+/** A chart id used as a file name stem: no path separators, no dots up front. */
+const FILE_STEM = /^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$/;
+const MAX_TENSOR_NAME = 1024;
+
+/** The typed message, or null for anything malformed (unknown type, missing or ill-typed fields). */
+export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
+  if (typeof raw !== 'object' || raw === null) return null;
+  const m = raw as Record<string, unknown>;
+  switch (m.type) {
+    case 'ready':
+      return { type: 'ready' };
+    case 'exportJson':
+      return { type: 'exportJson' };
+    case 'exportPng': {
+      const { name, dataUrl } = m;
+      if (typeof name !== 'string' || !FILE_STEM.test(name)) return null;
+      if (typeof dataUrl !== 'string' || dataUrl.length > MAX_PNG_DATA_URL || !PNG_DATA_URL.test(dataUrl)) return null;
+      return { type: 'exportPng', name, dataUrl };
+    }
+    case 'openTensor': {
+      const { name } = m;
+      if (typeof name !== 'string' || name.length === 0 || name.length > MAX_TENSOR_NAME) return null;
+      return { type: 'openTensor', name };
+    }
+    default:
+      return null;
+  }
+}
+
+/** Panel content kept by the webview (and handed back by VS Code on restore), or null when unusable. */
+export function parsePanelContent(raw: unknown): PanelContent | null {
+  if (typeof raw !== 'object' || raw === null) return null;
+  const s = raw as Record<string, unknown>;
+  if (!isReportKind(s.kind) || typeof s.title !== 'string') return null;
+  if (typeof s.report !== 'object' || s.report === null) return null;
+  const content: PanelContent = { kind: s.kind, title: s.title, report: s.report };
+  if (typeof s.comparisons === 'object' && s.comparisons !== null) content.comparisons = s.comparisons as Record<string, unknown>;
+  return content;
+}
+
+/** Host messages as the webview receives them (the host is trusted, but a stale page may see old shapes). */
+export function parseHostMessage(raw: unknown): HostMessage | null {
+  if (typeof raw !== 'object' || raw === null) return null;
+  const m = raw as Record<string, unknown>;
+  if (m.type === 'show') {
+    const content = parsePanelContent(m);
+    return content && { type: 'show', ...content };
+  }
+  if (m.type === 'exported' && (m.what === 'json' || m.what === 'png') && (typeof m.file === 'string' || m.file === null)) {
+    return { type: 'exported', what: m.what, file: m.file };
+  }
+  return null;
+}

@@ -1,0 +1,146 @@
+/**
+ * PanelModel -> DOM. Text goes in through textContent only (tensor names come from files), and styles
+ * through classes and CSS custom properties, which the strict CSP allows.
+ */
+import { Chart } from 'chart.js';
+import { formatCell } from '../src/shared/charts/format';
+import { PanelModel, Section, SummaryItem, TableSpec, valueCount } from '../src/shared/charts/model';
+import { drawChart } from './charts';
+
+export interface Actions {
+  exportJson(): void;
+  exportPng(sectionId: string, chart: Chart): void;
+  openTensor(name: string): void;
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, props: { id?: string; className?: string; text?: string } = {}, ...children: Node[]): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  if (props.id) e.id = props.id;
+  if (props.className) e.className = props.className;
+  if (props.text !== undefined) e.textContent = props.text;
+  e.append(...children);
+  return e;
+}
+
+function button(id: string, text: string, title: string, onClick: () => void, secondary = false): HTMLElement {
+  const b = document.createElement('vscode-button');
+  b.id = id;
+  b.textContent = text;
+  b.title = title;
+  if (secondary) b.setAttribute('secondary', '');
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+function summaryItem(s: SummaryItem): HTMLElement {
+  const value = el('dd', { id: s.id, text: s.text });
+  value.dataset.value = String(s.value);
+  if (s.tone) value.dataset.tone = s.tone;
+  return el('div', { className: 'summary-item' }, el('dt', { text: s.label }), value);
+}
+
+function table(id: string, caption: string, spec: TableSpec, actions: Actions): HTMLElement {
+  const head = el('tr', {}, ...spec.columns.map((c) => {
+    const th = el('th', { text: c.label });
+    th.scope = 'col';
+    if (c.format) th.className = 'num';
+    return th;
+  }));
+  const body = el('tbody');
+  spec.rows.forEach((row, r) => {
+    const tr = el('tr', { id: spec.rowIds?.[r] });
+    row.forEach((cell, c) => {
+      const column = spec.columns[c];
+      const td = el(c === 0 ? 'th' : 'td');
+      if (c === 0) (td as HTMLTableCellElement).scope = 'row';
+      const text = formatCell(cell, column?.format);
+      if (c === spec.tensorColumn && typeof cell === 'string') {
+        const a = el('a', { text });
+        a.href = '#';
+        a.title = 'Reveal in the census tree';
+        a.addEventListener('click', (e) => {
+          e.preventDefault();
+          actions.openTensor(cell);
+        });
+        td.append(a);
+      } else {
+        td.textContent = text;
+      }
+      if (column?.format) td.classList.add('num');
+      if (typeof cell === 'number' || typeof cell === 'boolean') td.dataset.value = String(cell);
+      const heat = spec.heat?.[r]?.[c];
+      if (heat !== undefined && heat !== null) {
+        td.classList.add('heat');
+        td.style.setProperty('--heat', String(Math.max(0, Math.min(1, heat))));
+      }
+      if (column && typeof cell !== 'object') td.dataset.key = column.key;
+      tr.append(td);
+    });
+    body.append(tr);
+  });
+  const t = el('table', { id }, el('caption', { text: caption }), el('thead', {}, head), body);
+  return el('div', { className: 'table-box', }, t);
+}
+
+/** The section's DOM, and a function drawing its chart once the section is in the page (chart.js measures its box). */
+function section(s: Section, actions: Actions, charts: Chart[]): { root: HTMLElement; draw(): void } {
+  const heading = el('h2', { id: `heading-${s.id}`, text: s.title });
+  const root = el('section', { id: `section-${s.id}` }, heading);
+  root.setAttribute('aria-labelledby', heading.id);
+  if (s.note) root.append(el('p', { className: 'note', text: s.note }));
+  if (s.summary?.length) root.append(el('dl', { className: 'summary' }, ...s.summary.map(summaryItem)));
+  const figure = el('div', { className: s.chart ? 'figure' : 'figure table-only' });
+  let draw = (): void => undefined;
+  if (s.chart) {
+    const canvas = el('canvas', { id: `chart-${s.id}` });
+    canvas.setAttribute('role', 'img');
+    canvas.setAttribute('aria-label', `${s.title}; the same numbers are in the table beside it.`);
+    canvas.dataset.points = String(valueCount(s.chart));
+    figure.append(el('div', { className: 'chart-box' }, canvas));
+    const spec = s.chart;
+    let chart: Chart | undefined;
+    draw = () => {
+      chart = drawChart(canvas, spec);
+      charts.push(chart);
+    };
+    root.append(el('div', { className: 'section-tools' }, button(`export-png-${s.id}`, 'Export PNG', `Save "${s.title}" as a PNG image`, () => chart && actions.exportPng(s.id, chart), true)));
+  }
+  if (s.table) figure.append(table(`table-${s.id}`, `${s.title} (data)`, s.table, actions));
+  if (s.chart || s.table) root.append(figure);
+  return { root, draw };
+}
+
+/** Replaces the page's content with the panel; returns the charts drawn, to destroy on the next render. */
+export function renderPanel(app: HTMLElement, m: PanelModel, actions: Actions): Chart[] {
+  const charts: Chart[] = [];
+  const panel = el('div', { id: 'panel' });
+  panel.dataset.kind = m.kind;
+  const header = el('header', {}, el('h1', { id: 'panel-title', text: m.heading }), button('export-json', 'Export JSON', 'Save the report as JSON', () => actions.exportJson()));
+  panel.append(header);
+  if (m.verdict) {
+    const v = el('p', { id: 'verdict', className: 'verdict', text: m.verdict.text });
+    v.dataset.tone = m.verdict.tone;
+    v.setAttribute('role', 'status');
+    panel.append(v);
+  }
+  panel.append(el('p', { id: 'status', className: 'status' }));
+  if (m.summary.length) panel.append(el('dl', { className: 'summary' }, ...m.summary.map(summaryItem)));
+  if (m.warnings.length) panel.append(el('ul', { className: 'warnings', id: 'warnings' }, ...m.warnings.map((w) => el('li', { text: w }))));
+  const sections = m.sections.map((s) => section(s, actions, charts));
+  panel.append(...sections.map((s) => s.root));
+  app.replaceChildren(panel);
+  for (const s of sections) s.draw();
+  panel.dataset.state = 'ready';
+  return charts;
+}
+
+export function renderError(app: HTMLElement, message: string): void {
+  const panel = el('div', { id: 'panel' }, el('p', { id: 'verdict', className: 'verdict', text: message }));
+  panel.dataset.state = 'error';
+  app.replaceChildren(panel);
+}
+
+export function showStatus(text: string): void {
+  const s = document.getElementById('status');
+  if (s) s.textContent = text;
+}
