@@ -8,7 +8,8 @@ import { parseArgs } from './args';
 import { CliCommand, CliContext } from './command';
 import { COMMANDS } from './commands';
 
-const COMMON_FLAGS = {
+/** Flags every command takes, on the CLI and in the engine process. */
+export const COMMON_FLAGS = {
   json: { kind: 'string' },
   device: { kind: 'string', choices: DEVICE_CHOICES, default: 'auto' },
   quiet: { kind: 'bool' },

@@ -1,0 +1,103 @@
+import * as vscode from 'vscode';
+import { CheckpointEntry, checkpointNode, comparisonByName, TreeNode } from './treeModel';
+
+/** The "Parameter Census" view: the checkpoints opened so far, each built by treeModel from its census report. */
+export class CensusView implements vscode.TreeDataProvider<TreeNode> {
+  private readonly entries = new Map<string, CheckpointEntry>();
+  private roots: TreeNode[] = [];
+  private readonly changed = new vscode.EventEmitter<TreeNode | undefined>();
+  readonly onDidChangeTreeData = this.changed.event;
+
+  add(path: string, report: unknown, adapter?: string): TreeNode {
+    const previous = this.entries.get(path);
+    // A new census of the same checkpoint keeps the comparison numbers it already shows.
+    this.entries.set(path, { path, adapter, report, comparison: previous?.comparison });
+    return this.rebuild(path);
+  }
+
+  has(path: string): boolean {
+    return this.entries.has(path);
+  }
+
+  /** Shows a compare report's per-tensor numbers on the checkpoint `path` (the base model). */
+  attachComparison(path: string, report: unknown): void {
+    const e = this.entries.get(path);
+    if (!e) return;
+    e.comparison = comparisonByName(report);
+    this.rebuild(path);
+  }
+
+  remove(path: string): void {
+    this.entries.delete(path);
+    this.rebuild();
+  }
+
+  clear(): void {
+    this.entries.clear();
+    this.rebuild();
+  }
+
+  get paths(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  reportOf(path: string): unknown {
+    return this.entries.get(path)?.report;
+  }
+
+  /** The first tensor node of that name, for revealing a tensor picked in a panel. */
+  findTensor(name: string): TreeNode | undefined {
+    const walk = (nodes: TreeNode[]): TreeNode | undefined => {
+      for (const n of nodes) {
+        if (n.tensor === name) return n;
+        const hit = walk(n.children);
+        if (hit) return hit;
+      }
+      return undefined;
+    };
+    return walk(this.roots);
+  }
+
+  private rebuild(focus?: string): TreeNode {
+    this.roots = [...this.entries.values()].map(checkpointNode);
+    void vscode.commands.executeCommand('setContext', 'loraLens.censusEmpty', this.roots.length === 0);
+    this.changed.fire(undefined);
+    return this.roots.find((r) => r.id === focus) ?? this.roots[0];
+  }
+
+  getTreeItem(n: TreeNode): vscode.TreeItem {
+    const state =
+      n.children.length === 0
+        ? vscode.TreeItemCollapsibleState.None
+        : n.kind === 'checkpoint'
+          ? vscode.TreeItemCollapsibleState.Expanded
+          : vscode.TreeItemCollapsibleState.Collapsed;
+    const item = new vscode.TreeItem(n.label, state);
+    item.id = n.id;
+    item.description = n.description;
+    item.tooltip = new vscode.MarkdownString(n.tooltip);
+    item.contextValue = n.contextValue;
+    item.iconPath = new vscode.ThemeIcon(n.icon);
+    return item;
+  }
+
+  getChildren(n?: TreeNode): TreeNode[] {
+    return n ? n.children : this.roots;
+  }
+
+  getParent(n: TreeNode): TreeNode | undefined {
+    const find = (nodes: TreeNode[], parent: TreeNode | undefined): TreeNode | undefined | null => {
+      for (const c of nodes) {
+        if (c === n) return parent;
+        const r = find(c.children, c);
+        if (r !== null) return r;
+      }
+      return null;
+    };
+    return find(this.roots, undefined) ?? undefined;
+  }
+
+  dispose(): void {
+    this.changed.dispose();
+  }
+}

@@ -1,0 +1,281 @@
+/**
+ * The Parameter Census tree as plain data: checkpoint -> category -> layer -> tensor, built from a
+ * `census` report (and, once a comparison ran, its per-tensor numbers). No `vscode` import: the view
+ * (censusView.ts) only maps these nodes onto TreeItems, and unit tests check labels and counts here.
+ */
+
+export type Category = 'attention' | 'mlp' | 'norm' | 'embedding' | 'final_norm' | 'other';
+const CATEGORY_ORDER: readonly Category[] = ['embedding', 'attention', 'mlp', 'norm', 'final_norm', 'other'];
+const CATEGORY_TITLES: Record<Category, string> = {
+  attention: 'Attention',
+  mlp: 'MLP',
+  norm: 'Norms',
+  embedding: 'Embeddings',
+  final_norm: 'Final norm',
+  other: 'Other',
+};
+
+/** One tensor of a census report (CLI.md: census `tensors[]`). */
+export interface CensusTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  numel: number;
+  category: Category;
+  layer: number | null;
+  projection: string | null;
+  loraTarget: boolean;
+}
+
+/** One tensor of a compare report (CLI.md: compare `tensors[]`). */
+export interface TensorComparison {
+  name: string;
+  cosine: number | null;
+  maxAbsDiff: number | null;
+  relFroErr: number | null;
+  loraNorm: number | null;
+  taskVectorNorm: number | null;
+}
+
+export interface CheckpointEntry {
+  /** The folder or file the census ran on. */
+  path: string;
+  /** The adapter whose targets are marked, if any. */
+  adapter?: string;
+  report: unknown;
+  comparison?: Map<string, TensorComparison>;
+}
+
+export type NodeKind = 'checkpoint' | 'category' | 'layer' | 'tensor';
+
+export interface TreeNode {
+  kind: NodeKind;
+  /** Unique and stable across refreshes (the view keeps expansion state by it). */
+  id: string;
+  label: string;
+  description: string;
+  /** Markdown. */
+  tooltip: string;
+  /** For `when` clauses of menus: `checkpoint`, `category`, `layer`, `tensor`, `tensor.loraTarget`. */
+  contextValue: string;
+  /** A codicon name. */
+  icon: string;
+  /** The checkpoint's path (every node), and the tensor's name (tensor nodes). */
+  checkpoint: string;
+  tensor?: string;
+  children: TreeNode[];
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const CATEGORY_SET = new Set<string>(CATEGORY_ORDER);
+
+/** The tensors of a census report, checked field by field (a report from an older engine must not break the view). */
+export function censusTensors(report: unknown): CensusTensor[] {
+  if (!isObject(report) || !Array.isArray(report.tensors)) throw new Error('not a census report: no tensors[]');
+  return report.tensors.map((t, i) => {
+    if (!isObject(t) || typeof t.name !== 'string') throw new Error(`census report: tensors[${i}] has no name`);
+    const shape = Array.isArray(t.shape) ? t.shape.filter((d): d is number => typeof d === 'number') : [];
+    return {
+      name: t.name,
+      dtype: typeof t.dtype === 'string' ? t.dtype : '?',
+      shape,
+      numel: typeof t.numel === 'number' ? t.numel : shape.reduce((a, b) => a * b, 1),
+      category: typeof t.category === 'string' && CATEGORY_SET.has(t.category) ? (t.category as Category) : 'other',
+      layer: typeof t.layer === 'number' ? t.layer : null,
+      projection: typeof t.projection === 'string' ? t.projection : null,
+      loraTarget: t.loraTarget === true,
+    };
+  });
+}
+
+/** Per-tensor numbers of a compare report, by tensor name. */
+export function comparisonByName(report: unknown): Map<string, TensorComparison> {
+  const out = new Map<string, TensorComparison>();
+  if (!isObject(report) || !Array.isArray(report.tensors)) return out;
+  const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+  for (const t of report.tensors) {
+    if (!isObject(t) || typeof t.name !== 'string') continue;
+    out.set(t.name, {
+      name: t.name,
+      cosine: num(t.cosine),
+      maxAbsDiff: num(t.maxAbsDiff),
+      relFroErr: num(t.relFroErr),
+      loraNorm: num(t.loraNorm),
+      taskVectorNorm: num(t.taskVectorNorm),
+    });
+  }
+  return out;
+}
+
+export function formatInt(n: number): string {
+  return n.toLocaleString('en-US');
+}
+
+/** 3,030,000,000 -> "3.03 B"; below a million the exact count. */
+export function formatCount(n: number): string {
+  if (n < 1e6) return formatInt(n);
+  for (const [v, unit] of [
+    [1e12, 'T'],
+    [1e9, 'B'],
+    [1e6, 'M'],
+  ] as const) {
+    if (n >= v) return `${(n / v).toPrecision(3)} ${unit}`;
+  }
+  return formatInt(n);
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toPrecision(3)} ${units[i]}`;
+}
+
+/** A metric for a tree description: 4 significant digits, exponent when tiny; cosine keeps 6 decimals. */
+export function formatMetric(v: number | null, digits = 4): string {
+  if (v === null) return 'n/a';
+  if (v === 0) return '0';
+  const a = Math.abs(v);
+  return a < 1e-3 || a >= 1e5 ? v.toExponential(digits - 1) : v.toPrecision(digits);
+}
+
+const plural = (n: number, one: string, many = one + 's'): string => `${formatInt(n)} ${n === 1 ? one : many}`;
+
+function countLabel(title: string, tensors: CensusTensor[]): string {
+  const targets = tensors.filter((t) => t.loraTarget).length;
+  return `${title} — ${plural(tensors.length, 'tensor')}${targets > 0 ? `, ${plural(targets, 'LoRA target')}` : ''}`;
+}
+
+function elementsOf(tensors: CensusTensor[]): number {
+  return tensors.reduce((a, t) => a + t.numel, 0);
+}
+
+/** The tensor name without its layer prefix (`model.layers.3.self_attn.q_proj.weight` -> `self_attn.q_proj.weight`). */
+export function shortName(t: CensusTensor): string {
+  if (t.layer === null) return t.name;
+  const m = new RegExp(`(?:^|\\.)(?:layers|layer|h|blocks|block)\\.${t.layer}\\.`).exec(t.name);
+  return m ? t.name.slice(m.index + m[0].length) : t.name;
+}
+
+function tensorNode(entry: CheckpointEntry, t: CensusTensor, parentId: string): TreeNode {
+  const cmp = entry.comparison?.get(t.name);
+  const shape = t.shape.length === 0 ? 'scalar' : t.shape.join('×');
+  const parts = [shape, t.dtype, formatInt(t.numel)];
+  if (t.loraTarget) parts.push('LoRA');
+  if (cmp) parts.push(`cos ${cmp.cosine === null ? 'n/a' : cmp.cosine.toFixed(6)}`, `‖ΔW‖ ${formatMetric(cmp.loraNorm)}`, `‖τ‖ ${formatMetric(cmp.taskVectorNorm)}`);
+  const lines = [
+    `**${t.name}**`,
+    '',
+    `| | |`,
+    `|---|---|`,
+    `| dtype | ${t.dtype} |`,
+    `| shape | [${t.shape.join(', ')}] |`,
+    `| elements | ${formatInt(t.numel)} |`,
+    `| category | ${CATEGORY_TITLES[t.category]} |`,
+    `| layer | ${t.layer ?? '—'} |`,
+    `| projection | ${t.projection ?? '—'} |`,
+    `| LoRA target | ${t.loraTarget ? 'yes' : 'no'} |`,
+  ];
+  if (cmp) {
+    lines.push(
+      `| cosine (LoRA ΔW vs task vector) | ${cmp.cosine === null ? 'n/a' : cmp.cosine.toFixed(8)} |`,
+      `| max abs difference | ${formatMetric(cmp.maxAbsDiff)} |`,
+      `| relative Frobenius error | ${formatMetric(cmp.relFroErr)} |`,
+      `| ‖ΔW‖ (LoRA) | ${formatMetric(cmp.loraNorm)} |`,
+      `| ‖τ‖ (task vector) | ${formatMetric(cmp.taskVectorNorm)} |`,
+    );
+  }
+  return {
+    kind: 'tensor',
+    id: `${parentId}/${t.name}`,
+    label: shortName(t),
+    description: parts.join(' · '),
+    tooltip: lines.join('\n'),
+    contextValue: t.loraTarget ? 'tensor.loraTarget' : 'tensor',
+    icon: t.loraTarget ? 'target' : 'symbol-array',
+    checkpoint: entry.path,
+    tensor: t.name,
+    children: [],
+  };
+}
+
+function groupNode(entry: CheckpointEntry, kind: 'category' | 'layer', id: string, title: string, tensors: CensusTensor[], children: TreeNode[]): TreeNode {
+  const elements = elementsOf(tensors);
+  return {
+    kind,
+    id,
+    label: countLabel(title, tensors),
+    description: `${formatCount(elements)} elements`,
+    tooltip: `**${title}**\n\n${plural(tensors.length, 'tensor')}, ${formatInt(elements)} elements, ${plural(
+      tensors.filter((t) => t.loraTarget).length,
+      'LoRA target',
+    )}`,
+    contextValue: kind,
+    icon: kind === 'category' ? 'symbol-namespace' : 'layers',
+    checkpoint: entry.path,
+    children,
+  };
+}
+
+function categoryNode(entry: CheckpointEntry, category: Category, tensors: CensusTensor[]): TreeNode {
+  const id = `${entry.path}/${category}`;
+  const outside = tensors.filter((t) => t.layer === null);
+  const byLayer = new Map<number, CensusTensor[]>();
+  for (const t of tensors) if (t.layer !== null) byLayer.set(t.layer, [...(byLayer.get(t.layer) ?? []), t]);
+  const children = [
+    ...outside.map((t) => tensorNode(entry, t, id)),
+    ...[...byLayer.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([layer, ts]) => {
+        const layerId = `${id}/layer ${layer}`;
+        return groupNode(entry, 'layer', layerId, `Layer ${layer}`, ts, ts.map((t) => tensorNode(entry, t, layerId)));
+      }),
+  ];
+  return groupNode(entry, 'category', id, CATEGORY_TITLES[category], tensors, children);
+}
+
+function baseName(p: string): string {
+  const parts = p.split(/[\\/]/).filter((s) => s !== '');
+  return parts[parts.length - 1] ?? p;
+}
+
+/** The whole subtree of one checkpoint. */
+export function checkpointNode(entry: CheckpointEntry): TreeNode {
+  const tensors = censusTensors(entry.report);
+  const report = entry.report as Record<string, unknown>;
+  const summary = isObject(report.summary) ? report.summary : {};
+  const kind = typeof report.kind === 'string' ? report.kind : undefined;
+  const bytes = typeof summary.bytes === 'number' ? summary.bytes : undefined;
+  const elements = elementsOf(tensors);
+  const targets = tensors.filter((t) => t.loraTarget).length;
+  const description = [kind, plural(tensors.length, 'tensor'), `${formatCount(elements)} elements`, bytes !== undefined ? formatBytes(bytes) : undefined]
+    .filter((s) => s !== undefined)
+    .join(' · ');
+  const children = CATEGORY_ORDER.map((c) => [c, tensors.filter((t) => t.category === c)] as const)
+    .filter(([, ts]) => ts.length > 0)
+    .map(([c, ts]) => categoryNode(entry, c, ts));
+  const tooltip = [
+    `**${entry.path}**`,
+    '',
+    `${plural(tensors.length, 'tensor')}, ${formatInt(elements)} elements${bytes !== undefined ? `, ${formatInt(bytes)} bytes` : ''}`,
+    `${plural(targets, 'LoRA target')}${entry.adapter ? ` of ${entry.adapter}` : ''}`,
+    entry.comparison ? `compared: ${plural(entry.comparison.size, 'tensor')} with numbers` : '',
+  ]
+    .filter((s) => s !== '')
+    .join('\n\n');
+  return {
+    kind: 'checkpoint',
+    id: entry.path,
+    label: baseName(entry.path),
+    description,
+    tooltip,
+    contextValue: `checkpoint${kind ? '.' + kind : ''}`,
+    icon: kind === 'adapter' ? 'extensions' : 'database',
+    checkpoint: entry.path,
+    children,
+  };
+}

@@ -1,0 +1,149 @@
+/**
+ * The HTML of the .safetensors viewer: verdict, metadata and the header as a table that the page's
+ * small script filters and sorts. Built from the header alone (no tensor data is read), so a 12 GB file
+ * opens at once. No `vscode` import: unit tests render it.
+ */
+import { classifyTensor } from '../../engine/census/classify';
+import { SafetensorsHeader } from '../../engine/safetensors/reader';
+import { formatBytes, formatInt } from '../census/treeModel';
+
+export interface HeaderPageInput {
+  file: string;
+  /** The validated header, or undefined when it is not a valid safetensors file. */
+  header?: SafetensorsHeader;
+  /** Why the file is not valid (the engine's error line). */
+  error?: string;
+  /** The page's script and style run only with this nonce (CSP `default-src 'none'`). */
+  nonce: string;
+}
+
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);
+}
+
+const COLUMNS = [
+  { key: 'index', title: '#', numeric: true },
+  { key: 'name', title: 'Name', numeric: false },
+  { key: 'dtype', title: 'dtype', numeric: false },
+  { key: 'shape', title: 'Shape', numeric: false },
+  { key: 'numel', title: 'Elements', numeric: true },
+  { key: 'bytes', title: 'Bytes', numeric: true },
+  { key: 'begin', title: 'Offsets', numeric: true },
+  { key: 'category', title: 'Category', numeric: false },
+] as const;
+
+function rows(h: SafetensorsHeader): string {
+  const dataStart = 8 + h.headerBytes;
+  return h.tensors
+    .map((t, i) => {
+      const begin = t.offset - dataStart;
+      const c = classifyTensor(t.name);
+      const category = c.category + (c.layer !== null ? ` · layer ${c.layer}` : '');
+      const cells = [
+        String(i),
+        `<code>${escapeHtml(t.name)}</code>`,
+        t.dtype,
+        `[${t.shape.join(', ')}]`,
+        formatInt(t.numel),
+        formatInt(t.byteLength),
+        `${formatInt(begin)} – ${formatInt(begin + t.byteLength)}`,
+        escapeHtml(category),
+      ];
+      const data = `data-index="${i}" data-name="${escapeHtml(t.name)}" data-dtype="${t.dtype}" data-shape="${t.shape.join('x')}" data-numel="${t.numel}" data-bytes="${t.byteLength}" data-begin="${begin}" data-category="${escapeHtml(category)}"`;
+      return `<tr ${data}>${cells.map((x, j) => `<td${COLUMNS[j].numeric ? ' class="num"' : ''}>${x}</td>`).join('')}</tr>`;
+    })
+    .join('\n');
+}
+
+function verdict(input: HeaderPageInput): string {
+  const h = input.header;
+  if (!h) return `<p id="verdict" class="bad" data-valid="false">Not a valid safetensors file: ${escapeHtml(input.error ?? 'unknown error')}</p>`;
+  const elements = h.tensors.reduce((a, t) => a + t.numel, 0);
+  const dtypes = [...new Set(h.tensors.map((t) => t.dtype))].join(', ');
+  return (
+    `<p id="verdict" class="good" data-valid="true">Valid safetensors: ${formatInt(h.tensors.length)} tensors, ${formatInt(elements)} elements (${escapeHtml(dtypes || 'none')}), ` +
+    `${formatBytes(h.fileSize)}. Header ${formatInt(h.headerBytes)} bytes; offsets contiguous from 0 with no gaps or overlaps; sizes match shape × dtype; data ends exactly at the end of the file.</p>`
+  );
+}
+
+function metadata(h: SafetensorsHeader): string {
+  const entries = Object.entries(h.metadata);
+  if (entries.length === 0) return '<p class="muted">No <code>__metadata__</code>.</p>';
+  return `<table id="metadata"><thead><tr><th>Key</th><th>Value</th></tr></thead><tbody>${entries
+    .map(([k, v]) => `<tr><td><code>${escapeHtml(k)}</code></td><td>${escapeHtml(v)}</td></tr>`)
+    .join('')}</tbody></table>`;
+}
+
+/** Filter by any text of a row, sort by clicking a column (numbers as numbers); the data never leaves the page. */
+const SCRIPT = `
+const body = document.querySelector('#tensors tbody');
+const filter = document.getElementById('filter');
+const count = document.getElementById('count');
+const all = Array.from(body.rows);
+let sortKey = 'index', dir = 1;
+function apply() {
+  const q = filter.value.trim().toLowerCase();
+  let shown = 0;
+  for (const r of all) { const hit = q === '' || r.textContent.toLowerCase().includes(q); r.hidden = !hit; if (hit) shown++; }
+  count.textContent = shown + ' of ' + all.length + ' tensors';
+}
+function sort(key, numeric) {
+  dir = key === sortKey ? -dir : 1; sortKey = key;
+  const v = (r) => numeric ? Number(r.dataset[key]) : r.dataset[key];
+  all.sort((a, b) => (v(a) < v(b) ? -1 : v(a) > v(b) ? 1 : 0) * dir);
+  body.append(...all);
+  for (const th of document.querySelectorAll('#tensors th')) th.setAttribute('aria-sort', th.dataset.key === key ? (dir > 0 ? 'ascending' : 'descending') : 'none');
+}
+filter.addEventListener('input', apply);
+for (const th of document.querySelectorAll('#tensors th')) {
+  const go = () => sort(th.dataset.key, th.dataset.numeric === 'true');
+  th.addEventListener('click', go);
+  th.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); go(); } });
+}
+apply();
+`;
+
+const STYLE = `
+body { font-family: var(--vscode-font-family); font-size: var(--vscode-font-size); color: var(--vscode-foreground); padding: 0 16px 16px; }
+h1 { font-size: 1.3em; font-weight: 600; word-break: break-all; }
+h2 { font-size: 1.1em; font-weight: 600; margin-top: 1.4em; }
+.good { color: var(--vscode-testing-iconPassed, var(--vscode-foreground)); }
+.bad { color: var(--vscode-errorForeground); }
+.muted { color: var(--vscode-descriptionForeground); }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid var(--vscode-panel-border, var(--vscode-widget-border, transparent)); vertical-align: top; }
+th { position: sticky; top: 0; background: var(--vscode-editor-background); cursor: pointer; user-select: none; white-space: nowrap; }
+th[aria-sort=ascending]::after { content: ' ▲'; } th[aria-sort=descending]::after { content: ' ▼'; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tbody tr:hover { background: var(--vscode-list-hoverBackground); }
+code { font-family: var(--vscode-editor-font-family); }
+#filter { width: min(480px, 100%); padding: 4px 6px; color: var(--vscode-input-foreground); background: var(--vscode-input-background); border: 1px solid var(--vscode-input-border, transparent); }
+#filter:focus { outline: 1px solid var(--vscode-focusBorder); }
+.bar { display: flex; gap: 12px; align-items: center; margin: 8px 0; }
+`;
+
+export function renderHeaderPage(input: HeaderPageInput): string {
+  const h = input.header;
+  const csp = `default-src 'none'; style-src 'nonce-${input.nonce}'; script-src 'nonce-${input.nonce}';`;
+  const body = h
+    ? `<h2>Metadata</h2>${metadata(h)}
+<h2>Tensors</h2>
+<div class="bar"><input id="filter" type="search" placeholder="Filter by name, dtype, shape, category" aria-label="Filter tensors"><span id="count" aria-live="polite"></span></div>
+<table id="tensors"><thead><tr>${COLUMNS.map((c) => `<th tabindex="0" data-key="${c.key}" data-numeric="${c.numeric}" aria-sort="${c.key === 'index' ? 'ascending' : 'none'}">${c.title}</th>`).join('')}</tr></thead>
+<tbody>
+${rows(h)}
+</tbody></table>
+<script nonce="${input.nonce}">${SCRIPT}</script>`
+    : '';
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="UTF-8">
+<meta http-equiv="Content-Security-Policy" content="${csp}">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<style nonce="${input.nonce}">${STYLE}</style>
+<title>${escapeHtml(input.file)}</title></head>
+<body>
+<h1 id="file">${escapeHtml(input.file)}</h1>
+${verdict(input)}
+${body}
+</body></html>`;
+}

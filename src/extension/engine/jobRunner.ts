@@ -1,0 +1,114 @@
+import * as vscode from 'vscode';
+import { EngineProcess, JobError, JobResult } from './engineProcess';
+
+export interface JobSpec {
+  /** Shown in the notification ("Merging adapter…"). */
+  title: string;
+  command: string;
+  args: string[];
+  /** Output paths, cleaned of partial files if the engine dies. */
+  outputs?: string[];
+}
+
+/**
+ * Runs engine jobs one at a time (a queue), each under a progress notification whose Cancel stops it.
+ * Resolves to the result, or to undefined when the job failed or was cancelled (the user was told).
+ */
+export class JobRunner implements vscode.Disposable {
+  private readonly engine: EngineProcess;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    hostScript: string,
+    private readonly output: vscode.OutputChannel,
+  ) {
+    this.engine = new EngineProcess(hostScript, (line) => output.appendLine(line));
+  }
+
+  /** The device setting, passed to every job as --device. */
+  private device(): string {
+    return vscode.workspace.getConfiguration('loraLens').get<string>('device', 'auto');
+  }
+
+  run(spec: JobSpec): Promise<JobResult | undefined> {
+    const next = this.queue.then(() => this.runNow(spec));
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private runNow(spec: JobSpec): Promise<JobResult | undefined> {
+    return Promise.resolve(
+      vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: `LoRA Lens: ${spec.title}`, cancellable: true },
+        async (progress, token) => {
+          const job = this.engine.run(spec.command, [...spec.args, '--device', this.device()], {
+            outputs: spec.outputs,
+            onProgress: reporter(progress),
+            onLog: (level, message) => {
+              if (level === 'warn') void vscode.window.showWarningMessage(`LoRA Lens ${spec.command}: ${message}`);
+            },
+          });
+          const sub = token.onCancellationRequested(() => {
+            progress.report({ message: 'cancelling…' });
+            job.cancel();
+          });
+          try {
+            return await job.done;
+          } catch (e) {
+            this.tell(spec, e);
+            return undefined;
+          } finally {
+            sub.dispose();
+          }
+        },
+      ),
+    );
+  }
+
+  private tell(spec: JobSpec, e: unknown): void {
+    if (!(e instanceof JobError)) {
+      void vscode.window.showErrorMessage(`LoRA Lens ${spec.command} failed: ${(e as Error).message}`);
+      return;
+    }
+    switch (e.kind) {
+      case 'cancelled':
+        void vscode.window.showInformationMessage(`LoRA Lens: ${spec.title} cancelled; nothing was written.`);
+        return;
+      case 'input':
+        void vscode.window.showErrorMessage(`LoRA Lens ${spec.command}: ${e.message}`);
+        return;
+      case 'crashed':
+        void vscode.window.showErrorMessage(
+          `LoRA Lens: ${e.message} while running ${spec.command}. Its partial output was removed; the engine restarts with the next job.`,
+          'Show Log',
+        ).then((a) => a && this.output.show());
+        return;
+      case 'internal':
+        this.output.appendLine(e.message);
+        void vscode.window.showErrorMessage(`LoRA Lens ${spec.command}: internal error (${e.message.split('\n')[0]}). See the LoRA Lens output.`, 'Show Log').then(
+          (a) => a && this.output.show(),
+        );
+        return;
+    }
+  }
+
+  dispose(): void {
+    this.engine.dispose();
+  }
+}
+
+/** Progress messages as percentage increments, which is what the notification takes. */
+function reporter(progress: vscode.Progress<{ message?: string; increment?: number }>): (p: { phase: string; done: number; total: number; tensor?: string }) => void {
+  let shown = 0;
+  let phase = '';
+  return (p) => {
+    if (p.phase !== phase) {
+      phase = p.phase;
+      shown = 0;
+    }
+    const pct = p.total > 0 ? (100 * p.done) / p.total : 0;
+    const increment = pct >= shown ? pct - shown : undefined;
+    if (increment !== undefined) shown = pct;
+    progress.report({ message: `${p.phase} ${p.done}/${p.total}${p.tensor ? ` — ${p.tensor}` : ''}`, increment });
+  };
+}

@@ -1,0 +1,132 @@
+/** The engine process end to end: EngineProcess forking the built dist/engine-host.js (`npm run build` first). */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { ProgressInfo } from '../../src/shared/protocol';
+import { EngineProcess, JobError, removePartials } from '../../src/extension/engine/engineProcess';
+import { loraPair, peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+
+const HOST = path.resolve(__dirname, '../../../dist/engine-host.js');
+const root = tmpDir('lora-lens-engine-host-');
+const H = 256;
+const LAYERS = 24;
+const names = Array.from({ length: LAYERS }, (_, l) => [`model.layers.${l}.self_attn.q_proj.weight`, `model.layers.${l}.self_attn.v_proj.weight`]).flat();
+const base = writeModel(path.join(root, 'base'), { model_type: 'llama' }, names.map((name) => ({ name, shape: [H, H] })));
+const adapter = writeAdapter(
+  path.join(root, 'adapter'),
+  peftConfig({ r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj'] }),
+  names.flatMap((n, i) => loraPair(n.replace(/\.weight$/, ''), 4, H, H, 3 + i)),
+);
+
+function engine(): { e: EngineProcess; log: string[] } {
+  assert.ok(fs.existsSync(HOST), 'run npm run build first');
+  const log: string[] = [];
+  return { e: new EngineProcess(HOST, (l) => log.push(l)), log };
+}
+
+async function rejection(p: Promise<unknown>): Promise<JobError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof JobError, String(e));
+    return e;
+  }
+  assert.fail('the job should have failed');
+}
+
+test('runs a CLI command and answers with its report and progress', async () => {
+  const { e } = engine();
+  try {
+    const progress: ProgressInfo[] = [];
+    const r = await e.run('census', [base, '--adapter', adapter], { onProgress: (p) => progress.push(p) }).done;
+    const report = r.report as { summary: { tensors: number; loraTargetTensors: number }; tensors: Array<{ name: string; loraTarget: boolean }> };
+    assert.equal(report.summary.tensors, names.length);
+    assert.equal(report.summary.loraTargetTensors, names.length);
+    assert.ok(report.tensors.every((t) => t.loraTarget));
+    assert.match(r.text ?? '', /48 tensors/);
+    assert.deepEqual(progress.at(-1), { phase: 'census', done: names.length, total: names.length });
+  } finally {
+    e.dispose();
+  }
+});
+
+test('bad input and unknown commands come back as input errors naming the file', async () => {
+  const { e } = engine();
+  try {
+    const missing = path.join(root, 'nope');
+    const err = await rejection(e.run('census', [missing]).done);
+    assert.equal(err.kind, 'input');
+    assert.ok(err.message.includes(missing), err.message);
+    assert.equal((await rejection(e.run('frobnicate', []).done)).kind, 'input');
+    assert.equal((await rejection(e.run('merge', ['--base', base, '--bogus', 'x']).done)).kind, 'input');
+    // The engine survives bad input: the same process answers the next job.
+    const pid = e.pid;
+    await e.run('census', [base]).done;
+    assert.equal(e.pid, pid);
+  } finally {
+    e.dispose();
+  }
+});
+
+test('a job cancelled while queued or running writes nothing', async () => {
+  const { e } = engine();
+  try {
+    const out1 = path.join(root, 'merged-1');
+    const out2 = path.join(root, 'merged-2');
+    const args = (out: string): string[] => ['--base', base, '--adapter', adapter, '--out', out, '--dtype', 'bf16'];
+    let cancelRunning = (): void => {};
+    const running = e.run('merge', args(out1), { onProgress: () => cancelRunning() });
+    cancelRunning = running.cancel;
+    const queued = e.run('merge', args(out2));
+    queued.cancel();
+    const [a, b] = await Promise.allSettled([running.done, queued.done]);
+    assert.equal(b.status, 'rejected');
+    assert.equal(((b as PromiseRejectedResult).reason as JobError).kind, 'cancelled');
+    // The running one stops at its next tensor (48 of them: the cancel arrives long before the last).
+    assert.equal(a.status, 'rejected');
+    assert.equal(((a as PromiseRejectedResult).reason as JobError).kind, 'cancelled');
+    assert.ok(!fs.existsSync(out1));
+    assert.ok(!fs.existsSync(out2));
+    assert.deepEqual(fs.readdirSync(root).filter((f) => f.includes('.partial-')), []);
+  } finally {
+    e.dispose();
+  }
+});
+
+test('a crashed engine fails its job as crashed, its partial output is removed, the next job restarts it', async () => {
+  const { e, log } = engine();
+  try {
+    const out = path.join(root, 'merged-crash');
+    let killed = false;
+    const job = e.run('merge', ['--base', base, '--adapter', adapter, '--out', out, '--dtype', 'fp16'], {
+      outputs: [out],
+      onProgress: () => {
+        if (killed) return;
+        killed = true;
+        process.kill(e.pid as number, 'SIGKILL');
+      },
+    });
+    const pid = e.pid;
+    const err = await rejection(job.done);
+    assert.equal(err.kind, 'crashed');
+    assert.match(err.message, /SIGKILL/);
+    assert.ok(!fs.existsSync(out));
+    assert.deepEqual(fs.readdirSync(root).filter((f) => f.includes('.partial-')), []);
+    assert.equal(e.running, false);
+    const r = await e.run('census', [base]).done;
+    assert.equal((r.report as { summary: { tensors: number } }).summary.tensors, names.length);
+    assert.notEqual(e.pid, pid);
+    assert.ok(log.some((l) => l.includes('engine stopped (signal SIGKILL)')), log.join('\n'));
+  } finally {
+    e.dispose();
+  }
+});
+
+test('removePartials removes only that process\'s partial siblings of an output', () => {
+  const dir = tmpDir('lora-lens-partials-');
+  const out = path.join(dir, 'out');
+  for (const n of ['.out.partial-42-abc', '.out.partial-43-abc', '.other.partial-42-x', 'out2']) fs.mkdirSync(path.join(dir, n));
+  removePartials(out, 42);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['.other.partial-42-x', '.out.partial-43-abc', 'out2']);
+});

@@ -1,0 +1,112 @@
+/** The Parameter Census tree built from census and compare reports (src/extension/census/treeModel.ts). */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CheckpointEntry, checkpointNode, comparisonByName, formatCount, formatMetric, TreeNode } from '../../src/extension/census/treeModel';
+
+const LAYERS = 30;
+/** A StarCoder2-like census report: 30 layers x (4 attention projections with bias + 4 MLP/norm) + embedding + final norm. */
+function report(): unknown {
+  const tensors: unknown[] = [{ name: 'model.embed_tokens.weight', dtype: 'BF16', shape: [49152, 3072], numel: 49152 * 3072, category: 'embedding', layer: null, projection: null, loraTarget: false }];
+  for (let l = 0; l < LAYERS; l++) {
+    for (const p of ['q_proj', 'k_proj', 'v_proj', 'o_proj']) {
+      for (const kind of ['weight', 'bias']) {
+        const shape = kind === 'weight' ? [3072, 3072] : [3072];
+        tensors.push({
+          name: `model.layers.${l}.self_attn.${p}.${kind}`,
+          dtype: 'BF16',
+          shape,
+          numel: shape.reduce((a, b) => a * b, 1),
+          category: 'attention',
+          layer: l,
+          projection: p,
+          loraTarget: kind === 'weight',
+        });
+      }
+    }
+    for (const n of ['mlp.c_fc.weight', 'mlp.c_proj.weight']) {
+      tensors.push({ name: `model.layers.${l}.${n}`, dtype: 'BF16', shape: [12288, 3072], numel: 12288 * 3072, category: 'mlp', layer: l, projection: n.split('.')[1], loraTarget: false });
+    }
+    for (const n of ['input_layernorm.weight', 'post_attention_layernorm.weight']) {
+      tensors.push({ name: `model.layers.${l}.${n}`, dtype: 'BF16', shape: [3072], numel: 3072, category: 'norm', layer: l, projection: null, loraTarget: false });
+    }
+  }
+  tensors.push({ name: 'model.norm.weight', dtype: 'BF16', shape: [3072], numel: 3072, category: 'final_norm', layer: null, projection: null, loraTarget: false });
+  return { kind: 'model', path: '/m/starcoder', summary: { tensors: tensors.length, bytes: 6_000_000_000 }, tensors };
+}
+
+const child = (n: TreeNode, label: RegExp): TreeNode => {
+  const c = n.children.find((x) => label.test(x.label));
+  assert.ok(c, `no child ${label} under ${n.label}: ${n.children.map((x) => x.label).join(' | ')}`);
+  return c;
+};
+
+test('checkpoint -> categories -> layers -> tensors, with counts in the labels', () => {
+  const root = checkpointNode({ path: '/m/starcoder', report: report() });
+  assert.equal(root.label, 'starcoder');
+  assert.equal(root.contextValue, 'checkpoint.model');
+  assert.match(root.description, /^model · 362 tensors · /);
+  assert.deepEqual(
+    root.children.map((c) => c.label),
+    ['Embeddings — 1 tensor', 'Attention — 240 tensors, 120 LoRA targets', 'MLP — 60 tensors', 'Norms — 60 tensors', 'Final norm — 1 tensor'],
+  );
+  const attention = child(root, /^Attention/);
+  assert.equal(attention.children.length, LAYERS);
+  assert.equal(attention.children[0].label, 'Layer 0 — 8 tensors, 4 LoRA targets');
+  assert.equal(attention.children[29].label, 'Layer 29 — 8 tensors, 4 LoRA targets');
+  const q = attention.children[3].children[0];
+  assert.equal(q.kind, 'tensor');
+  assert.equal(q.label, 'self_attn.q_proj.weight');
+  assert.equal(q.tensor, 'model.layers.3.self_attn.q_proj.weight');
+  assert.equal(q.description, '3072×3072 · BF16 · 9,437,184 · LoRA');
+  assert.equal(q.contextValue, 'tensor.loraTarget');
+  assert.equal(q.icon, 'target');
+  assert.match(q.tooltip, /\| LoRA target \| yes \|/);
+  const bias = attention.children[3].children[1];
+  assert.equal(bias.description, '3072 · BF16 · 3,072');
+  assert.equal(bias.contextValue, 'tensor');
+  // Tensors outside the layers sit directly under their category.
+  assert.equal(child(root, /^Embeddings/).children[0].label, 'model.embed_tokens.weight');
+  // Ids are unique: the view keeps expansion state by them.
+  const ids: string[] = [];
+  const walk = (n: TreeNode): void => {
+    ids.push(n.id);
+    n.children.forEach(walk);
+  };
+  walk(root);
+  assert.equal(new Set(ids).size, ids.length);
+});
+
+test('after a comparison each compared tensor shows its cosine and norms', () => {
+  const cmp = comparisonByName({
+    tensors: [
+      { name: 'model.layers.0.self_attn.q_proj.weight', cosine: 0.99999912, maxAbsDiff: 3.2e-8, relFroErr: 1.1e-6, loraNorm: 0.4321, taskVectorNorm: 0.43209 },
+      { name: 'model.layers.0.self_attn.k_proj.weight', cosine: null, maxAbsDiff: null, relFroErr: null, loraNorm: 0, taskVectorNorm: 0.01 },
+      { bogus: true },
+    ],
+  });
+  assert.equal(cmp.size, 2);
+  const entry: CheckpointEntry = { path: '/m/starcoder', report: report(), comparison: cmp };
+  const layer0 = child(child(checkpointNode(entry), /^Attention/), /^Layer 0 /);
+  const q = child(layer0, /q_proj.weight/);
+  assert.equal(q.description, '3072×3072 · BF16 · 9,437,184 · LoRA · cos 0.999999 · ‖ΔW‖ 0.4321 · ‖τ‖ 0.4321');
+  assert.match(q.tooltip, /cosine \(LoRA ΔW vs task vector\) \| 0\.99999912 \|/);
+  assert.match(q.tooltip, /max abs difference \| 3\.200e-8 \|/);
+  assert.match(child(layer0, /k_proj.weight/).description, /cos n\/a · ‖ΔW‖ 0 · ‖τ‖ 0\.01000$/);
+  assert.doesNotMatch(child(layer0, /v_proj.weight/).description, /cos/);
+});
+
+test('a malformed report is refused; odd fields fall back', () => {
+  assert.throws(() => checkpointNode({ path: '/x', report: { summary: {} } }), /no tensors/);
+  const root = checkpointNode({ path: '/x/file.safetensors', report: { tensors: [{ name: 'w', shape: [2, 3], category: 'weird' }] } });
+  assert.equal(root.children[0].label, 'Other — 1 tensor');
+  assert.equal(root.children[0].children[0].description, '2×3 · ? · 6');
+});
+
+test('number formats', () => {
+  assert.equal(formatCount(3_030_000_000), '3.03 B');
+  assert.equal(formatCount(999_999), '999,999');
+  assert.equal(formatCount(12_345_678), '12.3 M');
+  assert.equal(formatMetric(null), 'n/a');
+  assert.equal(formatMetric(1.5e-7), '1.500e-7');
+  assert.equal(formatMetric(0.123456), '0.1235');
+});

@@ -1,0 +1,29 @@
+/** Recognising adapter and model folders, output patterns, and the base of an adapter (src/extension/workspace/folders.ts). */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { expandPattern, guessBase, recogniseFolders } from '../../src/extension/workspace/folders';
+
+test('adapter folders need config and weights; model folders a model file or an index', () => {
+  const r = recogniseFolders([
+    '/w/ad/adapter_config.json',
+    '/w/ad/adapter_model.safetensors',
+    '/w/config-only-adapter/adapter_config.json',
+    '/w/base/model.safetensors',
+    '/w/sharded/model.safetensors.index.json',
+    '/w/nested/deep/model.safetensors',
+  ]);
+  assert.deepEqual(r, { adapters: ['/w/ad'], models: ['/w/base', '/w/nested/deep', '/w/sharded'] });
+});
+
+test('output pattern variables', () => {
+  assert.equal(expandPattern('${workspaceFolder}/out/${name}-${job}', { workspaceFolder: '/w', name: 'qv', job: 'merged-bf16' }), '/w/out/qv-merged-bf16');
+  assert.equal(expandPattern('${unknown}/${job}', { job: 'compare' }), '${unknown}/compare');
+});
+
+test('the base model of an adapter, by path or by its last name', () => {
+  const models = ['/w/models/Qwen2.5-0.5B-Instruct', '/w/models/gpt2'];
+  assert.equal(guessBase('Qwen/Qwen2.5-0.5B-Instruct', models), '/w/models/Qwen2.5-0.5B-Instruct');
+  assert.equal(guessBase('/w/models/gpt2', models), '/w/models/gpt2');
+  assert.equal(guessBase('meta-llama/Llama-3.2-1B', models), undefined);
+  assert.equal(guessBase(null, models), undefined);
+});
