@@ -19,7 +19,7 @@ import {
   ScatterController,
   Tooltip,
 } from 'chart.js';
-import { formatCell } from '../src/shared/charts/format';
+import { formatCell, formatTick } from '../src/shared/charts/format';
 import { Axis, ChartSpec, Point, SeriesColor } from '../src/shared/charts/model';
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, LogarithmicScale, LineController, LineElement, PointElement, ScatterController, Tooltip, Legend);
@@ -76,7 +76,11 @@ function scale(a: Axis, t: Theme, stacked: boolean, category: boolean): Record<s
     min: a.min,
     max: a.max,
     title: { display: true, text: a.title, color: t.foreground },
-    ticks: { color: t.foreground, ...(category ? {} : { callback: (v: number | string) => formatCell(Number(v)) }) },
+    ticks: {
+      color: t.foreground,
+      ...(category ? {} : { callback: (v: number | string) => formatTick(Number(v), a.format, a.log) }),
+      ...(a.integer ? { stepSize: 1, precision: 0 } : {}),
+    },
     grid: { color: t.grid },
     border: { color: t.grid },
   };
@@ -96,7 +100,7 @@ export function chartConfig(spec: ChartSpec): ChartConfiguration {
     };
     if (s.asLine) return { ...base, type: spec.type === 'bar' ? 'line' : 'scatter', showLine: true, pointRadius: 0, borderWidth: 1.5, order: -1 } as ChartDataset;
     if (spec.type === 'scatter') return { ...base, pointRadius: 3, pointHoverRadius: 5 } as ChartDataset;
-    return { ...base, borderWidth: spec.type === 'line' ? 2 : 0 } as ChartDataset;
+    return (spec.type === 'line' ? { ...base, borderWidth: 1.5, pointRadius: 3 } : { ...base, borderWidth: 0 }) as ChartDataset;
   });
   const horizontal = spec.horizontal === true;
   const xAxis = scale(spec.x, t, spec.stacked === true, category && !horizontal);

@@ -1,7 +1,7 @@
 /** The panels' data shaping: from each engine report to the summary, series and tables drawn. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatCell } from '../../src/shared/charts/format';
+import { formatCell, formatTick } from '../../src/shared/charts/format';
 import { PanelModel, Point, Section, valueCount } from '../../src/shared/charts/model';
 import { panelModel } from '../../src/shared/charts/panels';
 import { groupByLayer, OUTSIDE_LAYERS } from '../../src/shared/charts/tensors';
@@ -229,4 +229,14 @@ test('numbers display without NaN, with the right precision', () => {
   assert.equal(formatCell(0.0123, 'percent'), '1.23%');
   assert.equal(formatCell(0, 'exp'), '0');
   assert.equal(formatCell(true), 'yes');
+});
+
+test('axis ticks stay short, and log axes label only 1, 2 and 5 times a power of ten', () => {
+  assert.equal(formatTick(0.05), '0.05');
+  assert.equal(formatTick(1234.5), '1230');
+  assert.equal(formatTick(3e-6), '3e-6');
+  assert.equal(formatTick(2e-5, undefined, true), '2e-5');
+  assert.equal(formatTick(3e-5, undefined, true), '');
+  assert.equal(formatTick(100, undefined, true), '100');
+  assert.equal(formatTick(0.9999995, 'cosine'), '0.9999995');
 });

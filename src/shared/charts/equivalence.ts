@@ -110,7 +110,8 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
       id: id('cosine'),
       title: 'Cosine similarity per tensor, by layer',
       note: 'Shared tensors (non-zero on both sides). A cosine of 1 means the merged model holds exactly the direction of the LoRA delta.',
-      chart: { type: 'bar', labels: cos.labels, series: perLayerSeries(cos.series), x: { title: 'layer' }, y: { title: 'cosine', max: 1 } },
+      // Points, not bars: cosines crowd just under 1, and bars from 0 would all look the same.
+      chart: { type: 'line', labels: cos.labels, series: perLayerSeries(cos.series), x: { title: 'layer' }, y: { title: 'cosine', max: 1, format: 'cosine' } },
       table: {
         columns: [{ key: 'name', label: 'tensor' }, { key: 'layer', label: 'layer' }, { key: 'key', label: 'projection' }, { key: 'cosine', label: 'cosine', format: 'cosine' }, { key: 'relFroErr', label: 'relative Frobenius error', format: 'exp' }],
         rows: [...shared].sort(byLayer).map((r) => [r.name, layerLabel(r.place.layer), r.place.key, r.cosine, r.relFroErr]),
@@ -149,7 +150,7 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
           { label: `shared (${sharedRanked.length})`, color: 'blue', data: rankPoints(sharedRanked) },
           { label: `task-vector only (${tvRanked.length})`, color: 'orange', data: rankPoints(tvRanked) },
         ],
-        x: { title: 'rank', min: 1 },
+        x: { title: 'rank', min: 1, integer: true },
         y: { title: '‖τ‖', log: true },
       },
       table: {

@@ -24,3 +24,15 @@ export function formatCell(v: Cell | undefined, fmt?: NumberFormat): string {
       return Number.isInteger(v) ? v.toLocaleString('en-US') : Math.abs(v) >= 1e-3 && Math.abs(v) < 1e6 ? v.toPrecision(5) : v.toExponential(2);
   }
 }
+
+/** Axis tick labels: short, and on a log axis only at 1, 2 and 5 times a power of ten (else crowded). */
+export function formatTick(v: number, fmt?: NumberFormat, log = false): string {
+  if (log) {
+    const mantissa = v / 10 ** Math.floor(Math.log10(v) + 1e-9);
+    if (![1, 2, 5].some((m) => Math.abs(mantissa - m) < 1e-6)) return '';
+  }
+  if (fmt === 'cosine' || fmt === 'percent' || fmt === 'int') return formatCell(v, fmt);
+  if (v === 0) return '0';
+  const a = Math.abs(v);
+  return a >= 1e-3 && a < 1e6 ? String(Number(v.toPrecision(3))) : v.toExponential(0);
+}

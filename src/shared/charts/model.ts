@@ -43,6 +43,10 @@ export interface Series {
 export interface Axis {
   title: string;
   log?: boolean;
+  /** How tick labels read (cosines need 7 digits, fractions read as percent). */
+  format?: NumberFormat;
+  /** Whole-number ticks only (layer indices, ranks). */
+  integer?: boolean;
   min?: number;
   max?: number;
 }

@@ -83,7 +83,7 @@ export function precisionSections(report: unknown): Section[] {
           { label: 'cast artifacts', color: 'orange', data: dtypes.map((d) => num(d.figures.castArtifactTensors)) },
         ],
         x: { title: 'dtype' },
-        y: { title: 'tensors', min: 0 },
+        y: { title: 'tensors', min: 0, integer: true },
       },
       table: {
         columns: [{ key: 'dtype', label: 'dtype' }, { key: 'rule', label: 'rule' }, { key: 'nonzeroTensors', label: 'non-zero tensors', format: 'int' }, { key: 'adaptedTensors', label: 'adapted', format: 'int' }, { key: 'castArtifactTensors', label: 'cast artifacts', format: 'int' }],
@@ -105,7 +105,7 @@ export function precisionSections(report: unknown): Section[] {
       id: 'delta-lost',
       title: 'Fraction of the delta lost per adapted tensor, by layer',
       note: `Delta elements smaller than half an ulp of their weight vanish in the merge. One point per tensor, for each dtype and rule.${outside ? ` ${outside} adapted tensor(s) outside the layers are in the table only.` : ''}`,
-      chart: { type: 'scatter', series: lostSeries, x: { title: 'layer' }, y: { title: 'delta elements lost', min: 0 } },
+      chart: { type: 'scatter', series: lostSeries, x: { title: 'layer', integer: true }, y: { title: 'delta elements lost', min: 0, format: 'percent' } },
       table: {
         columns: [{ key: 'name', label: 'tensor' }, { key: 'dtype', label: 'dtype' }, { key: 'rule', label: 'rule' }, { key: 'deltaLostFraction', label: 'lost', format: 'percent' }, { key: 'recoveredRelErr', label: 'recovered rel. error', format: 'exp' }],
         rows: [...lost].sort((a, b) => (layerOf(a) ?? Infinity) - (layerOf(b) ?? Infinity) || String(a.name).localeCompare(String(b.name))).map((t) => [String(t.name), str(t.dtype), str(t.rule), num(t.deltaLostFraction), num(t.recoveredRelErr)]),
@@ -121,7 +121,7 @@ export function precisionSections(report: unknown): Section[] {
         labels: rules,
         series: dtypes.map((d) => ({ label: d.dtype, color: DTYPE_COLORS[d.dtype] ?? 'purple', data: rules.map((r) => num(d.rules.find(([x]) => x === r)?.[1].deltaLostFraction)) })),
         x: { title: 'rule' },
-        y: { title: 'delta elements lost', min: 0 },
+        y: { title: 'delta elements lost', min: 0, format: 'percent' },
       },
       table: {
         columns: [{ key: 'dtype', label: 'dtype' }, { key: 'rule', label: 'rule' }, { key: 'deltaLostFraction', label: 'lost', format: 'percent' }, { key: 'recoveredRelErr', label: 'recovered rel. error', format: 'exp' }, { key: 'nonzeroTensors', label: 'non-zero tensors', format: 'int' }, { key: 'castArtifactTensors', label: 'cast artifacts', format: 'int' }, { key: 'castArtifactNorm', label: 'cast-artifact norm', format: 'exp' }],

@@ -70,7 +70,7 @@ export function maskPanel(report: unknown, title: string): PanelModel {
             { label: '‖mask ⊙ Δ‖ / ‖Δ‖', color: 'green', data: preservation.map(([, v]) => v) },
             { label: 'energy kept', color: 'blue', data: preservation.map(([k]) => energy.get(k) ?? null) },
           ],
-          x: { title: 'fraction kept', min: 0, max: 1 },
+          x: { title: 'fraction kept', min: 0, max: 1, format: 'percent' },
           y: { title: 'adapter' },
         },
         table: { columns: [{ key: 'adapter', label: 'adapter' }, { key: 'norm', label: 'norm kept', format: 'percent' }, { key: 'energy', label: 'energy kept', format: 'percent' }], rows: preservation.map(([k, v]) => [k, v, energy.get(k) ?? null]) },
