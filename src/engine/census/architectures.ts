@@ -369,3 +369,27 @@ export function modelLayout(config: Config, dtype?: Dtype): LayoutTensor[] {
   }
   return b.tensors;
 }
+
+/**
+ * PEFT's default target_modules by model type (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING in
+ * PEFT 0.21), which PEFT applies when a LoraConfig leaves target_modules unset. StarCoder2, DistilBERT
+ * and Phi-3 have none.
+ */
+const PEFT_DEFAULT_TARGETS: Record<string, string[]> = {
+  llama: ['q_proj', 'v_proj'],
+  mistral: ['q_proj', 'v_proj'],
+  qwen2: ['q_proj', 'v_proj'],
+  gemma: ['q_proj', 'v_proj'],
+  gemma2: ['q_proj', 'v_proj'],
+  gemma3_text: ['q_proj', 'v_proj'],
+  gpt2: ['c_attn'],
+  gpt_neox: ['query_key_value'],
+  bert: ['query', 'value'],
+  phi: ['q_proj', 'v_proj', 'fc1', 'fc2'],
+};
+
+/** The modules PEFT targets when target_modules is null, or undefined when it has no default for the model. */
+export function defaultTargetModules(config: Config | undefined): string[] | undefined {
+  const mt = config?.model_type;
+  return typeof mt === 'string' ? PEFT_DEFAULT_TARGETS[mt] : undefined;
+}

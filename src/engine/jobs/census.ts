@@ -7,10 +7,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { modelLayout } from '../census/architectures';
 import { CATEGORIES, Category, classifyTensor } from '../census/classify';
+import { loraTargetPredicate } from '../census/targets';
 import { ParsedArgs } from '../cli/args';
 import { CliCommand } from '../cli/command';
 import { adapterLayout } from '../checkpoint/adapter';
-import { AdapterConfig, isTargetModule, parseAdapterConfig } from '../checkpoint/adapterConfig';
+import { AdapterConfig, parseAdapterConfig } from '../checkpoint/adapterConfig';
 import { Checkpoint, closeCheckpoint, openCheckpoint, readJson } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { byteSize } from '../safetensors/dtypes';
@@ -168,13 +169,6 @@ function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, l
   };
 }
 
-/** Whether PEFT would wrap this base tensor's module with LoRA (a 2-D weight of a targeted module). */
-function targetedByConfig(cfg: Pick<AdapterConfig, 'targetModules' | 'layersToTransform' | 'layersPattern'>, name: string, shape: number[]): boolean {
-  if (!name.endsWith('.weight') || shape.length !== 2) return false;
-  const cat = classifyTensor(name).category;
-  return cat !== 'norm' && cat !== 'final_norm' && isTargetModule(cfg, name.slice(0, -'.weight'.length));
-}
-
 export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): CensusReport {
   const src = openSource(p);
   const opened: Checkpoint[] = src.checkpoint ? [src.checkpoint] : [];
@@ -202,13 +196,14 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
         adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length);
       } else {
         // No adapter weights, or a base without weights: PEFT's matching rules on the names.
-        for (const t of src.tensors) if (targetedByConfig(a.config, t.name, t.shape)) targets.add(t.name);
+        const hit = loraTargetPredicate(a.config, src.config, a.config.file);
+        for (const t of src.tensors) if (hit(t.name, t.shape)) targets.add(t.name);
         adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, a.checkpoint ? adapterLayout(a.checkpoint).modules.length : targets.size);
       }
       if (targets.size === 0) warnings.push(`the adapter's target_modules ${JSON.stringify(a.config.targetModules)} match no tensor of ${p}`);
     } else if (opts.targets !== undefined) {
-      const cfg = { targetModules: opts.targets, layersToTransform: null, layersPattern: null };
-      for (const t of src.tensors) if (targetedByConfig(cfg, t.name, t.shape)) targets.add(t.name);
+      const hit = loraTargetPredicate({ targetModules: opts.targets, layersToTransform: null, layersPattern: null }, src.config, p);
+      for (const t of src.tensors) if (hit(t.name, t.shape)) targets.add(t.name);
     }
 
     const zero = (): Record<Category, number> => Object.fromEntries(CATEGORIES.map((c) => [c, 0])) as Record<Category, number>;

@@ -6,12 +6,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { modelLayout } from '../census/architectures';
-import { classifyTensor, moduleOf } from '../census/classify';
+import { defaultTargetModules, modelLayout } from '../census/architectures';
+import { moduleOf } from '../census/classify';
+import { isInputEmbedding, loraTargetPredicate } from '../census/targets';
 import { ParsedArgs } from '../cli/args';
 import { CliCommand } from '../cli/command';
 import { isConv1D } from '../checkpoint/adapter';
-import { AdapterConfig, isTargetModule, parseAdapterConfig, patternValue } from '../checkpoint/adapterConfig';
+import { AdapterConfig, parseAdapterConfig, patternValue } from '../checkpoint/adapterConfig';
 import { closeCheckpoint, openCheckpoint, readJson } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { readHeader } from '../safetensors/reader';
@@ -71,8 +72,6 @@ interface BaseTensor {
   embedding: boolean;
 }
 
-const OUTPUT_HEADS = new Set(['lm_head', 'embed_out']);
-
 /** The base's tensors with shapes: headers of a model folder, or the layout of a config.json. */
 function baseTensors(p: string): { tensors: BaseTensor[]; from: 'weights' | 'config'; config?: Record<string, unknown> } {
   const st = fs.statSync(p, { throwIfNoEntry: false });
@@ -87,24 +86,20 @@ function baseTensors(p: string): { tensors: BaseTensor[]; from: 'weights' | 'con
       shape: t.shape,
       numel: t.shape.reduce((a, b) => a * b, 1),
       conv1d: t.moduleType === 'conv1d',
-      embedding: t.moduleType === 'embedding' && !OUTPUT_HEADS.has(t.module.split('.').pop()!),
+      embedding: isInputEmbedding(t.name),
     }));
     return { tensors, from: 'config', config };
   }
   const c = openCheckpoint(p);
   try {
     if (c.kind === 'adapter') throw new LensError(p, 'is an adapter; give the base model (folder or config.json) and the adapter with --adapter');
-    const tensors = c.tensors.map((t) => {
-      const module = t.name.replace(/\.weight$/, '');
-      const last = module.split('.').pop()!;
-      return {
-        name: t.name,
-        shape: t.shape,
-        numel: t.numel,
-        conv1d: isConv1D(c.config, module) === true,
-        embedding: classifyTensor(t.name).category === 'embedding' && !OUTPUT_HEADS.has(last),
-      };
-    });
+    const tensors = c.tensors.map((t) => ({
+      name: t.name,
+      shape: t.shape,
+      numel: t.numel,
+      conv1d: isConv1D(c.config, t.name.replace(/\.weight$/, '')) === true,
+      embedding: isInputEmbedding(t.name),
+    }));
     return { tensors, from: 'weights', config: c.config };
   } finally {
     closeCheckpoint(c);
@@ -112,16 +107,6 @@ function baseTensors(p: string): { tensors: BaseTensor[]; from: 'weights' | 'con
 }
 
 type TargetConfig = Pick<AdapterConfig, 'r' | 'loraAlpha' | 'targetModules' | 'rankPattern' | 'alphaPattern' | 'layersToTransform' | 'layersPattern' | 'useDora' | 'modulesToSave'>;
-
-function isTarget(cfg: TargetConfig, t: BaseTensor): boolean {
-  if (!t.name.endsWith('.weight') || t.shape.length !== 2) return false;
-  const cat = classifyTensor(t.name).category;
-  if (cat === 'norm' || cat === 'final_norm') return false;
-  const module = t.name.slice(0, -'.weight'.length);
-  // PEFT's 'all-linear' takes every Linear / Conv1D except the output head.
-  if (cfg.targetModules === 'all-linear') return !t.embedding && !OUTPUT_HEADS.has(module.split('.').pop()!) && isTargetModule({ ...cfg, targetModules: '.*' }, module);
-  return isTargetModule(cfg, module);
-}
 
 export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): EstimateReport {
   let cfg: TargetConfig;
@@ -142,6 +127,7 @@ export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): 
   }
 
   const base = baseTensors(p);
+  const isTarget = loraTargetPredicate(cfg, base.config, opts.adapter ?? p);
   const modules: EstimateModule[] = [];
   const modulesToSave: Array<{ name: string; params: number }> = [];
   for (const t of base.tensors) {
@@ -152,13 +138,13 @@ export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): 
       else modulesToSave.push({ name: module, params: t.numel });
       continue;
     }
-    if (!isTarget(cfg, t)) continue;
+    if (!isTarget(t.name, t.shape)) continue;
     const r = patternValue(cfg.rankPattern, module) ?? cfg.r;
     const alpha = patternValue(cfg.alphaPattern, module) ?? cfg.loraAlpha;
     const [rows, cols] = t.shape;
     // Linear stores [out, in]; Conv1D [in, out]; an Embedding [num_embeddings, dim] gets A [r, num] and B [dim, r].
     const [inF, outF] = t.conv1d || t.embedding ? [rows, cols] : [cols, rows];
-    const dora = cfg.useDora && !t.embedding ? outF : 0;
+    const dora = cfg.useDora ? outF : 0;
     modules.push({ name: module, in: inF, out: outF, r, alpha, params: r * (inF + outF) + dora });
   }
   const warnings: string[] = [];
@@ -178,7 +164,7 @@ export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): 
     modelType: typeof base.config?.model_type === 'string' ? base.config.model_type : null,
     r: cfg.r,
     alpha: cfg.loraAlpha,
-    targets: cfg.targetModules ?? [],
+    targets: cfg.targetModules ?? defaultTargetModules(base.config) ?? [],
     useDora: cfg.useDora,
     trainableParams,
     loraParams,

@@ -3,13 +3,15 @@
  * it, and adapter_model.safetensors under PEFT's exact key names
  * (`base_model.model.<module>.lora_A.weight` [r, in], `lora_B.weight` [out, r], `lora_embedding_A`
  * [r, num_embeddings], `lora_embedding_B` [dim, r], `lora_magnitude_vector` [out], and full copies
- * `base_model.model.<module>.weight|bias` for modules_to_save). B is random, not PEFT's zeros, so every
- * delta is non-zero.
+ * `base_model.model.<module>.weight|bias` for modules_to_save), as checked against PEFT 0.21's
+ * save_pretrained. B is random, not PEFT's zeros, so every delta is non-zero. (PEFT also saves the
+ * base embedding as `<module>.base_layer.weight` when an embedding is targeted; this does not.)
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LayoutTensor, ModuleType, modelLayout } from '../census/architectures';
-import { isTargetModule, patternValue } from '../checkpoint/adapterConfig';
+import { loraTargetPredicate } from '../census/targets';
+import { patternValue } from '../checkpoint/adapterConfig';
 import { Dtype } from '../safetensors/dtypes';
 import { writeFileAtomic } from '../safetensors/writer';
 import { valueSpec, writeSyntheticWeights } from './model';
@@ -25,7 +27,7 @@ export interface SyntheticAdapterOptions {
   /** Storage dtype of the adapter tensors (default F32, as PEFT saves them). */
   dtype?: Dtype;
   useRslora?: boolean;
-  /** Adds a DoRA magnitude vector per Linear module. */
+  /** Adds a DoRA magnitude vector per module (one value per output feature). */
   useDora?: boolean;
   rankPattern?: Record<string, number>;
   alphaPattern?: Record<string, number>;
@@ -54,8 +56,6 @@ export interface SyntheticAdapter {
 }
 
 const PREFIX = 'base_model.model.';
-/** The output head: PEFT's 'all-linear' leaves it out. */
-const OUTPUT_HEADS = new Set(['lm_head', 'embed_out']);
 
 /**
  * Writes an adapter folder for a base given by its config.json (laid out with modelLayout) or by its
@@ -64,7 +64,7 @@ const OUTPUT_HEADS = new Set(['lm_head', 'embed_out']);
 export function writeSyntheticAdapter(dir: string, base: Record<string, unknown> | LayoutTensor[], opts: SyntheticAdapterOptions): SyntheticAdapter {
   const layout = Array.isArray(base) ? base : modelLayout(base);
   const baseConfig = Array.isArray(base) ? undefined : base;
-  const targetCfg = { targetModules: opts.targets === 'all-linear' ? null : opts.targets, layersToTransform: opts.layersToTransform ?? null, layersPattern: null };
+  const isTarget = loraTargetPredicate({ targetModules: opts.targets, layersToTransform: opts.layersToTransform ?? null, layersPattern: null }, baseConfig, dir);
   const dtype = opts.dtype ?? 'F32';
   const alpha = opts.alpha ?? 2 * opts.r;
   const modules: SyntheticLoraModule[] = [];
@@ -76,9 +76,7 @@ export function writeSyntheticAdapter(dir: string, base: Record<string, unknown>
   };
 
   for (const t of layout) {
-    if (!t.name.endsWith('.weight') || t.shape.length !== 2 || t.moduleType === 'norm') continue;
-    const hit = opts.targets === 'all-linear' ? t.moduleType !== 'embedding' && !OUTPUT_HEADS.has(t.module.split('.').pop()!) : isTargetModule(targetCfg, t.module);
-    if (!hit || opts.modulesToSave?.some((m) => t.module === m || t.module.endsWith('.' + m))) continue;
+    if (t.moduleType === 'norm' || !isTarget(t.name, t.shape) || opts.modulesToSave?.some((m) => t.module === m || t.module.endsWith('.' + m))) continue;
     const r = patternValue(opts.rankPattern ?? {}, t.module) ?? opts.r;
     const a = patternValue(opts.alphaPattern ?? {}, t.module) ?? alpha;
     const [rows, cols] = t.shape;
@@ -88,6 +86,7 @@ export function writeSyntheticAdapter(dir: string, base: Record<string, unknown>
       modules.push({ module: m, moduleType: 'embedding', r, alpha: a, in: rows, out: cols });
       push(`${m}.lora_embedding_A`, [r, rows], t, { center: 0, spread: 1 / Math.sqrt(rows) });
       push(`${m}.lora_embedding_B`, [cols, r], t, { center: 0, spread: opts.bSpread ?? 0.01 });
+      if (opts.useDora) push(`${m}.lora_magnitude_vector`, [cols], t, { center: 0.6, spread: 0.1 });
       continue;
     }
     const [inF, outF] = t.moduleType === 'conv1d' ? [rows, cols] : [cols, rows];
