@@ -51,6 +51,11 @@ window.addEventListener('message', (e: MessageEvent) => {
 });
 
 // Chart colours come from the theme: redraw when the user switches between light and dark.
-new MutationObserver(() => current && draw(current)).observe(document.body, { attributes: true, attributeFilter: ['class'] });
+new MutationObserver(() => {
+  if (!current) return;
+  const y = window.scrollY;
+  draw(current);
+  window.scrollTo(0, y);
+}).observe(document.body, { attributes: true, attributeFilter: ['class'] });
 
 vscode.postMessage({ type: 'ready' });

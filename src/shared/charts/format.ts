@@ -18,8 +18,6 @@ export function formatCell(v: Cell | undefined, fmt?: NumberFormat): string {
     case 'cosine':
       // Enough digits to tell 0.99999 from 0.9999999.
       return v.toFixed(7);
-    case 'fixed':
-      return v.toFixed(4);
     default:
       return Number.isInteger(v) ? v.toLocaleString('en-US') : Math.abs(v) >= 1e-3 && Math.abs(v) < 1e6 ? v.toPrecision(5) : v.toExponential(2);
   }

@@ -72,7 +72,8 @@ export interface Column {
   format?: NumberFormat;
 }
 
-export type NumberFormat = 'int' | 'fixed' | 'exp' | 'percent' | 'cosine';
+/** `general`: integers whole, others to 5 significant digits or in exponent form. */
+export type NumberFormat = 'general' | 'int' | 'exp' | 'percent' | 'cosine';
 
 export interface TableSpec {
   columns: Column[];

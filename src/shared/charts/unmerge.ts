@@ -132,8 +132,8 @@ export function decomposePanel(report: unknown, title: string): PanelModel {
         table: {
           columns: [
             { key: 'adapter', label: 'adapter' },
-            { key: 'coefficient', label: 'coefficient', format: 'fixed' },
-            ...(truth ? [{ key: 'truth', label: 'truth', format: 'fixed' as const }] : []),
+            { key: 'coefficient', label: 'coefficient', format: 'general' },
+            ...(truth ? [{ key: 'truth', label: 'truth', format: 'general' as const }] : []),
             { key: 'share', label: 'share of reconstruction', format: 'percent' },
             { key: 'inSupport', label: 'in support' },
           ],

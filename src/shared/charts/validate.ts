@@ -72,6 +72,10 @@ export function validatePanel(report: unknown, title: string, comparisons: Recor
         x: { title: 'dtype' },
         y: { title: 'max |ΔW − τ|', log: true },
       },
+      table: {
+        columns: [{ key: 'dtype', label: 'dtype' }, { key: 'maxAbsDiff', label: 'max abs diff', format: 'exp' }, { key: 'equivalent', label: 'within tolerance' }, { key: 'status', label: 'status' }],
+        rows: dtypes.map((d) => [String(d.dtype), num(compareOf(d)?.maxAbsDiff), bool(compareOf(d)?.equivalent), str(d.status)]),
+      },
     },
   ];
 
