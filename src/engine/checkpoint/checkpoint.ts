@@ -92,6 +92,7 @@ function shardFiles(dir: string, indexPath: string): { files: string[]; weightMa
   const index = readJson(indexPath);
   const wm = index.weight_map;
   if (wm === null || typeof wm !== 'object' || Array.isArray(wm)) throw new LensError(indexPath, 'weight_map is missing or not an object');
+  if (Object.keys(wm).length === 0) throw new LensError(indexPath, 'weight_map lists no tensors');
   const realDir = fs.realpathSync(dir);
   const resolved = new Map<string, string>();
   const weightMap = new Map<string, string>();
