@@ -9,13 +9,12 @@ import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/check
 import { required } from '../cli/args';
 import { CliCommand } from '../cli/command';
 import { LensError } from '../errors';
-import { Kernels } from '../kernels/kernels';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { JobContext } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
 import { Mask, MASK_ORDER } from '../unmerge/maskFile';
 import { uniqueNames } from '../unmerge/names';
-import { forEachMaskedModule, MaskedSource, openSource, SourceKind } from '../unmerge/sources';
+import { forEachMaskedModule, KernelsSource, MaskedSource, openSource, resolveKernels, SourceKind } from '../unmerge/sources';
 
 export const COMPRESSED_FORMAT = 'lora-lens/compressed-task-vector';
 
@@ -56,13 +55,14 @@ export interface CompressReport {
   inputs: CompressedInputReport[];
 }
 
-export async function runCompress(o: CompressOptions, kernels: Kernels, ctx: JobContext): Promise<CompressReport> {
+export async function runCompress(o: CompressOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<CompressReport> {
   if (o.inputs.length === 0) throw new LensError('lora-lens compress', 'give at least one --adapter DIR or --finetuned DIR');
   const mask = Mask.open(o.mask);
   const base = openCheckpoint(o.base);
   const sources: MaskedSource[] = [];
   try {
     mask.checkBase(base);
+    const kernels = await resolveKernels(kernelsSource);
     const names = uniqueNames(o.inputs.map((i) => i.path));
     for (let i = 0; i < o.inputs.length; i++) sources.push(openSource(o.inputs[i].path, names[i], o.inputs[i].kind, base, mask, kernels, ctx.warn));
     return await withOutputDir(o.out, [o.mask, o.base, ...o.inputs.map((i) => i.path)], async (out) => {
@@ -81,7 +81,7 @@ export async function runCompress(o: CompressOptions, kernels: Kernels, ctx: Job
           a.fullNormSq += full.fullNormSq;
           if (full.touches) a.touched++;
           writers[s].write(mask.modules[m].name, new Uint8Array(values.buffer));
-        });
+        }, true);
         for (const w of writers) w.finish();
       } catch (e) {
         for (const w of writers) w.abort();
@@ -130,7 +130,7 @@ export const compressCommand: CliCommand = {
       .map((f) => ({ kind: f.name as SourceKind, path: f.value }));
     const report = await runCompress(
       { mask: required(c, args.flags, 'mask'), base: required(c, args.flags, 'base'), inputs, out: required(c, args.flags, 'out') },
-      await ctx.kernels(),
+      ctx.kernels,
       ctx,
     );
     const text = [

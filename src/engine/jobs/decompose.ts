@@ -7,12 +7,11 @@ import { closeCheckpoint, openCheckpoint, readJson } from '../checkpoint/checkpo
 import { required } from '../cli/args';
 import { CliCommand } from '../cli/command';
 import { LensError } from '../errors';
-import { Kernels } from '../kernels/kernels';
 import { JobContext } from '../util/job';
 import { Mask } from '../unmerge/maskFile';
 import { uniqueNames } from '../unmerge/names';
 import { lambdaMax, lasso, NormalEquations, nnls, omp, OmpStep, Solution } from '../unmerge/solvers';
-import { forEachMaskedModule, MaskedSource, openSource, SourceKind } from '../unmerge/sources';
+import { forEachMaskedModule, KernelsSource, MaskedSource, openSource, resolveKernels, SourceKind } from '../unmerge/sources';
 
 export type DecomposeMethod = 'nnls' | 'omp' | 'lasso';
 export const DECOMPOSE_METHODS: readonly DecomposeMethod[] = ['nnls', 'omp', 'lasso'];
@@ -69,7 +68,7 @@ export interface DecomposeReport {
 /** The verdict's thresholds: the dictionary explains at least 99% of the target's energy, or less than half of it. */
 const NOT_DECOMPOSABLE_RESIDUAL = Math.SQRT1_2;
 
-export async function runDecompose(o: DecomposeOptions, kernels: Kernels, ctx: JobContext): Promise<DecomposeReport> {
+export async function runDecompose(o: DecomposeOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<DecomposeReport> {
   if (o.dictionary.length === 0) throw new LensError('--dictionary', 'give at least one dictionary folder');
   const warnings: string[] = [];
   const warn = (m: string): void => {
@@ -81,6 +80,7 @@ export async function runDecompose(o: DecomposeOptions, kernels: Kernels, ctx: J
   const sources: MaskedSource[] = [];
   try {
     mask.checkBase(base);
+    const kernels = await resolveKernels(kernelsSource);
     const names = uniqueNames([...o.dictionary, o.target]);
     for (let j = 0; j < o.dictionary.length; j++) sources.push(openSource(o.dictionary[j], names[j], 'auto', base, mask, kernels, warn));
     sources.push(openSource(o.target, names[o.dictionary.length], 'auto', base, mask, kernels, warn));
@@ -291,7 +291,7 @@ export const decomposeCommand: CliCommand = {
         maxResidual: f['max-residual'] as number,
         truth: f.truth === undefined ? undefined : readTruth(f.truth as string),
       },
-      await ctx.kernels(),
+      ctx.kernels,
       ctx,
     );
     const width = Math.max(...report.dictionary.map((d) => d.name.length));

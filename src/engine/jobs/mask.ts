@@ -6,6 +6,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { classifyTensor, moduleOf } from '../census/classify';
 import { adapterLayout, LoraModule } from '../checkpoint/adapter';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { required } from '../cli/args';
@@ -18,7 +19,8 @@ import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
 import { loraValuesAt, readFactors } from '../unmerge/lora';
 import { MASK_FORMAT, MASK_JSON, MASK_ORDER, MASK_TENSORS, MaskJson, MaskModule } from '../unmerge/maskFile';
-import { naturalCompare, uniqueNames, weightParts } from '../unmerge/names';
+import { naturalCompare, uniqueNames } from '../unmerge/names';
+import { KernelsSource, resolveKernels } from '../unmerge/sources';
 import { topK } from '../unmerge/topk';
 
 export interface MaskOptions {
@@ -39,7 +41,7 @@ interface DictAdapter {
 export const NORM_PRESERVATION_DEFINITION =
   'per adapter, ||mask * delta||_F / ||delta||_F over every module it targets (the fraction of its delta\'s Frobenius norm the mask keeps); energyPreservation is its square';
 
-export async function runMask(o: MaskOptions, kernels: Kernels, ctx: JobContext): Promise<MaskJson> {
+export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<MaskJson> {
   if (o.adapters.length === 0) throw new LensError('--adapters', 'give at least one adapter folder');
   if (!Number.isSafeInteger(o.budget) || o.budget < 1) throw new LensError('--budget', `must be a positive whole number of elements (got ${o.budget})`);
   const base = openCheckpoint(o.base);
@@ -64,13 +66,16 @@ export async function runMask(o: MaskOptions, kernels: Kernels, ctx: JobContext)
     const k = Math.floor(o.budget / M);
     const modules: MaskModule[] = moduleNames.map((name) => {
       const t = base.byName.get(name)!;
-      const { layer, projection } = weightParts(name);
+      const { layer, projection: p } = classifyTensor(name);
+      // Outside attention and MLP (an adapted embedding or head) the module's own name stands for the projection.
+      const projection = p ?? moduleOf(name).split('.').pop()!;
       const adapters = dict.filter((d) => d.byBase.has(name)).map((d) => d.name);
       return { name, shape: t.shape, numel: t.numel, selected: Math.min(k, t.numel), layer, projection, threshold: 0, adapters };
     });
     const small = modules.filter((m) => m.numel < k);
     if (small.length > 0) ctx.warn(`${small.length} module(s) have fewer than k = ${k} elements and are kept whole (e.g. ${small[0].name})`);
 
+    const kernels = await resolveKernels(kernelsSource);
     return await withOutputDir(o.out, [o.base, ...o.adapters], async (out) => {
       const writer = new SafetensorsWriter(out.file(MASK_TENSORS), modules.map((m) => ({ name: m.name, dtype: 'BOOL' as const, shape: m.shape })), {
         format: 'pt',
@@ -195,7 +200,7 @@ export const maskCommand: CliCommand = {
     const c = 'mask';
     const report = await runMask(
       { base: required(c, args.flags, 'base'), adapters: required(c, args.flags, 'adapters'), budget: required(c, args.flags, 'budget'), out: required(c, args.flags, 'out') },
-      await ctx.kernels(),
+      ctx.kernels,
       ctx,
     );
     const pct = (x: number | null): string => (x === null ? 'n/a (zero delta)' : `${(100 * x).toFixed(2)}%`);

@@ -38,15 +38,3 @@ export function naturalCompare(a: string, b: string): number {
   return a.localeCompare(b, 'en', { numeric: true });
 }
 
-/**
- * Layer index and projection of a weight name (`model.layers.3.self_attn.q_proj.weight` → 3, `q_proj`):
- * the number after a `layers`/`h`/`layer`/`blocks` path component, and the module's last component.
- */
-export function weightParts(name: string): { layer: number | null; projection: string } {
-  const parts = name.replace(/\.weight$/, '').split('.');
-  let layer: number | null = null;
-  for (let i = 0; i + 1 < parts.length; i++) {
-    if (/^(layers|layer|h|blocks|block)$/.test(parts[i]) && /^\d+$/.test(parts[i + 1])) layer = Number(parts[i + 1]);
-  }
-  return { layer, projection: parts[parts.length - 1] };
-}

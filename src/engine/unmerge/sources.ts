@@ -13,6 +13,13 @@ import { Mask, MaskModule } from './maskFile';
 
 export type SourceKind = 'adapter' | 'finetuned';
 
+/** Kernels, or how to get them: jobs validate their inputs first, so bad input fails before a GPU starts. */
+export type KernelsSource = Kernels | (() => Promise<Kernels>);
+
+export function resolveKernels(k: KernelsSource): Promise<Kernels> {
+  return typeof k === 'function' ? k() : Promise.resolve(k);
+}
+
 /** One module of the base, read at most once however many model sources need it. */
 export class BaseModule {
   private value: Promise<Float32Array> | undefined;
@@ -36,7 +43,7 @@ async function readInto(c: Checkpoint, name: string, scratch: Scratch, slot: str
 }
 
 export interface MaskedValues {
-  /** Squared Frobenius norm of the whole task vector of the module (kept or not). */
+  /** Squared Frobenius norm of the whole task vector of the module (kept or not); NaN when not asked for. */
   fullNormSq: number;
   /** Whether the source changes this module at all. */
   touches: boolean;
@@ -46,8 +53,8 @@ export interface MaskedSource {
   name: string;
   path: string;
   kind: SourceKind;
-  /** Writes the task vector's kept elements of `base.module` (mask order) into `out`. */
-  values(base: BaseModule, indices: Uint32Array, out: Float32Array): Promise<MaskedValues>;
+  /** Writes the task vector's kept elements of `base.module` (mask order) into `out`; `fullNorm` asks for fullNormSq too. */
+  values(base: BaseModule, indices: Uint32Array, out: Float32Array, fullNorm: boolean): Promise<MaskedValues>;
   close(): void;
 }
 
@@ -87,7 +94,7 @@ function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: M
     name,
     path: ckpt.path,
     kind: 'adapter',
-    async values(bm, indices, out) {
+    async values(bm, indices, out, fullNorm) {
       const lm = byBase.get(bm.module.name);
       if (!lm) {
         out.fill(0);
@@ -95,8 +102,9 @@ function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: M
       }
       const f = await readFactors(ckpt, lm);
       loraValuesAt(f, indices, out);
-      const fullNormSq = loraNormSq(f);
-      if (!Number.isFinite(fullNormSq) || out.some((v) => !Number.isFinite(v))) throw new LensError(ckpt.path, 'delta has non-finite values', lm.B.name);
+      // r^2 (in + out) products: as costly as the masked values themselves, so only when asked.
+      const fullNormSq = fullNorm ? loraNormSq(f) : NaN;
+      if (out.some((v) => !Number.isFinite(v))) throw new LensError(ckpt.path, 'delta has non-finite values', lm.B.name);
       return { fullNormSq, touches: true };
     },
     close: () => closeCheckpoint(ckpt),
@@ -135,7 +143,8 @@ export async function forEachMaskedModule(
   sources: MaskedSource[],
   ctx: JobContext,
   phase: string,
-  visit: (module: number, source: number, values: Float32Array, full: { fullNormSq: number; touches: boolean }) => void,
+  visit: (module: number, source: number, values: Float32Array, full: MaskedValues) => void,
+  fullNorm = false,
 ): Promise<void> {
   const scratch = new Scratch();
   const M = mask.modules.length;
@@ -147,7 +156,7 @@ export async function forEachMaskedModule(
     const bm = new BaseModule(base, m, scratch);
     for (let s = 0; s < sources.length; s++) {
       const values = new Float32Array(indices.length);
-      visit(i, s, values, await sources[s].values(bm, indices, values));
+      visit(i, s, values, await sources[s].values(bm, indices, values, fullNorm));
     }
   }
   ctx.progress({ phase, done: M, total: M });
