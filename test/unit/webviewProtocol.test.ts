@@ -1,7 +1,8 @@
-/** Messages from the webview are untrusted: only well-formed ones of known types get through. */
+/** Messages from the webview are untrusted: only well-formed ones of known types get through, and the host acts on them safely. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseHostMessage, parsePanelContent, parseWebviewMessage } from '../../src/shared/webviewProtocol';
+import { HostMessage, parseHostMessage, parsePanelContent, parseWebviewMessage } from '../../src/shared/webviewProtocol';
+import { PanelController } from '../../src/extension/panels/controller';
 import { contentSecurityPolicy, escapeHtml, makeNonce, panelHtml } from '../../src/extension/panels/html';
 
 const PNG = 'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==';
@@ -61,4 +62,49 @@ test('the panel HTML allows nothing but its own nonce script and extension style
   assert.ok(scripts[0].includes(`nonce="${nonce}"`) && scripts[0].includes('src="https://x/dist/webview.js"'));
   assert.ok(html.includes('<title>&lt;Compare &amp; &quot;x&quot;&gt;</title>'));
   assert.equal(escapeHtml(`<a href='x'>`), '&lt;a href=&#39;x&#39;&gt;');
+});
+
+function harness(): { c: PanelController; posted: HostMessage[]; saved: Array<[string, string, Uint8Array]>; opened: string[]; answer: { file: string | null } } {
+  const posted: HostMessage[] = [];
+  const saved: Array<[string, string, Uint8Array]> = [];
+  const opened: string[] = [];
+  const answer = { file: '/tmp/out' as string | null };
+  const c = new PanelController({ kind: 'compare', title: 'A', report: { summary: { shared: 1 } } }, {
+    post: (m) => posted.push(m),
+    saveAs: async (name, kind, bytes) => {
+      saved.push([name, kind, bytes]);
+      return answer.file;
+    },
+    openTensor: (n) => opened.push(n),
+  });
+  return { c, posted, saved, opened, answer };
+}
+
+test('the host posts nothing before the page is ready, then the latest content, again after a reload', async () => {
+  const h = harness();
+  h.c.show({ kind: 'compare', title: 'B', report: { summary: { shared: 2 } } });
+  assert.equal(h.posted.length, 0);
+  await h.c.receive({ type: 'ready' });
+  assert.deepEqual(h.posted, [{ type: 'show', kind: 'compare', title: 'B', report: { summary: { shared: 2 } } }]);
+  h.c.show({ kind: 'compare', title: 'C', report: {} });
+  await h.c.receive({ type: 'ready' });
+  assert.deepEqual(h.posted.map((m) => m.type === 'show' && m.title), ['B', 'C', 'C']);
+});
+
+test('exports write the host\'s report and the decoded PNG; malformed messages do nothing', async () => {
+  const h = harness();
+  await h.c.receive({ type: 'exportJson', report: { forged: true } });
+  assert.equal(h.saved[0][0], 'compare-report.json');
+  assert.deepEqual(JSON.parse(new TextDecoder().decode(h.saved[0][2])), { summary: { shared: 1 } });
+  await h.c.receive({ type: 'exportPng', name: 'cosine', dataUrl: PNG });
+  assert.equal(h.saved[1][0], 'compare-cosine.png');
+  assert.deepEqual([...h.saved[1][2].slice(0, 4)], [0x89, 0x50, 0x4e, 0x47], 'PNG signature');
+  h.answer.file = null;
+  await h.c.receive({ type: 'exportJson' });
+  assert.deepEqual(h.posted, [{ type: 'exported', what: 'json', file: '/tmp/out' }, { type: 'exported', what: 'png', file: '/tmp/out' }, { type: 'exported', what: 'json', file: null }]);
+  await h.c.receive({ type: 'exportPng', name: '../x', dataUrl: PNG });
+  await h.c.receive({ type: 'openTensor', name: 42 });
+  await h.c.receive({ type: 'openTensor', name: 'model.embed_tokens.weight' });
+  assert.equal(h.saved.length, 3);
+  assert.deepEqual(h.opened, ['model.embed_tokens.weight']);
 });
