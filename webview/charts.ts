@@ -78,7 +78,7 @@ function scale(a: Axis, t: Theme, stacked: boolean, category: boolean): Record<s
     title: { display: true, text: a.title, color: t.foreground },
     ticks: {
       color: t.foreground,
-      ...(category ? {} : { callback: (v: number | string) => formatTick(Number(v), a.format, a.log) }),
+      ...(category ? {} : { callback: (v: number | string, _: number, ticks: Array<{ value: number }>) => formatTick(Number(v), a.format, a.log, ticks.length > 1 ? Math.abs(ticks[1].value - ticks[0].value) : undefined) }),
       ...(a.integer ? { stepSize: 1, precision: 0 } : {}),
     },
     grid: { color: t.grid },

@@ -239,4 +239,6 @@ test('axis ticks stay short, and log axes label only 1, 2 and 5 times a power of
   assert.equal(formatTick(3e-5, undefined, true), '');
   assert.equal(formatTick(100, undefined, true), '100');
   assert.equal(formatTick(0.9999995, 'cosine'), '0.9999995');
+  assert.equal(formatTick(0.9999999998, 'cosine', false, 2e-10), '0.9999999998');
+  assert.equal(formatTick(0.95, 'cosine', false, 0.05), '0.95');
 });

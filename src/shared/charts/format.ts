@@ -23,12 +23,16 @@ export function formatCell(v: Cell | undefined, fmt?: NumberFormat): string {
   }
 }
 
-/** Axis tick labels: short, and on a log axis only at 1, 2 and 5 times a power of ten (else crowded). */
-export function formatTick(v: number, fmt?: NumberFormat, log = false): string {
+/**
+ * Axis tick labels: short; on a log axis only at 1, 2 and 5 times a power of ten (else crowded); for
+ * cosines, as many decimals as the tick spacing `step` needs (cosines of 1 - 1e-9 all read 1.0000000).
+ */
+export function formatTick(v: number, fmt?: NumberFormat, log = false, step?: number): string {
   if (log) {
     const mantissa = v / 10 ** Math.floor(Math.log10(v) + 1e-9);
     if (![1, 2, 5].some((m) => Math.abs(mantissa - m) < 1e-6)) return '';
   }
+  if (fmt === 'cosine' && step !== undefined && step > 0) return v.toFixed(Math.min(15, Math.max(1, Math.ceil(-Math.log10(step) - 1e-9))));
   if (fmt === 'cosine' || fmt === 'percent' || fmt === 'int') return formatCell(v, fmt);
   if (v === 0) return '0';
   const a = Math.abs(v);
