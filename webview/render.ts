@@ -39,6 +39,23 @@ function summaryItem(s: SummaryItem): HTMLElement {
   return el('div', { className: 'summary-item' }, el('dt', { text: s.label }), value);
 }
 
+/** One list per run of items sharing a group (a dtype), headed by its name; ungrouped items in one list. */
+function summaryLists(items: SummaryItem[]): HTMLElement[] {
+  const runs: SummaryItem[][] = [];
+  for (const s of items) {
+    const last = runs[runs.length - 1];
+    if (last && last[0].group === s.group) last.push(s);
+    else runs.push([s]);
+  }
+  return runs.map((run) => {
+    const list = el('dl', { className: 'summary' }, ...run.map(summaryItem));
+    const group = run[0].group;
+    if (group === undefined) return list;
+    list.setAttribute('aria-label', group);
+    return el('div', { className: 'summary-group' }, el('h3', { text: group }), list);
+  });
+}
+
 function table(id: string, caption: string, spec: TableSpec, actions: Actions): HTMLElement {
   const head = el('tr', {}, ...spec.columns.map((c) => {
     const th = el('th', { text: c.label });
@@ -88,7 +105,7 @@ function section(s: Section, actions: Actions, charts: Chart[]): { root: HTMLEle
   const root = el('section', { id: `section-${s.id}` }, heading);
   root.setAttribute('aria-labelledby', heading.id);
   if (s.note) root.append(el('p', { className: 'note', text: s.note }));
-  if (s.summary?.length) root.append(el('dl', { className: 'summary' }, ...s.summary.map(summaryItem)));
+  if (s.summary?.length) root.append(...summaryLists(s.summary));
   const figure = el('div', { className: s.chart ? 'figure' : 'figure table-only' });
   let draw = (): void => undefined;
   if (s.chart) {
@@ -124,7 +141,7 @@ export function renderPanel(app: HTMLElement, m: PanelModel, actions: Actions): 
     panel.append(v);
   }
   panel.append(el('p', { id: 'status', className: 'status' }));
-  if (m.summary.length) panel.append(el('dl', { className: 'summary' }, ...m.summary.map(summaryItem)));
+  if (m.summary.length) panel.append(...summaryLists(m.summary));
   if (m.warnings.length) panel.append(el('ul', { className: 'warnings', id: 'warnings' }, ...m.warnings.map((w) => el('li', { text: w }))));
   const sections = m.sections.map((s) => section(s, actions, charts));
   panel.append(...sections.map((s) => s.root));

@@ -20,6 +20,8 @@ export interface SummaryItem {
   /** The raw number (or boolean) behind the text, exposed as `data-value`. */
   value: number | boolean | string | null;
   tone?: Tone;
+  /** Items of one group (a dtype) are drawn together under this heading. */
+  group?: string;
 }
 
 export interface Point {

@@ -29,14 +29,14 @@ function dtypesOf(report: unknown): DtypeFigures[] {
 
 function summary(dtypes: DtypeFigures[]): SummaryItem[] {
   return dtypes.flatMap(({ dtype, figures: f }) => {
-    const item = (id: string, label: string, v: number | null, fmt: Parameters<typeof formatCell>[1]): SummaryItem => ({ id: `${id}-${dtype}`, label: `${dtype}: ${label}`, text: formatCell(v, fmt), value: v });
+    const item = (id: string, label: string, v: number | null, fmt: Parameters<typeof formatCell>[1]): SummaryItem => ({ id: `${id}-${dtype}`, label, text: formatCell(v, fmt), value: v, group: dtype });
     return [
-      item('nonzero-tensors', 'non-zero tensors vs fp32 base', num(f.nonzeroTensors), 'int'),
-      item('adapted-tensors', 'adapted tensors', num(f.adaptedTensors), 'int'),
-      item('cast-artifact-tensors', 'cast-artifact tensors', num(f.castArtifactTensors), 'int'),
-      item('cast-artifact-norm', 'cast-artifact norm', num(f.castArtifactNorm), 'exp'),
-      item('delta-lost', 'delta elements lost', num(f.deltaLostFraction), 'percent'),
-      item('recovered-rel-err', 'recovered delta rel. error', num(f.recoveredRelErr), 'exp'),
+      item('nonzero-tensors', 'Non-zero tensors vs fp32 base', num(f.nonzeroTensors), 'int'),
+      item('adapted-tensors', 'Adapted tensors', num(f.adaptedTensors), 'int'),
+      item('cast-artifact-tensors', 'Cast-artifact tensors', num(f.castArtifactTensors), 'int'),
+      item('cast-artifact-norm', 'Cast-artifact norm', num(f.castArtifactNorm), 'exp'),
+      item('delta-lost', 'Delta elements lost', num(f.deltaLostFraction), 'percent'),
+      item('recovered-rel-err', 'Recovered delta rel. error', num(f.recoveredRelErr), 'exp'),
     ];
   });
 }
