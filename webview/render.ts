@@ -90,7 +90,7 @@ function table(id: string, caption: string, spec: TableSpec, actions: Actions): 
         td.classList.add('heat');
         td.style.setProperty('--heat', String(Math.max(0, Math.min(1, heat))));
       }
-      if (column && typeof cell !== 'object') td.dataset.key = column.key;
+      if (column) td.dataset.key = column.key;
       tr.append(td);
     });
     body.append(tr);

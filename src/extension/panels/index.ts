@@ -4,26 +4,32 @@
  * brings panels back after a window reload; `onDidRequestTensor` fires when the user clicks a tensor
  * name in a panel's table (the census tree can reveal it).
  *
- * Selectors for the end-to-end tests, inside the webview's iframe (values also as `data-value`, raw):
- * - every panel: `#panel[data-kind=<kind>][data-state=ready]` once drawn; `h1#panel-title`; `#verdict`
- *   (the verdict sentence, `data-tone` good|bad|neutral); `#export-json`; each chart section
- *   `#section-<id>` with `canvas#chart-<id>` (`data-points` = values drawn), its table `#table-<id>` and
- *   its PNG button `#export-png-<id>`.
+ * Selectors for the end-to-end tests, inside the webview's iframe (summary values carry the raw number
+ * as `data-value`, table cells too, with `data-key` = column):
+ * - every panel: `#panel[data-kind=<kind>][data-state=ready]` once drawn (`data-state=error` if the
+ *   report cannot be drawn); `h1#panel-title`; `#verdict` (`data-tone` good|bad|neutral); `#status`
+ *   ("Saved <path>" after an export); `#export-json`; each chart section `#section-<id>` with
+ *   `canvas#chart-<id>` (`data-points` = values drawn), its table `#table-<id>`, its `#export-png-<id>`.
  * - compare: `#summary-equivalent` (data-value true|false), `#summary-tolerance`, `#summary-shared`,
  *   `#summary-perfect-matches`, `#summary-task-vector-only`, `#summary-task-vector-only-norm`,
  *   `#summary-lora-only`, `#mean-cosine`, `#min-cosine`, `#max-abs-diff`; sections `cosine`,
- *   `max-abs-diff`, `norms`, `norm-distribution`, `coverage`.
- * - validate: `#summary-ok`, per dtype D `#status-D` (PASS|EXPECTED-LOSS|FAIL); section `dtypes`; with
- *   `options.folder`, the compare selectors above prefixed `D-` (`#fp32-mean-cosine`, `#section-fp32-cosine`).
- * - precision: per dtype D `#nonzero-tensors-D`, `#cast-artifact-tensors-D`, `#cast-artifact-norm-D`,
- *   `#delta-lost-D`; sections `nonzero`, `cast-artifacts`, `delta-lost`, `rules`.
- * - mask: `#summary-budget`, `#summary-modules`, `#summary-k`, `#summary-selected`; sections
- *   `mask-layers` (heat map table), `mask-projections`, `norm-preservation`.
- * - decompose: `#summary-decomposable`, `#summary-method`, `#summary-relative-residual`,
- *   `#summary-reconstruction-error`, `#summary-precision`, `#summary-recall`, per adapter A
- *   `#coefficient-A` in `#table-coefficients`; section `coefficients`.
- * - census: `#summary-tensors`, `#summary-params`, `#summary-layers`, `#summary-lora-targets`; sections
- *   `categories`, `layers`.
+ *   `max-abs-diff`, `norms`, `norm-distribution`, `coverage` (a heat-map table).
+ * - validate: `#summary-ok`, `#summary-rule`, `#summary-tolerance`, per dtype D `#status-D`
+ *   (PASS|EXPECTED-LOSS|FAIL), section `D-summary` with the compare ids prefixed `D-` (`#fp32-mean-cosine`);
+ *   sections `dtypes`, `dtype-max-abs-diff`; with `options.folder`, each dtype's compare sections
+ *   prefixed too (`#section-fp16-cosine`).
+ * - precision: per dtype D `#nonzero-tensors-D`, `#adapted-tensors-D`, `#cast-artifact-tensors-D`,
+ *   `#cast-artifact-norm-D`, `#delta-lost-D`, `#recovered-rel-err-D`; sections `nonzero`,
+ *   `cast-artifacts`, `delta-lost`, `rules`.
+ * - mask: `#summary-budget`, `#summary-modules`, `#summary-k`, `#summary-selected`, `#summary-elements`;
+ *   sections `mask-layers` (heat-map table), `mask-projections`, `norm-preservation`.
+ * - decompose: `#summary-decomposable`, `#summary-verdict`, `#summary-method`, `#summary-support`,
+ *   `#summary-relative-residual`, `#summary-reconstruction-error`, `#summary-cosine`,
+ *   `#summary-explained-energy`, with a truth `#summary-precision`, `#summary-recall`,
+ *   `#summary-coefficient-error`; section `coefficients`, one row `tr#coefficient-<adapter>` per adapter
+ *   (name with characters other than [A-Za-z0-9_-] as `_`), its value in `[data-key=coefficient]`.
+ * - census: `#summary-tensors`, `#summary-params`, `#summary-bytes`, `#summary-layers`,
+ *   `#summary-lora-targets`, `#summary-non-targets`; sections `categories`, `layers`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
