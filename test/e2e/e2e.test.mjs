@@ -1,0 +1,329 @@
+// LoRA Lens inside a real VS Code (code-server 4.100.3), driven headless through Debian's chromium with
+// playwright-core. The extension is the repository itself (built dist/), linked into a fresh extensions
+// folder; the workspace holds checkpoints written by fixtures.mjs. Run through run.mjs.
+// Env: CODE_SERVER, CHROMIUM, SHOT_DIR, KEEP_TMP=1.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { writeFixtures } from './fixtures.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(here, '..', '..');
+const CODE_SERVER = process.env.CODE_SERVER ?? path.join(here, 'node_modules', '.bin', 'code-server');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const SHOTS = process.env.SHOT_DIR ?? path.join(here, 'shots');
+const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+const EXT_ID = `${PKG.publisher}.${PKG.name}`;
+
+let tmp, ws, fx, csProc, csLog, browser, page;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => { const p = srv.address().port; srv.close(() => resolve(p)); });
+  });
+}
+
+async function waitForHealth(url, ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try { if ((await fetch(url)).ok) return; } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`code-server not healthy after ${ms} ms; log:\n${fs.readFileSync(csLog, 'utf8')}`);
+}
+
+// code-server, chromium and the extension host keep config, caches and IPC sockets out of the real
+// home and the shared temp folder.
+function env() {
+  return { ...process.env, XDG_CONFIG_HOME: path.join(tmp, 'xdg-config'), XDG_DATA_HOME: path.join(tmp, 'xdg-data'),
+    XDG_CACHE_HOME: path.join(tmp, 'xdg-cache'), TMPDIR: path.join(tmp, 't') };
+}
+
+async function shot(name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), animations: 'disabled' });
+}
+
+const quickInput = () => page.locator('.quick-input-widget');
+
+async function palette(label) {
+  await page.keyboard.press('F1');
+  const input = quickInput().locator('.quick-input-box input');
+  await input.waitFor({ state: 'visible' });
+  await input.fill(`>${label}`);
+  await quickInput().locator('.monaco-list-row', { hasText: label }).first().click();
+}
+
+/** Picks the quick-pick row whose label is exactly `label` (labels like tiny-llama / tiny-llama-qv share prefixes). */
+async function pick(label) {
+  const row = quickInput().locator('.monaco-list-row').filter({ has: page.locator('.label-name', { hasText: new RegExp(`^${label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) }) }).first();
+  await row.waitFor({ timeout: 20000 });
+  await row.click();
+}
+
+/** Accepts the proposed value of an input box (the output path) after checking it. */
+async function acceptInput(expectEnd) {
+  const input = quickInput().locator('.quick-input-box input');
+  await input.waitFor({ state: 'visible' });
+  await page.waitForFunction((end) => document.querySelector('.quick-input-widget .quick-input-box input')?.value.endsWith(end), expectEnd, { timeout: 10000 });
+  const value = await input.inputValue();
+  await input.press('Enter');
+  return value;
+}
+
+async function showContainer(prefix) {
+  const item = page.locator(`.activitybar li.action-item:has(> a[aria-label^="${prefix}"])`);
+  await item.waitFor({ timeout: 60000 });
+  if (!((await item.getAttribute('class')) ?? '').split(/\s+/).includes('checked')) await item.locator('a').click();
+}
+
+const explorerRow = (label) => page.locator(`.explorer-folders-view .monaco-list-row[aria-label="${label}"]`);
+
+async function expandExplorer(label) {
+  const row = explorerRow(label);
+  await row.waitFor({ timeout: 20000 });
+  if ((await row.getAttribute('aria-expanded')) !== 'true') await row.click();
+}
+
+/** Right-clicks an Explorer row and runs a menu entry; the entries depend on context keys the extension sets after its workspace scan, so retry until they show. */
+async function contextMenu(label, entry) {
+  const item = page.locator('.context-view .monaco-menu .action-label', { hasText: entry });
+  await explorerRow(label).waitFor({ timeout: 20000 });
+  for (let i = 0; i < 20; i++) {
+    await explorerRow(label).click({ button: 'right' });
+    try {
+      await item.first().waitFor({ timeout: 1500 });
+      return item;
+    } catch {
+      await page.keyboard.press('Escape');
+    }
+  }
+  throw new Error(`no '${entry}' in the context menu of ${label}`);
+}
+
+/** Clicks a context-menu entry; a click that lands while the menu is still settling is lost, so retry until the menu closes. */
+async function clickMenuItem(item) {
+  const menu = page.locator('.context-view .monaco-menu');
+  for (let i = 0; i < 5; i++) {
+    await item.first().click().catch(() => {});
+    try {
+      await menu.waitFor({ state: 'hidden', timeout: 2000 });
+      return;
+    } catch { /* still open */ }
+  }
+  throw new Error('the context menu did not take the click');
+}
+
+const censusRows = () => page.locator('[id="workbench.view.extension.loraLens"] .monaco-list-row');
+async function censusItems() {
+  return censusRows().evaluateAll((els) => els.map((r) => ({
+    label: r.querySelector('.label-name')?.textContent ?? '',
+    description: r.querySelector('.label-description')?.textContent ?? '',
+  })));
+}
+const censusRow = (label) => censusRows().filter({ has: page.locator('.label-name', { hasText: label }) }).first();
+
+async function expandCensus(label) {
+  const row = censusRow(label);
+  await row.waitFor({ timeout: 20000 });
+  if ((await row.getAttribute('aria-expanded')) !== 'true') await row.click();
+}
+
+function webview() {
+  return page.frameLocator(`iframe.webview.ready[src*="extensionId=${EXT_ID}"]`).frameLocator('iframe#active-frame');
+}
+
+async function panelShot(name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.locator(`iframe.webview.ready[src*="extensionId=${EXT_ID}"]`).screenshot({ path: path.join(SHOTS, `${name}-only.png`) });
+  await shot(name);
+}
+
+/** A test that leaves a screenshot of the window when it fails (shots/FAIL-<name>.png). */
+function uiTest(name, fn) {
+  test(name, async () => {
+    try {
+      await fn();
+    } catch (e) {
+      await shot(`FAIL-${name.replace(/[^\w]+/g, '-').slice(0, 60)}`).catch(() => {});
+      throw e;
+    }
+  });
+}
+
+const toast = (text) => page.locator('.notification-toast .notification-list-item-message', { hasText: text });
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lora-lens-e2e-'));
+  ws = path.join(tmp, 'workspace');
+  fx = writeFixtures(ws);
+  for (const d of ['user-data/User', 'extensions', 't']) fs.mkdirSync(path.join(tmp, d), { recursive: true });
+  fs.writeFileSync(path.join(tmp, 'config.yaml'), 'auth: none\ncert: false\n');
+  fs.writeFileSync(path.join(tmp, 'user-data', 'User', 'settings.json'), JSON.stringify({
+    'workbench.startupEditor': 'none', 'workbench.tips.enabled': false, 'workbench.enableExperiments': false,
+    'telemetry.telemetryLevel': 'off', 'extensions.autoCheckUpdates': false, 'extensions.autoUpdate': false,
+    'extensions.ignoreRecommendations': true, 'update.mode': 'none', 'security.workspace.trust.enabled': false,
+    'git.enabled': false, 'workbench.colorTheme': 'Default Dark Modern', 'loraLens.device': 'cpu',
+  }, null, 2));
+  // The repository is the unpacked extension (package.json + dist/).
+  assert.ok(fs.existsSync(path.join(ROOT, 'dist', 'extension.js')), 'run npm run build first');
+  fs.symlinkSync(ROOT, path.join(tmp, 'extensions', `${EXT_ID}-${PKG.version}`));
+
+  const port = await freePort();
+  csLog = path.join(tmp, 'code-server.log');
+  const logFd = fs.openSync(csLog, 'a');
+  csProc = spawn(CODE_SERVER, ['--config', path.join(tmp, 'config.yaml'), '--user-data-dir', path.join(tmp, 'user-data'),
+    '--extensions-dir', path.join(tmp, 'extensions'), '--bind-addr', `127.0.0.1:${port}`, '--auth', 'none',
+    '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override', ws],
+  { env: env(), stdio: ['ignore', logFd, logFd], detached: true });
+  await waitForHealth(`http://127.0.0.1:${port}/healthz`, 30000);
+
+  browser = await chromium.launchPersistentContext(path.join(tmp, 'chromium-profile'), {
+    executablePath: CHROMIUM, headless: true, viewport: { width: 1600, height: 950 }, env: env(),
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  page = browser.pages()[0] ?? await browser.newPage();
+  await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`);
+  await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
+  await page.locator('.activitybar .action-item a[aria-label="LoRA Lens"]').waitFor({ timeout: 60000 });
+  // A wider side bar, so the tree's descriptions (shapes, cosines) show in the screenshots.
+  const bar = await page.locator('.part.sidebar').boundingBox();
+  await page.mouse.move(bar.x + bar.width + 1, bar.y + 300);
+  await page.mouse.down();
+  await page.mouse.move(660, bar.y + 300, { steps: 5 });
+  await page.mouse.up();
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  if (csProc?.pid) {
+    try { process.kill(-csProc.pid, 'SIGTERM'); } catch { /* already gone */ }
+  }
+  if (tmp && !process.env.KEEP_TMP) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+uiTest('Explorer context menu opens a model in the Parameter Census tree', async () => {
+  await showContainer('Explorer');
+  await expandExplorer('models');
+  const item = await contextMenu('tiny-llama', 'Open Checkpoint in Census');
+  await shot('explorer-context-menu');
+  await clickMenuItem(item);
+  await censusRow('tiny-llama').waitFor({ timeout: 30000 });
+  await expandCensus('Attention');
+  await censusRow('Layer 1 — 4 tensors').waitFor();
+  await expandCensus('Layer 1 — 4 tensors');
+  await censusRow('self_attn.q_proj.weight').waitFor();
+  const items = await censusItems();
+  assert.deepEqual(items.slice(0, 4).map((i) => i.label), ['tiny-llama', 'Embeddings — 2 tensors', 'Attention — 8 tensors', 'Layer 0 — 4 tensors']);
+  assert.match(items[0].description, /^model · 21 tensors · /);
+  const q = items.find((i) => i.label === 'self_attn.q_proj.weight');
+  assert.equal(q.description, '64×64 · F32 · 4,096');
+  await shot('census-tree');
+});
+
+uiTest('an adapter folder gets the adapter actions, and its census marks LoRA targets', async () => {
+  await showContainer('Explorer');
+  await expandExplorer('adapters');
+  const item = await contextMenu('tiny-llama-qv', 'Open Checkpoint in Census');
+  for (const entry of ['Merge LoRA Adapter…', 'Compare LoRA vs Task Vector…', 'Validate Equivalence…', 'Analyze Merge Precision…']) {
+    assert.equal(await page.locator('.context-view .monaco-menu .action-label', { hasText: entry }).count(), 1, entry);
+  }
+  assert.equal(await page.locator('.context-view .monaco-menu .action-label', { hasText: 'Extract Task Vector…' }).count(), 0);
+  await clickMenuItem(item);
+  await censusRow('tiny-llama-qv').waitFor({ timeout: 30000 });
+  const items = await censusItems();
+  const attention = items.find((i) => i.label.startsWith('Attention') && i.label.includes('LoRA targets'));
+  assert.ok(attention, JSON.stringify(items));
+  assert.equal(attention.label, 'Attention — 8 tensors, 8 LoRA targets');
+});
+
+uiTest('Compare from the palette: numbers in the panel, then cosine and norms in the tree', async () => {
+  await palette('LoRA Lens: Compare LoRA vs Task Vector…');
+  await pick('tiny-llama-qv');
+  await pick('tiny-llama'); // the base, suggested from the adapter's base_model_name_or_path
+  await pick('tiny-llama-finetuned');
+  const out = await acceptInput('tiny-llama-qv-compare');
+  const wv = webview();
+  await wv.locator('#panel[data-kind="compare"][data-state="ready"]').waitFor({ timeout: 60000 });
+  assert.equal(await wv.locator('#summary-equivalent').getAttribute('data-value'), 'true');
+  const meanCosine = Number(await wv.locator('#mean-cosine').getAttribute('data-value'));
+  assert.ok(meanCosine > 0.9999 && meanCosine <= 1, String(meanCosine));
+  assert.equal(Number(await wv.locator('#summary-shared').getAttribute('data-value')), 4);
+  assert.ok(fs.existsSync(path.join(out, 'comparison_results.json')));
+  await panelShot('panel-compare');
+
+  await showContainer('LoRA Lens');
+  await page.waitForFunction(() => [...document.querySelectorAll('[id="workbench.view.extension.loraLens"] .label-description')].some((e) => e.textContent.includes('cos ')), null, { timeout: 20000 });
+  const q = (await censusItems()).find((i) => i.label === 'self_attn.q_proj.weight' && i.description.includes('cos'));
+  assert.ok(q, JSON.stringify(await censusItems()));
+  const cos = Number(/cos ([\d.]+)/.exec(q.description)[1]);
+  assert.ok(cos > 0.9999 && cos <= 1, q.description);
+  assert.match(q.description, /‖ΔW‖ [\d.e-]+ · ‖τ‖ [\d.e-]+$/);
+  await shot('census-tree-compared');
+});
+
+uiTest('a long job is cancelled from its notification and leaves nothing behind', async () => {
+  await palette('View: Close All Editors');
+  await palette('LoRA Lens: Extract Task Vector…');
+  await pick('big-llama-ft');
+  await pick('big-llama');
+  const out = await acceptInput('big-llama-ft-task-vector.safetensors');
+  const note = page.locator('.notification-toast', { hasText: 'Extracting the task vector of big-llama-ft' });
+  await note.waitFor({ timeout: 20000 });
+  await page.waitForFunction(() => [...document.querySelectorAll('.notification-toast')].some((n) => /extract \d+\/\d+/.test(n.textContent)), null, { timeout: 30000 });
+  await shot('job-progress');
+  await note.locator('.monaco-button', { hasText: 'Cancel' }).click();
+  await toast('cancelled; nothing was written').waitFor({ timeout: 30000 });
+  const dir = path.dirname(out);
+  assert.ok(!fs.existsSync(out));
+  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('.partial-')), []);
+});
+
+uiTest('a .safetensors file opens in the header viewer: verdict, table, filter', async () => {
+  await palette('View: Close All Editors');
+  await showContainer('Explorer');
+  await expandExplorer('models');
+  await expandExplorer('tiny-llama');
+  await explorerRow('model.safetensors').first().click();
+  const wv = webview();
+  await wv.locator('#verdict').waitFor({ timeout: 30000 });
+  assert.equal(await wv.locator('#verdict').getAttribute('data-valid'), 'true');
+  assert.match(await wv.locator('#verdict').innerText(), /^Valid safetensors: 21 tensors/);
+  assert.equal(await wv.locator('#tensors tbody tr').count(), 21);
+  await wv.locator('#filter').fill('q_proj');
+  await wv.locator('#count', { hasText: '2 of 21 tensors' }).waitFor();
+  await wv.locator('#tensors th[data-key="numel"]').click();
+  await panelShot('safetensors-viewer');
+});
+
+uiTest('precision, validate and census panels draw their reports', async () => {
+  for (const [command, kind, inputs] of [
+    ['LoRA Lens: Analyze Merge Precision…', 'precision', ['tiny-llama-qv', 'tiny-llama']],
+    ['LoRA Lens: Validate Equivalence…', 'validate', ['tiny-llama-qv', 'tiny-llama', 'output']],
+  ]) {
+    await palette('View: Close All Editors');
+    await palette(command);
+    for (const i of inputs) {
+      if (i === 'output') await acceptInput(`-${kind}`);
+      else await pick(i);
+    }
+    await webview().locator(`#panel[data-kind="${kind}"][data-state="ready"]`).waitFor({ timeout: 90000 });
+    await panelShot(`panel-${kind}`);
+  }
+  assert.match(await webview().locator('#status-fp32').innerText(), /PASS/);
+  await palette('View: Close All Editors');
+  await showContainer('LoRA Lens');
+  await censusRow('tiny-llama').hover();
+  await censusRow('tiny-llama').locator('.action-label[aria-label="Show Census Charts"]').click();
+  await webview().locator('#panel[data-kind="census"][data-state="ready"]').waitFor({ timeout: 30000 });
+  assert.equal(await webview().locator('#summary-tensors').getAttribute('data-value'), '21');
+  await panelShot('panel-census');
+});
