@@ -5,6 +5,7 @@
 import { Chart } from 'chart.js';
 import { formatCell } from '../src/shared/charts/format';
 import { PanelModel, Section, SummaryItem, TableSpec, valueCount } from '../src/shared/charts/model';
+import { sortedRowOrder } from '../src/shared/charts/sort';
 import { drawChart } from './charts';
 
 export interface Actions {
@@ -56,14 +57,29 @@ function summaryLists(items: SummaryItem[]): HTMLElement[] {
   });
 }
 
-function table(id: string, caption: string, spec: TableSpec, actions: Actions): HTMLElement {
-  const head = el('tr', {}, ...spec.columns.map((c) => {
-    const th = el('th', { text: c.label });
+/** Column headers are buttons that sort the rows (toggling direction), announced through aria-sort. */
+function sortableHead(spec: TableSpec, body: HTMLElement, rows: HTMLElement[]): HTMLElement {
+  const ths = spec.columns.map((c, i) => {
+    const sort = el('button', { className: 'sort', text: c.label });
+    sort.type = 'button';
+    sort.title = `Sort by ${c.label}`;
+    const th = el('th', {}, sort);
     th.scope = 'col';
-    if (c.format) th.className = 'num';
+    if (c.format) th.classList.add('num');
+    sort.addEventListener('click', () => {
+      const descending = th.getAttribute('aria-sort') === 'ascending';
+      for (const other of ths) other.removeAttribute('aria-sort');
+      th.setAttribute('aria-sort', descending ? 'descending' : 'ascending');
+      body.append(...sortedRowOrder(spec.rows, i, descending).map((r) => rows[r]));
+    });
     return th;
-  }));
+  });
+  return el('tr', {}, ...ths);
+}
+
+function table(id: string, caption: string, spec: TableSpec, actions: Actions): HTMLElement {
   const body = el('tbody');
+  const rows: HTMLElement[] = [];
   spec.rows.forEach((row, r) => {
     const tr = el('tr', { id: spec.rowIds?.[r] });
     row.forEach((cell, c) => {
@@ -93,9 +109,10 @@ function table(id: string, caption: string, spec: TableSpec, actions: Actions): 
       if (column) td.dataset.key = column.key;
       tr.append(td);
     });
-    body.append(tr);
+    rows.push(tr);
   });
-  const t = el('table', { id }, el('caption', { text: caption }), el('thead', {}, head), body);
+  body.append(...rows);
+  const t = el('table', { id }, el('caption', { text: caption }), el('thead', {}, sortableHead(spec, body, rows)), body);
   return el('div', { className: 'table-box', }, t);
 }
 

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { formatCell, formatTick } from '../../src/shared/charts/format';
 import { PanelModel, Point, Section, valueCount } from '../../src/shared/charts/model';
 import { panelModel } from '../../src/shared/charts/panels';
+import { sortedRowOrder } from '../../src/shared/charts/sort';
 import { groupByLayer, OUTSIDE_LAYERS } from '../../src/shared/charts/tensors';
 import { ReportKind } from '../../src/shared/webviewProtocol';
 
@@ -241,4 +242,11 @@ test('axis ticks stay short, and log axes label only 1, 2 and 5 times a power of
   assert.equal(formatTick(0.9999995, 'cosine'), '0.9999995');
   assert.equal(formatTick(0.9999999998, 'cosine', false, 2e-10), '0.9999999998');
   assert.equal(formatTick(0.95, 'cosine', false, 0.05), '0.95');
+});
+
+test('table sorting: numbers by value, names naturally (layer 10 after 9), missing values last both ways', () => {
+  const rows = [['layers.10', 3], ['layers.9', null], ['layers.2', 1e-6], ['x', 3]];
+  assert.deepEqual(sortedRowOrder(rows, 0, false), [2, 1, 0, 3]);
+  assert.deepEqual(sortedRowOrder(rows, 1, false), [2, 0, 3, 1]);
+  assert.deepEqual(sortedRowOrder(rows, 1, true), [0, 3, 2, 1], 'ties stay in order, null last');
 });
