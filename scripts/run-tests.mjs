@@ -1,7 +1,10 @@
-// Runs the unit tests (Node's test runner over the compiled tests), then the end-to-end tests of the
-// extension inside a real VS Code when their harness is present.
+// Runs the unit tests (Node's test runner over the compiled tests), then the GPU backend's tests on
+// lavapipe (a CPU Vulkan driver: CI has no GPU), then the end-to-end tests of the extension inside a
+// real VS Code when their harness is present.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 function run(cmd, args, opts = {}) {
   console.log(`\n$ ${cmd} ${args.join(' ')}`);
@@ -9,5 +12,30 @@ function run(cmd, args, opts = {}) {
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
 
-run(process.execPath, ['--test', '--test-reporter=spec', 'out/test/unit/']);
+// The GPU tests run in their own step below, where a missing driver is an error rather than a skip.
+run(process.execPath, ['--test', '--test-reporter=spec', 'out/test/unit/'], { env: { ...process.env, LORA_LENS_GPU_TESTS: 'skip' } });
+
+function gpuTests() {
+  const files = readdirSync('out/test/unit').filter((f) => /^gpu.*\.test\.js$/.test(f)).map((f) => join('out/test/unit', f));
+  if (files.length === 0) return;
+  console.log('\n$ scripts/setup-lavapipe.sh');
+  const setup = spawnSync('bash', ['scripts/setup-lavapipe.sh'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (setup.status !== 0) {
+    console.error('GPU tests: scripts/setup-lavapipe.sh failed, so the GPU backend cannot be tested (see above)');
+    process.exit(1);
+  }
+  const vars = Object.fromEntries(setup.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  const runtime = mkdtempSync(join(tmpdir(), 'lora-lens-xdg-'));
+  try {
+    run(process.execPath, ['--test', '--test-reporter=spec', ...files], {
+      env: {
+        ...process.env, ...vars, XDG_RUNTIME_DIR: runtime, MESA_SHADER_CACHE_DIR: join(process.cwd(), '.lavapipe', 'shader-cache'),
+        LORA_LENS_ALLOW_SOFTWARE_GPU: '1', LORA_LENS_GPU_TESTS: 'required',
+      },
+    });
+  } finally {
+    rmSync(runtime, { recursive: true, force: true });
+  }
+}
+gpuTests();
 if (existsSync('test/e2e/run.mjs')) run(process.execPath, ['test/e2e/run.mjs']);

@@ -1,15 +1,42 @@
 import { LensError } from '../errors';
 import { JobContext } from '../util/job';
 import { CpuKernels } from './cpu';
+import { adapterName, openGpu } from './gpu/dawn';
+import { GpuKernels, GpuSizes } from './gpu/gpuKernels';
 import { Kernels } from './kernels';
 
 export type DeviceChoice = 'auto' | 'cpu' | 'gpu';
 export const DEVICE_CHOICES: readonly DeviceChoice[] = ['auto', 'cpu', 'gpu'];
 
-/** The kernels for `--device`: `auto` takes a working hardware GPU, else the CPU; `gpu` without one is an error. */
+/** Lets tests (and CI, which has no GPU) use a software Vulkan adapter such as lavapipe. */
+export const ALLOW_SOFTWARE_GPU_ENV = 'LORA_LENS_ALLOW_SOFTWARE_GPU';
+
+/**
+ * The kernels for `--device`: `auto` takes a working hardware GPU, else the CPU; `gpu` without one is an
+ * error. A software adapter (lavapipe, SwiftShader) counts as no GPU unless LORA_LENS_ALLOW_SOFTWARE_GPU=1.
+ */
 export async function selectKernels(choice: DeviceChoice, ctx: JobContext): Promise<Kernels> {
-  if (choice === 'gpu') throw new LensError('--device gpu', 'no GPU backend is available in this build; use --device cpu or auto');
+  if (choice !== 'cpu') {
+    const gpu = await gpuKernels(ctx);
+    if (gpu instanceof GpuKernels) {
+      ctx.log(`numerics on ${gpu.description}`);
+      return gpu;
+    }
+    if (choice === 'gpu') throw new LensError('--device gpu', `${gpu}; use --device cpu or auto`);
+    ctx.log(`no usable GPU (${gpu}): numerics on the CPU`);
+  }
   const k = new CpuKernels();
   ctx.log(`numerics on ${k.description}`);
   return k;
+}
+
+/** GPU kernels, or why there are none. */
+export async function gpuKernels(ctx: JobContext, sizes: Partial<GpuSizes> = {}): Promise<GpuKernels | string> {
+  const opened = await openGpu();
+  if (!opened.ok) return opened.reason;
+  const { adapter } = opened.gpu;
+  if (adapter.software && process.env[ALLOW_SOFTWARE_GPU_ENV] !== '1') {
+    return `the only WebGPU adapter is ${adapterName(adapter)}, a CPU driver (set ${ALLOW_SOFTWARE_GPU_ENV}=1 to use it anyway)`;
+  }
+  return new GpuKernels(opened.gpu, (m) => ctx.warn(m), sizes);
 }

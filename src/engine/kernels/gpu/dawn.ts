@@ -1,0 +1,98 @@
+/// <reference types="@webgpu/types" />
+/**
+ * Opening a WebGPU device through Dawn (the optional `webgpu` package, loaded lazily so that a machine
+ * without it still runs on the CPU).
+ */
+import * as path from 'node:path';
+
+interface DawnModule {
+  create(options: string[]): GPU;
+  globals: { GPUBufferUsage: Record<string, number>; GPUMapMode: Record<string, number> };
+}
+
+/** The adapter a device runs on, as reports and logs show it. */
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** A CPU driver (lavapipe/llvmpipe, SwiftShader, a fallback adapter): correct, but no GPU speed. */
+  software: boolean;
+}
+
+export interface OpenGpu {
+  device: GPUDevice;
+  adapter: AdapterDescription;
+  bufferUsage: Record<string, number>;
+  mapRead: number;
+}
+
+export type OpenResult = { ok: true; gpu: OpenGpu } | { ok: false; reason: string };
+
+/** Where the dawn.node instance lives: dawn.node crashed in InstanceBase::ProcessEvents when V8 collected it. */
+const KEEP = Symbol.for('lora-lens.dawn-instance');
+
+function loadDawn(): DawnModule | string {
+  try {
+    // The package's entry is an ES module; its native addon is plain CommonJS, so load that directly.
+    const root = path.dirname(require.resolve('webgpu/package.json'));
+    const arch = process.platform === 'darwin' ? 'universal' : process.arch;
+    return require(path.join(root, 'dist', `${process.platform}-${arch}`, 'dawn.node')) as DawnModule;
+  } catch (e) {
+    return `the optional package "webgpu" (Dawn) cannot be loaded: ${(e as Error).message.split('\n')[0]}`;
+  }
+}
+
+const SOFTWARE = /llvmpipe|lavapipe|swiftshader|software|basic render/i;
+
+export function describeAdapter(info: GPUAdapterInfo): AdapterDescription {
+  const vendor = info.vendor ?? '';
+  const architecture = info.architecture ?? '';
+  const device = info.device ?? '';
+  const description = info.description ?? '';
+  const fallback = (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
+  const software = fallback || architecture === 'software' || SOFTWARE.test(`${vendor} ${device} ${description}`);
+  return { vendor, architecture, device, description, software };
+}
+
+/** Human name of an adapter: "NVIDIA H100 (nvidia)", "llvmpipe ... (software: a CPU driver)". */
+export function adapterName(a: AdapterDescription): string {
+  const name = a.description || a.device || a.vendor || 'unknown adapter';
+  return a.software ? `${name} (software Vulkan on the CPU)` : `${name}${a.vendor ? ` (${a.vendor})` : ''}`;
+}
+
+let opening: Promise<OpenResult> | undefined;
+
+/** The process's one GPU device (opened once; the instance stays referenced for the process's life). */
+export function openGpu(): Promise<OpenResult> {
+  opening ??= openOnce();
+  return opening;
+}
+
+async function openOnce(): Promise<OpenResult> {
+  const dawn = loadDawn();
+  if (typeof dawn === 'string') return { ok: false, reason: dawn };
+  let gpu: GPU;
+  try {
+    gpu = dawn.create([]);
+  } catch (e) {
+    return { ok: false, reason: `Dawn could not start: ${(e as Error).message}` };
+  }
+  (globalThis as Record<symbol, unknown>)[KEEP] = gpu;
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' }).catch(() => null);
+  if (!adapter) return { ok: false, reason: 'no WebGPU adapter (no Vulkan GPU driver found)' };
+  const L = adapter.limits;
+  const wanted = ['maxBufferSize', 'maxStorageBufferBindingSize', 'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup',
+    'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY', 'maxStorageBuffersPerShaderStage', 'maxComputeWorkgroupsPerDimension'] as const;
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredLimits: Object.fromEntries(wanted.map((k) => [k, L[k]])) });
+  } catch (e) {
+    return { ok: false, reason: `the adapter refused a device: ${(e as Error).message}` };
+  }
+  (globalThis as Record<symbol, unknown>)[Symbol.for('lora-lens.dawn-device')] = device;
+  return {
+    ok: true,
+    gpu: { device, adapter: describeAdapter(adapter.info), bufferUsage: dawn.globals.GPUBufferUsage, mapRead: dawn.globals.GPUMapMode.READ },
+  };
+}
