@@ -86,7 +86,8 @@ function scale(a: Axis, t: Theme, stacked: boolean, category: boolean): Record<s
   };
 }
 
-export function chartConfig(spec: ChartSpec): ChartConfiguration {
+/** `onTensor`: called with a tensor's name when the user clicks a point that stands for one. */
+export function chartConfig(spec: ChartSpec, onTensor?: (name: string) => void): ChartConfiguration {
   const t = theme();
   const category = spec.type !== 'scatter' || spec.labels !== undefined;
   const datasets = spec.series.map((s): ChartDataset => {
@@ -114,6 +115,12 @@ export function chartConfig(spec: ChartSpec): ChartConfiguration {
       responsive: true,
       maintainAspectRatio: false,
       animation: false,
+      onClick(_event, elements) {
+        const hit = elements[0];
+        const series = hit && spec.series[hit.datasetIndex];
+        const point = series?.tensorPoints ? (series.data[hit.index] as Point | null) : null;
+        if (point?.label && onTensor) onTensor(point.label);
+      },
       font: { family: t.font },
       scales: { x: xAxis, y: yAxis } as never,
       plugins: {
@@ -132,6 +139,6 @@ export function chartConfig(spec: ChartSpec): ChartConfiguration {
   } as ChartConfiguration;
 }
 
-export function drawChart(canvas: HTMLCanvasElement, spec: ChartSpec): Chart {
-  return new Chart(canvas, chartConfig(spec));
+export function drawChart(canvas: HTMLCanvasElement, spec: ChartSpec, onTensor?: (name: string) => void): Chart {
+  return new Chart(canvas, chartConfig(spec, onTensor));
 }

@@ -134,7 +134,7 @@ function section(s: Section, actions: Actions, charts: Chart[]): { root: HTMLEle
     const spec = s.chart;
     let chart: Chart | undefined;
     draw = () => {
-      chart = drawChart(canvas, spec);
+      chart = drawChart(canvas, spec, actions.openTensor);
       charts.push(chart);
     };
     root.append(el('div', { className: 'section-tools' }, button(`export-png-${s.id}`, 'Export PNG', `Save "${s.title}" as a PNG image`, () => chart && actions.exportPng(s.id, chart), true)));

@@ -92,9 +92,9 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
   const point = (r: Row): Point => ({ x: r.loraNorm ?? 0, y: r.taskVectorNorm ?? 0, label: r.name });
   const largest = Math.max(0, ...all.map((r) => Math.max(r.loraNorm ?? 0, r.taskVectorNorm ?? 0)));
   const scatter: Series[] = [
-    { label: 'shared', color: 'blue', data: shared.map(point) },
-    { label: 'task-vector only', color: 'orange', data: tvOnly.map(point) },
-    { label: 'LoRA only', color: 'red', data: loraOnly.map(point) },
+    { label: 'shared', color: 'blue', data: shared.map(point), tensorPoints: true },
+    { label: 'task-vector only', color: 'orange', data: tvOnly.map(point), tensorPoints: true },
+    { label: 'LoRA only', color: 'red', data: loraOnly.map(point), tensorPoints: true },
   ].filter((s) => s.data.length > 0) as Series[];
   if (largest > 0) scatter.push({ label: 'equal norms', color: 'foreground', data: [{ x: 0, y: 0 }, { x: largest, y: largest }], asLine: true, dashed: true });
 
@@ -147,8 +147,8 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
       chart: {
         type: 'scatter',
         series: [
-          { label: `shared (${sharedRanked.length})`, color: 'blue', data: rankPoints(sharedRanked) },
-          { label: `task-vector only (${tvRanked.length})`, color: 'orange', data: rankPoints(tvRanked) },
+          { label: `shared (${sharedRanked.length})`, color: 'blue', data: rankPoints(sharedRanked), tensorPoints: true },
+          { label: `task-vector only (${tvRanked.length})`, color: 'orange', data: rankPoints(tvRanked), tensorPoints: true },
         ],
         x: { title: 'rank', min: 1, integer: true },
         y: { title: '‖τ‖', log: true },

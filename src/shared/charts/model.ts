@@ -40,6 +40,8 @@ export interface Series {
   /** Draw this series as a line over a bar chart (a threshold, a reference). */
   asLine?: boolean;
   dashed?: boolean;
+  /** The points' labels are tensor names: clicking a point reveals the tensor in the census tree. */
+  tensorPoints?: boolean;
 }
 
 export interface Axis {

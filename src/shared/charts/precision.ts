@@ -44,25 +44,29 @@ function summary(dtypes: DtypeFigures[]): SummaryItem[] {
 export function precisionSections(report: unknown): Section[] {
   const dtypes = dtypesOf(report);
   const tensors = objs(obj(report)?.tensors).filter((t) => str(t.name) !== null);
+  // Classified once per record: the sorts below ask for a tensor's place many times.
+  const places = new Map(tensors.map((t) => [t, placeTensor(t, String(t.name))]));
   const ruleOf = new Map(dtypes.map((d) => [d.dtype, d.rule]));
   // Cast artifacts do not depend on the rule (an untouched tensor is r_D(W) under all): one rule per dtype.
   const artifacts = tensors.filter((t) => num(t.castArtifactTensors)! > 0 && (ruleOf.get(String(t.dtype)) ?? t.rule) === t.rule);
-  const categoryOf = (t: Obj): string => placeTensor(t, String(t.name)).category;
+  const categoryOf = (t: Obj): string => places.get(t)!.category;
   const categories = [...new Set(artifacts.map(categoryOf))].sort();
   const stripLabels = categories.flatMap((c) => dtypes.map((d) => `${c} · ${d.dtype}`));
   const strip: Series[] = dtypes.map((d) => ({
     label: d.dtype,
     color: DTYPE_COLORS[d.dtype] ?? 'purple',
     data: artifacts.filter((t) => t.dtype === d.dtype && (num(t.castArtifactNorm) ?? 0) > 0).map((t): Point => ({ x: `${categoryOf(t)} · ${d.dtype}`, y: num(t.castArtifactNorm)!, label: String(t.name) })),
+    tensorPoints: true,
   }));
 
   const lost = tensors.filter((t) => num(t.deltaLostFraction) !== null);
   const combos = [...new Set(lost.map((t) => `${t.dtype} ${t.rule}`))].sort();
-  const layerOf = (t: Obj): number | null => placeTensor(t, String(t.name)).layer;
+  const layerOf = (t: Obj): number | null => places.get(t)!.layer;
   const lostSeries: Series[] = combos.map((combo, i) => ({
     label: combo,
     color: SERIES_COLORS[i % SERIES_COLORS.length],
     data: lost.filter((t) => `${t.dtype} ${t.rule}` === combo && layerOf(t) !== null).map((t): Point => ({ x: layerOf(t)!, y: num(t.deltaLostFraction)!, label: String(t.name) })),
+    tensorPoints: true,
   }));
   const outside = lost.filter((t) => layerOf(t) === null).length;
 
