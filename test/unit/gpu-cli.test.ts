@@ -1,0 +1,98 @@
+/**
+ * `--device gpu` through the CLI: merged model files byte-identical to `--device cpu` under every dtype
+ * and rule, comparison and precision reports within 1e-6, and nothing extra on stdout. Runs in the GPU
+ * step of scripts/run-tests.mjs (lavapipe); elsewhere it skips with its reason, like gpu.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { before, test } from 'node:test';
+import { MERGE_RULES } from '../../src/engine/kernels/kernels';
+import { ALLOW_SOFTWARE_GPU_ENV, gpuKernels } from '../../src/engine/kernels/select';
+import { quietContext } from '../../src/engine/util/job';
+import { loraPair, peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+
+const CLI = path.resolve(__dirname, '../../../dist/cli.js');
+process.env[ALLOW_SOFTWARE_GPU_ENV] ??= '1';
+let skip: string | false = false;
+
+before(async () => {
+  const mode = process.env.LORA_LENS_GPU_TESTS;
+  if (mode === 'skip') skip = 'LORA_LENS_GPU_TESTS=skip (scripts/run-tests.mjs runs them in their own step, on lavapipe)';
+  else {
+    const k = await gpuKernels(quietContext());
+    if (typeof k === 'string') {
+      if (mode === 'required') throw new Error(`GPU tests required but no WebGPU adapter: ${k}`);
+      skip = `no WebGPU adapter: ${k}`;
+    } else await k.dispose();
+  }
+  if (skip) console.log(`# gpu cli tests skipped: ${skip}`);
+});
+
+function cli(args: string[]): { stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `lora-lens ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return { stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A Llama-shaped base (GQA: k narrower than q) with an adapter on q and k, rsLoRA scaling. */
+function checkpoint(root: string): { base: string; adapter: string } {
+  const H = 96, KV = 32;
+  const w = (name: string, shape: number[], seed: number) => ({ name, shape, dtype: 'BF16' as const, data: randomF32(shape.reduce((a, b) => a * b), seed, 0.05) });
+  const base = writeModel(path.join(root, 'base'), { model_type: 'llama', torch_dtype: 'bfloat16' }, [
+    w('model.embed_tokens.weight', [50, H], 1),
+    w('model.layers.0.self_attn.q_proj.weight', [H, H], 2),
+    w('model.layers.0.self_attn.k_proj.weight', [KV, H], 3),
+    w('model.layers.0.input_layernorm.weight', [H], 4),
+  ]);
+  const adapter = writeAdapter(path.join(root, 'adapter'), peftConfig({ r: 12, lora_alpha: 7, use_rslora: true, target_modules: ['q_proj', 'k_proj'] }), [
+    ...loraPair('model.layers.0.self_attn.q_proj', 12, H, H, 11),
+    ...loraPair('model.layers.0.self_attn.k_proj', 12, H, KV, 13),
+  ]);
+  return { base, adapter };
+}
+
+test('merge --device gpu writes byte-identical files to --device cpu, every dtype and rule', (t) => {
+  if (skip) return t.skip(skip);
+  const root = tmpDir();
+  const { base, adapter } = checkpoint(root);
+  for (const dtype of ['fp32', 'fp16', 'bf16']) {
+    for (const rule of dtype === 'fp32' ? ['peft'] : MERGE_RULES) {
+      const outs = ['cpu', 'gpu'].map((device) => {
+        const out = path.join(root, `${dtype}-${rule}-${device}`);
+        const r = cli(['merge', '--base', base, '--adapter', adapter, '--out', out, '--dtype', dtype, '--rule', rule, '--device', device]);
+        if (device === 'gpu') assert.doesNotMatch(r.stdout, /Warning|adapter/i, 'Dawn prints nothing on stdout');
+        return fs.readFileSync(path.join(out, 'model.safetensors'));
+      });
+      assert.ok(outs[0].equals(outs[1]), `merged model.safetensors differs between cpu and gpu at ${dtype} ${rule}`);
+    }
+  }
+});
+
+test('compare and precision reports agree within 1e-6 between cpu and gpu', (t) => {
+  if (skip) return t.skip(skip);
+  const root = tmpDir();
+  const { base, adapter } = checkpoint(root);
+  const merged = path.join(root, 'merged');
+  cli(['merge', '--base', base, '--adapter', adapter, '--out', merged, '--dtype', 'fp32', '--device', 'cpu']);
+  const reports = ['cpu', 'gpu'].map((device) => {
+    const out = path.join(root, `compare-${device}`);
+    cli(['compare', '--base', base, '--adapter', adapter, '--finetuned', merged, '--out', out, '--device', device]);
+    const precision = JSON.parse(cli(['precision', '--base', base, '--adapter', adapter, '--json', '-', '--device', device]).stdout);
+    return { compare: JSON.parse(fs.readFileSync(path.join(out, 'comparison_results.json'), 'utf8')), precision };
+  });
+  const close = (a: unknown, b: unknown, where: string): void => {
+    if (typeof a === 'number' && typeof b === 'number') {
+      assert.ok(a === b || Math.abs(a - b) <= 1e-6 * Math.max(Math.abs(a), Math.abs(b)), `${where}: ${a} vs ${b}`);
+    } else if (a && b && typeof a === 'object') {
+      for (const k of Object.keys(a as object)) {
+        if (/seconds|device|elapsed/i.test(k)) continue;
+        close((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${where}.${k}`);
+      }
+    } else assert.deepEqual(a, b, where);
+  };
+  close(reports[1].compare.tensors, reports[0].compare.tensors, 'compare.tensors');
+  close(reports[1].compare.summary, reports[0].compare.summary, 'compare.summary');
+  close(reports[1].precision.dtypes, reports[0].precision.dtypes, 'precision.dtypes');
+});
