@@ -62,8 +62,17 @@ async function palette(label) {
   await quickInput().locator('.monaco-list-row', { hasText: label }).first().click();
 }
 
-/** Picks the quick-pick row whose label is exactly `label` (labels like tiny-llama / tiny-llama-qv share prefixes). */
-async function pick(label) {
+/** Waits until the quick input asks the question titled `title` (the previous one may still be on screen). */
+async function asked(title) {
+  await quickInput().locator('.quick-input-title', { hasText: title }).waitFor({ timeout: 20000 });
+}
+
+/**
+ * Answers the question titled `title` with the row whose label is exactly `label` (labels like
+ * tiny-llama / tiny-llama-qv share prefixes; the previous question may still be on screen).
+ */
+async function pick(title, label) {
+  await asked(title);
   const row = quickInput().locator('.monaco-list-row').filter({ has: page.locator('.label-name', { hasText: new RegExp(`^${label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) }) }).first();
   await row.waitFor({ timeout: 20000 });
   await row.click();
@@ -247,9 +256,9 @@ uiTest('an adapter folder gets the adapter actions, and its census marks LoRA ta
 
 uiTest('Compare from the palette: numbers in the panel, then cosine and norms in the tree', async () => {
   await palette('LoRA Lens: Compare LoRA vs Task Vector…');
-  await pick('tiny-llama-qv');
-  await pick('tiny-llama'); // the base, suggested from the adapter's base_model_name_or_path
-  await pick('tiny-llama-finetuned');
+  await pick('LoRA adapter folder', 'tiny-llama-qv');
+  await pick('Base model folder', 'tiny-llama'); // suggested from the adapter's base_model_name_or_path
+  await pick('Fine-tuned model folder', 'tiny-llama-finetuned');
   const out = await acceptInput('tiny-llama-qv-compare');
   const wv = webview();
   await wv.locator('#panel[data-kind="compare"][data-state="ready"]').waitFor({ timeout: 60000 });
@@ -273,8 +282,8 @@ uiTest('Compare from the palette: numbers in the panel, then cosine and norms in
 uiTest('a long job is cancelled from its notification and leaves nothing behind', async () => {
   await palette('View: Close All Editors');
   await palette('LoRA Lens: Extract Task Vector…');
-  await pick('big-llama-ft');
-  await pick('big-llama');
+  await pick('Fine-tuned (or merged) model folder', 'big-llama-ft');
+  await pick('Base model folder', 'big-llama');
   const out = await acceptInput('big-llama-ft-task-vector.safetensors');
   const note = page.locator('.notification-toast', { hasText: 'Extracting the task vector of big-llama-ft' });
   await note.waitFor({ timeout: 20000 });
@@ -305,16 +314,15 @@ uiTest('a .safetensors file opens in the header viewer: verdict, table, filter',
 });
 
 uiTest('precision, validate and census panels draw their reports', async () => {
-  for (const [command, kind, inputs] of [
-    ['LoRA Lens: Analyze Merge Precision…', 'precision', ['tiny-llama-qv', 'tiny-llama']],
-    ['LoRA Lens: Validate Equivalence…', 'validate', ['tiny-llama-qv', 'tiny-llama', 'output']],
+  for (const [command, kind] of [
+    ['LoRA Lens: Analyze Merge Precision…', 'precision'],
+    ['LoRA Lens: Validate Equivalence…', 'validate'],
   ]) {
     await palette('View: Close All Editors');
     await palette(command);
-    for (const i of inputs) {
-      if (i === 'output') await acceptInput(`-${kind}`);
-      else await pick(i);
-    }
+    await pick('LoRA adapter folder', 'tiny-llama-qv');
+    await pick('Base model folder', 'tiny-llama');
+    if (kind === 'validate') await acceptInput('-validate');
     await webview().locator(`#panel[data-kind="${kind}"][data-state="ready"]`).waitFor({ timeout: 90000 });
     await panelShot(`panel-${kind}`);
   }
@@ -326,4 +334,37 @@ uiTest('precision, validate and census panels draw their reports', async () => {
   await webview().locator('#panel[data-kind="census"][data-state="ready"]').waitFor({ timeout: 30000 });
   assert.equal(await webview().locator('#summary-tensors').getAttribute('data-value'), '21');
   await panelShot('panel-census');
+});
+
+uiTest('UNMERGE: a mask from the palette, then the decomposition of the fine-tuned model into the dictionary', async () => {
+  await palette('View: Close All Editors');
+  await palette('LoRA Lens: Build UNMERGE Mask…');
+  await pick('Base model folder', 'tiny-llama');
+  // Several adapters can be picked: tick the one there is, then accept.
+  await pick('Adapters of the dictionary', 'tiny-llama-qv');
+  await quickInput().locator('.quick-input-box input').press('Enter');
+  await asked('Parameter budget');
+  const budget = quickInput().locator('.quick-input-box input');
+  await budget.fill('2000');
+  await budget.press('Enter');
+  await acceptInput('tiny-llama-unmerge-mask');
+  let wv = webview();
+  await wv.locator('#panel[data-kind="mask"][data-state="ready"]').waitFor({ timeout: 60000 });
+  assert.equal(await wv.locator('#summary-modules').getAttribute('data-value'), '4');
+  assert.equal(await wv.locator('#summary-k').getAttribute('data-value'), '500');
+  await panelShot('panel-mask');
+
+  await palette('View: Close All Editors');
+  await palette('LoRA Lens: Decompose Merged Model…');
+  await pick('Merged model to decompose', 'tiny-llama-finetuned');
+  await pick('Base model folder', 'tiny-llama');
+  await pick('UNMERGE mask folder', 'tiny-llama-unmerge-mask'); // remembered from the mask job
+  await asked('Adapters of the dictionary');
+  await quickInput().locator('.quick-input-box input').press('Enter'); // the dictionary, preselected from the mask job
+  await pick('Decomposition method', 'nnls');
+  wv = webview();
+  await wv.locator('#panel[data-kind="decompose"][data-state="ready"]').waitFor({ timeout: 60000 });
+  const c = Number(await wv.locator('tr#coefficient-tiny-llama-qv [data-key=coefficient]').getAttribute('data-value'));
+  assert.ok(Math.abs(c - 1) < 1e-3, `coefficient ${c}`);
+  await panelShot('panel-decompose');
 });
