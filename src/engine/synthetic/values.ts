@@ -16,19 +16,6 @@ export function nameHash(s: string): number {
   return h >>> 0;
 }
 
-/** xorshift32, uniform in [-1, 1). */
-export function uniform(seed: number): () => number {
-  let s = seed >>> 0 || 0x9e3779b9;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 31 - 1;
-  };
-}
-
 /** `center + spread * u` with u uniform in [-1, 1): the distribution of one synthetic tensor. */
 export interface ValueSpec {
   center: number;
@@ -41,13 +28,24 @@ export interface ValueSpec {
  */
 export function streamValues(numel: number, dtype: Dtype, seed: number, v: ValueSpec, sink: (bytes: Uint8Array) => void): void {
   if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new Error(`synthetic tensors are F32, F16 or BF16, not ${dtype}`);
-  const next = uniform(seed);
   const f32 = new Float32Array(Math.min(numel, CHUNK_ELEMENTS));
+  const bits = new Uint32Array(f32.buffer);
   const u16 = dtype === 'F32' ? undefined : new Uint16Array(f32.length);
+  // xorshift32 kept in int32 arithmetic; its top 23 bits become the mantissa of a float in [1, 2).
+  let s = seed | 0 || 0x2545f491;
+  const scale = 2 * v.spread;
+  const offset = v.center - 3 * v.spread;
   for (let done = 0; done < numel; ) {
     const n = Math.min(f32.length, numel - done);
     const chunk = f32.subarray(0, n);
-    for (let i = 0; i < n; i++) chunk[i] = v.center + v.spread * next();
+    for (let i = 0; i < n; i++) {
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      bits[i] = 0x3f800000 | (s >>> 9);
+    }
+    // u in [1, 2) -> center + spread * (2u - 3), uniform in [center - spread, center + spread).
+    for (let i = 0; i < n; i++) chunk[i] = offset + scale * chunk[i];
     if (u16 === undefined) sink(new Uint8Array(chunk.buffer, 0, n * 4));
     else {
       const h = u16.subarray(0, n);
