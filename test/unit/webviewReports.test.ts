@@ -88,6 +88,8 @@ test('census, mask and decompose reports: the panels show their numbers', () => 
   assert.equal(value(c, 'summary-tensors'), names.length);
   assert.equal(value(c, 'summary-lora-targets'), census.summary.loraTargetTensors);
   assert.deepEqual(section(c, 'layers').chart?.labels, ['0', '1', 'outside layers']);
+  assert.equal(value(c, 'summary-trainable-params'), 2 * LAYERS * 2 * (H + H), 'r (in + out) per q and v module');
+  assert.deepEqual(section(c, 'dtypes').table?.rows, [['F32', names.length, census.summary.params]]);
 
   cli('mask', '--base', base, '--adapters', a1, a2, '--budget', '64', '--out', path.join(root, 'mask'));
   const mask = read('mask', 'mask.json') as Record<string, number>;

@@ -29,7 +29,9 @@
  *   `#summary-coefficient-error`; section `coefficients`, one row `tr#coefficient-<adapter>` per adapter
  *   (name with characters other than [A-Za-z0-9_-] as `_`), its value in `[data-key=coefficient]`.
  * - census: `#summary-tensors`, `#summary-params`, `#summary-bytes`, `#summary-layers`,
- *   `#summary-lora-targets`, `#summary-non-targets`; sections `categories`, `layers`.
+ *   `#summary-lora-targets`, `#summary-non-targets`, with an adapter `#summary-adapter-r`,
+ *   `#summary-adapter-alpha`, `#summary-lora-modules`, `#summary-trainable-params`; sections
+ *   `categories`, `layers`, `dtypes`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

@@ -14,6 +14,10 @@ export function censusPanel(report: unknown, title: string): PanelModel {
   const outside = obj(r?.outsideLayers);
   const layerRows = [...layers.map((l) => ({ label: layerLabel(num(l.layer)), tensors: num(l.tensors), params: num(l.params), targets: num(l.loraTargetTensors) })), ...(outside ? [{ label: layerLabel(null), tensors: num(outside.tensors), params: num(outside.params), targets: num(outside.loraTargetTensors) }] : [])];
   const item = (id: string, label: string, v: unknown, fmt: Parameters<typeof formatCell>[1]): SummaryItem => ({ id, label, text: formatCell(num(v), fmt), value: num(v) });
+  const dtypeTensors = obj(s?.dtypes) ?? {};
+  const dtypeParams = obj(s?.dtypeParams) ?? {};
+  const dtypes = [...new Set([...Object.keys(dtypeTensors), ...Object.keys(dtypeParams)])];
+  const adapter = obj(r?.adapter);
   const kind = str(r?.kind);
   const arch = str(r?.architecture) ?? str(r?.modelType);
   return {
@@ -27,6 +31,14 @@ export function censusPanel(report: unknown, title: string): PanelModel {
       item('summary-layers', 'Layers', s?.layers, 'int'),
       item('summary-lora-targets', 'LoRA target tensors', s?.loraTargetTensors, 'int'),
       item('summary-non-targets', 'Other tensors', s?.nonTargetTensors, 'int'),
+      ...(adapter
+        ? [
+            item('summary-adapter-r', 'Adapter rank r', adapter.r, 'int'),
+            item('summary-adapter-alpha', 'lora_alpha', adapter.alpha, 'general'),
+            item('summary-lora-modules', 'LoRA modules', adapter.loraModules, 'int'),
+            item('summary-trainable-params', 'Trainable parameters', adapter.trainableParams, 'int'),
+          ]
+        : []),
     ],
     warnings: strs(r?.warnings),
     sections: [
@@ -41,6 +53,12 @@ export function censusPanel(report: unknown, title: string): PanelModel {
         title: 'Elements per layer',
         chart: { type: 'bar', labels: layerRows.map((l) => l.label), series: [{ label: 'elements', color: 'purple', data: layerRows.map((l) => l.params) }], x: { title: 'layer' }, y: { title: 'elements', min: 0 } },
         table: { columns: [{ key: 'layer', label: 'layer' }, { key: 'tensors', label: 'tensors', format: 'int' }, { key: 'params', label: 'elements', format: 'int' }, { key: 'targets', label: 'LoRA targets', format: 'int' }], rows: layerRows.map((l) => [l.label, l.tensors, l.params, l.targets]) },
+      },
+      {
+        id: 'dtypes',
+        title: 'Elements per storage dtype',
+        chart: { type: 'bar', horizontal: true, labels: dtypes, series: [{ label: 'elements', color: 'green', data: dtypes.map((d) => num(dtypeParams[d])) }], x: { title: 'elements', min: 0 }, y: { title: 'dtype' } },
+        table: { columns: [{ key: 'dtype', label: 'dtype' }, { key: 'tensors', label: 'tensors', format: 'int' }, { key: 'params', label: 'elements', format: 'int' }], rows: dtypes.map((d) => [d, num(dtypeTensors[d]), num(dtypeParams[d])]) },
       },
     ],
   };
