@@ -234,7 +234,8 @@ test('numbers display without NaN, with the right precision', () => {
 
 test('axis ticks stay short, and log axes label only 1, 2 and 5 times a power of ten', () => {
   assert.equal(formatTick(0.05), '0.05');
-  assert.equal(formatTick(1234.5), '1230');
+  assert.equal(formatTick(1234.5), '1,230');
+  assert.equal(formatTick(300000), '300,000');
   assert.equal(formatTick(3e-6), '3e-6');
   assert.equal(formatTick(2e-5, undefined, true), '2e-5');
   assert.equal(formatTick(3e-5, undefined, true), '');

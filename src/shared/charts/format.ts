@@ -36,5 +36,5 @@ export function formatTick(v: number, fmt?: NumberFormat, log = false, step?: nu
   if (fmt === 'cosine' || fmt === 'percent' || fmt === 'int') return formatCell(v, fmt);
   if (v === 0) return '0';
   const a = Math.abs(v);
-  return a >= 1e-3 && a < 1e6 ? String(Number(v.toPrecision(3))) : v.toExponential(0);
+  return a >= 1e-3 && a < 1e9 ? Number(v.toPrecision(3)).toLocaleString('en-US', { maximumFractionDigits: 20 }) : v.toExponential(0);
 }
