@@ -1,10 +1,10 @@
 // LoRA Lens inside a real VS Code (code-server 4.100.3), driven headless through Debian's chromium with
 // playwright-core. The extension is the repository itself (built dist/), linked into a fresh extensions
 // folder; the workspace holds checkpoints written by fixtures.mjs. Run through run.mjs.
-// Env: CODE_SERVER, CHROMIUM, SHOT_DIR, KEEP_TMP=1.
+// Env: CODE_SERVER, CHROMIUM, SHOT_DIR, KEEP_TMP=1, E2E_VSIX (install that .vsix instead of linking the repository).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -182,15 +182,19 @@ before(async () => {
     'extensions.ignoreRecommendations': true, 'update.mode': 'none', 'security.workspace.trust.enabled': false,
     'git.enabled': false, 'workbench.colorTheme': 'Default Dark Modern', 'loraLens.device': 'cpu',
   }, null, 2));
-  // The repository is the unpacked extension (package.json + dist/).
-  assert.ok(fs.existsSync(path.join(ROOT, 'dist', 'extension.js')), 'run npm run build first');
-  fs.symlinkSync(ROOT, path.join(tmp, 'extensions', `${EXT_ID}-${PKG.version}`));
+  const dirs = ['--config', path.join(tmp, 'config.yaml'), '--user-data-dir', path.join(tmp, 'user-data'), '--extensions-dir', path.join(tmp, 'extensions')];
+  if (process.env.E2E_VSIX) {
+    execFileSync(CODE_SERVER, [...dirs, '--install-extension', path.resolve(process.env.E2E_VSIX), '--force'], { env: env(), stdio: 'pipe' });
+  } else {
+    // The repository is the unpacked extension (package.json + dist/).
+    assert.ok(fs.existsSync(path.join(ROOT, 'dist', 'extension.js')), 'run npm run build first');
+    fs.symlinkSync(ROOT, path.join(tmp, 'extensions', `${EXT_ID}-${PKG.version}`));
+  }
 
   const port = await freePort();
   csLog = path.join(tmp, 'code-server.log');
   const logFd = fs.openSync(csLog, 'a');
-  csProc = spawn(CODE_SERVER, ['--config', path.join(tmp, 'config.yaml'), '--user-data-dir', path.join(tmp, 'user-data'),
-    '--extensions-dir', path.join(tmp, 'extensions'), '--bind-addr', `127.0.0.1:${port}`, '--auth', 'none',
+  csProc = spawn(CODE_SERVER, [...dirs, '--bind-addr', `127.0.0.1:${port}`, '--auth', 'none',
     '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override', ws],
   { env: env(), stdio: ['ignore', logFd, logFd], detached: true });
   await waitForHealth(`http://127.0.0.1:${port}/healthz`, 30000);
@@ -294,6 +298,7 @@ uiTest('a long job is cancelled from its notification and leaves nothing behind'
   const dir = path.dirname(out);
   assert.ok(!fs.existsSync(out));
   assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('.partial-')), []);
+  await palette('Notifications: Clear All Notifications');
 });
 
 uiTest('a .safetensors file opens in the header viewer: verdict, table, filter', async () => {
