@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { runEstimate } from '../../src/engine/jobs/estimate';
 import { writeSyntheticAdapter } from '../../src/engine/synthetic/adapter';
-import { STARCODER2_3B } from '../../src/engine/synthetic/configs';
+import { GEMMA3_270M, STARCODER2_3B } from '../../src/engine/synthetic/configs';
 import { writeSyntheticModel } from '../../src/engine/synthetic/model';
 import { quietContext } from '../../src/engine/util/job';
 import { FIXTURES, peftConfig, tmpDir } from './helpers/builders';
@@ -111,6 +111,27 @@ describe('estimate', () => {
     assert.deepEqual(d.targets, ['q_proj', 'v_proj']);
     assert.equal(d.modules.length, 48);
     assert.throws(() => runEstimate(config('distilbert-base-uncased.json'), { adapter: dir }, ctx()), /no default targets for model type "distilbert"/);
+  });
+
+  it('equals the trainable parameters PEFT itself counts (golden from test/fixtures/layouts/peft_estimates.py)', () => {
+    const golden = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'layouts', 'peft-estimates.json'), 'utf8')) as {
+      cases: Array<{ base: string; lora: Record<string, unknown>; trainableParams: number; baseParams: number }>;
+    };
+    const presets: Record<string, Record<string, unknown>> = { STARCODER2_3B, GEMMA3_270M };
+    const dir = tmpDir();
+    golden.cases.forEach((c, i) => {
+      let base = config(c.base);
+      if (presets[c.base]) {
+        base = path.join(dir, `${c.base}.json`);
+        fs.writeFileSync(base, JSON.stringify(presets[c.base]));
+      }
+      const adapter = path.join(dir, `adapter${i}`);
+      fs.mkdirSync(adapter);
+      fs.writeFileSync(path.join(adapter, 'adapter_config.json'), JSON.stringify(peftConfig(c.lora)));
+      const r = runEstimate(base, { adapter }, ctx());
+      assert.equal(r.trainableParams, c.trainableParams, `${c.base} ${JSON.stringify(c.lora)}`);
+      assert.equal(r.baseParams, c.baseParams, c.base);
+    });
   });
 
   it('bad input is a LensError', () => {
