@@ -9,7 +9,7 @@ import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { writeSyntheticAdapter } from '../../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../../src/engine/synthetic/configs';
 import { writeSyntheticModel } from '../../src/engine/synthetic/model';
-import { tmpDir } from './helpers/builders';
+import { FIXTURES, tmpDir } from './helpers/builders';
 
 /** StarCoder2-3B's architecture at toy widths: same names, same GQA ratio, 2 layers. */
 const TINY_SC2 = { ...STARCODER2_3B, hidden_size: 48, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 6, num_key_value_heads: 2, vocab_size: 64 };
@@ -137,6 +137,31 @@ describe('synthetic adapter', () => {
     assert.deepEqual(layout.warnings, []);
     closeCheckpoint(base);
     closeCheckpoint(ad);
+  });
+
+  it("writes exactly the tensors PEFT's save_pretrained writes (golden from test/fixtures/layouts/peft_adapters.py)", () => {
+    const layouts = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'layouts', 'layouts.json'), 'utf8')) as { small: Record<string, { config: Record<string, unknown> }> };
+    const golden = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'layouts', 'peft-adapters.json'), 'utf8')) as {
+      cases: Array<{ base: string; lora: Record<string, unknown>; tensors: Array<[string, string, number[]]> }>;
+    };
+    const root = tmpDir();
+    golden.cases.forEach((c, i) => {
+      const l = c.lora;
+      const a = writeSyntheticAdapter(path.join(root, `a${i}`), layouts.small[c.base].config, {
+        targets: l.target_modules as string[],
+        r: l.r as number,
+        rankPattern: l.rank_pattern as Record<string, number> | undefined,
+        layersToTransform: l.layers_to_transform as number[] | undefined,
+        useDora: l.use_dora as boolean | undefined,
+        useRslora: l.use_rslora as boolean | undefined,
+        modulesToSave: l.modules_to_save as string[] | undefined,
+      });
+      const ours = a.tensors.map((t) => [t.name, t.dtype, t.shape]).sort((x, y) => (x[0] < y[0] ? -1 : 1));
+      // PEFT also saves a targeted embedding's (or head's) own weight as base_layer.weight; ours does not.
+      const theirs = c.tensors.filter((t) => !t[0].endsWith('.base_layer.weight'));
+      assert.deepEqual(ours, theirs, `${c.base} ${JSON.stringify(l)}`);
+      assert.equal(a.config.fan_in_fan_out, l.fan_in_fan_out === true);
+    });
   });
 
   it('refuses targets that match nothing', () => {
