@@ -100,6 +100,31 @@ describe('classifyTensor', () => {
   }
 });
 
+describe('classifyTensor on every layout transformers produced', () => {
+  const all = [...Object.entries(LAYOUTS.small), ...Object.entries(LAYOUTS.base)];
+  for (const [name, g] of all) {
+    it(name, () => {
+      const classes = g.tensors.map(([n]) => ({ n, ...classifyTensor(n) }));
+      const inLayers = classes.filter((c) => c.layer !== null);
+      // Inside a block everything is attention, MLP or a norm; projections are named.
+      for (const c of inLayers) {
+        assert.ok(['attention', 'mlp', 'norm'].includes(c.category), `${c.n}: ${c.category}`);
+        assert.equal(c.projection === null, c.category === 'norm', `${c.n}: projection ${c.projection}`);
+      }
+      // Every layer looks alike.
+      const perLayer = new Map<number, string[]>();
+      for (const c of inLayers) perLayer.set(c.layer!, [...(perLayer.get(c.layer!) ?? []), `${c.category}/${c.projection}`]);
+      const shapes = [...perLayer.values()].map((v) => v.sort().join(','));
+      assert.ok(shapes.length > 0 && shapes.every((x) => x === shapes[0]), 'layers differ');
+      // Outside the blocks: embeddings, and a final norm exactly for the decoders (encoders norm their embeddings instead).
+      const outside = classes.filter((c) => c.layer === null);
+      assert.ok(outside.some((c) => c.category === 'embedding'));
+      const finals = outside.filter((c) => c.category === 'final_norm').length;
+      assert.equal(finals > 0, !/bert/.test(name), `${finals} final norms`);
+    });
+  }
+});
+
 describe('census', () => {
   const root = tmpDir();
   const sc2 = path.join(root, 'sc2-3b');
