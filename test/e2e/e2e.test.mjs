@@ -373,3 +373,23 @@ uiTest('UNMERGE: a mask from the palette, then the decomposition of the fine-tun
   assert.ok(Math.abs(c - 1) < 1e-3, `coefficient ${c}`);
   await panelShot('panel-decompose');
 });
+
+uiTest('Merge and Estimate from the adapter folder\'s context menu', async () => {
+  await palette('View: Close All Editors');
+  await showContainer('Explorer'); // adapters/tiny-llama-qv is still expanded (one compact row) from the second test
+  await clickMenuItem(await contextMenu('tiny-llama-qv', 'Merge LoRA Adapter…'));
+  await pick('Base model folder', 'tiny-llama');
+  await pick('Merged dtype', 'bf16');
+  await pick('Rounding rule for bf16', 'peft');
+  const out = await acceptInput('tiny-llama-qv-merged-bf16');
+  await toast(`Merged tiny-llama-qv into ${out}`).waitFor({ timeout: 60000 });
+  assert.deepEqual(fs.readdirSync(out).sort(), ['config.json', 'model.safetensors']);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).torch_dtype, 'bfloat16');
+  await palette('Notifications: Clear All Notifications');
+
+  await clickMenuItem(await contextMenu('tiny-llama-qv', 'Estimate LoRA Parameters…'));
+  await pick('Base model folder', 'tiny-llama');
+  // r (in + out) per targeted module: 4 x (64 + 64) x 4 modules.
+  await toast('LoRA trainable parameters: 2,048').waitFor({ timeout: 30000 });
+  await shot('estimate');
+});

@@ -17,6 +17,8 @@ export interface JobSpec {
 export class JobRunner implements vscode.Disposable {
   private readonly engine: EngineProcess;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Jobs queued or running. */
+  private busy = 0;
 
   constructor(
     hostScript: string,
@@ -31,7 +33,10 @@ export class JobRunner implements vscode.Disposable {
   }
 
   run(spec: JobSpec): Promise<JobResult | undefined> {
-    const next = this.queue.then(() => this.runNow(spec));
+    // Jobs run one after the other; a job that has to wait says so in the status bar meanwhile.
+    if (this.busy > 0) vscode.window.setStatusBarMessage(`$(clock) LoRA Lens: ${spec.title} waits for the running job`, this.queue);
+    this.busy++;
+    const next = this.queue.then(() => this.runNow(spec)).finally(() => this.busy--);
     this.queue = next.catch(() => undefined);
     return next;
   }
