@@ -132,7 +132,7 @@ describe('census', () => {
   // An adapter needs only the base's layout, not its weights: a 2-token vocabulary keeps it small.
   const qkvo = writeSyntheticAdapter(path.join(root, 'qkvo'), { ...STARCODER2_3B, vocab_size: 2 }, { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], r: 8, alpha: 16 });
 
-  it('StarCoder2-3B, header-true sparse (12 GB shape at bf16 6 GB): 483 tensors, 120 q/k/v/o targets, 363 others', () => {
+  it('StarCoder2-3B, header-true sparse (6 GB at bf16): 483 tensors, 120 q/k/v/o targets, 363 others', () => {
     const r = runCensus(sc2, { adapter: qkvo.dir }, quietContext());
     assert.equal(r.kind, 'model');
     assert.equal(r.modelType, 'starcoder2');
