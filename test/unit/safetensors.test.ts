@@ -156,6 +156,26 @@ describe('safetensors reader', () => {
   });
 });
 
+describe('safetensors dtypes', () => {
+  it('reads headers of every dtype of the spec, sub-byte ones by their bit width', () => {
+    const dir = tmpDir();
+    const sizes: Array<[string, number[], number]> = [
+      ['F8_E4M3', [3], 3], ['F8_E5M2', [2], 2], ['F8_E8M0', [1], 1], ['U16', [2], 4], ['U32', [1], 4], ['U64', [1], 8], ['C64', [2], 16],
+      ['F4', [2, 2], 2], ['F6_E2M3', [4], 3], ['F6_E3M2', [8], 6], ['BOOL', [1], 1],
+    ];
+    let at = 0;
+    const header: Record<string, unknown> = {};
+    for (const [dtype, shape, bytes] of sizes) {
+      header[dtype] = { dtype, shape, data_offsets: [at, at + bytes] };
+      at += bytes;
+    }
+    const h = readHeader(rawFile(path.join(dir, 'all.safetensors'), header, new Uint8Array(at)));
+    assert.deepEqual(h.tensors.map((t) => [t.dtype, t.byteLength]), sizes.map(([d, , b]) => [d, b]));
+    const odd = rawFile(path.join(dir, 'odd.safetensors'), { w: { dtype: 'F4', shape: [3], data_offsets: [0, 2] } }, new Uint8Array(2));
+    rejects(odd, /3 elements of F4 do not fill whole bytes/, 'w');
+  });
+});
+
 describe('safetensors writer', () => {
   it('round-trips through the reader: 8-byte padded header, format pt, values exact', () => {
     const dir = tmpDir();
