@@ -158,6 +158,17 @@ describe('census', () => {
     assert.deepEqual(q, { name: q.name, dtype: 'BF16', shape: [3072, 3072], numel: 9437184, bytes: 18874368, category: 'attention', layer: 29, projection: 'q_proj', loraTarget: true, replaced: false });
   });
 
+  it('the same census from a sharded checkpoint, with its files listed', () => {
+    const dir = path.join(root, 'sc2-sharded');
+    writeSyntheticModel(dir, STARCODER2_3B, { sparse: true, shardBytes: 2e9 });
+    const r = runCensus(dir, { adapter: qkvo.dir }, quietContext());
+    const one = runCensus(sc2, { adapter: qkvo.dir }, quietContext());
+    assert.equal(r.kind, 'sharded-model');
+    assert.equal(r.files.length, 4);
+    assert.deepEqual(r.summary, one.summary);
+    assert.deepEqual(r.tensors.map((t) => t.name).sort(), one.tensors.map((t) => t.name).sort());
+  });
+
   it('a config-only adapter (adapter_config.json, no weights) marks targets by PEFT matching', () => {
     const r = runCensus(sc2, { adapter: path.join(FIXTURES, 'real-adapters', '_config-only', 'starcoder2-3b-qv-r8') }, quietContext());
     assert.equal(r.summary.loraTargetTensors, 60);
