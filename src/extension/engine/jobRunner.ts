@@ -84,7 +84,7 @@ export class JobRunner implements vscode.Disposable {
         return;
       case 'crashed':
         void vscode.window.showErrorMessage(
-          `LoRA Lens: ${e.message} while running ${spec.command}. Its partial output was removed; the engine restarts with the next job.`,
+          `LoRA Lens: ${e.message} while running ${spec.command}. Nothing it was writing was kept; the engine restarts with the next job.`,
           'Show Log',
         ).then((a) => a && this.output.show());
         return;

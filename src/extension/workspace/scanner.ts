@@ -13,14 +13,14 @@ export class WorkspaceScanner implements vscode.Disposable {
   private current: RecognisedFolders = { adapters: [], models: [] };
   private timer: NodeJS.Timeout | undefined;
   private readonly watcher: vscode.FileSystemWatcher;
-  private readonly changed = new vscode.EventEmitter<RecognisedFolders>();
-  readonly onDidChange = this.changed.event;
+  private readonly folderChanges: vscode.Disposable;
 
   constructor() {
     this.watcher = vscode.workspace.createFileSystemWatcher(GLOB);
     const later = (): void => this.scheduleScan();
     this.watcher.onDidCreate(later);
     this.watcher.onDidDelete(later);
+    this.folderChanges = vscode.workspace.onDidChangeWorkspaceFolders(later);
   }
 
   get folders(): RecognisedFolders {
@@ -32,7 +32,6 @@ export class WorkspaceScanner implements vscode.Disposable {
     this.current = recogniseFolders(uris.map((u) => u.fsPath));
     await vscode.commands.executeCommand('setContext', 'loraLens.adapterFolders', this.current.adapters);
     await vscode.commands.executeCommand('setContext', 'loraLens.modelFolders', this.current.models);
-    this.changed.fire(this.current);
     return this.current;
   }
 
@@ -44,6 +43,6 @@ export class WorkspaceScanner implements vscode.Disposable {
   dispose(): void {
     if (this.timer) clearTimeout(this.timer);
     this.watcher.dispose();
-    this.changed.dispose();
+    this.folderChanges.dispose();
   }
 }
