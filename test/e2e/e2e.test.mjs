@@ -281,6 +281,13 @@ uiTest('Compare from the palette: numbers in the panel, then cosine and norms in
   assert.ok(cos > 0.9999 && cos <= 1, q.description);
   assert.match(q.description, /‖ΔW‖ [\d.e-]+ · ‖τ‖ [\d.e-]+$/);
   await shot('census-tree-compared');
+
+  // A tensor picked in the panel's table is revealed and selected in the tree.
+  await wv.locator('#table-cosine').getByText('model.layers.0.self_attn.v_proj.weight', { exact: true }).click();
+  const selected = page.locator('[id="workbench.view.extension.loraLens"] .monaco-list-row.selected .label-name');
+  await selected.filter({ hasText: 'self_attn.v_proj.weight' }).waitFor({ timeout: 20000 });
+  const row = page.locator('[id="workbench.view.extension.loraLens"] .monaco-list-row.selected');
+  assert.match(await row.getAttribute('aria-label'), /model\.layers\.0\.self_attn\.v_proj\.weight/);
 });
 
 uiTest('a long job is cancelled from its notification and leaves nothing behind', async () => {

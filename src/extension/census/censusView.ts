@@ -78,6 +78,8 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
     item.tooltip = new vscode.MarkdownString(n.tooltip);
     item.contextValue = n.contextValue;
     item.iconPath = new vscode.ThemeIcon(n.icon);
+    // Screen readers get the full tensor name, which the label shortens.
+    item.accessibilityInformation = { label: `${n.tensor ?? n.label}, ${n.description}` };
     return item;
   }
 
