@@ -46,6 +46,10 @@ test('runs a CLI command and answers with its report and progress', async () => 
     assert.ok(report.tensors.every((t) => t.loraTarget));
     assert.match(r.text ?? '', /48 tensors/);
     assert.deepEqual(progress.at(-1), { phase: 'census', done: names.length, total: names.length });
+    // --json FILE works as on the CLI.
+    const json = path.join(root, 'census.json');
+    await e.run('census', [base, '--json', json]).done;
+    assert.equal(JSON.parse(fs.readFileSync(json, 'utf8')).summary.tensors, names.length);
   } finally {
     e.dispose();
   }
