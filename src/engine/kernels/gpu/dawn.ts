@@ -3,6 +3,7 @@
  * Opening a WebGPU device through Dawn (the optional `webgpu` package, loaded lazily so that a machine
  * without it still runs on the CPU).
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 interface DawnModule {
@@ -69,7 +70,27 @@ export function openGpu(): Promise<OpenResult> {
   return opening;
 }
 
+const VULKAN_LOADER = 'libvulkan.so.1';
+const LIBRARY_DIRS = ['/lib', '/usr/lib', '/lib64', '/usr/lib64', '/usr/local/lib', `/lib/${process.arch === 'x64' ? 'x86_64' : 'aarch64'}-linux-gnu`, `/usr/lib/${process.arch === 'x64' ? 'x86_64' : 'aarch64'}-linux-gnu`];
+
+/**
+ * Whether the dynamic linker can find the Vulkan loader. Dawn writes a two-line warning straight to the
+ * process's stderr when it cannot, which would break the CLI's one-line error contract on every machine
+ * without Vulkan, so a missing loader is detected here and Dawn is not started at all.
+ */
+function vulkanLoaderPresent(): boolean {
+  if (process.platform !== 'linux') return true;
+  const dirs = [...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean), ...LIBRARY_DIRS];
+  if (dirs.some((d) => fs.existsSync(path.join(d, VULKAN_LOADER)))) return true;
+  try {
+    return fs.readFileSync('/etc/ld.so.cache').includes(VULKAN_LOADER);
+  } catch {
+    return false;
+  }
+}
+
 async function openOnce(): Promise<OpenResult> {
+  if (!vulkanLoaderPresent()) return { ok: false, reason: `no Vulkan loader (${VULKAN_LOADER}) is installed, so there is no GPU driver to use` };
   const dawn = loadDawn();
   if (typeof dawn === 'string') return { ok: false, reason: dawn };
   let gpu: GPU;
