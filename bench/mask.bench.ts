@@ -79,7 +79,7 @@ async function main(): Promise<void> {
 
     const t2 = performance.now();
     const d = await runDecompose(
-      { mask: path.join(root, 'mask'), base: path.join(root, 'base'), dictionary: adapters, target: adapters[3], method: 'omp', tol: 1e-6, supportThreshold: 1e-3, lambda: 1e-3, positive: true, maxResidual: 0.1 },
+      { mask: path.join(root, 'mask'), base: path.join(root, 'base'), dictionary: adapters, target: adapters[3], method: 'omp', tol: 1e-6, supportThreshold: 1e-3, minT: 5, lambda: 1e-3, positive: true, maxResidual: 0.1 },
       kernels,
       ctx,
     );

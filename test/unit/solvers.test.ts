@@ -20,7 +20,7 @@ test('NNLS and OMP recover a sparse non-negative combination exactly', () => {
   const p = normalEquations(D, combo(D, c));
   for (const [name, x] of [
     ['nnls', nnls(p).x],
-    ['omp', omp(p, { tol: 1e-6, minCorrelation: 1e-3 }).x],
+    ['omp', omp(p, { tol: 1e-6, minCorrelation: 1e-3, minT: 5 }).x],
   ] as const) {
     c.forEach((v, j) => assert.ok(Math.abs(x[j] - v) < 1e-6, `${name} c[${j}] = ${x[j]}, expected ${v}`));
   }
@@ -45,7 +45,7 @@ test('NNLS keeps coefficients non-negative where least squares would go negative
 test('OMP stops once the fit has converged and does not pick atoms out of noise', () => {
   const D = dictionary(8, 2000);
   const y = combo(D, [0, 2, 0, 0, 0.5, 0, 0, 0], 1e-5);
-  const r = omp(normalEquations(D, y), { tol: 1e-9, minCorrelation: 1e-3 });
+  const r = omp(normalEquations(D, y), { tol: 1e-9, minCorrelation: 1e-3, minT: 5 });
   assert.deepEqual(r.steps.map((s) => s.atom).sort(), [1, 4]);
   assert.match(r.stopReason, /correlation/);
   assert.equal([...r.x].filter((v) => v !== 0).length, 2);
@@ -54,7 +54,7 @@ test('OMP stops once the fit has converged and does not pick atoms out of noise'
 test('OMP skips an atom collinear with the chosen ones', () => {
   const D = dictionary(3);
   D.push(D[0].map((v) => 2 * v));
-  const r = omp(normalEquations(D, combo(D, [1, 0.5, 0, 0])), { tol: 1e-9, minCorrelation: 1e-3 });
+  const r = omp(normalEquations(D, combo(D, [1, 0.5, 0, 0])), { tol: 1e-9, minCorrelation: 1e-3, minT: 5 });
   assert.ok(Math.abs(r.x[0] + 2 * r.x[3] - 1) < 1e-6);
   assert.ok(Math.abs(r.x[1] - 0.5) < 1e-6);
 });

@@ -10,7 +10,7 @@ import { LensError } from '../errors';
 import { JobContext } from '../util/job';
 import { Mask } from '../unmerge/maskFile';
 import { uniqueNames } from '../unmerge/names';
-import { lambdaMax, lasso, NormalEquations, nnls, omp, OmpStep, Solution } from '../unmerge/solvers';
+import { lambdaMax, lasso, NormalEquations, nnls, omp, OmpStep, Solution, tStatistics } from '../unmerge/solvers';
 import { forEachMaskedModule, KernelsSource, MaskedSource, openSource, resolveKernels, SourceKind } from '../unmerge/sources';
 
 export type DecomposeMethod = 'nnls' | 'omp' | 'lasso';
@@ -26,6 +26,8 @@ export interface DecomposeOptions {
   tol: number;
   /** An atom is in the support when ||c_j d_j|| >= this * ||y||; OMP also stops when no atom correlates with the residual this much. */
   supportThreshold: number;
+  /** An atom is in the support only when its coefficient's t-statistic is at least this; OMP stops below it (see solvers.ts). */
+  minT: number;
   /** LASSO's L1 weight relative to lambdaMax (the smallest weight giving all zeros). */
   lambda: number;
   /** LASSO: constrain coefficients to be non-negative. */
@@ -52,10 +54,15 @@ export interface DecomposeReport {
   decomposable: boolean;
   explanation: string;
   target: { name: string; path: string; kind: SourceKind; norm: number };
-  dictionary: Array<{ name: string; path: string; kind: SourceKind; norm: number; coefficient: number; share: number; inSupport: boolean }>;
+  dictionary: Array<{ name: string; path: string; kind: SourceKind; norm: number; coefficient: number; share: number; t: number | null; inSupport: boolean }>;
+  /**
+   * The relative residual the target's own storage rounding alone would leave (estimated from its dtype
+   * and values: a model merged at bf16 carries several percent); 0 for an adapter target.
+   */
+  roundingFloor: number;
   mask: { path: string; modules: number; selected: number };
   parameters: Record<string, number | boolean | string>;
-  solver: { iterations: number; converged: boolean; stopReason?: string; steps?: Array<{ atom: string; relativeResidual: number }> };
+  solver: { iterations: number; converged: boolean; stopReason?: string; steps?: Array<{ atom: string; t: number; relativeResidual: number }> };
   warnings: string[];
   truth?: Record<string, number>;
   precision?: number | null;
@@ -67,6 +74,13 @@ export interface DecomposeReport {
 
 /** The verdict's thresholds: the dictionary explains at least 99% of the target's energy, or less than half of it. */
 const NOT_DECOMPOSABLE_RESIDUAL = Math.SQRT1_2;
+/**
+ * A residual up to this many times the target's estimated rounding floor is rounding: the estimate counts
+ * one or two roundings, and a model merged more than once at half precision carries a few more.
+ */
+const ROUNDING_SLACK = 2;
+/** Above this rounding floor the target's delta is mostly rounding, and a small residual proves nothing. */
+const ROUNDING_LIMIT = 0.35;
 
 export async function runDecompose(o: DecomposeOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<DecomposeReport> {
   if (o.dictionary.length === 0) throw new LensError('--dictionary', 'give at least one dictionary folder');
@@ -88,7 +102,11 @@ export async function runDecompose(o: DecomposeOptions, kernelsSource: KernelsSo
     const n = mask.total;
     const columns = sources.map(() => new Float32Array(n));
     const offsets = mask.modules.map((_, i) => mask.modules.slice(0, i).reduce((a, x) => a + x.selected, 0));
-    await forEachMaskedModule(mask, base, sources, ctx, 'decompose', (mi, s, values) => columns[s].set(values, offsets[mi]));
+    let roundingSq = 0;
+    await forEachMaskedModule(mask, base, sources, ctx, 'decompose', (mi, s, values, full) => {
+      columns[s].set(values, offsets[mi]);
+      if (s === m) roundingSq += full.roundingSq;
+    });
 
     const y = columns[m];
     const p = normalEquations(columns.slice(0, m), y);
@@ -99,10 +117,10 @@ export async function runDecompose(o: DecomposeOptions, kernelsSource: KernelsSo
     let sol: Solution;
     let steps: OmpStep[] | undefined;
     let stopReason: string | undefined;
-    const parameters: DecomposeReport['parameters'] = { supportThreshold: o.supportThreshold, maxResidual: o.maxResidual };
+    const parameters: DecomposeReport['parameters'] = { supportThreshold: o.supportThreshold, minT: o.minT, maxResidual: o.maxResidual };
     if (o.method === 'nnls') sol = nnls(p);
     else if (o.method === 'omp') {
-      const r = omp(p, { tol: o.tol, minCorrelation: o.supportThreshold });
+      const r = omp(p, { tol: o.tol, minCorrelation: o.supportThreshold, minT: o.minT });
       [sol, steps, stopReason] = [r, r.steps, r.stopReason];
       parameters.tol = o.tol;
     } else {
@@ -136,9 +154,17 @@ export async function runDecompose(o: DecomposeOptions, kernelsSource: KernelsSo
     const reconstructionError = 1 - Math.max(0, cosine) ** 2;
     const norms = dictNames.map((_, j) => Math.sqrt(p.G[j * m + j]));
     const share = (j: number): number => (Math.abs(sol.x[j]) * norms[j]) / ny;
-    const support = dictNames.filter((_, j) => sol.x[j] !== 0 && share(j) >= o.supportThreshold);
+    // A coefficient indistinguishable from the noise in the residual is reported but is not part of the answer.
+    const t = tStatistics(p, sol.x, rr);
+    const support = dictNames.filter((_, j) => sol.x[j] !== 0 && share(j) >= o.supportThreshold && Math.abs(t[j]) >= o.minT);
+    const roundingFloor = Math.sqrt(roundingSq) / ny;
+    const roundingUsable = roundingFloor < ROUNDING_LIMIT;
+    if (!roundingUsable) {
+      warn(`${sources[m].name}: its storage rounding alone is ${(100 * roundingFloor).toFixed(0)}% of its task vector on the mask: the merge's precision lost most of the delta, and no decomposition of it can be trusted`);
+    }
+    const withinRounding = roundingUsable && relativeResidual <= ROUNDING_SLACK * roundingFloor;
     const verdict: Verdict =
-      relativeResidual <= o.maxResidual ? 'decomposable' : relativeResidual < NOT_DECOMPOSABLE_RESIDUAL ? 'partially decomposable' : 'not decomposable';
+      relativeResidual <= o.maxResidual || withinRounding ? 'decomposable' : relativeResidual < NOT_DECOMPOSABLE_RESIDUAL ? 'partially decomposable' : 'not decomposable';
     const report: DecomposeReport = {
       method: o.method,
       coefficients: Object.fromEntries(dictNames.map((nm, j) => [nm, sol.x[j]])),
@@ -149,7 +175,7 @@ export async function runDecompose(o: DecomposeOptions, kernelsSource: KernelsSo
       explainedEnergy: 1 - relativeResidual ** 2,
       verdict,
       decomposable: verdict === 'decomposable',
-      explanation: explain(verdict, relativeResidual, support),
+      explanation: explain(verdict, relativeResidual, support, relativeResidual > o.maxResidual && withinRounding ? roundingFloor : undefined),
       target: { name: sources[m].name, path: sources[m].path, kind: sources[m].kind, norm: ny },
       dictionary: dictNames.map((nm, j) => ({
         name: nm,
@@ -158,14 +184,20 @@ export async function runDecompose(o: DecomposeOptions, kernelsSource: KernelsSo
         norm: norms[j],
         coefficient: sol.x[j],
         share: share(j),
+        t: sol.x[j] === 0 ? null : Number.isFinite(t[j]) ? t[j] : null,
         inSupport: support.includes(nm),
       })),
+      roundingFloor,
       mask: { path: o.mask, modules: mask.modules.length, selected: n },
       parameters,
-      solver: { iterations: sol.iterations, converged: sol.converged, stopReason, steps: steps?.map((s) => ({ atom: dictNames[s.atom], relativeResidual: s.relativeResidual })) },
+      solver: { iterations: sol.iterations, converged: sol.converged, stopReason, steps: steps?.map((s) => ({ atom: dictNames[s.atom], t: s.t, relativeResidual: s.relativeResidual })) },
       warnings,
     };
-    if (o.truth) Object.assign(report, score(o.truth, report.coefficients, support));
+    if (o.truth) {
+      const unknown = Object.keys(o.truth).filter((k) => !dictNames.includes(k));
+      if (unknown.length > 0) warn(`--truth names ${unknown.join(', ')}, not in the dictionary (${dictNames.join(', ')}); they count as missed components`);
+      Object.assign(report, score(o.truth, report.coefficients, support));
+    }
     return report;
   } finally {
     for (const s of sources) s.close();
@@ -193,7 +225,7 @@ export function normalEquations(D: Float32Array[], y: Float32Array): NormalEquat
   }
   let yy = 0;
   for (let t = 0; t < y.length; t++) yy += y[t] * y[t];
-  return { m, G, b, yy };
+  return { m, n: y.length, G, b, yy };
 }
 
 /** Zero atoms get coefficient 0; collinear atoms make the split between them arbitrary: both are said plainly. */
@@ -208,12 +240,14 @@ function checkDictionary(p: NormalEquations, names: string[], warn: (m: string) 
   }
 }
 
-function explain(verdict: Verdict, rel: number, support: string[]): string {
+function explain(verdict: Verdict, rel: number, support: string[], rounding?: number): string {
   const pct = (100 * (1 - rel * rel)).toFixed(rel < 0.01 ? 4 : 1);
   const comps = support.length > 0 ? support.join(' + ') : 'no adapter';
   switch (verdict) {
     case 'decomposable':
-      return `The target is explained by ${comps} (${pct}% of its squared norm on the mask, relative residual ${rel.toExponential(2)}).`;
+      return rounding === undefined
+        ? `The target is explained by ${comps} (${pct}% of its squared norm on the mask, relative residual ${rel.toExponential(2)}).`
+        : `The target is explained by ${comps} up to its own storage rounding (relative residual ${rel.toFixed(3)}, of which its dtype's rounding alone gives about ${rounding.toFixed(3)}).`;
     case 'partially decomposable':
       return `Only part of the target is explained by the dictionary (${pct}% of its squared norm, relative residual ${rel.toFixed(3)}): it likely contains adapters outside the dictionary; the coefficients of ${comps} are approximate.`;
     case 'not decomposable':
@@ -256,7 +290,7 @@ export const decomposeCommand: CliCommand = {
   summary: 'UNMERGE: which dictionary adapters make up a target model or adapter, with what coefficients',
   usage:
     'decompose --mask DIR --base DIR --dictionary DIR... --target DIR [--method nnls|omp|lasso] [--truth FILE.json] ' +
-    '[--tol 1e-6] [--support-threshold 1e-3] [--lambda 0.001] [--positive] [--max-residual 0.1] [--json F]',
+    '[--tol 1e-6] [--support-threshold 1e-3] [--min-t 5] [--lambda 0.001] [--positive] [--max-residual 0.1] [--json F]',
   flags: {
     mask: { kind: 'string' },
     base: { kind: 'string' },
@@ -266,6 +300,7 @@ export const decomposeCommand: CliCommand = {
     truth: { kind: 'string' },
     tol: { kind: 'number', default: 1e-6 },
     'support-threshold': { kind: 'number', default: 1e-3 },
+    'min-t': { kind: 'number', default: 5 },
     lambda: { kind: 'number', default: 1e-3 },
     positive: { kind: 'bool' },
     'max-residual': { kind: 'number', default: 0.1 },
@@ -274,7 +309,7 @@ export const decomposeCommand: CliCommand = {
   async run(args, ctx) {
     const c = 'decompose';
     const f = args.flags;
-    for (const k of ['tol', 'support-threshold', 'lambda', 'max-residual']) {
+    for (const k of ['tol', 'support-threshold', 'min-t', 'lambda', 'max-residual']) {
       if ((f[k] as number) < 0) throw new LensError(`lora-lens ${c}`, `--${k} must not be negative`);
     }
     const report = await runDecompose(
@@ -286,6 +321,7 @@ export const decomposeCommand: CliCommand = {
         method: f.method as DecomposeMethod,
         tol: f.tol as number,
         supportThreshold: f['support-threshold'] as number,
+        minT: f['min-t'] as number,
         lambda: f.lambda as number,
         positive: f.positive === true,
         maxResidual: f['max-residual'] as number,

@@ -2,6 +2,12 @@
  * UNMERGE phase 3a: one unified top-k mask over every module the dictionary adapters target. Per module
  * (one at a time), each adapter's delta is expanded, |delta| is aggregated by elementwise max across
  * adapters, and the k = floor(budget / modules) largest elements are kept, ties to the lower index.
+ *
+ * Adapters that target different modules (q/v and q/k/v/o, other layers by layers_to_transform) give a
+ * mask over the union: an adapter is zero where it has no LoRA, which is its task vector there, so it
+ * simply does not vote in those modules. The delta of a DoRA module is its fp32 task vector (see
+ * `Dora` in unmerge/lora.ts), which needs the base weight; every other PEFT option (rsLoRA, rank and
+ * alpha patterns, Conv1D / fan_in_fan_out, embeddings) is in the module's scale and orientation.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -12,15 +18,15 @@ import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/check
 import { required } from '../cli/args';
 import { CliCommand } from '../cli/command';
 import { LensError } from '../errors';
-import { Kernels, LoraFactors } from '../kernels/kernels';
+import { Kernels } from '../kernels/kernels';
 import { Scratch } from '../safetensors/reader';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { loraValuesAt, readFactors } from '../unmerge/lora';
+import { Dora, doraDelta, doraOf, doraValuesAt, loraNormSq, loraValuesAt, readFactors } from '../unmerge/lora';
 import { MASK_FORMAT, MASK_JSON, MASK_ORDER, MASK_TENSORS, MaskJson, MaskModule } from '../unmerge/maskFile';
 import { naturalCompare, uniqueNames } from '../unmerge/names';
-import { KernelsSource, resolveKernels } from '../unmerge/sources';
+import { BaseModule, KernelsSource, resolveKernels } from '../unmerge/sources';
 import { topK } from '../unmerge/topk';
 
 export interface MaskOptions {
@@ -55,6 +61,7 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
       if (ckpt.kind !== 'adapter') throw new LensError(o.adapters[a], 'not a PEFT adapter folder (no adapter_config.json)');
       const layout = adapterLayout(ckpt, base);
       for (const w of layout.warnings) ctx.warn(`${names[a]}: ${w}`);
+      if (layout.replacements.length > 0) ctx.warn(`${names[a]}: ${layout.replacements.length} saved full tensors (modules_to_save, biases) are not LoRA deltas and are left out of the mask`);
       if (layout.modules.length === 0) throw new LensError(o.adapters[a], 'adapter has no LoRA modules');
       for (const lm of layout.modules) dict[a].byBase.set(lm.base!.name, lm);
     }
@@ -86,7 +93,7 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
         for (let i = 0; i < M; i++) {
           throwIfCancelled(ctx);
           ctx.progress({ phase: 'mask', done: i, total: M, tensor: modules[i].name });
-          writer.write(modules[i].name, await maskModule(modules[i], dict, kernels, scratch));
+          writer.write(modules[i].name, await maskModule(modules[i], dict, kernels, new BaseModule(base, modules[i], scratch), scratch));
         }
         ctx.progress({ phase: 'mask', done: M, total: M });
         writer.finish();
@@ -106,27 +113,45 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
 }
 
 /** Aggregates the adapters' |delta| of one module, selects its top k, and returns the BOOL mask bytes. */
-async function maskModule(m: MaskModule, dict: DictAdapter[], kernels: Kernels, scratch: Scratch): Promise<Uint8Array> {
+async function maskModule(m: MaskModule, dict: DictAdapter[], kernels: Kernels, base: BaseModule, scratch: Scratch): Promise<Uint8Array> {
+  const users = dict.filter((d) => d.byBase.has(m.name));
+  // All factor pairs first (r (in + out) values each): the expansions then follow each other without waiting on the disk.
+  const factors = await Promise.all(users.map((d) => readFactors(d.ckpt, d.byBase.get(m.name)!)));
   const acc = scratch.f32('acc', m.numel).fill(0);
-  const factors: Array<[DictAdapter, LoraFactors]> = [];
-  for (const d of dict) {
-    const lm = d.byBase.get(m.name);
-    if (!lm) continue;
-    const f = await readFactors(d.ckpt, lm);
-    const delta = await kernels.loraDelta(f, scratch.f32('delta', m.numel));
-    const stats = await kernels.pairStats(delta, null);
-    if (stats.nonFinite > 0) throw new LensError(d.ckpt.path, `${stats.nonFinite} non-finite values in the delta of ${m.name}`, lm.B.name);
-    d.normSq += stats.aSq;
-    await kernels.maxAbsInto(acc, delta);
-    factors.push([d, f]);
+  const dora: Array<Dora | undefined> = [];
+  // Two delta buffers: adapter a + 1 expands while |delta_a| is folded into acc, which a worker backend runs at once.
+  let folded: Promise<unknown> = Promise.resolve();
+  const folds: Array<Promise<unknown>> = [];
+  for (let a = 0; a < users.length; a++) {
+    const d = users[a];
+    const lm = d.byBase.get(m.name)!;
+    const slot = a % 2;
+    if (a >= 2) await folds[a - 2];
+    const expanding = kernels.loraDelta(factors[a], scratch.f32(`delta${slot}`, m.numel));
+    if (!lm.magnitude) d.normSq += loraNormSq(factors[a]); // r^2 (in + out) work on this thread while the expansion runs
+    let delta = await expanding;
+    if (lm.magnitude) {
+      dora[a] = await doraOf(kernels, d.ckpt, lm, await base.f32(), delta);
+      delta = await doraDelta(kernels, dora[a]!, delta, scratch.bytes(`merged${slot}`, 4 * m.numel), scratch.f32(`dora${slot}`, m.numel));
+      const stats = await kernels.pairStats(delta, null);
+      if (stats.nonFinite > 0) throw new LensError(d.ckpt.path, `${stats.nonFinite} non-finite values in the DoRA task vector of ${m.name} (a zero weight norm?)`, lm.magnitude.name);
+      d.normSq += stats.aSq;
+    }
+    const x = delta;
+    folded = folded.then(() => kernels.maxAbsInto(acc, x));
+    folded.catch(() => undefined); // a failure surfaces where it is awaited, not as an unhandled rejection
+    folds[a] = folded;
   }
+  await folded;
   const sel = topK(acc, m.selected);
+  if (sel.nonFinite > 0) throw new LensError(users[0].ckpt.path, `${sel.nonFinite} delta elements of ${m.name} overflow fp32 (adapters: ${m.adapters.join(', ')})`, m.name);
   m.threshold = sel.threshold;
   const values = new Float32Array(sel.indices.length);
-  for (const [d, f] of factors) {
-    loraValuesAt(f, sel.indices, values);
+  users.forEach((d, a) => {
+    loraValuesAt(factors[a], sel.indices, values);
+    if (dora[a]) doraValuesAt(dora[a]!, sel.indices, values);
     for (let t = 0; t < values.length; t++) d.keptSq += values[t] * values[t];
-  }
+  });
   const bytes = scratch.bytes('mask', m.numel).fill(0);
   for (let t = 0; t < sel.indices.length; t++) bytes[sel.indices[t]] = 1;
   return bytes;

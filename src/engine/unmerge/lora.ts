@@ -1,11 +1,12 @@
 /**
  * LoRA deltas where only some elements are needed: a masked element of `s * B @ A` costs r products,
- * so compressing or decomposing an adapter never expands its full delta.
+ * so compressing or decomposing a LoRA adapter never expands its full delta (a DoRA one must, once per
+ * module, for its norms).
  */
 import { Checkpoint } from '../checkpoint/checkpoint';
 import { LoraModule } from '../checkpoint/adapter';
 import { LensError } from '../errors';
-import { LoraFactors } from '../kernels/kernels';
+import { Kernels, LoraFactors } from '../kernels/kernels';
 import { assertFloat, bytesToF32, TensorInfo } from '../safetensors/reader';
 
 async function readF32(c: Checkpoint, t: TensorInfo): Promise<Float32Array> {
@@ -14,13 +15,60 @@ async function readF32(c: Checkpoint, t: TensorInfo): Promise<Float32Array> {
   return bytesToF32(t, raw, new Float32Array(t.numel));
 }
 
-/** The factors of a module, oriented as its base weight. DoRA's delta needs the base rows: refused here. */
+/** The factors of a module, oriented as its base weight. */
 export async function readFactors(adapter: Checkpoint, lm: LoraModule): Promise<LoraFactors> {
-  if (lm.magnitude) {
-    throw new LensError(adapter.path, 'DoRA adapters (lora_magnitude_vector) are not supported by mask/compress/decompose yet', lm.magnitude.name);
-  }
   const [A, B] = await Promise.all([readF32(adapter, lm.A), readF32(adapter, lm.B)]);
+  for (const [t, v] of [[lm.A, A], [lm.B, B]] as const) {
+    if (!v.every(Number.isFinite)) throw new LensError(adapter.path, 'non-finite values in a LoRA factor', t.name);
+  }
   return { A, B, r: lm.A.shape[0], out: lm.out, in: lm.in, scale: lm.scale, transpose: lm.transpose };
+}
+
+/**
+ * What a DoRA module changes, for UNMERGE: the task vector a fine-tune with it has, i.e. exactly what
+ * `merge --dtype fp32` followed by `extract` gives, `tau = f(f(g * f(W + dW)) - W)`, dW = s B A and
+ * g = f(m / f(||W + dW||)) per output feature (a row, or a column of a Conv1D / embedding weight).
+ * Not `s B A` alone: DoRA rescales every element of W, so a merged DoRA model differs from its base
+ * also where dW is small, and decomposing such a model needs dictionary vectors that say so.
+ */
+export interface Dora {
+  /** The base weight as fp32, in its own layout. */
+  w: Float32Array;
+  /** g per output feature. */
+  factor: Float32Array;
+  cols: number;
+  featureIsColumn: boolean;
+}
+
+/** g of a DoRA module from the base `w` and the full LoRA delta `d` (both in the base layout). */
+export async function doraOf(kernels: Kernels, adapter: Checkpoint, lm: LoraModule, w: Float32Array, d: Float32Array): Promise<Dora> {
+  const [rows, cols] = lm.base!.shape;
+  const featureIsColumn = lm.transpose;
+  const norms = await kernels.doraNorms(w, d, rows, cols, featureIsColumn, 'F32', 'fp32-cast');
+  const magnitude = await readF32(adapter, lm.magnitude!);
+  if (magnitude.length !== norms.length) {
+    throw new LensError(adapter.path, `DoRA magnitude has ${magnitude.length} values, the weight has ${norms.length} output features`, lm.magnitude!.name);
+  }
+  const factor = new Float32Array(norms.length);
+  for (let i = 0; i < factor.length; i++) factor[i] = magnitude[i] / Math.fround(norms[i]);
+  return { w, factor, cols, featureIsColumn };
+}
+
+/** The full DoRA task vector into `out`, by the merge kernels (`d` the full LoRA delta; `merged` scratch bytes). */
+export async function doraDelta(kernels: Kernels, dora: Dora, d: Float32Array, merged: Uint8Array, out: Float32Array): Promise<Float32Array> {
+  await kernels.mergeDora(dora.w, d, dora.factor, dora.cols, dora.featureIsColumn, 'F32', 'fp32-cast', merged);
+  return kernels.subtract(new Float32Array(merged.buffer, merged.byteOffset, dora.w.length), dora.w, out);
+}
+
+/** Turns LoRA delta values at `indices` into DoRA task-vector values, in place, bit for bit as doraDelta. */
+export function doraValuesAt(dora: Dora, indices: Uint32Array, values: Float32Array): Float32Array {
+  const { w, factor, cols, featureIsColumn } = dora;
+  for (let t = 0; t < indices.length; t++) {
+    const idx = indices[t];
+    const g = factor[featureIsColumn ? idx % cols : Math.floor(idx / cols)];
+    values[t] = Math.fround(Math.fround(g * Math.fround(w[idx] + values[t])) - w[idx]);
+  }
+  return values;
 }
 
 /**

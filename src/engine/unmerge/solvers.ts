@@ -13,6 +13,8 @@
 
 export interface NormalEquations {
   m: number;
+  /** Length of the vectors (kept elements): the degrees of freedom the noise tests count. */
+  n: number;
   /** m x m row-major. */
   G: Float64Array;
   b: Float64Array;
@@ -132,12 +134,16 @@ export function nnls(p: NormalEquations, maxIterations = 30 * p.m + 30): Solutio
 export interface OmpOptions {
   /** Stop when ||r|| / ||y|| falls to this. */
   tol: number;
-  /** Stop when no remaining atom has |<d_j, r>| / (||d_j|| ||y||) at least this: what is left is noise. */
+  /** Stop when no remaining atom has |<d_j, r>| / (||d_j|| ||y||) at least this: it would explain too little to matter. */
   minCorrelation: number;
+  /** Stop when the best atom's t-statistic against the residual (see `residualT`) is below this: what is left is noise. */
+  minT: number;
 }
 
 export interface OmpStep {
   atom: number;
+  /** Its t-statistic against the residual when it was picked. */
+  t: number;
   /** Relative residual after the atom joined (from the normal equations, accurate to ~1e-8). */
   relativeResidual: number;
 }
@@ -148,10 +154,25 @@ export interface OmpSolution extends Solution {
 }
 
 /**
+ * How far atom j's correlation with the residual r stands above noise: `|d_j . r| / (||d_j|| sigma)`,
+ * sigma = ||r|| / sqrt(n - s) the residual's per-element spread after s fitted atoms. If r is noise
+ * independent of the atoms (storage rounding of a bf16 merge), this is at most a standard normal;
+ * an atom still present in r gives ~ sqrt(n) times its share of r.
+ */
+function residualT(p: NormalEquations, w: number, j: number, rr: number, s: number): number {
+  const dof = p.n - s;
+  if (!(dof > 0)) return 0;
+  const sigma = Math.sqrt(Math.max(0, rr) / dof);
+  return sigma > 0 ? Math.abs(w) / (Math.sqrt(p.G[j * p.m + j]) * sigma) : Infinity;
+}
+
+/**
  * Orthogonal matching pursuit: add the atom most correlated with the residual (correlation normalised by
- * the atom's norm), refit least squares on the chosen atoms, and stop on a small residual or when the
- * best correlation is below `minCorrelation`. The second rule is what keeps OMP from picking atoms out of
- * rounding noise once the fit has converged: noise is nearly uncorrelated with every atom.
+ * the atom's norm), refit least squares on the chosen atoms, and stop on a small residual, when the best
+ * atom would explain less than `minCorrelation` of y, or when its correlation with the residual is no
+ * more than noise gives (`minT`). The last rule is what keeps OMP from picking atoms out of rounding
+ * noise once the fit has converged: a bf16 merge leaves a residual of several percent of y, against
+ * which every absent atom correlates at about 1/sqrt(n), far above any fixed `minCorrelation` for small n.
  */
 export function omp(p: NormalEquations, o: OmpOptions): OmpSolution {
   const { m } = p;
@@ -177,16 +198,53 @@ export function omp(p: NormalEquations, o: OmpOptions): OmpSolution {
     if (best < o.minCorrelation) {
       return { x, iterations: steps.length, converged: true, steps, stopReason: `best remaining correlation with the residual ${best.toExponential(2)} < ${o.minCorrelation}` };
     }
+    const t = residualT(p, w[j], j, rr, chosen.length);
+    if (t < o.minT) {
+      return { x, iterations: steps.length, converged: true, steps, stopReason: `the residual is noise: best remaining atom's t-statistic ${t.toFixed(2)} < ${o.minT}` };
+    }
     skip[j] = true;
     const s = solveOn(p, [...chosen, j]);
     if (!s) continue; // collinear with the chosen atoms
     chosen.push(j);
     x = new Float64Array(m);
-    chosen.forEach((i, t) => (x[i] = s[t]));
+    chosen.forEach((i, k) => (x[i] = s[k]));
     rr = p.yy;
     chosen.forEach((i) => (rr -= p.b[i] * x[i]));
-    steps.push({ atom: j, relativeResidual: Math.sqrt(Math.max(0, rr) / p.yy) });
+    steps.push({ atom: j, t, relativeResidual: Math.sqrt(Math.max(0, rr) / p.yy) });
   }
+}
+
+/**
+ * t-statistics of the non-zero coefficients of `x`, as for least squares on that support: `x_j / SE_j`,
+ * SE_j = sigma sqrt((G_SS^-1)_jj), sigma^2 = rr / (n - |S|), rr the residual computed from the data.
+ * Where G_SS is singular (duplicate atoms in a LASSO support) SE_j falls back to sigma / ||d_j||.
+ * Zero coefficients get 0; an exact fit (rr = 0) gives Infinity.
+ */
+export function tStatistics(p: NormalEquations, x: Float64Array, rr: number): Float64Array {
+  const { m } = p;
+  const S = [...x.keys()].filter((j) => x[j] !== 0);
+  const t = new Float64Array(m);
+  const dof = p.n - S.length;
+  const sigma = dof > 0 ? Math.sqrt(Math.max(0, rr) / dof) : NaN;
+  const inv = inverseDiagonal(p, S);
+  S.forEach((j, k) => {
+    const se = sigma * (inv ? Math.sqrt(inv[k]) : 1 / Math.sqrt(p.G[j * m + j]));
+    t[j] = se > 0 ? x[j] / se : Number.isNaN(se) ? 0 : x[j] > 0 ? Infinity : -Infinity;
+  });
+  return t;
+}
+
+/** Diagonal of G[S,S]^-1, or null when it is singular. */
+function inverseDiagonal(p: NormalEquations, S: number[]): Float64Array | null {
+  const out = new Float64Array(S.length);
+  for (let k = 0; k < S.length; k++) {
+    const unit = new Float64Array(p.m);
+    unit[S[k]] = 1;
+    const col = solveOn({ ...p, b: unit }, S);
+    if (!col) return null;
+    out[k] = col[k];
+  }
+  return out;
 }
 
 export interface LassoOptions {

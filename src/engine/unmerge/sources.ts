@@ -8,7 +8,7 @@ import { LensError } from '../errors';
 import { Kernels } from '../kernels/kernels';
 import { assertFloat, bytesToF32, Scratch } from '../safetensors/reader';
 import { JobContext, throwIfCancelled } from '../util/job';
-import { loraNormSq, loraValuesAt, readFactors } from './lora';
+import { doraDelta, doraOf, doraValuesAt, loraNormSq, loraValuesAt, readFactors } from './lora';
 import { Mask, MaskModule } from './maskFile';
 
 export type SourceKind = 'adapter' | 'finetuned';
@@ -47,6 +47,12 @@ export interface MaskedValues {
   fullNormSq: number;
   /** Whether the source changes this module at all. */
   touches: boolean;
+  /**
+   * Expected sum of squares, over the kept elements, of the error a model's storage rounding puts into
+   * its task vector (ulp^2 / 12 per rounding: the model's own, and the base's cast to the model's dtype
+   * where they differ, as a half-precision merge of a finer base does); 0 for an adapter.
+   */
+  roundingSq: number;
 }
 
 export interface MaskedSource {
@@ -75,14 +81,14 @@ export function openSource(
     throw new LensError(p, kind === 'adapter' ? 'not a PEFT adapter folder (no adapter_config.json)' : 'is a PEFT adapter folder; pass it with --adapter');
   }
   try {
-    return actual === 'adapter' ? adapterSource(ckpt, name, base, mask, warn) : modelSource(ckpt, name, base, mask, kernels);
+    return actual === 'adapter' ? adapterSource(ckpt, name, base, mask, kernels, warn) : modelSource(ckpt, name, base, mask, kernels);
   } catch (e) {
     closeCheckpoint(ckpt);
     throw e;
   }
 }
 
-function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: Mask, warn: (m: string) => void): MaskedSource {
+function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: Mask, kernels: Kernels, warn: (m: string) => void): MaskedSource {
   const layout = adapterLayout(ckpt, base);
   for (const w of layout.warnings) warn(`${name}: ${w}`);
   const byBase = new Map<string, LoraModule>(layout.modules.map((lm) => [lm.base!.name, lm]));
@@ -90,6 +96,7 @@ function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: M
   const outside = layout.modules.filter((lm) => !masked.has(lm.base!.name)).length;
   if (outside > 0) warn(`${name}: ${outside} of its ${layout.modules.length} modules are not in the mask; their deltas are left out`);
   if (layout.replacements.length > 0) warn(`${name}: ${layout.replacements.length} saved full tensors (modules_to_save, biases) are not LoRA deltas and are left out`);
+  const scratch = new Scratch();
   return {
     name,
     path: ckpt.path,
@@ -98,14 +105,21 @@ function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: M
       const lm = byBase.get(bm.module.name);
       if (!lm) {
         out.fill(0);
-        return { fullNormSq: 0, touches: false };
+        return { fullNormSq: 0, touches: false, roundingSq: 0 };
       }
       const f = await readFactors(ckpt, lm);
       loraValuesAt(f, indices, out);
-      // r^2 (in + out) products: as costly as the masked values themselves, so only when asked.
-      const fullNormSq = fullNorm ? loraNormSq(f) : NaN;
+      let fullNormSq = NaN;
+      if (lm.magnitude) {
+        // DoRA's norms span whole rows: the one case that expands the delta.
+        const numel = bm.module.numel;
+        const d = await kernels.loraDelta(f, scratch.f32('lora', numel));
+        const dora = await doraOf(kernels, ckpt, lm, await bm.f32(), d);
+        doraValuesAt(dora, indices, out);
+        if (fullNorm) fullNormSq = (await kernels.pairStats(await doraDelta(kernels, dora, d, scratch.bytes('merged', 4 * numel), scratch.f32('tau', numel)), null)).aSq;
+      } else if (fullNorm) fullNormSq = loraNormSq(f); // r^2 (in + out) products: as costly as the masked values, so only when asked
       if (out.some((v) => !Number.isFinite(v))) throw new LensError(ckpt.path, 'delta has non-finite values', lm.B.name);
-      return { fullNormSq, touches: true };
+      return { fullNormSq, touches: true, roundingSq: 0 };
     },
     close: () => closeCheckpoint(ckpt),
   };
@@ -125,15 +139,38 @@ function modelSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: Mas
     kind: 'finetuned',
     async values(bm, indices, out) {
       const w = await bm.f32();
+      const t = ckpt.byName.get(bm.module.name)!;
       const ft = await readInto(ckpt, bm.module.name, scratch, 'model');
       const tau = await kernels.subtract(ft, w, scratch.f32('tau', w.length));
       const stats = await kernels.pairStats(tau, null);
       if (stats.nonFinite > 0) throw new LensError(ckpt.path, `${stats.nonFinite} non-finite values in the task vector (model minus base)`, bm.module.name);
-      for (let t = 0; t < indices.length; t++) out[t] = tau[indices[t]];
-      return { fullNormSq: stats.aSq, touches: stats.aNonzero > 0 };
+      for (let i = 0; i < indices.length; i++) out[i] = tau[indices[i]];
+      const roundings = t.dtype !== 'F32' && base.byName.get(bm.module.name)!.dtype !== t.dtype ? 2 : 1;
+      let roundingSq = 0;
+      for (let i = 0; i < indices.length; i++) roundingSq += ulp(t.dtype, ft[indices[i]]) ** 2;
+      return { fullNormSq: stats.aSq, touches: stats.aNonzero > 0, roundingSq: (roundings * roundingSq) / 12 };
     },
     close: () => closeCheckpoint(ckpt),
   };
+}
+
+const f32bits = new Uint32Array(1);
+const f32view = new Float32Array(f32bits.buffer);
+
+/** The spacing of `dtype`'s values around x (x representable in fp32). */
+export function ulp(dtype: string, x: number): number {
+  f32view[0] = x;
+  const e = Math.max(((f32bits[0] >>> 23) & 0xff) - 127, -126); // subnormals share the smallest normal's spacing
+  switch (dtype) {
+    case 'BF16':
+      return 2 ** (e - 7);
+    case 'F16':
+      return 2 ** (Math.max(e, -14) - 10);
+    case 'F64':
+      return 2 ** (e - 52);
+    default:
+      return 2 ** (e - 23);
+  }
 }
 
 /** Per-module mask and base, and the masked values of every source in turn: one module in memory at a time. */
