@@ -70,6 +70,30 @@ test('merge --device gpu writes byte-identical files to --device cpu, every dtyp
   }
 });
 
+test('a DoRA merge --device gpu writes byte-identical files to --device cpu, and the report names the device', (t) => {
+  if (skip) return t.skip(skip);
+  const root = tmpDir();
+  const { base } = checkpoint(root);
+  const H = 96, KV = 32;
+  const adapter = writeAdapter(path.join(root, 'dora'), peftConfig({ r: 8, lora_alpha: 16, use_dora: true, target_modules: ['q_proj', 'k_proj'] }), [
+    ...loraPair('model.layers.0.self_attn.q_proj', 8, H, H, 21),
+    { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector', shape: [H], data: randomF32(H, 23, 1).map((x) => 0.5 + Math.abs(x)) },
+    ...loraPair('model.layers.0.self_attn.k_proj', 8, H, KV, 25),
+    { name: 'base_model.model.model.layers.0.self_attn.k_proj.lora_magnitude_vector', shape: [KV], data: randomF32(KV, 27, 1).map((x) => 0.5 + Math.abs(x)) },
+  ]);
+  for (const [dtype, rule] of [['fp32', 'peft'], ['bf16', 'peft'], ['fp16', 'peft-safe'], ['bf16', 'fp32-cast']]) {
+    const outs = ['cpu', 'gpu'].map((device) => {
+      const out = path.join(root, `dora-${dtype}-${rule}-${device}`);
+      const r = cli(['merge', '--base', base, '--adapter', adapter, '--out', out, '--dtype', dtype, '--rule', rule, '--device', device, '--json', '-']);
+      const report = JSON.parse(r.stdout) as { doraTensors: number; device: string };
+      assert.equal(report.doraTensors, 2, 'both modules merged as DoRA');
+      assert.match(report.device, device === 'gpu' ? /^GPU: / : /^CPU/, 'the report names the device');
+      return fs.readFileSync(path.join(out, 'model.safetensors'));
+    });
+    assert.ok(outs[0].equals(outs[1]), `DoRA-merged model.safetensors differs between cpu and gpu at ${dtype} ${rule}`);
+  }
+});
+
 test('compare and precision reports agree within 1e-6 between cpu and gpu', (t) => {
   if (skip) return t.skip(skip);
   const root = tmpDir();

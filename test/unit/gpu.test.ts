@@ -9,6 +9,7 @@ import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { GpuKernels } from '../../src/engine/kernels/gpu/gpuKernels';
 import { HalfDtype, LoraFactors, MERGE_RULES, MergeDtype, PairStats, PrecisionStats } from '../../src/engine/kernels/kernels';
 import { ALLOW_SOFTWARE_GPU_ENV, gpuKernels } from '../../src/engine/kernels/select';
+import { openGpu } from '../../src/engine/kernels/gpu/dawn';
 import { quietContext } from '../../src/engine/util/job';
 import { randomF32, rng } from './helpers/builders';
 
@@ -195,5 +196,120 @@ describe('GPU backend agrees with the CPU', () => {
         assertStatsClose(await gpu!.precision(fw, null, dtype, rule), await cpu.precision(fw, null, dtype, rule), counts, `precision no delta ${dtype} ${rule}`);
       }
     }
+  });
+
+  test('a small forced binding limit splits deltas into row blocks and tensors into chunks, results unchanged', async (t) => {
+    if (skip) return t.skip(skip);
+    const limit = 16 * 1024;
+    const small = await gpuKernels(ctx, { maxBindingBytes: limit });
+    assert.ok(small instanceof GpuKernels);
+    try {
+      // A 100 x 130 delta is 52,000 bytes: at least 4 row blocks under a 16 KiB binding (each block's output fits).
+      for (const tr of [false, true]) {
+        const f = factors(100, 130, 16, 77, tr, 0.75);
+        const before = small.dispatches;
+        const got = await small.loraDelta(f);
+        assertBytesEqual(new Uint8Array(got.buffer), new Uint8Array((await cpu.loraDelta(f)).buffer), `delta under a ${limit}-byte limit, transpose=${tr}`);
+        assert.ok(small.dispatches - before >= Math.ceil((100 * 130 * 4) / limit), `split into row blocks (${small.dispatches - before} dispatches)`);
+      }
+      const [w, d] = mergeInputs(20001, 5);
+      for (const dtype of ['F32', 'BF16'] as MergeDtype[]) {
+        const width = dtype === 'F32' ? 4 : 2;
+        const before = small.dispatches;
+        assertBytesEqual(await small.merge(w, d, dtype, 'peft', new Uint8Array(20001 * width)), await cpu.merge(w, d, dtype, 'peft', new Uint8Array(20001 * width)), `merge ${dtype} under the limit`);
+        assert.ok(small.dispatches - before >= Math.ceil((20001 * 4) / limit), 'merge split into chunks');
+      }
+      const a = randomF32(20001, 2, 0.1);
+      assertStatsClose(await small.pairStats(a, w.map((x) => (Number.isFinite(x) ? x : 0))), await cpu.pairStats(a, w.map((x) => (Number.isFinite(x) ? x : 0))), ['n', 'aNonzero', 'bNonzero', 'diffNonzero', 'nonFinite'], 'pair stats under the limit');
+      assert.equal(small.failure, undefined, 'no binding went over the limit (an over-limit binding fails the kernel over to the CPU)');
+    } finally {
+      await small.dispose();
+    }
+  });
+
+  test('a GPU failure mid-job falls back to the CPU, says so once, and the report names it', async (t) => {
+    if (skip) return t.skip(skip);
+    const opened = await openGpu();
+    assert.ok(opened.ok);
+    const real = opened.gpu.device;
+    // The device as the kernels see it: command encoding fails, as after a device loss.
+    const device = new Proxy(real, {
+      get(target, key) {
+        if (key === 'createCommandEncoder') return () => { throw new Error('simulated device loss'); };
+        const v = Reflect.get(target, key, target) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const warnings: string[] = [];
+    const broken = new GpuKernels({ ...opened.gpu, device }, (m) => warnings.push(m));
+    const [w, d] = mergeInputs(5000, 9);
+    const want = await cpu.merge(w, d, 'BF16', 'peft', new Uint8Array(10000));
+    assertBytesEqual(await broken.merge(w, d, 'BF16', 'peft', new Uint8Array(10000)), want, 'merge after a GPU failure');
+    const f = factors(20, 30, 4, 1);
+    assertBytesEqual(new Uint8Array((await broken.loraDelta(f)).buffer), new Uint8Array((await cpu.loraDelta(f)).buffer), 'delta after a GPU failure');
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0], /GPU failure in merge: simulated device loss; .*CPU/);
+    assert.match(broken.description, /^GPU: .*after a GPU failure the rest ran on the CPU \(merge: simulated device loss\)/);
+  });
+
+  /** DoRA as the jobs run it (jobs/delta.ts): norms, then factor = f(m / f(norm)), then the merge. */
+  async function doraMerge(k: CpuKernels | GpuKernels, w: Float32Array, d: Float32Array, mag: Float32Array, rows: number, cols: number, col: boolean, dtype: MergeDtype, rule: (typeof MERGE_RULES)[number]): Promise<{ norms: Float64Array; factor: Float32Array; out: Uint8Array }> {
+    const norms = await k.doraNorms(w, d, rows, cols, col, dtype, rule);
+    const factor = new Float32Array(norms.length);
+    for (let i = 0; i < factor.length; i++) factor[i] = mag[i] / Math.fround(norms[i]);
+    const out = await k.mergeDora(w, d, factor, cols, col, dtype, rule, new Uint8Array(w.length * (dtype === 'F32' ? 4 : 2)));
+    return { norms, factor, out };
+  }
+
+  test('DoRA on the GPU: norms within 1e-6 and f32-identical, merged tensors bit-identical, rows and columns, every dtype and rule', async (t) => {
+    if (skip) return t.skip(skip);
+    // 37 x 300: 13 rows per 4098-element chunk, rows straddle chunks; 300 x 37 for columns; 3 x 5000: a row larger than a chunk.
+    for (const [rows, cols] of [[37, 300], [300, 37], [3, 5000], [1, 1]]) {
+      const [w, d] = mergeInputs(rows * cols, rows + cols);
+      for (const col of [false, true]) {
+        const mag = randomF32(col ? cols : rows, 3, 1).map(Math.abs);
+        for (const dtype of ['F32', 'F16', 'BF16'] as MergeDtype[]) {
+          for (const rule of dtype === 'F32' ? (['peft'] as const) : MERGE_RULES) {
+            const what = `DoRA ${rows}x${cols} ${col ? 'columns' : 'rows'} ${dtype} ${rule}`;
+            const want = await doraMerge(cpu, w, d, mag, rows, cols, col, dtype, rule);
+            const got = await doraMerge(gpu!, w, d, mag, rows, cols, col, dtype, rule);
+            for (let i = 0; i < want.norms.length; i++) close(got.norms[i], want.norms[i], `${what}: norm ${i}`);
+            assertBytesEqual(new Uint8Array(got.factor.buffer), new Uint8Array(want.factor.buffer), `${what}: factors`);
+            assertBytesEqual(got.out, want.out, `${what}: merged`);
+          }
+        }
+      }
+    }
+    assert.equal(gpu!.failure, undefined);
+  });
+
+  test('DoRA norms at an f32 rounding tie are recomputed on the host (the certificate), and stay exact', async (t) => {
+    if (skip) return t.skip(skip);
+    // Rows whose sum of squares is (1 + 2^-24)^2 (elements 0..3: 1, 2^-12, 2^-12, 2^-24), so that the norm is
+    // the midpoint between 1 and 1 + 2^-23, plus twelve squares of 2^-54 at elements 64, 128, ...
+    // The CPU adds them one by one to a sum near 1, where each is below half an ulp and is lost: its
+    // norm is the midpoint, which rounds to 1. The GPU's lane 0 (elements 0, 64, 128, ...) keeps
+    // them: an uncertified GPU norm rounds to 1 + 2^-23 and the merged rows would differ.
+    const rows = 16, cols = 1024;
+    const w = new Float32Array(rows * cols);
+    for (let i = 0; i < rows; i++) {
+      w.set([1, 2 ** -12, 2 ** -12, 2 ** -24], i * cols);
+      for (let k = 1; k <= 12; k++) w[i * cols + 64 * k] = 2 ** -27 * (i % 2 === 0 ? 1 : -1);
+    }
+    const d = new Float32Array(rows * cols);
+    const before = gpu!.hostElements;
+    const mag = new Float32Array(rows).fill(1);
+    const want = await doraMerge(cpu, w, d, mag, rows, cols, false, 'F32', 'peft');
+    const got = await doraMerge(gpu!, w, d, mag, rows, cols, false, 'F32', 'peft');
+    assertBytesEqual(new Uint8Array(got.factor.buffer), new Uint8Array(want.factor.buffer), 'factors at ties');
+    assertBytesEqual(got.out, want.out, 'merged at ties');
+    assert.ok(gpu!.hostElements - before >= rows * cols, `tie rows recomputed on the host (${gpu!.hostElements - before} elements)`);
+    // Ordinary weights leave almost every feature to the GPU.
+    const [rw, rd] = [randomF32(256 * 512, 4, 0.05), randomF32(256 * 512, 5, 1e-3)];
+    const b2 = gpu!.hostElements;
+    const r1 = await doraMerge(gpu!, rw, rd, new Float32Array(256).fill(0.5), 256, 512, false, 'BF16', 'peft');
+    const r0 = await doraMerge(cpu, rw, rd, new Float32Array(256).fill(0.5), 256, 512, false, 'BF16', 'peft');
+    assertBytesEqual(r1.out, r0.out, 'random DoRA');
+    assert.ok(gpu!.hostElements - b2 <= 512 * 4, `few features on the host (${(gpu!.hostElements - b2) / 512})`);
   });
 });

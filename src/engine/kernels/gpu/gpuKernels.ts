@@ -6,14 +6,16 @@
  * recomputed here with the CPU's own functions; a tensor whose inputs the GPU cannot handle at all runs
  * on the CPU and says so through `warn`.
  */
-import { mergeRange, pairStatsRange, precisionRange, subtractRange, loraDeltaRows, addPrecisionStats, emptyPairStats, emptyPrecisionStats, addPairStats } from '../cpuMath';
+import { mergeDoraRange, mergeOperand, mergeRange, pairStatsRange, precisionRange, subtractRange, loraDeltaRows, addPrecisionStats, emptyPairStats, emptyPrecisionStats, addPairStats } from '../cpuMath';
 import { CpuKernels } from '../cpu';
 import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from '../kernels';
 import { adapterName, OpenGpu } from './dawn';
-import { combineShader, deltaShader, elementwiseShader, mergeShader, PART_WORDS, pairStatsShader, precisionShader, TILE, WG } from './wgsl';
+import { combineShader, deltaShader, doraNormsShader, elementwiseShader, mergeDoraShader, mergeShader, PART_WORDS, pairStatsShader, precisionShader, TILE, WG } from './wgsl';
 
 /** Partial records folded into one by the second pass of a reduction. */
 const FOLD = 64;
+/** Partial sums per DoRA feature (each lane sums every LANES-th element of the feature). */
+const LANES = 64;
 
 /** Sizes of the pieces a tensor is cut into (tests make them small to cross every boundary). */
 export interface GpuSizes {
@@ -21,8 +23,13 @@ export interface GpuSizes {
   chunkElements: number;
   /** Bytes of one row block of a delta (at most the binding limit): 64 MiB by default. */
   blockBytes: number;
+  /**
+   * The largest storage binding the kernels may use, below the device's own limit (128 MiB on lavapipe
+   * and on many GPUs): tests force a small one so that tensors of a few KiB are split like large ones.
+   */
+  maxBindingBytes: number;
 }
-const DEFAULT_SIZES: GpuSizes = { chunkElements: 1 << 22, blockBytes: 64 << 20 };
+const DEFAULT_SIZES: GpuSizes = { chunkElements: 1 << 22, blockBytes: 64 << 20, maxBindingBytes: Infinity };
 const MAX_WORKGROUPS = 1024;
 
 interface Slot {
@@ -52,12 +59,21 @@ interface Dispatch {
 
 export class GpuKernels implements Kernels {
   readonly device = 'gpu' as const;
-  readonly description: string;
   private readonly dev: GPUDevice;
   private readonly pipelines = new Map<string, Promise<GPUComputePipeline>>();
   private readonly slots: Slot[] = [{ buffers: new Map() }, { buffers: new Map() }];
   private readonly maxBinding: number;
   private readonly cpu = new CpuKernels();
+  private readonly adapterDescription: string;
+  /** Why the GPU is no longer used (set by the first GPU failure), or undefined. */
+  private broken: string | undefined;
+  /** Why the GPU was abandoned for the CPU, or undefined while it works. */
+  get failure(): string | undefined {
+    return this.broken;
+  }
+
+  /** Dispatches run (tests check that large tensors are split). */
+  dispatches = 0;
   /** Elements recomputed on the host after the GPU flagged them, and chunks or tensors wholly recomputed. */
   hostElements = 0;
   hostTensors = 0;
@@ -68,8 +84,31 @@ export class GpuKernels implements Kernels {
     this.dev = gpu.device;
     this.sizes = { ...DEFAULT_SIZES, ...sizes };
     if (this.sizes.chunkElements % 2 !== 0) throw new Error('chunkElements must be even');
-    this.description = `GPU: ${adapterName(gpu.adapter)}, WebGPU`;
-    this.maxBinding = gpu.device.limits.maxStorageBufferBindingSize;
+    this.adapterDescription = `GPU: ${adapterName(gpu.adapter)}, WebGPU`;
+    this.maxBinding = Math.min(gpu.device.limits.maxStorageBufferBindingSize, this.sizes.maxBindingBytes);
+  }
+
+  /** The adapter, and whether (and why) the job went on on the CPU after a GPU failure: reports show this. */
+  get description(): string {
+    return this.broken === undefined ? this.adapterDescription : `${this.adapterDescription}; after a GPU failure the rest ran on the CPU (${this.broken})`;
+  }
+
+  /**
+   * Runs a kernel on the GPU, or on the CPU once the GPU has failed (a device lost, an out-of-memory or
+   * validation error): the failing kernel is recomputed on the CPU from its inputs, said once through
+   * `warn`, and every later kernel of this backend runs on the CPU, so a job never returns a result the
+   * GPU may have corrupted.
+   */
+  private async guarded<T>(what: string, onGpu: () => Promise<T>, onCpu: () => Promise<T>): Promise<T> {
+    if (this.broken !== undefined) return onCpu();
+    try {
+      return await onGpu();
+    } catch (e) {
+      this.broken = `${what}: ${(e as Error).message.split('\n')[0]}`;
+      this.hostTensors++;
+      this.warn(`GPU failure in ${this.broken}; this and every later kernel of the job run on the CPU`);
+      return onCpu();
+    }
   }
 
   /** A compiled kernel (cached); a WGSL error rejects. */
@@ -143,6 +182,11 @@ export class GpuKernels implements Kernels {
       this.dev.queue.writeBuffer(params, 0, d.params);
       entries.push({ binding: 7, resource: { buffer: params, size: d.params.byteLength } });
 
+      for (const e of entries) {
+        const size = (e.resource as GPUBufferBinding).size ?? 0;
+        if (e.binding !== 7 && size > this.maxBinding) throw new Error(`internal: a ${size}-byte binding exceeds the ${this.maxBinding}-byte limit`);
+      }
+      this.dispatches++;
       const enc = this.dev.createCommandEncoder();
       const pass = enc.beginComputePass();
       pass.setPipeline(d.pipeline);
@@ -190,8 +234,10 @@ export class GpuKernels implements Kernels {
     await previous;
   }
 
+  /** A grid-stride dispatch over `len` items; capped so that a reduction's per-invocation records fit one binding. */
   private workgroups(len: number): [number, number] {
-    return [Math.max(1, Math.min(MAX_WORKGROUPS, Math.ceil(len / WG))), 1];
+    const recordCap = Math.max(1, Math.floor(this.maxBinding / (PART_WORDS * 4 * WG)));
+    return [Math.max(1, Math.min(MAX_WORKGROUPS, recordCap, Math.ceil(len / WG))), 1];
   }
 
   /** Flags allowed per chunk before the whole chunk is recomputed on the host instead. */
@@ -199,9 +245,17 @@ export class GpuKernels implements Kernels {
     return Math.max(1024, Math.ceil(len / 64));
   }
 
-  async loraDelta(f: LoraFactors, out = new Float32Array(f.out * f.in)): Promise<Float32Array> {
+  loraDelta(f: LoraFactors, out = new Float32Array(f.out * f.in)): Promise<Float32Array> {
+    return this.guarded('loraDelta', () => this.loraDeltaGpu(f, out), () => this.cpu.loraDelta(f, out));
+  }
+
+  /**
+   * The delta in row blocks: each block's output (and its rows of B) fits one binding, so a delta of any
+   * size (a 12288 x 12288 fp32 delta is 576 MiB, over the usual 128 MiB limit) runs in pieces.
+   */
+  private async loraDeltaGpu(f: LoraFactors, out: Float32Array): Promise<Float32Array> {
     const { A, B, r, in: n, out: m, scale, transpose } = f;
-    const reason = deltaUnsupported(f) ?? (Math.max(m * r, r * n, n) * 4 > this.maxBinding ? `a ${m}x${n} rank-${r} delta exceeds the GPU's binding size` : null);
+    const reason = deltaUnsupported(f) ?? (Math.max(r * n, n, r) * 4 > this.maxBinding ? `a ${m}x${n} rank-${r} delta's factor A exceeds the GPU's binding size` : null);
     if (reason) {
       this.warn(`GPU: ${reason}; this delta is computed on the CPU`);
       this.hostTensors++;
@@ -209,12 +263,11 @@ export class GpuKernels implements Kernels {
       return out;
     }
     if (m === 0 || n === 0) return out;
-    const rowsPerBlock = Math.max(1, Math.min(m, Math.floor(Math.min(this.maxBinding, this.sizes.blockBytes) / (n * 4))));
+    const rowsPerBlock = Math.max(1, Math.min(m, Math.floor(Math.min(this.maxBinding, this.sizes.blockBytes) / (Math.max(n, r) * 4))));
     const blocks = Math.ceil(m / rowsPerBlock);
     const pipeline = await this.pipeline('delta', deltaShader);
     const sh = Math.fround(scale);
     const sl = Math.fround(scale - sh);
-    const bBytes = new Uint8Array(B.buffer, B.byteOffset, m * r * 4);
     const aBytes = new Uint8Array(A.buffer, A.byteOffset, r * n * 4);
     const err = 24 * r * 2 ** -48;
     const underflow = 64 * r * 2 ** -126;
@@ -222,11 +275,12 @@ export class GpuKernels implements Kernels {
       const row0 = b * rowsPerBlock;
       const rows = Math.min(rowsPerBlock, m - row0);
       const params = new ArrayBuffer(48);
-      new Uint32Array(params, 0, 5).set([n, rows, r, transpose ? 1 : 0, row0]);
+      // Only this block's rows of B travel (the shader's row0 is then 0).
+      new Uint32Array(params, 0, 5).set([n, rows, r, transpose ? 1 : 0, 0]);
       new Float32Array(params, 32, 4).set([sh, sl, err, underflow]);
       return {
         pipeline,
-        inputs: [bBytes, aBytes],
+        inputs: [new Uint8Array(B.buffer, B.byteOffset + row0 * r * 4, rows * r * 4), aBytes],
         outBytes: rows * n * 4,
         flagCapacity: GpuKernels.flagCapacity(rows * n),
         params,
@@ -254,7 +308,11 @@ export class GpuKernels implements Kernels {
     return out;
   }
 
-  async merge(w: Float32Array, d: Float32Array | null, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+  merge(w: Float32Array, d: Float32Array | null, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+    return this.guarded('merge', () => this.mergeGpu(w, d, dtype, rule, out), () => this.cpu.merge(w, d, dtype, rule, out));
+  }
+
+  private async mergeGpu(w: Float32Array, d: Float32Array | null, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
     const n = w.length;
     if (dtype === 'F32' && d === null) {
       new Uint8Array(out.buffer, out.byteOffset, n * 4).set(bytesOf(w));
@@ -276,16 +334,137 @@ export class GpuKernels implements Kernels {
     return out;
   }
 
-  /** DoRA's two steps run on the CPU (rare, and the per-feature norms need a second pass anyway). */
   doraNorms(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule): Promise<Float64Array> {
-    return this.cpu.doraNorms(w, d, rows, cols, featureIsColumn, dtype, rule);
+    const cpu = (): Promise<Float64Array> => this.cpu.doraNorms(w, d, rows, cols, featureIsColumn, dtype, rule);
+    return this.guarded('doraNorms', () => this.doraNormsGpu(w, d, rows, cols, featureIsColumn, dtype, rule, cpu), cpu);
+  }
+
+  /**
+   * Norms whose f32 rounding (the job divides the magnitude by f(norm)) equals the CPU's: the GPU's
+   * double-float sums carry an error bound, and a feature whose interval [S - err, S + err], with the
+   * CPU's own float64 rounding error included, does not give one f(sqrt) is recomputed here exactly as
+   * the CPU does (same order, float64). Features holding a flagged element are recomputed the same way.
+   */
+  private async doraNormsGpu(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, cpu: () => Promise<Float64Array>): Promise<Float64Array> {
+    const features = featureIsColumn ? cols : rows;
+    const sums = new Float64Array(features);
+    if (rows === 0 || cols === 0) return sums;
+    if (cols * 4 > this.maxBinding) {
+      this.warn(`GPU: a row of ${cols} elements exceeds the GPU's binding size; these DoRA norms are computed on the CPU`);
+      this.hostTensors++;
+      return cpu();
+    }
+    const pipeline = await this.pipeline(`dora-norms:${dtype}:${rule}:${featureIsColumn}`, () => doraNormsShader(dtype, rule, featureIsColumn));
+    const perChunk = Math.max(1, Math.floor(this.chunkSize() / cols));
+    const chunks = Math.ceil(rows / perChunk);
+    const recompute = new Set<number>();
+    let overflow = false;
+    /** Elements one lane summed at most (over all chunks for a column) and partial sums per feature: for the error bound. */
+    let laneElements = 0;
+    let partials = 0;
+    const lanesOf = (chunkRows: number): number => Math.max(1, Math.min(LANES, Math.floor((featureIsColumn ? chunkRows : cols) / 2)));
+    await this.pipelined(chunks, (c) => {
+      const r0 = c * perChunk;
+      const n = Math.min(perChunk, rows - r0);
+      const lanes = lanesOf(n);
+      const items = (featureIsColumn ? cols : n) * lanes;
+      return {
+        pipeline,
+        inputs: [bytesOf(w, r0 * cols, n * cols), bytesOf(d, r0 * cols, n * cols)],
+        outBytes: items * 8,
+        flagCapacity: GpuKernels.flagCapacity(n * cols),
+        params: new Uint32Array([n, cols, lanes, 0]).buffer,
+        workgroups: this.workgroups(items),
+      };
+    }, (c, res) => {
+      const r0 = c * perChunk;
+      const n = Math.min(perChunk, rows - r0);
+      const lanes = lanesOf(n);
+      const p = new Float32Array(res.out!.buffer, res.out!.byteOffset, res.out!.byteLength / 4);
+      const per = Math.ceil((featureIsColumn ? n : cols) / lanes);
+      laneElements = featureIsColumn ? laneElements + per : Math.max(laneElements, per);
+      partials = featureIsColumn ? partials + lanes : lanes;
+      if (featureIsColumn) {
+        for (let l = 0; l < lanes; l++) for (let f = 0; f < cols; f++) sums[f] += p[2 * (l * cols + f)] + p[2 * (l * cols + f) + 1];
+      } else {
+        for (let f = 0; f < n; f++) {
+          let s = 0;
+          for (let l = 0; l < lanes; l++) s += p[2 * (f * lanes + l)] + p[2 * (f * lanes + l) + 1];
+          sums[r0 + f] = s;
+        }
+      }
+      if (res.flagged === null) overflow = true;
+      else for (const e of res.flagged!) recompute.add(featureIsColumn ? e % cols : r0 + Math.floor(e / cols));
+    });
+    if (overflow) {
+      this.hostTensors++;
+      return cpu();
+    }
+    const along = featureIsColumn ? rows : cols;
+    // GPU: at most 12 * u^2 * S per element a lane sums (u = 2^-24, exact squares, renormalised sums);
+    // host: float64 additions of the partials; CPU: float64 additions of `along` exact squares; all doubled.
+    const rel = 2 * (12 * laneElements * 2 ** -48 + (partials + along + 2) * 2 ** -53);
+    const abs = 4 * along * 2 ** -126;
+    const norms = new Float64Array(features);
+    for (let f = 0; f < features; f++) {
+      const s = sums[f];
+      const lo = s - rel * s - abs;
+      if (recompute.has(f) || !(lo > 0) || Math.fround(Math.sqrt(lo)) !== Math.fround(Math.sqrt(s + rel * s + abs))) {
+        recompute.add(f);
+        norms[f] = Math.sqrt(doraFeatureSq(w, d, rows, cols, featureIsColumn, dtype, rule, f));
+      } else norms[f] = Math.sqrt(s);
+    }
+    this.hostElements += recompute.size * along;
+    return norms;
   }
 
   mergeDora(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
-    return this.cpu.mergeDora(w, d, factor, cols, featureIsColumn, dtype, rule, out);
+    return this.guarded('mergeDora', () => this.mergeDoraGpu(w, d, factor, cols, featureIsColumn, dtype, rule, out), () => this.cpu.mergeDora(w, d, factor, cols, featureIsColumn, dtype, rule, out));
   }
 
-  async pairStats(a: Float32Array, b: Float32Array | null): Promise<PairStats> {
+  private async mergeDoraGpu(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+    const n = w.length;
+    if (n === 0 || cols === 0) return out;
+    if (factor.length * 4 > this.maxBinding) {
+      this.hostTensors++;
+      return this.cpu.mergeDora(w, d, factor, cols, featureIsColumn, dtype, rule, out);
+    }
+    const pipeline = await this.pipeline(`merge-dora:${dtype}:${rule}:${featureIsColumn}`, () => mergeDoraShader(dtype, rule, featureIsColumn));
+    const width = dtype === 'F32' ? 4 : 2;
+    const factorBytes = bytesOf(factor);
+    const spill = new Set<number>();
+    await this.chunks(n, (start, len) => ({
+      pipeline,
+      inputs: [bytesOf(w, start, len), bytesOf(d, start, len), factorBytes],
+      outBytes: len * width,
+      flagCapacity: GpuKernels.flagCapacity(len),
+      params: new Uint32Array([len, 0, start, cols]).buffer,
+      workgroups: this.workgroups(dtype === 'F32' ? len : Math.ceil(len / 2)),
+    }), (start, len, res) => {
+      out.set(res.out!, start * width);
+      const rows = res.flagged === null ? null : new Set([...res.flagged!].map((i) => Math.floor((start + i) / cols)));
+      if (rows === null) {
+        this.hostTensors++;
+        mergeDoraRange(w, d, factor, cols, featureIsColumn, dtype, rule, out, Math.floor(start / cols), Math.ceil((start + len) / cols));
+        return;
+      }
+      // Whole rows are recomputed: cheap (flags are rare) and exactly the CPU's function. A row can
+      // reach into the next chunk, whose bytes arrive later and overwrite it: fix those after all chunks.
+      for (const row of rows) {
+        if ((row + 1) * cols > start + len) spill.add(row);
+        else mergeDoraRange(w, d, factor, cols, featureIsColumn, dtype, rule, out, row, row + 1);
+        this.hostElements += cols;
+      }
+    });
+    for (const row of spill) mergeDoraRange(w, d, factor, cols, featureIsColumn, dtype, rule, out, row, row + 1);
+    return out;
+  }
+
+  pairStats(a: Float32Array, b: Float32Array | null): Promise<PairStats> {
+    return this.guarded('pairStats', () => this.pairStatsGpu(a, b), () => this.cpu.pairStats(a, b));
+  }
+
+  private async pairStatsGpu(a: Float32Array, b: Float32Array | null): Promise<PairStats> {
     const pipeline = await this.pipeline(`pair:${b !== null}`, () => pairStatsShader(b !== null));
     const words = PART_WORDS;
     let s = emptyPairStats();
@@ -332,7 +511,11 @@ export class GpuKernels implements Kernels {
     return s;
   }
 
-  async subtract(a: Float32Array, b: Float32Array, out: Float32Array): Promise<Float32Array> {
+  subtract(a: Float32Array, b: Float32Array, out: Float32Array): Promise<Float32Array> {
+    return this.guarded('subtract', () => this.subtractGpu(a, b, out), () => this.cpu.subtract(a, b, out));
+  }
+
+  private async subtractGpu(a: Float32Array, b: Float32Array, out: Float32Array): Promise<Float32Array> {
     const pipeline = await this.pipeline('subtract', () => elementwiseShader('subtract'));
     await this.chunks(a.length, (start, len) => ({
       pipeline, inputs: [bytesOf(a, start, len), bytesOf(b, start, len)], outBytes: len * 4,
@@ -344,7 +527,11 @@ export class GpuKernels implements Kernels {
     return out;
   }
 
-  async precision(w: Float32Array, d: Float32Array | null, dtype: HalfDtype, rule: MergeRule): Promise<PrecisionStats> {
+  precision(w: Float32Array, d: Float32Array | null, dtype: HalfDtype, rule: MergeRule): Promise<PrecisionStats> {
+    return this.guarded('precision', () => this.precisionGpu(w, d, dtype, rule), () => this.cpu.precision(w, d, dtype, rule));
+  }
+
+  private async precisionGpu(w: Float32Array, d: Float32Array | null, dtype: HalfDtype, rule: MergeRule): Promise<PrecisionStats> {
     // Without a delta every rule gives r(W): one shader per dtype.
     const shaderRule = d === null ? 'peft' : rule;
     const pipeline = await this.pipeline(`precision:${dtype}:${shaderRule}:${d !== null}`, () => precisionShader(dtype, shaderRule, d !== null));
@@ -388,7 +575,12 @@ export class GpuKernels implements Kernels {
     return s;
   }
 
-  async maxAbsInto(acc: Float32Array, x: Float32Array): Promise<Float32Array> {
+  /** Safe to redo on the CPU after a partial GPU run: max is idempotent. */
+  maxAbsInto(acc: Float32Array, x: Float32Array): Promise<Float32Array> {
+    return this.guarded('maxAbsInto', () => this.maxAbsIntoGpu(acc, x), () => this.cpu.maxAbsInto(acc, x));
+  }
+
+  private async maxAbsIntoGpu(acc: Float32Array, x: Float32Array): Promise<Float32Array> {
     const pipeline = await this.pipeline('maxabs', () => elementwiseShader('maxabs'));
     await this.chunks(acc.length, (start, len) => ({
       pipeline, inputs: [bytesOf(acc, start, len), bytesOf(x, start, len)], outBytes: len * 4, params: u32Params(len), workgroups: this.workgroups(len),
@@ -407,10 +599,15 @@ export class GpuKernels implements Kernels {
 
   /** Elementwise kernels over chunks (of an even size, so that two halves pack into one u32). */
   private chunks(n: number, make: (start: number, len: number) => Dispatch, take: (start: number, len: number, r: ChunkResult) => void): Promise<void> {
-    const size = this.sizes.chunkElements;
+    const size = this.chunkSize();
     const count = Math.ceil(n / size);
     const range = (i: number): [number, number] => [i * size, Math.min(size, n - i * size)];
     return this.pipelined(count, (i) => make(...range(i)), (i, r) => take(...range(i), r));
+  }
+
+  /** Elements per chunk: even, and one f32 input's chunk fits one binding. */
+  private chunkSize(): number {
+    return Math.max(2, Math.min(this.sizes.chunkElements, Math.floor(this.maxBinding / 4) & ~1));
   }
 
   /** Recomputes flagged elements (or the whole chunk, when the list overflowed) with the CPU reference. */
@@ -457,4 +654,21 @@ function deltaElement(f: LoraFactors, i: number, j: number): number {
     if (b !== 0) acc += b * f.A[k * f.in + j];
   }
   return Math.fround(acc * f.scale);
+}
+
+/** Sum of v^2 over one DoRA feature in float64, in the CPU's order (doraNormsRange): exactly its value. */
+function doraFeatureSq(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, f: number): number {
+  let s = 0;
+  if (featureIsColumn) {
+    for (let i = 0; i < rows; i++) {
+      const v = mergeOperand(dtype, rule, w[i * cols + f], d[i * cols + f]);
+      s += v * v;
+    }
+  } else {
+    for (let j = 0; j < cols; j++) {
+      const v = mergeOperand(dtype, rule, w[f * cols + j], d[f * cols + j]);
+      s += v * v;
+    }
+  }
+  return s;
 }

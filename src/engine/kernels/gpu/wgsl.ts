@@ -402,3 +402,101 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) li: vec3
   }
 }`;
 }
+
+/** DoRA's operand v = W + d as the rule forms it in fp32 (mergeOperand in cpuMath.ts): (bits, flagged). */
+function doraOperand(dtype: MergeDtype, rule: MergeRule): string {
+  if (dtype === 'F32') return 'fn operand(w: u32, d: u32) -> vec2u { return add_checked(w, d); }';
+  const sum = rule === 'fp32-cast' ? 'add_checked(w, d)' : 'add_checked(rnd(w), d)';
+  return `${halfLib(dtype, rule)}\nfn operand(w: u32, d: u32) -> vec2u { return ${sum}; }`;
+}
+
+/**
+ * DoRA step 1, per output feature: partial sums of v^2 as double-float (hi, lo) pairs, one per
+ * (feature, lane); lane l of a feature sums its elements l, l + lanes, ... Each square is exact
+ * (v split into 12-bit halves: h^2 + 2hl + l^2), the sum is renormalised after every element, and the
+ * host adds the lanes in float64 and certifies the f32 rounding of the norm (gpuKernels.ts).
+ * A feature is a row (element f * cols + k) or, when `column`, a column (element k * cols + f; lanes
+ * then run over rows and neighbouring invocations read neighbouring columns).
+ * Params: (rows in this chunk, cols, lanes, zero).
+ */
+export function doraNormsShader(dtype: MergeDtype, rule: MergeRule, column: boolean): string {
+  const item = column
+    ? 'let l = t / cols; let f = t % cols; let count = rows;'
+    : 'let f = t / lanes; let l = t % lanes; let count = cols;';
+  const element = column ? 'k * cols + f' : 'f * cols + k';
+  return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> d: array<u32>;
+@group(0) @binding(4) var<storage, read_write> o: array<vec2f>;
+${FLAGS}
+@group(0) @binding(7) var<uniform> p: vec4u;
+${common('p.w')}
+${doraOperand(dtype, rule)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let rows = p.x; let cols = p.y; let lanes = p.z;
+  let items = select(rows, cols, ${column}) * lanes;
+  for (var t = g.x; t < items; t += nw.x * ${WG}u) {
+    ${item}
+    var acc = vec2f(0.0);
+    for (var k = l; k < count; k += lanes) {
+      let e = ${element};
+      let v = operand(w[e], d[e]);
+      // Squares of 2^32 and above could overflow the sums; v at or above it never occurs in a weight.
+      if (v.y != 0u || ((v.x >> 23u) & 0xffu) >= 159u) { flag(e); continue; }
+      let s = split(bitcast<f32>(v.x));
+      acc = df_add(acc, s.x * s.x);
+      acc = df_add(acc, 2.0 * (s.x * s.y));
+      acc = df_add(acc, s.y * s.y);
+      acc = two_sum(acc.x, acc.y);
+    }
+    o[t] = acc;
+  }
+}`;
+}
+
+/**
+ * DoRA step 2: merged = enc(f(factor[feature] * v)), one f32 multiply (correctly rounded for normal
+ * operands and results; anything else is flagged for the host). Params: (length, zero, first element
+ * of the chunk in the tensor, cols).
+ */
+export function mergeDoraShader(dtype: MergeDtype, rule: MergeRule, column: boolean): string {
+  const head = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> d: array<u32>;
+@group(0) @binding(2) var<storage, read> factor: array<u32>;
+@group(0) @binding(4) var<storage, read_write> o: array<u32>;
+${FLAGS}
+${PARAMS}
+${common('p.y')}
+${doraOperand(dtype, rule)}
+/** f32 bits of factor * v for local element j; flags it when the GPU's product may not be IEEE. */
+fn scaled(j: u32) -> u32 {
+  let e = p.z + j;
+  let v = operand(w[j], d[j]);
+  let fb = factor[${column ? 'e % p.w' : 'e / p.w'}];
+  var x = bitcast<u32>(opaque(opaque(bitcast<f32>(v.x)) * opaque(bitcast<f32>(fb))));
+  let va = v.x & 0x7fffffffu; let fa = fb & 0x7fffffffu;
+  if ((x & 0x7fffffffu) == 0u) { x = (v.x ^ fb) & 0x80000000u; }
+  if (v.y != 0u || risky(v.x) || risky(fb) || risky(x) || ((x & 0x7fffffffu) == 0u && va != 0u && fa != 0u)) { flag(j); }
+  return x;
+}`;
+  if (dtype === 'F32') {
+    return `${head}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  for (var i = g.x; i < p.x; i += nw.x * ${WG}u) { o[i] = scaled(i); }
+}`;
+  }
+  return `${head}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let pairs = (p.x + 1u) / 2u;
+  for (var i = g.x; i < pairs; i += nw.x * ${WG}u) {
+    let j = 2u * i;
+    var v = enc(scaled(j));
+    if (j + 1u < p.x) { v |= enc(scaled(j + 1u)) << 16u; }
+    o[i] = v;
+  }
+}`;
+}
