@@ -30,8 +30,12 @@ before(async () => {
   if (skip) console.log(`# gpu cli tests skipped: ${skip}`);
 });
 
-function cli(args: string[]): { stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+function cli(args: string[], env: NodeJS.ProcessEnv = process.env, status = 0): { stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env });
+  if (status !== 0) {
+    assert.equal(r.status, status, `lora-lens ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+    return { stdout: r.stdout, stderr: r.stderr };
+  }
   assert.equal(r.status, 0, `lora-lens ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   return { stdout: r.stdout, stderr: r.stderr };
 }
@@ -119,4 +123,34 @@ test('compare and precision reports agree within 1e-6 between cpu and gpu', (t) 
   close(reports[1].compare.tensors, reports[0].compare.tensors, 'compare.tensors');
   close(reports[1].compare.summary, reports[0].compare.summary, 'compare.summary');
   close(reports[1].precision.dtypes, reports[0].precision.dtypes, 'precision.dtypes');
+});
+
+/*
+ * No GPU: these run in the ordinary test step too (no adapter needed). Dawn and the Vulkan loader print
+ * "Warning:" lines on stderr when they find no driver; the engine must not start them then.
+ */
+test('--device gpu without a Vulkan driver: exit 2 and one line on stderr; --device auto: the CPU, silently', () => {
+  const root = tmpDir();
+  const { base, adapter } = checkpoint(root);
+  const env = { ...process.env, VK_ICD_FILENAMES: path.join(root, 'no-such-icd.json'), VK_DRIVER_FILES: path.join(root, 'no-such-icd.json') };
+  const failed = cli(['merge', '--base', base, '--adapter', adapter, '--out', path.join(root, 'gpu'), '--dtype', 'bf16', '--device', 'gpu'], env, 2);
+  assert.equal(failed.stderr.trimEnd().split('\n').length, 1, `one line: ${failed.stderr}`);
+  assert.match(failed.stderr, /^lora-lens merge: --device gpu: no Vulkan (loader|driver) .*; use --device cpu or auto\n$/);
+  assert.equal(fs.existsSync(path.join(root, 'gpu')), false, 'nothing written');
+  const auto = cli(['merge', '--base', base, '--adapter', adapter, '--out', path.join(root, 'auto'), '--dtype', 'bf16', '--device', 'auto', '--json', '-'], env);
+  assert.equal(auto.stderr, '');
+  assert.match(JSON.parse(auto.stdout).device, /^CPU/);
+});
+
+test('--device gpu where the only Vulkan driver is lavapipe: exit 2, one line naming it, unless LORA_LENS_ALLOW_SOFTWARE_GPU=1', (t) => {
+  const icd = process.env.VK_ICD_FILENAMES;
+  if (!icd || !/lvp/.test(fs.readFileSync(icd, 'utf8'))) return t.skip('needs the lavapipe environment (the GPU step of scripts/run-tests.mjs)');
+  const root = tmpDir();
+  const { base, adapter } = checkpoint(root);
+  const env = { ...process.env, LORA_LENS_ALLOW_SOFTWARE_GPU: '' };
+  const failed = cli(['merge', '--base', base, '--adapter', adapter, '--out', path.join(root, 'gpu'), '--dtype', 'bf16', '--device', 'gpu'], env, 2);
+  assert.match(failed.stderr, /^lora-lens merge: --device gpu: the only Vulkan drivers run on the CPU \(libvulkan_lvp\.so; set LORA_LENS_ALLOW_SOFTWARE_GPU=1 .*\n$/);
+  const auto = cli(['merge', '--base', base, '--adapter', adapter, '--out', path.join(root, 'auto'), '--dtype', 'bf16', '--json', '-'], env);
+  assert.equal(auto.stderr, '');
+  assert.match(JSON.parse(auto.stdout).device, /^CPU/);
 });

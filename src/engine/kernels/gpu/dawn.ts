@@ -89,8 +89,66 @@ function vulkanLoaderPresent(): boolean {
   }
 }
 
+/** Mesa's lavapipe and Google's SwiftShader: Vulkan drivers that run on the CPU. */
+const SOFTWARE_ICD = /lvp|lavapipe|llvmpipe|swiftshader/i;
+
+/**
+ * The Vulkan drivers (ICD manifests) the loader would find, where the loader looks on Linux:
+ * VK_DRIVER_FILES / VK_ICD_FILENAMES (which replace the search), VK_ADD_DRIVER_FILES, then icd.d under
+ * the XDG config and data folders and /etc. Each is the manifest's library_path, or null when the
+ * manifest cannot be read (counted as a possible GPU driver).
+ */
+export function vulkanDrivers(env: NodeJS.ProcessEnv = process.env): (string | null)[] {
+  const list = (v: string | undefined): string[] => (v ?? '').split(':').filter(Boolean);
+  const home = env.HOME ? [path.join(env.XDG_CONFIG_HOME ?? path.join(env.HOME, '.config'), 'vulkan/icd.d'), path.join(env.XDG_DATA_HOME ?? path.join(env.HOME, '.local/share'), 'vulkan/icd.d')] : [];
+  const replace = list(env.VK_DRIVER_FILES ?? env.VK_ICD_FILENAMES);
+  const places = replace.length > 0 ? replace : [
+    ...home,
+    ...list(env.XDG_CONFIG_DIRS ?? '/etc/xdg').map((d) => path.join(d, 'vulkan/icd.d')),
+    '/usr/local/etc/vulkan/icd.d', '/etc/vulkan/icd.d',
+    ...list(env.XDG_DATA_DIRS ?? '/usr/local/share:/usr/share').map((d) => path.join(d, 'vulkan/icd.d')),
+  ];
+  const files: string[] = [];
+  for (const p of [...places, ...list(env.VK_ADD_DRIVER_FILES)]) {
+    try {
+      if (fs.statSync(p).isDirectory()) files.push(...fs.readdirSync(p).filter((f) => f.endsWith('.json')).map((f) => path.join(p, f)));
+      else files.push(p);
+    } catch {
+      // not there
+    }
+  }
+  return [...new Set(files)].map((f) => {
+    try {
+      const lib = (JSON.parse(fs.readFileSync(f, 'utf8')) as { ICD?: { library_path?: unknown } }).ICD?.library_path;
+      return typeof lib === 'string' ? lib : null;
+    } catch {
+      return null;
+    }
+  });
+}
+
+/**
+ * Why Dawn should not be started at all, or null. Dawn (and the Vulkan loader through it) prints
+ * several "Warning:" lines on stderr when it finds no driver, and lavapipe makes it print two more,
+ * so a machine without a GPU driver is recognised here: `--device auto` then stays quiet and
+ * `--device gpu` fails with one line. Software drivers count only with LORA_LENS_ALLOW_SOFTWARE_GPU=1
+ * (the variable select.ts names).
+ */
+function noGpuDriver(): string | null {
+  if (process.platform !== 'linux') return null;
+  if (!vulkanLoaderPresent()) return `no Vulkan loader (${VULKAN_LOADER}) is installed, so there is no GPU driver to use`;
+  const drivers = vulkanDrivers();
+  if (drivers.length === 0) return 'no Vulkan driver is installed (no ICD manifest in VK_DRIVER_FILES, VK_ICD_FILENAMES or the vulkan/icd.d folders)';
+  const software = process.env.LORA_LENS_ALLOW_SOFTWARE_GPU === '1';
+  if (!software && drivers.every((d) => d !== null && SOFTWARE_ICD.test(d))) {
+    return `the only Vulkan drivers run on the CPU (${drivers.map((d) => path.basename(d!)).join(', ')}; set LORA_LENS_ALLOW_SOFTWARE_GPU=1 to use them anyway)`;
+  }
+  return null;
+}
+
 async function openOnce(): Promise<OpenResult> {
-  if (!vulkanLoaderPresent()) return { ok: false, reason: `no Vulkan loader (${VULKAN_LOADER}) is installed, so there is no GPU driver to use` };
+  const none = noGpuDriver();
+  if (none) return { ok: false, reason: none };
   const dawn = loadDawn();
   if (typeof dawn === 'string') return { ok: false, reason: dawn };
   let gpu: GPU;
