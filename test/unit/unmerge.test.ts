@@ -246,6 +246,18 @@ test('decompose of adapters outside the dictionary says plainly that it is not d
     assert.match(r.explanation, /^Not decomposable/);
     assert.equal(r.recall, 0);
   }
+  // Half known, half not: the known part is found, and the report says the rest is missing.
+  const half = await writeMerged('merged-half', [
+    [dict[0], 1],
+    [outsiders[0], 0.6],
+  ]);
+  for (const method of ['nnls', 'omp'] as const) {
+    const r = await runDecompose(options(half, method, { math: 1, med: 0.6 }), kernels, quietContext());
+    assert.equal(r.verdict, 'partially decomposable', `${method}: ${r.relativeResidual}`);
+    assert.deepEqual(r.support, ['math'], `${method}: ${JSON.stringify(r.coefficients)}`);
+    assert.match(r.explanation, /outside the dictionary/);
+    assert.deepEqual([r.precision, r.recall], [1, 0.5]);
+  }
 });
 
 test('decompose of an adapter target, with a duplicate and a zero atom in the dictionary', async () => {
@@ -260,6 +272,18 @@ test('decompose of an adapter target, with a duplicate and a zero atom in the di
   const dup = await runDecompose({ ...options(dict[1], 'nnls'), dictionary: [dict[0], dict[1], dict[1]] }, kernels, quietContext());
   assert.ok(dup.warnings.some((w) => /duplicates on the mask/.test(w)));
   assert.ok(Math.abs(dup.coefficients.code + dup.coefficients['code#2'] - 1) < 1e-9);
+  // OMP takes one of two identical atoms and skips the other; LASSO splits the weight between them.
+  for (const method of ['omp', 'lasso'] as const) {
+    const r2 = await runDecompose({ ...options(dict[1], method), dictionary: [dict[0], dict[1], dict[1]] }, kernels, quietContext());
+    assert.ok(r2.warnings.some((w) => /duplicates on the mask/.test(w)), method);
+    assert.ok(Math.abs(r2.coefficients.code + r2.coefficients['code#2'] - 1) < (method === 'lasso' ? 1e-3 : 1e-9), `${method}: ${JSON.stringify(r2.coefficients)}`);
+    assert.equal(r2.coefficients.math, 0, method);
+    if (method === 'omp') assert.equal(r2.support.length, 1);
+  }
+  // A truth naming an adapter the dictionary does not have is said, not silently scored.
+  const typo = await runDecompose(options(dict[1], 'nnls', { cod: 1 }), kernels, quietContext());
+  assert.ok(typo.warnings.some((w) => /--truth names cod, not in the dictionary/.test(w)), typo.warnings.join('\n'));
+  assert.deepEqual([typo.precision, typo.recall], [0, 0]);
   await assert.rejects(runDecompose(options(base, 'nnls'), kernels, quietContext()), /nothing to decompose/);
 });
 
