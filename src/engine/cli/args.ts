@@ -1,4 +1,5 @@
 import { LensError } from '../errors';
+import { assertSafeOutputs } from '../util/outputs';
 
 export type FlagKind = 'string' | 'number' | 'bool' | 'list' | 'repeat';
 
@@ -19,6 +20,7 @@ export interface ParsedArgs {
 /**
  * Parses `args` against the command's flags: `--x V` (string, number), `--x` (bool), `--x V1 V2 …`
  * (list: values up to the next flag), `--x V` given several times (repeat). `--x=V` works too.
+ * Refuses an `--out` or `--json FILE` that would be written over one of the command's inputs.
  */
 export function parseArgs(command: string, args: string[], spec: Record<string, FlagSpec>, maxPositional: number): ParsedArgs {
   const flags: ParsedArgs['flags'] = {};
@@ -82,6 +84,8 @@ export function parseArgs(command: string, args: string[], spec: Record<string, 
   }
   for (const [name, s] of Object.entries(spec)) if (flags[name] === undefined && s.default !== undefined) flags[name] = s.default;
   if (positional.length > maxPositional) usage(`unexpected argument ${JSON.stringify(positional[maxPositional])}`);
+  // Before any work: --out and --json FILE must not land on an input (the CLI and the engine host both parse here).
+  assertSafeOutputs(positional, flags, spec);
   return { positional, flags, ordered };
 }
 

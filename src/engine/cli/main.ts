@@ -2,8 +2,8 @@ import { version } from '../../../package.json';
 import { CancelledError, LensError } from '../errors';
 import { Kernels } from '../kernels/kernels';
 import { DEVICE_CHOICES, DeviceChoice, selectKernels } from '../kernels/select';
-import { writeFileAtomic } from '../safetensors/writer';
 import { Progress } from '../util/job';
+import { writeReportFile } from '../util/outputs';
 import { parseArgs } from './args';
 import { CliCommand, CliContext } from './command';
 import { COMMANDS } from './commands';
@@ -89,7 +89,7 @@ export async function main(argv: string[]): Promise<number> {
     if (jsonOut !== undefined && result.report !== undefined) {
       const text = JSON.stringify(result.report, null, 2) + '\n';
       if (jsonOut === '-') process.stdout.write(text);
-      else writeFileAtomic(jsonOut, text);
+      else writeReportFile(jsonOut, text);
     }
     if (result.text && !quiet && jsonOut !== '-') process.stdout.write(result.text.endsWith('\n') ? result.text : result.text + '\n');
     return 0;

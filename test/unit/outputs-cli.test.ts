@@ -1,0 +1,95 @@
+/**
+ * Outputs are never written over inputs, through the built CLI (`npm run build` first): --json FILE and
+ * --out are checked before any work, a refusal is exit 2 with one stderr line, and nothing is left
+ * behind (no output folder, no temporary file beside the target, the inputs byte for byte unchanged).
+ */
+import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import { loraPair, peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+
+const CLI = path.resolve(__dirname, '../../../dist/cli.js');
+
+function cli(cwd: string, ...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args, '--device', 'cpu'], { encoding: 'utf8', cwd });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Every file under `dir` with its sha256, to show nothing changed. */
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile()) continue;
+    const p = path.join(e.parentPath, e.name);
+    out[path.relative(dir, p)] = crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+  }
+  return out;
+}
+
+function refused(r: ReturnType<typeof cli>, ...names: string[]): void {
+  assert.equal(r.status, 2, r.stderr);
+  assert.equal(r.stdout, '');
+  const lines = r.stderr.split('\n').filter((l) => l !== '');
+  assert.equal(lines.length, 1, r.stderr);
+  for (const n of names) assert.ok(lines[0].includes(n), `${lines[0]} should name ${n}`);
+  assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
+}
+
+describe('outputs never land on inputs', () => {
+  const root = tmpDir('lora-lens-outputs-');
+  const config = { model_type: 'llama', architectures: ['LlamaForCausalLM'], hidden_size: 8, num_hidden_layers: 1 };
+  writeModel(path.join(root, 'base'), config, [
+    { name: 'model.layers.0.self_attn.q_proj.weight', shape: [8, 8] },
+    { name: 'model.norm.weight', shape: [8] },
+  ]);
+  writeModel(path.join(root, 'ft'), config, [
+    { name: 'model.layers.0.self_attn.q_proj.weight', shape: [8, 8], data: 5 },
+    { name: 'model.norm.weight', shape: [8] },
+  ]);
+  writeAdapter(path.join(root, 'adapter'), peftConfig({ r: 2, target_modules: ['q_proj'] }), loraPair('model.layers.0.self_attn.q_proj', 2, 8, 8));
+  fs.writeFileSync(path.join(root, 'notes.txt'), 'a file, not a folder\n');
+  const before = snapshot(root);
+  const unchanged = (): void => assert.deepEqual(snapshot(root), before, 'inputs and their folders are untouched, no temporary file left');
+
+  it('--json naming a file of an input folder (config.json, model.safetensors, adapter_config.json) is refused', () => {
+    refused(cli(root, 'census', 'base', '--json', 'base/config.json'), 'base/config.json', 'input');
+    refused(cli(root, 'census', 'base/config.json', '--json', 'base/config.json'), 'base/config.json');
+    refused(cli(root, 'estimate', 'base', '--r', '2', '--target', 'q_proj', '--json', 'base/model.safetensors'), 'base/model.safetensors');
+    refused(cli(root, 'merge', '--base', 'base', '--adapter', 'adapter', '--out', 'merged', '--dtype', 'bf16', '--json', 'adapter/adapter_config.json'), 'adapter/adapter_config.json');
+    refused(cli(root, 'precision', '--base', 'base', '--adapter', 'adapter', '--json', 'base/model.safetensors'), 'base/model.safetensors');
+    refused(cli(root, 'compare', '--base', 'base', '--adapter', 'adapter', '--finetuned', 'ft', '--out', 'cmp', '--json', 'ft/model.safetensors'), 'ft/model.safetensors');
+    refused(cli(root, 'census', 'base', '--json', 'base'), 'base');
+    for (const d of ['merged', 'cmp']) assert.equal(fs.existsSync(path.join(root, d)), false, `${d}: no partial output`);
+    unchanged();
+  });
+
+  it('--out naming a file of an input folder, or the --json file, is refused before any work', () => {
+    refused(cli(root, 'extract', '--base', 'base', '--finetuned', 'ft', '--out', 'base/model.safetensors'), 'base/model.safetensors');
+    refused(cli(root, 'extract', '--base', 'base', '--finetuned', 'ft', '--out', 'ft/model.safetensors'), 'ft/model.safetensors');
+    refused(cli(root, 'extract', '--base', 'base', '--finetuned', 'ft', '--out', 'tv.safetensors', '--json', 'tv.safetensors'), 'tv.safetensors', '--out');
+    refused(cli(root, 'merge', '--base', 'base', '--adapter', 'adapter', '--out', '.', '--dtype', 'fp32'), 'input');
+    assert.equal(fs.existsSync(path.join(root, 'tv.safetensors')), false);
+    unchanged();
+  });
+
+  it('a --json folder, or a path under a file, is an input error, not a crash', () => {
+    refused(cli(root, 'census', 'base', '--json', '.'), '.');
+    refused(cli(root, 'census', 'base', '--json', 'notes.txt/report.json'), 'notes.txt');
+    refused(cli(root, 'merge', '--base', 'base', '--adapter', 'adapter', '--out', 'merged', '--dtype', 'bf16', '--json', 'merged'), 'merged');
+    assert.equal(fs.existsSync(path.join(root, 'merged')), false);
+    unchanged();
+  });
+
+  it('a report into a folder that does not exist yet, or a new file beside the inputs, is written', () => {
+    const r = cli(root, 'census', 'base', '--json', 'reports/new/census.json');
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'reports/new/census.json'), 'utf8')).summary.tensors, 2);
+    const m = cli(root, 'merge', '--base', 'base', '--adapter', 'adapter', '--out', 'base/merged', '--dtype', 'fp32', '--json', 'base/merge.json');
+    assert.equal(m.status, 0, m.stderr);
+    assert.ok(fs.existsSync(path.join(root, 'base/merged/model.safetensors')));
+    assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'base/merge.json'), 'utf8')).loraTensors, 1);
+  });
+});
