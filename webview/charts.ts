@@ -78,12 +78,26 @@ function scale(a: Axis, t: Theme, stacked: boolean, category: boolean): Record<s
     title: { display: true, text: a.title, color: t.foreground },
     ticks: {
       color: t.foreground,
-      ...(category ? {} : { callback: (v: number | string, _: number, ticks: Array<{ value: number }>) => formatTick(Number(v), a.format, a.log, ticks.length > 1 ? Math.abs(ticks[1].value - ticks[0].value) : undefined) }),
-      ...(a.integer ? { stepSize: 1, precision: 0 } : {}),
+      ...(category
+        ? {}
+        : {
+            callback: (v: number | string, i: number, ticks: Array<{ value: number }>) =>
+              // A log axis within one decade may hold no 1-2-5 tick: then its two ends are labelled.
+              a.log && (i === 0 || i === ticks.length - 1) && few125(ticks)
+                ? formatTick(Number(v), a.format)
+                : formatTick(Number(v), a.format, a.log, ticks.length > 1 ? Math.abs(ticks[1].value - ticks[0].value) : undefined),
+          }),
+      // precision 0, not stepSize 1: an axis of 483 ranks must not get 483 ticks.
+      ...(a.integer ? { precision: 0 } : {}),
     },
     grid: { color: t.grid },
     border: { color: t.grid },
   };
+}
+
+/** True when fewer than two ticks of a log axis would get a 1-2-5 label. */
+function few125(ticks: Array<{ value: number }>): boolean {
+  return ticks.filter((t) => formatTick(t.value, undefined, true) !== '').length < 2;
 }
 
 /** `onTensor`: called with a tensor's name when the user clicks a point that stands for one. */

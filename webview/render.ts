@@ -57,6 +57,19 @@ function summaryLists(items: SummaryItem[]): HTMLElement[] {
   });
 }
 
+/**
+ * A tensor name as text with line-break opportunities after its dots (`<wbr>`), so a long name wraps
+ * at `model.layers.0.` rather than pushing the table wider than its box; its text stays the name.
+ */
+function breakable(name: string): Node[] {
+  const nodes: Node[] = [];
+  for (const part of name.split(/(?<=\.)/)) {
+    if (nodes.length > 0) nodes.push(document.createElement('wbr'));
+    nodes.push(document.createTextNode(part));
+  }
+  return nodes;
+}
+
 /** Column headers are buttons that sort the rows (toggling direction), announced through aria-sort. */
 function sortableHead(spec: TableSpec, body: HTMLElement, rows: HTMLElement[]): HTMLElement {
   const ths = spec.columns.map((c, i) => {
@@ -88,7 +101,8 @@ function table(id: string, caption: string, spec: TableSpec, actions: Actions): 
       if (c === 0) (td as HTMLTableCellElement).scope = 'row';
       const text = formatCell(cell, column?.format);
       if (c === spec.tensorColumn && typeof cell === 'string') {
-        const a = el('a', { text });
+        const a = el('a', {}, ...breakable(text));
+        td.classList.add('tensor');
         a.href = '#';
         a.title = 'Reveal in the census tree';
         a.addEventListener('click', (e) => {

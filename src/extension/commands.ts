@@ -149,7 +149,9 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       const r = await runner.run({ title: `Comparing ${name(adapter)} with ${name(other)}`, command: 'compare', args, outputs: [out] });
       if (!r) return;
       report('compare', r, `Equivalence: ${name(adapter)} vs ${name(other)}`);
-      if (census.has(base) || (await openInCensus(base, adapter))) census.attachComparison(base, r.report);
+      // The base's tree shows the numbers on the tensors the adapter targets, so those must be marked:
+      // a census of the base with this adapter (header only, instant) unless it is already open so.
+      if (census.adapterOf(base) === adapter || (await openInCensus(base, adapter))) census.attachComparison(base, r.report);
     },
 
     'loraLens.validate': async (arg) => {

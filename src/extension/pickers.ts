@@ -95,8 +95,9 @@ export class Pickers {
 
   /** One of fixed choices, the setting's default (or the last choice) first. */
   async choice(key: string, title: string, choices: Array<{ value: string; detail?: string }>, fallback: string): Promise<string | undefined> {
-    const first = this.last(key) ?? fallback;
-    const items = choices.map((c) => ({ label: c.value, detail: c.detail, description: c.value === first ? 'default' : undefined }));
+    const last = this.last(key);
+    const first = last ?? fallback;
+    const items = choices.map((c) => ({ label: c.value, detail: c.detail, description: c.value === first ? (last !== undefined ? 'last used' : 'default') : undefined }));
     items.sort((a, b) => Number(b.label === first) - Number(a.label === first));
     const pick = await vscode.window.showQuickPick(items, { title, placeHolder: title, ignoreFocusOut: true });
     if (pick) this.remember(key, pick.label);

@@ -100,6 +100,7 @@ async function expandExplorer(label) {
   const row = explorerRow(label);
   await row.waitFor({ timeout: 20000 });
   if ((await row.getAttribute('aria-expanded')) !== 'true') await row.click();
+  await page.locator(`.explorer-folders-view .monaco-list-row[aria-label="${label}"][aria-expanded="true"]`).waitFor({ timeout: 10000 });
 }
 
 /** Right-clicks an Explorer row and runs a menu entry; the entries depend on context keys the extension sets after its workspace scan, so retry until they show. */
@@ -150,11 +151,67 @@ function webview() {
   return page.frameLocator(`iframe.webview.ready[src*="extensionId=${EXT_ID}"]`).frameLocator('iframe#active-frame');
 }
 
+/**
+ * The window, the panel alone, and each section of the panel (shots/sections/<name>-<section>.png, to
+ * review every chart and table), after checking that every chart has its data table beside it.
+ */
 async function panelShot(name) {
-  fs.mkdirSync(SHOTS, { recursive: true });
+  fs.mkdirSync(path.join(SHOTS, 'sections'), { recursive: true });
+  const wv = webview();
+  const charts = await wv.locator('canvas[id^="chart-"]').evaluateAll((cs) => cs.map((c) => ({
+    id: c.id.slice('chart-'.length),
+    table: c.closest('section')?.querySelector(`table[id="table-${c.id.slice('chart-'.length)}"]`) !== null,
+  })));
+  for (const c of charts) assert.ok(c.table, `chart ${c.id} of ${name} has no data table beside it`);
   await page.locator(`iframe.webview.ready[src*="extensionId=${EXT_ID}"]`).screenshot({ path: path.join(SHOTS, `${name}-only.png`) });
   await shot(name);
+  for (const section of await wv.locator('section[id^="section-"]').all()) {
+    const id = (await section.getAttribute('id')).slice('section-'.length);
+    await section.screenshot({ path: path.join(SHOTS, 'sections', `${name}-${id}.png`), animations: 'disabled' });
+  }
+  await wv.locator('body').evaluate(() => window.scrollTo(0, 0)); // later window shots show the panel's top
 }
+
+/**
+ * Answers a save dialog (code-server's own, in the quick input) that proposes `fileName`, with that
+ * name in the test's exports folder (outside the workspace, whose Explorer rows would shift); returns the path.
+ */
+async function answerSaveDialog(fileName) {
+  await asked(`Save ${fileName}`);
+  const input = quickInput().locator('.quick-input-box input');
+  await page.waitForFunction((end) => document.querySelector('.quick-input-widget .quick-input-box input')?.value.endsWith(end), fileName, { timeout: 10000 });
+  const target = path.join(tmp, 'exports', fileName);
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  await input.fill(target);
+  // The dialog lists the typed folder as it changes; a press while it does so can be lost: retry until it closes.
+  for (let i = 0; i < 10; i++) {
+    await input.press('Enter').catch(() => {});
+    try {
+      await quickInput().waitFor({ state: 'hidden', timeout: 1500 });
+      return target;
+    } catch { /* still open */ }
+  }
+  throw new Error(`the save dialog did not take ${target}`);
+}
+
+/** The engine processes of this test's VS Code (found by the TMPDIR it inherits), by pid. */
+function enginePids() {
+  const pids = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8');
+      if (!cmd.includes('engine-host.js')) continue;
+      const environ = fs.readFileSync(`/proc/${d}/environ`, 'utf8').split('\0');
+      if (environ.includes(`TMPDIR=${path.join(tmp, 't')}`)) pids.push(Number(d));
+    } catch { /* gone, or not ours */ }
+  }
+  return pids;
+}
+
+/** The first canvas pixel of a chart inside the panel, as [r, g, b, a]. */
+const chartPixel = (id) => webview().locator(`canvas#chart-${id}`).evaluate((c) => [...c.getContext('2d').getImageData(2, 2, 1, 1).data]);
+const luminance = ([r, g, b]) => (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
 
 /** A test that leaves a screenshot of the window when it fails (shots/FAIL-<name>.png). */
 function uiTest(name, fn) {
@@ -227,6 +284,13 @@ uiTest('Explorer context menu opens a model in the Parameter Census tree', async
   await showContainer('Explorer');
   await expandExplorer('models');
   const item = await contextMenu('tiny-llama', 'Open Checkpoint in Census');
+  // A model folder gets the model actions, not the adapter ones.
+  for (const entry of ['Extract Task Vector…', 'Build UNMERGE Mask…', 'Decompose Merged Model…', 'Estimate LoRA Parameters…']) {
+    assert.equal(await page.locator('.context-view .monaco-menu .action-label', { hasText: entry }).count(), 1, entry);
+  }
+  for (const entry of ['Merge LoRA Adapter…', 'Compare LoRA vs Task Vector…', 'Validate Equivalence…', 'Analyze Merge Precision…']) {
+    assert.equal(await page.locator('.context-view .monaco-menu .action-label', { hasText: entry }).count(), 0, entry);
+  }
   await shot('explorer-context-menu');
   await clickMenuItem(item);
   await censusRow('tiny-llama').waitFor({ timeout: 30000 });
@@ -279,8 +343,24 @@ uiTest('Compare from the palette: numbers in the panel, then cosine and norms in
   assert.ok(q, JSON.stringify(await censusItems()));
   const cos = Number(/cos ([\d.]+)/.exec(q.description)[1]);
   assert.ok(cos > 0.9999 && cos <= 1, q.description);
-  assert.match(q.description, /‖ΔW‖ [\d.e-]+ · ‖τ‖ [\d.e-]+$/);
+  assert.match(q.description, /^64×64 · F32 · 4,096 · LoRA · cos [\d.]+ · ‖ΔW‖ [\d.e-]+ · ‖τ‖ [\d.e-]+$/);
+  // The base's tree marks the adapter's targets (q and v of both layers), and only them.
+  const items = await censusItems();
+  assert.ok(items.some((i) => i.label === 'Attention — 8 tensors, 4 LoRA targets'), JSON.stringify(items.map((i) => i.label)));
+  const k = items.find((i) => i.label === 'self_attn.k_proj.weight');
+  assert.equal(k.description, '64×64 · F32 · 4,096');
   await shot('census-tree-compared');
+
+  // Exports: the report as JSON and a chart as PNG, through the save dialog, into the workspace.
+  await wv.locator('#export-json').click();
+  const json = await answerSaveDialog('compare-report.json');
+  await wv.locator('#status', { hasText: `Saved ${json}` }).waitFor({ timeout: 20000 });
+  assert.deepEqual(JSON.parse(fs.readFileSync(json, 'utf8')), JSON.parse(fs.readFileSync(path.join(out, 'comparison_results.json'), 'utf8')));
+  await wv.locator('#export-png-cosine').click();
+  const png = await answerSaveDialog('compare-cosine.png');
+  await wv.locator('#status', { hasText: `Saved ${png}` }).waitFor({ timeout: 20000 });
+  assert.deepEqual([...fs.readFileSync(png).subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  assert.ok(fs.statSync(png).size > 5000, 'a drawn chart, not an empty canvas');
 
   // A tensor picked in the panel's table is revealed and selected in the tree.
   await wv.locator('#table-cosine').getByText('model.layers.0.self_attn.v_proj.weight', { exact: true }).click();
@@ -308,6 +388,38 @@ uiTest('a long job is cancelled from its notification and leaves nothing behind'
   await palette('Notifications: Clear All Notifications');
 });
 
+uiTest('a crashed engine: the user is told, nothing is left behind, the next job restarts it', async () => {
+  await palette('LoRA Lens: Extract Task Vector…');
+  await pick('Fine-tuned (or merged) model folder', 'big-llama-ft'); // remembered, on top
+  await pick('Base model folder', 'big-llama');
+  const out = await acceptInput('big-llama-ft-task-vector.safetensors');
+  await page.waitForFunction(() => [...document.querySelectorAll('.notification-toast')].some((n) => /extract \d+\/\d+/.test(n.textContent)), null, { timeout: 30000 });
+  const pids = enginePids();
+  assert.equal(pids.length, 1, `one engine process, found ${pids}`);
+  process.kill(pids[0], 'SIGKILL');
+  const told = page.locator('.notification-toast', { hasText: 'engine stopped unexpectedly (signal SIGKILL) while running extract' });
+  await told.waitFor({ timeout: 30000 });
+  assert.ok(!fs.existsSync(out));
+  assert.deepEqual(fs.readdirSync(path.dirname(out)).filter((f) => f.includes('.partial-')), []);
+  // Its "Show Log" opens the output channel "LoRA Lens", which says what happened.
+  await told.locator('.monaco-button', { hasText: 'Show Log' }).click();
+  await page.locator('.part.panel .view-lines', { hasText: 'engine stopped (signal SIGKILL)' }).waitFor({ timeout: 20000 });
+  await shot('engine-crashed');
+  await palette('Notifications: Clear All Notifications');
+  await palette('View: Hide Panel');
+
+  // The next job forks a fresh engine.
+  await palette('LoRA Lens: Extract Task Vector…');
+  await pick('Fine-tuned (or merged) model folder', 'tiny-llama-finetuned');
+  await pick('Base model folder', 'tiny-llama');
+  const small = await acceptInput('tiny-llama-finetuned-task-vector.safetensors');
+  await toast(`Task vector written to ${small}`).waitFor({ timeout: 60000 });
+  const restarted = enginePids();
+  assert.equal(restarted.length, 1);
+  assert.notEqual(restarted[0], pids[0]);
+  await palette('Notifications: Clear All Notifications');
+});
+
 uiTest('a .safetensors file opens in the header viewer: verdict, table, filter', async () => {
   await palette('View: Close All Editors');
   await showContainer('Explorer');
@@ -321,7 +433,20 @@ uiTest('a .safetensors file opens in the header viewer: verdict, table, filter',
   assert.equal(await wv.locator('#tensors tbody tr').count(), 21);
   await wv.locator('#filter').fill('q_proj');
   await wv.locator('#count', { hasText: '2 of 21 tensors' }).waitFor();
-  await wv.locator('#tensors th[data-key="numel"]').click();
+  const visibleNames = () => wv.locator('#tensors tbody tr:not([hidden])').evaluateAll((rs) => rs.map((r) => r.dataset.name));
+  const nameHeader = wv.locator('#tensors th[data-key="name"]');
+  await nameHeader.click();
+  await nameHeader.click();
+  assert.equal(await nameHeader.getAttribute('aria-sort'), 'descending');
+  assert.deepEqual(await visibleNames(), ['model.layers.1.self_attn.q_proj.weight', 'model.layers.0.self_attn.q_proj.weight']);
+  await wv.locator('#filter').fill('');
+  await wv.locator('#tensors th[data-key="bytes"]').click();
+  const bytes = await wv.locator('#tensors tbody tr').evaluateAll((rs) => rs.map((r) => Number(r.dataset.bytes)));
+  assert.deepEqual(bytes, [...bytes].sort((a, b) => a - b), 'sorted by bytes, as numbers');
+  assert.ok(bytes[0] < bytes[bytes.length - 1]);
+  await wv.locator('#filter').fill('q_proj');
+  await nameHeader.click();
+  await wv.locator('#count', { hasText: '2 of 21 tensors' }).waitFor();
   await panelShot('safetensors-viewer');
 });
 
@@ -336,6 +461,14 @@ uiTest('precision, validate and census panels draw their reports', async () => {
     await pick('Base model folder', 'tiny-llama');
     if (kind === 'validate') await acceptInput('-validate');
     await webview().locator(`#panel[data-kind="${kind}"][data-state="ready"]`).waitFor({ timeout: 90000 });
+    if (kind === 'precision') {
+      // 21 tensors differ from the fp32 base after a cast: the 4 the adapter changes and 17 cast artifacts.
+      for (const d of ['fp16', 'bf16']) {
+        assert.equal(await webview().locator(`#nonzero-tensors-${d}`).getAttribute('data-value'), '21', d);
+        assert.equal(await webview().locator(`#adapted-tensors-${d}`).getAttribute('data-value'), '4', d);
+        assert.equal(await webview().locator(`#cast-artifact-tensors-${d}`).getAttribute('data-value'), '17', d);
+      }
+    }
     await panelShot(`panel-${kind}`);
   }
   assert.match(await webview().locator('#status-fp32').innerText(), /PASS/);
@@ -398,5 +531,52 @@ uiTest('Merge and Estimate from the adapter folder\'s context menu', async () =>
   await pick('Base model folder', 'tiny-llama');
   // r (in + out) per targeted module: 4 x (64 + 64) x 4 modules.
   await toast('LoRA trainable parameters: 2,048').waitFor({ timeout: 30000 });
+  // The job's progress notification goes away once the job is done.
+  await page.locator('.notification-toast', { hasText: 'Estimating LoRA parameters on tiny-llama' }).waitFor({ state: 'hidden', timeout: 10000 });
   await shot('estimate');
+});
+
+uiTest('light theme: panels, viewer and tree take the theme\'s colours, and charts redraw when it changes', async () => {
+  // The census panel is drawn in the dark theme; switch the theme under it.
+  await palette('View: Close All Editors');
+  await showContainer('LoRA Lens');
+  await censusRow('tiny-llama').hover();
+  await censusRow('tiny-llama').locator('.action-label[aria-label="Show Census Charts"]').click();
+  const wv = webview();
+  await wv.locator('#panel[data-kind="census"][data-state="ready"]').waitFor({ timeout: 30000 });
+  assert.ok(luminance(await chartPixel('categories')) < 0.3, 'dark chart background first');
+  await palette('Preferences: Color Theme');
+  await quickInput().locator('.quick-input-box input').fill('Light Modern');
+  await quickInput().locator('.monaco-list-row').filter({ has: page.locator('.label-name', { hasText: /^Light Modern$/ }) }).first().click();
+  await page.locator('.monaco-workbench.vs:not(.vs-dark)').waitFor({ timeout: 30000 });
+  await wv.locator('body.vscode-light').waitFor({ timeout: 20000 });
+  let px = [0, 0, 0, 0];
+  for (let i = 0; i < 50 && luminance(px) < 0.8; i++) {
+    px = await chartPixel('categories');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(luminance(px) >= 0.8, `the chart was redrawn on a light background: ${px}`);
+  const colours = await wv.locator('#panel-title').evaluate((h) => [getComputedStyle(h).color, getComputedStyle(document.body).backgroundColor]);
+  const rgb = (c) => c.match(/\d+(\.\d+)?/g).slice(0, 3).map(Number);
+  assert.ok(luminance(rgb(colours[0])) < 0.4 && luminance(rgb(colours[1])) > 0.8, `dark text on a light page: ${colours}`);
+  await panelShot('panel-census-light');
+
+  await palette('View: Close All Editors');
+  await palette('LoRA Lens: Analyze Merge Precision…');
+  await pick('LoRA adapter folder', 'tiny-llama-qv');
+  await pick('Base model folder', 'tiny-llama');
+  await wv.locator('#panel[data-kind="precision"][data-state="ready"]').waitFor({ timeout: 90000 });
+  await panelShot('panel-precision-light');
+
+  await palette('View: Close All Editors');
+  await showContainer('Explorer');
+  await expandExplorer('models');
+  await expandExplorer('tiny-llama');
+  await explorerRow('model.safetensors').first().click();
+  await wv.locator('#verdict[data-valid="true"]').waitFor({ timeout: 30000 });
+  const verdict = await wv.locator('#verdict').evaluate((v) => getComputedStyle(v).color);
+  assert.ok(luminance(rgb(verdict)) < 0.4, `the verdict reads on a light page: ${verdict}`);
+  await panelShot('safetensors-viewer-light');
+  await showContainer('LoRA Lens');
+  await shot('census-tree-light');
 });

@@ -1,6 +1,7 @@
 /** The panels' data shaping: from each engine report to the summary, series and tables drawn. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { cosineAxisMin, spansDecade } from '../../src/shared/charts/equivalence';
 import { formatCell, formatTick } from '../../src/shared/charts/format';
 import { PanelModel, Point, Section, valueCount } from '../../src/shared/charts/model';
 import { panelModel } from '../../src/shared/charts/panels';
@@ -52,6 +53,8 @@ test('compare: cosine per shared tensor, grouped by layer with one series per pr
   assert.deepEqual(series(cos, 'q_proj').data, [1, 0.9999]);
   assert.deepEqual(series(cos, 'v_proj').data, [1, null]);
   assert.equal(cos.chart?.series.length, 2, 'task-vector-only tensors have no cosine bar');
+  assert.equal(cos.chart?.y.max, 1);
+  assert.equal(cos.chart?.y.min, 0.999, 'a cosine of 0.9999 on an axis from 0.999');
   assert.equal(cos.table?.rows.length, 3);
   assert.equal(cos.table?.rows[0][0], L(0, 'q_proj'), 'rows in layer order');
 });
@@ -221,6 +224,31 @@ test('census: categories and layers in order, tensors outside the layers last', 
 test('groupByLayer gives a second tensor in a taken cell its own series', () => {
   const g = groupByLayer([1, 2, 3], (i) => ({ layer: 0, key: 'bias', category: 'x' }), (i) => (i === 1 ? null : i));
   assert.deepEqual([...g.series.entries()], [['bias', [null]], ['bias (2)', [2]], ['bias (3)', [3]]]);
+});
+
+test('task-vector norms go on a log axis only when they span a decade', () => {
+  const near = { tensors: [compareTensor(L(0, 'q_proj'), { taskVectorNorm: 0.83 }), compareTensor(L(1, 'q_proj'), { taskVectorNorm: 0.89 })] };
+  const linear = section(model('compare', near), 'norm-distribution');
+  assert.equal(linear.chart?.y.log, false);
+  assert.equal(linear.chart?.y.min, 0);
+  assert.doesNotMatch(linear.title, /log scale/);
+  const wide = section(model('compare', { tensors: [...near.tensors, compareTensor('model.norm.weight', { loraTarget: false, loraNorm: 0, cosine: null, taskVectorNorm: 0.002 })] }), 'norm-distribution');
+  assert.equal(wide.chart?.y.log, true);
+  assert.match(wide.title, /\(log scale\)$/);
+  assert.equal(spansDecade([0.3, 3]), true);
+  assert.equal(spansDecade([0.3, 2.9, 0, -1]), false);
+  assert.equal(spansDecade([5]), false);
+});
+
+test('the cosine axis starts a power of ten below 1, never closer than 1e-6, never below -1', () => {
+  const close = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} vs ${b}`);
+  close(cosineAxisMin([1, 1 - 2e-16, 0.9999999999999998]), 1 - 1e-6);
+  close(cosineAxisMin([]), 1 - 1e-6);
+  close(cosineAxisMin([null, 0.99999]), 0.9999);
+  close(cosineAxisMin([0.95, 1]), 0.9);
+  close(cosineAxisMin([0.3]), 0);
+  assert.equal(cosineAxisMin([-0.5, 1]), -1);
+  assert.equal(cosineAxisMin([-1]), -1);
 });
 
 test('numbers display without NaN, with the right precision', () => {

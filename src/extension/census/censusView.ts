@@ -15,10 +15,6 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
     return this.rebuild(path);
   }
 
-  has(path: string): boolean {
-    return this.entries.has(path);
-  }
-
   /** Shows a compare report's per-tensor numbers on the checkpoint `path` (the base model). */
   attachComparison(path: string, report: unknown): void {
     const e = this.entries.get(path);
@@ -39,6 +35,11 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
 
   get paths(): string[] {
     return [...this.entries.keys()];
+  }
+
+  /** The adapter whose targets the census of `path` marks, if any. */
+  adapterOf(path: string): string | undefined {
+    return this.entries.get(path)?.adapter;
   }
 
   reportOf(path: string): unknown {

@@ -50,7 +50,7 @@ function rows(h: SafetensorsHeader): string {
         escapeHtml(category),
       ];
       const data = `data-index="${i}" data-name="${escapeHtml(t.name)}" data-dtype="${t.dtype}" data-shape="${t.shape.join('x')}" data-numel="${t.numel}" data-bytes="${t.byteLength}" data-begin="${begin}" data-category="${escapeHtml(category)}"`;
-      return `<tr ${data}>${cells.map((x, j) => `<td${COLUMNS[j].numeric ? ' class="num"' : ''}>${x}</td>`).join('')}</tr>`;
+      return `<tr ${data}>${cells.map((x, j) => `<td${COLUMNS[j].numeric ? ' class="num"' : COLUMNS[j].key === 'name' ? ' class="name"' : ''}>${x}</td>`).join('')}</tr>`;
     })
     .join('\n');
 }
@@ -107,14 +107,18 @@ const STYLE = `
 body { font-family: var(--vscode-font-family); font-size: var(--vscode-font-size); color: var(--vscode-foreground); padding: 0 16px 16px; }
 h1 { font-size: 1.3em; font-weight: 600; word-break: break-all; }
 h2 { font-size: 1.1em; font-weight: 600; margin-top: 1.4em; }
-.good { color: var(--vscode-testing-iconPassed, var(--vscode-foreground)); }
-.bad { color: var(--vscode-errorForeground); }
+/* The verdict reads in the text colour of every theme; a coloured bar says good or bad (as in the report panels). */
+#verdict { padding: 8px 12px; border-left: 4px solid var(--vscode-charts-green); background: var(--vscode-textBlockQuote-background); }
+#verdict.bad { border-left-color: var(--vscode-errorForeground); }
 .muted { color: var(--vscode-descriptionForeground); }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid var(--vscode-panel-border, var(--vscode-widget-border, transparent)); vertical-align: top; }
 th { position: sticky; top: 0; background: var(--vscode-editor-background); cursor: pointer; user-select: none; white-space: nowrap; }
 th[aria-sort=ascending]::after { content: ' ▲'; } th[aria-sort=descending]::after { content: ' ▼'; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td { white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+/* Only the name may wrap (a narrow editor): shapes, offsets and categories stay on one line. */
+td.name { white-space: normal; overflow-wrap: anywhere; }
 tbody tr:hover { background: var(--vscode-list-hoverBackground); }
 code { font-family: var(--vscode-editor-font-family); }
 #filter { width: min(480px, 100%); padding: 4px 6px; color: var(--vscode-input-foreground); background: var(--vscode-input-background); border: 1px solid var(--vscode-input-border, transparent); }

@@ -45,7 +45,7 @@ export function censusPanel(report: unknown, title: string): PanelModel {
       {
         id: 'categories',
         title: 'Tensors and elements per category',
-        chart: { type: 'bar', labels: categories, series: [{ label: 'tensors', color: 'blue', data: categories.map((c) => num(tensors[c])) }], x: { title: 'category' }, y: { title: 'tensors', min: 0 } },
+        chart: { type: 'bar', labels: categories, series: [{ label: 'tensors', color: 'blue', data: categories.map((c) => num(tensors[c])) }], x: { title: 'category' }, y: { title: 'tensors', min: 0, integer: true } },
         table: { columns: [{ key: 'category', label: 'category' }, { key: 'tensors', label: 'tensors', format: 'int' }, { key: 'params', label: 'elements', format: 'int' }], rows: categories.map((c) => [c, num(tensors[c]), num(params[c])]) },
       },
       {

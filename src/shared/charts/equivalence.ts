@@ -102,6 +102,9 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
   const rankPoints = (rs: Row[]): Point[] => rs.map((r, i) => ({ x: i + 1, y: r.taskVectorNorm!, label: r.name }));
   const sharedRanked = ranked(shared);
   const tvRanked = ranked(tvOnly);
+  // A log axis only where the norms span a decade or more (cast artifacts sit far below the shared
+  // tensors); within one decade it would have no 1-2-5 tick to label.
+  const normsLog = spansDecade([...sharedRanked, ...tvRanked].map((r) => r.taskVectorNorm!));
 
   const coverage = coverageOf(all);
 
@@ -111,7 +114,7 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
       title: 'Cosine similarity per tensor, by layer',
       note: 'Shared tensors (non-zero on both sides). A cosine of 1 means the merged model holds exactly the direction of the LoRA delta.',
       // Points, not bars: cosines crowd just under 1, and bars from 0 would all look the same.
-      chart: { type: 'line', labels: cos.labels, series: perLayerSeries(cos.series), x: { title: 'layer' }, y: { title: 'cosine', max: 1, format: 'cosine' } },
+      chart: { type: 'line', labels: cos.labels, series: perLayerSeries(cos.series), x: { title: 'layer' }, y: { title: 'cosine', min: cosineAxisMin(shared.map((r) => r.cosine)), max: 1, format: 'cosine' } },
       table: {
         columns: [{ key: 'name', label: 'tensor' }, { key: 'layer', label: 'layer' }, { key: 'key', label: 'projection' }, { key: 'cosine', label: 'cosine', format: 'cosine' }, { key: 'relFroErr', label: 'relative Frobenius error', format: 'exp' }],
         rows: [...shared].sort(byLayer).map((r) => [r.name, layerLabel(r.place.layer), r.place.key, r.cosine, r.relFroErr]),
@@ -142,7 +145,7 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
     },
     {
       id: id('norm-distribution'),
-      title: 'Task-vector norms: shared vs task-vector-only tensors (log scale)',
+      title: `Task-vector norms: shared vs task-vector-only tensors${normsLog ? ' (log scale)' : ''}`,
       note: 'Tensors sorted by their task-vector norm, largest first. Task-vector-only tensors changed although the adapter does not touch them (fp16/bf16 cast artifacts, or a different fine-tune).',
       chart: {
         type: 'scatter',
@@ -151,7 +154,7 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
           { label: `task-vector only (${tvRanked.length})`, color: 'orange', data: rankPoints(tvRanked), tensorPoints: true },
         ],
         x: { title: 'rank', min: 1, integer: true },
-        y: { title: '‖τ‖', log: true },
+        y: { title: '‖τ‖ (task vector)', log: normsLog, min: normsLog ? undefined : 0 },
       },
       table: {
         columns: [{ key: 'rank', label: 'rank' }, { key: 'name', label: 'tensor' }, { key: 'side', label: 'side' }, { key: 'taskVectorNorm', label: '‖τ‖', format: 'exp' }],
@@ -172,11 +175,28 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
           { label: 'changed outside the adapter', color: 'orange', data: coverage.others },
         ],
         x: { title: 'layer' },
-        y: { title: 'tensors' },
+        y: { title: 'tensors', min: 0, integer: true },
       },
       table: { columns: coverage.columns, rows: coverage.rows, heat: coverage.heat },
     },
   ];
+}
+
+/**
+ * The bottom of the cosine axis: 1 minus a power of ten just above the largest gap to 1, never closer
+ * than 1e-6 (cosines of 1 - 1e-15 would otherwise get an axis of float noise with 15-decimal ticks that
+ * repeat) and never below -1. So 0.9999 reads on an axis from 0.999, and 0.95 on one from 0.9.
+ */
+/** True when the positive values span at least a factor of 10. */
+export function spansDecade(values: number[]): boolean {
+  const positive = values.filter((v) => Number.isFinite(v) && v > 0);
+  return positive.length > 1 && Math.max(...positive) >= 10 * Math.min(...positive);
+}
+
+export function cosineAxisMin(cosines: Array<number | null>): number {
+  const gaps = cosines.filter((c): c is number => c !== null && Number.isFinite(c)).map((c) => 1 - c);
+  const gap = Math.max(1e-6, ...gaps.map((g) => g * 1.05));
+  return Math.max(-1, 1 - 10 ** Math.ceil(Math.log10(gap) - 1e-9));
 }
 
 function coverageOf(all: Row[]): { labels: string[]; targets: number[]; others: number[]; columns: { key: string; label: string }[]; rows: Cell[][]; heat: Array<Array<number | null>> } {

@@ -49,7 +49,7 @@ export interface Axis {
   log?: boolean;
   /** How tick labels read (cosines need 7 digits, fractions read as percent). */
   format?: NumberFormat;
-  /** Whole-number ticks only (layer indices, ranks). */
+  /** Whole-number ticks only (counts, layer indices, ranks); chart.js still spaces them out on long axes. */
   integer?: boolean;
   min?: number;
   max?: number;

@@ -44,7 +44,7 @@ export function maskPanel(report: unknown, title: string): PanelModel {
       {
         id: 'mask-layers',
         title: 'Elements kept per layer and projection',
-        note: 'The table is a heat map: darker cells keep more elements.',
+        note: 'The table is a heat map: the stronger a cell\'s colour, the more elements it keeps.',
         chart: { type: 'bar', stacked: true, labels: grid.labels, series: keys.map((k, i) => ({ label: k, color: SERIES_COLORS[i % SERIES_COLORS.length], data: grid.series.get(k)! })), x: { title: 'layer' }, y: { title: 'elements kept', min: 0 } },
         table: {
           columns: [{ key: 'layer', label: 'layer' }, ...keys.map((k) => ({ key: k, label: k, format: 'int' as const }))],
@@ -61,7 +61,7 @@ export function maskPanel(report: unknown, title: string): PanelModel {
       {
         id: 'norm-preservation',
         title: 'Norm each dictionary adapter keeps under the mask',
-        note: str(r?.normPreservationDefinition) ?? undefined,
+        note: 'The fraction of each adapter\'s delta norm the mask keeps, ‖mask ⊙ Δ‖ / ‖Δ‖ over every module it targets; the energy kept is its square.',
         chart: {
           type: 'bar',
           horizontal: true,

@@ -42,7 +42,7 @@ export function validatePanel(report: unknown, title: string, comparisons: Recor
           { label: 'task-vector only', color: 'orange', data: dtypes.map((d) => num(compareOf(d)?.taskVectorOnly)) },
         ],
         x: { title: 'dtype' },
-        y: { title: 'tensors', min: 0 },
+        y: { title: 'tensors', min: 0, integer: true },
       },
       table: {
         columns: [
