@@ -15,7 +15,8 @@ import { quietContext } from '../src/engine/util/job';
 
 const HIDDEN = 3584;
 const KV = 512;
-const LAYERS = 28;
+/** LORA_LENS_BENCH_LAYERS=2 gives a quick run of the same shapes (for profiling). */
+const LAYERS = Number(process.env.LORA_LENS_BENCH_LAYERS ?? 28);
 const RANK = 32;
 const ADAPTERS = 8;
 const SHAPES: Record<string, [number, number]> = { q_proj: [HIDDEN, HIDDEN], k_proj: [KV, HIDDEN], v_proj: [KV, HIDDEN], o_proj: [HIDDEN, HIDDEN] };

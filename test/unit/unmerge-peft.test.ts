@@ -13,6 +13,8 @@ import { runDecompose } from '../../src/engine/jobs/decompose';
 import { runMask } from '../../src/engine/jobs/mask';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
+import { Kernels } from '../../src/engine/kernels/kernels';
+import { selectKernels } from '../../src/engine/kernels/select';
 import { bytesToF32, readHeader } from '../../src/engine/safetensors/reader';
 import { SyntheticAdapterOptions, writeSyntheticAdapter } from '../../src/engine/synthetic/adapter';
 import { writeSyntheticModel } from '../../src/engine/synthetic/model';
@@ -183,4 +185,39 @@ test('mask ties across adapters and across the threshold go to the lower row-maj
   const big = [...Array(24 * 72).keys()].filter((idx) => idx % 72 < 4);
   assert.deepEqual([...(await mask.indices(mask.modules[0]))], [...big, 4, 5, 6, 7, 8].sort((a, b) => a - b));
   mask.close();
+});
+
+test('mask, compress and decompose give the same bytes and figures on the CPU backend the CLI picks as on the main thread', async () => {
+  const dir = path.join(root, 'backends');
+  // 512 x 512 modules: large enough for a worker backend to split them.
+  const config = { ...QWEN, hidden_size: 512, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 8, num_key_value_heads: 1, vocab_size: 8 };
+  const base = writeSyntheticModel(path.join(dir, 'base'), config, { seed: 2 }).dir;
+  const adapters = [
+    writeSyntheticAdapter(path.join(dir, 'a'), config, { targets: ['q_proj', 'o_proj'], r: 8, seed: 1, bSpread: 0.02 }).dir,
+    writeSyntheticAdapter(path.join(dir, 'b'), config, { targets: ['q_proj', 'o_proj'], r: 4, seed: 2, bSpread: 0.02 }).dir,
+    writeSyntheticAdapter(path.join(dir, 'dora'), config, { targets: ['q_proj', 'o_proj'], r: 4, seed: 3, bSpread: 0.02, useDora: true }).dir,
+  ];
+  const target = path.join(dir, 'merged');
+  await mergeModel(base, adapters[2], target, { dtype: 'bf16', rule: 'peft' }, kernels, quietContext());
+  const picked = await selectKernels('cpu', quietContext());
+  const run = async (k: Kernels, tag: string): Promise<[Buffer, Buffer, number[]]> => {
+    const maskDir = path.join(dir, `mask-${tag}`);
+    const m = await runMask({ base, adapters, budget: 5000, out: maskDir }, k, quietContext());
+    const out = path.join(dir, `compressed-${tag}`);
+    await runCompress({ mask: maskDir, base, inputs: [{ kind: 'adapter', path: adapters[2] }, { kind: 'finetuned', path: target }], out }, k, quietContext());
+    const d = await runDecompose({ mask: maskDir, base, dictionary: adapters, target, method: 'nnls', tol: 1e-6, supportThreshold: 1e-3, minT: 5, lambda: 1e-3, positive: true, maxResidual: 0.1 }, k, quietContext());
+    assert.deepEqual(d.support, ['dora']);
+    const figures = [...Object.values(m.normPreservation), ...m.perModule.map((x) => x.threshold), ...Object.values(d.coefficients), d.relativeResidual, d.roundingFloor] as number[];
+    return [fs.readFileSync(path.join(maskDir, 'mask.safetensors')), Buffer.concat(['dora.safetensors', 'merged.safetensors'].map((f) => fs.readFileSync(path.join(out, f)))), figures];
+  };
+  try {
+    const [mainMask, mainCompressed, mainFigures] = await run(kernels, 'main');
+    const [mask, compressedBytes, figures] = await run(picked, 'picked');
+    assert.ok(mask.equals(mainMask), `${picked.description}: mask differs`);
+    assert.ok(compressedBytes.equals(mainCompressed), `${picked.description}: compressed vectors differ`);
+    // Float64 sums may be added in another order (the kernels' contract: within 1e-6); here far closer.
+    figures.forEach((x, i) => assert.ok(Math.abs(x - mainFigures[i]) <= 1e-12 * Math.abs(mainFigures[i]), `${i}: ${x} vs ${mainFigures[i]}`));
+  } finally {
+    await picked.dispose();
+  }
 });

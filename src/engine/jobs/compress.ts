@@ -72,7 +72,7 @@ export async function runCompress(o: CompressOptions, kernelsSource: KernelsSour
       const writers = sources.map((s, i) => new SafetensorsWriter(out.file(files[i]), specs, { format: 'pt', lora_lens: COMPRESSED_FORMAT, source: s.path, kind: s.kind }));
       const acc = sources.map(() => ({ normSq: 0, fullNormSq: 0, nonzero: 0, touched: 0 }));
       try {
-        await forEachMaskedModule(mask, base, sources, ctx, 'compress', (m, s, values, full) => {
+        await forEachMaskedModule(mask, base, kernels, sources, ctx, 'compress', (m, s, values, full) => {
           const a = acc[s];
           for (const v of values) {
             a.normSq += v * v;

@@ -54,6 +54,7 @@ export interface DecomposeReport {
   decomposable: boolean;
   explanation: string;
   target: { name: string; path: string; kind: SourceKind; norm: number };
+  /** `t`: the coefficient's t-statistic against the residual (null for a zero coefficient, or an exact fit where it is infinite). */
   dictionary: Array<{ name: string; path: string; kind: SourceKind; norm: number; coefficient: number; share: number; t: number | null; inSupport: boolean }>;
   /**
    * The relative residual the target's own storage rounding alone would leave (estimated from its dtype
@@ -103,7 +104,7 @@ export async function runDecompose(o: DecomposeOptions, kernelsSource: KernelsSo
     const columns = sources.map(() => new Float32Array(n));
     const offsets = mask.modules.map((_, i) => mask.modules.slice(0, i).reduce((a, x) => a + x.selected, 0));
     let roundingSq = 0;
-    await forEachMaskedModule(mask, base, sources, ctx, 'decompose', (mi, s, values, full) => {
+    await forEachMaskedModule(mask, base, kernels, sources, ctx, 'decompose', (mi, s, values, full) => {
       columns[s].set(values, offsets[mi]);
       if (s === m) roundingSq += full.roundingSq;
     });

@@ -89,7 +89,8 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
         lora_lens: MASK_FORMAT,
       });
       try {
-        const scratch = new Scratch();
+        // Shared memory on the CPU: the worker backend expands and folds in place (the main thread does not mind).
+        const scratch = new Scratch(kernels.device === 'cpu');
         for (let i = 0; i < M; i++) {
           throwIfCancelled(ctx);
           ctx.progress({ phase: 'mask', done: i, total: M, tensor: modules[i].name });

@@ -19,7 +19,8 @@ async function readF32(c: Checkpoint, t: TensorInfo): Promise<Float32Array> {
 export async function readFactors(adapter: Checkpoint, lm: LoraModule): Promise<LoraFactors> {
   const [A, B] = await Promise.all([readF32(adapter, lm.A), readF32(adapter, lm.B)]);
   for (const [t, v] of [[lm.A, A], [lm.B, B]] as const) {
-    if (!v.every(Number.isFinite)) throw new LensError(adapter.path, 'non-finite values in a LoRA factor', t.name);
+    // Finite factors give finite products in float64: the delta can then only overflow fp32, which topK counts.
+    for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) throw new LensError(adapter.path, `non-finite value at element ${i} of a LoRA factor`, t.name);
   }
   return { A, B, r: lm.A.shape[0], out: lm.out, in: lm.in, scale: lm.scale, transpose: lm.transpose };
 }

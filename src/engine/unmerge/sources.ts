@@ -96,7 +96,7 @@ function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: M
   const outside = layout.modules.filter((lm) => !masked.has(lm.base!.name)).length;
   if (outside > 0) warn(`${name}: ${outside} of its ${layout.modules.length} modules are not in the mask; their deltas are left out`);
   if (layout.replacements.length > 0) warn(`${name}: ${layout.replacements.length} saved full tensors (modules_to_save, biases) are not LoRA deltas and are left out`);
-  const scratch = new Scratch();
+  const scratch = new Scratch(kernels.device === 'cpu');
   return {
     name,
     path: ckpt.path,
@@ -132,7 +132,7 @@ function modelSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: Mas
     if (t.shape.join(',') !== m.shape.join(',')) throw new LensError(ckpt.path, `shape ${JSON.stringify(t.shape)} differs from the base's ${JSON.stringify(m.shape)}`, m.name);
     assertFloat(t);
   }
-  const scratch = new Scratch();
+  const scratch = new Scratch(kernels.device === 'cpu');
   return {
     name,
     path: ckpt.path,
@@ -177,13 +177,15 @@ export function ulp(dtype: string, x: number): number {
 export async function forEachMaskedModule(
   mask: Mask,
   base: Checkpoint,
+  kernels: Kernels,
   sources: MaskedSource[],
   ctx: JobContext,
   phase: string,
   visit: (module: number, source: number, values: Float32Array, full: MaskedValues) => void,
   fullNorm = false,
 ): Promise<void> {
-  const scratch = new Scratch();
+  // Shared memory on the CPU: the worker backend reads and writes it in place.
+  const scratch = new Scratch(kernels.device === 'cpu');
   const M = mask.modules.length;
   for (let i = 0; i < M; i++) {
     throwIfCancelled(ctx);
