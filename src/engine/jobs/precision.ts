@@ -171,8 +171,13 @@ export async function precisionOf(plan: AdapterPlan, opts: PrecisionOptions, ker
   };
 }
 
-/** Figures of one tensor from its statistics summed over its blocks. */
-function figures(s: PrecisionStats, adapted: boolean): PrecisionFigures {
+/**
+ * Figures of one tensor from its statistics summed over its blocks. A tensor counts as adapted when its
+ * delta has a non-zero element: a targeted tensor whose delta is all zeros (lora_B as PEFT initialises
+ * it) changes only through the cast, so it is a cast artifact, as compare counts it (task vector only).
+ */
+function figures(s: PrecisionStats, targeted: boolean): PrecisionFigures {
+  const adapted = targeted && s.deltaNonzero > 0;
   const cast = !adapted && s.changed > 0;
   return {
     nonzeroTensors: s.changed > 0 ? 1 : 0,

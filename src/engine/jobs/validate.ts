@@ -134,6 +134,11 @@ async function validateInto(dir: string, plan: AdapterPlan, opts: ValidateOption
 function judge(dtype: CliDtype, folder: string, merge: Awaited<ReturnType<typeof mergeInto>>, extract: ExtractReport, c: CompareSummary, p: PrecisionFigures | null): ValidateDtype {
   const base = { dtype, folder, merge: { tensors: merge.tensors, loraTensors: merge.loraTensors, files: merge.files, seconds: merge.seconds }, extract: extract.summary, compare: c, precision: p };
   if (p === null) {
+    // An adapter whose deltas are all zero (lora_B as PEFT initialises it) merges to the base itself.
+    const nothingToDo = c.shared + c.loraOnly === 0 && c.taskVectorOnly === 0;
+    if (nothingToDo && !c.equivalent) {
+      return { ...base, status: 'PASS', verdict: 'PASS: every delta of the adapter is zero, and the fp32 merge equals the base tensor for tensor.' };
+    }
     return c.equivalent
       ? { ...base, status: 'PASS', verdict: `PASS: the fp32 merge equals base + adapter: ${c.shared} adapted tensors within ${c.tolerance} (max abs diff ${c.maxAbsDiff}), ${c.taskVectorOnly} other tensors changed.` }
       : { ...base, status: 'FAIL', verdict: `FAIL: the fp32 merge differs from base + adapter. ${c.verdict}` };
@@ -205,6 +210,7 @@ export const validateCommand: CliCommand = {
     const f = args.flags;
     const dtypes = [...new Set(splitList((f.dtypes as string[] | undefined) ?? ['fp32', 'fp16', 'bf16']))];
     for (const d of dtypes) if (!(d in CLI_DTYPES)) throw new LensError('--dtypes', `must be fp32, fp16 and/or bf16 (got ${JSON.stringify(d)})`);
+    if (!((f.tolerance as number) >= 0)) throw new LensError('--tolerance', `must be a non-negative number (got ${f.tolerance})`);
     const r = await validate(
       required(c, f, 'base'),
       required(c, f, 'adapter'),
