@@ -29,6 +29,11 @@ if [ ! -f "$DIR/.complete" ]; then
      -o Dir::Cache="$A/cache" -o Dir::Cache::archives="$A/archives" -o Debug::NoLocking=1
      -o APT::Sandbox::User=root -q)
   apt-get "${O[@]}" update >&2
+  # apt-get update exits 0 when a fetch fails: check that both package lists arrived.
+  for suite in bookworm bookworm-backports; do
+    ls "$A"/lists/*_dists_${suite}_main_binary-amd64_Packages* >/dev/null 2>&1 \
+      || { echo "setup-lavapipe: could not fetch Debian's $suite package list from $M (no network, or the mirror is unreachable); the GPU tests need it once, then $DIR is reused" >&2; exit 1; }
+  done
   # The backported driver, libdrm at the version it needs, and whatever else of its dependency closure
   # this system lacks (usually only the Vulkan loader, libvulkan1).
   PKGS="mesa-vulkan-drivers/bookworm-backports libdrm2/bookworm-backports libdrm-amdgpu1/bookworm-backports"
