@@ -76,6 +76,30 @@ export function parseAdapterConfig(file: string): AdapterConfig {
   };
 }
 
+/** Heads PEFT adds to modules_to_save by task type (PeftModelForSequenceClassification, …ForTokenClassification, …ForQuestionAnswering). */
+const TASK_HEADS: Record<string, string[]> = { SEQ_CLS: ['classifier', 'score'], TOKEN_CLS: ['classifier', 'score'], QUESTION_ANS: ['qa_outputs'] };
+
+/** modules_to_save as PEFT applies it: the config's list plus the task head of a classification or QA adapter. */
+export function effectiveModulesToSave(cfg: Pick<AdapterConfig, 'modulesToSave' | 'taskType'>): string[] {
+  const heads = TASK_HEADS[cfg.taskType ?? ''] ?? [];
+  return [...new Set([...cfg.modulesToSave, ...heads])];
+}
+
+/**
+ * Whether PEFT saves the module holding a tensor in full: its `_set_trainable` wraps every module whose
+ * path ends with a modules_to_save entry, as a plain string suffix (`pre_classifier` ends with
+ * `classifier`), and a wrapped module takes its submodules along.
+ */
+export function isSavedModule(modulesToSave: readonly string[], module: string): boolean {
+  if (modulesToSave.length === 0) return false;
+  const parts = module.split('.');
+  for (let i = parts.length; i > 0; i--) {
+    const path = parts.slice(0, i).join('.');
+    if (modulesToSave.some((m) => m !== '' && path.endsWith(m))) return true;
+  }
+  return false;
+}
+
 function escapeRe(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

@@ -12,7 +12,7 @@ import { isInputEmbedding, loraTargetPredicate } from '../census/targets';
 import { ParsedArgs } from '../cli/args';
 import { CliCommand } from '../cli/command';
 import { isConv1D } from '../checkpoint/adapter';
-import { AdapterConfig, parseAdapterConfig, patternValue } from '../checkpoint/adapterConfig';
+import { AdapterConfig, effectiveModulesToSave, isSavedModule, parseAdapterConfig, patternValue } from '../checkpoint/adapterConfig';
 import { closeCheckpoint, openCheckpoint, readJson } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { readHeader } from '../safetensors/reader';
@@ -114,7 +114,9 @@ export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): 
   if (opts.adapter !== undefined) {
     const file = path.basename(opts.adapter) === 'adapter_config.json' ? opts.adapter : path.join(opts.adapter, 'adapter_config.json');
     if (!fs.existsSync(file)) throw new LensError(opts.adapter, 'not a PEFT adapter: no adapter_config.json');
-    cfg = parseAdapterConfig(file);
+    const parsed = parseAdapterConfig(file);
+    // A classification adapter (task_type SEQ_CLS, …) also trains and saves its head, as PEFT adds it to modules_to_save.
+    cfg = { ...parsed, modulesToSave: effectiveModulesToSave(parsed) };
     const weights = path.join(path.dirname(file), 'adapter_model.safetensors');
     if (fs.existsSync(weights)) adapterFileParams = readHeader(weights).tensors.reduce((a, t) => a + t.numel, 0);
   } else {
@@ -132,7 +134,7 @@ export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): 
   const modulesToSave: Array<{ name: string; params: number }> = [];
   for (const t of base.tensors) {
     const module = moduleOf(t.name);
-    if (cfg.modulesToSave.some((m) => module === m || module.endsWith('.' + m))) {
+    if (isSavedModule(cfg.modulesToSave, module)) {
       const prev = modulesToSave.find((x) => x.name === module);
       if (prev) prev.params += t.numel;
       else modulesToSave.push({ name: module, params: t.numel });
