@@ -81,11 +81,15 @@ function scale(a: Axis, t: Theme, stacked: boolean, category: boolean): Record<s
       ...(category
         ? {}
         : {
-            callback: (v: number | string, i: number, ticks: Array<{ value: number }>) =>
+            callback: (v: number | string, i: number, ticks: Array<{ value: number }>) => {
               // A log axis within one decade may hold no 1-2-5 tick: then its two ends are labelled.
-              a.log && (i === 0 || i === ticks.length - 1) && few125(ticks)
-                ? formatTick(Number(v), a.format)
-                : formatTick(Number(v), a.format, a.log, ticks.length > 1 ? Math.abs(ticks[1].value - ticks[0].value) : undefined),
+              const label =
+                a.log && (i === 0 || i === ticks.length - 1) && few125(ticks)
+                  ? formatTick(Number(v), a.format)
+                  : formatTick(Number(v), a.format, a.log, ticks.length > 1 ? Math.abs(ticks[1].value - ticks[0].value) : undefined);
+              // One notation per log axis: 5e-4, 1e-3, 2e-3 rather than 5e-4, 0.001, 0.002.
+              return label !== '' && a.log && a.format === undefined && Math.min(...ticks.map((t) => t.value)) < 1e-3 ? Number(v).toExponential(0) : label;
+            },
           }),
       // precision 0, not stepSize 1: an axis of 483 ranks must not get 483 ticks.
       ...(a.integer ? { precision: 0 } : {}),

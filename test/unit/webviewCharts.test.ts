@@ -167,6 +167,9 @@ test('validate: a status per dtype, and each dtype\'s full comparison when the h
   assert.equal(section(m, 'fp32-summary').summary?.find((s) => s.id === 'fp32-summary-shared')?.value, 120);
   assert.ok(!m.sections.some((s) => s.id === 'fp32-cosine'), 'no comparison file for fp32');
   assert.match(section(m, 'fp16-cosine').title, /^fp16: /);
+  assert.equal(section(m, 'fp16-summary').summary?.find((s) => s.id === 'fp16-summary-equivalent')?.tone, 'bad', 'a FAIL is an error');
+  const expected = { ...report, dtypes: [{ ...report.dtypes[1], status: 'EXPECTED-LOSS' }] };
+  assert.equal(section(model('validate', expected), 'fp16-summary').summary?.find((s) => s.id === 'fp16-summary-equivalent')?.tone, 'neutral', 'an expected loss is not');
 });
 
 test('mask: elements kept per layer x projection as stacked series and a heat map', () => {
