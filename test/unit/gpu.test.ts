@@ -221,6 +221,15 @@ describe('GPU backend agrees with the CPU', () => {
       }
       const a = randomF32(20001, 2, 0.1);
       assertStatsClose(await small.pairStats(a, w.map((x) => (Number.isFinite(x) ? x : 0))), await cpu.pairStats(a, w.map((x) => (Number.isFinite(x) ? x : 0))), ['n', 'aNonzero', 'bNonzero', 'diffNonzero', 'nonFinite'], 'pair stats under the limit');
+      // DoRA: rows of one element (a lane per element: the partial sums are twice the input), a single
+      // wide row, and columns, each over several chunks.
+      for (const [rows, cols, col] of [[5000, 1, false], [1, 1500, false], [1, 1500, true], [300, 40, true]] as const) {
+        const [dw, dd] = mergeInputs(rows * cols, 31 + rows);
+        const mag = randomF32(col ? cols : rows, 3, 1).map(Math.abs);
+        const want = await doraMerge(cpu, dw, dd, mag, rows, cols, col, 'BF16', 'peft');
+        const got = await doraMerge(small, dw, dd, mag, rows, cols, col, 'BF16', 'peft');
+        assertBytesEqual(got.out, want.out, `DoRA ${rows}x${cols} ${col ? 'columns' : 'rows'} under the limit`);
+      }
       assert.equal(small.failure, undefined, 'no binding went over the limit (an over-limit binding fails the kernel over to the CPU)');
     } finally {
       await small.dispose();

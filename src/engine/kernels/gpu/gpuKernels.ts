@@ -349,13 +349,15 @@ export class GpuKernels implements Kernels {
     const features = featureIsColumn ? cols : rows;
     const sums = new Float64Array(features);
     if (rows === 0 || cols === 0) return sums;
-    if (cols * 4 > this.maxBinding) {
+    // The partial sums (8 bytes per lane, at most one lane per element) must fit one binding too.
+    const budget = Math.min(this.chunkSize(), Math.floor(this.maxBinding / 8));
+    if (cols > budget) {
       this.warn(`GPU: a row of ${cols} elements exceeds the GPU's binding size; these DoRA norms are computed on the CPU`);
       this.hostTensors++;
       return cpu();
     }
     const pipeline = await this.pipeline(`dora-norms:${dtype}:${rule}:${featureIsColumn}`, () => doraNormsShader(dtype, rule, featureIsColumn));
-    const perChunk = Math.max(1, Math.floor(this.chunkSize() / cols));
+    const perChunk = Math.max(1, Math.floor(budget / cols));
     const chunks = Math.ceil(rows / perChunk);
     const recompute = new Set<number>();
     let overflow = false;
@@ -426,6 +428,7 @@ export class GpuKernels implements Kernels {
     const n = w.length;
     if (n === 0 || cols === 0) return out;
     if (factor.length * 4 > this.maxBinding) {
+      this.warn(`GPU: ${factor.length} DoRA factors exceed the GPU's binding size; this merge is computed on the CPU`);
       this.hostTensors++;
       return this.cpu.mergeDora(w, d, factor, cols, featureIsColumn, dtype, rule, out);
     }
