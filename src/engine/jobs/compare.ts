@@ -6,16 +6,19 @@ import * as path from 'node:path';
 import { classifyTensor } from '../census/classify';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
+import { wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, PairStats } from '../kernels/kernels';
-import { isFloatDtype } from '../safetensors/dtypes';
+import { FloatDtype, isFloatDtype } from '../safetensors/dtypes';
+import { allFinite, allZeroBytes } from '../kernels/cpuMath';
+import { LoraModule } from '../checkpoint/adapter';
 import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
 import { deltaBlock, Factors, mergeDora } from './delta';
 import { AdapterPlan, closePlan, planAdapter } from './plan';
-import { Accumulator, cosine, finite, relFroErr, swapSides } from './stats';
-import { Block, blockInfo, blocksOf, prefetched, readBlock, sameRows } from './stream';
+import { Accumulator, cosine, finite, relFroErr, swapSides, zeroStats } from './stats';
+import { Block, blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from './stream';
 import { CliCommand } from '../cli/command';
 import { required } from '../cli/args';
 
@@ -153,8 +156,8 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
   if (missingTargets.length) warnings.push(`${missingTargets.length} adapted tensor(s) are missing from ${other.path} (compared against zeros), e.g. ${missingTargets[0]}`);
   for (const w of warnings.slice(plan.warnings.length)) ctx.warn(w);
 
-  const scratch = new Scratch();
-  const factors = new Factors(plan.adapter);
+  const scratch = new Scratch(wantsSharedMemory(kernels));
+  const factors = new Factors(plan.adapter, wantsSharedMemory(kernels));
   const deltaWriter = opts.saveDeltas ? new SafetensorsWriter(path.join(dir, 'lora_deltas.safetensors'), deltaSpecs, { format: 'pt' }) : undefined;
   const tensors: CompareTensor[] = [];
   let acc = new Accumulator();
@@ -168,18 +171,32 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
     ]);
     return { base, other: o, rep };
   };
+  const finishTensor = (step: Step, m: LoraModule | undefined): void => {
+    if (step.block.last) {
+      done++;
+      const entry = compareTensor(step.t.name, m !== undefined, step.rep !== undefined, acc.stats, opts.tolerance);
+      if (entry.loraNonzero > 0 || entry.taskVectorNonzero > 0) tensors.push(entry);
+      acc = new Accumulator();
+    }
+    ctx.progress({ phase: 'compare', done, total, tensor: step.t.name });
+  };
   try {
     for await (const { step, data } of prefetched(steps, read)) {
       throwIfCancelled(ctx);
       const b = step.block;
       const n = b.numel;
+      const m = plan.loraByBase.get(step.t.name);
+      if (!m && !data.rep && data.other && zeroTaskVector(mode, b, step.other!, data.base, data.other)) {
+        acc.add(zeroStats(n));
+        finishTensor(step, m);
+        continue;
+      }
       const w = data.base ? bytesToF32(blockInfo(b), data.base, scratch.f32('w', n)) : undefined;
       let tau: Float32Array | null = null;
       if (data.other) {
         const o = bytesToF32(blockInfo(sameRows(b, step.other!)), data.other, scratch.f32('o', n));
         tau = mode === 'finetuned' ? await kernels.subtract(o, w!, scratch.f32('tau', n)) : o;
       }
-      const m = plan.loraByBase.get(step.t.name);
       let lora: Float32Array | null = null;
       if (m) {
         lora = await deltaBlock(kernels, factors, m, b, scratch.f32('delta', n), scratch);
@@ -196,13 +213,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
       if (lora) acc.add(await kernels.pairStats(lora, tau));
       else if (tau) acc.add(swapSides(await kernels.pairStats(tau, null)));
       if (deltaWriter && lora) deltaWriter.writePart(step.t.name, new Uint8Array(lora.buffer, lora.byteOffset, lora.byteLength));
-      if (b.last) {
-        done++;
-        const entry = compareTensor(step.t.name, m !== undefined, step.rep !== undefined, acc.stats, opts.tolerance);
-        if (entry.loraNonzero > 0 || entry.taskVectorNonzero > 0) tensors.push(entry);
-        acc = new Accumulator();
-      }
-      ctx.progress({ phase: 'compare', done, total, tensor: step.t.name });
+      finishTensor(step, m);
     }
     deltaWriter?.finish();
   } catch (e) {
@@ -229,6 +240,15 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
   writeFileAtomic(path.join(dir, 'comparison_results.json'), JSON.stringify(report, null, 2) + '\n');
   writeFileAtomic(path.join(dir, 'report.txt'), compareText(report));
   return report;
+}
+
+/**
+ * Whether a block's task vector is zero without decoding it: a task vector file's block of all-zero
+ * bytes (+0 only), or a finetuned block bitwise equal to the base's with finite values (x - x = +0).
+ */
+function zeroTaskVector(mode: 'task-vector' | 'finetuned', b: Block, other: TensorInfo, base: Uint8Array | undefined, o: Uint8Array): boolean {
+  if (mode === 'task-vector') return allZeroBytes(o);
+  return base !== undefined && other.dtype === b.tensor.dtype && sameBytes(base, o) && allFinite(other.dtype as FloatDtype, o);
 }
 
 function compareTensor(name: string, loraTarget: boolean, replaced: boolean, s: PairStats, tolerance: number): CompareTensor {

@@ -17,7 +17,11 @@ export class Factors {
   private B: Float32Array = new Float32Array(0);
   private M: Float32Array | undefined;
 
-  constructor(private readonly adapter: Checkpoint) {}
+  /** `shared`: factors in SharedArrayBuffers, for the CPU backend's worker threads. */
+  constructor(
+    private readonly adapter: Checkpoint,
+    private readonly shared = false,
+  ) {}
 
   get(m: LoraModule): { A: Float32Array; B: Float32Array; magnitude?: Float32Array } {
     if (this.module !== m) {
@@ -30,8 +34,9 @@ export class Factors {
   }
 
   read(t: TensorInfo): Float32Array {
-    const raw = this.adapter.handles.readBytesSync(t, new Uint8Array(t.byteLength));
-    return bytesToF32(t, raw, new Float32Array(t.numel));
+    const alloc = (n: number): ArrayBuffer | SharedArrayBuffer => (this.shared ? new SharedArrayBuffer(n) : new ArrayBuffer(n));
+    const raw = this.adapter.handles.readBytesSync(t, new Uint8Array(alloc(t.byteLength)));
+    return bytesToF32(t, raw, new Float32Array(alloc(t.numel * 4)));
   }
 }
 

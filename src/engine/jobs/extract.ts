@@ -4,13 +4,16 @@
  */
 import { Checkpoint, openCheckpoint, TASK_VECTOR_KIND } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
+import { wantsSharedMemory } from '../kernels/poolKernels';
+import { allFinite } from '../kernels/cpuMath';
 import { Kernels, PairStats } from '../kernels/kernels';
+import { FloatDtype } from '../safetensors/dtypes';
 import { bytesToF32, Scratch } from '../safetensors/reader';
 import { assertNotInput, SafetensorsWriter } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
-import { Accumulator } from './stats';
+import { Accumulator, zeroStats } from './stats';
 import { pairingProblems, pairTensors } from './pairing';
-import { blockInfo, blocksOf, prefetched, readBlock, sameRows } from './stream';
+import { blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from './stream';
 import { CliCommand } from '../cli/command';
 import { required } from '../cli/args';
 
@@ -78,7 +81,7 @@ export async function extractInto(base: Checkpoint, ft: Checkpoint, outFile: str
   if (pairing.pairs.length === 0) throw new LensError(ft.path, `shares no float tensor (same name and shape) with the base ${base.path}`);
 
   const steps = pairing.pairs.flatMap((p) => blocksOf(p.base).map((block) => ({ pair: p, block })));
-  const scratch = new Scratch();
+  const scratch = new Scratch(wantsSharedMemory(kernels));
   const writer = new SafetensorsWriter(
     outFile,
     pairing.pairs.map((p) => ({ name: p.name, dtype: 'F32', shape: p.base.shape })),
@@ -98,11 +101,19 @@ export async function extractInto(base: Checkpoint, ft: Checkpoint, outFile: str
     for await (const { step, data: [rb, rf] } of prefetched(steps, read)) {
       throwIfCancelled(ctx);
       const b = step.block;
-      const w = bytesToF32(blockInfo(b), rb, scratch.f32('base', b.numel));
-      const f = bytesToF32(blockInfo(sameRows(b, step.pair.other)), rf, scratch.f32('ft', b.numel));
-      const tau = await kernels.subtract(f, w, scratch.f32('tau', b.numel));
-      acc.add(await kernels.pairStats(tau, null));
-      writer.writePart(step.pair.name, new Uint8Array(tau.buffer, tau.byteOffset, tau.byteLength));
+      const fi = blockInfo(sameRows(b, step.pair.other));
+      if (fi.dtype === b.tensor.dtype && sameBytes(rb, rf) && allFinite(fi.dtype as FloatDtype, rb)) {
+        // f - w of identical finite values is +0: the zeros are left as a hole of the new file.
+        acc.add(zeroStats(b.numel));
+        writer.skipZeros(step.pair.name, b.numel * 4);
+      } else {
+        const w = bytesToF32(blockInfo(b), rb, scratch.f32('base', b.numel));
+        const f = bytesToF32(fi, rf, scratch.f32('ft', b.numel));
+        const tau = await kernels.subtract(f, w, scratch.f32('tau', b.numel));
+        acc.add(await kernels.pairStats(tau, null));
+        // Overlaps with the read of the next block, already in flight.
+        await writer.writePartAsync(step.pair.name, new Uint8Array(tau.buffer, tau.byteOffset, tau.byteLength));
+      }
       bytes += rb.byteLength + rf.byteLength;
       if (b.last) {
         tensors.push(extractTensor(step.pair.name, b.tensor.shape, acc.stats));
@@ -110,9 +121,9 @@ export async function extractInto(base: Checkpoint, ft: Checkpoint, outFile: str
       }
       ctx.progress({ phase: 'extract', done: tensors.length, total: pairing.pairs.length, bytes, tensor: step.pair.name });
     }
-    writer.finish();
+    await writer.finishAsync();
   } catch (e) {
-    writer.abort();
+    await writer.abortAsync();
     throw e;
   }
   const nonzero = tensors.filter((t) => t.nonzeroElements > 0);

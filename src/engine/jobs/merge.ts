@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readJson } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
+import { wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
 import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype, TORCH_DTYPE } from '../safetensors/dtypes';
 import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
@@ -99,8 +100,8 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
   for (const rep of plan.added) add(rep.target, 'replace', rep.source, true);
 
   const writer = new ShardedWriter(dir, specs, shardSize);
-  const scratch = new Scratch();
-  const factors = new Factors(plan.adapter);
+  const scratch = new Scratch(wantsSharedMemory(kernels));
+  const factors = new Factors(plan.adapter, wantsSharedMemory(kernels));
   let bytesRead = 0;
   let bytesWritten = 0;
   let done = 0;
@@ -125,14 +126,15 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
           else await kernels.merge(w, d, dtype, opts.rule, bytes);
         } else await kernels.merge(w, null, dtype, opts.rule, bytes);
       }
-      writer.writePart(step.name, bytes);
+      // Overlaps with the read of the next block, already in flight.
+      await writer.writePartAsync(step.name, bytes);
       bytesWritten += bytes.byteLength;
       if (b.last) done++;
       ctx.progress({ phase: `merge ${opts.dtype}`, done, total: specs.length, bytes: bytesRead, tensor: step.name });
     }
-    writer.finish();
+    await writer.finishAsync();
   } catch (e) {
-    writer.abort();
+    await writer.abortAsync();
     throw e;
   }
   copyModelFiles(plan.base.dir, dir, opts.dtype);

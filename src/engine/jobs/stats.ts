@@ -15,6 +15,11 @@ export class Accumulator {
   }
 }
 
+/** The statistics of n zeros against zeros: what a block whose task vector is zero contributes. */
+export function zeroStats(n: number): PairStats {
+  return { ...emptyPairStats(), n };
+}
+
 /** Cosine of a and b from float64 sums, clamped to [-1, 1]; null when either side is all zeros or not finite. */
 export function cosine(s: PairStats): number | null {
   if (s.aSq === 0 || s.bSq === 0 || s.nonFinite > 0) return null;

@@ -7,7 +7,7 @@ import { elementBytes } from '../safetensors/dtypes';
 import { FileHandles, TensorInfo } from '../safetensors/reader';
 
 /** Elements per block (32 MiB of fp32): large enough to amortise a read, small enough to keep memory flat. */
-export const BLOCK_ELEMENTS = 1 << 23;
+export const BLOCK_ELEMENTS = 1 << 20;
 
 /** Rows [row0, row1) of a tensor's first dimension; a tensor of rank < 2 is a single block. */
 export interface Block {
@@ -51,6 +51,11 @@ export function blockInfo(b: Block): TensorInfo {
 
 /** Reads of one step: the raw bytes of several blocks (from different files), into buffers the step owns. */
 export type StepReader<S, R> = (step: S, slot: 0 | 1) => Promise<R>;
+
+/** Whether the raw bytes of two blocks are the same (memcmp). */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
 
 /**
  * Yields `read(step)` for each step in order while the next step's read is already in flight. Two

@@ -6,7 +6,7 @@ export class CpuKernels implements Kernels {
   readonly device = 'cpu' as const;
   readonly description = 'CPU (main thread)';
 
-  async loraDelta(f: LoraFactors, out = new Float32Array(f.out * f.in)): Promise<Float32Array> {
+  async loraDelta(f: LoraFactors, out: Float32Array = new Float32Array(f.out * f.in)): Promise<Float32Array> {
     loraDeltaRows(f, 0, f.out, out);
     return out;
   }

@@ -2,21 +2,32 @@
  * The CPU kernels as plain synchronous functions on typed arrays: the reference every backend is
  * checked against, and what the CPU backend's workers run on their slice of a tensor.
  */
-import { encodeBf16, encodeF16, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from '../safetensors/half';
+import { encodeBf16, encodeF16, f16BitsToF32, f32BitsToBf16, f32BitsToF16, roundTripInPlace } from '../safetensors/half';
+import { FloatDtype } from '../safetensors/dtypes';
 import { HalfDtype, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
 
 /** Rows [row0, row1) of delta = scale * B @ A in float64, rounded once to fp32, into `out` (full size). */
 export function loraDeltaRows(f: LoraFactors, row0: number, row1: number, out: Float32Array): void {
   const { A, B, r, in: n, out: m, scale, transpose } = f;
   const acc = new Float64Array(n);
+  const ks = new Int32Array(r);
   for (let i = row0; i < row1; i++) {
+    // A zero factor adds nothing (acc starts at +0 and never becomes -0): skip it, as a sparse B needs.
+    let nk = 0;
+    for (let k = 0; k < r; k++) if (B[i * r + k] !== 0) ks[nk++] = k;
     acc.fill(0);
-    const bRow = i * r;
-    for (let k = 0; k < r; k++) {
-      const b = B[bRow + k];
-      if (b === 0) continue;
-      const aRow = k * n;
-      for (let j = 0; j < n; j++) acc[j] += b * A[aRow + j];
+    // Four terms per pass, added left to right as one at a time would: the same float64 sums, a quarter of the passes over acc.
+    let g = 0;
+    for (; g + 4 <= nk; g += 4) {
+      const k0 = ks[g], k1 = ks[g + 1], k2 = ks[g + 2], k3 = ks[g + 3];
+      const b0 = B[i * r + k0], b1 = B[i * r + k1], b2 = B[i * r + k2], b3 = B[i * r + k3];
+      const a0 = k0 * n, a1 = k1 * n, a2 = k2 * n, a3 = k3 * n;
+      for (let j = 0; j < n; j++) acc[j] = acc[j] + b0 * A[a0 + j] + b1 * A[a1 + j] + b2 * A[a2 + j] + b3 * A[a3 + j];
+    }
+    for (; g < nk; g++) {
+      const b = B[i * r + ks[g]];
+      const a = ks[g] * n;
+      for (let j = 0; j < n; j++) acc[j] += b * A[a + j];
     }
     if (transpose) for (let j = 0; j < n; j++) out[j * m + i] = acc[j] * scale;
     else {
@@ -59,6 +70,9 @@ export function mergeHalfElement(dtype: HalfDtype, rule: MergeRule, w: number, d
   }
 }
 
+/** Elements per pass of the chunked merge: its operands stay in the L1 cache between passes. */
+const MERGE_CHUNK = 2048;
+
 /** Elements [i0, i1) of the merged tensor, written into `out` (bytes of the whole tensor at `dtype`). */
 export function mergeRange(w: Float32Array, d: Float32Array | null, dtype: MergeDtype, rule: MergeRule, out: Uint8Array, i0: number, i1: number): void {
   if (dtype === 'F32') {
@@ -68,11 +82,28 @@ export function mergeRange(w: Float32Array, d: Float32Array | null, dtype: Merge
     return;
   }
   const o = new Uint16Array(out.buffer, out.byteOffset, w.length);
+  const encode = dtype === 'F16' ? encodeF16 : encodeBf16;
   if (d === null) {
-    (dtype === 'F16' ? encodeF16 : encodeBf16)(w.subarray(i0, i1), o.subarray(i0, i1));
+    encode(w.subarray(i0, i1), o.subarray(i0, i1));
     return;
   }
-  for (let i = i0; i < i1; i++) o[i] = mergeHalfElement(dtype, rule, w[i], d[i]);
+  // mergeHalfElement over typed arrays, a chunk at a time: t = W or r(W), then t = f(t + d or r(d)) (a
+  // Float32Array store rounds like Math.fround), then r(t).
+  const t = new Float32Array(MERGE_CHUNK);
+  const u = rule === 'peft-safe' ? new Float32Array(MERGE_CHUNK) : undefined;
+  for (let c = i0; c < i1; c += MERGE_CHUNK) {
+    const len = Math.min(MERGE_CHUNK, i1 - c);
+    const tc = len === MERGE_CHUNK ? t : t.subarray(0, len);
+    tc.set(w.subarray(c, c + len));
+    if (rule !== 'fp32-cast') roundTripInPlace(dtype, tc);
+    if (u) {
+      const uc = len === MERGE_CHUNK ? u : u.subarray(0, len);
+      uc.set(d.subarray(c, c + len));
+      roundTripInPlace(dtype, uc);
+      for (let k = 0; k < len; k++) tc[k] = tc[k] + uc[k];
+    } else for (let k = 0; k < len; k++) tc[k] = tc[k] + d[c + k];
+    encode(tc, o.subarray(c, c + len));
+  }
 }
 
 /**
@@ -112,16 +143,54 @@ export function mergeDoraRange(w: Float32Array, d: Float32Array, factor: Float32
   }
 }
 
+/** Per 32-bit word: the exponent field of each lane, the bias that carries an all-ones field into the lane's top bit, and those top bits. */
+const NON_FINITE_LANES = {
+  BF16: [0x7f807f80, 0x00800080, 0x80008000],
+  F16: [0x7c007c00, 0x04000400, 0x80008000],
+  F32: [0x7f800000, 0x00800000, 0x80000000],
+} as const;
+
+/**
+ * Whether raw float bytes (F64, F32, F16, BF16) hold only finite values, from the exponent bits alone
+ * (no decode): a lane is NaN or infinite exactly when its exponent field is all ones.
+ */
+export function allFinite(dtype: FloatDtype, raw: Uint8Array): boolean {
+  if (raw.byteOffset % 4 !== 0) return false;
+  const words = new Uint32Array(raw.buffer, raw.byteOffset, raw.byteLength >>> 2);
+  if (dtype === 'F64') {
+    for (let i = 1; i < words.length; i += 2) if ((words[i] & 0x7ff00000) === 0x7ff00000) return false;
+    return true;
+  }
+  const [mask, bias, top] = NON_FINITE_LANES[dtype];
+  let seen = 0;
+  for (let i = 0; i < words.length; i++) seen |= (words[i] & mask) + bias;
+  // An odd count of 16-bit values leaves one in the low half of a last, partial word.
+  if (raw.byteLength % 4 === 2) seen |= ((raw[raw.byteLength - 2] | (raw[raw.byteLength - 1] << 8)) & mask) + bias;
+  return (seen & top) === 0;
+}
+
+/** Whether every byte is zero (for float data: every value is +0). */
+export function allZeroBytes(raw: Uint8Array): boolean {
+  const head = raw.byteOffset % 4 === 0 ? raw.byteLength >>> 2 : 0;
+  const words = new Uint32Array(raw.buffer, raw.byteOffset, head);
+  let seen = 0;
+  for (let i = 0; i < words.length; i++) seen |= words[i];
+  for (let i = head * 4; i < raw.byteLength; i++) seen |= raw[i];
+  return seen === 0;
+}
+
 export function emptyPairStats(): PairStats {
   return { n: 0, dot: 0, aSq: 0, bSq: 0, diffSq: 0, maxAbsDiff: 0, aNonzero: 0, bNonzero: 0, diffNonzero: 0, maxAbsA: 0, maxAbsB: 0, nonFinite: 0 };
 }
 
 export function pairStatsRange(a: Float32Array, b: Float32Array | null, i0: number, i1: number): PairStats {
+  if (b === null) return againstZeros(a, i0, i1);
   let dot = 0, aSq = 0, bSq = 0, diffSq = 0, maxAbsDiff = 0, aNz = 0, bNz = 0, dNz = 0, maxA = 0, maxB = 0, bad = 0;
   for (let i = i0; i < i1; i++) {
     const x = a[i];
-    const y = b === null ? 0 : b[i];
-    if (!Number.isFinite(x) || !Number.isFinite(y)) {
+    const y = b[i];
+    // x - x is NaN exactly when x is NaN or infinite.
+    if (x - x + (y - y) !== 0) {
       bad++;
       continue;
     }
@@ -141,6 +210,26 @@ export function pairStatsRange(a: Float32Array, b: Float32Array | null, i0: numb
     if (ay > maxB) maxB = ay;
   }
   return { n: i1 - i0, dot, aSq, bSq, diffSq, maxAbsDiff, aNonzero: aNz + bad, bNonzero: bNz, diffNonzero: dNz + bad, maxAbsA: maxA, maxAbsB: maxB, nonFinite: bad };
+}
+
+/**
+ * pairStatsRange(a, zeros): with y = 0 every sum of b is +0 (a float64 sum that starts at +0 and adds
+ * only zeros), diff = x - 0 = x, so the difference's figures are those of a.
+ */
+function againstZeros(a: Float32Array, i0: number, i1: number): PairStats {
+  let aSq = 0, aNz = 0, maxA = 0, bad = 0;
+  for (let i = i0; i < i1; i++) {
+    const x = a[i];
+    if (x - x !== 0) {
+      bad++;
+      continue;
+    }
+    aSq += x * x;
+    if (x !== 0) aNz++;
+    const ax = Math.abs(x);
+    if (ax > maxA) maxA = ax;
+  }
+  return { n: i1 - i0, dot: 0, aSq, bSq: 0, diffSq: aSq, maxAbsDiff: maxA, aNonzero: aNz + bad, bNonzero: 0, diffNonzero: aNz + bad, maxAbsA: maxA, maxAbsB: 0, nonFinite: bad };
 }
 
 export function addPairStats(s: PairStats, t: PairStats): PairStats {

@@ -4,6 +4,8 @@ import { CpuKernels } from './cpu';
 import { adapterName, openGpu } from './gpu/dawn';
 import { GpuKernels, GpuSizes } from './gpu/gpuKernels';
 import { Kernels } from './kernels';
+import { workerScript } from './pool';
+import { WorkerKernels } from './poolKernels';
 
 export type DeviceChoice = 'auto' | 'cpu' | 'gpu';
 export const DEVICE_CHOICES: readonly DeviceChoice[] = ['auto', 'cpu', 'gpu'];
@@ -25,9 +27,17 @@ export async function selectKernels(choice: DeviceChoice, ctx: JobContext): Prom
     if (choice === 'gpu') throw new LensError('--device gpu', `${gpu}; use --device cpu or auto`);
     ctx.log(`no usable GPU (${gpu}): numerics on the CPU`);
   }
-  const k = new CpuKernels();
+  const k = cpuKernels(ctx);
   ctx.log(`numerics on ${k.description}`);
   return k;
+}
+
+/** The CPU backend on worker threads; on the calling thread where the worker script cannot be found. */
+export function cpuKernels(ctx: JobContext): Kernels {
+  const script = workerScript();
+  if (script !== undefined) return new WorkerKernels(undefined, script);
+  ctx.warn('the kernel worker script (kernel-worker.js) is missing: numerics on the main thread only');
+  return new CpuKernels();
 }
 
 /** GPU kernels, or why there are none. */

@@ -220,15 +220,19 @@ export class FileHandles {
 
 /**
  * Reused, aligned, already-touched memory: reading into fresh allocations runs at half the speed of
- * reading into reused ones. Each slot grows to the largest request it has served.
+ * reading into reused ones. Each slot grows to the largest request it has served. `shared` puts the
+ * slots in SharedArrayBuffers, which the CPU backend's worker threads read and write in place.
  */
 export class Scratch {
-  private readonly slots = new Map<string, ArrayBuffer>();
+  private readonly slots = new Map<string, ArrayBuffer | SharedArrayBuffer>();
+
+  constructor(private readonly shared = false) {}
 
   bytes(slot: string, n: number): Uint8Array {
     let buf = this.slots.get(slot);
     if (buf === undefined || buf.byteLength < n) {
-      buf = new ArrayBuffer(Math.max(n, Math.ceil((buf?.byteLength ?? 0) * 1.25), 64));
+      const size = Math.max(n, Math.ceil((buf?.byteLength ?? 0) * 1.25), 64);
+      buf = this.shared ? new SharedArrayBuffer(size) : new ArrayBuffer(size);
       this.slots.set(slot, buf);
     }
     return new Uint8Array(buf, 0, n);

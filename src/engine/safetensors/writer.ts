@@ -38,9 +38,13 @@ export function tempPathFor(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.partial-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
 }
 
+/** Dirty bytes after which an asynchronous writer starts flushing them to disk, so that the final fsync finds little left. */
+const FLUSH_BYTES = 64 << 20;
+
 /**
  * Streaming safetensors writer: the header is written first from the specs, then each tensor's bytes in
  * spec order. Writes to a temporary file; `finish()` renames it into place, `abort()` deletes it.
+ * `writePartAsync` / `skipZeros` / `finishAsync` let a job overlap its writes with its reads and compute.
  */
 export class SafetensorsWriter {
   private readonly tmp: string;
@@ -50,6 +54,11 @@ export class SafetensorsWriter {
   /** Bytes of the current tensor written so far. */
   private partial = 0;
   private position: number;
+  /** The asynchronous write in flight, and the background flush. */
+  private writing: Promise<void> | undefined;
+  private flushing: Promise<void> | undefined;
+  private unflushed = 0;
+  private flushError: Error | undefined;
 
   constructor(
     readonly target: string,
@@ -78,36 +87,95 @@ export class SafetensorsWriter {
 
   /** Appends the next bytes of tensor `name` (large tensors are written in row blocks); it is done once all its bytes are in. */
   writePart(name: string, bytes: Uint8Array): void {
+    const at = this.position;
+    writeFully(this.claim(name, bytes.byteLength), bytes, at);
+  }
+
+  /**
+   * writePart on the thread pool: `bytes` must stay untouched until the promise settles, and the next
+   * write waits for it.
+   */
+  writePartAsync(name: string, bytes: Uint8Array): Promise<void> {
+    if (this.writing) throw new Error(`${this.target}: a write is still in flight`);
+    const at = this.position;
+    const fd = this.claim(name, bytes.byteLength);
+    const w = writeFullyAsync(fd, bytes, at).finally(() => (this.writing = undefined));
+    this.writing = w;
+    this.unflushed += bytes.byteLength;
+    if (this.unflushed >= FLUSH_BYTES && !this.flushing) {
+      this.unflushed = 0;
+      this.flushing = new Promise<void>((resolve) =>
+        fs.fdatasync(fd, (err) => {
+          if (err) this.flushError = err;
+          this.flushing = undefined;
+          resolve();
+        }),
+      );
+    }
+    return w;
+  }
+
+  /**
+   * The next `byteLength` bytes of tensor `name` are zeros: they are left as a hole of the new file
+   * (which reads as zeros) instead of being written.
+   */
+  skipZeros(name: string, byteLength: number): void {
+    this.claim(name, byteLength);
+  }
+
+  /** Checks that `n` more bytes of `name` come next and reserves them; returns the fd. */
+  private claim(name: string, n: number): number {
     const spec = this.specs[this.next];
     if (this.fd === undefined) throw new Error(`writer for ${this.target} is closed`);
     if (spec === undefined || spec.name !== name) throw new Error(`${this.target}: wrote '${name}' but '${spec?.name}' was expected next`);
-    if (this.partial + bytes.byteLength > this.sizes[this.next]) {
+    if (this.partial + n > this.sizes[this.next]) {
       throw new Error(`${this.target}: tensor '${name}' gets more than the ${this.sizes[this.next]} bytes its header says`);
     }
-    writeFully(this.fd, bytes, this.position);
-    this.position += bytes.byteLength;
-    this.partial += bytes.byteLength;
+    this.position += n;
+    this.partial += n;
     if (this.partial === this.sizes[this.next]) {
       this.partial = 0;
       this.next++;
     }
+    return this.fd;
+  }
+
+  /** Waits for the write and the flush in flight. */
+  private async settle(): Promise<void> {
+    await Promise.allSettled([this.writing, this.flushing]);
   }
 
   finish(): void {
     if (this.fd === undefined) throw new Error(`writer for ${this.target} is closed`);
+    if (this.writing || this.flushing) throw new Error(`${this.target}: asynchronous writes in flight; use finishAsync`);
     if (this.next !== this.specs.length) throw new Error(`${this.target}: only ${this.next} of ${this.specs.length} tensors written`);
+    if (this.flushError) throw this.flushError;
+    // A trailing hole (skipZeros) has to be part of the file's length.
+    fs.ftruncateSync(this.fd, this.position);
     fs.fsyncSync(this.fd);
     fs.closeSync(this.fd);
     this.fd = undefined;
     fs.renameSync(this.tmp, this.target);
   }
 
+  async finishAsync(): Promise<void> {
+    await this.writing;
+    await this.settle();
+    this.finish();
+  }
+
   abort(): void {
+    if (this.writing || this.flushing) throw new Error(`${this.target}: asynchronous writes in flight; use abortAsync`);
     if (this.fd !== undefined) {
       fs.closeSync(this.fd);
       this.fd = undefined;
     }
     fs.rmSync(this.tmp, { force: true });
+  }
+
+  async abortAsync(): Promise<void> {
+    await this.settle();
+    this.abort();
   }
 }
 
@@ -116,6 +184,21 @@ function writeFully(fd: number, bytes: Uint8Array, position: number): void {
   while (done < bytes.byteLength) {
     done += fs.writeSync(fd, bytes, done, Math.min(1 << 30, bytes.byteLength - done), position + done);
   }
+}
+
+function writeFullyAsync(fd: number, bytes: Uint8Array, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let done = 0;
+    const step = (): void => {
+      if (done === bytes.byteLength) return resolve();
+      fs.write(fd, bytes, done, Math.min(1 << 30, bytes.byteLength - done), position + done, (err, n) => {
+        if (err) return reject(err);
+        done += n;
+        step();
+      });
+    };
+    step();
+  });
 }
 
 /** Writes a whole small file atomically (reports, configs, indexes). */
@@ -187,6 +270,27 @@ export class ShardedWriter {
   /** Appends the next bytes of tensor `name` (see SafetensorsWriter.writePart). */
   writePart(name: string, bytes: Uint8Array): void {
     this.writerFor(name).writePart(name, bytes);
+  }
+
+  /** See SafetensorsWriter.writePartAsync. */
+  async writePartAsync(name: string, bytes: Uint8Array): Promise<void> {
+    const i = this.shardOf.get(name);
+    if (i !== undefined && i !== this.current && this.writer) {
+      await this.writer.finishAsync();
+      this.writer = undefined;
+    }
+    await this.writerFor(name).writePartAsync(name, bytes);
+  }
+
+  async finishAsync(): Promise<void> {
+    await this.writer?.finishAsync();
+    this.writer = undefined;
+    this.finish();
+  }
+
+  async abortAsync(): Promise<void> {
+    await this.writer?.abortAsync();
+    this.writer = undefined;
   }
 
   private writerFor(name: string): SafetensorsWriter {

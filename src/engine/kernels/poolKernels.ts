@@ -1,0 +1,135 @@
+/**
+ * The CPU backend on worker threads: each large kernel is cut into one contiguous slice per worker
+ * (rows for loraDelta, element ranges otherwise), the slices run at once on shared memory, and
+ * statistics come back per STATS_CHUNK and are added in index order, so every figure is the same
+ * whatever the number of threads. Tensors below PARALLEL_MIN elements, and light kernels whose arrays
+ * are not in shared memory (copying them would cost as much as the work), run on the calling thread.
+ */
+import * as os from 'node:os';
+import { Scratch } from '../safetensors/reader';
+import { CpuKernels } from './cpu';
+import { addPairStats, addPrecisionStats } from './cpuMath';
+import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
+import { WorkerPool, workerScript } from './pool';
+import { PoolOp, runOp, STATS_CHUNK } from './poolOps';
+
+/** Elements below which a kernel stays on the calling thread: posting to the workers costs tens of microseconds. */
+export const PARALLEL_MIN = 1 << 17;
+
+type Ranged<T> = T extends unknown ? Omit<T, 'i0' | 'i1'> : never;
+
+export class WorkerKernels implements Kernels {
+  readonly device = 'cpu' as const;
+  readonly description: string;
+  private pool: WorkerPool | undefined;
+  /** Copies of arrays that are not in shared memory, for the kernels heavy enough to pay for the copy. */
+  private readonly staging = new Scratch(true);
+  /** DoRA's kernels run whole on the calling thread. */
+  private readonly local = new CpuKernels();
+
+  constructor(
+    readonly threads = Math.max(1, os.availableParallelism()),
+    private readonly script = workerScript(),
+  ) {
+    if (script === undefined) throw new Error('the kernel worker script (kernel-worker.js) is missing beside the engine');
+    this.description = `CPU, ${threads} worker thread${threads === 1 ? '' : 's'}`;
+  }
+
+  private workers(): WorkerPool {
+    this.pool ??= new WorkerPool(this.threads, this.script!);
+    return this.pool;
+  }
+
+  /**
+   * Runs `op` over [0, n) in one slice per worker (slice bounds on STATS_CHUNK boundaries, so that the
+   * statistics chunks are the same as on one thread), or on this thread when n is small.
+   */
+  private async split(op: Ranged<PoolOp>, n: number, parallel: boolean): Promise<unknown[]> {
+    const chunks = Math.ceil(n / STATS_CHUNK);
+    const parts = parallel && n >= PARALLEL_MIN ? Math.min(this.threads, chunks) : 1;
+    const bound = (p: number): number => Math.min(n, Math.floor((p * chunks) / parts) * STATS_CHUNK);
+    const ops = Array.from({ length: parts }, (_, p) => ({ ...op, i0: bound(p), i1: bound(p + 1) }) as PoolOp);
+    if (parts === 1) return [runOp(ops[0])];
+    return this.workers().run(ops);
+  }
+
+  /** Rows of loraDelta: slices of rows, at least PARALLEL_MIN elements each. */
+  async loraDelta(f: LoraFactors, out: Float32Array = new Float32Array(f.out * f.in)): Promise<Float32Array> {
+    const parts = Math.min(this.threads, Math.floor((f.out * f.in) / PARALLEL_MIN), f.out);
+    if (parts <= 1) return this.local.loraDelta(f, out);
+    const A = this.shared('A', f.A);
+    const B = this.shared('B', f.B);
+    const target = isShared(out) ? out : this.staging.f32('delta', out.length);
+    const rows = (p: number): number => Math.floor((p * f.out) / parts);
+    await this.workers().run(Array.from({ length: parts }, (_, p) => ({ op: 'loraDelta', f: { ...f, A, B }, out: target, i0: rows(p), i1: rows(p + 1) })));
+    if (target !== out) out.set(target);
+    return out;
+  }
+
+  async merge(w: Float32Array, d: Float32Array | null, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+    const heavy = d !== null && dtype !== 'F32';
+    const inShared = isShared(w) && (d === null || isShared(d)) && isShared(out);
+    if (inShared || !heavy || w.length < PARALLEL_MIN) {
+      await this.split({ op: 'merge', w, d, dtype, rule, out }, w.length, inShared);
+      return out;
+    }
+    const target = this.staging.bytes('merged', out.byteLength);
+    await this.split({ op: 'merge', w: this.shared('w', w), d: this.shared('d', d!), dtype, rule, out: target }, w.length, true);
+    out.set(target);
+    return out;
+  }
+
+  async pairStats(a: Float32Array, b: Float32Array | null): Promise<PairStats> {
+    const parts = (await this.split({ op: 'pairStats', a, b }, a.length, isShared(a) && (b === null || isShared(b)))) as PairStats[][];
+    return parts.flat().reduce(addPairStats);
+  }
+
+  async subtract(a: Float32Array, b: Float32Array, out: Float32Array): Promise<Float32Array> {
+    await this.split({ op: 'subtract', a, b, out }, a.length, isShared(a) && isShared(b) && isShared(out));
+    return out;
+  }
+
+  async precision(w: Float32Array, d: Float32Array | null, dtype: HalfDtype, rule: MergeRule): Promise<PrecisionStats> {
+    // Several roundings per element: worth copying its inputs into shared memory.
+    const big = w.length >= PARALLEL_MIN;
+    const sw = big ? this.shared('w', w) : w;
+    const sd = big && d !== null ? this.shared('d', d) : d;
+    const parts = (await this.split({ op: 'precision', w: sw, d: sd, dtype, rule }, w.length, true)) as PrecisionStats[][];
+    return parts.flat().reduce(addPrecisionStats);
+  }
+
+  async maxAbsInto(acc: Float32Array, x: Float32Array): Promise<Float32Array> {
+    await this.split({ op: 'maxAbsInto', acc, x }, acc.length, isShared(acc) && isShared(x));
+    return acc;
+  }
+
+  doraNorms(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule): Promise<Float64Array> {
+    return this.local.doraNorms(w, d, rows, cols, featureIsColumn, dtype, rule);
+  }
+
+  mergeDora(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+    return this.local.mergeDora(w, d, factor, cols, featureIsColumn, dtype, rule, out);
+  }
+
+  /** `x` itself when it is in shared memory, else its copy in the staging slot. */
+  private shared(slot: string, x: Float32Array): Float32Array {
+    if (isShared(x)) return x;
+    const s = this.staging.f32(slot, x.length);
+    s.set(x);
+    return s;
+  }
+
+  async dispose(): Promise<void> {
+    await this.pool?.dispose();
+    this.pool = undefined;
+  }
+}
+
+export function isShared(x: ArrayBufferView): boolean {
+  return x.buffer instanceof SharedArrayBuffer;
+}
+
+/** Whether a job should give `kernels` its buffers in shared memory (the worker backend reads them in place). */
+export function wantsSharedMemory(kernels: Kernels): boolean {
+  return kernels instanceof WorkerKernels;
+}

@@ -1,0 +1,72 @@
+/**
+ * The slices of kernels that the CPU backend's worker threads run, as messages: each names an op, its
+ * arrays (views of SharedArrayBuffers, so no data is copied) and the element or row range to do. The
+ * main thread runs the same function when a tensor is too small to be worth splitting.
+ */
+import { loraDeltaRows, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
+import { HalfDtype, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
+
+/**
+ * Statistics are summed per chunk of this many elements, and the chunks' sums are added in order:
+ * the same float64 result however many threads share the work (a tensor of at most one chunk gives
+ * exactly the single-threaded figures).
+ */
+export const STATS_CHUNK = 1 << 16;
+
+export type PoolOp =
+  | { op: 'loraDelta'; f: LoraFactors; out: Float32Array; i0: number; i1: number }
+  | { op: 'merge'; w: Float32Array; d: Float32Array | null; dtype: MergeDtype; rule: MergeRule; out: Uint8Array; i0: number; i1: number }
+  | { op: 'pairStats'; a: Float32Array; b: Float32Array | null; i0: number; i1: number }
+  | { op: 'precision'; w: Float32Array; d: Float32Array | null; dtype: HalfDtype; rule: MergeRule; i0: number; i1: number }
+  | { op: 'subtract'; a: Float32Array; b: Float32Array; out: Float32Array; i0: number; i1: number }
+  | { op: 'maxAbsInto'; acc: Float32Array; x: Float32Array; i0: number; i1: number };
+
+/** What an op returns: nothing (it wrote its output range), or the statistics of each chunk of its range. */
+export type PoolResult = void | PairStats[] | PrecisionStats[];
+
+/** Runs one op on the calling thread. `i0` of a statistics op is at a chunk boundary. */
+export function runOp(m: PoolOp): PoolResult {
+  switch (m.op) {
+    case 'loraDelta':
+      return loraDeltaRows(m.f, m.i0, m.i1, m.out);
+    case 'merge':
+      return mergeRange(m.w, m.d, m.dtype, m.rule, m.out, m.i0, m.i1);
+    case 'pairStats':
+      return perChunk(m.i0, m.i1, (c0, c1) => pairStatsRange(m.a, m.b, c0, c1));
+    case 'precision':
+      return perChunk(m.i0, m.i1, (c0, c1) => precisionRange(m.w, m.d, m.dtype, m.rule, c0, c1));
+    case 'subtract':
+      return subtractRange(m.a, m.b, m.out, m.i0, m.i1);
+    case 'maxAbsInto':
+      return maxAbsRange(m.acc, m.x, m.i0, m.i1);
+  }
+}
+
+/**
+ * A typed array as posted to a worker: its SharedArrayBuffer by id, sent along only the first time that
+ * worker sees it (posting a SharedArrayBuffer costs far more than the small kernels it would carry).
+ */
+export interface WireArray {
+  wire: 'F32' | 'U8';
+  id: number;
+  byteOffset: number;
+  length: number;
+  buffer?: SharedArrayBuffer;
+}
+
+/** A copy of `op` with each typed array (also those of loraDelta's factors) replaced by `f(array)`. */
+export function mapArrays<A, B>(op: Record<string, unknown>, isArray: (x: unknown) => x is A, f: (x: A) => B): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(op)) {
+    if (isArray(v)) out[k] = f(v);
+    else if (k === 'f' && v !== null && typeof v === 'object') out[k] = mapArrays(v as Record<string, unknown>, isArray, f);
+    else out[k] = v;
+  }
+  return out;
+}
+
+function perChunk<T>(i0: number, i1: number, f: (c0: number, c1: number) => T): T[] {
+  const out: T[] = [];
+  for (let c = i0; c < i1 || out.length === 0; c += STATS_CHUNK) out.push(f(c, Math.min(i1, c + STATS_CHUNK)));
+  return out;
+}
