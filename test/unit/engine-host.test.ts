@@ -122,6 +122,7 @@ test('a crashed engine fails its job as crashed, its partial output is removed, 
     assert.equal((r.report as { summary: { tensors: number } }).summary.tensors, names.length);
     assert.notEqual(e.pid, pid);
     assert.ok(log.some((l) => l.includes('engine stopped (signal SIGKILL)')), log.join('\n'));
+    assert.ok(log.some((l) => l.startsWith(`[job ${job.id}] failed (crashed): `) && l.endsWith('partial output removed')), log.join('\n'));
   } finally {
     e.dispose();
   }

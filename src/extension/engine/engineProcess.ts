@@ -173,8 +173,13 @@ export class EngineProcess {
     for (const [id, p] of this.pending) {
       this.settle(id, p);
       if (child?.pid !== undefined) for (const out of p.opts.outputs ?? []) removePartials(out, child.pid);
-      if (p.cancelled) p.reject(new JobError('cancelled', 'cancelled; nothing was written'));
-      else p.reject(new JobError(kind, message));
+      if (p.cancelled) {
+        this.log(`[job ${id}] cancelled`);
+        p.reject(new JobError('cancelled', 'cancelled; nothing was written'));
+      } else {
+        this.log(`[job ${id}] failed (${kind}): ${message}; partial output removed`);
+        p.reject(new JobError(kind, message));
+      }
     }
   }
 }
