@@ -98,6 +98,23 @@ test('a DoRA merge --device gpu writes byte-identical files to --device cpu, and
   }
 });
 
+test('a GPU failure in the middle of a merge: the job finishes on the CPU, byte-identical, and says so on stderr and in the report', (t) => {
+  if (skip) return t.skip(skip);
+  const root = tmpDir();
+  const { base, adapter } = checkpoint(root);
+  const run = (device: string, env: NodeJS.ProcessEnv = process.env) => {
+    const out = path.join(root, `fault-${device}-${env.LORA_LENS_GPU_FAULT ?? 0}`);
+    const r = cli(['merge', '--base', base, '--adapter', adapter, '--out', out, '--dtype', 'bf16', '--device', device, '--json', '-'], env);
+    return { ...r, report: JSON.parse(r.stdout) as { device: string }, bytes: fs.readFileSync(path.join(out, 'model.safetensors')) };
+  };
+  const want = run('cpu');
+  // Dispatch 3: after the first tensors went through the GPU.
+  const got = run('gpu', { ...process.env, LORA_LENS_GPU_FAULT: '3' });
+  assert.ok(got.bytes.equals(want.bytes), 'the merged file equals the CPU merge');
+  assert.match(got.stderr, /^warning: GPU failure in \w+: injected fault at dispatch 3 \(LORA_LENS_GPU_FAULT\); this and every later kernel of the job run on the CPU$/m);
+  assert.match(got.report.device, /^GPU: .*; after a GPU failure the rest ran on the CPU \(\w+: injected fault at dispatch 3/);
+});
+
 test('compare and precision reports agree within 1e-6 between cpu and gpu', (t) => {
   if (skip) return t.skip(skip);
   const root = tmpDir();

@@ -12,6 +12,9 @@ import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, Prec
 import { adapterName, OpenGpu } from './dawn';
 import { combineShader, deltaShader, doraNormsShader, elementwiseShader, mergeDoraShader, mergeShader, PART_WORDS, pairStatsShader, precisionShader, TILE, WG } from './wgsl';
 
+/** Makes the N-th dispatch of each backend fail, as a lost device would (for tests of the CPU fallback). */
+export const FAULT_ENV = 'LORA_LENS_GPU_FAULT';
+
 /** Partial records folded into one by the second pass of a reduction. */
 const FOLD = 64;
 /** Partial sums per DoRA feature (each lane sums every LANES-th element of the feature). */
@@ -72,6 +75,8 @@ export class GpuKernels implements Kernels {
     return this.broken;
   }
 
+  /** The dispatch that fails on purpose (LORA_LENS_GPU_FAULT=N: tests of the fallback through whole jobs). */
+  private readonly faultAt = Number(process.env[FAULT_ENV] ?? 0);
   /** Dispatches run (tests check that large tensors are split). */
   dispatches = 0;
   /** Elements recomputed on the host after the GPU flagged them, and chunks or tensors wholly recomputed. */
@@ -186,7 +191,7 @@ export class GpuKernels implements Kernels {
         const size = (e.resource as GPUBufferBinding).size ?? 0;
         if (e.binding !== 7 && size > this.maxBinding) throw new Error(`internal: a ${size}-byte binding exceeds the ${this.maxBinding}-byte limit`);
       }
-      this.dispatches++;
+      if (++this.dispatches === this.faultAt) throw new Error(`injected fault at dispatch ${this.faultAt} (${FAULT_ENV})`);
       const enc = this.dev.createCommandEncoder();
       const pass = enc.beginComputePass();
       pass.setPipeline(d.pipeline);
