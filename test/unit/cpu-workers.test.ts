@@ -18,7 +18,8 @@ import { allFinite, allZeroBytes } from '../../src/engine/kernels/cpuMath';
 import { HalfDtype, MERGE_RULES, MergeDtype, PairStats, PrecisionStats } from '../../src/engine/kernels/kernels';
 import { PARALLEL_MIN, WorkerKernels } from '../../src/engine/kernels/poolKernels';
 import { STATS_CHUNK } from '../../src/engine/kernels/poolOps';
-import { encodeBf16 } from '../../src/engine/safetensors/half';
+import { encodeBf16, encodeF16 } from '../../src/engine/safetensors/half';
+import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { quietContext } from '../../src/engine/util/job';
 import { peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 
@@ -143,6 +144,31 @@ test('allFinite and allZeroBytes read the exponent bits and bytes as decoding wo
   z[1002] = 1;
   assert.equal(allZeroBytes(z), false);
   assert.equal(allZeroBytes(new Uint8Array(new Float32Array([0, -0]).buffer)), false);
+});
+
+test('worker kernels decode half blocks and test them for NaN/Inf as the main thread does', async () => {
+  const k = new WorkerKernels(2);
+  try {
+    const n = PARALLEL_MIN * 3 + 17;
+    const v = values(n, 8, 0.1, false);
+    for (const dtype of ['F16', 'BF16'] as const) {
+      const h = (dtype === 'F16' ? encodeF16 : encodeBf16)(v, new Uint16Array(n));
+      const raw = new Uint8Array(new SharedArrayBuffer(n * 2));
+      raw.set(new Uint8Array(h.buffer));
+      const t = { name: 'x', dtype, shape: [n], numel: n, offset: 0, byteLength: n * 2, file: 'x' };
+      const got = await k.decode(t, raw, new Float32Array(new SharedArrayBuffer(n * 4)));
+      assert.ok(bytes(got).equals(bytes(bytesToF32(t, raw, new Float32Array(n)))), dtype);
+      assert.equal(await k.allFinite(dtype, raw), false, dtype);
+      const finite = new Uint8Array(new SharedArrayBuffer(n * 2));
+      finite.set(new Uint8Array((dtype === 'F16' ? encodeF16 : encodeBf16)(randomF32(n, 3, 0.1), new Uint16Array(n)).buffer));
+      assert.equal(await k.allFinite(dtype, finite), true, dtype);
+      // A NaN in the last worker's slice only.
+      new Uint16Array(finite.buffer)[n - 1] = 0x7fc0;
+      assert.equal(await k.allFinite(dtype, finite), false, dtype);
+    }
+  } finally {
+    await k.dispose();
+  }
 });
 
 /** A bf16 model with tensors above a block, an adapter on q, and a "finetuned" copy changed in q and a norm, with NaN in an untouched tensor. */

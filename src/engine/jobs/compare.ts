@@ -6,12 +6,12 @@ import * as path from 'node:path';
 import { classifyTensor } from '../census/classify';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { wantsSharedMemory } from '../kernels/poolKernels';
+import { decodeBlock, finiteBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype, isFloatDtype } from '../safetensors/dtypes';
-import { allFinite, allZeroBytes } from '../kernels/cpuMath';
+import { allZeroBytes } from '../kernels/cpuMath';
 import { LoraModule } from '../checkpoint/adapter';
-import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
+import { Scratch, TensorInfo } from '../safetensors/reader';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
@@ -186,15 +186,15 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
       const b = step.block;
       const n = b.numel;
       const m = plan.loraByBase.get(step.t.name);
-      if (!m && !data.rep && data.other && zeroTaskVector(mode, b, step.other!, data.base, data.other)) {
+      if (!m && !data.rep && data.other && (await zeroTaskVector(kernels, mode, b, step.other!, data.base, data.other))) {
         acc.add(zeroStats(n));
         finishTensor(step, m);
         continue;
       }
-      const w = data.base ? bytesToF32(blockInfo(b), data.base, scratch.f32('w', n)) : undefined;
+      const w = data.base ? await decodeBlock(kernels, blockInfo(b), data.base, scratch.f32('w', n)) : undefined;
       let tau: Float32Array | null = null;
       if (data.other) {
-        const o = bytesToF32(blockInfo(sameRows(b, step.other!)), data.other, scratch.f32('o', n));
+        const o = await decodeBlock(kernels, blockInfo(sameRows(b, step.other!)), data.other, scratch.f32('o', n));
         tau = mode === 'finetuned' ? await kernels.subtract(o, w!, scratch.f32('tau', n)) : o;
       }
       let lora: Float32Array | null = null;
@@ -207,7 +207,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
           lora = await kernels.subtract(new Float32Array(merged.buffer, merged.byteOffset, n), w!, scratch.f32('dora-delta', n));
         }
       } else if (data.rep) {
-        const r = bytesToF32(blockInfo(sameRows(b, step.rep!)), data.rep, scratch.f32('rep', n));
+        const r = await decodeBlock(kernels, blockInfo(sameRows(b, step.rep!)), data.rep, scratch.f32('rep', n));
         lora = await kernels.subtract(r, w!, scratch.f32('delta', n));
       }
       if (lora) acc.add(await kernels.pairStats(lora, tau));
@@ -246,9 +246,9 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
  * Whether a block's task vector is zero without decoding it: a task vector file's block of all-zero
  * bytes (+0 only), or a finetuned block bitwise equal to the base's with finite values (x - x = +0).
  */
-function zeroTaskVector(mode: 'task-vector' | 'finetuned', b: Block, other: TensorInfo, base: Uint8Array | undefined, o: Uint8Array): boolean {
+async function zeroTaskVector(kernels: Kernels, mode: 'task-vector' | 'finetuned', b: Block, other: TensorInfo, base: Uint8Array | undefined, o: Uint8Array): Promise<boolean> {
   if (mode === 'task-vector') return allZeroBytes(o);
-  return base !== undefined && other.dtype === b.tensor.dtype && sameBytes(base, o) && allFinite(other.dtype as FloatDtype, o);
+  return base !== undefined && other.dtype === b.tensor.dtype && sameBytes(base, o) && finiteBlock(kernels, other.dtype as FloatDtype, o);
 }
 
 function compareTensor(name: string, loraTarget: boolean, replaced: boolean, s: PairStats, tolerance: number): CompareTensor {

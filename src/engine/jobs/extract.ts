@@ -4,11 +4,10 @@
  */
 import { Checkpoint, openCheckpoint, TASK_VECTOR_KIND } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { wantsSharedMemory } from '../kernels/poolKernels';
-import { allFinite } from '../kernels/cpuMath';
+import { decodeBlock, finiteBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype } from '../safetensors/dtypes';
-import { bytesToF32, Scratch } from '../safetensors/reader';
+import { Scratch } from '../safetensors/reader';
 import { assertNotInput, SafetensorsWriter } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { Accumulator, zeroStats } from './stats';
@@ -102,13 +101,13 @@ export async function extractInto(base: Checkpoint, ft: Checkpoint, outFile: str
       throwIfCancelled(ctx);
       const b = step.block;
       const fi = blockInfo(sameRows(b, step.pair.other));
-      if (fi.dtype === b.tensor.dtype && sameBytes(rb, rf) && allFinite(fi.dtype as FloatDtype, rb)) {
+      if (fi.dtype === b.tensor.dtype && sameBytes(rb, rf) && (await finiteBlock(kernels, fi.dtype as FloatDtype, rb))) {
         // f - w of identical finite values is +0: the zeros are left as a hole of the new file.
         acc.add(zeroStats(b.numel));
         writer.skipZeros(step.pair.name, b.numel * 4);
       } else {
-        const w = bytesToF32(blockInfo(b), rb, scratch.f32('base', b.numel));
-        const f = bytesToF32(fi, rf, scratch.f32('ft', b.numel));
+        const w = await decodeBlock(kernels, blockInfo(b), rb, scratch.f32('base', b.numel));
+        const f = await decodeBlock(kernels, fi, rf, scratch.f32('ft', b.numel));
         const tau = await kernels.subtract(f, w, scratch.f32('tau', b.numel));
         acc.add(await kernels.pairStats(tau, null));
         // Overlaps with the read of the next block, already in flight.

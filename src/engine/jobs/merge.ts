@@ -7,10 +7,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readJson } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { wantsSharedMemory } from '../kernels/poolKernels';
+import { decodeBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
 import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype, TORCH_DTYPE } from '../safetensors/dtypes';
-import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
+import { Scratch, TensorInfo } from '../safetensors/reader';
 import { ShardedWriter, TensorSpec, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
@@ -117,7 +117,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
       let bytes: Uint8Array;
       if (step.action === 'copy') bytes = raw;
       else {
-        const w = bytesToF32(blockInfo(b), raw, scratch.f32('w', b.numel));
+        const w = await decodeBlock(kernels, blockInfo(b), raw, scratch.f32('w', b.numel));
         bytes = scratch.bytes('out', b.numel * elementBytes(dtype));
         if (step.action === 'lora' || step.action === 'dora') {
           const m = plan.loraByBase.get(step.name)!;

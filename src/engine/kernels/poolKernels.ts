@@ -6,9 +6,10 @@
  * are not in shared memory (copying them would cost as much as the work), run on the calling thread.
  */
 import * as os from 'node:os';
-import { Scratch } from '../safetensors/reader';
+import { elementBytes, FloatDtype } from '../safetensors/dtypes';
+import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
 import { CpuKernels } from './cpu';
-import { addPairStats, addPrecisionStats } from './cpuMath';
+import { addPairStats, addPrecisionStats, allFinite } from './cpuMath';
 import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
 import { WorkerPool, workerScript } from './pool';
 import { PoolOp, runOp, STATS_CHUNK } from './poolOps';
@@ -98,6 +99,20 @@ export class WorkerKernels implements Kernels {
     return parts.flat().reduce(addPrecisionStats);
   }
 
+  /** bytesToF32 of a raw block, half dtypes decoded on the workers (not a Kernels kernel: see decodeBlock). */
+  async decode(t: TensorInfo, raw: Uint8Array, out: Float32Array): Promise<Float32Array> {
+    if ((t.dtype !== 'F16' && t.dtype !== 'BF16') || raw.byteOffset % 2 !== 0 || !isShared(raw) || !isShared(out)) return bytesToF32(t, raw, out);
+    await this.split({ op: 'decodeHalf', dtype: t.dtype, raw, out }, t.numel, true);
+    return out;
+  }
+
+  /** allFinite of raw float bytes, on the workers when they are in shared memory. */
+  async allFinite(dtype: FloatDtype, raw: Uint8Array): Promise<boolean> {
+    const n = raw.byteLength / elementBytes(dtype);
+    if (!isShared(raw) || raw.byteOffset % 4 !== 0 || !Number.isInteger(n)) return allFinite(dtype, raw);
+    return ((await this.split({ op: 'allFinite', dtype, raw }, n, true)) as boolean[]).every((x) => x);
+  }
+
   async maxAbsInto(acc: Float32Array, x: Float32Array): Promise<Float32Array> {
     await this.split({ op: 'maxAbsInto', acc, x }, acc.length, isShared(acc) && isShared(x));
     return acc;
@@ -132,4 +147,14 @@ export function isShared(x: ArrayBufferView): boolean {
 /** Whether a job should give `kernels` its buffers in shared memory (the worker backend reads them in place). */
 export function wantsSharedMemory(kernels: Kernels): boolean {
   return kernels instanceof WorkerKernels;
+}
+
+/** A job's decode of a raw block to fp32 (bytesToF32), on the worker threads where the kernels have them. */
+export function decodeBlock(kernels: Kernels, t: TensorInfo, raw: Uint8Array, out: Float32Array): Promise<Float32Array> {
+  return kernels instanceof WorkerKernels ? kernels.decode(t, raw, out) : Promise.resolve(bytesToF32(t, raw, out));
+}
+
+/** A job's allFinite of raw bytes, on the worker threads where the kernels have them. */
+export function finiteBlock(kernels: Kernels, dtype: FloatDtype, raw: Uint8Array): Promise<boolean> {
+  return kernels instanceof WorkerKernels ? kernels.allFinite(dtype, raw) : Promise.resolve(allFinite(dtype, raw));
 }

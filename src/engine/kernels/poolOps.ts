@@ -3,7 +3,9 @@
  * arrays (views of SharedArrayBuffers, so no data is copied) and the element or row range to do. The
  * main thread runs the same function when a tensor is too small to be worth splitting.
  */
-import { loraDeltaRows, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
+import { elementBytes, FloatDtype } from '../safetensors/dtypes';
+import { decodeBf16Array, decodeF16Array } from '../safetensors/half';
+import { allFinite, loraDeltaRows, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
 
 /**
@@ -19,10 +21,12 @@ export type PoolOp =
   | { op: 'pairStats'; a: Float32Array; b: Float32Array | null; i0: number; i1: number }
   | { op: 'precision'; w: Float32Array; d: Float32Array | null; dtype: HalfDtype; rule: MergeRule; i0: number; i1: number }
   | { op: 'subtract'; a: Float32Array; b: Float32Array; out: Float32Array; i0: number; i1: number }
-  | { op: 'maxAbsInto'; acc: Float32Array; x: Float32Array; i0: number; i1: number };
+  | { op: 'maxAbsInto'; acc: Float32Array; x: Float32Array; i0: number; i1: number }
+  | { op: 'decodeHalf'; dtype: 'F16' | 'BF16'; raw: Uint8Array; out: Float32Array; i0: number; i1: number }
+  | { op: 'allFinite'; dtype: FloatDtype; raw: Uint8Array; i0: number; i1: number };
 
-/** What an op returns: nothing (it wrote its output range), or the statistics of each chunk of its range. */
-export type PoolResult = void | PairStats[] | PrecisionStats[];
+/** What an op returns: nothing (it wrote its output range), the statistics of each chunk of its range, or a yes/no. */
+export type PoolResult = void | PairStats[] | PrecisionStats[] | boolean;
 
 /** Runs one op on the calling thread. `i0` of a statistics op is at a chunk boundary. */
 export function runOp(m: PoolOp): PoolResult {
@@ -39,6 +43,15 @@ export function runOp(m: PoolOp): PoolResult {
       return subtractRange(m.a, m.b, m.out, m.i0, m.i1);
     case 'maxAbsInto':
       return maxAbsRange(m.acc, m.x, m.i0, m.i1);
+    case 'decodeHalf': {
+      const h = new Uint16Array(m.raw.buffer, m.raw.byteOffset + m.i0 * 2, m.i1 - m.i0);
+      (m.dtype === 'F16' ? decodeF16Array : decodeBf16Array)(h, m.out.subarray(m.i0, m.i1));
+      return;
+    }
+    case 'allFinite': {
+      const eb = elementBytes(m.dtype);
+      return allFinite(m.dtype, m.raw.subarray(m.i0 * eb, m.i1 * eb));
+    }
   }
 }
 
