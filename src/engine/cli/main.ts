@@ -56,7 +56,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cmd: CliCommand | undefined = COMMANDS.find((c) => c.name === name);
   if (!cmd) {
-    process.stderr.write(`lora-lens: unknown command '${name}'\n\n${help()}\n`);
+    process.stderr.write(`lora-lens: unknown command '${name}' (commands: ${COMMANDS.map((c) => c.name).join(', ')}; lora-lens --help tells more)\n`);
     return 2;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
@@ -72,19 +72,31 @@ export async function main(argv: string[]): Promise<number> {
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   let kernels: Kernels | undefined;
+  // On a terminal warnings show as they come; otherwise they are held until the command succeeds, so
+  // that bad input is exactly one line on stderr (a warning before the error would be a second).
+  const live = process.stderr.isTTY === true;
+  const held: string[] = [];
+  const flushWarnings = (): void => {
+    for (const w of held.splice(0)) process.stderr.write(w);
+  };
   try {
     const args = parseArgs(name, rest, { ...cmd.flags, ...COMMON_FLAGS }, cmd.maxPositional);
     const quiet = args.flags.quiet === true;
     const ctx: CliContext = {
       signal: abort.signal,
       progress: quiet ? () => {} : progressPrinter(),
-      warn: (m) => process.stderr.write(`warning: ${m}\n`),
+      warn: (m) => {
+        const line = `warning: ${m}\n`;
+        if (live) process.stderr.write(line);
+        else held.push(line);
+      },
       log: (m) => {
         if (!quiet && process.stderr.isTTY) process.stderr.write(`${m}\n`);
       },
       kernels: async () => (kernels ??= await selectKernels(args.flags.device as DeviceChoice, ctx)),
     };
     const result = await cmd.run(args, ctx);
+    flushWarnings();
     const jsonOut = args.flags.json as string | undefined;
     if (jsonOut !== undefined && result.report !== undefined) {
       const text = JSON.stringify(result.report, null, 2) + '\n';
@@ -95,9 +107,12 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof LensError) {
-      process.stderr.write(`lora-lens ${name}: ${e.message}\n`);
+      // Usage errors already name the command (`lora-lens merge: --out is required`).
+      const msg = e.message.replace(/\s*\n\s*/g, ' ');
+      process.stderr.write(msg.startsWith(`lora-lens ${name}: `) ? `${msg}\n` : `lora-lens ${name}: ${msg}\n`);
       return 2;
     }
+    flushWarnings();
     if (e instanceof CancelledError) {
       process.stderr.write(`lora-lens ${name}: cancelled; nothing was written\n`);
       return 130;
