@@ -75,7 +75,14 @@ test('lora-lens mask, compress, decompose end to end', () => {
     assert.ok(Math.abs(r.coefficients.beta - 2) < (method === 'lasso' ? 1e-2 : 1e-5), `${method}: ${r.coefficients.beta}`);
     assert.equal(r.verdict, 'decomposable');
     assert.deepEqual([r.precision, r.recall], [1, 1]);
+    // An fp32 target: its rounding is negligible; beta's coefficient stands far above the noise.
+    assert.ok(r.roundingFloor >= 0 && r.roundingFloor < 1e-5, String(r.roundingFloor));
+    const beta = r.dictionary.find((x: { name: string }) => x.name === 'beta');
+    assert.ok(beta.t === null || beta.t > 5, String(beta.t));
   }
+  const bad = cli('decompose', '--mask', maskDir, '--base', base, '--dictionary', ...dict, '--target', merged, '--min-t', '-1');
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--min-t must not be negative/);
 });
 
 test('lora-lens mask with a budget below the module count exits 2 with one line and writes nothing', () => {

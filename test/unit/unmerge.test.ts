@@ -13,6 +13,7 @@ import { readHeader } from '../../src/engine/safetensors/reader';
 import { loraValuesAt, loraNormSq, readFactors } from '../../src/engine/unmerge/lora';
 import { Mask } from '../../src/engine/unmerge/maskFile';
 import { uniqueNames } from '../../src/engine/unmerge/names';
+import { ulp } from '../../src/engine/unmerge/sources';
 import { quietContext } from '../../src/engine/util/job';
 import { loraPair, peftConfig, randomF32, TestTensor, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 
@@ -289,4 +290,12 @@ test('decompose of an adapter target, with a duplicate and a zero atom in the di
 
 test('uniqueNames lengthens clashing basenames and numbers repeats', () => {
   assert.deepEqual(uniqueNames(['/x/run1/adapter', '/x/run2/adapter', '/x/math', '/x/math']), ['run1/adapter', 'run2/adapter', 'math', 'math#2']);
+});
+
+test('ulp: the spacing of each storage dtype around a value, subnormals included', () => {
+  assert.deepEqual(['BF16', 'F16', 'F32'].map((d) => ulp(d, 1)), [2 ** -7, 2 ** -10, 2 ** -23]);
+  assert.deepEqual(['BF16', 'F16', 'F32'].map((d) => ulp(d, -0.75)), [2 ** -8, 2 ** -11, 2 ** -24]);
+  assert.equal(ulp('F16', 1e-6), 2 ** -24);
+  assert.equal(ulp('BF16', 0), 2 ** -133);
+  assert.equal(ulp('F32', 1e-40), 2 ** -149);
 });

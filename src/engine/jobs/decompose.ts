@@ -337,6 +337,7 @@ export const decomposeCommand: CliCommand = {
       report.explanation,
       ...report.dictionary.map((d) => `  ${d.name.padEnd(width)}  ${d.coefficient.toPrecision(6).padStart(12)}${d.inSupport ? '  *' : ''}`),
       `relative residual ${report.relativeResidual.toExponential(3)}, reconstruction error ${report.reconstructionError.toExponential(3)}`,
+      ...(report.roundingFloor > 0 ? [`the target's storage rounding alone would leave a relative residual of about ${report.roundingFloor.toExponential(2)}`] : []),
       ...(report.precision !== undefined
         ? [`against the truth: precision ${report.precision ?? 'n/a'}, recall ${report.recall ?? 'n/a'}, coefficient error ${report.coefficientError?.toExponential(3) ?? 'n/a'}`]
         : []),
