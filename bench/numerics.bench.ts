@@ -84,17 +84,21 @@ async function main(): Promise<void> {
     let readS = 0;
     readS = await timed('plain sequential read (base)', model.dataBytes, undefined, () => plainRead(model.dir));
     await timed('  floor: read in 16 MiB chunks', model.dataBytes, readS, () => chunkedRead(model.dir));
-    await timed('  floor: durable write of as much', model.dataBytes, readS, () => durableWrite(path.join(root, 'floor'), model.dataBytes));
-    await timed('merge bf16 (peft)', model.dataBytes, readS, () => mergeModel(model.dir, adapter.dir, path.join(root, 'merged'), { dtype: 'bf16', rule: 'peft' }, k, ctx));
+    const writeS = await timed('  floor: durable write of as much', model.dataBytes, readS, () => durableWrite(path.join(root, 'floor'), model.dataBytes));
+    const mergeS = await timed('merge bf16 (peft)', model.dataBytes, readS, () => mergeModel(model.dir, adapter.dir, path.join(root, 'merged'), { dtype: 'bf16', rule: 'peft' }, k, ctx));
     const readBoth = await timed('plain read (base + merged)', 2 * model.dataBytes, undefined, async () => {
       await plainRead(model.dir);
       await plainRead(path.join(root, 'merged'));
     });
     await timed('  floor: both read in 16 MiB chunks', 2 * model.dataBytes, readBoth, () => chunkedRead(model.dir) + chunkedRead(path.join(root, 'merged')));
-    await timed('extract (base, merged)', 2 * model.dataBytes, readBoth, () => extractTaskVector(model.dir, path.join(root, 'merged'), path.join(root, 'tv.safetensors'), k, ctx));
+    const extractS = await timed('extract (base, merged)', 2 * model.dataBytes, readBoth, () => extractTaskVector(model.dir, path.join(root, 'merged'), path.join(root, 'tv.safetensors'), k, ctx));
     fs.rmSync(path.join(root, 'tv.safetensors'));
-    await timed('compare --finetuned (base, merged)', 2 * model.dataBytes, readBoth, () => compareAdapter(model.dir, adapter.dir, { finetuned: path.join(root, 'merged') }, path.join(root, 'cmp'), { tolerance: 1e-5, saveDeltas: false }, k, ctx));
+    const compareS = await timed('compare --finetuned (base, merged)', 2 * model.dataBytes, readBoth, () => compareAdapter(model.dir, adapter.dir, { finetuned: path.join(root, 'merged') }, path.join(root, 'cmp'), { tolerance: 1e-5, saveDeltas: false }, k, ctx));
     console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GB`);
+    console.log(
+      `merge took ${(mergeS / writeS).toFixed(2)}x the durable write of its output alone (${(writeS / readS).toFixed(2)}x the plain read); ` +
+        `extract ${(extractS / readBoth).toFixed(2)}x and compare ${(compareS / readBoth).toFixed(2)}x the plain read of both inputs`,
+    );
     console.log(
       [
         'Where the time goes: merge must write its whole output and fsync it before the rename (the durable-write',

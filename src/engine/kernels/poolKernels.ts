@@ -16,6 +16,8 @@ import { PoolOp, runOp, STATS_CHUNK } from './poolOps';
 
 /** Elements below which a kernel stays on the calling thread: posting to the workers costs tens of microseconds. */
 export const PARALLEL_MIN = 1 << 17;
+/** A job's block (BLOCK_ELEMENTS) has 16 STATS_CHUNKs: more workers than that would sit idle, each costing its own heap. */
+const MAX_THREADS = 16;
 
 type Ranged<T> = T extends unknown ? Omit<T, 'i0' | 'i1'> : never;
 
@@ -29,7 +31,7 @@ export class WorkerKernels implements Kernels {
   private readonly local = new CpuKernels();
 
   constructor(
-    readonly threads = Math.max(1, os.availableParallelism()),
+    readonly threads = Math.min(MAX_THREADS, Math.max(1, os.availableParallelism())),
     private readonly script = workerScript(),
   ) {
     if (script === undefined) throw new Error('the kernel worker script (kernel-worker.js) is missing beside the engine');
