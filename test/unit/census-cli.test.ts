@@ -60,6 +60,18 @@ describe('census and estimate CLI', () => {
     assert.equal(report.adapter.trainableParams, 851_968);
   });
 
+  it('census of a bare adapter_model.safetensors: its LoRA factors are the targets, the saved head is not, and it is outside the layers', () => {
+    const r = cli('census', path.join(FIXTURES, 'real-adapters', 'gpt2-seqcls-cattn-r8', 'adapter_model.safetensors'), '--json', '-');
+    assert.equal(r.status, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.equal(report.kind, 'file');
+    assert.deepEqual([report.summary.tensors, report.summary.loraTargetTensors, report.summary.nonTargetTensors], [25, 24, 1]);
+    const score = report.tensors.find((t: { name: string }) => t.name === 'base_model.model.score.weight');
+    assert.deepEqual([score.loraTarget, score.layer, score.category], [false, null, 'other']);
+    const a = report.tensors.find((t: { name: string }) => t.name === 'base_model.model.transformer.h.3.attn.c_attn.lora_A.weight');
+    assert.deepEqual([a.loraTarget, a.layer, a.category, a.projection], [true, 3, 'attention', 'c_attn']);
+  });
+
   it('estimate --r --target and --adapter', () => {
     const r = cli('estimate', path.join(FIXTURES, 'base-configs', 'gemma-2b.json'), '--r', '8', '--target', 'q_proj,k_proj,v_proj,o_proj', '--json', '-');
     assert.equal(r.status, 0, r.stderr);

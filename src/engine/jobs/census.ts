@@ -17,6 +17,9 @@ import { LensError } from '../errors';
 import { byteSize } from '../safetensors/dtypes';
 import { JobContext } from '../util/job';
 
+/** A PEFT LoRA parameter: lora_A / lora_B (Linear, Conv1D), lora_embedding_A / _B, DoRA's magnitude vector. */
+const LORA_FACTOR = /\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(\.|$)/;
+
 export interface CensusTensor {
   name: string;
   dtype: string;
@@ -204,6 +207,9 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
     } else if (opts.targets !== undefined) {
       const hit = loraTargetPredicate({ targetModules: opts.targets, layersToTransform: null, layersPattern: null }, src.config, p);
       for (const t of src.tensors) if (hit(t.name, t.shape)) targets.add(t.name);
+    } else {
+      // A bare adapter_model.safetensors (no adapter_config.json beside it): its LoRA factors are targets, as in an adapter folder.
+      for (const t of src.tensors) if (LORA_FACTOR.test(t.name)) targets.add(t.name);
     }
 
     const zero = (): Record<Category, number> => Object.fromEntries(CATEGORIES.map((c) => [c, 0])) as Record<Category, number>;
