@@ -299,3 +299,24 @@ test('ulp: the spacing of each storage dtype around a value, subnormals included
   assert.equal(ulp('BF16', 0), 2 ** -133);
   assert.equal(ulp('F32', 1e-40), 2 ** -149);
 });
+
+test('mask: a non-finite factor in a later module fails with the file and tensor named, and leaves no output', async () => {
+  const tensors: TestTensor[] = [];
+  for (let l = 0; l < LAYERS; l++) {
+    for (const p of Object.keys(PROJ)) {
+      const [out, inn] = PROJ[p];
+      const pair = loraPair(`model.layers.${l}.self_attn.${p}`, 2, inn, out, 900 + l);
+      if (l === 1 && p === 'v_proj') (pair[0].data as Float32Array)[3] = NaN;
+      tensors.push(...pair);
+    }
+  }
+  const bad = writeAdapter(path.join(root, 'nan'), peftConfig({ r: 2, lora_alpha: 4, target_modules: Object.keys(PROJ) }), tensors);
+  const out = path.join(root, 'mask-nan');
+  await assert.rejects(runMask({ base, adapters: [dict[0], bad], budget, out }, kernels, quietContext()), (e: Error) => {
+    assert.ok(e instanceof LensError);
+    assert.match(e.message, /non-finite value at element 3 of a LoRA factor/);
+    assert.match(e.message, /layers\.1\.self_attn\.v_proj\.lora_A/);
+    return true;
+  });
+  assert.equal(fs.existsSync(out), false);
+});

@@ -18,7 +18,7 @@ import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/check
 import { required } from '../cli/args';
 import { CliCommand } from '../cli/command';
 import { LensError } from '../errors';
-import { Kernels } from '../kernels/kernels';
+import { Kernels, LoraFactors } from '../kernels/kernels';
 import { Scratch } from '../safetensors/reader';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
@@ -90,11 +90,29 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
       });
       try {
         // Shared memory on the CPU: the worker backend expands and folds in place (the main thread does not mind).
-        const scratch = new Scratch(kernels.device === 'cpu');
+        // Two of everything a module keeps while the next one is expanded (its sum, its base weight).
+        const shared = kernels.device === 'cpu';
+        const scratch = new Scratch(shared);
+        const perParity = [new Scratch(shared), new Scratch(shared)];
+        const start = (i: number, factors: ModuleFactors): Promise<Aggregate> =>
+          aggregate(modules[i], factors, kernels, new BaseModule(base, modules[i], perParity[i % 2]), perParity[i % 2], scratch);
+        let factors = await factorsOf(modules[0], dict);
+        let pending = start(0, factors);
         for (let i = 0; i < M; i++) {
           throwIfCancelled(ctx);
           ctx.progress({ phase: 'mask', done: i, total: M, tensor: modules[i].name });
-          writer.write(modules[i].name, await maskModule(modules[i], dict, kernels, new BaseModule(base, modules[i], scratch), scratch));
+          const next = i + 1 < M ? factorsOf(modules[i + 1], dict) : undefined;
+          next?.catch(() => undefined); // a failure surfaces at its await, not as an unhandled rejection
+          const done = await pending;
+          if (next) {
+            // The next module's first expansion is on its way to the workers before this one's selection
+            // occupies this thread.
+            factors = await next;
+            pending = start(i + 1, factors);
+            pending.catch(() => undefined);
+          }
+          const mask = selectModule(modules[i], done, scratch);
+          writer.write(modules[i].name, mask);
         }
         ctx.progress({ phase: 'mask', done: M, total: M });
         writer.finish();
@@ -113,12 +131,31 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
   }
 }
 
-/** Aggregates the adapters' |delta| of one module, selects its top k, and returns the BOOL mask bytes. */
-async function maskModule(m: MaskModule, dict: DictAdapter[], kernels: Kernels, base: BaseModule, scratch: Scratch): Promise<Uint8Array> {
+interface ModuleFactors {
+  users: DictAdapter[];
+  factors: LoraFactors[];
+}
+
+/** The factors of every adapter that targets `m` (r (in + out) values each), read ahead of its expansions. */
+async function factorsOf(m: MaskModule, dict: DictAdapter[]): Promise<ModuleFactors> {
   const users = dict.filter((d) => d.byBase.has(m.name));
-  // All factor pairs first (r (in + out) values each): the expansions then follow each other without waiting on the disk.
-  const factors = await Promise.all(users.map((d) => readFactors(d.ckpt, d.byBase.get(m.name)!)));
-  const acc = scratch.f32('acc', m.numel).fill(0);
+  return { users, factors: await Promise.all(users.map((d) => readFactors(d.ckpt, d.byBase.get(m.name)!))) };
+}
+
+interface Aggregate extends ModuleFactors {
+  /** max_a |delta_a| of the module. */
+  acc: Float32Array;
+  dora: Array<Dora | undefined>;
+}
+
+/**
+ * max_a |delta_a| of one module into an `acc` of `own` scratch; adds each adapter's squared norm. Its first
+ * expansion is dispatched before this returns (no await precedes it), so that a worker or GPU backend
+ * computes it while the caller selects the previous module.
+ */
+async function aggregate(m: MaskModule, mf: ModuleFactors, kernels: Kernels, base: BaseModule, own: Scratch, scratch: Scratch): Promise<Aggregate> {
+  const { users, factors } = mf;
+  const acc = own.f32('acc', m.numel).fill(0);
   const dora: Array<Dora | undefined> = [];
   // Two delta buffers: adapter a + 1 expands while |delta_a| is folded into acc, which a worker backend runs at once.
   let folded: Promise<unknown> = Promise.resolve();
@@ -144,13 +181,18 @@ async function maskModule(m: MaskModule, dict: DictAdapter[], kernels: Kernels, 
     folds[a] = folded;
   }
   await folded;
-  const sel = topK(acc, m.selected);
-  if (sel.nonFinite > 0) throw new LensError(users[0].ckpt.path, `${sel.nonFinite} delta elements of ${m.name} overflow fp32 (adapters: ${m.adapters.join(', ')})`, m.name);
+  return { ...mf, acc, dora };
+}
+
+/** Selects the module's top k from its aggregate, adds each adapter's kept squared norm, and returns the BOOL mask bytes. */
+function selectModule(m: MaskModule, g: Aggregate, scratch: Scratch): Uint8Array {
+  const sel = topK(g.acc, m.selected);
+  if (sel.nonFinite > 0) throw new LensError(g.users[0].ckpt.path, `${sel.nonFinite} delta elements of ${m.name} overflow fp32 (adapters: ${m.adapters.join(', ')})`, m.name);
   m.threshold = sel.threshold;
   const values = new Float32Array(sel.indices.length);
-  users.forEach((d, a) => {
-    loraValuesAt(factors[a], sel.indices, values);
-    if (dora[a]) doraValuesAt(dora[a]!, sel.indices, values);
+  g.users.forEach((d, a) => {
+    loraValuesAt(g.factors[a], sel.indices, values);
+    if (g.dora[a]) doraValuesAt(g.dora[a]!, sel.indices, values);
     for (let t = 0; t < values.length; t++) d.keptSq += values[t] * values[t];
   });
   const bytes = scratch.bytes('mask', m.numel).fill(0);
