@@ -9,6 +9,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
+import { withOutputDir } from '../../src/engine/util/outputDir';
 import { loraPair, peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 
 const CLI = path.resolve(__dirname, '../../../dist/cli.js');
@@ -91,5 +92,19 @@ describe('outputs never land on inputs', () => {
     assert.equal(m.status, 0, m.stderr);
     assert.ok(fs.existsSync(path.join(root, 'base/merged/model.safetensors')));
     assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'base/merge.json'), 'utf8')).loraTensors, 1);
+  });
+
+  it('a job that fails inside its output folder leaves nothing, not even the folders made to hold it', async () => {
+    const target = path.join(root, 'new', 'nested', 'out');
+    await assert.rejects(
+      withOutputDir(target, [], async (d) => {
+        fs.writeFileSync(d.file('half.safetensors'), 'partial');
+        throw new Error('boom');
+      }),
+      /boom/,
+    );
+    assert.equal(fs.existsSync(path.join(root, 'new')), false);
+    await withOutputDir(target, [], async (d) => fs.writeFileSync(d.file('done.txt'), 'ok'));
+    assert.deepEqual(fs.readdirSync(path.join(root, 'new', 'nested')), ['out']);
   });
 });

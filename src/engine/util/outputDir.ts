@@ -10,6 +10,8 @@ import { assertNotInput, tempPathFor } from '../safetensors/writer';
 export class OutputDir {
   readonly tmp: string;
   private done = false;
+  /** Folders made to hold the target (its missing ancestors), removed again when the job fails. */
+  private readonly madeParents: string[] = [];
 
   constructor(
     readonly target: string,
@@ -17,7 +19,8 @@ export class OutputDir {
   ) {
     assertNotInput(target, inputs);
     const parent = path.dirname(path.resolve(target));
-    if (!fs.existsSync(parent)) fs.mkdirSync(parent, { recursive: true });
+    for (let p = parent; !fs.existsSync(p); p = path.dirname(p)) this.madeParents.push(p);
+    if (this.madeParents.length > 0) fs.mkdirSync(parent, { recursive: true });
     if (fs.existsSync(target) && !fs.statSync(target).isDirectory()) throw new LensError(target, 'output exists and is not a folder');
     this.tmp = tempPathFor(path.resolve(target));
     fs.mkdirSync(this.tmp);
@@ -44,6 +47,14 @@ export class OutputDir {
   abort(): void {
     if (this.done) return;
     fs.rmSync(this.tmp, { recursive: true, force: true });
+    // Innermost first; a folder something else has written into meanwhile stays.
+    for (const p of this.madeParents) {
+      try {
+        fs.rmdirSync(p);
+      } catch {
+        break;
+      }
+    }
     this.done = true;
   }
 }
