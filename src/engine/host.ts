@@ -12,7 +12,7 @@ import { COMMON_FLAGS } from './cli/main';
 import { CancelledError, LensError } from './errors';
 import { Kernels } from './kernels/kernels';
 import { DeviceChoice, selectKernels } from './kernels/select';
-import { writeFileAtomic } from './safetensors/writer';
+import { writeReportFile } from './util/outputs';
 
 /** Progress messages per job per second at most; the last one of a phase always goes. */
 const PROGRESS_INTERVAL_MS = 100;
@@ -56,7 +56,7 @@ async function run(req: RunRequest, abort: AbortController): Promise<void> {
     const result = await cmd.run(args, ctx);
     const jsonOut = args.flags.json;
     if (typeof jsonOut === 'string' && jsonOut !== '-' && result.report !== undefined) {
-      writeFileAtomic(jsonOut, JSON.stringify(result.report, null, 2) + '\n');
+      writeReportFile(jsonOut, JSON.stringify(result.report, null, 2) + '\n');
     }
     send({ type: 'result', inReplyTo: id, report: result.report ?? null, text: result.text });
   } catch (e) {

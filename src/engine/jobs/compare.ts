@@ -276,8 +276,10 @@ function summarise(tensors: CompareTensor[], tolerance: number): CompareSummary 
   const cosines = shared.map((t) => t.cosine).filter((c): c is number => c !== null);
   const adapted = [...shared, ...loraOnly];
   const maxOf = (xs: (number | null)[]): number | null => (xs.length === 0 || xs.some((x) => x === null) ? null : Math.max(...(xs as number[])));
-  // Every tensor the adapter changes must be within tolerance of the task vector (a delta the task vector lacks is a failure too).
-  const equivalent = adapted.length > 0 && adapted.every((t) => t.withinTolerance);
+  // Every tensor the adapter changes must be within tolerance of the task vector (a delta the task vector
+  // lacks is a failure too); an adapter that changes nothing is equivalent to a task vector that is zero
+  // on its targets, and the verdict says so.
+  const equivalent = adapted.every((t) => t.withinTolerance);
   const s: CompareSummary = {
     compared: tensors.length,
     shared: shared.length,
@@ -303,9 +305,10 @@ function fmt(x: number | null, digits = 3): string {
 
 function verdict(s: CompareSummary): string {
   const adapted = s.shared + s.loraOnly;
-  if (adapted === 0) return 'NOT COMPARABLE: the adapter changes no tensor (all its deltas are zero), so there is nothing to check.';
   const lines: string[] = [];
-  if (s.equivalent) {
+  if (adapted === 0) {
+    lines.push('EQUIVALENT, VACUOUSLY: the adapter changes no tensor (all its deltas are zero, as PEFT initialises lora_B), so no shared tensor can differ; what the task vector changes is counted below as outside the adapter.');
+  } else if (s.equivalent) {
     lines.push(`EQUIVALENT: all ${adapted} tensors the adapter changes match the task vector within ${fmt(s.tolerance)} (max abs diff ${fmt(s.maxAbsDiff)}, mean cosine ${fmt(s.meanCosine, 6)}).`);
   } else {
     const bad = s.loraOnly > 0 ? `; ${s.loraOnly} adapted tensor(s) are unchanged in the task vector` : '';
