@@ -51,6 +51,7 @@ test('lora-lens mask, compress, decompose end to end', () => {
   assert.equal(m.status, 0, m.stderr);
   const mr = JSON.parse(fs.readFileSync(maskJson, 'utf8'));
   for (const k of ['budget', 'modules', 'k', 'selected', 'perProjection', 'perLayer', 'normPreservation']) assert.ok(k in mr, k);
+  assert.match(mr.device, /^CPU/);
   assert.deepEqual([mr.budget, mr.modules, mr.k, mr.selected], [50, 4, 12, 48]);
   assert.deepEqual(Object.keys(mr.normPreservation), ['alpha', 'beta', 'gamma']);
   assert.deepEqual(JSON.parse(fs.readFileSync(path.join(maskDir, 'mask.json'), 'utf8')).perModule.length, 4);
@@ -61,6 +62,7 @@ test('lora-lens mask, compress, decompose end to end', () => {
   assert.equal(c.status, 0, c.stderr);
   const cr = JSON.parse(fs.readFileSync(path.join(compDir, 'compress.json'), 'utf8'));
   assert.deepEqual(cr.inputs.map((i: { name: string }) => i.name), ['gamma', 'merged', 'alpha']);
+  assert.match(cr.device, /^CPU/);
   for (const i of cr.inputs) assert.ok(fs.existsSync(path.join(compDir, i.file)));
 
   const truth = path.join(root, 'truth.json');
@@ -71,6 +73,7 @@ test('lora-lens mask, compress, decompose end to end', () => {
     const r = JSON.parse(d.stdout);
     for (const k of ['method', 'coefficients', 'support', 'relativeResidual', 'reconstructionError']) assert.ok(k in r, k);
     assert.equal(r.method, method);
+    assert.match(r.device, /^CPU/);
     assert.deepEqual(r.support, ['beta']);
     assert.ok(Math.abs(r.coefficients.beta - 2) < (method === 'lasso' ? 1e-2 : 1e-5), `${method}: ${r.coefficients.beta}`);
     assert.equal(r.verdict, 'decomposable');

@@ -52,6 +52,8 @@ export interface CompressReport {
   /** Length of each compressed vector. */
   selected: number;
   order: string;
+  /** Where the numerics ran, read after the work so that a GPU's fallback to the CPU shows. */
+  device: string;
   inputs: CompressedInputReport[];
 }
 
@@ -94,6 +96,7 @@ export async function runCompress(o: CompressOptions, kernelsSource: KernelsSour
         modules: mask.modules.map((m) => m.name),
         selected: mask.total,
         order: MASK_ORDER,
+        device: kernels.description,
         inputs: sources.map((s, i) => ({
           name: s.name,
           kind: s.kind,

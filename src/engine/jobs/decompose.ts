@@ -62,6 +62,8 @@ export interface DecomposeReport {
    */
   roundingFloor: number;
   mask: { path: string; modules: number; selected: number };
+  /** Where the numerics ran, read after the work so that a GPU's fallback to the CPU shows. */
+  device: string;
   parameters: Record<string, number | boolean | string>;
   solver: { iterations: number; converged: boolean; stopReason?: string; steps?: Array<{ atom: string; t: number; relativeResidual: number }> };
   warnings: string[];
@@ -178,6 +180,7 @@ export async function runDecompose(o: DecomposeOptions, kernelsSource: KernelsSo
       decomposable: verdict === 'decomposable',
       explanation: explain(verdict, relativeResidual, support, relativeResidual > o.maxResidual && withinRounding ? roundingFloor : undefined),
       target: { name: sources[m].name, path: sources[m].path, kind: sources[m].kind, norm: ny },
+      device: kernels.description,
       dictionary: dictNames.map((nm, j) => ({
         name: nm,
         path: sources[j].path,

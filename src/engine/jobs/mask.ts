@@ -19,6 +19,7 @@ import { required } from '../cli/args';
 import { CliCommand } from '../cli/command';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
+import { wantsSharedMemory } from '../kernels/poolKernels';
 import { Scratch } from '../safetensors/reader';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
@@ -91,7 +92,7 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
       try {
         // Shared memory on the CPU: the worker backend expands and folds in place (the main thread does not mind).
         // Two of everything a module keeps while the next one is expanded (its sum, its base weight).
-        const shared = kernels.device === 'cpu';
+        const shared = wantsSharedMemory(kernels);
         const scratch = new Scratch(shared);
         const perParity = [new Scratch(shared), new Scratch(shared)];
         const start = (i: number, factors: ModuleFactors): Promise<Aggregate> =>
@@ -120,7 +121,8 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
         writer.abort();
         throw e;
       }
-      const report = maskReport(o, k, modules, dict);
+      // The description is read after the work, so that a GPU's mid-job fallback to the CPU shows.
+      const report = { ...maskReport(o, k, modules, dict), device: kernels.description };
       for (const d of dict) if (d.normSq === 0) ctx.warn(`${d.name}: its delta is zero everywhere (lora_B all zeros: an untrained adapter?); it adds nothing to the mask`);
       fs.writeFileSync(out.file(MASK_JSON), JSON.stringify(report, null, 2) + '\n');
       return report;

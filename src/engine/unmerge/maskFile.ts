@@ -61,6 +61,8 @@ export interface MaskJson {
   /** Per adapter, (keptNorm / norm)^2: the share of its squared norm (energy) kept. */
   energyPreservation: Record<string, number | null>;
   normPreservationDefinition: string;
+  /** Where the numerics ran ("CPU, 2 worker threads", a GPU adapter, or a GPU with its CPU fallback). */
+  device?: string;
   adapters: MaskAdapter[];
   order: string;
   perModule: MaskModule[];
