@@ -26,6 +26,7 @@ function help(): string {
     '',
     'Every command takes --json FILE (write the report), --device auto|cpu|gpu, --quiet.',
     "Run 'lora-lens <command> --help' for a command's options.",
+    "'lora-lens demo [--out DIR]' writes a small StarCoder2-shaped model and adapters (default .demo/) and runs the jobs on them.",
   ].join('\n');
 }
 
