@@ -9,7 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, test } from 'node:test';
 import { MERGE_RULES } from '../../src/engine/kernels/kernels';
-import { ALLOW_SOFTWARE_GPU_ENV, gpuKernels } from '../../src/engine/kernels/select';
+import { ALLOW_SOFTWARE_GPU_ENV } from '../../src/engine/kernels/gpu/dawn';
+import { gpuKernels } from '../../src/engine/kernels/select';
 import { quietContext } from '../../src/engine/util/job';
 import { loraPair, peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 

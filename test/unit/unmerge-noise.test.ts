@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { DecomposeMethod, DecomposeOptions, runDecompose } from '../../src/engine/jobs/decompose';
+import { DECOMPOSE_DEFAULTS, DecomposeMethod, DecomposeOptions, runDecompose } from '../../src/engine/jobs/decompose';
 import { runMask } from '../../src/engine/jobs/mask';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
@@ -47,12 +47,8 @@ const options = async (base: keyof typeof bases, target: string, method: Decompo
   dictionary: dict,
   target,
   method,
-  tol: 1e-6,
-  supportThreshold: 1e-3,
-  minT: 5,
-  lambda: 1e-3,
+  ...DECOMPOSE_DEFAULTS,
   positive: true,
-  maxResidual: 0.1,
 });
 
 /** Merges `parts` one after the other (each merge's output the next one's base), at `dtype`. */

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { runCompress } from '../../src/engine/jobs/compress';
-import { runDecompose } from '../../src/engine/jobs/decompose';
+import { DECOMPOSE_DEFAULTS, runDecompose } from '../../src/engine/jobs/decompose';
 import { runMask } from '../../src/engine/jobs/mask';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
@@ -145,7 +145,7 @@ for (const c of CASES) {
     // A merged DoRA model decomposes into its adapter exactly: the dictionary vector is its task vector.
     const d = names.indexOf('dora');
     for (const method of ['nnls', 'omp'] as const) {
-      const opts = { mask: maskDir, base, dictionary: adapters, target: merged[d], method, tol: 1e-6, supportThreshold: 1e-3, minT: 5, lambda: 1e-3, positive: true, maxResidual: 0.1 };
+      const opts = { mask: maskDir, base, dictionary: adapters, target: merged[d], method, ...DECOMPOSE_DEFAULTS, positive: true };
       const r = await runDecompose(opts, kernels, quietContext());
       assert.deepEqual(r.support, ['dora'], `${method}: ${JSON.stringify(r.coefficients)}`);
       assert.ok(Math.abs(r.coefficients.dora - 1) < 1e-9 && r.relativeResidual < 1e-9, `${method}: ${r.coefficients.dora}, ${r.relativeResidual}`);
@@ -205,7 +205,7 @@ test('mask, compress and decompose give the same bytes and figures on the CPU ba
     const m = await runMask({ base, adapters, budget: 5000, out: maskDir }, k, quietContext());
     const out = path.join(dir, `compressed-${tag}`);
     await runCompress({ mask: maskDir, base, inputs: [{ kind: 'adapter', path: adapters[2] }, { kind: 'finetuned', path: target }], out }, k, quietContext());
-    const d = await runDecompose({ mask: maskDir, base, dictionary: adapters, target, method: 'nnls', tol: 1e-6, supportThreshold: 1e-3, minT: 5, lambda: 1e-3, positive: true, maxResidual: 0.1 }, k, quietContext());
+    const d = await runDecompose({ mask: maskDir, base, dictionary: adapters, target, method: 'nnls', ...DECOMPOSE_DEFAULTS, positive: true }, k, quietContext());
     assert.deepEqual(d.support, ['dora']);
     const figures = [...Object.values(m.normPreservation), ...m.perModule.map((x) => x.threshold), ...Object.values(d.coefficients), d.relativeResidual, d.roundingFloor] as number[];
     return [fs.readFileSync(path.join(maskDir, 'mask.safetensors')), Buffer.concat(['dora.safetensors', 'merged.safetensors'].map((f) => fs.readFileSync(path.join(out, f)))), figures];

@@ -6,7 +6,7 @@ import { adapterLayout } from '../../src/engine/checkpoint/adapter';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { LensError } from '../../src/engine/errors';
 import { runCompress } from '../../src/engine/jobs/compress';
-import { DecomposeOptions, runDecompose } from '../../src/engine/jobs/decompose';
+import { DECOMPOSE_DEFAULTS, DecomposeOptions, runDecompose } from '../../src/engine/jobs/decompose';
 import { runMask } from '../../src/engine/jobs/mask';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { readHeader } from '../../src/engine/safetensors/reader';
@@ -202,12 +202,9 @@ const options = (target: string, method: DecomposeOptions['method'], truth?: Rec
   dictionary: dict,
   target,
   method,
-  tol: 1e-6,
-  supportThreshold: 1e-3,
-  minT: 5,
+  ...DECOMPOSE_DEFAULTS,
   lambda: 1e-4,
   positive: true,
-  maxResidual: 0.1,
   truth,
 });
 

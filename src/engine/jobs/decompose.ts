@@ -289,6 +289,9 @@ function readTruth(file: string): Record<string, number> {
   return raw as Record<string, number>;
 }
 
+/** The CLI's defaults of the numeric options (what --tol, --support-threshold, --min-t, --lambda, --max-residual default to). */
+export const DECOMPOSE_DEFAULTS = { tol: 1e-6, supportThreshold: 1e-3, minT: 5, lambda: 1e-3, maxResidual: 0.1 } as const;
+
 export const decomposeCommand: CliCommand = {
   name: 'decompose',
   summary: 'UNMERGE: which dictionary adapters make up a target model or adapter, with what coefficients',
@@ -302,12 +305,12 @@ export const decomposeCommand: CliCommand = {
     target: { kind: 'string' },
     method: { kind: 'string', choices: DECOMPOSE_METHODS, default: 'nnls' },
     truth: { kind: 'string' },
-    tol: { kind: 'number', default: 1e-6 },
-    'support-threshold': { kind: 'number', default: 1e-3 },
-    'min-t': { kind: 'number', default: 5 },
-    lambda: { kind: 'number', default: 1e-3 },
+    tol: { kind: 'number', default: DECOMPOSE_DEFAULTS.tol },
+    'support-threshold': { kind: 'number', default: DECOMPOSE_DEFAULTS.supportThreshold },
+    'min-t': { kind: 'number', default: DECOMPOSE_DEFAULTS.minT },
+    lambda: { kind: 'number', default: DECOMPOSE_DEFAULTS.lambda },
     positive: { kind: 'bool' },
-    'max-residual': { kind: 'number', default: 0.1 },
+    'max-residual': { kind: 'number', default: DECOMPOSE_DEFAULTS.maxResidual },
   },
   maxPositional: 0,
   async run(args, ctx) {

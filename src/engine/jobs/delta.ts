@@ -54,24 +54,36 @@ export async function deltaBlock(kernels: Kernels, factors: Factors, m: LoraModu
   return kernels.loraDelta({ A: sub, B, r: rank, out: m.out, in: rows, scale: m.scale, transpose: true }, out);
 }
 
-/** Base rows x cols of a 2-D weight, and whether DoRA's output features are its columns. */
-function doraGeometry(m: LoraModule): { rows: number; cols: number; featureIsColumn: boolean } {
-  const t = m.base!;
-  return { rows: t.shape[0], cols: t.shape[1], featureIsColumn: m.transpose };
+/** DoRA's per-feature scale of a module, and the geometry its kernels need. */
+export interface DoraScale {
+  /** f(magnitude / f(||W + dW||)) per output feature. */
+  factor: Float32Array;
+  cols: number;
+  /** Output features are the columns (Conv1D and embedding weights, stored [in, out]). */
+  featureIsColumn: boolean;
 }
 
 /**
- * The DoRA-merged tensor `m / ||W + dW|| * (W + dW)` (norms per output feature, in float64) encoded at
- * `dtype` into `out`; `w` and `d` are the whole base tensor and delta.
+ * DoRA's scale `m / ||W + dW||` per output feature (norms in float64, as `dtype` and `rule` form W + dW),
+ * `w` and `d` the whole base tensor and delta: what merge and UNMERGE's DoRA task vectors both use.
  */
-export async function mergeDora(kernels: Kernels, factors: Factors, m: LoraModule, w: Float32Array, d: Float32Array, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
-  const { magnitude } = factors.get(m);
-  const g = doraGeometry(m);
-  const norms = await kernels.doraNorms(w, d, g.rows, g.cols, g.featureIsColumn, dtype, rule);
+export async function doraScale(kernels: Kernels, m: LoraModule, magnitude: Float32Array | undefined, w: Float32Array, d: Float32Array, dtype: MergeDtype, rule: MergeRule): Promise<DoraScale> {
+  const [rows, cols] = m.base!.shape;
+  const featureIsColumn = m.transpose;
+  const norms = await kernels.doraNorms(w, d, rows, cols, featureIsColumn, dtype, rule);
   if (!magnitude || magnitude.length !== norms.length) {
     throw new LensError(m.magnitude?.file ?? m.A.file, `DoRA magnitude has ${magnitude?.length ?? 0} values, the weight has ${norms.length} output features`, m.magnitude?.name ?? m.A.name);
   }
   const factor = new Float32Array(norms.length);
   for (let i = 0; i < factor.length; i++) factor[i] = magnitude[i] / Math.fround(norms[i]);
-  return kernels.mergeDora(w, d, factor, g.cols, g.featureIsColumn, dtype, rule, out);
+  return { factor, cols, featureIsColumn };
+}
+
+/**
+ * The DoRA-merged tensor `m / ||W + dW|| * (W + dW)` encoded at `dtype` into `out`; `w` and `d` are
+ * the whole base tensor and delta.
+ */
+export async function mergeDora(kernels: Kernels, factors: Factors, m: LoraModule, w: Float32Array, d: Float32Array, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+  const g = await doraScale(kernels, m, factors.get(m).magnitude, w, d, dtype, rule);
+  return kernels.mergeDora(w, d, g.factor, g.cols, g.featureIsColumn, dtype, rule, out);
 }

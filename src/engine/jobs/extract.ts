@@ -8,7 +8,8 @@ import { decodeBlock, finiteBlock, wantsSharedMemory } from '../kernels/poolKern
 import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype } from '../safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
-import { assertNotInput, SafetensorsWriter } from '../safetensors/writer';
+import { SafetensorsWriter } from '../safetensors/writer';
+import { assertNotOverInputs } from '../util/outputs';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { Accumulator, zeroStats } from './stats';
 import { pairingProblems, pairTensors } from './pairing';
@@ -55,7 +56,7 @@ export interface ExtractReport {
 /** Opens both models and writes the task vector to `outFile`. */
 export async function extractTaskVector(basePath: string, finetunedPath: string, outFile: string, kernels: Kernels, ctx: JobContext): Promise<ExtractReport> {
   if (!outFile.endsWith('.safetensors')) throw new LensError(outFile, 'the task vector is written as one .safetensors file; give a name ending in .safetensors');
-  assertNotInput(outFile, [basePath, finetunedPath]);
+  assertNotOverInputs(outFile, 'the output', [basePath, finetunedPath]);
   const base = openCheckpoint(basePath);
   const ft = openCheckpoint(finetunedPath);
   try {

@@ -6,7 +6,7 @@
 import { elementBytes } from '../safetensors/dtypes';
 import { FileHandles, TensorInfo } from '../safetensors/reader';
 
-/** Elements per block (32 MiB of fp32): large enough to amortise a read, small enough to keep memory flat. */
+/** Elements per block (4 MiB of fp32): large enough to amortise a read, small enough to keep memory flat and the writes overlapping. */
 export const BLOCK_ELEMENTS = 1 << 20;
 
 /** Rows [row0, row1) of a tensor's first dimension; a tensor of rank < 2 is a single block. */

@@ -135,8 +135,7 @@ function judge(dtype: CliDtype, folder: string, merge: Awaited<ReturnType<typeof
   const base = { dtype, folder, merge: { tensors: merge.tensors, loraTensors: merge.loraTensors, files: merge.files, seconds: merge.seconds }, extract: extract.summary, compare: c, precision: p };
   if (p === null) {
     // An adapter whose deltas are all zero (lora_B as PEFT initialises it) merges to the base itself.
-    const nothingToDo = c.shared + c.loraOnly === 0 && c.taskVectorOnly === 0;
-    if (nothingToDo && !c.equivalent) {
+    if (c.shared + c.loraOnly === 0 && c.taskVectorOnly === 0) {
       return { ...base, status: 'PASS', verdict: 'PASS: every delta of the adapter is zero, and the fp32 merge equals the base tensor for tensor.' };
     }
     return c.equivalent

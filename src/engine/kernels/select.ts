@@ -1,7 +1,7 @@
 import { LensError } from '../errors';
 import { JobContext } from '../util/job';
 import { CpuKernels } from './cpu';
-import { adapterName, openGpu } from './gpu/dawn';
+import { adapterName, ALLOW_SOFTWARE_GPU_ENV, openGpu, softwareGpuAllowed } from './gpu/dawn';
 import { GpuKernels, GpuSizes } from './gpu/gpuKernels';
 import { Kernels } from './kernels';
 import { workerScript } from './pool';
@@ -10,8 +10,6 @@ import { WorkerKernels } from './poolKernels';
 export type DeviceChoice = 'auto' | 'cpu' | 'gpu';
 export const DEVICE_CHOICES: readonly DeviceChoice[] = ['auto', 'cpu', 'gpu'];
 
-/** Lets tests (and CI, which has no GPU) use a software Vulkan adapter such as lavapipe. */
-export const ALLOW_SOFTWARE_GPU_ENV = 'LORA_LENS_ALLOW_SOFTWARE_GPU';
 
 /**
  * The kernels for `--device`: `auto` takes a working hardware GPU, else the CPU; `gpu` without one is an
@@ -45,7 +43,7 @@ export async function gpuKernels(ctx: JobContext, sizes: Partial<GpuSizes> = {})
   const opened = await openGpu();
   if (!opened.ok) return opened.reason;
   const { adapter } = opened.gpu;
-  if (adapter.software && process.env[ALLOW_SOFTWARE_GPU_ENV] !== '1') {
+  if (adapter.software && !softwareGpuAllowed()) {
     return `the only WebGPU adapter is ${adapterName(adapter)}, a CPU driver (set ${ALLOW_SOFTWARE_GPU_ENV}=1 to use it anyway)`;
   }
   return new GpuKernels(opened.gpu, (m) => ctx.warn(m), sizes);

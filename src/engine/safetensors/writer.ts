@@ -323,18 +323,3 @@ export class ShardedWriter {
     this.writer = undefined;
   }
 }
-
-/**
- * Refuses an output that is an input, would replace a folder holding one, or would replace or add a
- * file of an input folder (a new .safetensors file there would become part of that checkpoint).
- */
-export function assertNotInput(out: string, inputs: string[]): void {
-  const o = path.resolve(out);
-  for (const input of inputs) {
-    const i = path.resolve(input);
-    const intoInputFolder = path.dirname(o) === i && (o.endsWith('.safetensors') || (fs.existsSync(o) && !fs.statSync(o).isDirectory()));
-    if (o === i || i.startsWith(o + path.sep) || intoInputFolder) {
-      throw new LensError(out, `output would overwrite the input ${input}`);
-    }
-  }
-}

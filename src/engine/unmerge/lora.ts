@@ -8,6 +8,7 @@ import { LoraModule } from '../checkpoint/adapter';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
 import { assertFloat, bytesToF32, TensorInfo } from '../safetensors/reader';
+import { doraScale, DoraScale } from '../jobs/delta';
 
 async function readF32(c: Checkpoint, t: TensorInfo): Promise<Float32Array> {
   assertFloat(t);
@@ -32,27 +33,15 @@ export async function readFactors(adapter: Checkpoint, lm: LoraModule): Promise<
  * Not `s B A` alone: DoRA rescales every element of W, so a merged DoRA model differs from its base
  * also where dW is small, and decomposing such a model needs dictionary vectors that say so.
  */
-export interface Dora {
+export interface Dora extends DoraScale {
   /** The base weight as fp32, in its own layout. */
   w: Float32Array;
-  /** g per output feature. */
-  factor: Float32Array;
-  cols: number;
-  featureIsColumn: boolean;
 }
 
-/** g of a DoRA module from the base `w` and the full LoRA delta `d` (both in the base layout). */
+/** g of a DoRA module from the base `w` and the full LoRA delta `d` (both in the base layout), as an fp32 merge forms it. */
 export async function doraOf(kernels: Kernels, adapter: Checkpoint, lm: LoraModule, w: Float32Array, d: Float32Array): Promise<Dora> {
-  const [rows, cols] = lm.base!.shape;
-  const featureIsColumn = lm.transpose;
-  const norms = await kernels.doraNorms(w, d, rows, cols, featureIsColumn, 'F32', 'fp32-cast');
   const magnitude = await readF32(adapter, lm.magnitude!);
-  if (magnitude.length !== norms.length) {
-    throw new LensError(adapter.path, `DoRA magnitude has ${magnitude.length} values, the weight has ${norms.length} output features`, lm.magnitude!.name);
-  }
-  const factor = new Float32Array(norms.length);
-  for (let i = 0; i < factor.length; i++) factor[i] = magnitude[i] / Math.fround(norms[i]);
-  return { w, factor, cols, featureIsColumn };
+  return { w, ...(await doraScale(kernels, lm, magnitude, w, d, 'F32', 'fp32-cast')) };
 }
 
 /** The full DoRA task vector into `out`, by the merge kernels (`d` the full LoRA delta; `merged` scratch bytes). */

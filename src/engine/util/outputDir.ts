@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
-import { assertNotInput, tempPathFor } from '../safetensors/writer';
+import { tempPathFor } from '../safetensors/writer';
+import { assertNotOverInputs } from './outputs';
 
 /**
  * An output folder built in a temporary sibling and moved into place only when the job succeeds, so a
@@ -17,7 +18,7 @@ export class OutputDir {
     readonly target: string,
     inputs: string[],
   ) {
-    assertNotInput(target, inputs);
+    assertNotOverInputs(target, 'the output', inputs);
     const parent = path.dirname(path.resolve(target));
     for (let p = parent; !fs.existsSync(p); p = path.dirname(p)) this.madeParents.push(p);
     if (this.madeParents.length > 0) fs.mkdirSync(parent, { recursive: true });

@@ -59,9 +59,10 @@ function inputFolders(input: string): string[] {
 }
 
 /**
- * Refuses `output` (`what` is the flag naming it) when writing it would replace or remove an input:
- * it is an input, a folder holding one, or an existing file directly inside an input folder (a model's
- * `config.json`, a shard). A new file or folder inside an input folder is allowed.
+ * Refuses `output` (`what` names it) when writing it would replace or change an input: it is an input,
+ * a folder holding one, an existing file directly inside an input folder (a model's `config.json`, a
+ * shard), or a new `.safetensors` file there (a folder with one unnamed weights file is a checkpoint,
+ * which a second would break). A new folder, or another new file, inside an input folder is allowed.
  */
 export function assertNotOverInputs(output: string, what: string, inputs: string[]): void {
   const o = realish(output);
@@ -70,7 +71,9 @@ export function assertNotOverInputs(output: string, what: string, inputs: string
     if (o === i) throw new LensError(output, `${what} would overwrite the input ${input}`);
     if (i.startsWith(o + path.sep)) throw new LensError(output, `${what} would replace a folder holding the input ${input}`);
     for (const folder of inputFolders(i)) {
-      if (path.dirname(o) === folder && isFile(o)) throw new LensError(output, `${what} would overwrite ${path.basename(o)}, a file of the input ${input}`);
+      if (path.dirname(o) === folder && (isFile(o) || o.endsWith('.safetensors'))) {
+        throw new LensError(output, `${what} would ${isFile(o) ? 'overwrite' : 'add'} ${path.basename(o)}, a file of the input ${input}`);
+      }
     }
   }
 }

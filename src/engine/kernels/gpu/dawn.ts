@@ -89,6 +89,14 @@ function vulkanLoaderPresent(): boolean {
   }
 }
 
+/** Lets tests (and CI, which has no GPU) use a software Vulkan driver such as lavapipe. */
+export const ALLOW_SOFTWARE_GPU_ENV = 'LORA_LENS_ALLOW_SOFTWARE_GPU';
+
+/** Whether a software driver counts as a GPU: checked before Dawn starts (by driver file) and on the adapter it gives. */
+export function softwareGpuAllowed(): boolean {
+  return process.env[ALLOW_SOFTWARE_GPU_ENV] === '1';
+}
+
 /** Mesa's lavapipe and Google's SwiftShader: Vulkan drivers that run on the CPU. */
 const SOFTWARE_ICD = /lvp|lavapipe|llvmpipe|swiftshader/i;
 
@@ -131,17 +139,15 @@ export function vulkanDrivers(env: NodeJS.ProcessEnv = process.env): (string | n
  * Why Dawn should not be started at all, or null. Dawn (and the Vulkan loader through it) prints
  * several "Warning:" lines on stderr when it finds no driver, and lavapipe makes it print two more,
  * so a machine without a GPU driver is recognised here: `--device auto` then stays quiet and
- * `--device gpu` fails with one line. Software drivers count only with LORA_LENS_ALLOW_SOFTWARE_GPU=1
- * (the variable select.ts names).
+ * `--device gpu` fails with one line. Software drivers count only when softwareGpuAllowed().
  */
 function noGpuDriver(): string | null {
   if (process.platform !== 'linux') return null;
   if (!vulkanLoaderPresent()) return `no Vulkan loader (${VULKAN_LOADER}) is installed, so there is no GPU driver to use`;
   const drivers = vulkanDrivers();
   if (drivers.length === 0) return 'no Vulkan driver is installed (no ICD manifest in VK_DRIVER_FILES, VK_ICD_FILENAMES or the vulkan/icd.d folders)';
-  const software = process.env.LORA_LENS_ALLOW_SOFTWARE_GPU === '1';
-  if (!software && drivers.every((d) => d !== null && SOFTWARE_ICD.test(d))) {
-    return `the only Vulkan drivers run on the CPU (${drivers.map((d) => path.basename(d!)).join(', ')}; set LORA_LENS_ALLOW_SOFTWARE_GPU=1 to use them anyway)`;
+  if (!softwareGpuAllowed() && drivers.every((d) => d !== null && SOFTWARE_ICD.test(d))) {
+    return `the only Vulkan drivers run on the CPU (${drivers.map((d) => path.basename(d!)).join(', ')}; set ${ALLOW_SOFTWARE_GPU_ENV}=1 to use them anyway)`;
   }
   return null;
 }
