@@ -1,6 +1,5 @@
 /** The census and estimate commands through the built CLI (`npm run build` first): reports, exit codes, errors. */
 import * as assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
@@ -8,23 +7,11 @@ import { writeSyntheticAdapter } from '../../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../../src/engine/synthetic/configs';
 import { writeSyntheticModel } from '../../src/engine/synthetic/model';
 import { FIXTURES, tmpDir } from './helpers/builders';
+import { assertOneLineError, CliRun, runCli } from './helpers/cli';
 
-const CLI = path.resolve(__dirname, '../../../dist/cli.js');
+const cli = (...args: string[]): CliRun => runCli(args);
 
-function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** Exit code 2, exactly one line on stderr naming `names`, nothing on stdout, no stack trace. */
-function badInput(r: ReturnType<typeof cli>, ...names: string[]): void {
-  assert.equal(r.status, 2, r.stderr);
-  assert.equal(r.stdout, '');
-  const lines = r.stderr.split('\n').filter((l) => l !== '');
-  assert.equal(lines.length, 1, r.stderr);
-  for (const n of names) assert.ok(lines[0].includes(n), `${lines[0]} should name ${n}`);
-  assert.doesNotMatch(lines[0], /\bat \w+ \(|internal error/);
-}
+const badInput = assertOneLineError;
 
 describe('census and estimate CLI', () => {
   const root = tmpDir();

@@ -1,14 +1,12 @@
 /** `lora-lens demo` (the README's first command) through the built CLI (`npm run build` first). */
 import * as assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { tmpDir } from './helpers/builders';
+import { runCli } from './helpers/cli';
 
-const CLI = path.resolve(__dirname, '../../../dist/cli.js');
-const demo = (out: string): ReturnType<typeof spawnSync> =>
-  spawnSync(process.execPath, [CLI, 'demo', '--out', out], { encoding: 'utf8' });
+const demo = (out: string): ReturnType<typeof runCli> => runCli(['demo', '--out', out]);
 
 test('the demo runs every job on its StarCoder2-shaped checkpoint and prints what each found', () => {
   const out = path.join(tmpDir('lora-lens-demo-'), 'demo');

@@ -3,13 +3,11 @@
  * on stdout, whatever the machine's GPU stack prints (Dawn warns on stderr when it finds no Vulkan).
  */
 import * as assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { tmpDir } from './helpers/builders';
-
-const CLI = path.resolve(__dirname, '../../../dist/cli.js');
+import { assertOneLineError, runCli } from './helpers/cli';
 
 test('a missing input is one stderr line for every numeric command, on every --device', () => {
   const root = tmpDir('lora-lens-errors-');
@@ -27,11 +25,7 @@ test('a missing input is one stderr line for every numeric command, on every --d
   ];
   for (const args of commands) {
     for (const device of ['auto', 'cpu']) {
-      const r = spawnSync(process.execPath, [CLI, ...args, '--device', device], { encoding: 'utf8' });
-      assert.equal(r.status, 2, `${args[0]}: ${r.stderr}`);
-      assert.equal(r.stdout, '', args[0]);
-      assert.equal(r.stderr.trimEnd().split('\n').length, 1, `${args[0]} --device ${device}:\n${r.stderr}`);
-      assert.ok(r.stderr.includes(gone), `${args[0]} names the missing path: ${r.stderr}`);
+      assertOneLineError(runCli([...args, '--device', device]), gone);
       assert.equal(fs.existsSync(out), false, `${args[0]} wrote nothing`);
     }
   }

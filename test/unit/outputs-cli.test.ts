@@ -4,20 +4,15 @@
  * behind (no output folder, no temporary file beside the target, the inputs byte for byte unchanged).
  */
 import * as assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { withOutputDir } from '../../src/engine/util/outputDir';
 import { loraPair, peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+import { assertOneLineError, CliRun, runCli } from './helpers/cli';
 
-const CLI = path.resolve(__dirname, '../../../dist/cli.js');
-
-function cli(cwd: string, ...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args, '--device', 'cpu'], { encoding: 'utf8', cwd });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (cwd: string, ...args: string[]): CliRun => runCli([...args, '--device', 'cpu'], { cwd });
 
 /** Every file under `dir` with its sha256, to show nothing changed. */
 function snapshot(dir: string): Record<string, string> {
@@ -30,14 +25,7 @@ function snapshot(dir: string): Record<string, string> {
   return out;
 }
 
-function refused(r: ReturnType<typeof cli>, ...names: string[]): void {
-  assert.equal(r.status, 2, r.stderr);
-  assert.equal(r.stdout, '');
-  const lines = r.stderr.split('\n').filter((l) => l !== '');
-  assert.equal(lines.length, 1, r.stderr);
-  for (const n of names) assert.ok(lines[0].includes(n), `${lines[0]} should name ${n}`);
-  assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
-}
+const refused = assertOneLineError;
 
 describe('outputs never land on inputs', () => {
   const root = tmpDir('lora-lens-outputs-');

@@ -4,17 +4,12 @@
  * once, warnings of a successful job still arrive, and a clean job prints nothing (no progress).
  */
 import * as assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { loraPair, peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+import { CliRun, runCli } from './helpers/cli';
 
-const CLI = path.resolve(__dirname, '../../../dist/cli.js');
-
-function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (...args: string[]): CliRun => runCli(args);
 
 const lines = (s: string): string[] => s.split('\n').filter((l) => l !== '');
 

@@ -1,19 +1,15 @@
 /** The mask, compress and decompose commands end to end through the built CLI (`npm run build` first). */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { loraPair, peftConfig, randomF32, TestTensor, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+import { CLI, CliRun, runCli } from './helpers/cli';
 
-const CLI = path.resolve(__dirname, '../../../dist/cli.js');
 const root = tmpDir('lora-lens-unmerge-cli-');
 const H = 12;
 
-function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (...args: string[]): CliRun => runCli(args);
 
 const names = ['model.layers.0.self_attn.q_proj.weight', 'model.layers.0.self_attn.v_proj.weight', 'model.layers.1.self_attn.q_proj.weight', 'model.layers.1.self_attn.v_proj.weight'];
 const weights = names.map((_, i) => randomF32(H * H, 50 + i, 0.05));
