@@ -8,7 +8,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { classifyTensor } from '../../src/engine/census/classify';
+import { classifyTensor } from '../../src/shared/census/classify';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { runCensus } from '../../src/engine/jobs/census';
 import { mergeModel } from '../../src/engine/jobs/merge';

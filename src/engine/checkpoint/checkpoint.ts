@@ -1,9 +1,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
-import { FileHandles, readHeader, TensorInfo } from '../safetensors/reader';
+import { FileHandles } from '../safetensors/reader';
+import { readHeader } from '../../shared/safetensors/file';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { AdapterConfig, parseAdapterConfig } from './adapterConfig';
-import { DiffusersComponent, openDiffusers } from './diffusers';
+import { DiffusersComponent, findComponents } from './diffusers';
+import { readJson } from './json';
+import { shardFiles } from './shards';
 
 export type CheckpointKind = 'model' | 'sharded-model' | 'adapter' | 'task-vector' | 'file' | 'diffusers';
 
@@ -71,7 +75,7 @@ export function openCheckpoint(p: string): Checkpoint {
 }
 
 /** The checkpoint of safetensors `files`; `prefix` goes before every tensor name (a diffusers component's `unet.`). */
-export function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<string, string>, prefix = ''): Checkpoint {
+function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<string, string>, prefix = ''): Checkpoint {
   const tensors: TensorInfo[] = [];
   const byName = new Map<string, TensorInfo>();
   let metadata: Record<string, string> = {};
@@ -98,52 +102,18 @@ export function fromFiles(p: string, dir: string, files: string[], weightMap?: M
   return { kind, path: p, dir, tensors, byName, files, metadata, handles: new FileHandles() };
 }
 
-/** The shard files of an index, each checked to stay inside the folder (no `..`, absolute paths or symlinks out). */
-export function shardFiles(dir: string, indexPath: string): { files: string[]; weightMap: Map<string, string> } {
-  const index = readJson(indexPath);
-  const wm = index.weight_map;
-  if (wm === null || typeof wm !== 'object' || Array.isArray(wm)) throw new LensError(indexPath, 'weight_map is missing or not an object');
-  if (Object.keys(wm).length === 0) throw new LensError(indexPath, 'weight_map lists no tensors');
-  const realDir = fs.realpathSync(dir);
-  const resolved = new Map<string, string>();
-  const weightMap = new Map<string, string>();
-  for (const [name, shard] of Object.entries(wm as Record<string, unknown>)) {
-    if (typeof shard !== 'string' || shard === '') throw new LensError(indexPath, `weight_map entry is not a file name`, name);
-    let file = resolved.get(shard);
-    if (file === undefined) {
-      if (path.isAbsolute(shard) || shard.split(/[\\/]/).includes('..')) {
-        throw new LensError(indexPath, `weight_map points outside the folder: ${JSON.stringify(shard)}`, name);
-      }
-      file = path.join(dir, shard);
-      let real: string;
-      try {
-        real = fs.realpathSync(file);
-      } catch {
-        throw new LensError(indexPath, `shard ${shard} does not exist`, name);
-      }
-      if (!real.startsWith(realDir + path.sep)) throw new LensError(indexPath, `shard ${shard} resolves outside the folder (symlink)`, name);
-      resolved.set(shard, file);
-    }
-    weightMap.set(name, file);
+/** A diffusers pipeline folder as one checkpoint: each component's tensors under `component.`. */
+function openDiffusers(p: string): Checkpoint {
+  const components = findComponents(p);
+  const tensors: TensorInfo[] = [];
+  const byName = new Map<string, TensorInfo>();
+  for (const c of components) {
+    const part = fromFiles(c.dir, c.dir, c.files, c.weightMap, `${c.name}.`);
+    for (const t of part.tensors) byName.set(t.name, t);
+    tensors.push(...part.tensors);
   }
-  return { files: [...new Set(resolved.values())].sort(), weightMap };
-}
-
-export function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new LensError(file, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new LensError(file, `invalid JSON (${(e as Error).message})`);
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new LensError(file, 'not a JSON object');
-  return v as Record<string, unknown>;
+  const files = components.flatMap((c) => c.files);
+  return { kind: 'diffusers', path: p, dir: p, tensors, byName, files, metadata: {}, handles: new FileHandles(), components };
 }
 
 /** Total bytes of tensor data. */

@@ -7,8 +7,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
-import { FileHandles, TensorInfo } from '../safetensors/reader';
-import { Checkpoint, fromFiles, readJson, shardFiles } from './checkpoint';
+import { readJson } from './json';
+import { shardFiles } from './shards';
 
 export interface DiffusersComponent {
   /** The model_index.json key, which is also its subfolder: `unet`, `text_encoder_2`, `transformer`, `vae`. */
@@ -17,6 +17,8 @@ export interface DiffusersComponent {
   /** Weight file stem: `diffusion_pytorch_model` (diffusers models) or `model` (transformers models). */
   stem: string;
   files: string[];
+  /** The shard index's tensor -> file map, when sharded. */
+  weightMap?: Map<string, string>;
   /** Whether the component's weights were sharded (with an index). */
   sharded: boolean;
 }
@@ -40,12 +42,9 @@ function componentWeights(dir: string): { stem: string; files: string[]; weightM
   return undefined;
 }
 
-/** Opens a diffusers pipeline folder: every component of model_index.json that has safetensors weights. */
-export function openDiffusers(p: string): Checkpoint {
+/** The weight components of a diffusers pipeline folder: every model_index.json entry whose folder has safetensors weights. */
+export function findComponents(p: string): DiffusersComponent[] {
   const index = readJson(path.join(p, 'model_index.json'));
-  const tensors: TensorInfo[] = [];
-  const byName = new Map<string, TensorInfo>();
-  const files: string[] = [];
   const components: DiffusersComponent[] = [];
   for (const [name, entry] of Object.entries(index)) {
     // Components are `[library, class]` pairs; `_class_name`, `_diffusers_version` and null slots are not.
@@ -54,21 +53,8 @@ export function openDiffusers(p: string): Checkpoint {
     const dir = path.join(p, name);
     if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) continue;
     const w = componentWeights(dir);
-    if (!w) continue;
-    const c = fromFiles(dir, dir, w.files, w.weightMap, `${name}.`);
-    for (const t of c.tensors) byName.set(t.name, t);
-    tensors.push(...c.tensors);
-    files.push(...w.files);
-    components.push({ name, dir, stem: w.stem, files: w.files, sharded: w.weightMap !== undefined });
+    if (w) components.push({ name, dir, stem: w.stem, files: w.files, weightMap: w.weightMap, sharded: w.weightMap !== undefined });
   }
   if (components.length === 0) throw new LensError(p, 'diffusers folder (model_index.json) has no component with safetensors weights');
-  return { kind: 'diffusers', path: p, dir: p, tensors, byName, files, metadata: {}, handles: new FileHandles(), components };
-}
-
-/** The component a tensor of a diffusers checkpoint belongs to, and its name inside that component. */
-export function componentOf(c: Checkpoint, name: string): { component: DiffusersComponent; local: string } {
-  for (const component of c.components ?? []) {
-    if (name.startsWith(`${component.name}.`)) return { component, local: name.slice(component.name.length + 1) };
-  }
-  throw new LensError(c.path, 'tensor belongs to no component of the diffusers folder', name);
+  return components;
 }

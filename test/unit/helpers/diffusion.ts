@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Dtype } from '../../../src/engine/safetensors/dtypes';
+import { Dtype } from '../../../src/shared/safetensors/dtypes';
 import { buildHeader } from '../../../src/engine/safetensors/writer';
 import { TestTensor, writeWeights } from './builders';
 

@@ -5,9 +5,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Checkpoint, readJson } from '../checkpoint/checkpoint';
-import { componentOf } from '../checkpoint/diffusers';
-import { CliDtype, TORCH_DTYPE } from '../safetensors/dtypes';
+import { Checkpoint } from '../checkpoint/checkpoint';
+import { readJson } from '../checkpoint/json';
+import { DiffusersComponent } from '../checkpoint/diffusers';
+import { LensError } from '../errors';
+import { CliDtype, TORCH_DTYPE } from '../../shared/safetensors/dtypes';
 import { ShardedWriter, TensorSpec, writeFileAtomic } from '../safetensors/writer';
 
 export interface ModelWriter {
@@ -16,6 +18,14 @@ export interface ModelWriter {
   writePartAsync(name: string, bytes: Uint8Array): Promise<void>;
   finishAsync(): Promise<void>;
   abortAsync(): Promise<void>;
+}
+
+/** The component a tensor of a diffusers checkpoint belongs to, and its name inside that component. */
+function componentOf(c: Checkpoint, name: string): { component: DiffusersComponent; local: string } {
+  for (const component of c.components ?? []) {
+    if (name.startsWith(`${component.name}.`)) return { component, local: name.slice(component.name.length + 1) };
+  }
+  throw new LensError(c.path, 'tensor belongs to no component of the diffusers folder', name);
 }
 
 /** One ShardedWriter per output file group, each tensor routed to its group under its local name. */
