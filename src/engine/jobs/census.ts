@@ -13,6 +13,7 @@ import { AdapterConfig, parseAdapterConfig } from '../checkpoint/adapterConfig';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
+import { TrainingMetadata, trainingMetadata, trainingMetadataLines } from '../../shared/safetensors/trainingMetadata';
 import { byteSize } from '../../shared/safetensors/dtypes';
 import { JobContext } from '../util/job';
 
@@ -95,6 +96,8 @@ export interface CensusReport {
   /** Tensors and elements outside the blocks (embeddings, final norm, heads). */
   outsideLayers: Totals;
   adapter: CensusAdapter | null;
+  /** kohya-ss training metadata (`ss_*`) of a single file, read into its main fields; null when there is none. */
+  trainingMetadata: TrainingMetadata | null;
   warnings: string[];
   tensors: CensusTensor[];
 }
@@ -288,6 +291,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
       outsideLayers,
       adapter,
       warnings,
+      trainingMetadata: trainingMetadata(src.checkpoint?.metadata),
       tensors,
     };
   } finally {
@@ -348,6 +352,7 @@ export function censusText(r: CensusReport): string {
     else lines.push('  per layer (tensors / elements):', ...r.perLayer.map((l) => `    layer ${String(l.layer).padStart(3)}: ${int(l.tensors)} / ${int(l.params)}`));
     lines.push(`  outside the layers: ${int(r.outsideLayers.tensors)} tensors, ${int(r.outsideLayers.params)} elements`);
   }
+  if (r.trainingMetadata) lines.push('', '  training metadata (kohya-ss):', ...trainingMetadataLines(r.trainingMetadata).map((l) => `    ${l}`));
   const a = r.adapter;
   if (a) {
     const targets = Array.isArray(a.targets) ? a.targets.join(',') : String(a.targets);
