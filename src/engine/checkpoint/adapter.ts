@@ -3,7 +3,7 @@
  * base tensor, and the tensors it replaces outright. The formats' key layouts live in adapterKeys.ts.
  */
 import { LensError } from '../errors';
-import { TensorInfo } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { AdapterConfig } from './adapterConfig';
 import { groupAdapter } from './adapterKeys';
 import { Checkpoint } from './checkpoint';

@@ -1,5 +1,5 @@
 import { LensError } from '../errors';
-import { readJson } from './checkpoint';
+import { readJson } from './json';
 
 /**
  * The adapter methods LoRA Lens merges: PEFT's mergeable `peft_type`s, and mlx-lm's LoRA (`MLX`, an

@@ -5,11 +5,11 @@
  * `.original_module` copies. mlx-lm: `<module>.lora_a|lora_b|m`, no prefix.
  */
 import { LensError } from '../errors';
-import { TensorInfo } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { AdapterConfig, AdapterMethod, moduleScaling } from './adapterConfig';
 import { Checkpoint } from './checkpoint';
 import { AdaptedModule, DeltaRule, KronFactor } from './deltaRule';
-import { Replacement } from './adapter';
+import type { Replacement } from './adapter';
 
 const PREFIX = 'base_model.model.';
 

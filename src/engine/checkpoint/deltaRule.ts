@@ -18,7 +18,7 @@
  *   the input features (`feedforward_modules`), or every element (a 1-D bias).
  * A full replacement (modules_to_save, saved biases) is not a rule: see Replacement in adapter.ts.
  */
-import { TensorInfo } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 
 /**
  * How the fp32 factors A [rank, in] and B [out, rank] of a low-rank rule are formed. Each is exact: the

@@ -6,8 +6,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after } from 'node:test';
 import { AdaptedModule, LowRankRule } from '../../../src/engine/checkpoint/deltaRule';
-import { Dtype } from '../../../src/engine/safetensors/dtypes';
-import { encodeBf16, encodeF16 } from '../../../src/engine/safetensors/half';
+import { Dtype } from '../../../src/shared/safetensors/dtypes';
+import { encodeBf16, encodeF16 } from '../../../src/shared/safetensors/half';
 import { ShardedWriter, TensorSpec } from '../../../src/engine/safetensors/writer';
 
 /** A fresh temporary folder, removed when the test file ends. */

@@ -6,8 +6,8 @@ import { adapterLayout, Replacement } from '../checkpoint/adapter';
 import { AdaptedModule } from '../checkpoint/deltaRule';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { isFloatDtype } from '../safetensors/dtypes';
-import { TensorInfo } from '../safetensors/reader';
+import { isFloatDtype } from '../../shared/safetensors/dtypes';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { JobContext } from '../util/job';
 
 export interface AdapterPlan {

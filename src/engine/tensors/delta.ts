@@ -9,7 +9,8 @@ import { Checkpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { roundHalf } from '../kernels/cpuMath';
 import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
-import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
+import { bytesToF32, Scratch } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { Block } from './stream';
 
 /** A module's adapter tensors as the fp32 arrays its rule multiplies. */
