@@ -19,8 +19,12 @@ import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { encodeF16 } from '../../src/shared/safetensors/half';
 import { quietContext } from '../../src/engine/util/job';
+import { deltaBlock, Factors } from '../../src/engine/tensors/delta';
+import { closePlan, planAdapter } from '../../src/engine/tensors/plan';
+import { Block } from '../../src/engine/tensors/stream';
+import { Scratch } from '../../src/engine/safetensors/reader';
 import { FIXTURES, tmpDir } from './helpers/builders';
-import { SD15_UNET, sd15UnetTensors, writeSparse } from './helpers/diffusion';
+import { clipTextTensors, SD15_CLIP, SD15_UNET, sd15UnetTensors, writeSparse } from './helpers/diffusion';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -97,3 +101,84 @@ describe('sd15-unet-peft-qkv-r4: PEFT LoRA on a Stable Diffusion 1.5 UNet (diffu
     }
   });
 });
+
+describe('sd-lycoris-lokr-kohya-fp16: LyCORIS LoKr in kohya naming, fp16, on SD1.5 UNet and text encoder', () => {
+  const file = path.join(REAL, 'sd-lycoris-lokr-kohya-fp16', 'smart_falcon_4_lokr.safetensors');
+  const root = tmpDir();
+  // A header-true SD1.5 pipeline: the true names and shapes of UNet and CLIP ViT-L/14 text encoder, the data a hole.
+  const pipe = path.join(root, 'sd15');
+  fs.mkdirSync(pipe, { recursive: true });
+  fs.writeFileSync(path.join(pipe, 'model_index.json'), JSON.stringify({ _class_name: 'StableDiffusionPipeline', text_encoder: ['transformers', 'CLIPTextModel'], unet: ['diffusers', 'UNet2DConditionModel'] }));
+  writeSparse(path.join(pipe, 'unet', 'diffusion_pytorch_model.safetensors'), sd15UnetTensors(SD15_UNET, 'F16'));
+  writeSparse(path.join(pipe, 'text_encoder', 'model.safetensors'), clipTextTensors(SD15_CLIP, 'F16'));
+
+  it('census: 1,750 tensors, 350 LoKr modules (278 UNet, 72 text encoder), 201,726 parameters, its training metadata', () => {
+    const r = runCensus(file, {}, ctx);
+    assert.equal(r.summary.tensors, 1750);
+    assert.equal(r.summary.params, 201_726);
+    assert.deepEqual(r.summary.dtypes, { F16: 1750 });
+    assert.equal(r.adapter!.loraModules, 350);
+    assert.equal(r.adapter!.method, 'kohya LoKr');
+    assert.equal(r.tensors.filter((t) => t.component === 'unet').length, 278 * 5);
+    assert.equal(r.tensors.filter((t) => t.component === 'text_encoder').length, 72 * 5);
+    const m = r.trainingMetadata!;
+    assert.deepEqual([m.networkModule, m.rank, m.alpha, m.baseModel, m.resolution, m.epochs, m.steps], ['lycoris.kohya', 4, 4, 'animefull-final-pruned.safetensors', '(768, 768)', 10, 3010]);
+    assert.deepEqual(m.networkArgs, { conv_rank: '4', conv_alpha: '4', algo: 'lokr' });
+    assert.deepEqual(m.topTags[0], { tag: 'smart falcon \\(umamusume\\)', count: 130 });
+  });
+
+  it('every module resolves to a tensor of the true SD1.5 pipeline with its shape (convolutions as [out, in·3·3])', () => {
+    const r = runCensus(pipe, { adapter: file }, ctx);
+    assert.equal(r.summary.loraTargetTensors, 350);
+    const convs = r.tensors.filter((t) => t.loraTarget && t.shape.length === 4);
+    assert.ok(convs.length > 0 && convs.every((t) => /\.(conv1|conv2|conv_shortcut|conv|proj_in|proj_out)\.weight$/.test(t.name)));
+  });
+
+  it("each module's delta is kron(w1a @ w1b, w2a @ w2b) · alpha / rank, bit for bit, on its first and last rows", async () => {
+    const plan = planAdapter(pipe, file, ctx);
+    try {
+      const factors = new Factors(plan.adapter);
+      const scratch = new Scratch();
+      assert.equal(plan.modules.length, 350);
+      for (const m of plan.modules) {
+        const rule = m.rule;
+        assert.equal(rule.kind, 'kronecker');
+        if (rule.kind !== 'kronecker' || !('a' in rule.w1) || !('a' in rule.w2)) throw new Error('w1 and w2 are both split in this file');
+        const [w1a, w1b, w2a, w2b] = [rule.w1.a, rule.w1.b, rule.w2.a, rule.w2.b].map((t) => factors.read(t));
+        const rank = rule.w1.b.shape[0];
+        assert.equal(rule.scale, 4 / rank);
+        const [o1, i1] = rule.shape1;
+        const [o2, i2] = rule.shape2;
+        const w1 = Float32Array.from(matmul(w1a, w1b, o1, rank, i1));
+        const w2 = Float32Array.from(matmul(w2a, w2b, o2, rule.w2.b.shape[0], i2));
+        const t = m.base!;
+        const cols = t.numel / t.shape[0];
+        for (const row0 of [0, t.shape[0] - 2]) {
+          const b: Block = { tensor: t, row0, row1: row0 + 2, rowElements: cols, start: row0 * cols, numel: 2 * cols, first: row0 === 0, last: row0 > 0 };
+          const got = await deltaBlock(kernels, factors, m, b, new Float32Array(b.numel), scratch);
+          const want = new Float32Array(b.numel);
+          for (let r = row0; r < row0 + 2; r++) {
+            for (let c = 0; c < cols; c++) {
+              const [a1, a2, b1, b2] = [Math.floor(r / o2), r % o2, Math.floor(c / i2), c % i2];
+              want[(r - row0) * cols + c] = Math.fround(Math.fround(w1[a1 * i1 + b1] * w2[a2 * i2 + b2]) * Math.fround(rule.scale));
+            }
+          }
+          assert.ok(Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(Buffer.from(want.buffer)), `${m.module} rows ${row0}..${row0 + 2}`);
+        }
+      }
+    } finally {
+      closePlan(plan);
+    }
+  });
+});
+
+/** a [rows, k] @ b [k, cols] in float64, summed as k runs. */
+function matmul(a: Float32Array, b: Float32Array, rows: number, k: number, cols: number): Float64Array {
+  const out = new Float64Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
+    let acc = 0;
+    for (let t = 0; t < k; t++) acc += a[i * k + t] * b[t * cols + j];
+    out[i * cols + j] = acc;
+  }
+  return out;
+}
