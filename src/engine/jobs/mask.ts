@@ -163,7 +163,7 @@ async function aggregate(m: MaskModule, mf: ModuleFactors, kernels: Kernels, bas
   const dora: Array<Dora | undefined> = [];
   // Plain LoRA adapters (of the first one's shape and orientation) all at once where the backend folds deltas
   // without holding them (the max does not depend on the order); the others, or all elsewhere, one at a time below.
-  const plain = users.map((_, a) => a).filter((a) => !users[a].byBase.get(m.name)!.magnitude);
+  const plain = users.map((_, a) => a).filter((a) => !wholeTensor(users[a].byBase.get(m.name)!));
   const same = (a: number): boolean => (['out', 'in', 'transpose'] as const).every((key) => factors[a][key] === factors[plain[0]][key]);
   const fusedOnes = kernels.maxAbsLoraInto ? plain.filter(same) : [];
   let folded: Promise<unknown> = fusedOnes.length > 0 ? kernels.maxAbsLoraInto!(acc, fusedOnes.map((a) => factors[a])) : Promise.resolve();
