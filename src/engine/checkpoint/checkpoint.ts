@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
-import { FileHandles, readHeader, TensorInfo } from '../safetensors/reader';
+import { FileHandles, TensorInfo } from '../safetensors/reader';
+import { readWeightsIndex } from './weights';
 import { AdapterConfig, parseAdapterConfig } from './adapterConfig';
 
 export type CheckpointKind = 'model' | 'sharded-model' | 'adapter' | 'task-vector' | 'file';
@@ -20,7 +21,7 @@ export interface Checkpoint {
   config?: Record<string, unknown>;
   /** adapter_config.json of an adapter folder. */
   adapter?: AdapterConfig;
-  /** The safetensors files, in order. */
+  /** The weight files (safetensors, or PyTorch pickles read in place), in order. */
   files: string[];
   metadata: Record<string, string>;
   handles: FileHandles;
@@ -28,7 +29,11 @@ export interface Checkpoint {
 
 export const TASK_VECTOR_KIND = 'lora-lens/task-vector';
 
-/** Opens a model folder (single or sharded), a PEFT adapter folder, or a single .safetensors file. */
+/**
+ * Opens a model folder (single or sharded), a PEFT adapter folder, or a single weights file; each in
+ * safetensors or, read-only, as a PyTorch pickle (`pytorch_model.bin`, shards with
+ * `pytorch_model.bin.index.json`, `adapter_model.bin`, a `.bin` / `.pt` / `.pth` file).
+ */
 export function openCheckpoint(p: string): Checkpoint {
   let st: fs.Stats;
   try {
@@ -43,36 +48,65 @@ export function openCheckpoint(p: string): Checkpoint {
   const has = (f: string): boolean => fs.existsSync(path.join(p, f));
   if (has('adapter_config.json')) {
     const adapter = parseAdapterConfig(path.join(p, 'adapter_config.json'));
-    if (!has('adapter_model.safetensors')) {
-      const bin = has('adapter_model.bin') ? ' (only adapter_model.bin, a pickle, is there; LoRA Lens reads safetensors)' : '';
-      throw new LensError(p, `adapter folder has no adapter_model.safetensors${bin}`);
-    }
-    return { ...fromFiles(p, p, [path.join(p, 'adapter_model.safetensors')]), kind: 'adapter', adapter };
+    const weights = ADAPTER_WEIGHTS.find(has);
+    if (weights === undefined) throw new LensError(p, `adapter folder has no ${ADAPTER_WEIGHTS.join(' or ')}`);
+    return { ...fromFiles(p, p, [path.join(p, weights)]), kind: 'adapter', adapter };
   }
   const config = has('config.json') ? readJson(path.join(p, 'config.json')) : undefined;
-  if (has('model.safetensors.index.json')) {
-    const files = shardFiles(p, path.join(p, 'model.safetensors.index.json'));
-    return { ...fromFiles(p, p, files.files, files.weightMap), kind: 'sharded-model', config };
+  const index = SHARD_INDEXES.find(has);
+  if (index !== undefined) {
+    const files = shardFiles(p, path.join(p, index));
+    return { ...fromFiles(p, p, files.files, files.weightMap, index), kind: 'sharded-model', config };
   }
-  if (has('model.safetensors')) return { ...fromFiles(p, p, [path.join(p, 'model.safetensors')]), kind: 'model', config };
-  const singles = fs.readdirSync(p).filter((f) => f.endsWith('.safetensors')).sort();
+  const single = MODEL_WEIGHTS.find(has);
+  if (single !== undefined) return { ...fromFiles(p, p, [path.join(p, single)]), kind: 'model', config };
+  const singles = loneWeightFiles(fs.readdirSync(p));
   if (singles.length === 1) return { ...fromFiles(p, p, [path.join(p, singles[0])]), config };
-  const bin = has('pytorch_model.bin') ? ' (only pytorch_model.bin, a pickle, is there; LoRA Lens reads safetensors)' : '';
-  throw new LensError(p, `not a model or adapter folder: no model.safetensors, model.safetensors.index.json or adapter_config.json${bin}`);
+  throw new LensError(p, `not a model or adapter folder: no ${[...MODEL_WEIGHTS, ...SHARD_INDEXES].join(', ')} or adapter_config.json`);
 }
 
-function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<string, string>): Checkpoint {
+/** An adapter folder's weights, safetensors first (PEFT writes both only when asked to). */
+export const ADAPTER_WEIGHTS = ['adapter_model.safetensors', 'adapter_model.bin'];
+/** A model folder's weights in one file, and the indexes of sharded ones, safetensors first. */
+export const MODEL_WEIGHTS = ['model.safetensors', 'pytorch_model.bin'];
+export const SHARD_INDEXES = ['model.safetensors.index.json', 'pytorch_model.bin.index.json'];
+/** File names that mark a folder as a checkpoint (the extension's workspace scan looks for them). */
+export const CHECKPOINT_MARKERS = ['adapter_config.json', ...ADAPTER_WEIGHTS, ...MODEL_WEIGHTS, ...SHARD_INDEXES];
+
+/** Pickles that Hugging Face's Trainer writes beside a model's weights: training state, never weights, never unpickled. */
+const TRAINER_FILES = /^(training_args\.bin|optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth)$/;
+
+/** The weights file of an adapter folder, or undefined when it has none. */
+export function adapterWeights(dir: string): string | undefined {
+  const f = ADAPTER_WEIGHTS.find((n) => fs.existsSync(path.join(dir, n)));
+  return f === undefined ? undefined : path.join(dir, f);
+}
+
+/** Whether a folder holds model or adapter weights in any form openCheckpoint reads (not only a config). */
+export function folderHoldsWeights(dir: string): boolean {
+  const names = fs.readdirSync(dir);
+  return names.some((f) => CHECKPOINT_MARKERS.includes(f) && f !== 'adapter_config.json') || loneWeightFiles(names).length > 0;
+}
+
+/** Weight files of a folder with no standard name: `*.safetensors`, else PyTorch `*.bin` / `*.pt` / `*.pth`. */
+function loneWeightFiles(names: string[]): string[] {
+  const st = names.filter((f) => f.endsWith('.safetensors'));
+  if (st.length) return st.sort();
+  return names.filter((f) => /\.(bin|pt|pth)$/.test(f) && !TRAINER_FILES.test(f)).sort();
+}
+
+function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<string, string>, indexName = 'the index'): Checkpoint {
   const tensors: TensorInfo[] = [];
   const byName = new Map<string, TensorInfo>();
   let metadata: Record<string, string> = {};
   for (const f of files) {
-    const h = readHeader(f);
+    const h = readWeightsIndex(f);
     if (files.length === 1) metadata = h.metadata;
     for (const t of h.tensors) {
       const prev = byName.get(t.name);
       if (prev) throw new LensError(f, `tensor also present in ${path.basename(prev.file)}`, t.name);
       if (weightMap && weightMap.get(t.name) !== f) {
-        throw new LensError(f, `tensor is not listed for this shard in model.safetensors.index.json`, t.name);
+        throw new LensError(f, `tensor is not listed for this shard in ${indexName}`, t.name);
       }
       byName.set(t.name, t);
     }
@@ -80,7 +114,7 @@ function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<stri
   }
   if (weightMap) {
     for (const [name, f] of weightMap) {
-      if (!byName.has(name)) throw new LensError(f, 'tensor listed in model.safetensors.index.json is missing from its shard', name);
+      if (!byName.has(name)) throw new LensError(f, `tensor listed in ${indexName} is missing from its shard`, name);
     }
   }
   const kind: CheckpointKind = metadata.lora_lens === TASK_VECTOR_KIND ? 'task-vector' : 'file';

@@ -1,4 +1,5 @@
 import { censusCommand } from '../jobs/census';
+import { convertCommand } from '../jobs/convert';
 import { estimateCommand } from '../jobs/estimate';
 import { compressCommand } from '../jobs/compress';
 import { decomposeCommand } from '../jobs/decompose';
@@ -22,4 +23,5 @@ export const COMMANDS: CliCommand[] = [
   maskCommand,
   compressCommand,
   decomposeCommand,
+  convertCommand,
 ];

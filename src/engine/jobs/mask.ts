@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { classifyTensor, moduleOf } from '../census/classify';
 import { adapterLayout, LoraModule } from '../checkpoint/adapter';
-import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { ADAPTER_WEIGHTS, adapterWeights, Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { required } from '../cli/args';
 import { CliCommand } from '../cli/command';
 import { LensError } from '../errors';
@@ -239,7 +239,7 @@ function warnDuplicates(paths: string[], names: string[], ctx: JobContext): void
     try {
       const h = crypto.createHash('sha256');
       hashFile(h, path.join(paths[a], 'adapter_config.json'));
-      hashFile(h, path.join(paths[a], 'adapter_model.safetensors'));
+      hashFile(h, adapterWeights(paths[a]) ?? path.join(paths[a], ADAPTER_WEIGHTS[0]));
       key = h.digest('hex');
     } catch {
       continue; // openCheckpoint reports the unreadable folder properly
