@@ -1,9 +1,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
-import { FileHandles, TensorInfo } from '../safetensors/reader';
-import { readWeightsIndex } from './weights';
+import { FileHandles } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
+import { ADAPTER_WEIGHTS, CHECKPOINT_MARKERS, loneWeightFiles, MODEL_WEIGHTS, SHARD_INDEXES } from '../../shared/weights/files';
+import { readWeightsIndex } from '../../shared/weights/read';
 import { AdapterConfig, parseAdapterConfig } from './adapterConfig';
+import { readJson } from './json';
 
 export type CheckpointKind = 'model' | 'sharded-model' | 'adapter' | 'task-vector' | 'file';
 
@@ -65,17 +68,6 @@ export function openCheckpoint(p: string): Checkpoint {
   throw new LensError(p, `not a model or adapter folder: no ${[...MODEL_WEIGHTS, ...SHARD_INDEXES].join(', ')} or adapter_config.json`);
 }
 
-/** An adapter folder's weights, safetensors first (PEFT writes both only when asked to). */
-export const ADAPTER_WEIGHTS = ['adapter_model.safetensors', 'adapter_model.bin'];
-/** A model folder's weights in one file, and the indexes of sharded ones, safetensors first. */
-export const MODEL_WEIGHTS = ['model.safetensors', 'pytorch_model.bin'];
-export const SHARD_INDEXES = ['model.safetensors.index.json', 'pytorch_model.bin.index.json'];
-/** File names that mark a folder as a checkpoint (the extension's workspace scan looks for them). */
-export const CHECKPOINT_MARKERS = ['adapter_config.json', ...ADAPTER_WEIGHTS, ...MODEL_WEIGHTS, ...SHARD_INDEXES];
-
-/** Pickles that Hugging Face's Trainer writes beside a model's weights: training state, never weights, never unpickled. */
-const TRAINER_FILES = /^(training_args\.bin|optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth)$/;
-
 /** The weights file of an adapter folder, or undefined when it has none. */
 export function adapterWeights(dir: string): string | undefined {
   const f = ADAPTER_WEIGHTS.find((n) => fs.existsSync(path.join(dir, n)));
@@ -88,12 +80,6 @@ export function folderHoldsWeights(dir: string): boolean {
   return names.some((f) => CHECKPOINT_MARKERS.includes(f) && f !== 'adapter_config.json') || loneWeightFiles(names).length > 0;
 }
 
-/** Weight files of a folder with no standard name: `*.safetensors`, else PyTorch `*.bin` / `*.pt` / `*.pth`. */
-function loneWeightFiles(names: string[]): string[] {
-  const st = names.filter((f) => f.endsWith('.safetensors'));
-  if (st.length) return st.sort();
-  return names.filter((f) => /\.(bin|pt|pth)$/.test(f) && !TRAINER_FILES.test(f)).sort();
-}
 
 function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<string, string>, indexName = 'the index'): Checkpoint {
   const tensors: TensorInfo[] = [];
@@ -150,23 +136,6 @@ function shardFiles(dir: string, indexPath: string): { files: string[]; weightMa
     weightMap.set(name, file);
   }
   return { files: [...new Set(resolved.values())].sort(), weightMap };
-}
-
-export function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new LensError(file, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new LensError(file, `invalid JSON (${(e as Error).message})`);
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new LensError(file, 'not a JSON object');
-  return v as Record<string, unknown>;
 }
 
 /** Total bytes of tensor data. */

@@ -8,16 +8,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
-import { weightsFormat } from '../checkpoint/weights';
+import { weightsFormat } from '../../shared/weights/read';
 import { LensError } from '../errors';
-import { Scratch, TensorInfo } from '../safetensors/reader';
+import { Scratch } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
 import { assertNotOverInputs } from '../util/outputs';
-import { blockInfo, blocksOf, prefetched, readBlock } from './stream';
-import { CliCommand } from '../cli/command';
-import { required } from '../cli/args';
+import { blockInfo, blocksOf, prefetched, readBlock } from '../tensors/stream';
 
 export interface ConvertReport {
   in: string;
@@ -107,16 +106,3 @@ async function writeTensors(c: Checkpoint, file: string, tensors: TensorInfo[], 
   }
   return bytes;
 }
-
-export const convertCommand: CliCommand = {
-  name: 'convert',
-  summary: 'a PyTorch pickle checkpoint (.bin, .pt, .pth; a model or adapter folder) -> safetensors, bit for bit',
-  usage: 'convert --in PATH --out PATH',
-  flags: { in: { kind: 'string' }, out: { kind: 'string' } },
-  maxPositional: 0,
-  async run(args, ctx) {
-    const c = 'convert';
-    const r = await convertCheckpoint(required(c, args.flags, 'in'), required(c, args.flags, 'out'), ctx);
-    return { report: r, text: `converted ${r.tensors} tensors (${r.bytes.toLocaleString('en')} bytes) of ${r.in}\nwrote ${r.out}${r.kind === 'file' ? '' : `/ (${r.files.join(', ')})`}` };
-  },
-};

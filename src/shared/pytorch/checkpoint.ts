@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import { LensError } from '../errors';
 import { Dtype, elementBytes } from '../safetensors/dtypes';
-import { TensorInfo } from '../safetensors/reader';
+import { TensorInfo } from '../safetensors/header';
 import { PyDict, PyGlobal, PyTuple, unpickle } from './unpickle';
 import { entryDataOffset, readBytesAt, readZipDirectory, ZipDirectory } from './zip';
 
@@ -62,6 +62,9 @@ interface Storage {
 class Tensor {
   constructor(readonly info: Omit<TensorInfo, 'name'>) {}
 }
+
+/** File names read as PyTorch checkpoints whatever their first bytes (so that a damaged one gets this reader's message). */
+export const PYTORCH_EXTENSIONS = ['.bin', '.pt', '.pth'];
 
 /** Whether a file starts like a zip archive (`PK\x03\x04`). */
 export function isZip(head: Uint8Array): boolean {

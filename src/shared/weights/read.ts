@@ -5,8 +5,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
-import { isBarePickle, isZip, readTorchCheckpoint } from '../pickle/torch';
-import { readHeader, TensorInfo } from '../safetensors/reader';
+import { isBarePickle, isZip, PYTORCH_EXTENSIONS, readTorchCheckpoint } from '../pytorch/checkpoint';
+import { readHeader } from '../safetensors/file';
+import { TensorInfo } from '../safetensors/header';
 
 export type WeightsFormat = 'safetensors' | 'pytorch';
 
@@ -14,12 +15,12 @@ export interface WeightsIndex {
   file: string;
   format: WeightsFormat;
   fileSize: number;
+  /** Where the tensor data region starts (8 + header length for safetensors; 0 for a zip, whose entries lie anywhere). */
+  dataStart: number;
   metadata: Record<string, string>;
   tensors: TensorInfo[];
 }
 
-/** File names read as PyTorch checkpoints whatever their first bytes (so that a damaged one gets the pickle reader's message). */
-export const PYTORCH_EXTENSIONS = ['.bin', '.pt', '.pth'];
 
 /** The format of a weights file, from its name and, for other names, its first bytes. */
 export function weightsFormat(file: string): WeightsFormat {
@@ -43,6 +44,7 @@ export function weightsFormat(file: string): WeightsFormat {
 /** Reads a weights file's tensor index (never its tensor data). */
 export function readWeightsIndex(file: string): WeightsIndex {
   const format = weightsFormat(file);
-  const h = format === 'pytorch' ? readTorchCheckpoint(file) : readHeader(file);
-  return { file, format, fileSize: h.fileSize, metadata: h.metadata, tensors: h.tensors };
+  if (format === 'pytorch') return { ...readTorchCheckpoint(file), format, dataStart: 0 };
+  const h = readHeader(file);
+  return { file, format, fileSize: h.fileSize, dataStart: 8 + h.headerBytes, metadata: h.metadata, tensors: h.tensors };
 }
