@@ -56,8 +56,9 @@ export function openCheckpoint(p: string): Checkpoint {
   if (has('model_index.json')) return openDiffusers(p);
   if (has('adapter_config.json')) {
     const adapter = parseAdapterConfig(path.join(p, 'adapter_config.json'));
-    const weights = ADAPTER_WEIGHTS.find(has);
-    if (weights === undefined) throw new LensError(p, `adapter folder has no ${ADAPTER_WEIGHTS.join(' or ')}`);
+    const names = adapterWeightNames(adapter);
+    const weights = names.find(has);
+    if (weights === undefined) throw new LensError(p, `adapter folder has no ${names.join(' or ')}`);
     return { ...fromFiles(p, p, [path.join(p, weights)]), kind: 'adapter', adapter };
   }
   const config = has('config.json') ? readJson(path.join(p, 'config.json')) : undefined;
@@ -78,9 +79,14 @@ export function openCheckpoint(p: string): Checkpoint {
   throw new LensError(p, `not a model or adapter folder: no ${[...MODEL_WEIGHTS, ...SHARD_INDEXES].join(', ')} or adapter_config.json`);
 }
 
-/** The weights file of an adapter folder, or undefined when it has none. */
+/** The files that can hold an adapter's weights, by its config's format: PEFT's safetensors or pickle, mlx-lm's own file. */
+function adapterWeightNames(adapter: AdapterConfig): string[] {
+  return adapter.weightsFile === 'adapter_model.safetensors' ? ADAPTER_WEIGHTS : [adapter.weightsFile];
+}
+
+/** The weights file of an adapter folder (by what its adapter_config.json says it is), or undefined when it has none. */
 export function adapterWeights(dir: string): string | undefined {
-  const f = ADAPTER_WEIGHTS.find((n) => fs.existsSync(path.join(dir, n)));
+  const f = adapterWeightNames(parseAdapterConfig(path.join(dir, 'adapter_config.json'))).find((n) => fs.existsSync(path.join(dir, n)));
   return f === undefined ? undefined : path.join(dir, f);
 }
 
