@@ -12,7 +12,7 @@ import { AdapterLayout, adapterLayout } from '../checkpoint/adapter';
 import { ruleName } from '../checkpoint/deltaRule';
 import { diffusionFormat } from '../checkpoint/diffusionAdapter';
 import { AdapterConfig, parseAdapterConfig } from '../checkpoint/adapterConfig';
-import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { adapterWeights, Checkpoint, closeCheckpoint, folderHoldsWeights, openCheckpoint } from '../checkpoint/checkpoint';
 import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
 import { TrainingMetadata, trainingMetadata, trainingMetadataLines } from '../../shared/safetensors/trainingMetadata';
@@ -142,7 +142,7 @@ function openSource(p: string): Source {
   };
   const st = fs.statSync(p, { throwIfNoEntry: false });
   if (st?.isFile() && isModelConfigFile(p)) return configOnly(p);
-  if (st?.isDirectory() && fs.existsSync(path.join(p, 'config.json')) && !fs.readdirSync(p).some((f) => f.endsWith('.safetensors') || f === 'adapter_config.json')) {
+  if (st?.isDirectory() && fs.existsSync(path.join(p, 'config.json')) && !fs.existsSync(path.join(p, 'adapter_config.json')) && !folderHoldsWeights(p)) {
     return configOnly(path.join(p, 'config.json'));
   }
   const c = openCheckpoint(p);
@@ -167,7 +167,7 @@ function openAdapter(p: string): { checkpoint?: Checkpoint; config?: AdapterConf
     }
     return { checkpoint, config: checkpoint.adapter };
   }
-  if (!fs.existsSync(path.join(path.dirname(cfgFile), 'adapter_model.safetensors'))) return { config: parseAdapterConfig(cfgFile) };
+  if (adapterWeights(path.dirname(cfgFile)) === undefined) return { config: parseAdapterConfig(cfgFile) };
   const checkpoint = openCheckpoint(path.dirname(cfgFile));
   return { checkpoint, config: checkpoint.adapter! };
 }
