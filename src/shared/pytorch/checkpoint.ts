@@ -12,7 +12,7 @@ import { PyDict, PyGlobal, PyTuple, unpickle } from './unpickle';
 import { entryDataOffset, readBytesAt, readZipDirectory, ZipDirectory } from './zip';
 
 /** The typed storage classes torch pickles (`torch.FloatStorage`, …), by the engine dtype they hold. */
-const STORAGE_DTYPES: Record<string, Dtype> = {
+export const STORAGE_DTYPES: Record<string, Dtype> = {
   DoubleStorage: 'F64',
   FloatStorage: 'F32',
   HalfStorage: 'F16',
