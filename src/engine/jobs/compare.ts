@@ -110,7 +110,7 @@ export async function compareAdapter(basePath: string, adapterPath: string, sour
         throw new LensError(otherPath, `is a ${other.kind}, not a task vector file; use --finetuned for a model folder`);
       }
       if (other.kind === 'adapter') throw new LensError(otherPath, 'is a PEFT adapter folder; --finetuned needs a full model');
-      return await withOutputDir(out, [basePath, adapterPath, otherPath], (dir) =>
+      return await withOutputDir('compare', out, [basePath, adapterPath, otherPath], (dir) =>
         compareInto(dir.tmp, plan, other, source.taskVector !== undefined ? 'task-vector' : 'finetuned', opts, kernels, ctx),
       );
     } finally {

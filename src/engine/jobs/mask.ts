@@ -84,7 +84,7 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
     if (small.length > 0) ctx.warn(`${small.length} module(s) have fewer than k = ${k} elements and are kept whole (e.g. ${small[0].name})`);
 
     const kernels = await resolveKernels(kernelsSource);
-    return await withOutputDir(o.out, [o.base, ...o.adapters], async (out) => {
+    return await withOutputDir('mask', o.out, [o.base, ...o.adapters], async (out) => {
       const writer = new SafetensorsWriter(out.file(MASK_TENSORS), modules.map((m) => ({ name: m.name, dtype: 'BOOL' as const, shape: m.shape })), {
         format: 'pt',
         lora_lens: MASK_FORMAT,

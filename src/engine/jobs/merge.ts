@@ -66,7 +66,7 @@ interface Step {
 export async function mergeModel(basePath: string, adapterPath: string, out: string, opts: MergeOptions, kernels: Kernels, ctx: JobContext): Promise<MergeReport> {
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {
-    return await withOutputDir(out, [basePath, adapterPath], async (dir) => ({ ...(await mergeInto(dir.tmp, plan, opts, kernels, ctx)), out }));
+    return await withOutputDir('merge', out, [basePath, adapterPath], async (dir) => ({ ...(await mergeInto(dir.tmp, plan, opts, kernels, ctx)), out }));
   } finally {
     closePlan(plan);
   }
