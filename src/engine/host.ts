@@ -12,7 +12,7 @@ import { COMMON_FLAGS } from './cli/main';
 import { CancelledError, LensError } from './errors';
 import { Kernels } from './kernels/kernels';
 import { DeviceChoice, selectKernels } from './kernels/select';
-import { asInputError } from './util/files';
+import { asInputError } from '../shared/files';
 import { writeReportFile } from './util/outputs';
 
 /** Progress messages per job per second at most; the last one of a phase always goes. */

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { OUTPUT_MARKER } from '../../src/engine/util/outputDir';
-import { WRITE_FAULT_ENV } from '../../src/engine/util/faults';
+import { WRITE_FAULT_ENV } from '../../src/engine/safetensors/faults';
 import { loraPair, peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 import { assertOneLineError, CLI, CliRun, runCli } from './helpers/cli';
 import { snapshot } from './helpers/files';

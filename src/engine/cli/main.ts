@@ -3,7 +3,7 @@ import { CancelledError, LensError } from '../errors';
 import { Kernels } from '../kernels/kernels';
 import { DEVICE_CHOICES, DeviceChoice, selectKernels } from '../kernels/select';
 import { Progress } from '../util/job';
-import { asInputError } from '../util/files';
+import { asInputError } from '../../shared/files';
 import { writeReportFile } from '../util/outputs';
 import { parseArgs } from './args';
 import { CliCommand, CliContext } from './command';

@@ -10,13 +10,12 @@
  * alpha patterns, Conv1D / fan_in_fan_out, embeddings) is in the module's scale and orientation.
  */
 import * as crypto from 'node:crypto';
+import { openRegularFile } from '../../shared/files';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { classifyTensor, moduleOf } from '../census/classify';
+import { classifyTensor, moduleOf } from '../../shared/census/classify';
 import { adapterLayout, LoraModule } from '../checkpoint/adapter';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
-import { required } from '../cli/args';
-import { CliCommand } from '../cli/command';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
 import { wantsSharedMemory } from '../kernels/poolKernels';
@@ -251,7 +250,7 @@ function warnDuplicates(paths: string[], names: string[], ctx: JobContext): void
 }
 
 function hashFile(h: crypto.Hash, file: string): void {
-  const fd = fs.openSync(file, 'r');
+  const fd = openRegularFile(file);
   try {
     const buf = Buffer.alloc(1 << 22);
     for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
@@ -259,28 +258,3 @@ function hashFile(h: crypto.Hash, file: string): void {
     fs.closeSync(fd);
   }
 }
-
-export const maskCommand: CliCommand = {
-  name: 'mask',
-  summary: 'UNMERGE: unified top-k mask of the modules a dictionary of adapters targets',
-  usage: 'mask --base DIR --adapters DIR... --budget N --out DIR',
-  flags: { base: { kind: 'string' }, adapters: { kind: 'list' }, budget: { kind: 'number' }, out: { kind: 'string' } },
-  maxPositional: 0,
-  async run(args, ctx) {
-    const c = 'mask';
-    const report = await runMask(
-      { base: required(c, args.flags, 'base'), adapters: required(c, args.flags, 'adapters'), budget: required(c, args.flags, 'budget'), out: required(c, args.flags, 'out') },
-      ctx.kernels,
-      ctx,
-    );
-    const pct = (x: number | null): string => (x === null ? 'n/a (zero delta)' : `${(100 * x).toFixed(2)}%`);
-    const text = [
-      `mask: ${report.selected.toLocaleString('en')} of ${report.elements.toLocaleString('en')} elements kept in ${report.modules} modules (k = ${report.k} per module, budget ${report.budget})`,
-      `per projection: ${Object.entries(report.perProjection).map(([p, n]) => `${p} ${n}`).join(', ')}`,
-      'norm kept per adapter (||mask * delta|| / ||delta||):',
-      ...Object.entries(report.normPreservation).map(([n, x]) => `  ${n}: ${pct(x)}`),
-      `wrote ${args.flags.out}/${MASK_TENSORS} and ${MASK_JSON}`,
-    ];
-    return { report, text: text.join('\n') };
-  },
-};

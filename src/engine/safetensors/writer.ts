@@ -1,8 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { LensError } from '../errors';
-import { chargeWrite } from '../util/faults';
-import { byteSize, Dtype } from './dtypes';
+import { chargeWrite } from './faults';
+import { byteSize, Dtype } from '../../shared/safetensors/dtypes';
 
 export interface TensorSpec {
   name: string;

@@ -23,8 +23,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CancelledError, LensError } from '../errors';
 import { tempPathFor } from '../safetensors/writer';
-import { chargeWrite } from './faults';
-import { fsErrorText, isFsError } from './files';
+import { chargeWrite } from '../safetensors/faults';
+import { fsErrorText, isFsError } from '../../shared/files';
 import { assertNotOverInputs, realish } from './outputs';
 
 /** The file that says which job wrote an output folder, and which of its entries are that job's. */

@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
 import { writeFileAtomic } from '../safetensors/writer';
-import { chargeWrite } from './faults';
-import { fsErrorText } from './files';
+import { chargeWrite } from '../safetensors/faults';
+import { fsErrorText } from '../../shared/files';
 
 /** Flags that name files or folders a command reads. */
 export const INPUT_FLAGS = ['base', 'adapter', 'adapters', 'finetuned', 'task-vector', 'mask', 'dictionary', 'truth'] as const;

@@ -4,7 +4,7 @@
  * is never opened blocking (an `open` that waits for a writer would hang the job).
  */
 import * as fs from 'node:fs';
-import { LensError } from '../errors';
+import { LensError } from './errors';
 
 /** What the user should read for an errno code of the file system. */
 export function fsErrorText(e: unknown): string {
