@@ -11,13 +11,13 @@ export function fsErrorText(e: unknown): string {
   const code = (e as NodeJS.ErrnoException)?.code;
   switch (code) {
     case 'ENOENT':
-      return 'no such file or folder';
+      return 'no such file or folder (ENOENT)';
     case 'EISDIR':
-      return 'is a folder, not a file';
+      return 'is a folder, not a file (EISDIR)';
     case 'ENOTDIR':
-      return 'a part of the path is a file, not a folder';
+      return 'a part of the path is a file, not a folder (ENOTDIR)';
     case 'ELOOP':
-      return 'symbolic link loop';
+      return 'symbolic link loop (ELOOP)';
     case 'EACCES':
     case 'EPERM':
       return `permission denied (${code})`;
@@ -31,12 +31,12 @@ export function fsErrorText(e: unknown): string {
     case 'EIO':
       return 'input/output error of the disk (EIO)';
     case 'ENAMETOOLONG':
-      return 'name too long';
+      return 'name too long (ENAMETOOLONG)';
     case 'EMFILE':
     case 'ENFILE':
       return `too many open files (${code})`;
     case 'EEXIST':
-      return 'already exists';
+      return 'already exists (EEXIST)';
     case 'ENXIO':
       return 'no reader on the other end (ENXIO)';
     default:
