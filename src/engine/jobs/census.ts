@@ -190,7 +190,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
       const layout = adapterLayout(c);
       for (const m of layout.modules) for (const t of [m.A, m.B, m.magnitude]) if (t) targets.add(t.name);
       for (const r of layout.replacements) replaced.add(r.source.name);
-      warnings.push(...layout.warnings);
+      for (const w of layout.warnings) warnings.push(w);
       adapter = adapterInfo(p, c.adapter!, c, layout.modules.length);
     } else if (opts.adapter !== undefined) {
       const a = openAdapter(opts.adapter);
@@ -199,7 +199,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
         const layout = adapterLayout(a.checkpoint, src.checkpoint);
         for (const m of layout.modules) targets.add(m.base!.name);
         for (const r of layout.replacements) if (r.base) replaced.add(r.base.name);
-        warnings.push(...layout.warnings);
+        for (const w of layout.warnings) warnings.push(w);
         adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length);
       } else {
         // No adapter weights, or a base without weights: PEFT's matching rules on the names.

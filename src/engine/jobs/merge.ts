@@ -81,7 +81,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
   const add = (name: string, action: Action, t: TensorInfo, fromAdapter: boolean): void => {
     specs.push({ name, dtype: isFloatDtype(t.dtype) ? dtype : t.dtype, shape: t.shape });
     counts[action]++;
-    for (const block of blocksOf(t, action === 'dora' ? Infinity : undefined)) steps.push({ name, action, block, fromAdapter });
+    for (const block of blocksOf(t, action === 'dora' ? Infinity : undefined, action === 'lora')) steps.push({ name, action, block, fromAdapter });
   };
   for (const t of plan.base.tensors) {
     const lora = plan.loraByBase.get(t.name);

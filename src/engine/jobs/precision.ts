@@ -98,8 +98,9 @@ export async function precisionOf(plan: AdapterPlan, opts: PrecisionOptions, ker
   if (opts.dtypes.length === 0) throw new LensError('--dtypes', 'name at least one of fp16, bf16');
   const floats = plan.base.tensors.filter((t) => isFloatDtype(t.dtype));
   const steps: Step[] = floats.flatMap((t) => {
-    const dora = plan.loraByBase.get(t.name)?.magnitude !== undefined;
-    return blocksOf(t, dora ? Infinity : undefined).map((block) => ({ t, block, rep: plan.replaceByBase.get(t.name)?.source }));
+    const lora = plan.loraByBase.get(t.name);
+    const dora = lora?.magnitude !== undefined;
+    return blocksOf(t, dora ? Infinity : undefined, lora !== undefined).map((block) => ({ t, block, rep: plan.replaceByBase.get(t.name)?.source }));
   });
   const scratch = new Scratch();
   const factors = new Factors(plan.adapter);

@@ -44,6 +44,7 @@ export class Factors {
 /** The delta rows of base block `b` (rows of the base tensor as stored), into `out`. */
 export async function deltaBlock(kernels: Kernels, factors: Factors, m: LoraModule, b: Block, out: Float32Array, scratch: Scratch): Promise<Float32Array> {
   const { A, B } = factors.get(m);
+  if (b.partial) throw new Error(`${m.module}: a LoRA delta needs blocks of whole rows (blocksOf wholeRows)`);
   const rank = m.A.shape[0];
   const rows = b.row1 - b.row0;
   if (!m.transpose) {
