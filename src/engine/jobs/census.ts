@@ -10,7 +10,7 @@ import { CATEGORIES, Category, classifyTensor } from '../../shared/census/classi
 import { loraTargetPredicate } from '../census/targets';
 import { adapterLayout } from '../checkpoint/adapter';
 import { AdapterConfig, parseAdapterConfig } from '../checkpoint/adapterConfig';
-import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { adapterWeights, Checkpoint, closeCheckpoint, folderHoldsWeights, openCheckpoint } from '../checkpoint/checkpoint';
 import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
 import { byteSize } from '../../shared/safetensors/dtypes';
@@ -44,8 +44,13 @@ export interface Totals {
 
 export interface CensusAdapter {
   path: string;
-  r: number;
-  alpha: number;
+  /** The adapter method (LORA, ADALORA, IA3, LOHA, LOKR, VERA; MLX for mlx-lm). */
+  method: string;
+  /** r and alpha as the config states them; null where it states none (MLX states `scale`, IA³ neither). */
+  r: number | null;
+  alpha: number | null;
+  /** The scale the config states outright (mlx-lm); null where it follows from r and alpha. */
+  scale: number | null;
   targets: string[] | string | null;
   useRslora: boolean;
   useDora: boolean;
@@ -132,7 +137,7 @@ function openSource(p: string): Source {
   };
   const st = fs.statSync(p, { throwIfNoEntry: false });
   if (st?.isFile() && isModelConfigFile(p)) return configOnly(p);
-  if (st?.isDirectory() && fs.existsSync(path.join(p, 'config.json')) && !fs.readdirSync(p).some((f) => f.endsWith('.safetensors') || f === 'adapter_config.json')) {
+  if (st?.isDirectory() && fs.existsSync(path.join(p, 'config.json')) && !fs.existsSync(path.join(p, 'adapter_config.json')) && !folderHoldsWeights(p)) {
     return configOnly(path.join(p, 'config.json'));
   }
   const c = openCheckpoint(p);
@@ -149,7 +154,7 @@ function openSource(p: string): Source {
 function openAdapter(p: string): { checkpoint?: Checkpoint; config: AdapterConfig } {
   const cfgFile = path.basename(p) === 'adapter_config.json' ? p : path.join(p, 'adapter_config.json');
   if (!fs.existsSync(cfgFile)) throw new LensError(p, 'not a PEFT adapter: no adapter_config.json');
-  if (!fs.existsSync(path.join(path.dirname(cfgFile), 'adapter_model.safetensors'))) return { config: parseAdapterConfig(cfgFile) };
+  if (adapterWeights(path.dirname(cfgFile)) === undefined) return { config: parseAdapterConfig(cfgFile) };
   const checkpoint = openCheckpoint(path.dirname(cfgFile));
   return { checkpoint, config: checkpoint.adapter! };
 }
@@ -159,8 +164,10 @@ function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, l
   const saved = c?.tensors.filter((t) => !/\.lora_(embedding_)?[AB](\.|$)|\.lora_magnitude_vector/.test(t.name));
   return {
     path: p,
+    method: cfg.method,
     r: cfg.r,
     alpha: cfg.loraAlpha,
+    scale: cfg.scale,
     targets: cfg.targetModules,
     useRslora: cfg.useRslora,
     useDora: cfg.useDora,
@@ -188,7 +195,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
     if (src.kind === 'adapter') {
       const c = src.checkpoint!;
       const layout = adapterLayout(c);
-      for (const m of layout.modules) for (const t of [m.A, m.B, m.magnitude]) if (t) targets.add(t.name);
+      for (const m of layout.modules) for (const t of m.tensors) targets.add(t.name);
       for (const r of layout.replacements) replaced.add(r.source.name);
       for (const w of layout.warnings) warnings.push(w);
       adapter = adapterInfo(p, c.adapter!, c, layout.modules.length);
