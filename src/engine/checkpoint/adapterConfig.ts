@@ -1,5 +1,6 @@
 import { LensError } from '../errors';
 import { readJson } from './json';
+import { patternMatcher } from './patterns';
 
 /**
  * The adapter methods LoRA Lens merges: PEFT's mergeable `peft_type`s, and mlx-lm's LoRA (`MLX`, an
@@ -93,6 +94,12 @@ export function parseAdapterConfig(file: string): AdapterConfig {
   else if (ltt !== null) bad('layers_to_transform', 'must be an integer or a list of integers');
   const lp = raw.layers_pattern ?? null;
   const layersPattern = typeof lp === 'string' ? [lp] : Array.isArray(lp) ? (lp as string[]) : null;
+  // Every regex is compiled now, so that a bad one is named with its file before any work.
+  if (typeof tm === 'string' && tm !== 'all-linear') patternMatcher(tm, 'fullmatch', file, 'target_modules');
+  const rankPattern = numberMap('rank_pattern', true);
+  const alphaPattern = numberMap('alpha_pattern', false);
+  for (const key of Object.keys(rankPattern)) patternMatcher(key, 'key', file, 'rank_pattern key');
+  for (const key of Object.keys(alphaPattern)) patternMatcher(key, 'key', file, 'alpha_pattern key');
   const mts = raw.modules_to_save ?? null;
   if (mts !== null && !(Array.isArray(mts) && mts.every((x) => typeof x === 'string'))) bad('modules_to_save', 'must be a list of names');
   return {
@@ -108,8 +115,8 @@ export function parseAdapterConfig(file: string): AdapterConfig {
     useRslora: raw.use_rslora === true,
     useDora: raw.use_dora === true,
     fanInFanOut: raw.fan_in_fan_out === true,
-    rankPattern: numberMap('rank_pattern', true),
-    alphaPattern: numberMap('alpha_pattern', false),
+    rankPattern,
+    alphaPattern,
     modulesToSave: (mts as string[] | null) ?? [],
     bias: bias as AdapterConfig['bias'],
     layersToTransform,
@@ -190,15 +197,7 @@ function escapeRe(s: string): string {
 /** PEFT's pattern lookup: an exact key, else the first key matching the end of the module path. */
 export function patternValue(patterns: Record<string, number>, module: string): number | undefined {
   if (Object.prototype.hasOwnProperty.call(patterns, module)) return patterns[module];
-  for (const [key, value] of Object.entries(patterns)) {
-    let re: RegExp;
-    try {
-      re = new RegExp(`^(.*\\.)?(${key})$`);
-    } catch {
-      re = new RegExp(`^(.*\\.)?(${escapeRe(key)})$`);
-    }
-    if (re.test(module)) return value;
-  }
+  for (const [key, value] of Object.entries(patterns)) if (patternMatcher(key, 'key')(module)) return value;
   return undefined;
 }
 
@@ -227,11 +226,7 @@ export function isTargetModule(cfg: Pick<AdapterConfig, 'targetModules' | 'layer
   if (typeof tm === 'string') {
     if (tm === 'all-linear') hit = true;
     else {
-      try {
-        hit = new RegExp(`^(?:${tm})$`).test(module);
-      } catch {
-        hit = false;
-      }
+      hit = patternMatcher(tm, 'fullmatch')(module);
     }
   } else {
     hit = tm.some((t) => module === t || module.endsWith('.' + t));
