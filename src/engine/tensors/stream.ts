@@ -26,7 +26,7 @@ export interface Block {
   first: boolean;
   last: boolean;
   /** An element range that need not start or end on a row boundary. */
-  partial: boolean;
+  partial?: boolean;
 }
 
 /**
