@@ -48,6 +48,9 @@ function isMlxConfig(raw: Record<string, unknown>): boolean {
   return raw.peft_type === undefined && raw.lora_parameters !== null && typeof raw.lora_parameters === 'object';
 }
 
+/** The largest LoRA rank taken from a config or a flag: far above any real adapter's, low enough that counts stay exact. */
+export const MAX_RANK = 1 << 20;
+
 export function parseAdapterConfig(file: string): AdapterConfig {
   const raw = readJson(file);
   const bad = (field: string, what: string): never => {
@@ -65,7 +68,7 @@ export function parseAdapterConfig(file: string): AdapterConfig {
   // PEFT's own defaults where a config omits a field (LoraConfig r=8, lora_alpha=8; LoHa/LoKr alpha=8; AdaLoRA init_r=12).
   const rField = method === 'ADALORA' ? 'init_r' : 'r';
   const r = method === 'IA3' ? null : (raw[rField] ?? (method === 'ADALORA' ? 12 : 8));
-  if (r !== null && (!Number.isInteger(r) || (r as number) <= 0)) bad(rField, 'must be a positive integer');
+  if (r !== null && (!Number.isSafeInteger(r) || (r as number) <= 0 || (r as number) > MAX_RANK)) bad(rField, `must be a positive integer up to ${MAX_RANK}`);
   const alphaField = method === 'LOHA' || method === 'LOKR' ? 'alpha' : 'lora_alpha';
   const alpha = method === 'IA3' || method === 'VERA' ? null : (raw[alphaField] ?? 8);
   if (alpha !== null && (typeof alpha !== 'number' || !Number.isFinite(alpha))) bad(alphaField, 'must be a number');
@@ -83,7 +86,7 @@ export function parseAdapterConfig(file: string): AdapterConfig {
     const v = method === 'ADALORA' && field === 'rank_pattern' ? {} : (raw[field] ?? {});
     if (v === null || typeof v !== 'object' || Array.isArray(v)) return bad(field, 'must be an object');
     for (const x of Object.values(v as Record<string, unknown>)) {
-      if (typeof x !== 'number' || (integer && (!Number.isInteger(x) || x <= 0))) bad(field, `values must be ${integer ? 'positive integers' : 'numbers'}`);
+      if (typeof x !== 'number' || !Number.isFinite(x) || (integer && (!Number.isSafeInteger(x) || x <= 0 || x > MAX_RANK))) bad(field, `values must be ${integer ? `positive integers up to ${MAX_RANK}` : 'finite numbers'}`);
     }
     return v as Record<string, number>;
   };
