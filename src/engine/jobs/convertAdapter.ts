@@ -135,7 +135,7 @@ export async function convertDiffusionAdapter(inPath: string, out: string, baseP
       inference_mode: true,
     };
     const entries = modules.flatMap(peftTensors);
-    return await withOutputDir(out, [inPath, ...(basePath ? [basePath] : [])], async (dir) => {
+    return await withOutputDir('convert', out, [inPath, ...(basePath ? [basePath] : [])], async (dir) => {
       const writer = new SafetensorsWriter(dir.file('adapter_model.safetensors'), entries.map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })), { format: 'pt' });
       let bytes = 0;
       try {
