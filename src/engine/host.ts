@@ -11,7 +11,8 @@ import { COMMANDS } from './cli/commands';
 import { COMMON_FLAGS } from './cli/main';
 import { CancelledError, LensError } from './errors';
 import { Kernels } from './kernels/kernels';
-import { DeviceChoice, selectKernels } from './kernels/select';
+import { DeviceChoice } from '../shared/jobs/choices';
+import { selectKernels } from './kernels/select';
 import { writeReportFile } from './util/outputs';
 
 /** Progress messages per job per second at most; the last one of a phase always goes. */

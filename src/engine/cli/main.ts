@@ -1,7 +1,8 @@
 import { version } from '../../../package.json';
 import { CancelledError, LensError } from '../errors';
 import { Kernels } from '../kernels/kernels';
-import { DEVICE_CHOICES, DeviceChoice, selectKernels } from '../kernels/select';
+import { DEVICE_CHOICES, DeviceChoice } from '../../shared/jobs/choices';
+import { selectKernels } from '../kernels/select';
 import { Progress } from '../util/job';
 import { writeReportFile } from '../util/outputs';
 import { parseArgs } from './args';

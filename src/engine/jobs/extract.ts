@@ -14,42 +14,7 @@ import { JobContext, throwIfCancelled } from '../util/job';
 import { Accumulator, zeroStats } from '../tensors/stats';
 import { pairingProblems, pairTensors } from '../tensors/pairing';
 import { blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from '../tensors/stream';
-
-export interface ExtractTensor {
-  name: string;
-  shape: number[];
-  nonzeroElements: number;
-  l2Norm: number;
-  maxAbs: number;
-  /** NaN or infinite elements of the task vector (from either input, or an overflow). */
-  nonFinite: number;
-}
-
-export interface ExtractReport {
-  base: string;
-  finetuned: string;
-  out: string;
-  device: string;
-  summary: {
-    tensors: number;
-    nonzeroTensors: number;
-    zeroTensors: number;
-    elements: number;
-    nonzeroElements: number;
-    l2Norm: number;
-    nonFiniteTensors: number;
-    bytes: number;
-  };
-  tensors: ExtractTensor[];
-  onlyInBase: string[];
-  onlyInFinetuned: string[];
-  shapeMismatches: { name: string; baseShape: number[]; otherShape: number[] }[];
-  nonFloat: string[];
-  /** Where NaN/Inf were found: tensor and element count. */
-  nonFinite: { name: string; elements: number }[];
-  warnings: string[];
-  seconds: number;
-}
+import { ExtractTensor, ExtractReport } from '../../shared/jobs/reports/extract';
 
 /** Opens both models and writes the task vector to `outFile`. */
 export async function extractTaskVector(basePath: string, finetunedPath: string, outFile: string, kernels: Kernels, ctx: JobContext): Promise<ExtractReport> {

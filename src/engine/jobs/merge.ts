@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
 import { decodeBlock, wantsSharedMemory } from '../kernels/poolKernels';
-import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
+import { Kernels, MergeDtype } from '../kernels/kernels';
+import { MergeRule } from '../../shared/jobs/choices';
 import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype, TORCH_DTYPE } from '../../shared/safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
@@ -18,6 +19,7 @@ import { withOutputDir } from '../util/outputDir';
 import { deltaBlock, Factors, mergeDora } from '../tensors/delta';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { Block, blockInfo, blocksOf, prefetched, readBlock } from '../tensors/stream';
+import { MergeReport } from '../../shared/jobs/reports/merge';
 
 /** Hugging Face's default shard size for save_pretrained (5 GB). */
 export const DEFAULT_SHARD_BYTES = 5_000_000_000;
@@ -26,28 +28,6 @@ export interface MergeOptions {
   dtype: CliDtype;
   rule: MergeRule;
   shardSize?: number;
-}
-
-export interface MergeReport {
-  base: string;
-  adapter: string;
-  out: string;
-  dtype: CliDtype;
-  rule: MergeRule;
-  device: string;
-  files: string[];
-  tensors: number;
-  /** Tensors that took a LoRA delta (of which DoRA), were replaced, added, re-encoded, or copied byte for byte. */
-  loraTensors: number;
-  doraTensors: number;
-  replacedTensors: number;
-  addedTensors: number;
-  castTensors: number;
-  copiedTensors: number;
-  bytesRead: number;
-  bytesWritten: number;
-  seconds: number;
-  warnings: string[];
 }
 
 type Action = 'lora' | 'dora' | 'replace' | 'cast' | 'copy';

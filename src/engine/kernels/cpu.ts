@@ -1,5 +1,6 @@
 import { doraNormsRange, loraDeltaRows, maxAbsRange, mergeDoraRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
-import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
+import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
+import { MergeRule } from '../../shared/jobs/choices';
 
 /** The CPU backend on the calling thread. */
 export class CpuKernels implements Kernels {

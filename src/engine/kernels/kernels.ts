@@ -5,19 +5,10 @@
  *
  * Values are fp32 (`Float32Array`); a half-precision tensor is decoded to fp32 first (exact).
  */
+import { MergeRule } from '../../shared/jobs/choices';
 
 export type HalfDtype = 'F16' | 'BF16';
 export type MergeDtype = 'F32' | HalfDtype;
-/**
- * fp16/bf16 merge rules, `W` the stored base weight, `d` the fp32 delta, `r` rounding to the dtype
- * (round-to-nearest-even), `f` rounding to fp32:
- * - `peft`      = r(f(r(W) + d))        what PEFT's merge_and_unload() gives with its defaults
- * - `peft-safe` = r(f(r(W) + r(d)))     both operands cast first, added as PyTorch adds halves
- * - `fp32-cast` = r(f(W + d))           the most accurate
- * At F32 every rule is f(W + d).
- */
-export type MergeRule = 'peft' | 'peft-safe' | 'fp32-cast';
-export const MERGE_RULES: MergeRule[] = ['peft', 'peft-safe', 'fp32-cast'];
 
 /** Statistics of a pair (a, b), accumulated in float64. */
 export interface PairStats {

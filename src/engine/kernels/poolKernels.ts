@@ -11,7 +11,8 @@ import { bytesToF32, Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { CpuKernels } from './cpu';
 import { addPairStats, addPrecisionStats, allFinite } from './cpuMath';
-import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
+import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
+import { MergeRule } from '../../shared/jobs/choices';
 import { WorkerPool, workerScript } from './pool';
 import { PoolOp, runOp, STATS_CHUNK } from './poolOps';
 

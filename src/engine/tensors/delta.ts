@@ -6,7 +6,8 @@
 import { LoraModule } from '../checkpoint/adapter';
 import { Checkpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
+import { Kernels, MergeDtype } from '../kernels/kernels';
+import { MergeRule } from '../../shared/jobs/choices';
 import { bytesToF32, Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { Block } from './stream';

@@ -10,9 +10,10 @@ import { wantsSharedMemory } from '../kernels/poolKernels';
 import { assertFloat, bytesToF32, Scratch } from '../safetensors/reader';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { doraDelta, doraOf, doraValuesAt, loraNormSq, loraValuesAt, readFactors } from './lora';
-import { Mask, MaskModule } from './maskFile';
+import { Mask } from './maskFile';
+import { MaskModule } from '../../shared/jobs/reports/mask';
+import { SourceKind } from '../../shared/jobs/choices';
 
-export type SourceKind = 'adapter' | 'finetuned';
 
 /** Kernels, or how to get them: jobs validate their inputs first, so bad input fails before a GPU starts. */
 export type KernelsSource = Kernels | (() => Promise<Kernels>);

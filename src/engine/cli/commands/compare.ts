@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { LensError } from '../../errors';
-import { DEFAULT_TOLERANCE, compareAdapter } from '../../jobs/compare';
+import { DEFAULT_TOLERANCE } from '../../../shared/jobs/choices';
+import { compareAdapter } from '../../jobs/compare';
 import { required } from '../args';
 import { CliCommand } from '../command';
 

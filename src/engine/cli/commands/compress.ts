@@ -1,5 +1,5 @@
 import { runCompress } from '../../jobs/compress';
-import { SourceKind } from '../../unmerge/sources';
+import { SourceKind } from '../../../shared/jobs/choices';
 import { required } from '../args';
 import { CliCommand } from '../command';
 

@@ -1,5 +1,6 @@
 import { LensError } from '../../errors';
-import { DECOMPOSE_DEFAULTS, DECOMPOSE_METHODS, DecomposeMethod, readTruth, runDecompose } from '../../jobs/decompose';
+import { DECOMPOSE_DEFAULTS, DECOMPOSE_METHODS, DecomposeMethod } from '../../../shared/jobs/choices';
+import { readTruth, runDecompose } from '../../jobs/decompose';
 import { required } from '../args';
 import { CliCommand } from '../command';
 

@@ -1,6 +1,6 @@
 import { mergeModel } from '../../jobs/merge';
-import { MergeRule } from '../../kernels/kernels';
-import { MERGE_RULES } from '../../kernels/kernels';
+import { MergeRule } from '../../../shared/jobs/choices';
+import { MERGE_RULES } from '../../../shared/jobs/choices';
 import { CLI_DTYPES } from '../../../shared/safetensors/dtypes';
 import { required } from '../args';
 import { CliCommand } from '../command';

@@ -1,5 +1,6 @@
-import { DEFAULT_RULE, parsePrecisionDtypes, precisionReport, precisionText } from '../../jobs/precision';
-import { MERGE_RULES, MergeRule } from '../../kernels/kernels';
+import { DEFAULT_RULE } from '../../../shared/jobs/choices';
+import { parsePrecisionDtypes, precisionReport, precisionText } from '../../jobs/precision';
+import { MERGE_RULES, MergeRule } from '../../../shared/jobs/choices';
 import { required, splitList } from '../args';
 import { CliCommand } from '../command';
 

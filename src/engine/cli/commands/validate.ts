@@ -1,8 +1,8 @@
 import { LensError } from '../../errors';
-import { DEFAULT_TOLERANCE } from '../../jobs/compare';
+import { DEFAULT_TOLERANCE } from '../../../shared/jobs/choices';
 import { validate } from '../../jobs/validate';
-import { MergeRule } from '../../kernels/kernels';
-import { MERGE_RULES } from '../../kernels/kernels';
+import { MergeRule } from '../../../shared/jobs/choices';
+import { MERGE_RULES } from '../../../shared/jobs/choices';
 import { CliDtype } from '../../../shared/safetensors/dtypes';
 import { CLI_DTYPES } from '../../../shared/safetensors/dtypes';
 import { required, splitList } from '../args';

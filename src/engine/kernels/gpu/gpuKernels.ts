@@ -8,7 +8,8 @@
  */
 import { mergeDoraRange, mergeOperand, mergeRange, pairStatsRange, precisionRange, subtractRange, loraDeltaRows, addPrecisionStats, emptyPairStats, emptyPrecisionStats, addPairStats } from '../cpuMath';
 import { CpuKernels } from '../cpu';
-import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from '../kernels';
+import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from '../kernels';
+import { MergeRule } from '../../../shared/jobs/choices';
 import { adapterName, OpenGpu } from './dawn';
 import { combineShader, deltaShader, doraNormsShader, elementwiseShader, mergeDoraShader, mergeShader, PART_WORDS, pairStatsShader, precisionShader, TILE, WG } from './wgsl';
 
