@@ -15,6 +15,7 @@ import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats 
 import { MergeRule } from '../../shared/jobs/choices';
 import { WorkerPool, workerScript } from './pool';
 import { PoolOp, runOp, STATS_CHUNK } from './poolOps';
+import { wasmLora } from './wasm';
 
 /** Elements below which a kernel stays on the calling thread: posting to the workers costs tens of microseconds. */
 export const PARALLEL_MIN = 1 << 17;
@@ -37,7 +38,7 @@ export class WorkerKernels implements Kernels {
     private readonly script = workerScript(),
   ) {
     if (script === undefined) throw new Error('the kernel worker script (kernel-worker.js) is missing beside the engine');
-    this.description = `CPU, ${threads} worker thread${threads === 1 ? '' : 's'}`;
+    this.description = `CPU, ${threads} worker thread${threads === 1 ? '' : 's'}${wasmLora() ? ', WebAssembly SIMD' : ''}`;
   }
 
   private workers(): WorkerPool {

@@ -5,8 +5,9 @@
  */
 import { elementBytes, FloatDtype } from '../../shared/safetensors/dtypes';
 import { decodeBf16Array, decodeF16Array } from '../../shared/safetensors/half';
-import { allFinite, loraDeltaRows, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
+import { allFinite, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
+import { loraRows } from './wasm';
 import { MergeRule } from '../../shared/jobs/choices';
 
 /**
@@ -33,7 +34,7 @@ export type PoolResult = void | PairStats[] | PrecisionStats[] | boolean;
 export function runOp(m: PoolOp): PoolResult {
   switch (m.op) {
     case 'loraDelta':
-      return loraDeltaRows(m.f, m.i0, m.i1, m.out);
+      return loraRows(m.f, m.i0, m.i1, m.out);
     case 'merge':
       return mergeRange(m.w, m.d, m.dtype, m.rule, m.out, m.i0, m.i1);
     case 'pairStats':

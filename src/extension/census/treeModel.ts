@@ -3,8 +3,8 @@
  * `census` report (and, once a comparison ran, its per-tensor numbers). No `vscode` import: the view
  * (censusView.ts) only maps these nodes onto TreeItems, and unit tests check labels and counts here.
  */
-import { Category } from '../../shared/census/classify';
 
+export type Category = 'attention' | 'mlp' | 'norm' | 'embedding' | 'final_norm' | 'other';
 const CATEGORY_ORDER: readonly Category[] = ['embedding', 'attention', 'mlp', 'norm', 'final_norm', 'other'];
 const CATEGORY_TITLES: Record<Category, string> = {
   attention: 'Attention',
@@ -42,7 +42,6 @@ export interface CheckpointEntry {
   path: string;
   /** The adapter whose targets are marked, if any. */
   adapter?: string;
-  /** Read field by field (censusTensors): a report from an older engine must not break the view. */
   report: unknown;
   comparison?: Map<string, TensorComparison>;
 }

@@ -14,6 +14,9 @@ export interface CensusTensor {
   loraTarget: boolean;
   /** The adapter replaces this tensor outright (modules_to_save, saved biases). */
   replaced: boolean;
+  /** Image models: the pipeline component and the block (see TensorClass). */
+  component?: string;
+  block?: string | null;
 }
 
 export interface Totals {
@@ -23,8 +26,13 @@ export interface Totals {
 
 export interface CensusAdapter {
   path: string;
-  r: number;
-  alpha: number;
+  /** The adapter method (LORA, ADALORA, IA3, LOHA, LOKR, VERA; MLX for mlx-lm). */
+  method: string;
+  /** r and alpha as the config states them; null where it states none (MLX states `scale`, IA³ neither). */
+  r: number | null;
+  alpha: number | null;
+  /** The scale the config states outright (mlx-lm); null where it follows from r and alpha. */
+  scale: number | null;
   targets: string[] | string | null;
   useRslora: boolean;
   useDora: boolean;
@@ -59,16 +67,18 @@ export interface CensusReport {
     loraTargetTensors: number;
     nonTargetTensors: number;
     loraTargetParams: number;
-    /** Tensor counts per category. */
-    categories: Record<Category, number>;
+    /** Tensor counts per category: the six language-model categories always, image-model categories when present. */
+    categories: Partial<Record<Category, number>>;
     /** Element counts per category. */
-    categoryParams: Record<Category, number>;
+    categoryParams: Partial<Record<Category, number>>;
     /** Tensor counts per dtype. */
     dtypes: Record<string, number>;
     /** Element counts per dtype. */
     dtypeParams: Record<string, number>;
   };
   perLayer: Array<{ layer: number; tensors: number; params: number; loraTargetTensors: number }>;
+  /** Image models: tensors per component and block (`unet` `down.1`, `transformer` `single.12`; block null outside blocks). */
+  perBlock: Array<{ component: string; block: string | null; tensors: number; params: number; loraTargetTensors: number }>;
   /** Tensors and elements outside the blocks (embeddings, final norm, heads). */
   outsideLayers: Totals;
   adapter: CensusAdapter | null;
