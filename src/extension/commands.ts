@@ -48,7 +48,7 @@ export interface CommandDeps {
 }
 
 const cfg = (): vscode.WorkspaceConfiguration => vscode.workspace.getConfiguration('loraLens');
-const name = (p: string): string => path.basename(p).replace(/\.safetensors$/, '');
+const name = (p: string): string => path.basename(p).replace(/\.(safetensors|bin|pt|pth)$/, '');
 
 /** The command ids with their handlers, registered by extension.ts (titles live in package.json). */
 export function commandHandlers(d: CommandDeps): Record<string, Handler> {
@@ -212,6 +212,17 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       if (!method) return;
       const r = await runner.run({ title: `Decomposing ${name(target)}`, request: { job: 'decompose', mask, base, dictionary, target, method } });
       if (r) report('decompose', r, `Decomposition: ${name(target)}`);
+    },
+
+    'loraLens.convert': async (arg) => {
+      const p = uriPath(arg);
+      const input = p ?? (await pickers.path('convert', 'PyTorch checkpoint to convert (a .bin / .pt file, or a model or adapter folder)', ['model', 'adapter'], { files: true }));
+      if (!input) return;
+      const single = fs.statSync(input).isFile();
+      const out = await pickers.output(single ? 'Safetensors file' : 'Converted folder', name(input), 'safetensors', input, single ? '.safetensors' : '');
+      if (!out) return;
+      const r = await runner.run({ title: `Converting ${name(input)} to safetensors`, request: { job: 'convert', in: input, out }, outputs: [out] });
+      if (r) await offerCensus(`Converted ${name(input)}: ${r.report.tensors ?? '?'} tensors written to ${out}, bit for bit.`, out);
     },
 
     'loraLens.estimate': async (arg) => {

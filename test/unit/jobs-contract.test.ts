@@ -25,6 +25,7 @@ const FLAGS: Record<string, string[]> = {
     'mask:string', 'base:string', 'dictionary:list', 'target:string', 'method:string:nnls|omp|lasso=nnls', 'truth:string', 'tol:number=1e-6',
     'support-threshold:number=0.001', 'min-t:number=5', 'lambda:number=0.001', 'positive:bool', 'max-residual:number=0.1',
   ],
+  convert: ['in:string', 'out:string'],
 };
 
 /** `name:kind[:choice|choice][=default]` as a flag spec. */
@@ -38,7 +39,7 @@ function spec(w: string): [string, FlagSpec] {
 }
 
 test('the flags derived from the declarations are the CLI flags, in order', () => {
-  assert.deepEqual(JOB_NAMES, ['census', 'estimate', 'merge', 'extract', 'compare', 'precision', 'validate', 'mask', 'compress', 'decompose']);
+  assert.deepEqual(JOB_NAMES, ['census', 'estimate', 'merge', 'extract', 'compare', 'precision', 'validate', 'mask', 'compress', 'decompose', 'convert']);
   for (const name of JOB_NAMES) {
     const got = Object.entries(flagSpecs(JOBS[name])).map(([f, s]) => [f, { ...s, ...(s.choices ? { choices: [...s.choices] } : {}) }]);
     assert.deepEqual(got, [...FLAGS[name], ...COMMON].map(spec), name);
@@ -54,6 +55,7 @@ const requests: JobRequest[] = [
   { job: 'mask', base: '/b', adapters: ['/a1', '/a2'], budget: 1000, out: '/o' },
   { job: 'compress', mask: '/k', base: '/b', inputs: [{ flag: 'adapter', value: '/a1' }, { flag: 'finetuned', value: '/f' }, { flag: 'adapter', value: '/a2' }], out: '/o' },
   { job: 'decompose', mask: '/k', base: '/b', dictionary: ['/a1', '/a2'], target: '/t', method: 'omp', minT: 3, positive: true },
+  { job: 'convert', in: '/m/pytorch_model.bin', out: '/o.safetensors' },
 ];
 
 test('a request survives its command line: argv, parsed, is the same request with the defaults applied', () => {

@@ -13,6 +13,7 @@ import { assertSafeOutputs } from '../util/outputs';
 import { census } from './census';
 import { compare } from './compare';
 import { compress } from './compress';
+import { convert } from './convert';
 import { decompose } from './decompose';
 import { estimate } from './estimate';
 import { extract } from './extract';
@@ -22,7 +23,7 @@ import { precision } from './precision';
 import { JobOutcome, RunContext, Runner } from './runner';
 import { validate } from './validate';
 
-const RUNNERS: { [K in JobName]: Runner<K> } = { census, estimate, merge, extract, compare, precision, validate, mask, compress, decompose };
+const RUNNERS: { [K in JobName]: Runner<K> } = { census, estimate, merge, extract, compare, precision, validate, mask, compress, decompose, convert };
 
 /** `request` is checked here: from the CLI it is parsed argv, from the engine process whatever came over IPC. */
 export async function runJob(request: JobRequest | unknown, ctx: JobContext): Promise<JobOutcome> {

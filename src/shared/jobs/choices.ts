@@ -27,3 +27,6 @@ export const DECOMPOSE_DEFAULTS = { tol: 1e-6, supportThreshold: 1e-3, minT: 5, 
 
 /** What a task vector of UNMERGE comes from: an adapter's deltas, or a fine-tuned model minus the base. */
 export type SourceKind = 'adapter' | 'finetuned';
+
+/** What a path on disk is, as the engine opens it. */
+export type CheckpointKind = 'model' | 'sharded-model' | 'adapter' | 'task-vector' | 'file' | 'diffusers';

@@ -9,6 +9,7 @@ import { JobDeclaration, RequestOf, ResolvedOf } from './options';
 import { CensusReport } from './reports/census';
 import { CompareReport } from './reports/compare';
 import { CompressReport } from './reports/compress';
+import { ConvertReport } from './reports/convert';
 import { DecomposeReport } from './reports/decompose';
 import { EstimateReport } from './reports/estimate';
 import { ExtractReport } from './reports/extract';
@@ -128,6 +129,11 @@ export const JOBS = {
       maxResidual: { kind: 'number', default: DECOMPOSE_DEFAULTS.maxResidual },
     },
   },
+  convert: {
+    summary: 'a PyTorch pickle checkpoint (.bin, .pt, .pth; a model or adapter folder) -> safetensors, bit for bit',
+    usage: 'convert --in PATH --out PATH',
+    options: { in: { kind: 'string', required: true }, out: { kind: 'string', required: true } },
+  },
 } as const satisfies Record<string, JobDeclaration>;
 
 export type JobName = keyof typeof JOBS;
@@ -145,6 +151,7 @@ export interface JobReports {
   mask: MaskJson;
   compress: CompressReport;
   decompose: DecomposeReport;
+  convert: ConvertReport;
 }
 export type JobReport<K extends JobName = JobName> = JobReports[K];
 
