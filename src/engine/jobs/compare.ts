@@ -6,7 +6,6 @@ import * as path from 'node:path';
 import { classifyTensor } from '../../shared/census/classify';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { decodeBlock, finiteBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { allZeroBytes } from '../kernels/cpuMath';
@@ -103,8 +102,8 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
   if (missingTargets.length) warnings.push(`${missingTargets.length} adapted tensor(s) are missing from ${other.path} (compared against zeros), e.g. ${missingTargets[0]}`);
   for (const w of warnings.slice(plan.warnings.length)) ctx.warn(w);
 
-  const scratch = new Scratch(wantsSharedMemory(kernels));
-  const factors = new Factors(plan.adapter, wantsSharedMemory(kernels));
+  const scratch = new Scratch(kernels.sharedMemory);
+  const factors = new Factors(plan.adapter, kernels.sharedMemory);
   const deltaWriter = opts.saveDeltas ? new SafetensorsWriter(path.join(dir, 'lora_deltas.safetensors'), deltaSpecs, { format: 'pt' }) : undefined;
   const tensors: CompareTensor[] = [];
   let acc = new Accumulator();
@@ -138,10 +137,10 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
         finishTensor(step, m);
         continue;
       }
-      const w = data.base ? await decodeBlock(kernels, blockInfo(b), data.base, scratch.f32('w', n)) : undefined;
+      const w = data.base ? await kernels.decode(blockInfo(b), data.base, scratch.f32('w', n)) : undefined;
       let tau: Float32Array | null = null;
       if (data.other) {
-        const o = await decodeBlock(kernels, blockInfo(sameRows(b, step.other!)), data.other, scratch.f32('o', n));
+        const o = await kernels.decode(blockInfo(sameRows(b, step.other!)), data.other, scratch.f32('o', n));
         tau = mode === 'finetuned' ? await kernels.subtract(o, w!, scratch.f32('tau', n)) : o;
       }
       let lora: Float32Array | null = null;
@@ -149,7 +148,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
         // DoRA's and IA³'s delta is what their merge adds: the fp32 merge minus the base.
         lora = await effectiveDelta(kernels, factors, m, b, w, scratch.f32('delta', n), scratch);
       } else if (data.rep) {
-        const r = await decodeBlock(kernels, blockInfo(sameRows(b, step.rep!)), data.rep, scratch.f32('rep', n));
+        const r = await kernels.decode(blockInfo(sameRows(b, step.rep!)), data.rep, scratch.f32('rep', n));
         lora = await kernels.subtract(r, w!, scratch.f32('delta', n));
       }
       if (lora) acc.add(await kernels.pairStats(lora, tau));
@@ -190,7 +189,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
  */
 async function zeroTaskVector(kernels: Kernels, mode: 'task-vector' | 'finetuned', b: Block, other: TensorInfo, base: Uint8Array | undefined, o: Uint8Array): Promise<boolean> {
   if (mode === 'task-vector') return allZeroBytes(o);
-  return base !== undefined && other.dtype === b.tensor.dtype && sameBytes(base, o) && finiteBlock(kernels, other.dtype as FloatDtype, o);
+  return base !== undefined && other.dtype === b.tensor.dtype && sameBytes(base, o) && kernels.allFinite(other.dtype as FloatDtype, o);
 }
 
 function compareTensor(name: string, loraTarget: boolean, replaced: boolean, s: PairStats, tolerance: number): CompareTensor {

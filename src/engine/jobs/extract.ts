@@ -4,7 +4,6 @@
  */
 import { Checkpoint, openCheckpoint, TASK_VECTOR_KIND } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { decodeBlock, finiteBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype } from '../../shared/safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
@@ -44,7 +43,7 @@ export async function extractInto(base: Checkpoint, ft: Checkpoint, outFile: str
   if (pairing.pairs.length === 0) throw new LensError(ft.path, `shares no float tensor (same name and shape) with the base ${base.path}`);
 
   const steps = pairing.pairs.flatMap((p) => blocksOf(p.base).map((block) => ({ pair: p, block })));
-  const scratch = new Scratch(wantsSharedMemory(kernels));
+  const scratch = new Scratch(kernels.sharedMemory);
   const writer = new SafetensorsWriter(
     outFile,
     pairing.pairs.map((p) => ({ name: p.name, dtype: 'F32', shape: p.base.shape })),
@@ -65,13 +64,13 @@ export async function extractInto(base: Checkpoint, ft: Checkpoint, outFile: str
       throwIfCancelled(ctx);
       const b = step.block;
       const fi = blockInfo(sameRows(b, step.pair.other));
-      if (fi.dtype === b.tensor.dtype && sameBytes(rb, rf) && (await finiteBlock(kernels, fi.dtype as FloatDtype, rb))) {
+      if (fi.dtype === b.tensor.dtype && sameBytes(rb, rf) && (await kernels.allFinite(fi.dtype as FloatDtype, rb))) {
         // f - w of identical finite values is +0: the zeros are left as a hole of the new file.
         acc.add(zeroStats(b.numel));
         writer.skipZeros(step.pair.name, b.numel * 4);
       } else {
-        const w = await decodeBlock(kernels, blockInfo(b), rb, scratch.f32('base', b.numel));
-        const f = await decodeBlock(kernels, fi, rf, scratch.f32('ft', b.numel));
+        const w = await kernels.decode(blockInfo(b), rb, scratch.f32('base', b.numel));
+        const f = await kernels.decode(fi, rf, scratch.f32('ft', b.numel));
         const tau = await kernels.subtract(f, w, scratch.f32('tau', b.numel));
         acc.add(await kernels.pairStats(tau, null));
         // Overlaps with the read of the next block, already in flight.

@@ -19,7 +19,6 @@ import { ADAPTER_WEIGHTS } from '../../shared/weights/files';
 import { adapterWeights, Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
-import { wantsSharedMemory } from '../kernels/poolKernels';
 import { Scratch } from '../safetensors/reader';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
@@ -96,7 +95,7 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
       try {
         // Shared memory on the CPU: the worker backend expands and folds in place (the main thread does not mind).
         // Two of everything a module keeps while the next one is expanded (its sum, its base weight).
-        const shared = wantsSharedMemory(kernels);
+        const shared = kernels.sharedMemory;
         const scratch = new Scratch(shared);
         const perParity = [new Scratch(shared), new Scratch(shared)];
         const start = (i: number, factors: ModuleFactors): Promise<Aggregate> =>

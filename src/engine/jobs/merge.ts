@@ -5,7 +5,6 @@
  * modules_to_save and saved biases replace the base's; every other float tensor is r_D(W).
  */
 import { LensError } from '../errors';
-import { decodeBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, MergeDtype } from '../kernels/kernels';
 import { MergeRule } from '../../shared/jobs/choices';
 import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype } from '../../shared/safetensors/dtypes';
@@ -80,8 +79,8 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
   for (const rep of plan.added) add(rep.target, 'replace', rep.source, true);
 
   const writer = modelWriter(plan.base, dir, specs, shardSize);
-  const scratch = new Scratch(wantsSharedMemory(kernels));
-  const factors = new Factors(plan.adapter, wantsSharedMemory(kernels));
+  const scratch = new Scratch(kernels.sharedMemory);
+  const factors = new Factors(plan.adapter, kernels.sharedMemory);
   let bytesRead = 0;
   let bytesWritten = 0;
   let done = 0;
@@ -97,7 +96,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
       let bytes: Uint8Array;
       if (step.action === 'copy') bytes = raw;
       else {
-        const w = await decodeBlock(kernels, blockInfo(b), raw, scratch.f32('w', b.numel));
+        const w = await kernels.decode(blockInfo(b), raw, scratch.f32('w', b.numel));
         bytes = scratch.bytes('out', b.numel * elementBytes(dtype));
         if (step.action === 'scale') {
           // IA³: W ⊙ l as PEFT's merge forms it, then encoded like an untouched tensor.

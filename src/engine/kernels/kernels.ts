@@ -6,6 +6,8 @@
  * Values are fp32 (`Float32Array`); a half-precision tensor is decoded to fp32 first (exact).
  */
 import { MergeRule } from '../../shared/jobs/choices';
+import { FloatDtype } from '../../shared/safetensors/dtypes';
+import { TensorInfo } from '../../shared/safetensors/header';
 
 export type HalfDtype = 'F16' | 'BF16';
 export type MergeDtype = 'F32' | HalfDtype;
@@ -64,6 +66,12 @@ export interface Kernels {
   readonly device: 'cpu' | 'gpu';
   /** A human description of where the work runs ("CPU, 2 worker threads", "NVIDIA H100 (Vulkan)"). */
   readonly description: string;
+  /** Whether jobs should allocate the buffers they pass in shared memory (the worker backend reads them in place). */
+  readonly sharedMemory: boolean;
+  /** A raw block as stored, decoded to fp32 exactly (bytesToF32). */
+  decode(t: TensorInfo, raw: Uint8Array, out: Float32Array): Promise<Float32Array>;
+  /** Whether every value of raw float bytes is finite. */
+  allFinite(dtype: FloatDtype, raw: Uint8Array): Promise<boolean>;
   /** delta = scale * B @ A, each element accumulated in float64 and rounded once to fp32. */
   loraDelta(f: LoraFactors, out?: Float32Array): Promise<Float32Array>;
   /** Merged tensor of base `w` (values as stored, decoded to fp32) and delta `d` (null: no delta), encoded at `dtype`. */
