@@ -1,5 +1,6 @@
 /** The report of `census` (its --json), as the engine writes it and the extension's panels read it. */
 import { Category } from '../../census/classify';
+import { TrainingMetadata } from '../../safetensors/trainingMetadata';
 
 export interface CensusTensor {
   name: string;
@@ -82,6 +83,8 @@ export interface CensusReport {
   /** Tensors and elements outside the blocks (embeddings, final norm, heads). */
   outsideLayers: Totals;
   adapter: CensusAdapter | null;
+  /** kohya-ss training metadata (`ss_*`) of a single file, read into its main fields; null when there is none. */
+  trainingMetadata: TrainingMetadata | null;
   warnings: string[];
   tensors: CensusTensor[];
 }
