@@ -7,6 +7,7 @@ import { version } from '../../package.json';
 import { ErrorKind, FromEngine, isToEngine, ProgressInfo, RunRequest } from '../shared/protocol';
 import { CancelledError, LensError } from './errors';
 import { runJob } from './run';
+import { asInputError } from '../shared/files';
 import { writeReportFile } from './util/outputs';
 
 /** Progress messages per job per second at most; the last one of a phase always goes. */
@@ -46,7 +47,8 @@ async function run(req: RunRequest, abort: AbortController): Promise<void> {
     const jsonOut = (req.request as { json?: unknown }).json;
     if (typeof jsonOut === 'string' && jsonOut !== '-') writeReportFile(jsonOut, JSON.stringify(result.report, null, 2) + '\n');
     send({ type: 'result', inReplyTo: id, report: result.report, text: result.text });
-  } catch (e) {
+  } catch (caught) {
+    const e = asInputError(caught);
     if (e instanceof LensError) fail('input', e.message);
     else if (e instanceof CancelledError) fail('cancelled', 'cancelled; nothing was written');
     else fail('internal', (e as Error).stack ?? String(e));

@@ -5,6 +5,7 @@ import { requestFromArgs } from '../../shared/jobs/request';
 import { CancelledError, LensError } from '../errors';
 import { runJob } from '../run';
 import { JobContext, Progress } from '../util/job';
+import { asInputError } from '../../shared/files';
 import { writeReportFile } from '../util/outputs';
 import { parseArgs } from './args';
 
@@ -97,7 +98,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (result.text && !quiet && jsonOut !== '-') process.stdout.write(result.text.endsWith('\n') ? result.text : result.text + '\n');
     return 0;
-  } catch (e) {
+  } catch (caught) {
+    const e = asInputError(caught);
     if (e instanceof LensError) {
       // Usage errors already name the command (`lora-lens merge: --out is required`).
       const msg = e.message.replace(/\s*\n\s*/g, ' ');

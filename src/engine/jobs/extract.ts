@@ -7,8 +7,9 @@ import { LensError } from '../errors';
 import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype } from '../../shared/safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
+import { readHeader } from '../../shared/safetensors/file';
 import { SafetensorsWriter } from '../safetensors/writer';
-import { assertNotOverInputs } from '../util/outputs';
+import { withOutputFile } from '../util/outputDir';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { Accumulator, zeroStats } from '../tensors/stats';
 import { pairingProblems, pairTensors } from '../tensors/pairing';
@@ -18,14 +19,24 @@ import { ExtractTensor, ExtractReport } from '../../shared/jobs/reports/extract'
 /** Opens both models and writes the task vector to `outFile`. */
 export async function extractTaskVector(basePath: string, finetunedPath: string, outFile: string, kernels: Kernels, ctx: JobContext): Promise<ExtractReport> {
   if (!outFile.endsWith('.safetensors')) throw new LensError(outFile, 'the task vector is written as one .safetensors file; give a name ending in .safetensors');
-  assertNotOverInputs(outFile, 'the output', [basePath, finetunedPath]);
-  const base = openCheckpoint(basePath);
-  const ft = openCheckpoint(finetunedPath);
+  return withOutputFile(outFile, [basePath, finetunedPath], isTaskVectorFile, 'a task vector', async () => {
+    const base = openCheckpoint(basePath);
+    const ft = openCheckpoint(finetunedPath);
+    try {
+      return await extractInto(base, ft, outFile, kernels, ctx);
+    } finally {
+      base.handles.close();
+      ft.handles.close();
+    }
+  });
+}
+
+/** A task vector an earlier extract wrote (which a new one may replace). */
+function isTaskVectorFile(file: string): boolean {
   try {
-    return await extractInto(base, ft, outFile, kernels, ctx);
-  } finally {
-    base.handles.close();
-    ft.handles.close();
+    return readHeader(file).metadata.lora_lens === TASK_VECTOR_KIND;
+  } catch {
+    return false;
   }
 }
 
