@@ -1,29 +1,22 @@
 import { version } from '../../../package.json';
+import { isJobName, JOB_NAMES, JOBS } from '../../shared/jobs/jobs';
+import { flagSpecs } from '../../shared/jobs/options';
+import { requestFromArgs } from '../../shared/jobs/request';
 import { CancelledError, LensError } from '../errors';
-import { Kernels } from '../kernels/kernels';
-import { DEVICE_CHOICES, DeviceChoice, selectKernels } from '../kernels/select';
-import { Progress } from '../util/job';
+import { runJob } from '../run';
+import { JobContext, Progress } from '../util/job';
 import { asInputError } from '../../shared/files';
 import { writeReportFile } from '../util/outputs';
 import { parseArgs } from './args';
-import { CliCommand, CliContext } from './command';
-import { COMMANDS } from './commands';
-
-/** Flags every command takes, on the CLI and in the engine process. */
-export const COMMON_FLAGS = {
-  json: { kind: 'string' },
-  device: { kind: 'string', choices: DEVICE_CHOICES, default: 'auto' },
-  quiet: { kind: 'bool' },
-} as const;
 
 function help(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  const width = Math.max(...JOB_NAMES.map((n) => n.length));
   return [
     'lora-lens: inspect, merge, validate and decompose LoRA adapters and checkpoints',
     '',
     'usage: lora-lens <command> [options]',
     '',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    ...JOB_NAMES.map((n) => `  ${n.padEnd(width)}  ${JOBS[n].summary}`),
     '',
     'Every command takes --json FILE (write the report), --device auto|cpu|gpu, --quiet.',
     "Run 'lora-lens <command> --help' for a command's options.",
@@ -56,13 +49,13 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${version}\n`);
     return 0;
   }
-  const cmd: CliCommand | undefined = COMMANDS.find((c) => c.name === name);
-  if (!cmd) {
-    process.stderr.write(`lora-lens: unknown command '${name}' (commands: ${COMMANDS.map((c) => c.name).join(', ')}; lora-lens --help tells more)\n`);
+  if (!isJobName(name)) {
+    process.stderr.write(`lora-lens: unknown command '${name}' (commands: ${JOB_NAMES.join(', ')}; lora-lens --help tells more)\n`);
     return 2;
   }
+  const job = JOBS[name];
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`usage: lora-lens ${cmd.usage}\n\n${cmd.summary}\n`);
+    process.stdout.write(`usage: lora-lens ${job.usage}\n\n${job.summary}\n`);
     return 0;
   }
 
@@ -73,7 +66,6 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
-  let kernels: Kernels | undefined;
   // On a terminal warnings show as they come; otherwise they are held until the command succeeds, so
   // that bad input is exactly one line on stderr (a warning before the error would be a second).
   const live = process.stderr.isTTY === true;
@@ -82,9 +74,9 @@ export async function main(argv: string[]): Promise<number> {
     for (const w of held.splice(0)) process.stderr.write(w);
   };
   try {
-    const args = parseArgs(name, rest, { ...cmd.flags, ...COMMON_FLAGS }, cmd.maxPositional);
+    const args = parseArgs(name, rest, flagSpecs(job), 'positional' in job ? 1 : 0);
     const quiet = args.flags.quiet === true;
-    const ctx: CliContext = {
+    const ctx: JobContext = {
       signal: abort.signal,
       progress: quiet ? () => {} : progressPrinter(),
       warn: (m) => {
@@ -95,12 +87,11 @@ export async function main(argv: string[]): Promise<number> {
       log: (m) => {
         if (!quiet && process.stderr.isTTY) process.stderr.write(`${m}\n`);
       },
-      kernels: async () => (kernels ??= await selectKernels(args.flags.device as DeviceChoice, ctx)),
     };
-    const result = await cmd.run(args, ctx);
+    const result = await runJob(requestFromArgs(name, args), ctx);
     flushWarnings();
     const jsonOut = args.flags.json as string | undefined;
-    if (jsonOut !== undefined && result.report !== undefined) {
+    if (jsonOut !== undefined) {
       const text = JSON.stringify(result.report, null, 2) + '\n';
       if (jsonOut === '-') process.stdout.write(text);
       else writeReportFile(jsonOut, text);
@@ -125,6 +116,5 @@ export async function main(argv: string[]): Promise<number> {
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
-    await kernels?.dispose();
   }
 }

@@ -16,18 +16,7 @@ import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir, withOutputFile } from '../util/outputDir';
 import { blockInfo, blocksOf, prefetched, readBlock } from '../tensors/stream';
-
-export interface ConvertReport {
-  in: string;
-  out: string;
-  /** What the input was: a single file, a model folder (one file or shards), or a PEFT adapter folder. */
-  kind: Checkpoint['kind'];
-  /** Files written (relative to `out` for a folder). */
-  files: string[];
-  tensors: number;
-  bytes: number;
-  seconds: number;
-}
+import { ConvertReport } from '../../shared/jobs/reports/convert';
 
 /** Weights, their indexes and pickles: never copied beside the converted weights. */
 const NOT_COPIED = /\.(safetensors|bin|pt|pth|ckpt|pkl)$|\.index\.json$/;

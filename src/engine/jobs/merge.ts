@@ -5,8 +5,8 @@
  * modules_to_save and saved biases replace the base's; every other float tensor is r_D(W).
  */
 import { LensError } from '../errors';
-import { decodeBlock, wantsSharedMemory } from '../kernels/poolKernels';
-import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
+import { Kernels, MergeDtype } from '../kernels/kernels';
+import { MergeRule } from '../../shared/jobs/choices';
 import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
@@ -18,6 +18,7 @@ import { wholeTensor } from '../checkpoint/deltaRule';
 import { copyModelFiles, modelWriter } from '../tensors/modelLayout';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { Block, blockInfo, blocksOf, prefetched, readBlock } from '../tensors/stream';
+import { MergeReport } from '../../shared/jobs/reports/merge';
 
 /** Hugging Face's default shard size for save_pretrained (5 GB). */
 export const DEFAULT_SHARD_BYTES = 5_000_000_000;
@@ -26,28 +27,6 @@ export interface MergeOptions {
   dtype: CliDtype;
   rule: MergeRule;
   shardSize?: number;
-}
-
-export interface MergeReport {
-  base: string;
-  adapter: string;
-  out: string;
-  dtype: CliDtype;
-  rule: MergeRule;
-  device: string;
-  files: string[];
-  tensors: number;
-  /** Tensors that took a LoRA delta (of which DoRA), were replaced, added, re-encoded, or copied byte for byte. */
-  loraTensors: number;
-  doraTensors: number;
-  replacedTensors: number;
-  addedTensors: number;
-  castTensors: number;
-  copiedTensors: number;
-  bytesRead: number;
-  bytesWritten: number;
-  seconds: number;
-  warnings: string[];
 }
 
 /** `lora`: an additive delta rule; `dora` and `scale` (IA³) need the base weight beyond W + ΔW. */
@@ -100,8 +79,8 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
   for (const rep of plan.added) add(rep.target, 'replace', rep.source, true);
 
   const writer = modelWriter(plan.base, dir, specs, shardSize);
-  const scratch = new Scratch(wantsSharedMemory(kernels));
-  const factors = new Factors(plan.adapter, wantsSharedMemory(kernels));
+  const scratch = new Scratch(kernels.sharedMemory);
+  const factors = new Factors(plan.adapter, kernels.sharedMemory);
   let bytesRead = 0;
   let bytesWritten = 0;
   let done = 0;
@@ -117,7 +96,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
       let bytes: Uint8Array;
       if (step.action === 'copy') bytes = raw;
       else {
-        const w = await decodeBlock(kernels, blockInfo(b), raw, scratch.f32('w', b.numel));
+        const w = await kernels.decode(blockInfo(b), raw, scratch.f32('w', b.numel));
         bytes = scratch.bytes('out', b.numel * elementBytes(dtype));
         if (step.action === 'scale') {
           // IA³: W ⊙ l as PEFT's merge forms it, then encoded like an untouched tensor.

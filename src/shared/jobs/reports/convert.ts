@@ -1,0 +1,14 @@
+/** The report of `convert` (its --json), as the engine writes it and the extension reads it. */
+import { CheckpointKind } from '../choices';
+
+export interface ConvertReport {
+  in: string;
+  out: string;
+  /** What the input was: a single file, a model folder (one file or shards), or a PEFT adapter folder. */
+  kind: CheckpointKind;
+  /** Files written (relative to `out` for a folder). */
+  files: string[];
+  tensors: number;
+  bytes: number;
+  seconds: number;
+}
