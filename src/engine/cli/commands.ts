@@ -9,6 +9,7 @@ import { mergeCommand } from '../jobs/merge';
 import { precisionCommand } from '../jobs/precision';
 import { validateCommand } from '../jobs/validate';
 import { CliCommand } from './command';
+import { spectrumCommand } from './lowrank';
 
 /** Every `lora-lens` command, in the order `--help` lists them. */
 export const COMMANDS: CliCommand[] = [
@@ -22,4 +23,5 @@ export const COMMANDS: CliCommand[] = [
   maskCommand,
   compressCommand,
   decomposeCommand,
+  spectrumCommand,
 ];

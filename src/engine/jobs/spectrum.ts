@@ -1,0 +1,126 @@
+/**
+ * spectrum: the singular values of every module's delta s·B@A, exactly, from the QR of each factor and
+ * the SVD of the r×r core (no [out, in] matrix is formed), with how much of its rank the delta uses.
+ */
+import { classifyTensor } from '../census/classify';
+import { energyRank, productSingularValues } from '../linalg/lowrank';
+import { openFactorAdapter, readFactors } from '../lowrank/factors';
+import { JobContext, throwIfCancelled } from '../util/job';
+
+export interface SpectrumOptions {
+  adapter: string;
+}
+
+export interface SpectrumModule {
+  name: string;
+  /** The adapter's rank for this module (columns of its factors). */
+  rank: number;
+  out: number;
+  in: number;
+  /** The module's scale s (alpha / r, or alpha / √r with rsLoRA). */
+  scale: number;
+  layer: number | null;
+  projection: string | null;
+  /** Of ΔW = s·B@A, descending; min(rank, out, in) of them. */
+  singularValues: number[];
+  /** Smallest k whose top-k squared singular values hold ≥ 99% of ‖ΔW‖²_F (90%, 95% likewise). */
+  energyRank99: number;
+  energyRank90: number;
+  energyRank95: number;
+  /** Singular values above max(out, in)·ε·σ₁: the rank ΔW has in float64. */
+  numericalRank: number;
+  frobeniusNorm: number;
+  spectralNorm: number;
+  /** ‖ΔW‖²_F / σ₁². */
+  stableRank: number;
+  /** exp of the entropy of σᵢ / Σσ (Roy & Vetterli 2007). */
+  effectiveRank: number;
+  /** DoRA rescales W + ΔW per output feature; the spectrum is the LoRA part's. */
+  dora: boolean;
+}
+
+export interface SpectrumReport {
+  adapter: string;
+  modules: SpectrumModule[];
+  summary: {
+    modules: number;
+    /** Σ rank over modules, and Σ energyRank99: how much of the trained rank holds 99% of the energy. */
+    totalRank: number;
+    totalEnergyRank99: number;
+    rankUsage99: number;
+    meanEnergyRank99: number;
+    maxEnergyRank99: number;
+  };
+  warnings: string[];
+  seconds: number;
+}
+
+export function spectrumModule(name: string, rank: number, out: number, inn: number, scale: number, s: Float64Array, dora: boolean): SpectrumModule {
+  let total = 0;
+  let sum = 0;
+  for (const x of s) {
+    total += x * x;
+    sum += x;
+  }
+  let entropy = 0;
+  for (const x of s) if (x > 0) entropy -= (x / sum) * Math.log(x / sum);
+  const { layer, projection } = classifyTensor(`${name}.weight`);
+  const floor = Math.max(out, inn) * Number.EPSILON * (s[0] ?? 0);
+  return {
+    name,
+    rank,
+    out,
+    in: inn,
+    scale,
+    layer,
+    projection,
+    singularValues: Array.from(s),
+    energyRank99: energyRank(s, 0.99),
+    energyRank90: energyRank(s, 0.9),
+    energyRank95: energyRank(s, 0.95),
+    numericalRank: s.filter((x) => x > floor).length,
+    frobeniusNorm: Math.sqrt(total),
+    spectralNorm: s[0] ?? 0,
+    stableRank: total > 0 ? total / (s[0] * s[0]) : 0,
+    effectiveRank: sum > 0 ? Math.exp(entropy) : 0,
+    dora,
+  };
+}
+
+export async function spectrum(opts: SpectrumOptions, ctx: JobContext): Promise<SpectrumReport> {
+  const t0 = performance.now();
+  const { checkpoint, layout } = openFactorAdapter(opts.adapter);
+  const warnings = [...layout.warnings];
+  const modules: SpectrumModule[] = [];
+  try {
+    for (const m of layout.modules) {
+      throwIfCancelled(ctx);
+      const { L, R } = readFactors(checkpoint, m);
+      modules.push(spectrumModule(m.module, m.A.shape[0], m.out, m.in, m.scale, productSingularValues(L, R), m.magnitude !== undefined));
+      ctx.progress({ phase: 'spectrum', done: modules.length, total: layout.modules.length, tensor: m.module });
+      // Let a cancel message in between modules.
+      if (modules.length % 16 === 0) await new Promise((r) => setImmediate(r));
+    }
+  } finally {
+    checkpoint.handles.close();
+  }
+  modules.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
+  if (modules.some((m) => m.dora)) warnings.push('DoRA adapter: the spectra are those of s·B@A; the magnitude vectors rescale W + ΔW per output feature on top of them');
+  for (const w of warnings) ctx.warn(w);
+  const totalRank = modules.reduce((a, m) => a + m.rank, 0);
+  const totalEnergyRank99 = modules.reduce((a, m) => a + m.energyRank99, 0);
+  return {
+    adapter: opts.adapter,
+    modules,
+    summary: {
+      modules: modules.length,
+      totalRank,
+      totalEnergyRank99,
+      rankUsage99: totalRank > 0 ? totalEnergyRank99 / totalRank : 0,
+      meanEnergyRank99: totalEnergyRank99 / modules.length,
+      maxEnergyRank99: Math.max(...modules.map((m) => m.energyRank99)),
+    },
+    warnings,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
