@@ -1,8 +1,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
-import { FileHandles, readHeader, TensorInfo } from '../safetensors/reader';
+import { FileHandles } from '../safetensors/reader';
+import { readHeader } from '../../shared/safetensors/file';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { AdapterConfig, parseAdapterConfig } from './adapterConfig';
+import { readJson } from './json';
 
 export type CheckpointKind = 'model' | 'sharded-model' | 'adapter' | 'task-vector' | 'file';
 
@@ -116,23 +119,6 @@ function shardFiles(dir: string, indexPath: string): { files: string[]; weightMa
     weightMap.set(name, file);
   }
   return { files: [...new Set(resolved.values())].sort(), weightMap };
-}
-
-export function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new LensError(file, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new LensError(file, `invalid JSON (${(e as Error).message})`);
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new LensError(file, 'not a JSON object');
-  return v as Record<string, unknown>;
 }
 
 /** Total bytes of tensor data. */

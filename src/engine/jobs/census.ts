@@ -6,15 +6,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { modelLayout } from '../census/architectures';
-import { CATEGORIES, Category, classifyTensor } from '../census/classify';
+import { CATEGORIES, Category, classifyTensor } from '../../shared/census/classify';
 import { loraTargetPredicate } from '../census/targets';
-import { ParsedArgs } from '../cli/args';
-import { CliCommand } from '../cli/command';
 import { adapterLayout } from '../checkpoint/adapter';
 import { AdapterConfig, parseAdapterConfig } from '../checkpoint/adapterConfig';
-import { Checkpoint, closeCheckpoint, openCheckpoint, readJson } from '../checkpoint/checkpoint';
+import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
-import { byteSize } from '../safetensors/dtypes';
+import { byteSize } from '../../shared/safetensors/dtypes';
 import { JobContext } from '../util/job';
 
 /** A PEFT LoRA parameter: lora_A / lora_B (Linear, Conv1D), lora_embedding_A / _B, DoRA's magnitude vector. */
@@ -336,18 +335,3 @@ export function censusText(r: CensusReport): string {
   }
   return lines.join('\n');
 }
-
-export const censusCommand: CliCommand = {
-  name: 'census',
-  summary: 'tensors of a checkpoint (or a config.json), classified, with LoRA targets; headers only',
-  usage: 'census PATH [--adapter DIR] [--target a,b,...] [--json F]',
-  flags: { adapter: { kind: 'string' }, target: { kind: 'list' } },
-  maxPositional: 1,
-  async run(args: ParsedArgs, ctx) {
-    const p = args.positional[0];
-    if (p === undefined) throw new LensError('lora-lens census', 'give a model folder, adapter folder, .safetensors file or config.json');
-    const targets = (args.flags.target as string[] | undefined)?.flatMap((t) => t.split(',')).filter((t) => t !== '');
-    const report = runCensus(p, { adapter: args.flags.adapter as string | undefined, targets }, ctx);
-    return { report, text: censusText(report) };
-  },
-};

@@ -5,21 +5,19 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readJson } from '../checkpoint/checkpoint';
+import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
 import { decodeBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
-import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype, TORCH_DTYPE } from '../safetensors/dtypes';
-import { Scratch, TensorInfo } from '../safetensors/reader';
+import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype, TORCH_DTYPE } from '../../shared/safetensors/dtypes';
+import { Scratch } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { ShardedWriter, TensorSpec, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { deltaBlock, Factors, mergeDora } from './delta';
-import { AdapterPlan, closePlan, planAdapter } from './plan';
-import { Block, blockInfo, blocksOf, prefetched, readBlock } from './stream';
-import { CliCommand } from '../cli/command';
-import { required } from '../cli/args';
-import { MERGE_RULES } from '../kernels/kernels';
+import { deltaBlock, Factors, mergeDora } from '../tensors/delta';
+import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
+import { Block, blockInfo, blocksOf, prefetched, readBlock } from '../tensors/stream';
 
 /** Hugging Face's default shard size for save_pretrained (5 GB). */
 export const DEFAULT_SHARD_BYTES = 5_000_000_000;
@@ -178,35 +176,3 @@ function copyModelFiles(from: string, to: string, dtype: CliDtype): void {
     } else fs.copyFileSync(src, path.join(to, e.name));
   }
 }
-
-export const mergeCommand: CliCommand = {
-  name: 'merge',
-  summary: 'merge an adapter into its base: a Hugging Face model folder at fp32, fp16 or bf16',
-  usage: 'merge --base DIR --adapter DIR --out DIR --dtype fp32|fp16|bf16 [--rule peft|peft-safe|fp32-cast] [--shard-size BYTES]',
-  flags: {
-    base: { kind: 'string' },
-    adapter: { kind: 'string' },
-    out: { kind: 'string' },
-    dtype: { kind: 'string', choices: Object.keys(CLI_DTYPES) },
-    rule: { kind: 'string', choices: MERGE_RULES, default: 'peft' },
-    'shard-size': { kind: 'number' },
-  },
-  maxPositional: 0,
-  async run(args, ctx) {
-    const c = 'merge';
-    const f = args.flags;
-    const r = await mergeModel(
-      required(c, f, 'base'),
-      required(c, f, 'adapter'),
-      required(c, f, 'out'),
-      { dtype: required(c, f, 'dtype'), rule: f.rule as MergeRule, shardSize: f['shard-size'] as number | undefined },
-      await ctx.kernels(),
-      ctx,
-    );
-    const text = [
-      `merged ${r.loraTensors} adapted tensors${r.doraTensors ? ` (${r.doraTensors} DoRA)` : ''}, replaced ${r.replacedTensors}, added ${r.addedTensors}, re-encoded ${r.castTensors}, copied ${r.copiedTensors}: ${r.tensors} tensors at ${r.dtype} (rule ${r.rule})`,
-      `wrote ${r.out}/ (${r.files.join(', ')}) in ${r.seconds.toFixed(1)} s`,
-    ];
-    return { report: r, text: text.join('\n') };
-  },
-};

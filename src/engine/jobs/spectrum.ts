@@ -2,7 +2,7 @@
  * spectrum: the singular values of every module's delta s·B@A, exactly, from the QR of each factor and
  * the SVD of the r×r core (no [out, in] matrix is formed), with how much of its rank the delta uses.
  */
-import { classifyTensor } from '../census/classify';
+import { classifyTensor } from '../../shared/census/classify';
 import { energyRank, productSingularValues } from '../linalg/lowrank';
 import { openFactorAdapter, readFactors } from '../lowrank/factors';
 import { JobContext, throwIfCancelled } from '../util/job';

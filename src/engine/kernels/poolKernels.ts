@@ -6,8 +6,9 @@
  * are not in shared memory (copying them would cost as much as the work), run on the calling thread.
  */
 import * as os from 'node:os';
-import { elementBytes, FloatDtype } from '../safetensors/dtypes';
-import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
+import { elementBytes, FloatDtype } from '../../shared/safetensors/dtypes';
+import { bytesToF32, Scratch } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { CpuKernels } from './cpu';
 import { addPairStats, addPrecisionStats, allFinite } from './cpuMath';
 import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';

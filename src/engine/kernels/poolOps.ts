@@ -3,8 +3,8 @@
  * arrays (views of SharedArrayBuffers, so no data is copied) and the element or row range to do. The
  * main thread runs the same function when a tensor is too small to be worth splitting.
  */
-import { elementBytes, FloatDtype } from '../safetensors/dtypes';
-import { decodeBf16Array, decodeF16Array } from '../safetensors/half';
+import { elementBytes, FloatDtype } from '../../shared/safetensors/dtypes';
+import { decodeBf16Array, decodeF16Array } from '../../shared/safetensors/half';
 import { allFinite, loraDeltaRows, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
 

@@ -1,7 +1,7 @@
 /** The CLI blocks of the low-rank toolbox: spectrum, resize, extract-lora, combine. */
-import { spectrum } from '../jobs/spectrum';
-import { required } from './args';
-import { CliCommand } from './command';
+import { spectrum } from '../../jobs/spectrum';
+import { required } from '../args';
+import { CliCommand } from '../command';
 
 function fmt(x: number): string {
   return x === 0 ? '0' : x.toExponential(3);
