@@ -48,3 +48,19 @@ export function readFactors(c: Checkpoint, m: LoraModule): { L: Mat; R: Mat } {
   for (let k = 0; k < r; k++) for (let j = 0; j < m.in; j++) R.data[j * r + k] = A[k * m.in + j];
   return { L, R };
 }
+
+/** Refuses what is not a sum of plain LoRA deltas: DoRA rescales W + ΔW, so a smaller B·A alone would not be its best approximation. */
+export function assertPlainLora(a: FactorAdapter): void {
+  const dora = a.layout.modules.find((m) => m.magnitude);
+  if (dora) throw new LensError(a.checkpoint.path, 'DoRA adapter (lora_magnitude_vector): its delta is not s·B@A alone, so it has no exact low-rank form to work on', dora.magnitude!.name);
+}
+
+/** Checks --rank / --energy: exactly one, a positive integer rank, an energy in (0, 1]. */
+export function rankOrEnergy(command: string, rank: number | undefined, energy: number | undefined): void {
+  const usage = (msg: string): never => {
+    throw new LensError(`lora-lens ${command}`, msg);
+  };
+  if ((rank === undefined) === (energy === undefined)) usage('give exactly one of --rank R and --energy E');
+  if (rank !== undefined && !(Number.isInteger(rank) && rank >= 1)) usage(`--rank must be a positive integer (got ${rank})`);
+  if (energy !== undefined && !(energy > 0 && energy <= 1)) usage(`--energy must be a fraction in (0, 1] (got ${energy})`);
+}

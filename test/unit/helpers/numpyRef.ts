@@ -10,6 +10,7 @@ import { spawnSync } from 'node:child_process';
 export const NUMPY_PREAMBLE = String.raw`
 import json, math, os, re, struct, sys
 import numpy as np
+null, true, false = None, True, False  # JSON literals pasted into scripts
 
 def load_st(path):
     with open(path, 'rb') as f:

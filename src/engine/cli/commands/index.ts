@@ -9,7 +9,7 @@ import { mergeCommand } from './merge';
 import { precisionCommand } from './precision';
 import { validateCommand } from './validate';
 import { CliCommand } from '../command';
-import { spectrumCommand } from './lowrank';
+import { combineCommand, extractLoraCommand, resizeCommand, spectrumCommand } from './lowrank';
 
 /** Every `lora-lens` command, in the order `--help` lists them. */
 export const COMMANDS: CliCommand[] = [
@@ -24,4 +24,7 @@ export const COMMANDS: CliCommand[] = [
   compressCommand,
   decomposeCommand,
   spectrumCommand,
+  resizeCommand,
+  extractLoraCommand,
+  combineCommand,
 ];
