@@ -32,6 +32,9 @@ export interface CensusTensor {
   loraTarget: boolean;
   /** The adapter replaces this tensor outright (modules_to_save, saved biases). */
   replaced: boolean;
+  /** Image models: the pipeline component and the block (see TensorClass). */
+  component?: string;
+  block?: string | null;
 }
 
 export interface Totals {
@@ -41,8 +44,13 @@ export interface Totals {
 
 export interface CensusAdapter {
   path: string;
-  r: number;
-  alpha: number;
+  /** The adapter method (LORA, ADALORA, IA3, LOHA, LOKR, VERA; MLX for mlx-lm). */
+  method: string;
+  /** r and alpha as the config states them; null where it states none (MLX states `scale`, IA³ neither). */
+  r: number | null;
+  alpha: number | null;
+  /** The scale the config states outright (mlx-lm); null where it follows from r and alpha. */
+  scale: number | null;
   targets: string[] | string | null;
   useRslora: boolean;
   useDora: boolean;
@@ -77,16 +85,18 @@ export interface CensusReport {
     loraTargetTensors: number;
     nonTargetTensors: number;
     loraTargetParams: number;
-    /** Tensor counts per category. */
-    categories: Record<Category, number>;
+    /** Tensor counts per category: the six language-model categories always, image-model categories when present. */
+    categories: Partial<Record<Category, number>>;
     /** Element counts per category. */
-    categoryParams: Record<Category, number>;
+    categoryParams: Partial<Record<Category, number>>;
     /** Tensor counts per dtype. */
     dtypes: Record<string, number>;
     /** Element counts per dtype. */
     dtypeParams: Record<string, number>;
   };
   perLayer: Array<{ layer: number; tensors: number; params: number; loraTargetTensors: number }>;
+  /** Image models: tensors per component and block (`unet` `down.1`, `transformer` `single.12`; block null outside blocks). */
+  perBlock: Array<{ component: string; block: string | null; tensors: number; params: number; loraTargetTensors: number }>;
   /** Tensors and elements outside the blocks (embeddings, final norm, heads). */
   outsideLayers: Totals;
   adapter: CensusAdapter | null;
@@ -154,8 +164,10 @@ function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, l
   const saved = c?.tensors.filter((t) => !/\.lora_(embedding_)?[AB](\.|$)|\.lora_magnitude_vector/.test(t.name));
   return {
     path: p,
+    method: cfg.method,
     r: cfg.r,
     alpha: cfg.loraAlpha,
+    scale: cfg.scale,
     targets: cfg.targetModules,
     useRslora: cfg.useRslora,
     useDora: cfg.useDora,
@@ -183,7 +195,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
     if (src.kind === 'adapter') {
       const c = src.checkpoint!;
       const layout = adapterLayout(c);
-      for (const m of layout.modules) for (const t of [m.A, m.B, m.magnitude]) if (t) targets.add(t.name);
+      for (const m of layout.modules) for (const t of m.tensors) targets.add(t.name);
       for (const r of layout.replacements) replaced.add(r.source.name);
       warnings.push(...layout.warnings);
       adapter = adapterInfo(p, c.adapter!, c, layout.modules.length);
@@ -211,13 +223,15 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
       for (const t of src.tensors) if (LORA_FACTOR.test(t.name)) targets.add(t.name);
     }
 
-    const zero = (): Record<Category, number> => Object.fromEntries(CATEGORIES.map((c) => [c, 0])) as Record<Category, number>;
+    // The six language-model categories always; an image model's own (resnet, time_embedding, vae) when it has them.
+    const zero = (): Partial<Record<Category, number>> => Object.fromEntries(CATEGORIES.slice(0, 6).map((c) => [c, 0])) as Partial<Record<Category, number>>;
     const categories = zero();
     const categoryParams = zero();
     const dtypes: Record<string, number> = {};
     const dtypeParams: Record<string, number> = {};
     const layers = new Map<number, { tensors: number; params: number; loraTargetTensors: number }>();
     const outsideLayers: Totals = { tensors: 0, params: 0 };
+    const blocks = new Map<string, CensusReport['perBlock'][number]>();
     const tensors: CensusTensor[] = [];
     let params = 0;
     let bytes = 0;
@@ -226,13 +240,21 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
       const cls = classifyTensor(t.name);
       const loraTarget = targets.has(t.name);
       tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, numel: t.numel, bytes: t.bytes, ...cls, loraTarget, replaced: replaced.has(t.name) });
-      categories[cls.category]++;
-      categoryParams[cls.category] += t.numel;
+      categories[cls.category] = (categories[cls.category] ?? 0) + 1;
+      categoryParams[cls.category] = (categoryParams[cls.category] ?? 0) + t.numel;
       dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
       dtypeParams[t.dtype] = (dtypeParams[t.dtype] ?? 0) + t.numel;
       params += t.numel;
       bytes += t.bytes;
       if (loraTarget) loraTargetParams += t.numel;
+      if (cls.component !== undefined) {
+        const key = `${cls.component}\u0000${cls.block ?? ''}`;
+        const b = blocks.get(key) ?? { component: cls.component, block: cls.block ?? null, tensors: 0, params: 0, loraTargetTensors: 0 };
+        b.tensors++;
+        b.params += t.numel;
+        if (loraTarget) b.loraTargetTensors++;
+        blocks.set(key, b);
+      }
       if (cls.layer === null) {
         outsideLayers.tensors++;
         outsideLayers.params += t.numel;
@@ -269,6 +291,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
         dtypeParams,
       },
       perLayer: [...layers].sort((a, b) => a[0] - b[0]).map(([layer, v]) => ({ layer, ...v })),
+      perBlock: [...blocks.values()],
       outsideLayers,
       adapter,
       warnings,
@@ -309,11 +332,21 @@ export function censusText(r: CensusReport): string {
     `  ${int(s.tensors)} tensors, ${int(s.params)} elements (${humanCount(s.params)}), ${humanBytes(s.bytes)} of data, ${s.layers} layers`,
     `  dtypes: ${Object.entries(s.dtypes).map(([d, n]) => `${d} ${int(n)} tensors / ${int(s.dtypeParams[d])} elements`).join('; ')}`,
     '',
-    `  ${'category'.padEnd(12)}${'tensors'.padStart(9)}${'elements'.padStart(17)}${'share'.padStart(9)}`,
-    ...CATEGORIES.filter((c) => s.categories[c] > 0).map(
-      (c) => `  ${c.padEnd(12)}${int(s.categories[c]).padStart(9)}${int(s.categoryParams[c]).padStart(17)}${pct(s.categoryParams[c]).padStart(9)}`,
+    `  ${'category'.padEnd(14)}${'tensors'.padStart(9)}${'elements'.padStart(17)}${'share'.padStart(9)}`,
+    ...CATEGORIES.filter((c) => (s.categories[c] ?? 0) > 0).map(
+      (c) => `  ${c.padEnd(14)}${int(s.categories[c] ?? 0).padStart(9)}${int(s.categoryParams[c] ?? 0).padStart(17)}${pct(s.categoryParams[c] ?? 0).padStart(9)}`,
     ),
   ];
+  if (r.perBlock.length > 0) {
+    const byComponent = new Map<string, typeof r.perBlock>();
+    for (const b of r.perBlock) byComponent.set(b.component, [...(byComponent.get(b.component) ?? []), b]);
+    lines.push('');
+    for (const [component, bs] of byComponent) {
+      const total = bs.reduce((a, b) => a + b.params, 0);
+      const inBlocks = bs.filter((b) => b.block !== null);
+      lines.push(`  ${component}: ${int(bs.reduce((a, b) => a + b.tensors, 0))} tensors, ${int(total)} elements; ${inBlocks.length} blocks (${inBlocks.map((b) => b.block).join(', ')})`);
+    }
+  }
   if (r.perLayer.length > 0) {
     const first = r.perLayer[0];
     const uniform = r.perLayer.every((l) => l.tensors === first.tensors && l.params === first.params);

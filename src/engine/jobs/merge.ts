@@ -1,21 +1,21 @@
 /**
  * merge: base + adapter -> a Hugging Face model folder at fp32, fp16 or bf16, one row block at a time.
- * Targeted tensors: kernels.merge(W, s * B @ A) under the rule (DoRA: m / ||W + dW|| * (W + dW));
+ * Adapted tensors: kernels.merge(W, ΔW) under the rule, ΔW from the module's delta rule (DoRA:
+ * m / ||W + dW|| * (W + dW); IA³: W ⊙ l);
  * modules_to_save and saved biases replace the base's; every other float tensor is r_D(W).
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
 import { decodeBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
-import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype, TORCH_DTYPE } from '../../shared/safetensors/dtypes';
+import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
-import { ShardedWriter, TensorSpec, writeFileAtomic } from '../safetensors/writer';
+import { TensorSpec } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { deltaBlock, Factors, mergeDora } from '../tensors/delta';
+import { deltaBlock, Factors, mergeDora, scaledBlock } from '../tensors/delta';
+import { wholeTensor } from '../checkpoint/deltaRule';
+import { copyModelFiles, modelWriter } from '../tensors/modelLayout';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { Block, blockInfo, blocksOf, prefetched, readBlock } from '../tensors/stream';
 
@@ -50,7 +50,8 @@ export interface MergeReport {
   warnings: string[];
 }
 
-type Action = 'lora' | 'dora' | 'replace' | 'cast' | 'copy';
+/** `lora`: an additive delta rule; `dora` and `scale` (IA³) need the base weight beyond W + ΔW. */
+type Action = 'lora' | 'dora' | 'scale' | 'replace' | 'cast' | 'copy';
 
 interface Step {
   name: string;
@@ -79,7 +80,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
 
   const specs: TensorSpec[] = [];
   const steps: Step[] = [];
-  const counts: Record<Action, number> = { lora: 0, dora: 0, replace: 0, cast: 0, copy: 0 };
+  const counts: Record<Action, number> = { lora: 0, dora: 0, scale: 0, replace: 0, cast: 0, copy: 0 };
   const add = (name: string, action: Action, t: TensorInfo, fromAdapter: boolean): void => {
     specs.push({ name, dtype: isFloatDtype(t.dtype) ? dtype : t.dtype, shape: t.shape });
     counts[action]++;
@@ -89,15 +90,16 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     const lora = plan.loraByBase.get(t.name);
     const rep = plan.replaceByBase.get(t.name);
     const override = plan.loraBaseOverride.get(t.name);
-    if (lora && override) add(t.name, lora.magnitude ? 'dora' : 'lora', override, true);
-    else if (lora) add(t.name, lora.magnitude ? 'dora' : 'lora', t, false);
+    const action: Action | undefined = lora && (lora.rule.kind === 'scale' ? 'scale' : wholeTensor(lora) ? 'dora' : 'lora');
+    if (lora && override) add(t.name, action!, override, true);
+    else if (lora) add(t.name, action!, t, false);
     else if (rep) add(t.name, 'replace', rep.source, true);
     // A float tensor already in the output dtype is r_D(W) = W: its bytes pass through unchanged.
     else add(t.name, !isFloatDtype(t.dtype) || t.dtype === dtype ? 'copy' : 'cast', t, false);
   }
   for (const rep of plan.added) add(rep.target, 'replace', rep.source, true);
 
-  const writer = new ShardedWriter(dir, specs, shardSize);
+  const writer = modelWriter(plan.base, dir, specs, shardSize);
   const scratch = new Scratch(wantsSharedMemory(kernels));
   const factors = new Factors(plan.adapter, wantsSharedMemory(kernels));
   let bytesRead = 0;
@@ -117,7 +119,11 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
       else {
         const w = await decodeBlock(kernels, blockInfo(b), raw, scratch.f32('w', b.numel));
         bytes = scratch.bytes('out', b.numel * elementBytes(dtype));
-        if (step.action === 'lora' || step.action === 'dora') {
+        if (step.action === 'scale') {
+          // IA³: W ⊙ l as PEFT's merge forms it, then encoded like an untouched tensor.
+          const m = plan.loraByBase.get(step.name)!;
+          await kernels.merge(scaledBlock(m, factors, b, w, dtype, opts.rule, scratch.f32('scaled', b.numel)), null, dtype, opts.rule, bytes);
+        } else if (step.action === 'lora' || step.action === 'dora') {
           const m = plan.loraByBase.get(step.name)!;
           const d = await deltaBlock(kernels, factors, m, b, scratch.f32('delta', b.numel), scratch);
           if (step.action === 'dora') await mergeDora(kernels, factors, m, w, d, dtype, opts.rule, bytes);
@@ -135,7 +141,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     await writer.abortAsync();
     throw e;
   }
-  copyModelFiles(plan.base.dir, dir, opts.dtype);
+  for (const c of copyModelFiles(plan.base, dir, opts.dtype)) ctx.warn(`${c}/: its weights are not safetensors; copied unchanged`);
   return {
     base: plan.base.path,
     adapter: plan.adapter.path,
@@ -145,7 +151,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     device: kernels.description,
     files: writer.fileNames,
     tensors: specs.length,
-    loraTensors: counts.lora + counts.dora,
+    loraTensors: counts.lora + counts.dora + counts.scale,
     doraTensors: counts.dora,
     replacedTensors: counts.replace - plan.added.length,
     addedTensors: plan.added.length,
@@ -156,23 +162,4 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     seconds: (performance.now() - t0) / 1000,
     warnings: plan.warnings,
   };
-}
-
-/** Files of a model folder that describe it rather than hold weights: configs, tokenizer, chat template. */
-const MODEL_FILE = /\.(json|txt|model|tiktoken|jinja)$/;
-const WEIGHT_INDEX = /\.(safetensors|bin|pt|pth)\.index\.json$/;
-
-/** Copies config.json (with torch_dtype set) and the tokenizer and generation files of the base. */
-function copyModelFiles(from: string, to: string, dtype: CliDtype): void {
-  for (const e of fs.readdirSync(from, { withFileTypes: true })) {
-    if (!e.isFile() || !MODEL_FILE.test(e.name) || WEIGHT_INDEX.test(e.name) || e.name.startsWith('.')) continue;
-    const src = path.join(from, e.name);
-    if (e.name === 'config.json') {
-      const config = readJson(src);
-      config.torch_dtype = TORCH_DTYPE[dtype];
-      // transformers >= 4.56 writes `dtype` and reads it first.
-      if ('dtype' in config) config.dtype = TORCH_DTYPE[dtype];
-      writeFileAtomic(path.join(to, e.name), JSON.stringify(config, null, 2) + '\n');
-    } else fs.copyFileSync(src, path.join(to, e.name));
-  }
 }
