@@ -3,12 +3,12 @@
  * (B = [w₁s₁B₁ | w₂s₂B₂ | …], A = [A₁; A₂; …], rank Σrᵢ), or the best rank-R approximation of that sum
  * from the QR of the concatenated factors and the SVD of the small core.
  */
-import { LoraModule } from '../checkpoint/adapter';
+import { AdaptedModule } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
 import { hconcat, Mat } from '../linalg/dense';
 import { productSVD, truncatedFactors } from '../linalg/lowrank';
-import { assertPlainLora, FactorAdapter, openFactorAdapter, readFactors } from '../lowrank/factors';
-import { openWritten, OutModuleSpec, PeftAdapterWriter, writtenRelError } from '../lowrank/peftOut';
+import { assertPlainLowRank, FactorAdapter, factorRank, openFactorAdapter, readFactors } from '../lowrank/factors';
+import { loraConfig, openWritten, OutModuleSpec, PeftAdapterWriter, writtenRelError } from '../lowrank/peftOut';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
 
@@ -52,7 +52,7 @@ function usage(msg: string): never {
 
 interface Part {
   adapter: FactorAdapter;
-  module: LoraModule;
+  module: AdaptedModule;
   weight: number;
 }
 
@@ -69,11 +69,11 @@ function gatherModules(sources: FactorAdapter[], paths: string[], weights: numbe
     if (a.layout.replacements.length > 0) {
       throw new LensError(paths[i], 'the adapter saves full tensors (modules_to_save or a task head); combine adds LoRA deltas only', a.layout.replacements[0].source.name);
     }
-    for (const m of a.layout.modules) {
+    for (const m of a.lowRank) {
       const parts = byName.get(m.module) ?? [];
       const ref = parts[0]?.module;
       if (ref && (ref.out !== m.out || ref.in !== m.in || ref.embedding !== m.embedding)) {
-        throw new LensError(paths[i], `module ${m.module} has a delta of shape [${m.out}, ${m.in}] but [${ref.out}, ${ref.in}] in ${paths[sources.indexOf(parts[0].adapter)]}: the adapters are for models of different shapes`, m.A.name);
+        throw new LensError(paths[i], `module ${m.module} has a delta of shape [${m.out}, ${m.in}] but [${ref.out}, ${ref.in}] in ${paths[sources.indexOf(parts[0].adapter)]}: the adapters are for models of different shapes`, m.tensors[0].name);
       }
       parts.push({ adapter: a, module: m, weight: weights[i] });
       byName.set(m.module, parts);
@@ -108,15 +108,15 @@ export async function combineAdapters(opts: CombineOptions, ctx: JobContext): Pr
     for (const p of opts.adapters) {
       const a = openFactorAdapter(p);
       sources.push(a);
-      assertPlainLora(a);
+      assertPlainLowRank(a, 'combine');
     }
     const byName = gatherModules(sources, opts.adapters, weights);
     const specs: OutModuleSpec[] = [];
     for (const [name, parts] of byName) {
       const m = parts[0].module;
-      const total = parts.reduce((a, p) => a + p.module.A.shape[0], 0);
+      const total = parts.reduce((a, p) => a + factorRank(p.module), 0);
       if (opts.rank !== undefined && opts.rank > Math.min(m.out, m.in)) {
-        throw new LensError(opts.adapters[sources.indexOf(parts[0].adapter)], `--rank ${opts.rank} is larger than module ${name} allows (its delta is [${m.out}, ${m.in}])`, m.A.name);
+        throw new LensError(opts.adapters[sources.indexOf(parts[0].adapter)], `--rank ${opts.rank} is larger than module ${name} allows (its delta is [${m.out}, ${m.in}])`, m.tensors[0].name);
       }
       specs.push({ module: name, embedding: m.embedding, out: m.out, in: m.in, rank: opts.rank === undefined ? total : Math.min(opts.rank, total) });
     }
@@ -146,9 +146,8 @@ export async function combineAdapters(opts: CombineOptions, ctx: JobContext): Pr
           ctx.progress({ phase: 'combine', done: kept.size, total: specs.length, tensor: spec.module });
           await new Promise((r) => setImmediate(r));
         }
-        const raw = sources[0].checkpoint.adapter!.raw;
         const baseModel = sources.map((s) => s.checkpoint.adapter!.baseModel).find((b) => b !== null) ?? null;
-        writer.finish({ ...raw, base_model_name_or_path: baseModel, target_modules: specs.map((s) => s.module), modules_to_save: null, layers_to_transform: null, layers_pattern: null });
+        writer.finish({ ...loraConfig(sources[0].checkpoint.adapter!, specs), base_model_name_or_path: baseModel, target_modules: specs.map((s) => s.module), modules_to_save: null, layers_to_transform: null, layers_pattern: null });
       } catch (e) {
         writer.abort();
         throw e;

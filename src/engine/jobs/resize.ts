@@ -5,7 +5,8 @@
  */
 import { LensError } from '../errors';
 import { energyRank, productSingularValues, productSVD, truncatedFactors } from '../linalg/lowrank';
-import { assertPlainLora, openFactorAdapter, rankOrEnergy, readFactors } from '../lowrank/factors';
+import { assertPlainLowRank, factorRank, openFactorAdapter, rankOrEnergy, readFactors } from '../lowrank/factors';
+import { loraConfig } from '../lowrank/peftOut';
 import { openWritten, OutModuleSpec, PassThrough, PeftAdapterWriter, writtenRelError } from '../lowrank/peftOut';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
@@ -64,14 +65,14 @@ export async function resizeAdapter(opts: ResizeOptions, ctx: JobContext): Promi
   rankOrEnergy('resize', opts.rank, opts.energy);
   const source = openFactorAdapter(opts.adapter);
   try {
-    assertPlainLora(source);
+    assertPlainLowRank(source, 'resize');
     const { checkpoint, layout } = source;
-    const modules = layout.modules;
+    const modules = source.lowRank;
     // What each module allows: its rank, and no more than its shape holds.
     for (const m of modules) {
-      const allowed = Math.min(m.A.shape[0], m.out, m.in);
+      const allowed = Math.min(factorRank(m), m.out, m.in);
       if (opts.rank !== undefined && opts.rank > allowed) {
-        throw new LensError(opts.adapter, `--rank ${opts.rank} is larger than the ${allowed} module ${m.module} allows (rank ${m.A.shape[0]}, shape [${m.out}, ${m.in}]); resize only lowers ranks (--energy picks a rank per module)`, m.A.name);
+        throw new LensError(opts.adapter, `--rank ${opts.rank} is larger than the ${allowed} module ${m.module} allows (rank ${factorRank(m)}, shape [${m.out}, ${m.in}]); resize only lowers ranks (--energy picks a rank per module)`, m.tensors[0].name);
       }
     }
     const ranks = new Map<string, number>();
@@ -102,7 +103,7 @@ export async function resizeAdapter(opts: ResizeOptions, ctx: JobContext): Promi
           ctx.progress({ phase: 'resize', done: kept.size, total: specs.length, tensor: spec.module });
           await new Promise((r) => setImmediate(r));
         }
-        writer.finish(checkpoint.adapter!.raw);
+        writer.finish(loraConfig(checkpoint.adapter!, specs));
       } catch (e) {
         writer.abort();
         throw e;
@@ -113,7 +114,7 @@ export async function resizeAdapter(opts: ResizeOptions, ctx: JobContext): Promi
           throwIfCancelled(ctx);
           const { L, R } = readFactors(checkpoint, m);
           const k = kept.get(m.module)!;
-          results.push({ name: m.module, fromRank: m.A.shape[0], rank: ranks.get(m.module)!, energyKept: k.kept, relError: writtenRelError(written, m.module, L, R), optimalRelError: k.optimal });
+          results.push({ name: m.module, fromRank: factorRank(m), rank: ranks.get(m.module)!, energyKept: k.kept, relError: writtenRelError(written, m.module, L, R), optimalRelError: k.optimal });
           ctx.progress({ phase: 'measure', done: results.length, total: modules.length, tensor: m.module });
         }
       } finally {
@@ -130,7 +131,7 @@ export async function resizeAdapter(opts: ResizeOptions, ctx: JobContext): Promi
       modules: results,
       summary: {
         modules: results.length,
-        fromParams: params((m) => m.A.shape[0]),
+        fromParams: params((m) => factorRank(m)),
         params: params((m) => ranks.get(m.module)!),
         meanEnergyKept: results.reduce((a, m) => a + m.energyKept, 0) / results.length,
         maxRelError: Math.max(...results.map((m) => m.relError)),

@@ -4,7 +4,8 @@
  */
 import { classifyTensor } from '../../shared/census/classify';
 import { energyRank, productSingularValues } from '../linalg/lowrank';
-import { openFactorAdapter, readFactors } from '../lowrank/factors';
+import { factorRank, lowRankRule, openFactorAdapter, readFactors } from '../lowrank/factors';
+import { LensError } from '../errors';
 import { JobContext, throwIfCancelled } from '../util/job';
 
 export interface SpectrumOptions {
@@ -42,6 +43,8 @@ export interface SpectrumModule {
 export interface SpectrumReport {
   adapter: string;
   modules: SpectrumModule[];
+  /** Modules whose rule has no B·A factor form (LoHa, LoKr, dense diffs, IA³): not in `modules`. */
+  noFactorForm: { name: string; rule: string }[];
   summary: {
     modules: number;
     /** Σ rank over modules, and Σ energyRank99: how much of the trained rank holds 99% of the energy. */
@@ -89,15 +92,17 @@ export function spectrumModule(name: string, rank: number, out: number, inn: num
 
 export async function spectrum(opts: SpectrumOptions, ctx: JobContext): Promise<SpectrumReport> {
   const t0 = performance.now();
-  const { checkpoint, layout } = openFactorAdapter(opts.adapter);
+  const { checkpoint, layout, lowRank, other } = openFactorAdapter(opts.adapter);
   const warnings = [...layout.warnings];
   const modules: SpectrumModule[] = [];
   try {
-    for (const m of layout.modules) {
+    if (lowRank.length === 0) throw new LensError(opts.adapter, `no module has a B·A factor form (${other[0].rule} adapter): its spectrum would need the expanded deltas`);
+    for (const m of lowRank) {
       throwIfCancelled(ctx);
       const { L, R } = readFactors(checkpoint, m);
-      modules.push(spectrumModule(m.module, m.A.shape[0], m.out, m.in, m.scale, productSingularValues(L, R), m.magnitude !== undefined));
-      ctx.progress({ phase: 'spectrum', done: modules.length, total: layout.modules.length, tensor: m.module });
+      const rule = lowRankRule(m);
+      modules.push(spectrumModule(m.module, factorRank(m), m.out, m.in, rule.scale, productSingularValues(L, R), rule.magnitude !== undefined));
+      ctx.progress({ phase: 'spectrum', done: modules.length, total: lowRank.length, tensor: m.module });
       // Let a cancel message in between modules.
       if (modules.length % 16 === 0) await new Promise((r) => setImmediate(r));
     }
@@ -105,6 +110,7 @@ export async function spectrum(opts: SpectrumOptions, ctx: JobContext): Promise<
     checkpoint.handles.close();
   }
   modules.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
+  if (other.length) warnings.push(`${other.length} module(s) have no B·A factor form and are not in the report (${other[0].name}: ${other[0].rule})`);
   if (modules.some((m) => m.dora)) warnings.push('DoRA adapter: the spectra are those of s·B@A; the magnitude vectors rescale W + ΔW per output feature on top of them');
   for (const w of warnings) ctx.warn(w);
   const totalRank = modules.reduce((a, m) => a + m.rank, 0);
@@ -112,6 +118,7 @@ export async function spectrum(opts: SpectrumOptions, ctx: JobContext): Promise<
   return {
     adapter: opts.adapter,
     modules,
+    noFactorForm: other,
     summary: {
       modules: modules.length,
       totalRank,

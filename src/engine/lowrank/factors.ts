@@ -1,34 +1,57 @@
 /**
  * An adapter's deltas in factor form for the low-rank toolbox: each module's ΔW = L·Rᵀ in float64 with
- * L = s·B (out × r) and R = Aᵀ (in × r), whatever the delta's storage orientation (Conv1D and embedding
- * deltas are stored transposed; their singular values and best approximations are the same).
+ * L = s·B (out × r) and R = Aᵀ (in × r), from the engine's low-rank rule (PEFT LoRA, rsLoRA, AdaLoRA,
+ * VeRA, mlx-lm, MergedLinear: deltaRule.ts's factor forms), whatever the delta's storage orientation
+ * (Conv1D and embedding deltas are stored transposed; their singular values and best approximations
+ * are the same). Rules with no factor form here (LoHa, LoKr, dense diffs, IA³) are named, not guessed.
  */
-import { adapterLayout, AdapterLayout, LoraModule } from '../checkpoint/adapter';
+import { adapterLayout, AdapterLayout } from '../checkpoint/adapter';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { AdaptedModule, LowRankRule, ruleName } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
 import { Mat, zeros } from '../linalg/dense';
 import { bytesToF32 } from '../safetensors/reader';
+import { prepare } from '../tensors/delta';
+import { TensorInfo } from '../../shared/safetensors/header';
 
 export interface FactorAdapter {
   checkpoint: Checkpoint;
   layout: AdapterLayout;
+  /** The modules with a low-rank rule, and the others (by rule name). */
+  lowRank: AdaptedModule[];
+  other: { name: string; rule: string }[];
 }
 
-/** Opens an adapter folder that must hold at least one LoRA module. */
+export function lowRankRule(m: AdaptedModule): LowRankRule {
+  if (m.rule.kind !== 'low-rank') throw new Error(`${m.module} is not low-rank`);
+  return m.rule;
+}
+
+/** Opens an adapter folder that must adapt at least one module. */
 export function openFactorAdapter(p: string): FactorAdapter {
   const checkpoint = openCheckpoint(p);
   try {
-    if (checkpoint.kind !== 'adapter') throw new LensError(p, 'not a PEFT adapter folder (no adapter_config.json)');
+    if (checkpoint.kind !== 'adapter') throw new LensError(p, 'not an adapter folder (no adapter_config.json)');
     const layout = adapterLayout(checkpoint);
     if (layout.modules.length === 0) throw new LensError(checkpoint.files[0], 'the adapter holds no LoRA factors (lora_A / lora_B): it adapts nothing');
-    return { checkpoint, layout };
+    const lowRank = layout.modules.filter((m) => m.rule.kind === 'low-rank');
+    const other = layout.modules.filter((m) => m.rule.kind !== 'low-rank').map((m) => ({ name: m.module, rule: ruleName(m) }));
+    return { checkpoint, layout, lowRank, other };
   } catch (e) {
     checkpoint.handles.close();
     throw e;
   }
 }
 
-function readF32(c: Checkpoint, t: LoraModule['A']): Float32Array {
+/** Refuses modules the command cannot hold exactly: rules with no factor form, and DoRA (it rescales W + ΔW, so a smaller B·A alone is not its best approximation). */
+export function assertPlainLowRank(a: FactorAdapter, command: string): void {
+  const other = a.layout.modules.find((m) => m.rule.kind !== 'low-rank');
+  if (other) throw new LensError(a.checkpoint.path, `module ${other.module} is ${ruleName(other)}, which has no B·A factor form that ${command} can work on`, other.tensors[0]?.name);
+  const dora = a.lowRank.find((m) => lowRankRule(m).magnitude);
+  if (dora) throw new LensError(a.checkpoint.path, `DoRA adapter (lora_magnitude_vector): its delta is not s·B@A alone, so ${command} has no exact low-rank form to work on`, lowRankRule(dora).magnitude!.name);
+}
+
+function readF32(c: Checkpoint, t: TensorInfo): Float32Array {
   const raw = c.handles.readBytesSync(t, new Uint8Array(t.byteLength));
   const v = bytesToF32(t, raw, new Float32Array(t.numel));
   for (let i = 0; i < v.length; i++) {
@@ -37,22 +60,20 @@ function readF32(c: Checkpoint, t: LoraModule['A']): Float32Array {
   return v;
 }
 
-/** L = s·B (out × r) and R = Aᵀ (in × r) of one module, in float64. */
-export function readFactors(c: Checkpoint, m: LoraModule): { L: Mat; R: Mat } {
-  const r = m.A.shape[0];
-  const A = readF32(c, m.A);
-  const B = readF32(c, m.B);
+/** L = s·B (out × r) and R = Aᵀ (in × r) of one low-rank module, in float64 (DoRA: its LoRA part). */
+export function readFactors(c: Checkpoint, m: AdaptedModule): { L: Mat; R: Mat } {
+  const rule = lowRankRule(m);
+  const { A, B, rank: r } = prepare({ ...m, rule: { ...rule, magnitude: undefined } }, (t) => readF32(c, t), (n) => new Float32Array(n));
   const L = zeros(m.out, r);
-  for (let i = 0; i < L.data.length; i++) L.data[i] = m.scale * B[i];
+  for (let i = 0; i < L.data.length; i++) L.data[i] = rule.scale * B[i];
   const R = zeros(m.in, r);
   for (let k = 0; k < r; k++) for (let j = 0; j < m.in; j++) R.data[j * r + k] = A[k * m.in + j];
   return { L, R };
 }
 
-/** Refuses what is not a sum of plain LoRA deltas: DoRA rescales W + ΔW, so a smaller B·A alone would not be its best approximation. */
-export function assertPlainLora(a: FactorAdapter): void {
-  const dora = a.layout.modules.find((m) => m.magnitude);
-  if (dora) throw new LensError(a.checkpoint.path, 'DoRA adapter (lora_magnitude_vector): its delta is not s·B@A alone, so it has no exact low-rank form to work on', dora.magnitude!.name);
+/** The columns of a module's factors. */
+export function factorRank(m: AdaptedModule): number {
+  return lowRankRule(m).rank;
 }
 
 /** Checks --rank / --energy: exactly one, a positive integer rank, an energy in (0, 1]. */

@@ -4,7 +4,9 @@
  * rank_pattern / alpha_pattern where ranks differ, give every module a scale of 1, so the written
  * B'·A' is the delta itself. And reading the written factors back, to measure what was really written.
  */
-import { adapterLayout, LoraModule } from '../checkpoint/adapter';
+import { adapterLayout } from '../checkpoint/adapter';
+import { AdapterConfig } from '../checkpoint/adapterConfig';
+import { AdaptedModule } from '../checkpoint/deltaRule';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { hconcat, Mat } from '../linalg/dense';
 import { productNorm } from '../linalg/lowrank';
@@ -33,6 +35,27 @@ const PREFIX = 'base_model.model.';
 
 export function factorNames(m: Pick<OutModuleSpec, 'module' | 'embedding'>): { A: string; B: string } {
   return m.embedding ? { A: `${PREFIX}${m.module}.lora_embedding_A`, B: `${PREFIX}${m.module}.lora_embedding_B` } : { A: `${PREFIX}${m.module}.lora_A.weight`, B: `${PREFIX}${m.module}.lora_B.weight` };
+}
+
+/**
+ * The config to write beside new factors: a PEFT LoRA adapter's own (its target modules, task type,
+ * modules_to_save…), or for another method (AdaLoRA, VeRA, mlx-lm) a LoRA config naming the modules.
+ * r, lora_alpha and the patterns are set by PeftAdapterWriter.finish.
+ */
+export function loraConfig(cfg: AdapterConfig, specs: OutModuleSpec[]): Record<string, unknown> {
+  if (cfg.method === 'LORA') return { ...cfg.raw };
+  return {
+    peft_type: 'LORA',
+    base_model_name_or_path: cfg.baseModel,
+    target_modules: specs.map((s) => s.module),
+    fan_in_fan_out: cfg.fanInFanOut,
+    bias: 'none',
+    lora_dropout: 0,
+    modules_to_save: cfg.modulesToSave.length ? cfg.modulesToSave : null,
+    init_lora_weights: true,
+    inference_mode: true,
+    task_type: cfg.taskType,
+  };
 }
 
 /** r is the most common rank (the larger on a tie); the others go to rank_pattern / alpha_pattern by full module name. */
@@ -105,13 +128,13 @@ export class PeftAdapterWriter {
 }
 
 /** The adapter just written into `out` (its temporary folder), its modules by name. */
-export function openWritten(out: OutputDir): { checkpoint: Checkpoint; modules: Map<string, LoraModule> } {
+export function openWritten(out: OutputDir): { checkpoint: Checkpoint; modules: Map<string, AdaptedModule> } {
   const checkpoint = openCheckpoint(out.tmp);
   return { checkpoint, modules: new Map(adapterLayout(checkpoint).modules.map((m) => [m.module, m])) };
 }
 
 /** ‖L·Rᵀ − L'·R'ᵀ‖_F / ‖L·Rᵀ‖_F with L', R' the written factors of `module` (0 when both are zero). */
-export function writtenRelError(written: { checkpoint: Checkpoint; modules: Map<string, LoraModule> }, module: string, L: Mat, R: Mat): number {
+export function writtenRelError(written: { checkpoint: Checkpoint; modules: Map<string, AdaptedModule> }, module: string, L: Mat, R: Mat): number {
   const w = readFactors(written.checkpoint, written.modules.get(module)!);
   for (let i = 0; i < w.L.data.length; i++) w.L.data[i] = -w.L.data[i];
   const diff = productNorm(hconcat([L, w.L]), hconcat([R, w.R]));
