@@ -136,3 +136,20 @@ test('against numpy/LAPACK: SVD, product spectrum, randomized SVD', (t) => {
   assert.ok(maxAbsDiff(svd(M, false).s, ref.M) < 1e-12 * ref.M[0]);
   assert.ok(maxAbsDiff(productSingularValues(A, B), ref.P) < 1e-12 * ref.P[0]);
 });
+
+test('dense operator products equal plain float64 products on ragged shapes (row and column remainders)', () => {
+  for (const [m, n, l] of [
+    [7, 5, 3],
+    [9, 11, 6],
+    [4, 8, 4],
+    [1, 3, 5],
+  ]) {
+    const M = Float32Array.from(gaussian(m, n, m + n).data);
+    const Mf = fromRows(m, n, M);
+    const op = denseOperator(M, m, n);
+    const X = gaussian(n, l, 3);
+    const Y = gaussian(m, l, 4);
+    assert.ok(maxAbsDiff(op.times(X).data, matmul(Mf, X).data) < 1e-13);
+    assert.ok(maxAbsDiff(op.timesT(Y).data, matmul(transpose(Mf), Y).data) < 1e-13);
+  }
+});
