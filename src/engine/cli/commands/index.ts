@@ -1,4 +1,5 @@
 import { censusCommand } from './census';
+import { convertCommand } from './convert';
 import { estimateCommand } from './estimate';
 import { compressCommand } from './compress';
 import { decomposeCommand } from './decompose';
@@ -23,6 +24,7 @@ export const COMMANDS: CliCommand[] = [
   maskCommand,
   compressCommand,
   decomposeCommand,
+  convertCommand,
   spectrumCommand,
   resizeCommand,
   extractLoraCommand,
