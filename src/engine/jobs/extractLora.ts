@@ -12,6 +12,7 @@ import { denseOperator, RANDOMIZED_DEFAULTS, randomizedSVD, TruncatedSVD } from 
 import { rankOrEnergy } from '../lowrank/factors';
 import { OutModuleSpec, PeftAdapterWriter } from '../lowrank/peftOut';
 import { bytesToF32, Scratch } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { pairingProblems, pairTensors, TensorPair } from '../tensors/pairing';
 import { blockInfo, blocksOf, readBlock, sameBytes, sameRows } from '../tensors/stream';
 import { classifyTensor } from '../../shared/census/classify';
@@ -112,22 +113,25 @@ interface TaskVector {
   tau: Float32Array;
   normSq: number;
   changed: boolean;
-  noiseHist?: Float64Array;
+}
+
+/** The exponent histogram of a half-precision tensor, read again block by block (only for the modules extracted). */
+async function exponentHistogram(c: Checkpoint, t: TensorInfo, dtype: 'F16' | 'BF16', scratch: Scratch): Promise<Float64Array> {
+  const hist = new Float64Array(256);
+  for (const b of blocksOf(t)) countExponents(dtype, await readBlock(c.handles, b, scratch.bytes('ft', blockInfo(b).byteLength)), hist);
+  return hist;
 }
 
 /** τ of one tensor pair, read block by block; NaN or Inf in either model is bad input. */
 async function taskVector(base: Checkpoint, ft: Checkpoint, p: TensorPair, scratch: Scratch, keep: boolean): Promise<TaskVector> {
   const n = p.base.numel;
   const tau = keep ? new Float32Array(n) : new Float32Array(0);
-  const half = p.other.dtype === 'F16' || p.other.dtype === 'BF16' ? (p.other.dtype as 'F16' | 'BF16') : undefined;
-  const hist = half ? new Float64Array(256) : undefined;
   let normSq = 0;
   let changed = false;
   for (const b of blocksOf(p.base)) {
     const fb = sameRows(b, p.other);
     const rb = await readBlock(base.handles, b, scratch.bytes('base', blockInfo(b).byteLength));
     const rf = await readBlock(ft.handles, fb, scratch.bytes('ft', blockInfo(fb).byteLength));
-    if (hist) countExponents(half!, rf, hist);
     if (blockInfo(b).dtype === blockInfo(fb).dtype && sameBytes(rb, rf)) continue;
     const w = bytesToF32(blockInfo(b), rb, scratch.f32('w', b.numel));
     const f = bytesToF32(blockInfo(fb), rf, scratch.f32('f', b.numel));
@@ -143,7 +147,7 @@ async function taskVector(base: Checkpoint, ft: Checkpoint, p: TensorPair, scrat
     }
     if (normSq > 0) changed = true;
   }
-  return { tau, normSq, changed, noiseHist: hist };
+  return { tau, normSq, changed };
 }
 
 /** The smallest k whose top-k estimated values hold `energy` of `total`, or undefined when the sketch holds less. */
@@ -267,9 +271,9 @@ export async function extractLora(opts: ExtractLoraOptions, ctx: JobContext): Pr
         let kept = 0;
         for (let i = 0; i < k; i++) kept += svd.s[i] * svd.s[i];
         let roundingNoise: RoundingNoise | null = null;
-        if (tv.noiseHist) {
-          const dtype = p.other.dtype as 'F16' | 'BF16';
-          const energy = histogramEnergy(dtype, tv.noiseHist);
+        if (p.other.dtype === 'F16' || p.other.dtype === 'BF16') {
+          const dtype = p.other.dtype;
+          const energy = histogramEnergy(dtype, await exponentHistogram(ft, p.other, dtype, scratch));
           const sigma = Math.sqrt(energy / (m * n)) * (Math.sqrt(m) + Math.sqrt(n));
           roundingNoise = { dtype, energy, fraction: Math.min(1, energy / tv.normSq), sigma, signalRank: svd.s.filter((x) => x > sigma).length };
         }
