@@ -12,12 +12,13 @@ const ENGINE_ROOMS = [
   ['src/engine/run'],
   ['src/engine/jobs', 'src/engine/synthetic'],
   ['src/engine/unmerge'],
-  ['src/engine/tensors'],
+  ['src/engine/tensors', 'src/engine/lowrank'],
   ['src/engine/census'],
   ['src/engine/kernels'],
   ['src/engine/checkpoint'],
   ['src/engine/util'],
   ['src/engine/safetensors'],
+  ['src/engine/linalg'],
   ['src/engine/errors.ts'],
 ];
 

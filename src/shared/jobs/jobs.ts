@@ -13,6 +13,7 @@ import { ConvertReport } from './reports/convert';
 import { DecomposeReport } from './reports/decompose';
 import { EstimateReport } from './reports/estimate';
 import { ExtractReport } from './reports/extract';
+import { CombineReport, ExtractLoraReport, ResizeReport, SpectrumReport } from './reports/lowrank';
 import { MaskJson } from './reports/mask';
 import { MergeReport } from './reports/merge';
 import { PrecisionReport } from './reports/precision';
@@ -134,6 +135,34 @@ export const JOBS = {
     usage: 'convert --in PATH --out PATH',
     options: { in: { kind: 'string', required: true }, out: { kind: 'string', required: true } },
   },
+  spectrum: {
+    summary: "singular values of every module's delta s·B@A, exactly (from the r×r core), and the rank it uses",
+    usage: 'spectrum --adapter DIR [--json F]',
+    options: { adapter: { kind: 'string', required: true } },
+  },
+  resize: {
+    summary: "a PEFT adapter whose every delta is the best rank-R (or smallest rank keeping energy E) approximation of the original's",
+    usage: 'resize --adapter DIR --out DIR (--rank R | --energy E) [--json F]',
+    options: { adapter: { kind: 'string', required: true }, out: { kind: 'string', required: true }, rank: { kind: 'number' }, energy: { kind: 'number' } },
+  },
+  'extract-lora': {
+    summary: "a PEFT LoRA adapter from the difference of two models: truncated SVD of each changed 2-D linear weight's task vector",
+    usage: 'extract-lora --base DIR --finetuned DIR --out DIR (--rank R | --energy E) [--oversample P] [--power-iterations Q] [--json F]',
+    options: {
+      base: { kind: 'string', required: true },
+      finetuned: { kind: 'string', required: true },
+      out: { kind: 'string', required: true },
+      rank: { kind: 'number' },
+      energy: { kind: 'number' },
+      oversample: { kind: 'number' },
+      powerIterations: { kind: 'number' },
+    },
+  },
+  combine: {
+    summary: 'one PEFT adapter whose delta is Σ wᵢ·ΔWᵢ: exact (factors concatenated, rank Σrᵢ), or its best rank-R approximation',
+    usage: 'combine --adapters DIR… [--weights w,…] --out DIR [--rank R] [--json F]',
+    options: { adapters: { kind: 'list', required: true }, weights: { kind: 'string' }, out: { kind: 'string', required: true }, rank: { kind: 'number' } },
+  },
 } as const satisfies Record<string, JobDeclaration>;
 
 export type JobName = keyof typeof JOBS;
@@ -152,6 +181,10 @@ export interface JobReports {
   compress: CompressReport;
   decompose: DecomposeReport;
   convert: ConvertReport;
+  spectrum: SpectrumReport;
+  resize: ResizeReport;
+  'extract-lora': ExtractLoraReport;
+  combine: CombineReport;
 }
 export type JobReport<K extends JobName = JobName> = JobReports[K];
 
