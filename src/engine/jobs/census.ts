@@ -10,7 +10,7 @@ import { CATEGORIES, Category, classifyTensor } from '../../shared/census/classi
 import { loraTargetPredicate } from '../census/targets';
 import { adapterLayout, zeroFactorModules, zeroFactorWarning } from '../checkpoint/adapter';
 import { AdapterConfig, parseAdapterConfig } from '../checkpoint/adapterConfig';
-import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { adapterWeights, Checkpoint, closeCheckpoint, folderHoldsWeights, openCheckpoint } from '../checkpoint/checkpoint';
 import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
 import { byteSize } from '../../shared/safetensors/dtypes';
@@ -140,7 +140,7 @@ function openSource(p: string): Source {
   };
   const st = fs.statSync(p, { throwIfNoEntry: false });
   if (st?.isFile() && isModelConfigFile(p)) return configOnly(p);
-  if (st?.isDirectory() && fs.existsSync(path.join(p, 'config.json')) && !fs.readdirSync(p).some((f) => f.endsWith('.safetensors') || f === 'adapter_config.json')) {
+  if (st?.isDirectory() && fs.existsSync(path.join(p, 'config.json')) && !fs.existsSync(path.join(p, 'adapter_config.json')) && !folderHoldsWeights(p)) {
     return configOnly(path.join(p, 'config.json'));
   }
   const c = openCheckpoint(p);
@@ -157,7 +157,7 @@ function openSource(p: string): Source {
 function openAdapter(p: string): { checkpoint?: Checkpoint; config: AdapterConfig } {
   const cfgFile = path.basename(p) === 'adapter_config.json' ? p : path.join(p, 'adapter_config.json');
   if (!fs.existsSync(cfgFile)) throw new LensError(p, 'not a PEFT adapter: no adapter_config.json');
-  if (!fs.existsSync(path.join(path.dirname(cfgFile), 'adapter_model.safetensors'))) return { config: parseAdapterConfig(cfgFile) };
+  if (adapterWeights(path.dirname(cfgFile)) === undefined) return { config: parseAdapterConfig(cfgFile) };
   const checkpoint = openCheckpoint(path.dirname(cfgFile));
   return { checkpoint, config: checkpoint.adapter! };
 }

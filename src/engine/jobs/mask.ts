@@ -15,7 +15,8 @@ import * as path from 'node:path';
 import { classifyTensor, moduleOf } from '../../shared/census/classify';
 import { adapterLayout } from '../checkpoint/adapter';
 import { AdaptedModule, wholeTensor } from '../checkpoint/deltaRule';
-import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { ADAPTER_WEIGHTS } from '../../shared/weights/files';
+import { adapterWeights, Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
 import { wantsSharedMemory } from '../kernels/poolKernels';
@@ -241,7 +242,7 @@ function warnDuplicates(paths: string[], names: string[], ctx: JobContext): void
     try {
       const h = crypto.createHash('sha256');
       hashFile(h, path.join(paths[a], 'adapter_config.json'));
-      hashFile(h, path.join(paths[a], 'adapter_model.safetensors'));
+      hashFile(h, adapterWeights(paths[a]) ?? path.join(paths[a], ADAPTER_WEIGHTS[0]));
       key = h.digest('hex');
     } catch {
       continue; // openCheckpoint reports the unreadable folder properly

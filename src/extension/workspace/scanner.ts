@@ -7,10 +7,11 @@ const RESCAN_DELAY_MS = 500;
 
 /**
  * Keeps the list of adapter and model folders in the workspace up to date, and publishes it as the
- * context keys `loraLens.adapterFolders` / `loraLens.modelFolders` for the Explorer menus' `when` clauses.
+ * context keys `loraLens.adapterFolders` / `loraLens.modelFolders` / `loraLens.pickleFolders` for the
+ * Explorer menus' `when` clauses.
  */
 export class WorkspaceScanner implements vscode.Disposable {
-  private current: RecognisedFolders = { adapters: [], models: [] };
+  private current: RecognisedFolders = { adapters: [], models: [], pickles: [] };
   private timer: NodeJS.Timeout | undefined;
   private readonly watcher: vscode.FileSystemWatcher;
   private readonly folderChanges: vscode.Disposable;
@@ -32,6 +33,7 @@ export class WorkspaceScanner implements vscode.Disposable {
     this.current = recogniseFolders(uris.map((u) => u.fsPath));
     await vscode.commands.executeCommand('setContext', 'loraLens.adapterFolders', this.current.adapters);
     await vscode.commands.executeCommand('setContext', 'loraLens.modelFolders', this.current.models);
+    await vscode.commands.executeCommand('setContext', 'loraLens.pickleFolders', this.current.pickles);
     return this.current;
   }
 
