@@ -144,11 +144,11 @@ describe('adapter formats merged by their own formulas', () => {
       { name: `${P}${L}.self_attn.q_proj.hada_w2_a`, shape: [8, 2], data: w2a },
       { name: `${P}${L}.self_attn.q_proj.hada_w2_b`, shape: [2, 6], data: w2b },
     ]);
-    // Each product an fp32 matrix, as PEFT's HadaWeight forms it; their product and the scale in float64.
+    // Each product an fp32 matrix, their Hadamard product fp32, then times the fp32 scale: as PEFT's HadaWeight forms it.
     const p1 = Float32Array.from(matmul(w1a, w1b, 8, 2, 6));
     const p2 = Float32Array.from(matmul(w2a, w2b, 8, 2, 6));
     const m = await merged(dir);
-    assert.deepEqual(m.get(`${L}.self_attn.q_proj.weight`), plus(W('self_attn.q_proj'), Float64Array.from(p1, (x, i) => x * p2[i] * 3)));
+    assert.deepEqual(m.get(`${L}.self_attn.q_proj.weight`), plus(W('self_attn.q_proj'), Float64Array.from(p1, (x, i) => Math.fround(x * p2[i]) * 3)));
   });
 
   it('LoKr: kron(w1, w2_a @ w2_b) · alpha / r', async () => {

@@ -5,6 +5,7 @@
  * once. No `vscode` import: unit tests render it.
  */
 import { classifyTensor } from '../../shared/census/classify';
+import { trainingMetadata, trainingMetadataLines } from '../../shared/safetensors/trainingMetadata';
 import { WeightsIndex } from '../../shared/weights/read';
 import { formatBytes, formatInt } from '../census/treeModel';
 
@@ -73,12 +74,26 @@ function verdict(input: HeaderPageInput): string {
   );
 }
 
+/** A metadata value: JSON objects and lists (kohya's ss_tag_frequency, ss_dataset_dirs) folded and pretty-printed. */
+function metadataValue(v: string): string {
+  if (!/^\s*[[{]/.test(v)) return escapeHtml(v);
+  try {
+    const parsed: unknown = JSON.parse(v);
+    const n = Array.isArray(parsed) ? parsed.length : Object.keys(parsed as object).length;
+    return `<details><summary>${Array.isArray(parsed) ? `${n} items` : `${n} keys`}</summary><pre>${escapeHtml(JSON.stringify(parsed, null, 2))}</pre></details>`;
+  } catch {
+    return escapeHtml(v);
+  }
+}
+
 function metadata(h: WeightsIndex): string {
   const entries = Object.entries(h.metadata);
   if (h.format === 'pytorch') return '<p class="muted">A PyTorch checkpoint carries no metadata.</p>';
   if (entries.length === 0) return '<p class="muted">No <code>__metadata__</code>.</p>';
-  return `<table id="metadata"><thead><tr><th>Key</th><th>Value</th></tr></thead><tbody>${entries
-    .map(([k, v]) => `<tr><td><code>${escapeHtml(k)}</code></td><td>${escapeHtml(v)}</td></tr>`)
+  const training = trainingMetadata(h.metadata);
+  const summary = training ? `<ul id="training">${trainingMetadataLines(training).map((l) => `<li>${escapeHtml(l)}</li>`).join('')}</ul>` : '';
+  return `${summary}<table id="metadata"><thead><tr><th>Key</th><th>Value</th></tr></thead><tbody>${entries
+    .map(([k, v]) => `<tr><td><code>${escapeHtml(k)}</code></td><td>${metadataValue(v)}</td></tr>`)
     .join('')}</tbody></table>`;
 }
 
