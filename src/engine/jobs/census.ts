@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { modelLayout } from '../census/architectures';
 import { CATEGORIES, Category, classifyTensor } from '../../shared/census/classify';
 import { loraTargetPredicate } from '../census/targets';
-import { AdapterLayout, adapterLayout } from '../checkpoint/adapter';
+import { AdapterLayout, adapterLayout, zeroFactorModules, zeroFactorWarning } from '../checkpoint/adapter';
 import { ruleName } from '../checkpoint/deltaRule';
 import { diffusionFormat } from '../checkpoint/diffusionAdapter';
 import { AdapterConfig, parseAdapterConfig } from '../checkpoint/adapterConfig';
@@ -22,6 +22,7 @@ import { CensusTensor, Totals, CensusAdapter, CensusReport } from '../../shared/
 
 /** A PEFT LoRA parameter: lora_A / lora_B (Linear, Conv1D), lora_embedding_A / _B, DoRA's magnitude vector. */
 const LORA_FACTOR = /\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(\.|$)/;
+const LORA_FACTOR_SUFFIX = /\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(\..*)?$/;
 
 export interface CensusOptions {
   /** A PEFT adapter folder (or its adapter_config.json alone) whose targets are marked in the base. */
@@ -109,10 +110,11 @@ function diffusionAdapterInfo(p: string, c: Checkpoint, layout: AdapterLayout): 
     trainableParams: c.tensors.reduce((a, t) => a + t.numel, 0),
     loraParams: factors.reduce((a, t) => a + t.numel, 0),
     savedTensors: 0,
+    zeroModules: zeroFactorModules(c, layout.modules),
   };
 }
 
-function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, loraModules: number): CensusAdapter {
+function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, loraModules: number, zeroModules: string[] | null): CensusAdapter {
   const lora = c?.tensors.filter((t) => /\.lora_(embedding_)?[AB](\.|$)/.test(t.name));
   const saved = c?.tensors.filter((t) => !/\.lora_(embedding_)?[AB](\.|$)|\.lora_magnitude_vector/.test(t.name));
   return {
@@ -133,6 +135,7 @@ function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, l
     trainableParams: c ? c.tensors.reduce((a, t) => a + t.numel, 0) : null,
     loraParams: lora ? lora.reduce((a, t) => a + t.numel, 0) : null,
     savedTensors: saved ? saved.length : null,
+    zeroModules,
   };
 }
 
@@ -152,7 +155,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
       for (const m of layout.modules) for (const t of m.tensors) targets.add(t.name);
       for (const r of layout.replacements) replaced.add(r.source.name);
       for (const w of layout.warnings) warnings.push(w);
-      adapter = c.adapter ? adapterInfo(p, c.adapter, c, layout.modules.length) : diffusionAdapterInfo(p, c, layout);
+      adapter = c.adapter ? adapterInfo(p, c.adapter, c, layout.modules.length, zeroFactorModules(c, layout.modules)) : diffusionAdapterInfo(p, c, layout);
     } else if (opts.adapter !== undefined) {
       const a = openAdapter(opts.adapter);
       if (a.checkpoint) opened.push(a.checkpoint);
@@ -161,23 +164,29 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
         for (const m of layout.modules) targets.add(m.base!.name);
         for (const r of layout.replacements) if (r.base) replaced.add(r.base.name);
         for (const w of layout.warnings) warnings.push(w);
-        adapter = a.config ? adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length) : diffusionAdapterInfo(opts.adapter, a.checkpoint, layout);
+        adapter = a.config ? adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length, zeroFactorModules(a.checkpoint, layout.modules)) : diffusionAdapterInfo(opts.adapter, a.checkpoint, layout);
       } else if (!a.config) {
         throw new LensError(p, 'a kohya, LyCORIS or diffusers LoRA file is matched to a base by its weights; give a base with weights, not a config');
       } else {
         // No adapter weights, or a base without weights: PEFT's matching rules on the names.
         const hit = loraTargetPredicate(a.config, src.config, a.config.file);
         for (const t of src.tensors) if (hit(t.name, t.shape)) targets.add(t.name);
-        adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, a.checkpoint ? adapterLayout(a.checkpoint).modules.length : targets.size);
+        const modules = a.checkpoint ? adapterLayout(a.checkpoint).modules : undefined;
+        adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, modules ? modules.length : targets.size, modules && a.checkpoint ? zeroFactorModules(a.checkpoint, modules) : null);
       }
       if (targets.size === 0) warnings.push(`the adapter's target_modules ${JSON.stringify(a.config?.targetModules ?? null)} match no tensor of ${p}`);
     } else if (opts.targets !== undefined) {
       const hit = loraTargetPredicate({ targetModules: opts.targets, layersToTransform: null, layersPattern: null }, src.config, p);
       for (const t of src.tensors) if (hit(t.name, t.shape)) targets.add(t.name);
     } else {
-      // A bare adapter_model.safetensors (no adapter_config.json beside it): its LoRA factors are targets, as in an adapter folder.
-      for (const t of src.tensors) if (LORA_FACTOR.test(t.name)) targets.add(t.name);
+      // A bare adapter_model.safetensors (no adapter_config.json beside it): its factors are not targets
+      // themselves; the tensors they adapt are in a base this census was not given.
+      const modules = new Set(src.tensors.filter((t) => LORA_FACTOR.test(t.name)).map((t) => t.name.replace(LORA_FACTOR_SUFFIX, '')));
+      if (modules.size > 0) warnings.push(`a bare LoRA file: its ${modules.size} module${modules.size === 1 ? '' : 's'} adapt tensors of a base; census BASE --adapter DIR marks those targets`);
     }
+
+    const zeroWarning = adapter?.zeroModules ? zeroFactorWarning(adapter.zeroModules) : undefined;
+    if (zeroWarning) warnings.push(zeroWarning);
 
     // The six language-model categories always; an image model's own (resnet, time_embedding, vae) when it has them.
     const zero = (): Partial<Record<Category, number>> => Object.fromEntries(CATEGORIES.slice(0, 6).map((c) => [c, 0])) as Partial<Record<Category, number>>;

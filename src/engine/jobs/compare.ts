@@ -10,6 +10,7 @@ import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { allZeroBytes } from '../kernels/cpuMath';
 import { AdaptedModule, needsBase, wholeTensor } from '../checkpoint/deltaRule';
+import { zeroFactorModules, zeroFactorWarning } from '../checkpoint/adapter';
 import { Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
@@ -96,6 +97,10 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
   }
   const onlyInTaskVector = other.tensors.filter((t) => !plan.base.byName.has(t.name)).map((t) => t.name);
   const warnings = [...plan.warnings];
+  // Named, not silently dropped: a module whose lora_B is all zeros has no tensor entry below.
+  const zeroModules = zeroFactorModules(plan.adapter, plan.modules);
+  const zeroWarning = zeroFactorWarning(zeroModules);
+  if (zeroWarning) warnings.push(zeroWarning);
   if (mismatched.length) warnings.push(`${mismatched.length} tensor(s) have another shape in ${other.path} and were skipped: ${mismatched.slice(0, 3).join(', ')}`);
   if (onlyInTaskVector.length) warnings.push(`${onlyInTaskVector.length} tensor(s) of ${other.path} are not in the base, e.g. ${onlyInTaskVector[0]}`);
   const missingTargets = missing.filter((n) => plan.loraByBase.has(n) || plan.replaceByBase.has(n));
@@ -174,6 +179,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
     missingInTaskVector: missing,
     shapeMismatches: mismatched,
     onlyInTaskVector,
+    zeroModules,
     files,
     warnings,
     seconds: (performance.now() - t0) / 1000,

@@ -50,6 +50,8 @@ export interface CensusAdapter {
   loraParams: number | null;
   /** Tensors the adapter replaces or adds in full. */
   savedTensors: number | null;
+  /** Modules whose lora_B (output factor) is all zeros: they change nothing. Null without weights. */
+  zeroModules: string[] | null;
 }
 
 export interface CensusReport {

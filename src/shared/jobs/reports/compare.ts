@@ -47,6 +47,8 @@ export interface CompareReport {
   shapeMismatches: string[];
   onlyInTaskVector: string[];
   files: string[];
+  /** Adapter modules whose lora_B is all zeros: they change nothing. */
+  zeroModules: string[];
   warnings: string[];
   seconds: number;
 }
