@@ -9,7 +9,9 @@ import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { runCensus } from '../../src/engine/jobs/census';
+import { convertDiffusionAdapter } from '../../src/engine/jobs/convertAdapter';
 import { mergeModel } from '../../src/engine/jobs/merge';
+import * as fs from 'node:fs';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { decodeF16Array, encodeF16 } from '../../src/shared/safetensors/half';
@@ -251,5 +253,63 @@ describe('diffusers LoRA files and single-file bases', () => {
       { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight', shape: [8, 2, 1, 1] },
     ]);
     assertOneLineError(runCli(['merge', '--base', file, '--adapter', unetLora, '--out', path.join(root, 'y'), '--dtype', 'fp16']), 'lora_unet_down_blocks_0_attentions_0_proj_in', 'diffusers folder');
+  });
+});
+
+describe('convert: kohya and LyCORIS files to PEFT adapter folders with the same merge', () => {
+  const root = tmpDir();
+  const pipe = writePipeline(path.join(root, 'sd15'), sd15UnetTensors(UNET), clipTextTensors(CLIP));
+  const lora = (m: string, r: number, inShape: number[], out: number, alpha: number | undefined, seed: number): TestTensor[] => {
+    const inn = inShape.reduce((a, b) => a * b, 1);
+    const conv = inShape.length > 1;
+    return [
+      { name: `${m}.lora_down.weight`, dtype: 'F16', shape: [r, ...inShape], data: half(r * inn, seed) },
+      { name: `${m}.lora_up.weight`, dtype: 'F16', shape: conv ? [out, r, 1, 1] : [out, r], data: half(out * r, seed + 1) },
+      ...(alpha === undefined ? [] : [alphaTensor(m, alpha)]),
+    ];
+  };
+
+  async function sameMerge(file: string, name: string): Promise<Record<string, unknown>> {
+    const peft = path.join(root, `${name}-peft`);
+    const rep = await convertDiffusionAdapter(file, peft, pipe, ctx);
+    const a = path.join(root, `${name}-merged-original`);
+    const b = path.join(root, `${name}-merged-converted`);
+    await mergeModel(pipe, file, a, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    await mergeModel(pipe, peft, b, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    for (const f of ['unet/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors']) {
+      assert.ok(fs.readFileSync(path.join(a, f)).equals(fs.readFileSync(path.join(b, f))), f);
+    }
+    assert.equal(rep.modules, runCensus(peft, {}, ctx).adapter!.loraModules);
+    return JSON.parse(fs.readFileSync(path.join(peft, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+  }
+
+  it('kohya LoRA and LoCon (ranks and alphas differing per module, one without alpha) -> PEFT LORA', async () => {
+    const file = writeSafetensorsFile(path.join(root, 'k', 'k.safetensors'), [
+      ...lora('lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k', 4, [12], 8, 2, 1),
+      ...lora('lora_unet_up_blocks_2_resnets_1_conv2', 4, [16, 3, 3], 16, 4, 3),
+      ...lora('lora_unet_mid_block_attentions_0_proj_out', 2, [32, 1, 1], 32, 1, 5),
+      ...lora('lora_te_text_model_encoder_layers_0_mlp_fc2', 4, [24], 12, undefined, 7),
+    ]);
+    const cfg = await sameMerge(file, 'lora');
+    assert.deepEqual([cfg.peft_type, cfg.r, cfg.lora_alpha], ['LORA', 4, 4]);
+    assert.deepEqual(cfg.rank_pattern, { 'unet.mid_block.attentions.0.proj_out': 2 });
+    assert.deepEqual(cfg.alpha_pattern, { 'unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k': 2, 'unet.mid_block.attentions.0.proj_out': 1 });
+  });
+
+  it('LyCORIS LoKr (split and whole factors) -> PEFT LOKR', async () => {
+    const m1 = 'lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_ff_net_2';
+    const m2 = 'lora_te_text_model_encoder_layers_1_self_attn_out_proj';
+    const file = writeSafetensorsFile(path.join(root, 'kr', 'kr.safetensors'), [
+      { name: `${m1}.lokr_w1_a`, dtype: 'F16', shape: [2, 2], data: half(4, 30) },
+      { name: `${m1}.lokr_w1_b`, dtype: 'F16', shape: [2, 4], data: half(8, 31) },
+      { name: `${m1}.lokr_w2_a`, dtype: 'F16', shape: [4, 2], data: half(8, 32) },
+      { name: `${m1}.lokr_w2_b`, dtype: 'F16', shape: [2, 8], data: half(16, 33) },
+      alphaTensor(m1, 3),
+      { name: `${m2}.lokr_w1`, dtype: 'F16', shape: [3, 3], data: half(9, 34) },
+      { name: `${m2}.lokr_w2`, dtype: 'F16', shape: [4, 4], data: half(16, 35) },
+      alphaTensor(m2, 4),
+    ]);
+    const cfg = await sameMerge(file, 'lokr');
+    assert.equal(cfg.peft_type, 'LOKR');
   });
 });

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { runCensus } from '../../src/engine/jobs/census';
+import { convertDiffusionAdapter } from '../../src/engine/jobs/convertAdapter';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { bytesToF32 } from '../../src/engine/safetensors/reader';
@@ -168,6 +169,42 @@ describe('sd-lycoris-lokr-kohya-fp16: LyCORIS LoKr in kohya naming, fp16, on SD1
       }
     } finally {
       closePlan(plan);
+    }
+  });
+});
+
+describe('the real LoKr converted to a PEFT LOKR adapter folder', () => {
+  it('has the same 350 modules on the same base tensors with the same factors and scales', async () => {
+    const file = path.join(REAL, 'sd-lycoris-lokr-kohya-fp16', 'smart_falcon_4_lokr.safetensors');
+    const root = tmpDir();
+    const pipe = path.join(root, 'sd15');
+    fs.mkdirSync(pipe, { recursive: true });
+    fs.writeFileSync(path.join(pipe, 'model_index.json'), JSON.stringify({ text_encoder: ['transformers', 'CLIPTextModel'], unet: ['diffusers', 'UNet2DConditionModel'] }));
+    writeSparse(path.join(pipe, 'unet', 'diffusion_pytorch_model.safetensors'), sd15UnetTensors(SD15_UNET, 'F16'));
+    writeSparse(path.join(pipe, 'text_encoder', 'model.safetensors'), clipTextTensors(SD15_CLIP, 'F16'));
+    const peft = path.join(root, 'peft');
+    const rep = await convertDiffusionAdapter(file, peft, pipe, ctx);
+    assert.deepEqual([rep.peftType, rep.modules, rep.tensors], ['LOKR', 350, 1400]);
+    const a = planAdapter(pipe, file, ctx);
+    const b = planAdapter(pipe, peft, ctx);
+    try {
+      const fa = new Factors(a.adapter);
+      const fb = new Factors(b.adapter);
+      for (const [name, m] of a.loraByBase) {
+        const n = b.loraByBase.get(name)!;
+        assert.ok(n, name);
+        assert.equal(n.rule.kind, 'kronecker');
+        if (m.rule.kind !== 'kronecker' || n.rule.kind !== 'kronecker') continue;
+        assert.equal(n.rule.scale, m.rule.scale, name);
+        assert.deepEqual([n.rule.shape1, n.rule.shape2], [m.rule.shape1, m.rule.shape2]);
+        const pa = fa.get(m);
+        const pb = fb.get(n);
+        assert.deepEqual([pb.w1, pb.w2], [pa.w1, pa.w2], name);
+      }
+      assert.equal(b.loraByBase.size, 350);
+    } finally {
+      closePlan(a);
+      closePlan(b);
     }
   });
 });

@@ -121,6 +121,9 @@ export function adapterLayout(adapter: Checkpoint, base?: Checkpoint): AdapterLa
  */
 function fitToBase(adapter: Checkpoint, m: AdaptedModule, t: TensorInfo, conv1d: boolean): AdaptedModule {
   const r = m.rule;
+  // A convolution's weight [out, in, kh, kw] takes its delta as [out, in·kh·kw] (PEFT's Conv2d LoRA, LoHa, LoKr).
+  const additive = r.kind === 'hadamard' || r.kind === 'kronecker' || (r.kind === 'low-rank' && !r.magnitude);
+  if (t.shape.length > 2 && additive && t.shape[0] === m.out && t.numel === m.out * m.in) return { ...m, base: t, transpose: false };
   if (t.shape.length !== 2) throw new LensError(adapter.path, `the adapter's delta is 2-D but the base tensor has shape ${JSON.stringify(t.shape)}`, t.name);
   const [rows, cols] = t.shape;
   if (r.kind === 'scale') {

@@ -198,7 +198,7 @@ function loraModule(
   const B = need(nB, nA);
   const magnitude = p.get(mlx ? 'm' : 'lora_magnitude_vector');
   const notRankR = (): never => shapeError(`${nA} and ${nB} do not form a rank-r product`, A);
-  if (A.shape.length !== 2) notRankR();
+  if (A.shape.length !== 2 && !(A.shape.length === 4 && !mlx)) notRankR();
   if (mlx) {
     // mlx-lm: y = x Wᵀ + scale (x @ lora_a) @ lora_b, so ΔW = scale (lora_a @ lora_b)ᵀ.
     if (B.shape.length !== 2 || A.shape[1] !== B.shape[0]) notRankR();
@@ -208,7 +208,7 @@ function loraModule(
   }
   const rank = A.shape[0];
   const { r, alpha, scale } = moduleScaling(cfg, module, rank);
-  if (B.shape.length === 3 && B.shape[2] === 1) {
+  if (A.shape.length === 2 && B.shape.length === 3 && B.shape[2] === 1) {
     // Old PEFT MergedLinear: lora_B is a grouped Conv1d weight [out of the enabled slices, r, 1].
     const enable = cfg.enableLora;
     if (!enable) shapeError(`${nB} is a grouped Conv1d weight (old PEFT MergedLinear) but adapter_config.json states no enable_lora`, B);
@@ -218,7 +218,11 @@ function loraModule(
     const out = (B.shape[0] / groups) * enable.length;
     return { ...base, rule: { kind: 'low-rank', factors: { form: 'grouped', A, B, enable }, rank, scale, r, alpha }, out, in: A.shape[1] };
   }
-  if (B.shape.length !== 2 || B.shape[1] !== rank) notRankR();
+  // PEFT's Conv2d LoRA: lora_A a conv [r, in, kh, kw], lora_B a 1x1 conv [out, r, 1, 1]; ΔW = B @ A flattened, as [out, in·kh·kw].
+  if (A.shape.length === 4 && !mlx && B.shape.length === 4 && B.shape[1] === rank && B.shape[2] === 1 && B.shape[3] === 1 && cfg.method === 'LORA') {
+    return { ...base, rule: { kind: 'low-rank', factors: { form: 'plain', A, B }, rank, scale, r, alpha, magnitude }, out: B.shape[0], in: A.numel / rank };
+  }
+  if (A.shape.length !== 2 || B.shape.length !== 2 || B.shape[1] !== rank) notRankR();
   if (cfg.method === 'ADALORA') {
     const E = need('lora_E', nA);
     if (E.numel !== rank) shapeError(`lora_E has ${E.numel} values for rank ${rank}`, E);

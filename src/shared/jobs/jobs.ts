@@ -9,7 +9,7 @@ import { JobDeclaration, RequestOf, ResolvedOf } from './options';
 import { CensusReport } from './reports/census';
 import { CompareReport } from './reports/compare';
 import { CompressReport } from './reports/compress';
-import { ConvertReport } from './reports/convert';
+import { AdapterConvertReport, ConvertReport } from './reports/convert';
 import { DecomposeReport } from './reports/decompose';
 import { EstimateReport } from './reports/estimate';
 import { ExtractReport } from './reports/extract';
@@ -131,9 +131,9 @@ export const JOBS = {
     },
   },
   convert: {
-    summary: 'a PyTorch pickle checkpoint (.bin, .pt, .pth; a model or adapter folder) -> safetensors, bit for bit',
-    usage: 'convert --in PATH --out PATH',
-    options: { in: { kind: 'string', required: true }, out: { kind: 'string', required: true } },
+    summary: 'a PyTorch pickle checkpoint (.bin, .pt, .pth; a model or adapter folder) -> safetensors, bit for bit; a kohya / LyCORIS / diffusers LoRA file -> a PEFT adapter folder with the same fp32 merge',
+    usage: 'convert --in PATH --out PATH [--base DIR]',
+    options: { in: { kind: 'string', required: true }, out: { kind: 'string', required: true }, base: { kind: 'string' } },
   },
   spectrum: {
     summary: "singular values of every module's delta s·B@A, exactly (from the r×r core), and the rank it uses",
@@ -180,7 +180,7 @@ export interface JobReports {
   mask: MaskJson;
   compress: CompressReport;
   decompose: DecomposeReport;
-  convert: ConvertReport;
+  convert: ConvertReport | AdapterConvertReport;
   spectrum: SpectrumReport;
   resize: ResizeReport;
   'extract-lora': ExtractLoraReport;

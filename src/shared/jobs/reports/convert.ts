@@ -12,3 +12,17 @@ export interface ConvertReport {
   bytes: number;
   seconds: number;
 }
+
+/** `convert` of a kohya / LyCORIS / diffusers LoRA file to a PEFT adapter folder. */
+export interface AdapterConvertReport {
+  in: string;
+  out: string;
+  /** The input's format (kohya, diffusers) and the PEFT method written (LORA, LOHA, LOKR). */
+  from: string;
+  peftType: string;
+  modules: number;
+  files: string[];
+  tensors: number;
+  bytes: number;
+  seconds: number;
+}
