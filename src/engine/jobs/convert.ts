@@ -25,6 +25,11 @@ export async function convertCheckpoint(inPath: string, out: string, ctx: JobCon
   const t0 = performance.now();
   const c = openCheckpoint(inPath);
   try {
+    // Where convert decides what an input is. A non-PEFT adapter (mlx-lm's config) is not a pickle to
+    // re-encode but an adapter to normalise into a PEFT folder: that conversion plugs in here.
+    if (c.kind === 'adapter' && c.adapter!.method === 'MLX') {
+      throw new LensError(inPath, 'is an mlx-lm adapter: convert writes PyTorch pickles as safetensors; converting an mlx-lm adapter to a PEFT folder is not supported yet');
+    }
     if (!c.files.some((f) => weightsFormat(f) === 'pytorch')) {
       throw new LensError(inPath, 'holds no PyTorch pickle checkpoint to convert (its weights are already safetensors)');
     }
