@@ -13,6 +13,7 @@ import { TensorInfo } from '../../shared/safetensors/header';
 import { TensorSpec } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
+import { NonFinite, NonFiniteTally, nonFiniteEncoded } from '../tensors/finite';
 import { deltaBlock, Factors, mergeDora, scaledBlock } from '../tensors/delta';
 import { wholeTensor } from '../checkpoint/deltaRule';
 import { copyModelFiles, modelWriter } from '../tensors/modelLayout';
@@ -47,6 +48,8 @@ export interface MergeReport {
   bytesRead: number;
   bytesWritten: number;
   seconds: number;
+  /** Merged tensors holding NaN or Inf (from the base, the adapter, or an overflow), with element counts. */
+  nonFinite: NonFinite[];
   warnings: string[];
 }
 
@@ -102,6 +105,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
   const writer = modelWriter(plan.base, dir, specs, shardSize);
   const scratch = new Scratch(wantsSharedMemory(kernels));
   const factors = new Factors(plan.adapter, wantsSharedMemory(kernels));
+  const nonFinite = new NonFiniteTally();
   let bytesRead = 0;
   let bytesWritten = 0;
   let done = 0;
@@ -130,6 +134,8 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
           else await kernels.merge(w, d, dtype, opts.rule, bytes);
         } else await kernels.merge(w, null, dtype, opts.rule, bytes);
       }
+      // What the job computed (not bytes it passed through) is checked for NaN and Inf.
+      if (step.action !== 'copy') nonFinite.add(step.name, nonFiniteEncoded(bytes, dtype));
       // Overlaps with the read of the next block, already in flight.
       await writer.writePartAsync(step.name, bytes);
       bytesWritten += bytes.byteLength;
@@ -142,6 +148,8 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     throw e;
   }
   for (const c of copyModelFiles(plan.base, dir, opts.dtype)) ctx.warn(`${c}/: its weights are not safetensors; copied unchanged`);
+  const nonFiniteWarning = nonFinite.warning(`the merged model (${opts.dtype})`);
+  if (nonFiniteWarning) ctx.warn(nonFiniteWarning);
   return {
     base: plan.base.path,
     adapter: plan.adapter.path,
@@ -160,6 +168,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     bytesRead,
     bytesWritten,
     seconds: (performance.now() - t0) / 1000,
-    warnings: plan.warnings,
+    nonFinite: nonFinite.list,
+    warnings: nonFiniteWarning ? [...plan.warnings, nonFiniteWarning] : plan.warnings,
   };
 }
