@@ -19,6 +19,7 @@ export class LensError extends Error {
  * are kept where `keepLines` says so. Every text the CLI prints goes through here.
  */
 export function escapeControl(text: string, keepLines = true): string {
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   return text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => {
     if (keepLines && (c === '\n' || c === '\t')) return c;
     const code = c.charCodeAt(0);

@@ -21,7 +21,7 @@ import { snapshot } from './helpers/files';
 /** Longest any one hostile run may take (a loaded 2-core machine included); a hang fails the run. */
 const RUN_LIMIT_MS = 20_000;
 /** Property runs per generator: small enough for `npm test` on 2 cores, each a CLI process. */
-const RUNS = 12;
+const RUNS = 10;
 
 const config = { model_type: 'llama', architectures: ['LlamaForCausalLM'], hidden_size: 8, intermediate_size: 16, num_attention_heads: 2, num_hidden_layers: 1, vocab_size: 16 };
 
@@ -241,7 +241,6 @@ describe('hostile input: the examples of issue 10', () => {
     const r = run(big, ['census', 'model.safetensors', '--json', 'c.json']);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(JSON.parse(fs.readFileSync(path.join(big, 'c.json'), 'utf8')).summary.tensors, 130_000);
-    holds(run(big, ['extract', '--base', 'model.safetensors', '--finetuned', 'model.safetensors', '--out', 'tv.safetensors']), 'extract of zero-size tensors');
   });
 
   it('blocks are capped by elements: a 1-D tensor over 2^31 elements and a [2, 6e8] one are split', () => {

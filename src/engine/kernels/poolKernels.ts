@@ -168,12 +168,15 @@ export function wantsSharedMemory(kernels: Kernels): boolean {
   return kernels instanceof WorkerKernels;
 }
 
+/** Blocks smaller than this are done on the main thread: a worker's round trip costs more (130,000 empty tensors took 30 s). */
+const INLINE_BYTES = 1 << 16;
+
 /** A job's decode of a raw block to fp32 (bytesToF32), on the worker threads where the kernels have them. */
 export function decodeBlock(kernels: Kernels, t: TensorInfo, raw: Uint8Array, out: Float32Array): Promise<Float32Array> {
-  return kernels instanceof WorkerKernels ? kernels.decode(t, raw, out) : Promise.resolve(bytesToF32(t, raw, out));
+  return kernels instanceof WorkerKernels && raw.byteLength >= INLINE_BYTES ? kernels.decode(t, raw, out) : Promise.resolve(bytesToF32(t, raw, out));
 }
 
 /** A job's allFinite of raw bytes, on the worker threads where the kernels have them. */
 export function finiteBlock(kernels: Kernels, dtype: FloatDtype, raw: Uint8Array): Promise<boolean> {
-  return kernels instanceof WorkerKernels ? kernels.allFinite(dtype, raw) : Promise.resolve(allFinite(dtype, raw));
+  return kernels instanceof WorkerKernels && raw.byteLength >= INLINE_BYTES ? kernels.allFinite(dtype, raw) : Promise.resolve(allFinite(dtype, raw));
 }
