@@ -5,6 +5,7 @@ import { requestFromArgs } from '../../shared/jobs/request';
 import { CancelledError, LensError } from '../errors';
 import { runJob } from '../run';
 import { JobContext, Progress } from '../util/job';
+import { escapeControl } from '../../shared/errors';
 import { asInputError } from '../../shared/files';
 import { writeReportFile } from '../util/outputs';
 import { parseArgs } from './args';
@@ -32,7 +33,7 @@ function progressPrinter(): (p: Progress) => void {
     if (now - last < 100 && p.done < p.total) return;
     last = now;
     const pct = p.total > 0 ? Math.floor((100 * p.done) / p.total) : 0;
-    const line = `${p.phase} ${p.done}/${p.total} (${pct}%)${p.tensor ? ' ' + p.tensor : ''}`;
+    const line = escapeControl(`${p.phase} ${p.done}/${p.total} (${pct}%)${p.tensor ? ' ' + p.tensor : ''}`, false);
     process.stderr.write(`\r\x1b[2K${line.slice(0, (process.stderr.columns ?? 100) - 1)}`);
     if (p.done >= p.total) process.stderr.write('\r\x1b[2K');
   };
@@ -50,7 +51,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (!isJobName(name)) {
-    process.stderr.write(`lora-lens: unknown command '${name}' (commands: ${JOB_NAMES.join(', ')}; lora-lens --help tells more)\n`);
+    process.stderr.write(`lora-lens: unknown command '${escapeControl(name, false)}' (commands: ${JOB_NAMES.join(', ')}; lora-lens --help tells more)\n`);
     return 2;
   }
   const job = JOBS[name];
@@ -80,12 +81,12 @@ export async function main(argv: string[]): Promise<number> {
       signal: abort.signal,
       progress: quiet ? () => {} : progressPrinter(),
       warn: (m) => {
-        const line = `warning: ${m}\n`;
+        const line = `warning: ${escapeControl(m, false)}\n`;
         if (live) process.stderr.write(line);
         else held.push(line);
       },
       log: (m) => {
-        if (!quiet && process.stderr.isTTY) process.stderr.write(`${m}\n`);
+        if (!quiet && process.stderr.isTTY) process.stderr.write(`${escapeControl(m)}\n`);
       },
     };
     const result = await runJob(requestFromArgs(name, args), ctx);
@@ -96,13 +97,13 @@ export async function main(argv: string[]): Promise<number> {
       if (jsonOut === '-') process.stdout.write(text);
       else writeReportFile(jsonOut, text);
     }
-    if (result.text && !quiet && jsonOut !== '-') process.stdout.write(result.text.endsWith('\n') ? result.text : result.text + '\n');
+    if (result.text && !quiet && jsonOut !== '-') process.stdout.write(escapeControl(result.text.endsWith('\n') ? result.text : result.text + '\n'));
     return 0;
   } catch (caught) {
     const e = asInputError(caught);
     if (e instanceof LensError) {
       // Usage errors already name the command (`lora-lens merge: --out is required`).
-      const msg = e.message.replace(/\s*\n\s*/g, ' ');
+      const msg = escapeControl(e.message.replace(/\s*\n\s*/g, ' '), false);
       process.stderr.write(msg.startsWith(`lora-lens ${name}: `) ? `${msg}\n` : `lora-lens ${name}: ${msg}\n`);
       return 2;
     }

@@ -10,6 +10,7 @@ import { Scratch } from '../safetensors/reader';
 import { readHeader } from '../../shared/safetensors/file';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { withOutputFile } from '../util/outputDir';
+import { NonFiniteTally } from '../tensors/finite';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { Accumulator, zeroStats } from '../tensors/stats';
 import { pairingProblems, pairTensors } from '../tensors/pairing';
@@ -100,8 +101,11 @@ export async function extractInto(base: Checkpoint, ft: Checkpoint, outFile: str
     throw e;
   }
   const nonzero = tensors.filter((t) => t.nonzeroElements > 0);
-  const nonFinite = tensors.filter((t) => t.nonFinite > 0).map((t) => ({ name: t.name, elements: t.nonFinite }));
-  if (nonFinite.length) ctx.warn(`NaN or Inf in the task vector of ${nonFinite.length} tensor(s), first ${nonFinite[0].name} (${nonFinite[0].elements} elements)`);
+  const tally = new NonFiniteTally();
+  for (const t of tensors) tally.add(t.name, t.nonFinite);
+  const nonFinite = tally.list;
+  const nonFiniteWarning = tally.warning('the task vector');
+  if (nonFiniteWarning) ctx.warn(nonFiniteWarning);
   return {
     base: base.path,
     finetuned: ft.path,

@@ -13,6 +13,7 @@ import { TensorInfo } from '../../shared/safetensors/header';
 import { TensorSpec } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
+import { NonFinite, NonFiniteTally, nonFiniteEncoded } from '../tensors/finite';
 import { deltaBlock, Factors, mergeDora, scaledBlock } from '../tensors/delta';
 import { wholeTensor } from '../checkpoint/deltaRule';
 import { copyModelFiles, modelWriter } from '../tensors/modelLayout';
@@ -81,6 +82,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
   const writer = modelWriter(plan.base, dir, specs, shardSize);
   const scratch = new Scratch(kernels.sharedMemory);
   const factors = new Factors(plan.adapter, kernels.sharedMemory);
+  const nonFinite = new NonFiniteTally();
   let bytesRead = 0;
   let bytesWritten = 0;
   let done = 0;
@@ -109,6 +111,8 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
           else await kernels.merge(w, d, dtype, opts.rule, bytes);
         } else await kernels.merge(w, null, dtype, opts.rule, bytes);
       }
+      // What the job computed (not bytes it passed through) is checked for NaN and Inf.
+      if (step.action !== 'copy') nonFinite.add(step.name, nonFiniteEncoded(bytes, dtype));
       // Overlaps with the read of the next block, already in flight.
       await writer.writePartAsync(step.name, bytes);
       bytesWritten += bytes.byteLength;
@@ -121,6 +125,8 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     throw e;
   }
   for (const c of copyModelFiles(plan.base, dir, opts.dtype)) ctx.warn(`${c}/: its weights are not safetensors; copied unchanged`);
+  const nonFiniteWarning = nonFinite.warning(`the merged model (${opts.dtype})`);
+  if (nonFiniteWarning) ctx.warn(nonFiniteWarning);
   return {
     base: plan.base.path,
     adapter: plan.adapter.path,
@@ -139,6 +145,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     bytesRead,
     bytesWritten,
     seconds: (performance.now() - t0) / 1000,
-    warnings: plan.warnings,
+    nonFinite: nonFinite.list,
+    warnings: nonFiniteWarning ? [...plan.warnings, nonFiniteWarning] : plan.warnings,
   };
 }

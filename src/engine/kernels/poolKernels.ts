@@ -24,6 +24,9 @@ const MAX_THREADS = 16;
 
 type Ranged<T> = T extends unknown ? Omit<T, 'i0' | 'i1'> : never;
 
+/** Blocks smaller than this are done on the main thread: a worker's round trip costs more (130,000 empty tensors took 30 s). */
+const INLINE_BYTES = 1 << 16;
+
 export class WorkerKernels implements Kernels {
   readonly device = 'cpu' as const;
   readonly description: string;
@@ -107,7 +110,7 @@ export class WorkerKernels implements Kernels {
 
   /** bytesToF32 of a raw block, half dtypes decoded on the workers. */
   async decode(t: TensorInfo, raw: Uint8Array, out: Float32Array): Promise<Float32Array> {
-    if ((t.dtype !== 'F16' && t.dtype !== 'BF16') || raw.byteOffset % 2 !== 0 || !isShared(raw) || !isShared(out)) return bytesToF32(t, raw, out);
+    if (raw.byteLength < INLINE_BYTES || (t.dtype !== 'F16' && t.dtype !== 'BF16') || raw.byteOffset % 2 !== 0 || !isShared(raw) || !isShared(out)) return bytesToF32(t, raw, out);
     await this.split({ op: 'decodeHalf', dtype: t.dtype, raw, out }, t.numel, true);
     return out;
   }
@@ -115,7 +118,7 @@ export class WorkerKernels implements Kernels {
   /** allFinite of raw float bytes, on the workers when they are in shared memory. */
   async allFinite(dtype: FloatDtype, raw: Uint8Array): Promise<boolean> {
     const n = raw.byteLength / elementBytes(dtype);
-    if (!isShared(raw) || raw.byteOffset % 4 !== 0 || !Number.isInteger(n)) return allFinite(dtype, raw);
+    if (raw.byteLength < INLINE_BYTES || !isShared(raw) || raw.byteOffset % 4 !== 0 || !Number.isInteger(n)) return allFinite(dtype, raw);
     return ((await this.split({ op: 'allFinite', dtype, raw }, n, true)) as boolean[]).every((x) => x);
   }
 

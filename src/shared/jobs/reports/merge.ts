@@ -21,5 +21,13 @@ export interface MergeReport {
   bytesRead: number;
   bytesWritten: number;
   seconds: number;
+  /** Merged tensors holding NaN or Inf (from the base, the adapter, or an overflow), with element counts. */
+  nonFinite: NonFinite[];
   warnings: string[];
+}
+
+/** A tensor where NaN or Inf were met, and how many of its elements. */
+export interface NonFinite {
+  name: string;
+  elements: number;
 }
