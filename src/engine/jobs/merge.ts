@@ -13,7 +13,7 @@ import { TensorInfo } from '../../shared/safetensors/header';
 import { TensorSpec } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { NonFinite, NonFiniteTally, nonFiniteEncoded } from '../tensors/finite';
+import { NonFiniteTally, nonFiniteEncoded } from '../tensors/finite';
 import { deltaBlock, Factors, mergeDora, scaledBlock } from '../tensors/delta';
 import { wholeTensor } from '../checkpoint/deltaRule';
 import { copyModelFiles, modelWriter } from '../tensors/modelLayout';
