@@ -25,7 +25,11 @@ const FLAGS: Record<string, string[]> = {
     'mask:string', 'base:string', 'dictionary:list', 'target:string', 'method:string:nnls|omp|lasso=nnls', 'truth:string', 'tol:number=1e-6',
     'support-threshold:number=0.001', 'min-t:number=5', 'lambda:number=0.001', 'positive:bool', 'max-residual:number=0.1',
   ],
-  convert: ['in:string', 'out:string'],
+  convert: ['in:string', 'out:string', 'base:string'],
+  spectrum: ['adapter:string'],
+  resize: ['adapter:string', 'out:string', 'rank:number', 'energy:number'],
+  'extract-lora': ['base:string', 'finetuned:string', 'out:string', 'rank:number', 'energy:number', 'oversample:number', 'power-iterations:number'],
+  combine: ['adapters:list', 'weights:string', 'out:string', 'rank:number'],
 };
 
 /** `name:kind[:choice|choice][=default]` as a flag spec. */
@@ -39,7 +43,7 @@ function spec(w: string): [string, FlagSpec] {
 }
 
 test('the flags derived from the declarations are the CLI flags, in order', () => {
-  assert.deepEqual(JOB_NAMES, ['census', 'estimate', 'merge', 'extract', 'compare', 'precision', 'validate', 'mask', 'compress', 'decompose', 'convert']);
+  assert.deepEqual(JOB_NAMES, ['census', 'estimate', 'merge', 'extract', 'compare', 'precision', 'validate', 'mask', 'compress', 'decompose', 'convert', 'spectrum', 'resize', 'extract-lora', 'combine']);
   for (const name of JOB_NAMES) {
     const got = Object.entries(flagSpecs(JOBS[name])).map(([f, s]) => [f, { ...s, ...(s.choices ? { choices: [...s.choices] } : {}) }]);
     assert.deepEqual(got, [...FLAGS[name], ...COMMON].map(spec), name);
@@ -56,6 +60,10 @@ const requests: JobRequest[] = [
   { job: 'compress', mask: '/k', base: '/b', inputs: [{ flag: 'adapter', value: '/a1' }, { flag: 'finetuned', value: '/f' }, { flag: 'adapter', value: '/a2' }], out: '/o' },
   { job: 'decompose', mask: '/k', base: '/b', dictionary: ['/a1', '/a2'], target: '/t', method: 'omp', minT: 3, positive: true },
   { job: 'convert', in: '/m/pytorch_model.bin', out: '/o.safetensors' },
+  { job: 'spectrum', adapter: '/a' },
+  { job: 'resize', adapter: '/a', out: '/o', energy: 0.9 },
+  { job: 'extract-lora', base: '/b', finetuned: '/f', out: '/o', rank: 16, powerIterations: 3 },
+  { job: 'combine', adapters: ['/a1', '/a2'], weights: '0.5,2', out: '/o', rank: 8 },
 ];
 
 test('a request survives its command line: argv, parsed, is the same request with the defaults applied', () => {
