@@ -9,14 +9,16 @@ import tseslint from 'typescript-eslint';
 const ENGINE_ROOMS = [
   ['src/engine/cli.ts', 'src/engine/host.ts'],
   ['src/engine/cli', 'src/engine/demo.ts'],
+  ['src/engine/run'],
   ['src/engine/jobs', 'src/engine/synthetic'],
   ['src/engine/unmerge'],
-  ['src/engine/tensors'],
+  ['src/engine/tensors', 'src/engine/lowrank'],
   ['src/engine/census'],
   ['src/engine/kernels'],
   ['src/engine/checkpoint'],
   ['src/engine/util'],
   ['src/engine/safetensors'],
+  ['src/engine/linalg'],
   ['src/engine/errors.ts'],
 ];
 
@@ -44,7 +46,12 @@ const WALLS = [
   { target: './src/extension', from: './src/engine', message: 'the extension talks to the engine through src/shared only' },
   { target: './webview', from: ['./src/engine', './src/extension'], message: 'the webview only draws: it imports src/shared only' },
   { target: './src/shared', from: ['./src/engine', './src/extension', './webview'], message: 'src/shared is below every other room' },
-  { target: './src/engine/jobs', from: './src/engine/cli', message: 'jobs are called by the CLI, never the other way' },
+  { target: './src/engine/jobs', from: ['./src/engine/cli', './src/engine/run'], message: 'jobs are called by the CLI and runJob, never the other way' },
+  {
+    target: ENGINE_ROOMS.flat().filter((r) => r !== 'src/engine/kernels').map((r) => `./${r}`),
+    from: ['./src/engine/kernels/poolKernels.ts', './src/engine/kernels/pool.ts', './src/engine/kernels/poolOps.ts', './src/engine/kernels/gpu'],
+    message: 'outside kernels/, use the Kernels interface (kernels.ts; select.ts picks the backend)',
+  },
   ...layered(ENGINE_ROOMS),
   ...layered(SHARED_ROOMS),
 ];
@@ -70,4 +77,14 @@ export default tseslint.config(
     },
   },
   { files: ['src/engine/**/*.ts', 'src/shared/**/*.ts', 'webview/**/*.ts'], rules: { 'no-restricted-imports': ['error', noVscode] } },
+  {
+    files: ['src/**/*.ts'],
+    ignores: ['src/engine/kernels/**'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        { selector: "BinaryExpression[operator='instanceof'][right.name=/Kernels$/]", message: 'a backend is chosen inside kernels/ only: ask the Kernels interface' },
+      ],
+    },
+  },
 );

@@ -1,17 +1,12 @@
 /**
- * The engine process the extension forks (dist/engine-host.js): it runs the same commands as the
- * `lora-lens` CLI, one at a time, with progress, warnings and the report going back over Node IPC
+ * The engine process the extension forks (dist/engine-host.js): it runs the same jobs as the
+ * `lora-lens` CLI (typed requests, src/shared/jobs), one at a time, with progress, warnings and the report going back over Node IPC
  * (src/shared/protocol.ts) and a cancel message aborting the job's signal.
  */
 import { version } from '../../package.json';
 import { ErrorKind, FromEngine, isToEngine, ProgressInfo, RunRequest } from '../shared/protocol';
-import { parseArgs } from './cli/args';
-import { CliContext } from './cli/command';
-import { COMMANDS } from './cli/commands';
-import { COMMON_FLAGS } from './cli/main';
 import { CancelledError, LensError } from './errors';
-import { Kernels } from './kernels/kernels';
-import { DeviceChoice, selectKernels } from './kernels/select';
+import { runJob } from './run';
 import { asInputError } from '../shared/files';
 import { writeReportFile } from './util/outputs';
 
@@ -41,32 +36,22 @@ function throttled(id: number): (p: ProgressInfo) => void {
 async function run(req: RunRequest, abort: AbortController): Promise<void> {
   const id = req.messageId;
   const fail = (kind: ErrorKind, message: string): void => send({ type: 'error', inReplyTo: id, kind, message });
-  const cmd = COMMANDS.find((c) => c.name === req.command);
-  if (!cmd) return fail('input', `unknown command '${req.command}'`);
-  let kernels: Kernels | undefined;
   try {
     if (abort.signal.aborted) throw new CancelledError();
-    const args = parseArgs(cmd.name, req.args, { ...cmd.flags, ...COMMON_FLAGS }, cmd.maxPositional);
-    const ctx: CliContext = {
+    const result = await runJob(req.request, {
       signal: abort.signal,
       progress: throttled(id),
       warn: (message) => send({ type: 'log', inReplyTo: id, level: 'warn', message }),
       log: (message) => send({ type: 'log', inReplyTo: id, level: 'info', message }),
-      kernels: async () => (kernels ??= await selectKernels(args.flags.device as DeviceChoice, ctx)),
-    };
-    const result = await cmd.run(args, ctx);
-    const jsonOut = args.flags.json;
-    if (typeof jsonOut === 'string' && jsonOut !== '-' && result.report !== undefined) {
-      writeReportFile(jsonOut, JSON.stringify(result.report, null, 2) + '\n');
-    }
-    send({ type: 'result', inReplyTo: id, report: result.report ?? null, text: result.text });
+    });
+    const jsonOut = (req.request as { json?: unknown }).json;
+    if (typeof jsonOut === 'string' && jsonOut !== '-') writeReportFile(jsonOut, JSON.stringify(result.report, null, 2) + '\n');
+    send({ type: 'result', inReplyTo: id, report: result.report, text: result.text });
   } catch (caught) {
     const e = asInputError(caught);
     if (e instanceof LensError) fail('input', e.message);
     else if (e instanceof CancelledError) fail('cancelled', 'cancelled; nothing was written');
     else fail('internal', (e as Error).stack ?? String(e));
-  } finally {
-    await kernels?.dispose();
   }
 }
 

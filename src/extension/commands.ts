@@ -3,6 +3,8 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { CensusView } from './census/censusView';
 import { TreeNode } from './census/treeModel';
+import { DECOMPOSE_METHODS, DecomposeMethod, DEFAULT_RULE, DEFAULT_TOLERANCE, MERGE_RULES, MergeRule } from '../shared/jobs/choices';
+import { CliDtype } from '../shared/safetensors/dtypes';
 import { JobResult } from './engine/engineProcess';
 import { JobRunner } from './engine/jobRunner';
 import { Pickers } from './pickers';
@@ -10,21 +12,27 @@ import { ReportKind, showReportPanel } from './panels';
 import { guessBase } from './workspace/folders';
 import { WorkspaceScanner } from './workspace/scanner';
 
-const DTYPES = [
-  { value: 'bf16', detail: 'bfloat16: the range of fp32, 8 bits of mantissa' },
-  { value: 'fp16', detail: 'float16: 11 bits of mantissa, overflows above 65504' },
-  { value: 'fp32', detail: 'float32: exact W + ΔW, twice the size' },
-];
-const RULES = [
-  { value: 'peft', detail: "PEFT's merge_and_unload(): one fp32 add of r(W) + ΔW, then one rounding" },
-  { value: 'peft-safe', detail: 'PEFT safe_merge on GPU: r(r(W) + r(ΔW))' },
-  { value: 'fp32-cast', detail: 'most accurate: r(fp32(W) + ΔW)' },
-];
-const METHODS = [
-  { value: 'nnls', detail: 'non-negative least squares' },
-  { value: 'omp', detail: 'orthogonal matching pursuit: sparse support' },
-  { value: 'lasso', detail: 'L1-regularised, non-negative' },
-];
+/** The pickers' words for each value the engine takes (every value, checked by the types). */
+const DTYPE_DETAILS: Record<CliDtype, string> = {
+  bf16: 'bfloat16: the range of fp32, 8 bits of mantissa',
+  fp16: 'float16: 11 bits of mantissa, overflows above 65504',
+  fp32: 'float32: exact W + ΔW, twice the size',
+};
+const RULE_DETAILS: Record<MergeRule, string> = {
+  peft: "PEFT's merge_and_unload(): one fp32 add of r(W) + ΔW, then one rounding",
+  'peft-safe': 'PEFT safe_merge on GPU: r(r(W) + r(ΔW))',
+  'fp32-cast': 'most accurate: r(fp32(W) + ΔW)',
+};
+const METHOD_DETAILS: Record<DecomposeMethod, string> = {
+  nnls: 'non-negative least squares',
+  omp: 'orthogonal matching pursuit: sparse support',
+  lasso: 'L1-regularised, non-negative',
+};
+const choices = <T extends string>(values: readonly T[], details: Record<T, string>): Array<{ value: T; detail: string }> =>
+  values.map((value) => ({ value, detail: details[value] }));
+const DTYPES = choices<CliDtype>(['bf16', 'fp16', 'fp32'], DTYPE_DETAILS);
+const RULES = choices(MERGE_RULES, RULE_DETAILS);
+const METHODS = choices(DECOMPOSE_METHODS, METHOD_DETAILS);
 
 type Handler = (arg?: vscode.Uri | TreeNode) => Promise<void>;
 
@@ -69,8 +77,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
   };
 
   const openInCensus = async (target: string, adapter?: string): Promise<boolean> => {
-    const args = [target, ...(adapter ? ['--adapter', adapter] : [])];
-    const r = await runner.run({ title: `Census of ${name(target)}`, command: 'census', args });
+    const r = await runner.run({ title: `Census of ${name(target)}`, request: { job: 'census', path: target, adapter } });
     if (!r) return false;
     const node = census.add(target, r.report, adapter);
     await vscode.commands.executeCommand('loraLens.census.focus');
@@ -78,7 +85,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
     return true;
   };
 
-  const report = (kind: ReportKind, r: JobResult, title: string, folder?: string): void => showReportPanel(d.context, kind, r.report, title, { folder });
+  const report = <K extends ReportKind>(kind: K, r: JobResult<K>, title: string, folder?: string): void => showReportPanel(d.context, kind, r.report, title, { folder });
 
   const offerCensus = async (message: string, out: string): Promise<void> => {
     const a = await vscode.window.showInformationMessage(message, 'Open in Census', 'Reveal in Explorer');
@@ -105,14 +112,14 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       if (!adapter) return;
       const base = await baseFor(adapter);
       if (!base) return;
-      const dtype = await pickers.choice('dtype', 'Merged dtype', DTYPES, cfg().get('defaultDtype', 'bf16'));
+      const dtype = await pickers.choice('dtype', 'Merged dtype', DTYPES, cfg().get<CliDtype>('defaultDtype', 'bf16'));
       if (!dtype) return;
-      const rule = dtype === 'fp32' ? undefined : await pickers.choice('rule', `Rounding rule for ${dtype}`, RULES, cfg().get('defaultRule', 'peft'));
+      const rule = dtype === 'fp32' ? undefined : await pickers.choice('rule', `Rounding rule for ${dtype}`, RULES, cfg().get<MergeRule>('defaultRule', DEFAULT_RULE));
       if (dtype !== 'fp32' && !rule) return;
       const out = await pickers.output('Merged model folder', name(adapter), `merged-${dtype}`, adapter);
       if (!out) return;
-      const args = ['--base', base, '--adapter', adapter, '--out', out, '--dtype', dtype, ...(rule ? ['--rule', rule] : [])];
-      const r = await runner.run({ title: `Merging ${name(adapter)} into ${name(base)} (${dtype})`, command: 'merge', args, outputs: [out] });
+      const request = { job: 'merge', base, adapter, out, dtype, rule } as const;
+      const r = await runner.run({ title: `Merging ${name(adapter)} into ${name(base)} (${dtype})`, request, outputs: [out] });
       if (r) await offerCensus(`Merged ${name(adapter)} into ${out}`, out);
     },
 
@@ -126,12 +133,11 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       if (!out) return;
       const r = await runner.run({
         title: `Extracting the task vector of ${name(finetuned)}`,
-        command: 'extract',
-        args: ['--base', base, '--finetuned', finetuned, '--out', out],
+        request: { job: 'extract', base, finetuned, out },
         outputs: [out],
       });
       if (!r) return;
-      const s = (r.report as { summary?: { nonzeroTensors?: number; zeroTensors?: number } }).summary;
+      const s = r.report.summary;
       await offerCensus(`Task vector written to ${out}: ${s?.nonzeroTensors ?? '?'} non-zero tensors, ${s?.zeroTensors ?? '?'} zero.`, out);
     },
 
@@ -144,9 +150,9 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       if (!other) return;
       const out = await pickers.output('Comparison folder', name(adapter), 'compare', adapter);
       if (!out) return;
-      const otherFlag = fs.statSync(other).isFile() ? '--task-vector' : '--finetuned';
-      const args = ['--base', base, '--adapter', adapter, otherFlag, other, '--out', out, '--tolerance', String(cfg().get('tolerance', 1e-5))];
-      const r = await runner.run({ title: `Comparing ${name(adapter)} with ${name(other)}`, command: 'compare', args, outputs: [out] });
+      const against = fs.statSync(other).isFile() ? { taskVector: other } : { finetuned: other };
+      const request = { job: 'compare', base, adapter, ...against, out, tolerance: cfg().get('tolerance', DEFAULT_TOLERANCE) } as const;
+      const r = await runner.run({ title: `Comparing ${name(adapter)} with ${name(other)}`, request, outputs: [out] });
       if (!r) return;
       report('compare', r, `Equivalence: ${name(adapter)} vs ${name(other)}`);
       // The base's tree shows the numbers on the tensors the adapter targets, so those must be marked:
@@ -161,8 +167,8 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       if (!base) return;
       const out = await pickers.output('Validation folder', name(adapter), 'validate', adapter);
       if (!out) return;
-      const args = ['--base', base, '--adapter', adapter, '--out', out, '--rule', cfg().get('defaultRule', 'peft'), '--tolerance', String(cfg().get('tolerance', 1e-5))];
-      const r = await runner.run({ title: `Validating ${name(adapter)} on ${name(base)}`, command: 'validate', args, outputs: [out] });
+      const request = { job: 'validate', base, adapter, out, rule: cfg().get<MergeRule>('defaultRule', DEFAULT_RULE), tolerance: cfg().get('tolerance', DEFAULT_TOLERANCE) } as const;
+      const r = await runner.run({ title: `Validating ${name(adapter)} on ${name(base)}`, request, outputs: [out] });
       if (r) report('validate', r, `Validation: ${name(adapter)}`, out);
     },
 
@@ -171,8 +177,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       if (!adapter) return;
       const base = await baseFor(adapter);
       if (!base) return;
-      const args = ['--base', base, '--adapter', adapter];
-      const r = await runner.run({ title: `Analyzing merge precision of ${name(adapter)}`, command: 'precision', args });
+      const r = await runner.run({ title: `Analyzing merge precision of ${name(adapter)}`, request: { job: 'precision', base, adapter } });
       if (r) report('precision', r, `Precision: ${name(adapter)}`);
     },
 
@@ -186,8 +191,8 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       if (budget === undefined) return;
       const out = await pickers.output('Mask folder', name(base), 'unmerge-mask', base);
       if (!out) return;
-      const args = ['--base', base, '--adapters', ...adapters, '--budget', String(budget), '--out', out];
-      const r = await runner.run({ title: `Building the UNMERGE mask of ${adapters.length} adapters`, command: 'mask', args, outputs: [out] });
+      const request = { job: 'mask', base, adapters, budget, out } as const;
+      const r = await runner.run({ title: `Building the UNMERGE mask of ${adapters.length} adapters`, request, outputs: [out] });
       if (!r) return;
       pickers.remember('mask', out);
       report('mask', r, `UNMERGE mask: ${name(base)}`);
@@ -205,8 +210,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       if (!dictionary) return;
       const method = await pickers.choice('method', 'Decomposition method', METHODS, 'nnls');
       if (!method) return;
-      const args = ['--mask', mask, '--base', base, '--dictionary', ...dictionary, '--target', target, '--method', method];
-      const r = await runner.run({ title: `Decomposing ${name(target)}`, command: 'decompose', args });
+      const r = await runner.run({ title: `Decomposing ${name(target)}`, request: { job: 'decompose', mask, base, dictionary, target, method } });
       if (r) report('decompose', r, `Decomposition: ${name(target)}`);
     },
 
@@ -217,8 +221,8 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       const single = fs.statSync(input).isFile();
       const out = await pickers.output(single ? 'Safetensors file' : 'Converted folder', name(input), 'safetensors', input, single ? '.safetensors' : '');
       if (!out) return;
-      const r = await runner.run({ title: `Converting ${name(input)} to safetensors`, command: 'convert', args: ['--in', input, '--out', out], outputs: [out] });
-      if (r) await offerCensus(`Converted ${name(input)}: ${(r.report as { tensors?: number }).tensors ?? '?'} tensors written to ${out}, bit for bit.`, out);
+      const r = await runner.run({ title: `Converting ${name(input)} to safetensors`, request: { job: 'convert', in: input, out }, outputs: [out] });
+      if (r) await offerCensus(`Converted ${name(input)}: ${r.report.tensors ?? '?'} tensors written to ${out}, bit for bit.`, out);
     },
 
     'loraLens.estimate': async (arg) => {
@@ -226,8 +230,8 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       const adapterGiven = isAdapter(p) ? p : undefined;
       const model = isModel(p) ? p : adapterGiven ? await baseFor(adapterGiven) : await pickers.path('base', 'Model folder (or its config.json)', ['model'], { files: false });
       if (!model) return;
-      let extra: string[];
-      if (adapterGiven) extra = ['--adapter', adapterGiven];
+      let options: { adapter: string } | { r: number; target: string[] };
+      if (adapterGiven) options = { adapter: adapterGiven };
       else {
         const r = await pickers.number('rank', 'LoRA rank r', 8);
         if (r === undefined) return;
@@ -235,11 +239,11 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
           /^\s*[\w.]+(\s*,\s*[\w.]+)*\s*$/.test(s) ? undefined : 'module names separated by commas',
         );
         if (targets === undefined) return;
-        extra = ['--r', String(r), '--target', targets.replace(/\s+/g, '')];
+        options = { r, target: [targets.replace(/\s+/g, '')] };
       }
-      const r = await runner.run({ title: `Estimating LoRA parameters on ${name(model)}`, command: 'estimate', args: [model, ...extra] });
+      const r = await runner.run({ title: `Estimating LoRA parameters on ${name(model)}`, request: { job: 'estimate', path: model, ...options } });
       if (!r) return;
-      const e = r.report as { trainableParams?: number; baseParams?: number; percent?: number };
+      const e = r.report;
       if (r.text) d.output.appendLine(r.text);
       void vscode.window
         .showInformationMessage(

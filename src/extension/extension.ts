@@ -38,7 +38,8 @@ export function activate(context: vscode.ExtensionContext): void {
   context.subscriptions.push(
     vscode.commands.registerCommand('loraLens.showCensusPanel', (n?: TreeNode) => {
       const path = n?.checkpoint ?? census.paths[0];
-      if (path !== undefined) showReportPanel(context, 'census', census.reportOf(path), `Census: ${n?.label ?? path}`);
+      const report = path === undefined ? undefined : census.reportOf(path);
+      if (report !== undefined) showReportPanel(context, 'census', report, `Census: ${n?.label ?? path}`);
     }),
     ...[SAFETENSORS_VIEW_TYPE, PYTORCH_VIEW_TYPE].map((viewType) =>
       vscode.window.registerCustomEditorProvider(viewType, new SafetensorsEditorProvider(), {

@@ -94,14 +94,14 @@ export class Pickers {
   }
 
   /** One of fixed choices, the setting's default (or the last choice) first. */
-  async choice(key: string, title: string, choices: Array<{ value: string; detail?: string }>, fallback: string): Promise<string | undefined> {
+  async choice<T extends string>(key: string, title: string, choices: Array<{ value: T; detail?: string }>, fallback: T): Promise<T | undefined> {
     const last = this.last(key);
     const first = last ?? fallback;
     const items = choices.map((c) => ({ label: c.value, detail: c.detail, description: c.value === first ? (last !== undefined ? 'last used' : 'default') : undefined }));
     items.sort((a, b) => Number(b.label === first) - Number(a.label === first));
     const pick = await vscode.window.showQuickPick(items, { title, placeHolder: title, ignoreFocusOut: true });
     if (pick) this.remember(key, pick.label);
-    return pick?.label;
+    return choices.find((c) => c.value === pick?.label)?.value;
   }
 
   async number(key: string, title: string, fallback: number, min = 1): Promise<number | undefined> {

@@ -3,6 +3,7 @@
  * A request carries a `messageId`; everything the engine sends about it carries that id as `inReplyTo`,
  * so the extension resolves each job's promise from the answers. Used on both sides; no `vscode` import.
  */
+import { JobRequest } from './jobs/jobs';
 
 export interface ProgressInfo {
   phase: string;
@@ -12,12 +13,11 @@ export interface ProgressInfo {
   tensor?: string;
 }
 
-/** Run one `lora-lens` command: `args` are exactly the CLI's arguments after the command name. */
+/** Run one job (the engine checks the request in full and answers bad ones with an `input` error). */
 export interface RunRequest {
   type: 'run';
   messageId: number;
-  command: string;
-  args: string[];
+  request: JobRequest;
 }
 
 /** Abort the job `inReplyTo`; it answers with an error of kind `cancelled` once it has cleaned up. */
@@ -51,7 +51,7 @@ export interface LogMessage {
 export interface ResultMessage {
   type: 'result';
   inReplyTo: number;
-  /** What the command returns as `report` (its `--json` content). */
+  /** The job's report (its `--json` content): a `JobReport` of the job asked for. */
   report: unknown;
   /** The readable report the CLI prints. */
   text?: string;
@@ -71,7 +71,6 @@ export type FromEngine = ReadyMessage | ProgressMessage | LogMessage | ResultMes
 
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const isId = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
-const isStringArray = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
 
 function isProgress(v: unknown): v is ProgressInfo {
   return (
@@ -89,7 +88,7 @@ export function isToEngine(v: unknown): v is ToEngine {
   if (!isObject(v)) return false;
   switch (v.type) {
     case 'run':
-      return isId(v.messageId) && typeof v.command === 'string' && isStringArray(v.args);
+      return isId(v.messageId) && isObject(v.request) && typeof v.request.job === 'string';
     case 'cancel':
       return isId(v.inReplyTo);
     default:

@@ -4,8 +4,10 @@
  * (a compromised or buggy page must not make the host write arbitrary files), so it goes through
  * `parseWebviewMessage`, which returns a typed message or null.
  */
+import { JobName } from './jobs/jobs';
 
-export const REPORT_KINDS = ['compare', 'validate', 'precision', 'mask', 'decompose', 'census'] as const;
+/** The jobs whose reports have a panel. */
+export const REPORT_KINDS = ['compare', 'validate', 'precision', 'mask', 'decompose', 'census'] as const satisfies readonly JobName[];
 export type ReportKind = (typeof REPORT_KINDS)[number];
 
 export function isReportKind(x: unknown): x is ReportKind {

@@ -47,16 +47,15 @@ describe('census and estimate CLI', () => {
     assert.equal(report.adapter.trainableParams, 851_968);
   });
 
-  it('census of a bare adapter_model.safetensors: its LoRA factors are the targets, the saved head is not, and it is outside the layers', () => {
+  it('census of a bare adapter_model.safetensors: its LoRA factors are not counted as targets (they adapt a base not given), and it says so', () => {
     const r = cli('census', path.join(FIXTURES, 'real-adapters', 'gpt2-seqcls-cattn-r8', 'adapter_model.safetensors'), '--json', '-');
     assert.equal(r.status, 0, r.stderr);
     const report = JSON.parse(r.stdout);
     assert.equal(report.kind, 'file');
-    assert.deepEqual([report.summary.tensors, report.summary.loraTargetTensors, report.summary.nonTargetTensors], [25, 24, 1]);
-    const score = report.tensors.find((t: { name: string }) => t.name === 'base_model.model.score.weight');
-    assert.deepEqual([score.loraTarget, score.layer, score.category], [false, null, 'other']);
+    assert.deepEqual([report.summary.tensors, report.summary.loraTargetTensors, report.summary.nonTargetTensors], [25, 0, 25]);
+    assert.ok(report.warnings.includes('a bare LoRA file: its 12 modules adapt tensors of a base; census BASE --adapter DIR marks those targets'), report.warnings.join('\n'));
     const a = report.tensors.find((t: { name: string }) => t.name === 'base_model.model.transformer.h.3.attn.c_attn.lora_A.weight');
-    assert.deepEqual([a.loraTarget, a.layer, a.category, a.projection], [true, 3, 'attention', 'c_attn']);
+    assert.deepEqual([a.loraTarget, a.layer, a.category, a.projection], [false, 3, 'attention', 'c_attn']);
   });
 
   it('estimate --r --target and --adapter', () => {

@@ -57,7 +57,7 @@ describe('contract edges', () => {
       try {
         const json = path.join(root, 'no', 'such', 'dir', 'census.json');
         try {
-          await e.run('census', [base, '--json', json]).done;
+          await e.run({ job: 'census', path: base, json }).done;
           assert.ok(fs.existsSync(json));
         } catch (err) {
           assert.equal((err as JobError).kind, 'input');

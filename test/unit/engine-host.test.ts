@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import { JobRequest } from '../../src/shared/jobs/jobs';
 import { ProgressInfo } from '../../src/shared/protocol';
 import { EngineProcess, JobError, removePartials } from '../../src/extension/engine/engineProcess';
 import { loraPair, peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
@@ -35,12 +36,12 @@ async function rejection(p: Promise<unknown>): Promise<JobError> {
   assert.fail('the job should have failed');
 }
 
-test('runs a CLI command and answers with its report and progress', async () => {
+test('runs a typed job request and answers with its report and progress', async () => {
   const { e } = engine();
   try {
     const progress: ProgressInfo[] = [];
-    const r = await e.run('census', [base, '--adapter', adapter], { onProgress: (p) => progress.push(p) }).done;
-    const report = r.report as { summary: { tensors: number; loraTargetTensors: number }; tensors: Array<{ name: string; loraTarget: boolean }> };
+    const r = await e.run({ job: 'census', path: base, adapter }, { onProgress: (p) => progress.push(p) }).done;
+    const report = r.report;
     assert.equal(report.summary.tensors, names.length);
     assert.equal(report.summary.loraTargetTensors, names.length);
     assert.ok(report.tensors.every((t) => t.loraTarget));
@@ -48,25 +49,32 @@ test('runs a CLI command and answers with its report and progress', async () => 
     assert.deepEqual(progress.at(-1), { phase: 'census', done: names.length, total: names.length });
     // --json FILE works as on the CLI.
     const json = path.join(root, 'census.json');
-    await e.run('census', [base, '--json', json]).done;
+    await e.run({ job: 'census', path: base, json }).done;
     assert.equal(JSON.parse(fs.readFileSync(json, 'utf8')).summary.tensors, names.length);
   } finally {
     e.dispose();
   }
 });
 
-test('bad input and unknown commands come back as input errors naming the file', async () => {
+test('bad input, unknown jobs and malformed requests come back as input errors', async () => {
   const { e } = engine();
   try {
     const missing = path.join(root, 'nope');
-    const err = await rejection(e.run('census', [missing]).done);
+    const err = await rejection(e.run({ job: 'census', path: missing }).done);
     assert.equal(err.kind, 'input');
     assert.ok(err.message.includes(missing), err.message);
-    assert.equal((await rejection(e.run('frobnicate', []).done)).kind, 'input');
-    assert.equal((await rejection(e.run('merge', ['--base', base, '--bogus', 'x']).done)).kind, 'input');
+    // Requests from outside the types: the engine checks them in full.
+    const malformed = (r: unknown): JobRequest => r as JobRequest;
+    assert.equal((await rejection(e.run(malformed({ job: 'frobnicate' })).done)).kind, 'input');
+    const bogus = await rejection(e.run(malformed({ job: 'merge', base, bogus: 'x' })).done);
+    assert.equal(bogus.kind, 'input');
+    assert.match(bogus.message, /^lora-lens merge: unknown option --bogus \(options: --base, --adapter, --out, --dtype, --rule, --shard-size, --json, --device, --quiet\)$/);
+    const rule = await rejection(e.run(malformed({ job: 'merge', base, adapter, out: path.join(root, 'm'), dtype: 'bf16', rule: 'nope' })).done);
+    assert.equal(rule.message, 'lora-lens merge: --rule must be one of peft, peft-safe, fp32-cast (got "nope")');
+    assert.equal((await rejection(e.run(malformed({ job: 'merge', base, adapter, dtype: 'bf16' })).done)).message, 'lora-lens merge: --out is required');
     // The engine survives bad input: the same process answers the next job.
     const pid = e.pid;
-    await e.run('census', [base]).done;
+    await e.run({ job: 'census', path: base }).done;
     assert.equal(e.pid, pid);
   } finally {
     e.dispose();
@@ -78,11 +86,11 @@ test('a job cancelled while queued or running writes nothing', async () => {
   try {
     const out1 = path.join(root, 'merged-1');
     const out2 = path.join(root, 'merged-2');
-    const args = (out: string): string[] => ['--base', base, '--adapter', adapter, '--out', out, '--dtype', 'bf16'];
+    const request = (out: string): JobRequest<'merge'> => ({ job: 'merge', base, adapter, out, dtype: 'bf16' });
     let cancelRunning = (): void => {};
-    const running = e.run('merge', args(out1), { onProgress: () => cancelRunning() });
+    const running = e.run(request(out1), { onProgress: () => cancelRunning() });
     cancelRunning = running.cancel;
-    const queued = e.run('merge', args(out2));
+    const queued = e.run(request(out2));
     queued.cancel();
     const [a, b] = await Promise.allSettled([running.done, queued.done]);
     assert.equal(b.status, 'rejected');
@@ -103,7 +111,7 @@ test('a crashed engine fails its job as crashed, its partial output is removed, 
   try {
     const out = path.join(root, 'merged-crash');
     let killed = false;
-    const job = e.run('merge', ['--base', base, '--adapter', adapter, '--out', out, '--dtype', 'fp16'], {
+    const job = e.run({ job: 'merge', base, adapter, out, dtype: 'fp16' }, {
       outputs: [out],
       onProgress: () => {
         if (killed) return;
@@ -118,8 +126,8 @@ test('a crashed engine fails its job as crashed, its partial output is removed, 
     assert.ok(!fs.existsSync(out));
     assert.deepEqual(fs.readdirSync(root).filter((f) => f.includes('.partial-')), []);
     assert.equal(e.running, false);
-    const r = await e.run('census', [base]).done;
-    assert.equal((r.report as { summary: { tensors: number } }).summary.tensors, names.length);
+    const r = await e.run({ job: 'census', path: base }).done;
+    assert.equal(r.report.summary.tensors, names.length);
     assert.notEqual(e.pid, pid);
     assert.ok(log.some((l) => l.includes('engine stopped (signal SIGKILL)')), log.join('\n'));
     assert.ok(log.some((l) => l.startsWith(`[job ${job.id}] failed (crashed): `) && l.endsWith('partial output removed')), log.join('\n'));

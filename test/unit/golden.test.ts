@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
-import { MergeRule } from '../../src/engine/kernels/kernels';
+import { MergeRule } from '../../src/shared/jobs/choices';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import { CliDtype } from '../../src/shared/safetensors/dtypes';
 import { quietContext } from '../../src/engine/util/job';

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, test } from 'node:test';
-import { MERGE_RULES } from '../../src/engine/kernels/kernels';
+import { MERGE_RULES } from '../../src/shared/jobs/choices';
 import { ALLOW_SOFTWARE_GPU_ENV } from '../../src/engine/kernels/gpu/dawn';
 import { gpuKernels } from '../../src/engine/kernels/select';
 import { quietContext } from '../../src/engine/util/job';

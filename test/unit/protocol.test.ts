@@ -4,15 +4,16 @@ import { test } from 'node:test';
 import { isFromEngine, isToEngine } from '../../src/shared/protocol';
 
 test('requests to the engine', () => {
-  assert.ok(isToEngine({ type: 'run', messageId: 1, command: 'census', args: ['/m'] }));
+  assert.ok(isToEngine({ type: 'run', messageId: 1, request: { job: 'census', path: '/m' } }));
   assert.ok(isToEngine({ type: 'cancel', inReplyTo: 1 }));
   for (const bad of [
     null,
     [],
-    { type: 'run', messageId: -1, command: 'census', args: [] },
-    { type: 'run', messageId: 1.5, command: 'census', args: [] },
-    { type: 'run', messageId: 1, command: 'census', args: [1] },
-    { type: 'run', messageId: 1, args: [] },
+    { type: 'run', messageId: -1, request: { job: 'census' } },
+    { type: 'run', messageId: 1.5, request: { job: 'census' } },
+    { type: 'run', messageId: 1, request: ['census'] },
+    { type: 'run', messageId: 1, request: { path: '/m' } },
+    { type: 'run', messageId: 1, command: 'census', args: [] },
     { type: 'cancel' },
     { type: 'exit' },
   ]) {

@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { DECOMPOSE_DEFAULTS, DecomposeMethod, DecomposeOptions, runDecompose } from '../../src/engine/jobs/decompose';
+import { DECOMPOSE_DEFAULTS, DecomposeMethod } from '../../src/shared/jobs/choices';
+import { DecomposeOptions, runDecompose } from '../../src/engine/jobs/decompose';
 import { runMask } from '../../src/engine/jobs/mask';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';

@@ -36,6 +36,10 @@ export function configDtype(config: Config): Dtype {
   return d;
 }
 
+/** Layer counts are checked before the layers are laid out: a layer holds a dozen tensors or so. */
+const LAYER_COUNTS = new Set(['num_hidden_layers', 'n_layer', 'n_layers']);
+const MAX_LAYERS = 10_000;
+
 /** More tensors than any real checkpoint has (the largest have tens of thousands). */
 const MAX_LAYOUT_TENSORS = 1_000_000;
 
@@ -94,6 +98,7 @@ class Fields {
       throw new LensError('config.json', `${this.modelType} config has no ${key}`);
     }
     if (!Number.isSafeInteger(v) || (v as number) < 0) throw new LensError('config.json', `${key} must be a non-negative integer (found ${JSON.stringify(v)})`);
+    if (LAYER_COUNTS.has(key) && (v as number) > MAX_LAYERS) throw new LensError('config.json', `${key} ${v} is more layers than any model has (at most ${MAX_LAYERS} are read)`);
     return v as number;
   }
 

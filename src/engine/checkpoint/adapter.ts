@@ -8,7 +8,8 @@ import { AdapterConfig, isTargetModule } from './adapterConfig';
 import { groupAdapter } from './adapterKeys';
 import { Checkpoint } from './checkpoint';
 import { diffusionFormat, diffusionLayout } from './diffusionAdapter';
-import { AdaptedModule } from './deltaRule';
+import { AdaptedModule, outputFactor } from './deltaRule';
+import { bytesToF32 } from '../safetensors/reader';
 
 /** An adapter tensor that replaces a base tensor outright (modules_to_save, saved biases). */
 export interface Replacement {
@@ -162,6 +163,29 @@ function iaBias(m: AdaptedModule, names: BaseNames): AdaptedModule | undefined {
   const bias = names.resolve(`${m.module}.bias`);
   if (!bias || bias.numel !== m.rule.vector.numel) return undefined;
   return { ...m, module: `${m.module}.bias`, rule: { kind: 'scale', vector: m.rule.vector, axis: 'all' }, out: bias.numel, in: 1, base: bias, transpose: false };
+}
+
+/**
+ * Modules whose delta is zero because their output factor (lora_B, mlx-lm's lora_b, VeRA's λ_b) holds
+ * only zeros: PEFT initialises lora_B so, and an adapter saved untrained there changes nothing. Reads
+ * those factors (small); other rules are not checked.
+ */
+export function zeroFactorModules(adapter: Checkpoint, modules: AdaptedModule[]): string[] {
+  const zero: string[] = [];
+  for (const m of modules) {
+    const t = outputFactor(m);
+    if (!t || t.numel === 0) continue;
+    const v = bytesToF32(t, adapter.handles.readBytesSync(t, new Uint8Array(t.byteLength)), new Float32Array(t.numel));
+    if (v.every((x) => x === 0)) zero.push(m.module);
+  }
+  return zero;
+}
+
+/** The one-line warning naming all-zero modules (the first few; the report lists them all). */
+export function zeroFactorWarning(zero: string[]): string | undefined {
+  if (zero.length === 0) return undefined;
+  const shown = zero.slice(0, 3).join(', ') + (zero.length > 3 ? `, … (${zero.length - 3} more)` : '');
+  return `${zero.length} module${zero.length === 1 ? ' has' : 's have'} all-zero lora_B: ${zero.length === 1 ? 'it changes' : 'they change'} nothing (${shown})`;
 }
 
 /**

@@ -9,8 +9,7 @@ import { AdapterConfig, parseAdapterConfig } from './adapterConfig';
 import { DiffusersComponent, findComponents } from './diffusers';
 import { readJson } from './json';
 import { shardFiles } from './shards';
-
-export type CheckpointKind = 'model' | 'sharded-model' | 'adapter' | 'task-vector' | 'file' | 'diffusers';
+import { CheckpointKind } from '../../shared/jobs/choices';
 
 /** What a path on disk is: its tensors (headers only, nothing read), configs and the files holding them. */
 export interface Checkpoint {

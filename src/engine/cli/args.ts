@@ -1,26 +1,10 @@
+import { FlagSpec } from '../../shared/jobs/options';
+import { ParsedArgs } from '../../shared/jobs/request';
 import { LensError } from '../errors';
-import { assertSafeOutputs } from '../util/outputs';
-
-export type FlagKind = 'string' | 'number' | 'bool' | 'list' | 'repeat';
-
-export interface FlagSpec {
-  kind: FlagKind;
-  /** Values the flag accepts (string flags). */
-  choices?: readonly string[];
-  default?: string | number | boolean;
-}
-
-export interface ParsedArgs {
-  positional: string[];
-  flags: Record<string, string | number | boolean | string[] | undefined>;
-  /** Every flag value in command-line order (`--adapter a --finetuned b --adapter c`), which `flags` loses across flags. */
-  ordered?: Array<{ name: string; value: string }>;
-}
 
 /**
  * Parses `args` against the command's flags: `--x V` (string, number), `--x` (bool), `--x V1 V2 …`
  * (list: values up to the next flag), `--x V` given several times (repeat). `--x=V` works too.
- * Refuses an `--out` or `--json FILE` that would be written over one of the command's inputs.
  */
 export function parseArgs(command: string, args: string[], spec: Record<string, FlagSpec>, maxPositional: number): ParsedArgs {
   const flags: ParsedArgs['flags'] = {};
@@ -84,19 +68,5 @@ export function parseArgs(command: string, args: string[], spec: Record<string, 
   }
   for (const [name, s] of Object.entries(spec)) if (flags[name] === undefined && s.default !== undefined) flags[name] = s.default;
   if (positional.length > maxPositional) usage(`unexpected argument ${JSON.stringify(positional[maxPositional])}`);
-  // Before any work: --out and --json FILE must not land on an input (the CLI and the engine host both parse here).
-  assertSafeOutputs(positional, flags, spec);
   return { positional, flags, ordered };
-}
-
-/** Reads a required flag or fails with a usage error naming it. */
-export function required<T>(command: string, flags: ParsedArgs['flags'], name: string): T {
-  const v = flags[name];
-  if (v === undefined) throw new LensError(`lora-lens ${command}`, `--${name} is required`);
-  return v as T;
-}
-
-/** `--dtypes fp16,bf16` and `--dtypes fp16 bf16` alike. */
-export function splitList(values: string[]): string[] {
-  return values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
 }

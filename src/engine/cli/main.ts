@@ -1,29 +1,23 @@
 import { version } from '../../../package.json';
+import { isJobName, JOB_NAMES, JOBS } from '../../shared/jobs/jobs';
+import { flagSpecs } from '../../shared/jobs/options';
+import { requestFromArgs } from '../../shared/jobs/request';
 import { CancelledError, LensError } from '../errors';
-import { Kernels } from '../kernels/kernels';
-import { DEVICE_CHOICES, DeviceChoice, selectKernels } from '../kernels/select';
-import { Progress } from '../util/job';
+import { runJob } from '../run';
+import { JobContext, Progress } from '../util/job';
+import { escapeControl } from '../../shared/errors';
 import { asInputError } from '../../shared/files';
 import { writeReportFile } from '../util/outputs';
 import { parseArgs } from './args';
-import { CliCommand, CliContext } from './command';
-import { COMMANDS } from './commands';
-
-/** Flags every command takes, on the CLI and in the engine process. */
-export const COMMON_FLAGS = {
-  json: { kind: 'string' },
-  device: { kind: 'string', choices: DEVICE_CHOICES, default: 'auto' },
-  quiet: { kind: 'bool' },
-} as const;
 
 function help(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  const width = Math.max(...JOB_NAMES.map((n) => n.length));
   return [
     'lora-lens: inspect, merge, validate and decompose LoRA adapters and checkpoints',
     '',
     'usage: lora-lens <command> [options]',
     '',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    ...JOB_NAMES.map((n) => `  ${n.padEnd(width)}  ${JOBS[n].summary}`),
     '',
     'Every command takes --json FILE (write the report), --device auto|cpu|gpu, --quiet.',
     "Run 'lora-lens <command> --help' for a command's options.",
@@ -39,7 +33,7 @@ function progressPrinter(): (p: Progress) => void {
     if (now - last < 100 && p.done < p.total) return;
     last = now;
     const pct = p.total > 0 ? Math.floor((100 * p.done) / p.total) : 0;
-    const line = `${p.phase} ${p.done}/${p.total} (${pct}%)${p.tensor ? ' ' + p.tensor : ''}`;
+    const line = escapeControl(`${p.phase} ${p.done}/${p.total} (${pct}%)${p.tensor ? ' ' + p.tensor : ''}`, false);
     process.stderr.write(`\r\x1b[2K${line.slice(0, (process.stderr.columns ?? 100) - 1)}`);
     if (p.done >= p.total) process.stderr.write('\r\x1b[2K');
   };
@@ -56,13 +50,13 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${version}\n`);
     return 0;
   }
-  const cmd: CliCommand | undefined = COMMANDS.find((c) => c.name === name);
-  if (!cmd) {
-    process.stderr.write(`lora-lens: unknown command '${name}' (commands: ${COMMANDS.map((c) => c.name).join(', ')}; lora-lens --help tells more)\n`);
+  if (!isJobName(name)) {
+    process.stderr.write(`lora-lens: unknown command '${escapeControl(name, false)}' (commands: ${JOB_NAMES.join(', ')}; lora-lens --help tells more)\n`);
     return 2;
   }
+  const job = JOBS[name];
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`usage: lora-lens ${cmd.usage}\n\n${cmd.summary}\n`);
+    process.stdout.write(`usage: lora-lens ${job.usage}\n\n${job.summary}\n`);
     return 0;
   }
 
@@ -73,7 +67,6 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
-  let kernels: Kernels | undefined;
   // On a terminal warnings show as they come; otherwise they are held until the command succeeds, so
   // that bad input is exactly one line on stderr (a warning before the error would be a second).
   const live = process.stderr.isTTY === true;
@@ -82,36 +75,35 @@ export async function main(argv: string[]): Promise<number> {
     for (const w of held.splice(0)) process.stderr.write(w);
   };
   try {
-    const args = parseArgs(name, rest, { ...cmd.flags, ...COMMON_FLAGS }, cmd.maxPositional);
+    const args = parseArgs(name, rest, flagSpecs(job), 'positional' in job ? 1 : 0);
     const quiet = args.flags.quiet === true;
-    const ctx: CliContext = {
+    const ctx: JobContext = {
       signal: abort.signal,
       progress: quiet ? () => {} : progressPrinter(),
       warn: (m) => {
-        const line = `warning: ${m}\n`;
+        const line = `warning: ${escapeControl(m, false)}\n`;
         if (live) process.stderr.write(line);
         else held.push(line);
       },
       log: (m) => {
-        if (!quiet && process.stderr.isTTY) process.stderr.write(`${m}\n`);
+        if (!quiet && process.stderr.isTTY) process.stderr.write(`${escapeControl(m)}\n`);
       },
-      kernels: async () => (kernels ??= await selectKernels(args.flags.device as DeviceChoice, ctx)),
     };
-    const result = await cmd.run(args, ctx);
+    const result = await runJob(requestFromArgs(name, args), ctx);
     flushWarnings();
     const jsonOut = args.flags.json as string | undefined;
-    if (jsonOut !== undefined && result.report !== undefined) {
+    if (jsonOut !== undefined) {
       const text = JSON.stringify(result.report, null, 2) + '\n';
       if (jsonOut === '-') process.stdout.write(text);
       else writeReportFile(jsonOut, text);
     }
-    if (result.text && !quiet && jsonOut !== '-') process.stdout.write(result.text.endsWith('\n') ? result.text : result.text + '\n');
+    if (result.text && !quiet && jsonOut !== '-') process.stdout.write(escapeControl(result.text.endsWith('\n') ? result.text : result.text + '\n'));
     return 0;
   } catch (caught) {
     const e = asInputError(caught);
     if (e instanceof LensError) {
       // Usage errors already name the command (`lora-lens merge: --out is required`).
-      const msg = e.message.replace(/\s*\n\s*/g, ' ');
+      const msg = escapeControl(e.message.replace(/\s*\n\s*/g, ' '), false);
       process.stderr.write(msg.startsWith(`lora-lens ${name}: `) ? `${msg}\n` : `lora-lens ${name}: ${msg}\n`);
       return 2;
     }
@@ -125,6 +117,5 @@ export async function main(argv: string[]): Promise<number> {
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
-    await kernels?.dispose();
   }
 }

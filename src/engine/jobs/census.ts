@@ -8,106 +8,21 @@ import * as path from 'node:path';
 import { modelLayout } from '../census/architectures';
 import { CATEGORIES, Category, classifyTensor } from '../../shared/census/classify';
 import { loraTargetPredicate } from '../census/targets';
-import { AdapterLayout, adapterLayout } from '../checkpoint/adapter';
+import { AdapterLayout, adapterLayout, zeroFactorModules, zeroFactorWarning } from '../checkpoint/adapter';
 import { ruleName } from '../checkpoint/deltaRule';
 import { diffusionFormat } from '../checkpoint/diffusionAdapter';
 import { AdapterConfig, parseAdapterConfig } from '../checkpoint/adapterConfig';
 import { adapterWeights, Checkpoint, closeCheckpoint, folderHoldsWeights, openCheckpoint } from '../checkpoint/checkpoint';
 import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
-import { TrainingMetadata, trainingMetadata, trainingMetadataLines } from '../../shared/safetensors/trainingMetadata';
+import { trainingMetadata, trainingMetadataLines } from '../../shared/safetensors/trainingMetadata';
 import { byteSize } from '../../shared/safetensors/dtypes';
 import { JobContext } from '../util/job';
+import { CensusTensor, Totals, CensusAdapter, CensusReport } from '../../shared/jobs/reports/census';
 
 /** A PEFT LoRA parameter: lora_A / lora_B (Linear, Conv1D), lora_embedding_A / _B, DoRA's magnitude vector. */
 const LORA_FACTOR = /\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(\.|$)/;
-
-export interface CensusTensor {
-  name: string;
-  dtype: string;
-  shape: number[];
-  numel: number;
-  bytes: number;
-  category: Category;
-  layer: number | null;
-  projection: string | null;
-  /** LoRA adapts this tensor (a base weight under the adapter, or an adapter's own LoRA factor). */
-  loraTarget: boolean;
-  /** The adapter replaces this tensor outright (modules_to_save, saved biases). */
-  replaced: boolean;
-  /** Image models: the pipeline component and the block (see TensorClass). */
-  component?: string;
-  block?: string | null;
-}
-
-export interface Totals {
-  tensors: number;
-  params: number;
-}
-
-export interface CensusAdapter {
-  path: string;
-  /** The adapter method (LORA, ADALORA, IA3, LOHA, LOKR, VERA; MLX for mlx-lm). */
-  method: string;
-  /** r and alpha as the config states them; null where it states none (MLX states `scale`, IA³ neither). */
-  r: number | null;
-  alpha: number | null;
-  /** The scale the config states outright (mlx-lm); null where it follows from r and alpha. */
-  scale: number | null;
-  targets: string[] | string | null;
-  useRslora: boolean;
-  useDora: boolean;
-  fanInFanOut: boolean;
-  rankPattern: Record<string, number>;
-  alphaPattern: Record<string, number>;
-  modulesToSave: string[];
-  layersToTransform: number[] | null;
-  /** LoRA modules: in the adapter's weights, or matched in the base when only adapter_config.json was given. */
-  loraModules: number;
-  /** Exact trainable parameters: every element the adapter stores (LoRA factors, DoRA magnitudes, saved modules); null without weights. */
-  trainableParams: number | null;
-  /** Elements of lora_A / lora_B (and embedding factors) alone. */
-  loraParams: number | null;
-  /** Tensors the adapter replaces or adds in full. */
-  savedTensors: number | null;
-}
-
-export interface CensusReport {
-  path: string;
-  /** model, sharded-model, adapter, task-vector, file, or config (a layout from config.json, no weights). */
-  kind: string;
-  modelType: string | null;
-  architecture: string | null;
-  files: string[];
-  summary: {
-    tensors: number;
-    /** Elements (parameters), not tensors. */
-    params: number;
-    bytes: number;
-    layers: number;
-    loraTargetTensors: number;
-    nonTargetTensors: number;
-    loraTargetParams: number;
-    /** Tensor counts per category: the six language-model categories always, image-model categories when present. */
-    categories: Partial<Record<Category, number>>;
-    /** Element counts per category. */
-    categoryParams: Partial<Record<Category, number>>;
-    /** Tensor counts per dtype. */
-    dtypes: Record<string, number>;
-    /** Element counts per dtype. */
-    dtypeParams: Record<string, number>;
-  };
-  perLayer: Array<{ layer: number; tensors: number; params: number; loraTargetTensors: number }>;
-  /** Image models: tensors per component and block (`unet` `down.1`, `transformer` `single.12`; block null outside blocks). */
-  perBlock: Array<{ component: string; block: string | null; tensors: number; params: number; loraTargetTensors: number }>;
-  /** Tensors and elements outside the blocks (embeddings, final norm, heads). */
-  outsideLayers: Totals;
-  adapter: CensusAdapter | null;
-  /** kohya-ss training metadata (`ss_*`) of a single file, read into its main fields; null when there is none. */
-  trainingMetadata: TrainingMetadata | null;
-  warnings: string[];
-  tensors: CensusTensor[];
-}
+const LORA_FACTOR_SUFFIX = /\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(\..*)?$/;
 
 export interface CensusOptions {
   /** A PEFT adapter folder (or its adapter_config.json alone) whose targets are marked in the base. */
@@ -195,10 +110,11 @@ function diffusionAdapterInfo(p: string, c: Checkpoint, layout: AdapterLayout): 
     trainableParams: c.tensors.reduce((a, t) => a + t.numel, 0),
     loraParams: factors.reduce((a, t) => a + t.numel, 0),
     savedTensors: 0,
+    zeroModules: zeroFactorModules(c, layout.modules),
   };
 }
 
-function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, loraModules: number): CensusAdapter {
+function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, loraModules: number, zeroModules: string[] | null): CensusAdapter {
   const lora = c?.tensors.filter((t) => /\.lora_(embedding_)?[AB](\.|$)/.test(t.name));
   const saved = c?.tensors.filter((t) => !/\.lora_(embedding_)?[AB](\.|$)|\.lora_magnitude_vector/.test(t.name));
   return {
@@ -219,6 +135,7 @@ function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, l
     trainableParams: c ? c.tensors.reduce((a, t) => a + t.numel, 0) : null,
     loraParams: lora ? lora.reduce((a, t) => a + t.numel, 0) : null,
     savedTensors: saved ? saved.length : null,
+    zeroModules,
   };
 }
 
@@ -238,7 +155,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
       for (const m of layout.modules) for (const t of m.tensors) targets.add(t.name);
       for (const r of layout.replacements) replaced.add(r.source.name);
       for (const w of layout.warnings) warnings.push(w);
-      adapter = c.adapter ? adapterInfo(p, c.adapter, c, layout.modules.length) : diffusionAdapterInfo(p, c, layout);
+      adapter = c.adapter ? adapterInfo(p, c.adapter, c, layout.modules.length, zeroFactorModules(c, layout.modules)) : diffusionAdapterInfo(p, c, layout);
     } else if (opts.adapter !== undefined) {
       const a = openAdapter(opts.adapter);
       if (a.checkpoint) opened.push(a.checkpoint);
@@ -247,23 +164,29 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
         for (const m of layout.modules) targets.add(m.base!.name);
         for (const r of layout.replacements) if (r.base) replaced.add(r.base.name);
         for (const w of layout.warnings) warnings.push(w);
-        adapter = a.config ? adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length) : diffusionAdapterInfo(opts.adapter, a.checkpoint, layout);
+        adapter = a.config ? adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length, zeroFactorModules(a.checkpoint, layout.modules)) : diffusionAdapterInfo(opts.adapter, a.checkpoint, layout);
       } else if (!a.config) {
         throw new LensError(p, 'a kohya, LyCORIS or diffusers LoRA file is matched to a base by its weights; give a base with weights, not a config');
       } else {
         // No adapter weights, or a base without weights: PEFT's matching rules on the names.
         const hit = loraTargetPredicate(a.config, src.config, a.config.file);
         for (const t of src.tensors) if (hit(t.name, t.shape)) targets.add(t.name);
-        adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, a.checkpoint ? adapterLayout(a.checkpoint).modules.length : targets.size);
+        const modules = a.checkpoint ? adapterLayout(a.checkpoint).modules : undefined;
+        adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, modules ? modules.length : targets.size, modules && a.checkpoint ? zeroFactorModules(a.checkpoint, modules) : null);
       }
       if (targets.size === 0) warnings.push(`the adapter's target_modules ${JSON.stringify(a.config?.targetModules ?? null)} match no tensor of ${p}`);
     } else if (opts.targets !== undefined) {
       const hit = loraTargetPredicate({ targetModules: opts.targets, layersToTransform: null, layersPattern: null }, src.config, p);
       for (const t of src.tensors) if (hit(t.name, t.shape)) targets.add(t.name);
     } else {
-      // A bare adapter_model.safetensors (no adapter_config.json beside it): its LoRA factors are targets, as in an adapter folder.
-      for (const t of src.tensors) if (LORA_FACTOR.test(t.name)) targets.add(t.name);
+      // A bare adapter_model.safetensors (no adapter_config.json beside it): its factors are not targets
+      // themselves; the tensors they adapt are in a base this census was not given.
+      const modules = new Set(src.tensors.filter((t) => LORA_FACTOR.test(t.name)).map((t) => t.name.replace(LORA_FACTOR_SUFFIX, '')));
+      if (modules.size > 0) warnings.push(`a bare LoRA file: its ${modules.size} module${modules.size === 1 ? '' : 's'} adapt tensors of a base; census BASE --adapter DIR marks those targets`);
     }
+
+    const zeroWarning = adapter?.zeroModules ? zeroFactorWarning(adapter.zeroModules) : undefined;
+    if (zeroWarning) warnings.push(zeroWarning);
 
     // The six language-model categories always; an image model's own (resnet, time_embedding, vae) when it has them.
     const zero = (): Partial<Record<Category, number>> => Object.fromEntries(CATEGORIES.slice(0, 6).map((c) => [c, 0])) as Partial<Record<Category, number>>;

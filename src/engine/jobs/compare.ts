@@ -6,11 +6,11 @@ import * as path from 'node:path';
 import { classifyTensor } from '../../shared/census/classify';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { decodeBlock, finiteBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { allZeroBytes } from '../kernels/cpuMath';
 import { AdaptedModule, needsBase, wholeTensor } from '../checkpoint/deltaRule';
+import { zeroFactorModules, zeroFactorWarning } from '../checkpoint/adapter';
 import { Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
@@ -20,65 +20,14 @@ import { effectiveDelta, Factors } from '../tensors/delta';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { Accumulator, cosine, finite, relFroErr, swapSides, zeroStats } from '../tensors/stats';
 import { Block, blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from '../tensors/stream';
+import { CompareTensor, CompareSummary, CompareReport } from '../../shared/jobs/reports/compare';
 
-export const DEFAULT_TOLERANCE = 1e-5;
 /** Cosine above which a shared tensor counts as a perfect match. */
 export const PERFECT_COSINE = 0.9999;
 
 export interface CompareOptions {
   tolerance: number;
   saveDeltas: boolean;
-}
-
-export interface CompareTensor {
-  name: string;
-  category: string;
-  /** The adapter puts a LoRA delta on this tensor. */
-  loraTarget: boolean;
-  /** The adapter replaces this tensor outright (modules_to_save, a saved bias). */
-  replaced: boolean;
-  cosine: number | null;
-  maxAbsDiff: number | null;
-  relFroErr: number | null;
-  loraNorm: number;
-  taskVectorNorm: number;
-  loraNonzero: number;
-  taskVectorNonzero: number;
-  withinTolerance: boolean;
-}
-
-export interface CompareSummary {
-  compared: number;
-  shared: number;
-  perfectMatches: number;
-  loraOnly: number;
-  taskVectorOnly: number;
-  taskVectorOnlyNorm: number;
-  meanCosine: number | null;
-  minCosine: number | null;
-  maxAbsDiff: number | null;
-  maxRelFroErr: number | null;
-  tolerance: number;
-  equivalent: boolean;
-  verdict: string;
-}
-
-export interface CompareReport {
-  base: string;
-  adapter: string;
-  taskVector: string;
-  /** 'task-vector' (a file) or 'finetuned' (computed on the fly). */
-  source: 'task-vector' | 'finetuned';
-  device: string;
-  summary: CompareSummary;
-  tensors: CompareTensor[];
-  /** Base tensors absent from the task vector side, or with another shape there (compared as zeros / skipped). */
-  missingInTaskVector: string[];
-  shapeMismatches: string[];
-  onlyInTaskVector: string[];
-  files: string[];
-  warnings: string[];
-  seconds: number;
 }
 
 interface Step {
@@ -148,14 +97,18 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
   }
   const onlyInTaskVector = other.tensors.filter((t) => !plan.base.byName.has(t.name)).map((t) => t.name);
   const warnings = [...plan.warnings];
+  // Named, not silently dropped: a module whose lora_B is all zeros has no tensor entry below.
+  const zeroModules = zeroFactorModules(plan.adapter, plan.modules);
+  const zeroWarning = zeroFactorWarning(zeroModules);
+  if (zeroWarning) warnings.push(zeroWarning);
   if (mismatched.length) warnings.push(`${mismatched.length} tensor(s) have another shape in ${other.path} and were skipped: ${mismatched.slice(0, 3).join(', ')}`);
   if (onlyInTaskVector.length) warnings.push(`${onlyInTaskVector.length} tensor(s) of ${other.path} are not in the base, e.g. ${onlyInTaskVector[0]}`);
   const missingTargets = missing.filter((n) => plan.loraByBase.has(n) || plan.replaceByBase.has(n));
   if (missingTargets.length) warnings.push(`${missingTargets.length} adapted tensor(s) are missing from ${other.path} (compared against zeros), e.g. ${missingTargets[0]}`);
   for (const w of warnings.slice(plan.warnings.length)) ctx.warn(w);
 
-  const scratch = new Scratch(wantsSharedMemory(kernels));
-  const factors = new Factors(plan.adapter, wantsSharedMemory(kernels));
+  const scratch = new Scratch(kernels.sharedMemory);
+  const factors = new Factors(plan.adapter, kernels.sharedMemory);
   const deltaWriter = opts.saveDeltas ? new SafetensorsWriter(path.join(dir, 'lora_deltas.safetensors'), deltaSpecs, { format: 'pt' }) : undefined;
   const tensors: CompareTensor[] = [];
   let acc = new Accumulator();
@@ -189,10 +142,10 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
         finishTensor(step, m);
         continue;
       }
-      const w = data.base ? await decodeBlock(kernels, blockInfo(b), data.base, scratch.f32('w', n)) : undefined;
+      const w = data.base ? await kernels.decode(blockInfo(b), data.base, scratch.f32('w', n)) : undefined;
       let tau: Float32Array | null = null;
       if (data.other) {
-        const o = await decodeBlock(kernels, blockInfo(sameRows(b, step.other!)), data.other, scratch.f32('o', n));
+        const o = await kernels.decode(blockInfo(sameRows(b, step.other!)), data.other, scratch.f32('o', n));
         tau = mode === 'finetuned' ? await kernels.subtract(o, w!, scratch.f32('tau', n)) : o;
       }
       let lora: Float32Array | null = null;
@@ -200,7 +153,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
         // DoRA's and IA³'s delta is what their merge adds: the fp32 merge minus the base.
         lora = await effectiveDelta(kernels, factors, m, b, w, scratch.f32('delta', n), scratch);
       } else if (data.rep) {
-        const r = await decodeBlock(kernels, blockInfo(sameRows(b, step.rep!)), data.rep, scratch.f32('rep', n));
+        const r = await kernels.decode(blockInfo(sameRows(b, step.rep!)), data.rep, scratch.f32('rep', n));
         lora = await kernels.subtract(r, w!, scratch.f32('delta', n));
       }
       if (lora) acc.add(await kernels.pairStats(lora, tau));
@@ -226,6 +179,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
     missingInTaskVector: missing,
     shapeMismatches: mismatched,
     onlyInTaskVector,
+    zeroModules,
     files,
     warnings,
     seconds: (performance.now() - t0) / 1000,
@@ -241,7 +195,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
  */
 async function zeroTaskVector(kernels: Kernels, mode: 'task-vector' | 'finetuned', b: Block, other: TensorInfo, base: Uint8Array | undefined, o: Uint8Array): Promise<boolean> {
   if (mode === 'task-vector') return allZeroBytes(o);
-  return base !== undefined && other.dtype === b.tensor.dtype && sameBytes(base, o) && finiteBlock(kernels, other.dtype as FloatDtype, o);
+  return base !== undefined && other.dtype === b.tensor.dtype && sameBytes(base, o) && kernels.allFinite(other.dtype as FloatDtype, o);
 }
 
 function compareTensor(name: string, loraTarget: boolean, replaced: boolean, s: PairStats, tolerance: number): CompareTensor {

@@ -12,9 +12,9 @@ import { JobContext } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
 import { Mask, MASK_ORDER } from '../unmerge/maskFile';
 import { uniqueNames } from '../unmerge/names';
-import { forEachMaskedModule, KernelsSource, MaskedSource, openSource, resolveKernels, SourceKind } from '../unmerge/sources';
-
-export const COMPRESSED_FORMAT = 'lora-lens/compressed-task-vector';
+import { forEachMaskedModule, KernelsSource, MaskedSource, openSource, resolveKernels } from '../unmerge/sources';
+import { SourceKind } from '../../shared/jobs/choices';
+import { COMPRESSED_FORMAT, CompressReport } from '../../shared/jobs/reports/compress';
 
 export interface CompressInput {
   kind: SourceKind;
@@ -26,33 +26,6 @@ export interface CompressOptions {
   base: string;
   inputs: CompressInput[];
   out: string;
-}
-
-export interface CompressedInputReport {
-  name: string;
-  kind: SourceKind;
-  path: string;
-  file: string;
-  /** L2 norm of the compressed vector, of the whole task vector over the masked modules, and their ratio. */
-  norm: number;
-  fullNorm: number;
-  normKept: number | null;
-  nonzero: number;
-  /** Masked modules the input changes at all. */
-  modulesTouched: number;
-}
-
-export interface CompressReport {
-  format: typeof COMPRESSED_FORMAT;
-  mask: string;
-  base: string;
-  modules: string[];
-  /** Length of each compressed vector. */
-  selected: number;
-  order: string;
-  /** Where the numerics ran, read after the work so that a GPU's fallback to the CPU shows. */
-  device: string;
-  inputs: CompressedInputReport[];
 }
 
 export async function runCompress(o: CompressOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<CompressReport> {

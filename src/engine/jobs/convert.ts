@@ -16,18 +16,7 @@ import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir, withOutputFile } from '../util/outputDir';
 import { blockInfo, blocksOf, prefetched, readBlock } from '../tensors/stream';
-
-export interface ConvertReport {
-  in: string;
-  out: string;
-  /** What the input was: a single file, a model folder (one file or shards), or a PEFT adapter folder. */
-  kind: Checkpoint['kind'];
-  /** Files written (relative to `out` for a folder). */
-  files: string[];
-  tensors: number;
-  bytes: number;
-  seconds: number;
-}
+import { ConvertReport } from '../../shared/jobs/reports/convert';
 
 /** Weights, their indexes and pickles: never copied beside the converted weights. */
 const NOT_COPIED = /\.(safetensors|bin|pt|pth|ckpt|pkl)$|\.index\.json$/;
@@ -36,6 +25,11 @@ export async function convertCheckpoint(inPath: string, out: string, ctx: JobCon
   const t0 = performance.now();
   const c = openCheckpoint(inPath);
   try {
+    // Where convert decides what an input is. A non-PEFT adapter (mlx-lm's config) is not a pickle to
+    // re-encode but an adapter to normalise into a PEFT folder: that conversion plugs in here.
+    if (c.kind === 'adapter' && c.adapter!.method === 'MLX') {
+      throw new LensError(inPath, 'is an mlx-lm adapter: convert writes PyTorch pickles as safetensors; converting an mlx-lm adapter to a PEFT folder is not supported yet');
+    }
     if (!c.files.some((f) => weightsFormat(f) === 'pytorch')) {
       throw new LensError(inPath, 'holds no PyTorch pickle checkpoint to convert (its weights are already safetensors)');
     }

@@ -15,19 +15,8 @@ import { TensorInfo } from '../../shared/safetensors/header';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-
-export interface AdapterConvertReport {
-  in: string;
-  out: string;
-  /** The input's format (kohya, diffusers) and the PEFT method written (LORA, LOHA, LOKR). */
-  from: string;
-  peftType: string;
-  modules: number;
-  files: string[];
-  tensors: number;
-  bytes: number;
-  seconds: number;
-}
+import type { AdapterConvertReport } from '../../shared/jobs/reports/convert';
+export type { AdapterConvertReport };
 
 const PEFT_TYPE: Record<string, 'LORA' | 'LOHA' | 'LOKR'> = { 'low-rank': 'LORA', hadamard: 'LOHA', kronecker: 'LOKR' };
 

@@ -10,10 +10,9 @@ import { JobContext } from '../util/job';
 import { Mask } from '../unmerge/maskFile';
 import { uniqueNames } from '../unmerge/names';
 import { lambdaMax, lasso, NormalEquations, nnls, omp, OmpStep, Solution, tStatistics } from '../unmerge/solvers';
-import { forEachMaskedModule, KernelsSource, MaskedSource, openSource, resolveKernels, SourceKind } from '../unmerge/sources';
-
-export type DecomposeMethod = 'nnls' | 'omp' | 'lasso';
-export const DECOMPOSE_METHODS: readonly DecomposeMethod[] = ['nnls', 'omp', 'lasso'];
+import { forEachMaskedModule, KernelsSource, MaskedSource, openSource, resolveKernels } from '../unmerge/sources';
+import { DecomposeMethod } from '../../shared/jobs/choices';
+import { Verdict, DecomposeReport } from '../../shared/jobs/reports/decompose';
 
 export interface DecomposeOptions {
   mask: string;
@@ -35,43 +34,6 @@ export interface DecomposeOptions {
   maxResidual: number;
   /** adapter name -> true coefficient, to score the answer. */
   truth?: Record<string, number>;
-}
-
-export type Verdict = 'decomposable' | 'partially decomposable' | 'not decomposable';
-
-export interface DecomposeReport {
-  method: DecomposeMethod;
-  coefficients: Record<string, number>;
-  support: string[];
-  relativeResidual: number;
-  reconstructionError: number;
-  /** cos(target, reconstruction); 0 for an empty reconstruction. */
-  cosine: number;
-  /** Share of the target's squared norm the reconstruction explains: 1 - relativeResidual^2. */
-  explainedEnergy: number;
-  verdict: Verdict;
-  decomposable: boolean;
-  explanation: string;
-  target: { name: string; path: string; kind: SourceKind; norm: number };
-  /** `t`: the coefficient's t-statistic against the residual (null for a zero coefficient, or an exact fit where it is infinite). */
-  dictionary: Array<{ name: string; path: string; kind: SourceKind; norm: number; coefficient: number; share: number; t: number | null; inSupport: boolean }>;
-  /**
-   * The relative residual the target's own storage rounding alone would leave (estimated from its dtype
-   * and values: a model merged at bf16 carries several percent); 0 for an adapter target.
-   */
-  roundingFloor: number;
-  mask: { path: string; modules: number; selected: number };
-  /** Where the numerics ran, read after the work so that a GPU's fallback to the CPU shows. */
-  device: string;
-  parameters: Record<string, number | boolean | string>;
-  solver: { iterations: number; converged: boolean; stopReason?: string; steps?: Array<{ atom: string; t: number; relativeResidual: number }> };
-  warnings: string[];
-  truth?: Record<string, number>;
-  precision?: number | null;
-  recall?: number | null;
-  /** ||c - c_true|| / ||c_true|| over the union of names (missing ones count as 0). */
-  coefficientError?: number | null;
-  coefficientMaxAbsError?: number;
 }
 
 /** The verdict's thresholds: the dictionary explains at least 99% of the target's energy, or less than half of it. */
@@ -288,5 +250,3 @@ export function readTruth(file: string): Record<string, number> {
   return raw as Record<string, number>;
 }
 
-/** The CLI's defaults of the numeric options (what --tol, --support-threshold, --min-t, --lambda, --max-residual default to). */
-export const DECOMPOSE_DEFAULTS = { tol: 1e-6, supportThreshold: 1e-3, minT: 5, lambda: 1e-3, maxResidual: 0.1 } as const;

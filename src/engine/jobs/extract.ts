@@ -4,53 +4,18 @@
  */
 import { Checkpoint, openCheckpoint, TASK_VECTOR_KIND } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { decodeBlock, finiteBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype } from '../../shared/safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
 import { readHeader } from '../../shared/safetensors/file';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { withOutputFile } from '../util/outputDir';
+import { NonFiniteTally } from '../tensors/finite';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { Accumulator, zeroStats } from '../tensors/stats';
 import { pairingProblems, pairTensors } from '../tensors/pairing';
 import { blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from '../tensors/stream';
-
-export interface ExtractTensor {
-  name: string;
-  shape: number[];
-  nonzeroElements: number;
-  l2Norm: number;
-  maxAbs: number;
-  /** NaN or infinite elements of the task vector (from either input, or an overflow). */
-  nonFinite: number;
-}
-
-export interface ExtractReport {
-  base: string;
-  finetuned: string;
-  out: string;
-  device: string;
-  summary: {
-    tensors: number;
-    nonzeroTensors: number;
-    zeroTensors: number;
-    elements: number;
-    nonzeroElements: number;
-    l2Norm: number;
-    nonFiniteTensors: number;
-    bytes: number;
-  };
-  tensors: ExtractTensor[];
-  onlyInBase: string[];
-  onlyInFinetuned: string[];
-  shapeMismatches: { name: string; baseShape: number[]; otherShape: number[] }[];
-  nonFloat: string[];
-  /** Where NaN/Inf were found: tensor and element count. */
-  nonFinite: { name: string; elements: number }[];
-  warnings: string[];
-  seconds: number;
-}
+import { ExtractTensor, ExtractReport } from '../../shared/jobs/reports/extract';
 
 /** Opens both models and writes the task vector to `outFile`. */
 export async function extractTaskVector(basePath: string, finetunedPath: string, outFile: string, kernels: Kernels, ctx: JobContext): Promise<ExtractReport> {
@@ -90,7 +55,7 @@ export async function extractInto(base: Checkpoint, ft: Checkpoint, outFile: str
   if (pairing.pairs.length === 0) throw new LensError(ft.path, `shares no float tensor (same name and shape) with the base ${base.path}`);
 
   const steps = pairing.pairs.flatMap((p) => blocksOf(p.base).map((block) => ({ pair: p, block })));
-  const scratch = new Scratch(wantsSharedMemory(kernels));
+  const scratch = new Scratch(kernels.sharedMemory);
   const writer = new SafetensorsWriter(
     outFile,
     pairing.pairs.map((p) => ({ name: p.name, dtype: 'F32', shape: p.base.shape })),
@@ -111,13 +76,13 @@ export async function extractInto(base: Checkpoint, ft: Checkpoint, outFile: str
       throwIfCancelled(ctx);
       const b = step.block;
       const fi = blockInfo(sameRows(b, step.pair.other));
-      if (fi.dtype === b.tensor.dtype && sameBytes(rb, rf) && (await finiteBlock(kernels, fi.dtype as FloatDtype, rb))) {
+      if (fi.dtype === b.tensor.dtype && sameBytes(rb, rf) && (await kernels.allFinite(fi.dtype as FloatDtype, rb))) {
         // f - w of identical finite values is +0: the zeros are left as a hole of the new file.
         acc.add(zeroStats(b.numel));
         writer.skipZeros(step.pair.name, b.numel * 4);
       } else {
-        const w = await decodeBlock(kernels, blockInfo(b), rb, scratch.f32('base', b.numel));
-        const f = await decodeBlock(kernels, fi, rf, scratch.f32('ft', b.numel));
+        const w = await kernels.decode(blockInfo(b), rb, scratch.f32('base', b.numel));
+        const f = await kernels.decode(fi, rf, scratch.f32('ft', b.numel));
         const tau = await kernels.subtract(f, w, scratch.f32('tau', b.numel));
         acc.add(await kernels.pairStats(tau, null));
         // Overlaps with the read of the next block, already in flight.
@@ -136,8 +101,11 @@ export async function extractInto(base: Checkpoint, ft: Checkpoint, outFile: str
     throw e;
   }
   const nonzero = tensors.filter((t) => t.nonzeroElements > 0);
-  const nonFinite = tensors.filter((t) => t.nonFinite > 0).map((t) => ({ name: t.name, elements: t.nonFinite }));
-  if (nonFinite.length) ctx.warn(`NaN or Inf in the task vector of ${nonFinite.length} tensor(s), first ${nonFinite[0].name} (${nonFinite[0].elements} elements)`);
+  const tally = new NonFiniteTally();
+  for (const t of tensors) tally.add(t.name, t.nonFinite);
+  const nonFinite = tally.list;
+  const nonFiniteWarning = tally.warning('the task vector');
+  if (nonFiniteWarning) ctx.warn(nonFiniteWarning);
   return {
     base: base.path,
     finetuned: ft.path,

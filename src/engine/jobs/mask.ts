@@ -20,13 +20,13 @@ import { ADAPTER_WEIGHTS } from '../../shared/weights/files';
 import { adapterWeights, Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
-import { wantsSharedMemory } from '../kernels/poolKernels';
 import { Scratch } from '../safetensors/reader';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
 import { assertLowRank, Dora, doraDelta, doraOf, doraValuesAt, loraNormSq, loraValuesAt, readFactors } from '../unmerge/lora';
-import { MASK_FORMAT, MASK_JSON, MASK_ORDER, MASK_TENSORS, MaskJson, MaskModule } from '../unmerge/maskFile';
+import { MASK_FORMAT, MaskJson, MaskModule } from '../../shared/jobs/reports/mask';
+import { MASK_JSON, MASK_ORDER, MASK_TENSORS } from '../unmerge/maskFile';
 import { naturalCompare, uniqueNames } from '../unmerge/names';
 import { BaseModule, KernelsSource, resolveKernels } from '../unmerge/sources';
 import { topK } from '../unmerge/topk';
@@ -96,7 +96,7 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
       try {
         // Shared memory on the CPU: the worker backend expands and folds in place (the main thread does not mind).
         // Two of everything a module keeps while the next one is expanded (its sum, its base weight).
-        const shared = wantsSharedMemory(kernels);
+        const shared = kernels.sharedMemory;
         const scratch = new Scratch(shared);
         const perParity = [new Scratch(shared), new Scratch(shared)];
         const start = (i: number, factors: ModuleFactors): Promise<Aggregate> =>

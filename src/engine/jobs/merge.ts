@@ -5,19 +5,21 @@
  * modules_to_save and saved biases replace the base's; every other float tensor is r_D(W).
  */
 import { LensError } from '../errors';
-import { decodeBlock, wantsSharedMemory } from '../kernels/poolKernels';
-import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
+import { Kernels, MergeDtype } from '../kernels/kernels';
+import { MergeRule } from '../../shared/jobs/choices';
 import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { TensorSpec } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
+import { NonFiniteTally, nonFiniteEncoded } from '../tensors/finite';
 import { deltaBlock, Factors, mergeDora, scaledBlock } from '../tensors/delta';
 import { wholeTensor } from '../checkpoint/deltaRule';
 import { copyModelFiles, modelWriter } from '../tensors/modelLayout';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { Block, blockInfo, blocksOf, prefetched, readBlock } from '../tensors/stream';
+import { MergeReport } from '../../shared/jobs/reports/merge';
 
 /** Hugging Face's default shard size for save_pretrained (5 GB). */
 export const DEFAULT_SHARD_BYTES = 5_000_000_000;
@@ -26,28 +28,6 @@ export interface MergeOptions {
   dtype: CliDtype;
   rule: MergeRule;
   shardSize?: number;
-}
-
-export interface MergeReport {
-  base: string;
-  adapter: string;
-  out: string;
-  dtype: CliDtype;
-  rule: MergeRule;
-  device: string;
-  files: string[];
-  tensors: number;
-  /** Tensors that took a LoRA delta (of which DoRA), were replaced, added, re-encoded, or copied byte for byte. */
-  loraTensors: number;
-  doraTensors: number;
-  replacedTensors: number;
-  addedTensors: number;
-  castTensors: number;
-  copiedTensors: number;
-  bytesRead: number;
-  bytesWritten: number;
-  seconds: number;
-  warnings: string[];
 }
 
 /** `lora`: an additive delta rule; `dora` and `scale` (IA³) need the base weight beyond W + ΔW. */
@@ -100,8 +80,9 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
   for (const rep of plan.added) add(rep.target, 'replace', rep.source, true);
 
   const writer = modelWriter(plan.base, dir, specs, shardSize);
-  const scratch = new Scratch(wantsSharedMemory(kernels));
-  const factors = new Factors(plan.adapter, wantsSharedMemory(kernels));
+  const scratch = new Scratch(kernels.sharedMemory);
+  const factors = new Factors(plan.adapter, kernels.sharedMemory);
+  const nonFinite = new NonFiniteTally();
   let bytesRead = 0;
   let bytesWritten = 0;
   let done = 0;
@@ -117,7 +98,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
       let bytes: Uint8Array;
       if (step.action === 'copy') bytes = raw;
       else {
-        const w = await decodeBlock(kernels, blockInfo(b), raw, scratch.f32('w', b.numel));
+        const w = await kernels.decode(blockInfo(b), raw, scratch.f32('w', b.numel));
         bytes = scratch.bytes('out', b.numel * elementBytes(dtype));
         if (step.action === 'scale') {
           // IA³: W ⊙ l as PEFT's merge forms it, then encoded like an untouched tensor.
@@ -130,6 +111,8 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
           else await kernels.merge(w, d, dtype, opts.rule, bytes);
         } else await kernels.merge(w, null, dtype, opts.rule, bytes);
       }
+      // What the job computed (not bytes it passed through) is checked for NaN and Inf.
+      if (step.action !== 'copy') nonFinite.add(step.name, nonFiniteEncoded(bytes, dtype));
       // Overlaps with the read of the next block, already in flight.
       await writer.writePartAsync(step.name, bytes);
       bytesWritten += bytes.byteLength;
@@ -142,6 +125,8 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     throw e;
   }
   for (const c of copyModelFiles(plan.base, dir, opts.dtype)) ctx.warn(`${c}/: its weights are not safetensors; copied unchanged`);
+  const nonFiniteWarning = nonFinite.warning(`the merged model (${opts.dtype})`);
+  if (nonFiniteWarning) ctx.warn(nonFiniteWarning);
   return {
     base: plan.base.path,
     adapter: plan.adapter.path,
@@ -160,6 +145,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     bytesRead,
     bytesWritten,
     seconds: (performance.now() - t0) / 1000,
-    warnings: plan.warnings,
+    nonFinite: nonFinite.list,
+    warnings: nonFiniteWarning ? [...plan.warnings, nonFiniteWarning] : plan.warnings,
   };
 }

@@ -4,7 +4,8 @@
  * half an ulp of their weight are swallowed. Statistics per tensor come from kernels.precision.
  */
 import { emptyPrecisionStats, addPrecisionStats } from '../kernels/cpuMath';
-import { HalfDtype, Kernels, MergeRule, PrecisionStats } from '../kernels/kernels';
+import { HalfDtype, Kernels, PrecisionStats } from '../kernels/kernels';
+import { MergeRule } from '../../shared/jobs/choices';
 import { CLI_DTYPES, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { bytesToF32, Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
@@ -15,53 +16,8 @@ import { wholeTensor } from '../checkpoint/deltaRule';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { Block, blockInfo, blocksOf, prefetched, readBlock, sameRows } from '../tensors/stream';
 import { finite } from '../tensors/stats';
-
-export type HalfCliDtype = 'fp16' | 'bf16';
-export const DEFAULT_RULE: MergeRule = 'peft';
-
-/** The report fields, per dtype and rule, and per tensor. */
-export interface PrecisionFigures {
-  nonzeroTensors: number;
-  castArtifactTensors: number;
-  castArtifactNorm: number;
-  /** Delta elements swallowed / non-zero delta elements, over adapted tensors (null: no delta). */
-  deltaLostFraction: number | null;
-  /** ||recovered - delta|| / ||delta|| over adapted tensors (null: no delta). */
-  recoveredRelErr: number | null;
-  adaptedTensors: number;
-  deltaElements: number;
-  lostElements: number;
-  changedElements: number;
-  /** Sums of squares of the delta and of the recovered delta's error, kept so that totals can be rebuilt. */
-  deltaSq: number;
-  recoveredErrSq: number;
-}
-
-export interface PrecisionTensor extends PrecisionFigures {
-  name: string;
-  dtype: HalfCliDtype;
-  rule: MergeRule;
-  loraTarget: boolean;
-  replaced: boolean;
-}
-
-export interface PrecisionDtype extends PrecisionFigures {
-  /** The rule these top-level figures are for; `rules` has every rule computed. */
-  rule: MergeRule;
-  rules: Partial<Record<MergeRule, PrecisionFigures>>;
-}
-
-export interface PrecisionReport {
-  base: string;
-  adapter: string;
-  device: string;
-  defaultRule: MergeRule;
-  rules: MergeRule[];
-  dtypes: Partial<Record<HalfCliDtype, PrecisionDtype>>;
-  tensors: PrecisionTensor[];
-  warnings: string[];
-  seconds: number;
-}
+import { HalfCliDtype, PrecisionFigures, PrecisionTensor, PrecisionDtype, PrecisionReport } from '../../shared/jobs/reports/precision';
+import { DEFAULT_RULE } from '../../shared/jobs/choices';
 
 export interface PrecisionOptions {
   dtypes: HalfCliDtype[];

@@ -7,16 +7,21 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { Kernels, MergeRule } from '../kernels/kernels';
+import { Kernels } from '../kernels/kernels';
+import { MergeRule } from '../../shared/jobs/choices';
 import { CliDtype } from '../../shared/safetensors/dtypes';
 import { writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { CompareSummary, compareInto } from './compare';
-import { extractInto, ExtractReport } from './extract';
+import { CompareSummary } from '../../shared/jobs/reports/compare';
+import { compareInto } from './compare';
+import { extractInto } from './extract';
+import { ExtractReport } from '../../shared/jobs/reports/extract';
 import { mergeInto } from './merge';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
-import { PrecisionFigures, precisionOf, precisionText } from './precision';
+import { PrecisionFigures } from '../../shared/jobs/reports/precision';
+import { precisionOf, precisionText } from './precision';
+import { ValidateDtype, ValidateReport } from '../../shared/jobs/reports/validate';
 
 export interface ValidateOptions {
   dtypes: CliDtype[];
@@ -24,31 +29,6 @@ export interface ValidateOptions {
   tolerance: number;
   /** Remove each merged model and task vector once checked, keeping the reports (saves disk). */
   discardModels: boolean;
-}
-
-export interface ValidateDtype {
-  dtype: CliDtype;
-  /** PASS (fp32: equivalent), EXPECTED-LOSS (half: the loss is exactly what precision predicts), or FAIL. */
-  status: 'PASS' | 'EXPECTED-LOSS' | 'FAIL';
-  verdict: string;
-  folder: string;
-  merge: { tensors: number; loraTensors: number; files: string[]; seconds: number };
-  extract: ExtractReport['summary'];
-  compare: CompareSummary;
-  precision: PrecisionFigures | null;
-}
-
-export interface ValidateReport {
-  base: string;
-  adapter: string;
-  rule: MergeRule;
-  device: string;
-  tolerance: number;
-  dtypes: ValidateDtype[];
-  ok: boolean;
-  verdict: string;
-  warnings: string[];
-  seconds: number;
 }
 
 export async function validate(basePath: string, adapterPath: string, out: string, opts: ValidateOptions, kernels: Kernels, ctx: JobContext): Promise<ValidateReport> {

@@ -1,11 +1,24 @@
-import { doraNormsRange, maxAbsRange, mergeDoraRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
-import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
+import { allFinite, doraNormsRange, maxAbsRange, mergeDoraRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
+import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
 import { foldLoraRows, loraRows, wasmLora } from './wasm';
+import { MergeRule } from '../../shared/jobs/choices';
+import { FloatDtype } from '../../shared/safetensors/dtypes';
+import { TensorInfo } from '../../shared/safetensors/header';
+import { bytesToF32 } from '../safetensors/reader';
 
 /** The CPU backend on the calling thread. */
 export class CpuKernels implements Kernels {
   readonly device = 'cpu' as const;
   readonly description = `CPU (main thread${wasmLora() ? ', WebAssembly SIMD' : ''})`;
+  readonly sharedMemory = false;
+
+  async decode(t: TensorInfo, raw: Uint8Array, out: Float32Array): Promise<Float32Array> {
+    return bytesToF32(t, raw, out);
+  }
+
+  async allFinite(dtype: FloatDtype, raw: Uint8Array): Promise<boolean> {
+    return allFinite(dtype, raw);
+  }
 
   async loraDelta(f: LoraFactors, out: Float32Array = new Float32Array(f.out * f.in)): Promise<Float32Array> {
     loraRows(f, 0, f.out, out);

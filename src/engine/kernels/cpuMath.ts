@@ -4,7 +4,8 @@
  */
 import { encodeBf16, encodeF16, f16BitsToF32, f32BitsToBf16, f32BitsToF16, roundTripInPlace } from '../../shared/safetensors/half';
 import { FloatDtype } from '../../shared/safetensors/dtypes';
-import { HalfDtype, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
+import { HalfDtype, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
+import { MergeRule } from '../../shared/jobs/choices';
 
 /** Rows [row0, row1) of delta = scale * B @ A in float64, rounded once to fp32, into `out` (full size). */
 export function loraDeltaRows(f: LoraFactors, row0: number, row1: number, out: Float32Array): void {

@@ -5,19 +5,12 @@
  *
  * Values are fp32 (`Float32Array`); a half-precision tensor is decoded to fp32 first (exact).
  */
+import { MergeRule } from '../../shared/jobs/choices';
+import { FloatDtype } from '../../shared/safetensors/dtypes';
+import { TensorInfo } from '../../shared/safetensors/header';
 
 export type HalfDtype = 'F16' | 'BF16';
 export type MergeDtype = 'F32' | HalfDtype;
-/**
- * fp16/bf16 merge rules, `W` the stored base weight, `d` the fp32 delta, `r` rounding to the dtype
- * (round-to-nearest-even), `f` rounding to fp32:
- * - `peft`      = r(f(r(W) + d))        what PEFT's merge_and_unload() gives with its defaults
- * - `peft-safe` = r(f(r(W) + r(d)))     both operands cast first, added as PyTorch adds halves
- * - `fp32-cast` = r(f(W + d))           the most accurate
- * At F32 every rule is f(W + d).
- */
-export type MergeRule = 'peft' | 'peft-safe' | 'fp32-cast';
-export const MERGE_RULES: MergeRule[] = ['peft', 'peft-safe', 'fp32-cast'];
 
 /** Statistics of a pair (a, b), accumulated in float64. */
 export interface PairStats {
@@ -73,6 +66,12 @@ export interface Kernels {
   readonly device: 'cpu' | 'gpu';
   /** A human description of where the work runs ("CPU, 2 worker threads", "NVIDIA H100 (Vulkan)"). */
   readonly description: string;
+  /** Whether jobs should allocate the buffers they pass in shared memory (the worker backend reads them in place). */
+  readonly sharedMemory: boolean;
+  /** A raw block as stored, decoded to fp32 exactly (bytesToF32). */
+  decode(t: TensorInfo, raw: Uint8Array, out: Float32Array): Promise<Float32Array>;
+  /** Whether every value of raw float bytes is finite. */
+  allFinite(dtype: FloatDtype, raw: Uint8Array): Promise<boolean>;
   /** delta = scale * B @ A, each element accumulated in float64 and rounded once to fp32. */
   loraDelta(f: LoraFactors, out?: Float32Array): Promise<Float32Array>;
   /** Merged tensor of base `w` (values as stored, decoded to fp32) and delta `d` (null: no delta), encoded at `dtype`. */

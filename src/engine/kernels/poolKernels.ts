@@ -11,7 +11,8 @@ import { bytesToF32, Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { CpuKernels } from './cpu';
 import { addPairStats, addPrecisionStats, allFinite } from './cpuMath';
-import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
+import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
+import { MergeRule } from '../../shared/jobs/choices';
 import { WorkerPool, workerScript } from './pool';
 import { PoolOp, runOp, STATS_CHUNK } from './poolOps';
 import { wasmLora } from './wasm';
@@ -23,9 +24,13 @@ const MAX_THREADS = 16;
 
 type Ranged<T> = T extends unknown ? Omit<T, 'i0' | 'i1'> : never;
 
+/** Blocks smaller than this are done on the main thread: a worker's round trip costs more (130,000 empty tensors took 30 s). */
+const INLINE_BYTES = 1 << 16;
+
 export class WorkerKernels implements Kernels {
   readonly device = 'cpu' as const;
   readonly description: string;
+  readonly sharedMemory = true;
   private pool: WorkerPool | undefined;
   /** Copies of arrays that are not in shared memory, for the kernels heavy enough to pay for the copy. */
   private readonly staging = new Scratch(true);
@@ -103,9 +108,9 @@ export class WorkerKernels implements Kernels {
     return parts.flat().reduce(addPrecisionStats);
   }
 
-  /** bytesToF32 of a raw block, half dtypes decoded on the workers (not a Kernels kernel: see decodeBlock). */
+  /** bytesToF32 of a raw block, half dtypes decoded on the workers. */
   async decode(t: TensorInfo, raw: Uint8Array, out: Float32Array): Promise<Float32Array> {
-    if ((t.dtype !== 'F16' && t.dtype !== 'BF16') || raw.byteOffset % 2 !== 0 || !isShared(raw) || !isShared(out)) return bytesToF32(t, raw, out);
+    if (raw.byteLength < INLINE_BYTES || (t.dtype !== 'F16' && t.dtype !== 'BF16') || raw.byteOffset % 2 !== 0 || !isShared(raw) || !isShared(out)) return bytesToF32(t, raw, out);
     await this.split({ op: 'decodeHalf', dtype: t.dtype, raw, out }, t.numel, true);
     return out;
   }
@@ -113,7 +118,7 @@ export class WorkerKernels implements Kernels {
   /** allFinite of raw float bytes, on the workers when they are in shared memory. */
   async allFinite(dtype: FloatDtype, raw: Uint8Array): Promise<boolean> {
     const n = raw.byteLength / elementBytes(dtype);
-    if (!isShared(raw) || raw.byteOffset % 4 !== 0 || !Number.isInteger(n)) return allFinite(dtype, raw);
+    if (raw.byteLength < INLINE_BYTES || !isShared(raw) || raw.byteOffset % 4 !== 0 || !Number.isInteger(n)) return allFinite(dtype, raw);
     return ((await this.split({ op: 'allFinite', dtype, raw }, n, true)) as boolean[]).every((x) => x);
   }
 
@@ -161,19 +166,4 @@ export class WorkerKernels implements Kernels {
 
 export function isShared(x: ArrayBufferView): boolean {
   return x.buffer instanceof SharedArrayBuffer;
-}
-
-/** Whether a job should give `kernels` its buffers in shared memory (the worker backend reads them in place). */
-export function wantsSharedMemory(kernels: Kernels): boolean {
-  return kernels instanceof WorkerKernels;
-}
-
-/** A job's decode of a raw block to fp32 (bytesToF32), on the worker threads where the kernels have them. */
-export function decodeBlock(kernels: Kernels, t: TensorInfo, raw: Uint8Array, out: Float32Array): Promise<Float32Array> {
-  return kernels instanceof WorkerKernels ? kernels.decode(t, raw, out) : Promise.resolve(bytesToF32(t, raw, out));
-}
-
-/** A job's allFinite of raw bytes, on the worker threads where the kernels have them. */
-export function finiteBlock(kernels: Kernels, dtype: FloatDtype, raw: Uint8Array): Promise<boolean> {
-  return kernels instanceof WorkerKernels ? kernels.allFinite(dtype, raw) : Promise.resolve(allFinite(dtype, raw));
 }

@@ -6,8 +6,9 @@
 import { elementBytes, FloatDtype } from '../../shared/safetensors/dtypes';
 import { decodeBf16Array, decodeF16Array } from '../../shared/safetensors/half';
 import { allFinite, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
-import { HalfDtype, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
+import { HalfDtype, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
 import { foldLoraRows, loraRows } from './wasm';
+import { MergeRule } from '../../shared/jobs/choices';
 
 /**
  * Statistics are summed per chunk of this many elements, and the chunks' sums are added in order:

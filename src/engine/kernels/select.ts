@@ -6,9 +6,7 @@ import { GpuKernels, GpuSizes } from './gpu/gpuKernels';
 import { Kernels } from './kernels';
 import { workerScript } from './pool';
 import { WorkerKernels } from './poolKernels';
-
-export type DeviceChoice = 'auto' | 'cpu' | 'gpu';
-export const DEVICE_CHOICES: readonly DeviceChoice[] = ['auto', 'cpu', 'gpu'];
+import { DeviceChoice } from '../../shared/jobs/choices';
 
 
 /**

@@ -7,13 +7,13 @@ import { AdaptedModule, wholeTensor } from '../checkpoint/deltaRule';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { Kernels } from '../kernels/kernels';
-import { wantsSharedMemory } from '../kernels/poolKernels';
 import { assertFloat, bytesToF32, Scratch } from '../safetensors/reader';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { assertLowRank, doraDelta, doraOf, doraValuesAt, loraNormSq, loraValuesAt, readFactors } from './lora';
-import { Mask, MaskModule } from './maskFile';
+import { Mask } from './maskFile';
+import { MaskModule } from '../../shared/jobs/reports/mask';
+import { SourceKind } from '../../shared/jobs/choices';
 
-export type SourceKind = 'adapter' | 'finetuned';
 
 /** Kernels, or how to get them: jobs validate their inputs first, so bad input fails before a GPU starts. */
 export type KernelsSource = Kernels | (() => Promise<Kernels>);
@@ -99,7 +99,7 @@ function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: M
   const outside = layout.modules.filter((lm) => !masked.has(lm.base!.name)).length;
   if (outside > 0) warn(`${name}: ${outside} of its ${layout.modules.length} modules are not in the mask; their deltas are left out`);
   if (layout.replacements.length > 0) warn(`${name}: ${layout.replacements.length} saved full tensors (modules_to_save, biases) are not LoRA deltas and are left out`);
-  const scratch = new Scratch(wantsSharedMemory(kernels));
+  const scratch = new Scratch(kernels.sharedMemory);
   return {
     name,
     path: ckpt.path,
@@ -135,7 +135,7 @@ function modelSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: Mas
     if (t.shape.join(',') !== m.shape.join(',')) throw new LensError(ckpt.path, `shape ${JSON.stringify(t.shape)} differs from the base's ${JSON.stringify(m.shape)}`, m.name);
     assertFloat(t);
   }
-  const scratch = new Scratch(wantsSharedMemory(kernels));
+  const scratch = new Scratch(kernels.sharedMemory);
   return {
     name,
     path: ckpt.path,
@@ -188,7 +188,7 @@ export async function forEachMaskedModule(
   fullNorm = false,
 ): Promise<void> {
   // Shared memory on the CPU: the worker backend reads and writes it in place.
-  const scratch = new Scratch(wantsSharedMemory(kernels));
+  const scratch = new Scratch(kernels.sharedMemory);
   const M = mask.modules.length;
   for (let i = 0; i < M; i++) {
     throwIfCancelled(ctx);

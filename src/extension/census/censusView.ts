@@ -1,4 +1,5 @@
 import * as vscode from 'vscode';
+import { CensusReport } from '../../shared/jobs/reports/census';
 import { CheckpointEntry, checkpointNode, comparisonByName, TreeNode } from './treeModel';
 
 /** The "Parameter Census" view: the checkpoints opened so far, each built by treeModel from its census report. */
@@ -8,7 +9,7 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
   private readonly changed = new vscode.EventEmitter<TreeNode | undefined>();
   readonly onDidChangeTreeData = this.changed.event;
 
-  add(path: string, report: unknown, adapter?: string): TreeNode {
+  add(path: string, report: CensusReport, adapter?: string): TreeNode {
     const previous = this.entries.get(path);
     // A new census of the same checkpoint keeps the comparison numbers it already shows.
     this.entries.set(path, { path, adapter, report, comparison: previous?.comparison });
@@ -42,8 +43,8 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
     return this.entries.get(path)?.adapter;
   }
 
-  reportOf(path: string): unknown {
-    return this.entries.get(path)?.report;
+  reportOf(path: string): CensusReport | undefined {
+    return this.entries.get(path)?.report as CensusReport | undefined; // entries come only from add()
   }
 
   /** The first tensor node of that name, for revealing a tensor picked in a panel. */

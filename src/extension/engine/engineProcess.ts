@@ -6,6 +6,8 @@
 import { ChildProcess, fork } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { JobName, JobReport, JobRequest } from '../../shared/jobs/jobs';
+import { argvOf } from '../../shared/jobs/request';
 import { ErrorKind, FromEngine, isFromEngine, ProgressInfo, ToEngine } from '../../shared/protocol';
 
 /** After a cancel, how long the engine gets to stop and clean up before it is killed. */
@@ -18,8 +20,9 @@ export interface JobOptions {
   outputs?: string[];
 }
 
-export interface JobResult {
-  report: unknown;
+/** The report is the engine's answer to the job asked for (the same build); panels still read it defensively. */
+export interface JobResult<K extends JobName = JobName> {
+  report: JobReport<K>;
   text?: string;
 }
 
@@ -34,9 +37,9 @@ export class JobError extends Error {
   }
 }
 
-export interface Job {
+export interface Job<K extends JobName = JobName> {
   readonly id: number;
-  readonly done: Promise<JobResult>;
+  readonly done: Promise<JobResult<K>>;
   cancel(): void;
 }
 
@@ -66,16 +69,17 @@ export class EngineProcess {
     return this.child?.pid;
   }
 
-  run(command: string, args: string[], opts: JobOptions = {}): Job {
+  run<K extends JobName>(request: JobRequest<K>, opts: JobOptions = {}): Job<K> {
     const id = this.nextId++;
     const child = this.ensureChild();
     let pending!: Pending;
-    const done = new Promise<JobResult>((resolve, reject) => {
-      pending = { opts, resolve, reject, cancelled: false };
+    const done = new Promise<JobResult<K>>((resolve, reject) => {
+      pending = { opts, resolve: resolve as Pending['resolve'], reject, cancelled: false };
     });
     this.pending.set(id, pending);
-    this.log(`[job ${id}] lora-lens ${command} ${args.map(quote).join(' ')}`);
-    this.send(child, { type: 'run', messageId: id, command, args });
+    const req = request as JobRequest; // a JobRequest<K> is a JobRequest; TypeScript cannot see it through the mapped union
+    this.log(`[job ${id}] lora-lens ${argvOf(req).map(quote).join(' ')}`);
+    this.send(child, { type: 'run', messageId: id, request: req });
     const cancel = (): void => {
       if (!this.pending.has(id) || pending.cancelled) return;
       pending.cancelled = true;
@@ -153,7 +157,7 @@ export class EngineProcess {
       case 'result':
         this.settle(id, p);
         this.log(`[job ${id}] done`);
-        p.resolve({ report: m.report, text: m.text });
+        p.resolve({ report: m.report as JobReport, text: m.text });
         return;
       case 'error':
         this.settle(id, p);

@@ -1,11 +1,12 @@
 import * as vscode from 'vscode';
+import { DeviceChoice } from '../../shared/jobs/choices';
+import { JobName, JobRequest } from '../../shared/jobs/jobs';
 import { EngineProcess, JobError, JobResult } from './engineProcess';
 
-export interface JobSpec {
+export interface JobSpec<K extends JobName = JobName> {
   /** Shown in the notification ("Merging adapter…"). */
   title: string;
-  command: string;
-  args: string[];
+  request: JobRequest<K>;
   /** Output paths, cleaned of partial files if the engine dies. */
   outputs?: string[];
 }
@@ -27,12 +28,12 @@ export class JobRunner implements vscode.Disposable {
     this.engine = new EngineProcess(hostScript, (line) => output.appendLine(line));
   }
 
-  /** The device setting, passed to every job as --device. */
-  private device(): string {
-    return vscode.workspace.getConfiguration('loraLens').get<string>('device', 'auto');
+  /** The device setting, passed to every job as its `device`. */
+  private device(): DeviceChoice {
+    return vscode.workspace.getConfiguration('loraLens').get<DeviceChoice>('device', 'auto');
   }
 
-  run(spec: JobSpec): Promise<JobResult | undefined> {
+  run<K extends JobName>(spec: JobSpec<K>): Promise<JobResult<K> | undefined> {
     // Jobs run one after the other; a job that has to wait says so in the status bar meanwhile.
     if (this.busy > 0) vscode.window.setStatusBarMessage(`$(clock) LoRA Lens: ${spec.title} waits for the running job`, this.queue);
     this.busy++;
@@ -41,16 +42,16 @@ export class JobRunner implements vscode.Disposable {
     return next;
   }
 
-  private runNow(spec: JobSpec): Promise<JobResult | undefined> {
+  private runNow<K extends JobName>(spec: JobSpec<K>): Promise<JobResult<K> | undefined> {
     return Promise.resolve(
       vscode.window.withProgress(
         { location: vscode.ProgressLocation.Notification, title: `LoRA Lens: ${spec.title}`, cancellable: true },
         async (progress, token) => {
-          const job = this.engine.run(spec.command, [...spec.args, '--device', this.device()], {
+          const job = this.engine.run({ ...spec.request, device: this.device() }, {
             outputs: spec.outputs,
             onProgress: reporter(progress),
             onLog: (level, message) => {
-              if (level === 'warn') void vscode.window.showWarningMessage(`LoRA Lens ${spec.command}: ${message}`);
+              if (level === 'warn') void vscode.window.showWarningMessage(`LoRA Lens ${spec.request.job}: ${message}`);
             },
           });
           const sub = token.onCancellationRequested(() => {
@@ -60,7 +61,7 @@ export class JobRunner implements vscode.Disposable {
           try {
             return await job.done;
           } catch (e) {
-            this.tell(spec, e);
+            this.tell(spec.title, spec.request.job, e);
             return undefined;
           } finally {
             sub.dispose();
@@ -70,27 +71,27 @@ export class JobRunner implements vscode.Disposable {
     );
   }
 
-  private tell(spec: JobSpec, e: unknown): void {
+  private tell(title: string, job: JobName, e: unknown): void {
     if (!(e instanceof JobError)) {
-      void vscode.window.showErrorMessage(`LoRA Lens ${spec.command} failed: ${(e as Error).message}`);
+      void vscode.window.showErrorMessage(`LoRA Lens ${job} failed: ${(e as Error).message}`);
       return;
     }
     switch (e.kind) {
       case 'cancelled':
-        void vscode.window.showInformationMessage(`LoRA Lens: ${spec.title} cancelled; nothing was written.`);
+        void vscode.window.showInformationMessage(`LoRA Lens: ${title} cancelled; nothing was written.`);
         return;
       case 'input':
-        void vscode.window.showErrorMessage(`LoRA Lens ${spec.command}: ${e.message}`);
+        void vscode.window.showErrorMessage(`LoRA Lens ${job}: ${e.message}`);
         return;
       case 'crashed':
         void vscode.window.showErrorMessage(
-          `LoRA Lens: ${e.message} while running ${spec.command}. Nothing it was writing was kept; the engine restarts with the next job.`,
+          `LoRA Lens: ${e.message} while running ${job}. Nothing it was writing was kept; the engine restarts with the next job.`,
           'Show Log',
         ).then((a) => a && this.output.show());
         return;
       case 'internal':
         this.output.appendLine(e.message);
-        void vscode.window.showErrorMessage(`LoRA Lens ${spec.command}: internal error (${e.message.split('\n')[0]}). See the LoRA Lens output.`, 'Show Log').then(
+        void vscode.window.showErrorMessage(`LoRA Lens ${job}: internal error (${e.message.split('\n')[0]}). See the LoRA Lens output.`, 'Show Log').then(
           (a) => a && this.output.show(),
         );
         return;

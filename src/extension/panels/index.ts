@@ -36,6 +36,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { JobReport } from '../../shared/jobs/jobs';
 import { PanelContent, parsePanelContent, ReportKind } from '../../shared/webviewProtocol';
 import { REPORT_VIEW_TYPE, ReportPanel, webviewOptions } from './reportPanel';
 
@@ -53,7 +54,7 @@ export interface ReportPanelOptions {
 }
 
 /** Shows a report in the panel of its kind, opening the panel beside the editor when there is none. */
-export function showReportPanel(context: vscode.ExtensionContext, kind: ReportKind, report: unknown, title: string, options: ReportPanelOptions = {}): void {
+export function showReportPanel<K extends ReportKind>(context: vscode.ExtensionContext, kind: K, report: JobReport<K>, title: string, options: ReportPanelOptions = {}): void {
   const content: PanelContent = { kind, title, report };
   if (kind === 'validate' && options.folder !== undefined) content.comparisons = readComparisons(report, options.folder);
   const existing = panels.get(kind);

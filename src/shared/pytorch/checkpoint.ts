@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { LensError } from '../errors';
+import { openRegularFile } from '../files';
 import { Dtype, elementBytes } from '../safetensors/dtypes';
 import { TensorInfo } from '../safetensors/header';
 import { PyDict, PyGlobal, PyTuple, unpickle } from './unpickle';
@@ -85,12 +86,7 @@ export function isBarePickle(head: Uint8Array): boolean {
 
 /** Reads the tensor index of a PyTorch zip checkpoint: names, dtypes, shapes and byte ranges; no tensor data. */
 export function readTorchCheckpoint(file: string): TorchCheckpoint {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new LensError(file, `cannot open: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  const fd = openRegularFile(file);
   try {
     const fileSize = fs.fstatSync(fd).size;
     const head = readBytesAt(fd, file, 0, Math.min(4, fileSize));

@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
+import { fsErrorText, openRegularFile } from '../files';
 import { isBarePickle, isZip, PYTORCH_EXTENSIONS, readTorchCheckpoint } from '../pytorch/checkpoint';
 import { readHeader } from '../safetensors/file';
 import { TensorInfo } from '../safetensors/header';
@@ -26,17 +27,14 @@ export interface WeightsIndex {
 export function weightsFormat(file: string): WeightsFormat {
   if (PYTORCH_EXTENSIONS.includes(path.extname(file).toLowerCase())) return 'pytorch';
   if (file.endsWith('.safetensors')) return 'safetensors';
-  let head = new Uint8Array(0);
+  const fd = openRegularFile(file);
+  let head = new Uint8Array(4);
   try {
-    const fd = fs.openSync(file, 'r');
-    try {
-      head = new Uint8Array(4);
-      head = head.subarray(0, fs.readSync(fd, head, 0, 4, 0));
-    } finally {
-      fs.closeSync(fd);
-    }
+    head = head.subarray(0, fs.readSync(fd, head, 0, 4, 0));
   } catch (e) {
-    throw new LensError(file, `cannot open: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new LensError(file, `cannot read: ${fsErrorText(e)}`);
+  } finally {
+    fs.closeSync(fd);
   }
   return isZip(head) || isBarePickle(head) ? 'pytorch' : 'safetensors';
 }

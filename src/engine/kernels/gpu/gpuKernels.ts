@@ -8,7 +8,10 @@
  */
 import { mergeDoraRange, mergeOperand, mergeRange, pairStatsRange, precisionRange, subtractRange, loraDeltaRows, addPrecisionStats, emptyPairStats, emptyPrecisionStats, addPairStats } from '../cpuMath';
 import { CpuKernels } from '../cpu';
-import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from '../kernels';
+import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from '../kernels';
+import { MergeRule } from '../../../shared/jobs/choices';
+import { FloatDtype } from '../../../shared/safetensors/dtypes';
+import { TensorInfo } from '../../../shared/safetensors/header';
 import { adapterName, OpenGpu } from './dawn';
 import { combineShader, deltaShader, doraNormsShader, elementwiseShader, mergeDoraShader, mergeShader, PART_WORDS, pairStatsShader, precisionShader, TILE, WG } from './wgsl';
 
@@ -62,6 +65,7 @@ interface Dispatch {
 
 export class GpuKernels implements Kernels {
   readonly device = 'gpu' as const;
+  readonly sharedMemory = false;
   private readonly dev: GPUDevice;
   private readonly pipelines = new Map<string, Promise<GPUComputePipeline>>();
   private readonly slots: Slot[] = [{ buffers: new Map() }, { buffers: new Map() }];
@@ -596,6 +600,15 @@ export class GpuKernels implements Kernels {
       new Uint8Array(acc.buffer, acc.byteOffset + start * 4, len * 4).set(res.out!);
     });
     return acc;
+  }
+
+  /** Decoding and the finiteness test stay on the CPU: they are memory-bound, and the GPU would only add copies. */
+  decode(t: TensorInfo, raw: Uint8Array, out: Float32Array): Promise<Float32Array> {
+    return this.cpu.decode(t, raw, out);
+  }
+
+  allFinite(dtype: FloatDtype, raw: Uint8Array): Promise<boolean> {
+    return this.cpu.allFinite(dtype, raw);
   }
 
   async dispose(): Promise<void> {

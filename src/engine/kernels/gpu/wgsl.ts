@@ -9,7 +9,8 @@
  *   (operands split by bit masks into 12-bit halves, so the result does not depend on whether the
  *   compiler fuses a multiply-add).
  */
-import { HalfDtype, MergeDtype, MergeRule } from '../kernels';
+import { HalfDtype, MergeDtype } from '../kernels';
+import { MergeRule } from '../../../shared/jobs/choices';
 
 export const WG = 128;
 /** Workgroup tile of the rank-r expansion: 64 x 64 outputs, 4 x 4 per invocation, k in steps of 16. */

@@ -1,0 +1,14 @@
+import { need } from '../../shared/jobs/request';
+import { extractTaskVector } from '../jobs/extract';
+import { Runner } from './runner';
+
+export const extract: Runner<'extract'> = async (req, ctx) => {
+  const r = await extractTaskVector(need(req, 'base'), need(req, 'finetuned'), need(req, 'out'), await ctx.kernels(), ctx);
+  const s = r.summary;
+  const text = [
+    `task vector: ${s.nonzeroTensors} non-zero tensors, ${s.zeroTensors} zero, of ${s.tensors}; ${s.nonzeroElements.toLocaleString('en')} non-zero elements of ${s.elements.toLocaleString('en')}; norm ${s.l2Norm.toExponential(3)}`,
+    ...(s.nonFiniteTensors ? [`NaN/Inf in ${s.nonFiniteTensors} tensor(s): ${r.nonFinite.slice(0, 5).map((x) => `${x.name} (${x.elements})`).join(', ')}`] : []),
+    `wrote ${r.out}`,
+  ];
+  return { report: r, text: text.join('\n') };
+};

@@ -1,0 +1,28 @@
+/** The report of `convert` (its --json), as the engine writes it and the extension reads it. */
+import { CheckpointKind } from '../choices';
+
+export interface ConvertReport {
+  in: string;
+  out: string;
+  /** What the input was: a single file, a model folder (one file or shards), or a PEFT adapter folder. */
+  kind: CheckpointKind;
+  /** Files written (relative to `out` for a folder). */
+  files: string[];
+  tensors: number;
+  bytes: number;
+  seconds: number;
+}
+
+/** `convert` of a kohya / LyCORIS / diffusers LoRA file to a PEFT adapter folder. */
+export interface AdapterConvertReport {
+  in: string;
+  out: string;
+  /** The input's format (kohya, diffusers) and the PEFT method written (LORA, LOHA, LOKR). */
+  from: string;
+  peftType: string;
+  modules: number;
+  files: string[];
+  tensors: number;
+  bytes: number;
+  seconds: number;
+}

@@ -1,0 +1,37 @@
+/** The report of `extract` (its --json), as the engine writes it and the extension's panels read it. */
+
+export interface ExtractTensor {
+  name: string;
+  shape: number[];
+  nonzeroElements: number;
+  l2Norm: number;
+  maxAbs: number;
+  /** NaN or infinite elements of the task vector (from either input, or an overflow). */
+  nonFinite: number;
+}
+
+export interface ExtractReport {
+  base: string;
+  finetuned: string;
+  out: string;
+  device: string;
+  summary: {
+    tensors: number;
+    nonzeroTensors: number;
+    zeroTensors: number;
+    elements: number;
+    nonzeroElements: number;
+    l2Norm: number;
+    nonFiniteTensors: number;
+    bytes: number;
+  };
+  tensors: ExtractTensor[];
+  onlyInBase: string[];
+  onlyInFinetuned: string[];
+  shapeMismatches: { name: string; baseShape: number[]; otherShape: number[] }[];
+  nonFloat: string[];
+  /** Where NaN/Inf were found: tensor and element count. */
+  nonFinite: { name: string; elements: number }[];
+  warnings: string[];
+  seconds: number;
+}

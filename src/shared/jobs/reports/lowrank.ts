@@ -1,0 +1,156 @@
+/** The reports of the low-rank toolbox (spectrum, resize, combine, extract-lora), as the engine writes them. */
+
+export interface SpectrumModule {
+  name: string;
+  /** The adapter's rank for this module (columns of its factors). */
+  rank: number;
+  out: number;
+  in: number;
+  /** The module's scale s (alpha / r, or alpha / √r with rsLoRA). */
+  scale: number;
+  layer: number | null;
+  projection: string | null;
+  /** Of ΔW = s·B@A, descending; min(rank, out, in) of them. */
+  singularValues: number[];
+  /** Smallest k whose top-k squared singular values hold ≥ 99% of ‖ΔW‖²_F (90%, 95% likewise). */
+  energyRank99: number;
+  energyRank90: number;
+  energyRank95: number;
+  /** Singular values above max(out, in)·ε·σ₁: the rank ΔW has in float64. */
+  numericalRank: number;
+  frobeniusNorm: number;
+  spectralNorm: number;
+  /** ‖ΔW‖²_F / σ₁². */
+  stableRank: number;
+  /** exp of the entropy of σᵢ / Σσ (Roy & Vetterli 2007). */
+  effectiveRank: number;
+  /** DoRA rescales W + ΔW per output feature; the spectrum is the LoRA part's. */
+  dora: boolean;
+}
+
+export interface SpectrumReport {
+  adapter: string;
+  modules: SpectrumModule[];
+  /** Modules whose rule has no B·A factor form (LoHa, LoKr, dense diffs, IA³): not in `modules`. */
+  noFactorForm: { name: string; rule: string }[];
+  summary: {
+    modules: number;
+    /** Σ rank over modules, and Σ energyRank99: how much of the trained rank holds 99% of the energy. */
+    totalRank: number;
+    totalEnergyRank99: number;
+    rankUsage99: number;
+    meanEnergyRank99: number;
+    maxEnergyRank99: number;
+  };
+  warnings: string[];
+  seconds: number;
+}
+
+export interface ResizeModule {
+  name: string;
+  fromRank: number;
+  /** The rank written. */
+  rank: number;
+  /** Σ_{i≤rank} σᵢ² / Σ σᵢ² of the original delta. */
+  energyKept: number;
+  /** ‖ΔW − ΔW'‖_F / ‖ΔW‖_F with ΔW' from the written fp32 factors. */
+  relError: number;
+  /** The Eckart–Young optimum √(Σ_{i>rank} σᵢ²) / ‖ΔW‖_F that relError is measured against. */
+  optimalRelError: number;
+}
+
+export interface ResizeReport {
+  adapter: string;
+  out: string;
+  rank: number | null;
+  energy: number | null;
+  modules: ResizeModule[];
+  summary: {
+    modules: number;
+    /** LoRA parameters before and after. */
+    fromParams: number;
+    params: number;
+    meanEnergyKept: number;
+    maxRelError: number;
+  };
+  warnings: string[];
+  seconds: number;
+}
+
+export interface CombineModule {
+  name: string;
+  /** The rank written. */
+  rank: number;
+  /** ‖Σ wᵢΔWᵢ − ΔW'‖_F / ‖Σ wᵢΔWᵢ‖_F with ΔW' from the written fp32 factors. */
+  relError: number;
+  /** Adapters that adapt this module. */
+  sources: number;
+  /** Written as the concatenated factors (no truncation). */
+  exact: boolean;
+  /** Σ_{i≤rank} σᵢ² / Σ σᵢ² of the sum (1 when exact). */
+  energyKept: number;
+}
+
+export interface CombineReport {
+  adapters: string[];
+  weights: number[];
+  out: string;
+  rank: number | null;
+  modules: CombineModule[];
+  summary: { modules: number; params: number; maxRelError: number };
+  warnings: string[];
+  seconds: number;
+}
+
+/**
+ * What storing the finetuned weights at half precision put into τ: every element was rounded once,
+ * with an error modelled as uniform within ±½ ulp (variance ulp²/12).
+ */
+export interface RoundingNoise {
+  dtype: 'F16' | 'BF16';
+  /** Σ ulp(fᵢ)² / 12 over the tensor's elements. */
+  energy: number;
+  /** energy / ‖τ‖²_F: the share of the task vector's energy that is rounding noise. */
+  fraction: number;
+  /** The largest singular value of a random matrix of that noise, √(energy / mn)·(√m + √n): singular values below it are indistinguishable from rounding. */
+  sigma: number;
+  /** Estimated singular values above `sigma`. */
+  signalRank: number;
+}
+
+export interface ExtractLoraModule {
+  name: string;
+  tensor: string;
+  out: number;
+  in: number;
+  /** The rank written. */
+  rank: number;
+  /** Σ_{i≤rank} σᵢ² / ‖τ‖²_F with σᵢ from the randomized SVD (each a lower bound of the true one). */
+  energyKept: number;
+  /** ‖τ − B'A'‖_F / ‖τ‖_F measured against τ with the written fp32 factors. */
+  relError: number;
+  taskVectorNorm: number;
+  /** The base stores the weight [in, out] (GPT-2 Conv1D); the adapter's delta is τᵀ. */
+  transposed: boolean;
+  /** Estimated top singular values of τ (rank + oversample of them). */
+  singularValues: number[];
+  roundingNoise: RoundingNoise | null;
+}
+
+export interface ExtractLoraReport {
+  base: string;
+  finetuned: string;
+  out: string;
+  rank: number | null;
+  energy: number | null;
+  oversample: number;
+  powerIterations: number;
+  modules: ExtractLoraModule[];
+  /** Changed tensors that are not 2-D linear weights: listed, not factored. */
+  notCaptured: { name: string; l2Norm: number; category: string; shape: number[] }[];
+  /** 2-D linear weights equal in both models. */
+  unchanged: number;
+  summary: { modules: number; notCaptured: number; unchanged: number; params: number; meanEnergyKept: number; maxRelError: number };
+  warnings: string[];
+  seconds: number;
+}

@@ -1,0 +1,48 @@
+/** The report of `precision` (its --json), as the engine writes it and the extension's panels read it. */
+import { MergeRule } from '../choices';
+
+export type HalfCliDtype = 'fp16' | 'bf16';
+
+/** The report fields, per dtype and rule, and per tensor. */
+export interface PrecisionFigures {
+  nonzeroTensors: number;
+  castArtifactTensors: number;
+  castArtifactNorm: number;
+  /** Delta elements swallowed / non-zero delta elements, over adapted tensors (null: no delta). */
+  deltaLostFraction: number | null;
+  /** ||recovered - delta|| / ||delta|| over adapted tensors (null: no delta). */
+  recoveredRelErr: number | null;
+  adaptedTensors: number;
+  deltaElements: number;
+  lostElements: number;
+  changedElements: number;
+  /** Sums of squares of the delta and of the recovered delta's error, kept so that totals can be rebuilt. */
+  deltaSq: number;
+  recoveredErrSq: number;
+}
+
+export interface PrecisionTensor extends PrecisionFigures {
+  name: string;
+  dtype: HalfCliDtype;
+  rule: MergeRule;
+  loraTarget: boolean;
+  replaced: boolean;
+}
+
+export interface PrecisionDtype extends PrecisionFigures {
+  /** The rule these top-level figures are for; `rules` has every rule computed. */
+  rule: MergeRule;
+  rules: Partial<Record<MergeRule, PrecisionFigures>>;
+}
+
+export interface PrecisionReport {
+  base: string;
+  adapter: string;
+  device: string;
+  defaultRule: MergeRule;
+  rules: MergeRule[];
+  dtypes: Partial<Record<HalfCliDtype, PrecisionDtype>>;
+  tensors: PrecisionTensor[];
+  warnings: string[];
+  seconds: number;
+}
