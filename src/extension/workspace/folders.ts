@@ -47,3 +47,11 @@ export function guessBase(baseModelNameOrPath: unknown, models: string[]): strin
   const last = baseModelNameOrPath.split(/[\\/]/).filter((s) => s !== '').pop()?.toLowerCase();
   return models.find((m) => path.basename(m).toLowerCase() === last);
 }
+
+/** What a folder holds, from its marker files on disk (for a folder given before the workspace scan is done). */
+export function folderKind(dir: string, exists: (p: string) => boolean): 'adapter' | 'model' | undefined {
+  const has = (f: string): boolean => exists(path.join(dir, f));
+  if (has('adapter_config.json') && has('adapter_model.safetensors')) return 'adapter';
+  if (has('model.safetensors') || has('model.safetensors.index.json')) return 'model';
+  return undefined;
+}

@@ -9,7 +9,8 @@
 export type SeriesColor = 'blue' | 'green' | 'red' | 'orange' | 'purple' | 'yellow' | 'foreground';
 export const SERIES_COLORS: readonly SeriesColor[] = ['blue', 'orange', 'green', 'purple', 'red', 'yellow'];
 
-export type Tone = 'good' | 'bad' | 'neutral';
+/** `warn`: a loss the user should weigh (an expected rounding loss, a large bf16 loss). */
+export type Tone = 'good' | 'bad' | 'warn' | 'neutral';
 
 export interface SummaryItem {
   /** DOM id of the value (`summary-shared`, `mean-cosine`, `verdict`): stable, tests read it. */
