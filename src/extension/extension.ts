@@ -24,10 +24,10 @@ export function activate(context: vscode.ExtensionContext): void {
   const pickers = new Pickers(context.workspaceState, scanner);
   context.subscriptions.push(output, runner, census, censusTree, scanner);
 
-  // While the census is empty, the view's message says what the workspace holds (below the welcome buttons).
+  // The view's description (beside its title) says what the workspace holds; a message would hide the welcome buttons.
   const describeWorkspace = (f: RecognisedFolders): void => {
     const n = (k: number, one: string): string => `${k} ${one}${k === 1 ? '' : 's'}`;
-    censusTree.message = census.paths.length > 0 ? undefined : `${n(f.adapters.length, 'adapter')} and ${n(f.models.length, 'model')} found in this workspace.`;
+    censusTree.description = `${n(f.adapters.length, 'adapter')}, ${n(f.models.length, 'model')} in the workspace`;
   };
   context.subscriptions.push(
     scanner.onDidChange(describeWorkspace),
