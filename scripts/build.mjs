@@ -1,7 +1,8 @@
 // One esbuild config for every target: the CLI and engine host (Node), the extension (Node, `vscode`
 // external) and the webview (browser). Entries that do not exist yet are skipped.
 import { build } from 'esbuild';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import wabt from 'wabt';
 
 const node = { bundle: true, platform: 'node', target: 'node20', format: 'cjs', sourcemap: true, logLevel: 'warning' };
 const targets = [
@@ -18,3 +19,11 @@ const targets = [
 
 mkdirSync('dist', { recursive: true });
 await Promise.all(targets.map((t) => build({ ...t, external: [...(t.external ?? []), 'webgpu'] })));
+
+// The CPU kernels' WebAssembly (src/engine/kernels/wasm/kernels.wat), assembled here so that no user
+// needs a toolchain: dist/kernels.wasm ships in the .vsix and the npm package.
+const wat = 'src/engine/kernels/wasm/kernels.wat';
+const module = (await wabt()).parseWat(wat, readFileSync(wat, 'utf8'), { simd: true });
+module.validate();
+writeFileSync('dist/kernels.wasm', module.toBinary({}).buffer);
+module.destroy();

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { modelLayout } from '../../src/engine/census/architectures';
-import { classifyTensor } from '../../src/engine/census/classify';
+import { classifyTensor } from '../../src/shared/census/classify';
 import { adapterLayout } from '../../src/engine/checkpoint/adapter';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { runCensus } from '../../src/engine/jobs/census';

@@ -18,7 +18,7 @@ import { allFinite, allZeroBytes } from '../../src/engine/kernels/cpuMath';
 import { HalfDtype, MERGE_RULES, MergeDtype, PairStats, PrecisionStats } from '../../src/engine/kernels/kernels';
 import { PARALLEL_MIN, WorkerKernels } from '../../src/engine/kernels/poolKernels';
 import { STATS_CHUNK } from '../../src/engine/kernels/poolOps';
-import { encodeBf16, encodeF16 } from '../../src/engine/safetensors/half';
+import { encodeBf16, encodeF16 } from '../../src/shared/safetensors/half';
 import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { quietContext } from '../../src/engine/util/job';
 import { peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { escapeHtml, renderHeaderPage } from '../../src/extension/editor/headerPage';
-import { readHeader } from '../../src/engine/safetensors/reader';
+import { readHeader } from '../../src/shared/safetensors/file';
 import { tmpDir, writeWeights } from './helpers/builders';
 
 const dir = tmpDir('lora-lens-editor-');

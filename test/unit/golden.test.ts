@@ -11,7 +11,7 @@ import { openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { MergeRule } from '../../src/engine/kernels/kernels';
 import { mergeModel } from '../../src/engine/jobs/merge';
-import { CliDtype } from '../../src/engine/safetensors/dtypes';
+import { CliDtype } from '../../src/shared/safetensors/dtypes';
 import { quietContext } from '../../src/engine/util/job';
 import { tmpDir } from './helpers/builders';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { bf16BitsToF32, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from '../../src/engine/safetensors/half';
+import { bf16BitsToF32, f16BitsToF32, f32BitsToBf16, f32BitsToF16 } from '../../src/shared/safetensors/half';
 
 const f = new Float32Array(1);
 const u = new Uint32Array(f.buffer);

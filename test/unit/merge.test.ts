@@ -12,7 +12,7 @@ import { compareAdapter } from '../../src/engine/jobs/compare';
 import { extractTaskVector } from '../../src/engine/jobs/extract';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import { precisionReport } from '../../src/engine/jobs/precision';
-import { blocksOf } from '../../src/engine/jobs/stream';
+import { blocksOf } from '../../src/engine/tensors/stream';
 import { validate } from '../../src/engine/jobs/validate';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { mergeHalfElement } from '../../src/engine/kernels/cpuMath';

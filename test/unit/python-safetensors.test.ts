@@ -22,8 +22,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { DTYPE_BITS, Dtype } from '../../src/engine/safetensors/dtypes';
-import { readHeader } from '../../src/engine/safetensors/reader';
+import { DTYPE_BITS, Dtype } from '../../src/shared/safetensors/dtypes';
+import { readHeader } from '../../src/shared/safetensors/file';
 import { SafetensorsWriter, ShardedWriter, TensorSpec } from '../../src/engine/safetensors/writer';
 import { FIXTURES, loraPair, peftConfig, rng, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 

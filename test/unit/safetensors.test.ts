@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { LensError } from '../../src/engine/errors';
-import { bytesToF32, FileHandles, readHeader } from '../../src/engine/safetensors/reader';
+import { bytesToF32, FileHandles } from '../../src/engine/safetensors/reader';
+import { readHeader } from '../../src/shared/safetensors/file';
 import { SafetensorsWriter, ShardedWriter } from '../../src/engine/safetensors/writer';
 import { FIXTURES, randomF32, tmpDir } from './helpers/builders';
 

@@ -9,7 +9,7 @@ import { runCompress } from '../../src/engine/jobs/compress';
 import { DECOMPOSE_DEFAULTS, DecomposeOptions, runDecompose } from '../../src/engine/jobs/decompose';
 import { runMask } from '../../src/engine/jobs/mask';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
-import { readHeader } from '../../src/engine/safetensors/reader';
+import { readHeader } from '../../src/shared/safetensors/file';
 import { loraValuesAt, loraNormSq, readFactors } from '../../src/engine/unmerge/lora';
 import { Mask } from '../../src/engine/unmerge/maskFile';
 import { uniqueNames } from '../../src/engine/unmerge/names';

@@ -244,7 +244,7 @@ test('a projection name two categories share is named with its category (GPT-2 c
 });
 
 test('groupByLayer gives a second tensor in a taken cell its own series', () => {
-  const g = groupByLayer([1, 2, 3], (i) => ({ layer: 0, key: 'bias', category: 'x' }), (i) => (i === 1 ? null : i));
+  const g = groupByLayer([1, 2, 3], () => ({ layer: 0, key: 'bias', category: 'x' }), (i) => (i === 1 ? null : i));
   assert.deepEqual([...g.series.entries()], [['bias', [null]], ['bias (2)', [2]], ['bias (3)', [3]]]);
 });
 

@@ -4,7 +4,7 @@
  * test/fixtures/layouts/generate.py.
  */
 import { LensError } from '../errors';
-import { Dtype } from '../safetensors/dtypes';
+import { Dtype } from '../../shared/safetensors/dtypes';
 import { TensorSpec } from '../safetensors/writer';
 
 /** What kind of module a tensor belongs to: LoRA wraps `linear`, `conv1d` and `embedding` modules. */

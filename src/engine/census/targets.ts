@@ -5,7 +5,7 @@
 import { AdapterConfig, isTargetModule } from '../checkpoint/adapterConfig';
 import { LensError } from '../errors';
 import { defaultTargetModules } from './architectures';
-import { classifyTensor } from './classify';
+import { classifyTensor } from '../../shared/census/classify';
 
 export type TargetRules = Pick<AdapterConfig, 'targetModules' | 'layersToTransform' | 'layersPattern'>;
 

@@ -1,5 +1,5 @@
 import { LensError } from '../errors';
-import { TensorInfo } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { AdapterConfig, moduleScaling } from './adapterConfig';
 import { Checkpoint } from './checkpoint';
 

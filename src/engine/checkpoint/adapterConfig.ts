@@ -1,5 +1,5 @@
 import { LensError } from '../errors';
-import { readJson } from './checkpoint';
+import { readJson } from './json';
 
 /** Every field of PEFT's LoraConfig that changes what the adapter's weights mean. */
 export interface AdapterConfig {

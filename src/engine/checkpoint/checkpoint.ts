@@ -1,10 +1,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
-import { FileHandles, readHeader, TensorInfo } from '../safetensors/reader';
+import { FileHandles } from '../safetensors/reader';
+import { readHeader } from '../../shared/safetensors/file';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { AdapterConfig, parseAdapterConfig } from './adapterConfig';
+import { DiffusersComponent, findComponents } from './diffusers';
+import { readJson } from './json';
+import { shardFiles } from './shards';
 
-export type CheckpointKind = 'model' | 'sharded-model' | 'adapter' | 'task-vector' | 'file';
+export type CheckpointKind = 'model' | 'sharded-model' | 'adapter' | 'task-vector' | 'file' | 'diffusers';
 
 /** What a path on disk is: its tensors (headers only, nothing read), configs and the files holding them. */
 export interface Checkpoint {
@@ -24,6 +29,8 @@ export interface Checkpoint {
   files: string[];
   metadata: Record<string, string>;
   handles: FileHandles;
+  /** A diffusers pipeline folder's weight components (`unet`, `text_encoder`, …): tensor names carry `component.`. */
+  components?: DiffusersComponent[];
 }
 
 export const TASK_VECTOR_KIND = 'lora-lens/task-vector';
@@ -41,6 +48,7 @@ export function openCheckpoint(p: string): Checkpoint {
     return fromFiles(p, path.dirname(p), [p]);
   }
   const has = (f: string): boolean => fs.existsSync(path.join(p, f));
+  if (has('model_index.json')) return openDiffusers(p);
   if (has('adapter_config.json')) {
     const adapter = parseAdapterConfig(path.join(p, 'adapter_config.json'));
     if (!has('adapter_model.safetensors')) {
@@ -55,84 +63,57 @@ export function openCheckpoint(p: string): Checkpoint {
     return { ...fromFiles(p, p, files.files, files.weightMap), kind: 'sharded-model', config };
   }
   if (has('model.safetensors')) return { ...fromFiles(p, p, [path.join(p, 'model.safetensors')]), kind: 'model', config };
+  // A diffusers model folder (unet/, vae/, transformer/ alone): diffusion_pytorch_model.safetensors, sharded or not.
+  if (has('diffusion_pytorch_model.safetensors.index.json')) {
+    const files = shardFiles(p, path.join(p, 'diffusion_pytorch_model.safetensors.index.json'));
+    return { ...fromFiles(p, p, files.files, files.weightMap), kind: 'sharded-model', config };
+  }
   const singles = fs.readdirSync(p).filter((f) => f.endsWith('.safetensors')).sort();
   if (singles.length === 1) return { ...fromFiles(p, p, [path.join(p, singles[0])]), config };
   const bin = has('pytorch_model.bin') ? ' (only pytorch_model.bin, a pickle, is there; LoRA Lens reads safetensors)' : '';
   throw new LensError(p, `not a model or adapter folder: no model.safetensors, model.safetensors.index.json or adapter_config.json${bin}`);
 }
 
-function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<string, string>): Checkpoint {
+/** The checkpoint of safetensors `files`; `prefix` goes before every tensor name (a diffusers component's `unet.`). */
+function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<string, string>, prefix = ''): Checkpoint {
   const tensors: TensorInfo[] = [];
   const byName = new Map<string, TensorInfo>();
   let metadata: Record<string, string> = {};
   for (const f of files) {
     const h = readHeader(f);
     if (files.length === 1) metadata = h.metadata;
-    for (const t of h.tensors) {
+    const named = prefix === '' ? h.tensors : h.tensors.map((t) => ({ ...t, name: prefix + t.name }));
+    for (const t of named) {
       const prev = byName.get(t.name);
       if (prev) throw new LensError(f, `tensor also present in ${path.basename(prev.file)}`, t.name);
-      if (weightMap && weightMap.get(t.name) !== f) {
+      if (weightMap && weightMap.get(t.name.slice(prefix.length)) !== f) {
         throw new LensError(f, `tensor is not listed for this shard in model.safetensors.index.json`, t.name);
       }
       byName.set(t.name, t);
     }
-    tensors.push(...[...h.tensors].sort((a, b) => a.offset - b.offset));
+    tensors.push(...[...named].sort((a, b) => a.offset - b.offset));
   }
   if (weightMap) {
     for (const [name, f] of weightMap) {
-      if (!byName.has(name)) throw new LensError(f, 'tensor listed in model.safetensors.index.json is missing from its shard', name);
+      if (!byName.has(prefix + name)) throw new LensError(f, 'tensor listed in model.safetensors.index.json is missing from its shard', name);
     }
   }
   const kind: CheckpointKind = metadata.lora_lens === TASK_VECTOR_KIND ? 'task-vector' : 'file';
   return { kind, path: p, dir, tensors, byName, files, metadata, handles: new FileHandles() };
 }
 
-/** The shard files of an index, each checked to stay inside the folder (no `..`, absolute paths or symlinks out). */
-function shardFiles(dir: string, indexPath: string): { files: string[]; weightMap: Map<string, string> } {
-  const index = readJson(indexPath);
-  const wm = index.weight_map;
-  if (wm === null || typeof wm !== 'object' || Array.isArray(wm)) throw new LensError(indexPath, 'weight_map is missing or not an object');
-  if (Object.keys(wm).length === 0) throw new LensError(indexPath, 'weight_map lists no tensors');
-  const realDir = fs.realpathSync(dir);
-  const resolved = new Map<string, string>();
-  const weightMap = new Map<string, string>();
-  for (const [name, shard] of Object.entries(wm as Record<string, unknown>)) {
-    if (typeof shard !== 'string' || shard === '') throw new LensError(indexPath, `weight_map entry is not a file name`, name);
-    let file = resolved.get(shard);
-    if (file === undefined) {
-      if (path.isAbsolute(shard) || shard.split(/[\\/]/).includes('..')) {
-        throw new LensError(indexPath, `weight_map points outside the folder: ${JSON.stringify(shard)}`, name);
-      }
-      file = path.join(dir, shard);
-      let real: string;
-      try {
-        real = fs.realpathSync(file);
-      } catch {
-        throw new LensError(indexPath, `shard ${shard} does not exist`, name);
-      }
-      if (!real.startsWith(realDir + path.sep)) throw new LensError(indexPath, `shard ${shard} resolves outside the folder (symlink)`, name);
-      resolved.set(shard, file);
-    }
-    weightMap.set(name, file);
+/** A diffusers pipeline folder as one checkpoint: each component's tensors under `component.`. */
+function openDiffusers(p: string): Checkpoint {
+  const components = findComponents(p);
+  const tensors: TensorInfo[] = [];
+  const byName = new Map<string, TensorInfo>();
+  for (const c of components) {
+    const part = fromFiles(c.dir, c.dir, c.files, c.weightMap, `${c.name}.`);
+    for (const t of part.tensors) byName.set(t.name, t);
+    tensors.push(...part.tensors);
   }
-  return { files: [...new Set(resolved.values())].sort(), weightMap };
-}
-
-export function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new LensError(file, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new LensError(file, `invalid JSON (${(e as Error).message})`);
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new LensError(file, 'not a JSON object');
-  return v as Record<string, unknown>;
+  const files = components.flatMap((c) => c.files);
+  return { kind: 'diffusers', path: p, dir: p, tensors, byName, files, metadata: {}, handles: new FileHandles(), components };
 }
 
 /** Total bytes of tensor data. */

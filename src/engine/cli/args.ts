@@ -95,3 +95,8 @@ export function required<T>(command: string, flags: ParsedArgs['flags'], name: s
   if (v === undefined) throw new LensError(`lora-lens ${command}`, `--${name} is required`);
   return v as T;
 }
+
+/** `--dtypes fp16,bf16` and `--dtypes fp16 bf16` alike. */
+export function splitList(values: string[]): string[] {
+  return values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+}

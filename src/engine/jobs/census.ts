@@ -6,15 +6,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { modelLayout } from '../census/architectures';
-import { CATEGORIES, Category, classifyTensor } from '../census/classify';
+import { CATEGORIES, Category, classifyTensor } from '../../shared/census/classify';
 import { loraTargetPredicate } from '../census/targets';
-import { ParsedArgs } from '../cli/args';
-import { CliCommand } from '../cli/command';
 import { adapterLayout } from '../checkpoint/adapter';
 import { AdapterConfig, parseAdapterConfig } from '../checkpoint/adapterConfig';
-import { Checkpoint, closeCheckpoint, openCheckpoint, readJson } from '../checkpoint/checkpoint';
+import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
-import { byteSize } from '../safetensors/dtypes';
+import { byteSize } from '../../shared/safetensors/dtypes';
 import { JobContext } from '../util/job';
 
 /** A PEFT LoRA parameter: lora_A / lora_B (Linear, Conv1D), lora_embedding_A / _B, DoRA's magnitude vector. */
@@ -33,6 +32,9 @@ export interface CensusTensor {
   loraTarget: boolean;
   /** The adapter replaces this tensor outright (modules_to_save, saved biases). */
   replaced: boolean;
+  /** Image models: the pipeline component and the block (see TensorClass). */
+  component?: string;
+  block?: string | null;
 }
 
 export interface Totals {
@@ -78,16 +80,18 @@ export interface CensusReport {
     loraTargetTensors: number;
     nonTargetTensors: number;
     loraTargetParams: number;
-    /** Tensor counts per category. */
-    categories: Record<Category, number>;
+    /** Tensor counts per category: the six language-model categories always, image-model categories when present. */
+    categories: Partial<Record<Category, number>>;
     /** Element counts per category. */
-    categoryParams: Record<Category, number>;
+    categoryParams: Partial<Record<Category, number>>;
     /** Tensor counts per dtype. */
     dtypes: Record<string, number>;
     /** Element counts per dtype. */
     dtypeParams: Record<string, number>;
   };
   perLayer: Array<{ layer: number; tensors: number; params: number; loraTargetTensors: number }>;
+  /** Image models: tensors per component and block (`unet` `down.1`, `transformer` `single.12`; block null outside blocks). */
+  perBlock: Array<{ component: string; block: string | null; tensors: number; params: number; loraTargetTensors: number }>;
   /** Tensors and elements outside the blocks (embeddings, final norm, heads). */
   outsideLayers: Totals;
   adapter: CensusAdapter | null;
@@ -212,13 +216,15 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
       for (const t of src.tensors) if (LORA_FACTOR.test(t.name)) targets.add(t.name);
     }
 
-    const zero = (): Record<Category, number> => Object.fromEntries(CATEGORIES.map((c) => [c, 0])) as Record<Category, number>;
+    // The six language-model categories always; an image model's own (resnet, time_embedding, vae) when it has them.
+    const zero = (): Partial<Record<Category, number>> => Object.fromEntries(CATEGORIES.slice(0, 6).map((c) => [c, 0])) as Partial<Record<Category, number>>;
     const categories = zero();
     const categoryParams = zero();
     const dtypes: Record<string, number> = {};
     const dtypeParams: Record<string, number> = {};
     const layers = new Map<number, { tensors: number; params: number; loraTargetTensors: number }>();
     const outsideLayers: Totals = { tensors: 0, params: 0 };
+    const blocks = new Map<string, CensusReport['perBlock'][number]>();
     const tensors: CensusTensor[] = [];
     let params = 0;
     let bytes = 0;
@@ -227,13 +233,21 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
       const cls = classifyTensor(t.name);
       const loraTarget = targets.has(t.name);
       tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, numel: t.numel, bytes: t.bytes, ...cls, loraTarget, replaced: replaced.has(t.name) });
-      categories[cls.category]++;
-      categoryParams[cls.category] += t.numel;
+      categories[cls.category] = (categories[cls.category] ?? 0) + 1;
+      categoryParams[cls.category] = (categoryParams[cls.category] ?? 0) + t.numel;
       dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
       dtypeParams[t.dtype] = (dtypeParams[t.dtype] ?? 0) + t.numel;
       params += t.numel;
       bytes += t.bytes;
       if (loraTarget) loraTargetParams += t.numel;
+      if (cls.component !== undefined) {
+        const key = `${cls.component}\u0000${cls.block ?? ''}`;
+        const b = blocks.get(key) ?? { component: cls.component, block: cls.block ?? null, tensors: 0, params: 0, loraTargetTensors: 0 };
+        b.tensors++;
+        b.params += t.numel;
+        if (loraTarget) b.loraTargetTensors++;
+        blocks.set(key, b);
+      }
       if (cls.layer === null) {
         outsideLayers.tensors++;
         outsideLayers.params += t.numel;
@@ -270,6 +284,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
         dtypeParams,
       },
       perLayer: [...layers].sort((a, b) => a[0] - b[0]).map(([layer, v]) => ({ layer, ...v })),
+      perBlock: [...blocks.values()],
       outsideLayers,
       adapter,
       warnings,
@@ -310,11 +325,21 @@ export function censusText(r: CensusReport): string {
     `  ${int(s.tensors)} tensors, ${int(s.params)} elements (${humanCount(s.params)}), ${humanBytes(s.bytes)} of data, ${s.layers} layers`,
     `  dtypes: ${Object.entries(s.dtypes).map(([d, n]) => `${d} ${int(n)} tensors / ${int(s.dtypeParams[d])} elements`).join('; ')}`,
     '',
-    `  ${'category'.padEnd(12)}${'tensors'.padStart(9)}${'elements'.padStart(17)}${'share'.padStart(9)}`,
-    ...CATEGORIES.filter((c) => s.categories[c] > 0).map(
-      (c) => `  ${c.padEnd(12)}${int(s.categories[c]).padStart(9)}${int(s.categoryParams[c]).padStart(17)}${pct(s.categoryParams[c]).padStart(9)}`,
+    `  ${'category'.padEnd(14)}${'tensors'.padStart(9)}${'elements'.padStart(17)}${'share'.padStart(9)}`,
+    ...CATEGORIES.filter((c) => (s.categories[c] ?? 0) > 0).map(
+      (c) => `  ${c.padEnd(14)}${int(s.categories[c] ?? 0).padStart(9)}${int(s.categoryParams[c] ?? 0).padStart(17)}${pct(s.categoryParams[c] ?? 0).padStart(9)}`,
     ),
   ];
+  if (r.perBlock.length > 0) {
+    const byComponent = new Map<string, typeof r.perBlock>();
+    for (const b of r.perBlock) byComponent.set(b.component, [...(byComponent.get(b.component) ?? []), b]);
+    lines.push('');
+    for (const [component, bs] of byComponent) {
+      const total = bs.reduce((a, b) => a + b.params, 0);
+      const inBlocks = bs.filter((b) => b.block !== null);
+      lines.push(`  ${component}: ${int(bs.reduce((a, b) => a + b.tensors, 0))} tensors, ${int(total)} elements; ${inBlocks.length} blocks (${inBlocks.map((b) => b.block).join(', ')})`);
+    }
+  }
   if (r.perLayer.length > 0) {
     const first = r.perLayer[0];
     const uniform = r.perLayer.every((l) => l.tensors === first.tensors && l.params === first.params);
@@ -336,18 +361,3 @@ export function censusText(r: CensusReport): string {
   }
   return lines.join('\n');
 }
-
-export const censusCommand: CliCommand = {
-  name: 'census',
-  summary: 'tensors of a checkpoint (or a config.json), classified, with LoRA targets; headers only',
-  usage: 'census PATH [--adapter DIR] [--target a,b,...] [--json F]',
-  flags: { adapter: { kind: 'string' }, target: { kind: 'list' } },
-  maxPositional: 1,
-  async run(args: ParsedArgs, ctx) {
-    const p = args.positional[0];
-    if (p === undefined) throw new LensError('lora-lens census', 'give a model folder, adapter folder, .safetensors file or config.json');
-    const targets = (args.flags.target as string[] | undefined)?.flatMap((t) => t.split(',')).filter((t) => t !== '');
-    const report = runCensus(p, { adapter: args.flags.adapter as string | undefined, targets }, ctx);
-    return { report, text: censusText(report) };
-  },
-};

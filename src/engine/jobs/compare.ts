@@ -3,25 +3,24 @@
  * the base) against a task vector, read from a file or computed on the fly as finetuned - base.
  */
 import * as path from 'node:path';
-import { classifyTensor } from '../census/classify';
+import { classifyTensor } from '../../shared/census/classify';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { decodeBlock, finiteBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, PairStats } from '../kernels/kernels';
-import { FloatDtype, isFloatDtype } from '../safetensors/dtypes';
+import { FloatDtype, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { allZeroBytes } from '../kernels/cpuMath';
 import { LoraModule } from '../checkpoint/adapter';
-import { Scratch, TensorInfo } from '../safetensors/reader';
+import { Scratch } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { deltaBlock, Factors, mergeDora } from './delta';
-import { AdapterPlan, closePlan, planAdapter } from './plan';
+import { deltaBlock, Factors, mergeDora } from '../tensors/delta';
+import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { isHalf, outsideRounding } from './rounding';
-import { Accumulator, cosine, finite, relFroErr, swapSides, zeroStats } from './stats';
-import { Block, blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from './stream';
-import { CliCommand } from '../cli/command';
-import { required } from '../cli/args';
+import { Accumulator, cosine, finite, relFroErr, swapSides, zeroStats } from '../tensors/stats';
+import { Block, blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from '../tensors/stream';
 
 export const DEFAULT_TOLERANCE = 1e-5;
 /** Cosine above which a shared tensor counts as a perfect match. */
@@ -407,35 +406,3 @@ export function compareText(r: CompareReport): string {
   if (r.warnings.length) out.push('', 'warnings:', ...r.warnings.map((w) => `  ${w}`));
   return out.join('\n') + '\n';
 }
-
-export const compareCommand: CliCommand = {
-  name: 'compare',
-  summary: "compare an adapter's deltas with a task vector (a file, or a finetuned model)",
-  usage: 'compare --base DIR --adapter DIR (--finetuned DIR | --task-vector FILE) --out DIR [--tolerance T] [--save-deltas]',
-  flags: {
-    base: { kind: 'string' },
-    adapter: { kind: 'string' },
-    finetuned: { kind: 'string' },
-    'task-vector': { kind: 'string' },
-    out: { kind: 'string' },
-    tolerance: { kind: 'number', default: DEFAULT_TOLERANCE },
-    'save-deltas': { kind: 'bool' },
-  },
-  maxPositional: 0,
-  async run(args, ctx) {
-    const c = 'compare';
-    const f = args.flags;
-    const tolerance = f.tolerance as number;
-    if (!(tolerance >= 0)) throw new LensError('--tolerance', `must be a non-negative number (got ${tolerance})`);
-    const r = await compareAdapter(
-      required(c, f, 'base'),
-      required(c, f, 'adapter'),
-      { finetuned: f.finetuned as string | undefined, taskVector: f['task-vector'] as string | undefined },
-      required(c, f, 'out'),
-      { tolerance, saveDeltas: f['save-deltas'] === true },
-      await ctx.kernels(),
-      ctx,
-    );
-    return { report: r, text: `${r.summary.verdict}\nwrote ${r.files.map((x) => path.join(f.out as string, x)).join(', ')}` };
-  },
-};

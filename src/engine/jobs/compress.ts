@@ -5,9 +5,7 @@
  * Concatenating the tensors in `compress.json`'s `modules` order gives the flat compressed vector.
  */
 import * as fs from 'node:fs';
-import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
-import { required } from '../cli/args';
-import { CliCommand } from '../cli/command';
+import { closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { JobContext } from '../util/job';
@@ -119,28 +117,3 @@ export async function runCompress(o: CompressOptions, kernelsSource: KernelsSour
     mask.close();
   }
 }
-
-export const compressCommand: CliCommand = {
-  name: 'compress',
-  summary: 'UNMERGE: apply a mask to task vectors (adapters, or fine-tuned models minus the base)',
-  usage: 'compress --mask DIR --base DIR (--adapter DIR | --finetuned DIR)... --out DIR',
-  flags: { mask: { kind: 'string' }, base: { kind: 'string' }, adapter: { kind: 'list' }, finetuned: { kind: 'list' }, out: { kind: 'string' } },
-  maxPositional: 0,
-  async run(args, ctx) {
-    const c = 'compress';
-    const inputs = (args.ordered ?? [])
-      .filter((f) => f.name === 'adapter' || f.name === 'finetuned')
-      .map((f) => ({ kind: f.name as SourceKind, path: f.value }));
-    const report = await runCompress(
-      { mask: required(c, args.flags, 'mask'), base: required(c, args.flags, 'base'), inputs, out: required(c, args.flags, 'out') },
-      ctx.kernels,
-      ctx,
-    );
-    const text = [
-      `compress: ${report.inputs.length} task vector(s) of ${report.selected.toLocaleString('en')} masked elements (${report.modules.length} modules)`,
-      ...report.inputs.map((r) => `  ${r.name} (${r.kind}): ${r.file}, norm ${r.norm.toPrecision(6)}, ${r.normKept === null ? 'zero task vector' : `${(100 * r.normKept).toFixed(2)}% of its norm kept`}`),
-      `wrote ${args.flags.out}/compress.json`,
-    ];
-    return { report, text: text.join('\n') };
-  },
-};

@@ -7,15 +7,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { defaultTargetModules, modelLayout } from '../census/architectures';
-import { moduleOf } from '../census/classify';
+import { moduleOf } from '../../shared/census/classify';
 import { isInputEmbedding, loraTargetPredicate } from '../census/targets';
-import { ParsedArgs } from '../cli/args';
-import { CliCommand } from '../cli/command';
 import { isConv1D } from '../checkpoint/adapter';
 import { AdapterConfig, effectiveModulesToSave, isSavedModule, parseAdapterConfig, patternValue } from '../checkpoint/adapterConfig';
-import { closeCheckpoint, openCheckpoint, readJson } from '../checkpoint/checkpoint';
+import { closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
-import { readHeader } from '../safetensors/reader';
+import { readHeader } from '../../shared/safetensors/file';
 import { JobContext } from '../util/job';
 import { humanCount, isModelConfigFile } from './census';
 
@@ -205,21 +204,3 @@ export function estimateText(r: EstimateReport): string {
   if (r.adapterFileParams !== null) lines.push(`  the adapter's weights hold ${int(r.adapterFileParams)} elements${r.adapterFileParams === r.trainableParams ? ' (matches)' : ''}`);
   return lines.join('\n');
 }
-
-export const estimateCommand: CliCommand = {
-  name: 'estimate',
-  summary: 'exact LoRA trainable parameters from the real shapes of a model (folder or config.json)',
-  usage: 'estimate MODEL_DIR_OR_CONFIG (--adapter DIR | --r N --target a,b,... [--alpha A]) [--json F]',
-  flags: { adapter: { kind: 'string' }, r: { kind: 'number' }, alpha: { kind: 'number' }, target: { kind: 'list' } },
-  maxPositional: 1,
-  async run(args: ParsedArgs, ctx) {
-    const p = args.positional[0];
-    if (p === undefined) throw new LensError('lora-lens estimate', 'give a model folder or config.json');
-    const targets = (args.flags.target as string[] | undefined)?.flatMap((t) => t.split(',')).filter((t) => t !== '');
-    if (args.flags.adapter !== undefined && (args.flags.r !== undefined || targets !== undefined)) {
-      throw new LensError('lora-lens estimate', 'give either --adapter or --r/--target, not both');
-    }
-    const report = runEstimate(p, { adapter: args.flags.adapter as string | undefined, r: args.flags.r as number | undefined, alpha: args.flags.alpha as number | undefined, targets }, ctx);
-    return { report, text: estimateText(report) };
-  },
-};

@@ -6,16 +6,14 @@ import { Checkpoint, openCheckpoint, TASK_VECTOR_KIND } from '../checkpoint/chec
 import { LensError } from '../errors';
 import { decodeBlock, finiteBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, PairStats } from '../kernels/kernels';
-import { FloatDtype } from '../safetensors/dtypes';
+import { FloatDtype } from '../../shared/safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { assertNotOverInputs } from '../util/outputs';
 import { JobContext, throwIfCancelled } from '../util/job';
-import { Accumulator, zeroStats } from './stats';
-import { pairingProblems, pairTensors } from './pairing';
-import { blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from './stream';
-import { CliCommand } from '../cli/command';
-import { required } from '../cli/args';
+import { Accumulator, zeroStats } from '../tensors/stats';
+import { pairingProblems, pairTensors } from '../tensors/pairing';
+import { blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from '../tensors/stream';
 
 export interface ExtractTensor {
   name: string;
@@ -162,22 +160,3 @@ function shapeNumel(shape: number[]): number {
 function extractTensor(name: string, shape: number[], s: PairStats): ExtractTensor {
   return { name, shape, nonzeroElements: s.aNonzero, l2Norm: Math.sqrt(s.aSq), maxAbs: s.maxAbsA, nonFinite: s.nonFinite };
 }
-
-export const extractCommand: CliCommand = {
-  name: 'extract',
-  summary: 'task vector = finetuned - base (fp32), as one safetensors file',
-  usage: 'extract --base DIR --finetuned DIR --out FILE.safetensors [--json F]',
-  flags: { base: { kind: 'string' }, finetuned: { kind: 'string' }, out: { kind: 'string' } },
-  maxPositional: 0,
-  async run(args, ctx) {
-    const c = 'extract';
-    const r = await extractTaskVector(required(c, args.flags, 'base'), required(c, args.flags, 'finetuned'), required(c, args.flags, 'out'), await ctx.kernels(), ctx);
-    const s = r.summary;
-    const text = [
-      `task vector: ${s.nonzeroTensors} non-zero tensors, ${s.zeroTensors} zero, of ${s.tensors}; ${s.nonzeroElements.toLocaleString('en')} non-zero elements of ${s.elements.toLocaleString('en')}; norm ${s.l2Norm.toExponential(3)}`,
-      ...(s.nonFiniteTensors ? [`NaN/Inf in ${s.nonFiniteTensors} tensor(s): ${r.nonFinite.slice(0, 5).map((x) => `${x.name} (${x.elements})`).join(', ')}`] : []),
-      `wrote ${r.out}`,
-    ];
-    return { report: r, text: text.join('\n') };
-  },
-};

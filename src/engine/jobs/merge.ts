@@ -3,23 +3,19 @@
  * Targeted tensors: kernels.merge(W, s * B @ A) under the rule (DoRA: m / ||W + dW|| * (W + dW));
  * modules_to_save and saved biases replace the base's; every other float tensor is r_D(W).
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { readJson } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { decodeBlock, wantsSharedMemory } from '../kernels/poolKernels';
 import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
-import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype, TORCH_DTYPE } from '../safetensors/dtypes';
-import { Scratch, TensorInfo } from '../safetensors/reader';
-import { ShardedWriter, TensorSpec, writeFileAtomic } from '../safetensors/writer';
+import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype } from '../../shared/safetensors/dtypes';
+import { Scratch } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
+import { TensorSpec } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { deltaBlock, Factors, mergeDora } from './delta';
-import { AdapterPlan, closePlan, planAdapter } from './plan';
-import { Block, blockInfo, blocksOf, prefetched, readBlock } from './stream';
-import { CliCommand } from '../cli/command';
-import { required } from '../cli/args';
-import { MERGE_RULES } from '../kernels/kernels';
+import { deltaBlock, Factors, mergeDora } from '../tensors/delta';
+import { copyModelFiles, modelWriter } from '../tensors/modelLayout';
+import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
+import { Block, blockInfo, blocksOf, prefetched, readBlock } from '../tensors/stream';
 
 /** Hugging Face's default shard size for save_pretrained (5 GB). */
 export const DEFAULT_SHARD_BYTES = 5_000_000_000;
@@ -99,7 +95,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
   }
   for (const rep of plan.added) add(rep.target, 'replace', rep.source, true);
 
-  const writer = new ShardedWriter(dir, specs, shardSize);
+  const writer = modelWriter(plan.base, dir, specs, shardSize);
   const scratch = new Scratch(wantsSharedMemory(kernels));
   const factors = new Factors(plan.adapter, wantsSharedMemory(kernels));
   let bytesRead = 0;
@@ -137,7 +133,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     await writer.abortAsync();
     throw e;
   }
-  copyModelFiles(plan.base.dir, dir, opts.dtype);
+  for (const c of copyModelFiles(plan.base, dir, opts.dtype)) ctx.warn(`${c}/: its weights are not safetensors; copied unchanged`);
   return {
     base: plan.base.path,
     adapter: plan.adapter.path,
@@ -159,54 +155,3 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     warnings: plan.warnings,
   };
 }
-
-/** Files of a model folder that describe it rather than hold weights: configs, tokenizer, chat template. */
-const MODEL_FILE = /\.(json|txt|model|tiktoken|jinja)$/;
-const WEIGHT_INDEX = /\.(safetensors|bin|pt|pth)\.index\.json$/;
-
-/** Copies config.json (with torch_dtype set) and the tokenizer and generation files of the base. */
-function copyModelFiles(from: string, to: string, dtype: CliDtype): void {
-  for (const e of fs.readdirSync(from, { withFileTypes: true })) {
-    if (!e.isFile() || !MODEL_FILE.test(e.name) || WEIGHT_INDEX.test(e.name) || e.name.startsWith('.')) continue;
-    const src = path.join(from, e.name);
-    if (e.name === 'config.json') {
-      const config = readJson(src);
-      config.torch_dtype = TORCH_DTYPE[dtype];
-      // transformers >= 4.56 writes `dtype` and reads it first.
-      if ('dtype' in config) config.dtype = TORCH_DTYPE[dtype];
-      writeFileAtomic(path.join(to, e.name), JSON.stringify(config, null, 2) + '\n');
-    } else fs.copyFileSync(src, path.join(to, e.name));
-  }
-}
-
-export const mergeCommand: CliCommand = {
-  name: 'merge',
-  summary: 'merge an adapter into its base: a Hugging Face model folder at fp32, fp16 or bf16',
-  usage: 'merge --base DIR --adapter DIR --out DIR --dtype fp32|fp16|bf16 [--rule peft|peft-safe|fp32-cast] [--shard-size BYTES]',
-  flags: {
-    base: { kind: 'string' },
-    adapter: { kind: 'string' },
-    out: { kind: 'string' },
-    dtype: { kind: 'string', choices: Object.keys(CLI_DTYPES) },
-    rule: { kind: 'string', choices: MERGE_RULES, default: 'peft' },
-    'shard-size': { kind: 'number' },
-  },
-  maxPositional: 0,
-  async run(args, ctx) {
-    const c = 'merge';
-    const f = args.flags;
-    const r = await mergeModel(
-      required(c, f, 'base'),
-      required(c, f, 'adapter'),
-      required(c, f, 'out'),
-      { dtype: required(c, f, 'dtype'), rule: f.rule as MergeRule, shardSize: f['shard-size'] as number | undefined },
-      await ctx.kernels(),
-      ctx,
-    );
-    const text = [
-      `merged ${r.loraTensors} adapted tensors${r.doraTensors ? ` (${r.doraTensors} DoRA)` : ''}, replaced ${r.replacedTensors}, added ${r.addedTensors}, re-encoded ${r.castTensors}, copied ${r.copiedTensors}: ${r.tensors} tensors at ${r.dtype} (rule ${r.rule})`,
-      `wrote ${r.out}/ (${r.files.join(', ')}) in ${r.seconds.toFixed(1)} s`,
-    ];
-    return { report: r, text: text.join('\n') };
-  },
-};

@@ -4,17 +4,16 @@
  * half an ulp of their weight are swallowed. Statistics per tensor come from kernels.precision.
  */
 import { emptyPrecisionStats, addPrecisionStats } from '../kernels/cpuMath';
-import { HalfDtype, Kernels, MERGE_RULES, MergeRule, PrecisionStats } from '../kernels/kernels';
-import { CLI_DTYPES, isFloatDtype } from '../safetensors/dtypes';
-import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
+import { HalfDtype, Kernels, MergeRule, PrecisionStats } from '../kernels/kernels';
+import { CLI_DTYPES, isFloatDtype } from '../../shared/safetensors/dtypes';
+import { bytesToF32, Scratch } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { LensError } from '../errors';
-import { deltaBlock, Factors, mergeDora } from './delta';
-import { AdapterPlan, closePlan, planAdapter } from './plan';
-import { Block, blockInfo, blocksOf, prefetched, readBlock, sameRows } from './stream';
-import { finite } from './stats';
-import { CliCommand } from '../cli/command';
-import { required } from '../cli/args';
+import { deltaBlock, Factors, mergeDora } from '../tensors/delta';
+import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
+import { Block, blockInfo, blocksOf, prefetched, readBlock, sameRows } from '../tensors/stream';
+import { finite } from '../tensors/stats';
 
 export type HalfCliDtype = 'fp16' | 'bf16';
 export const DEFAULT_RULE: MergeRule = 'peft';
@@ -244,26 +243,4 @@ export function precisionText(r: PrecisionReport): string {
   );
   if (r.warnings.length) out.push('', 'warnings:', ...r.warnings.map((w) => `  ${w}`));
   return out.join('\n') + '\n';
-}
-
-export const precisionCommand: CliCommand = {
-  name: 'precision',
-  summary: 'what merging at fp16 / bf16 loses, per rule, without writing a model',
-  usage: 'precision --base DIR --adapter DIR [--dtypes fp16,bf16] [--rule peft|peft-safe|fp32-cast] [--json F]',
-  flags: { base: { kind: 'string' }, adapter: { kind: 'string' }, dtypes: { kind: 'list' }, rule: { kind: 'string', choices: MERGE_RULES } },
-  maxPositional: 0,
-  async run(args, ctx) {
-    const c = 'precision';
-    const f = args.flags;
-    const dtypes = parsePrecisionDtypes(splitList((f.dtypes as string[] | undefined) ?? ['fp16', 'bf16']));
-    // No --rule: every rule, the default first (the dtype-level figures are the default rule's).
-    const rules = f.rule !== undefined ? [f.rule as MergeRule] : [DEFAULT_RULE, ...MERGE_RULES.filter((r) => r !== DEFAULT_RULE)];
-    const r = await precisionReport(required(c, f, 'base'), required(c, f, 'adapter'), { dtypes, rules }, await ctx.kernels(), ctx);
-    return { report: r, text: precisionText(r) };
-  },
-};
-
-/** `--dtypes fp16,bf16` and `--dtypes fp16 bf16` alike. */
-export function splitList(values: string[]): string[] {
-  return values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
 }

@@ -9,7 +9,7 @@
  * (τ = merged - W, d = s·B@A in another summation order) adds a few fp32 ulps, allowed as 2^-22·(|W| + |d|);
  * the user's tolerance is added on top.
  */
-import { FloatDtype } from '../safetensors/dtypes';
+import { FloatDtype } from '../../shared/safetensors/dtypes';
 
 /** Unit roundoff and half the smallest subnormal of the half dtypes; F32/F64 merges get no allowance. */
 const HALF: Partial<Record<FloatDtype, { u: number; eta: number }>> = {

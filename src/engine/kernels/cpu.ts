@@ -1,13 +1,14 @@
-import { doraNormsRange, loraDeltaRows, maxAbsRange, mergeDoraRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
+import { doraNormsRange, maxAbsRange, mergeDoraRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
+import { loraRows, wasmLora } from './wasm';
 
 /** The CPU backend on the calling thread. */
 export class CpuKernels implements Kernels {
   readonly device = 'cpu' as const;
-  readonly description = 'CPU (main thread)';
+  readonly description = `CPU (main thread${wasmLora() ? ', WebAssembly SIMD' : ''})`;
 
   async loraDelta(f: LoraFactors, out: Float32Array = new Float32Array(f.out * f.in)): Promise<Float32Array> {
-    loraDeltaRows(f, 0, f.out, out);
+    loraRows(f, 0, f.out, out);
     return out;
   }
 

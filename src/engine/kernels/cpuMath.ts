@@ -2,8 +2,8 @@
  * The CPU kernels as plain synchronous functions on typed arrays: the reference every backend is
  * checked against, and what the CPU backend's workers run on their slice of a tensor.
  */
-import { encodeBf16, encodeF16, f16BitsToF32, f32BitsToBf16, f32BitsToF16, roundTripInPlace } from '../safetensors/half';
-import { FloatDtype } from '../safetensors/dtypes';
+import { encodeBf16, encodeF16, f16BitsToF32, f32BitsToBf16, f32BitsToF16, roundTripInPlace } from '../../shared/safetensors/half';
+import { FloatDtype } from '../../shared/safetensors/dtypes';
 import { HalfDtype, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
 
 /** Rows [row0, row1) of delta = scale * B @ A in float64, rounded once to fp32, into `out` (full size). */

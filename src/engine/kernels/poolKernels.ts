@@ -6,13 +6,15 @@
  * are not in shared memory (copying them would cost as much as the work), run on the calling thread.
  */
 import * as os from 'node:os';
-import { elementBytes, FloatDtype } from '../safetensors/dtypes';
-import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
+import { elementBytes, FloatDtype } from '../../shared/safetensors/dtypes';
+import { bytesToF32, Scratch } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { CpuKernels } from './cpu';
 import { addPairStats, addPrecisionStats, allFinite } from './cpuMath';
 import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
 import { WorkerPool, workerScript } from './pool';
 import { PoolOp, runOp, STATS_CHUNK } from './poolOps';
+import { wasmLora } from './wasm';
 
 /** Elements below which a kernel stays on the calling thread: posting to the workers costs tens of microseconds. */
 export const PARALLEL_MIN = 1 << 17;
@@ -35,7 +37,7 @@ export class WorkerKernels implements Kernels {
     private readonly script = workerScript(),
   ) {
     if (script === undefined) throw new Error('the kernel worker script (kernel-worker.js) is missing beside the engine');
-    this.description = `CPU, ${threads} worker thread${threads === 1 ? '' : 's'}`;
+    this.description = `CPU, ${threads} worker thread${threads === 1 ? '' : 's'}${wasmLora() ? ', WebAssembly SIMD' : ''}`;
   }
 
   private workers(): WorkerPool {

@@ -3,10 +3,11 @@
  * arrays (views of SharedArrayBuffers, so no data is copied) and the element or row range to do. The
  * main thread runs the same function when a tensor is too small to be worth splitting.
  */
-import { elementBytes, FloatDtype } from '../safetensors/dtypes';
-import { decodeBf16Array, decodeF16Array } from '../safetensors/half';
-import { allFinite, loraDeltaRows, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
+import { elementBytes, FloatDtype } from '../../shared/safetensors/dtypes';
+import { decodeBf16Array, decodeF16Array } from '../../shared/safetensors/half';
+import { allFinite, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
+import { loraRows } from './wasm';
 
 /**
  * Statistics are summed per chunk of this many elements, and the chunks' sums are added in order:
@@ -32,7 +33,7 @@ export type PoolResult = void | PairStats[] | PrecisionStats[] | boolean;
 export function runOp(m: PoolOp): PoolResult {
   switch (m.op) {
     case 'loraDelta':
-      return loraDeltaRows(m.f, m.i0, m.i1, m.out);
+      return loraRows(m.f, m.i0, m.i1, m.out);
     case 'merge':
       return mergeRange(m.w, m.d, m.dtype, m.rule, m.out, m.i0, m.i1);
     case 'pairStats':

@@ -1,7 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { LensError } from '../errors';
-import { byteSize, Dtype } from './dtypes';
+import { byteSize, Dtype } from '../../shared/safetensors/dtypes';
 
 export interface TensorSpec {
   name: string;

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { LayoutTensor, ModuleType, modelLayout } from '../census/architectures';
 import { loraTargetPredicate } from '../census/targets';
 import { patternValue } from '../checkpoint/adapterConfig';
-import { Dtype } from '../safetensors/dtypes';
+import { Dtype } from '../../shared/safetensors/dtypes';
 import { writeFileAtomic } from '../safetensors/writer';
 import { valueSpec, writeSyntheticWeights } from './model';
 import { ValueSpec } from './values';

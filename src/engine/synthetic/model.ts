@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LayoutTensor, modelLayout } from '../census/architectures';
-import { Dtype } from '../safetensors/dtypes';
+import { Dtype } from '../../shared/safetensors/dtypes';
 import { buildHeader, planShards, tempPathFor, writeFileAtomic } from '../safetensors/writer';
 import { nameHash, streamValues, ValueSpec } from './values';
 

@@ -3,8 +3,8 @@
  * synthetic checkpoint of any size is written with bounded memory and the same seed gives the same
  * bytes whatever the sharding.
  */
-import { Dtype, elementBytes } from '../safetensors/dtypes';
-import { encodeBf16, encodeF16 } from '../safetensors/half';
+import { Dtype, elementBytes } from '../../shared/safetensors/dtypes';
+import { encodeBf16, encodeF16 } from '../../shared/safetensors/half';
 
 /** Elements generated per chunk (4 MiB of fp32). */
 export const CHUNK_ELEMENTS = 1 << 20;

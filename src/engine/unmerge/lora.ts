@@ -7,8 +7,9 @@ import { Checkpoint } from '../checkpoint/checkpoint';
 import { LoraModule } from '../checkpoint/adapter';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
-import { assertFloat, bytesToF32, TensorInfo } from '../safetensors/reader';
-import { doraScale, DoraScale } from '../jobs/delta';
+import { assertFloat, bytesToF32 } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
+import { doraScale, DoraScale } from '../tensors/delta';
 
 async function readF32(c: Checkpoint, t: TensorInfo): Promise<Float32Array> {
   assertFloat(t);

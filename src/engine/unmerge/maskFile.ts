@@ -9,9 +9,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Checkpoint, readJson } from '../checkpoint/checkpoint';
+import { Checkpoint } from '../checkpoint/checkpoint';
+import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
-import { FileHandles, readHeader, TensorInfo } from '../safetensors/reader';
+import { FileHandles } from '../safetensors/reader';
+import { readHeader } from '../../shared/safetensors/file';
+import { TensorInfo } from '../../shared/safetensors/header';
 
 export const MASK_FORMAT = 'lora-lens/unmerge-mask';
 export const MASK_JSON = 'mask.json';

@@ -3,8 +3,8 @@
  * small script filters and sorts. Built from the header alone (no tensor data is read), so a 12 GB file
  * opens at once. No `vscode` import: unit tests render it.
  */
-import { classifyTensor } from '../../engine/census/classify';
-import { SafetensorsHeader } from '../../engine/safetensors/reader';
+import { classifyTensor } from '../../shared/census/classify';
+import { SafetensorsHeader } from '../../shared/safetensors/header';
 import { formatBytes, formatInt } from '../census/treeModel';
 
 export interface HeaderPageInput {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
-import { readHeader, SafetensorsHeader } from '../../engine/safetensors/reader';
+import { readHeader } from '../../shared/safetensors/file';
+import { SafetensorsHeader } from '../../shared/safetensors/header';
 import { renderHeaderPage } from './headerPage';
 
 export const SAFETENSORS_VIEW_TYPE = 'loraLens.safetensorsViewer';

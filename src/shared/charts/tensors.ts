@@ -2,7 +2,7 @@
  * Where a tensor sits, for grouping: its layer and the series it belongs to in a per-layer chart. Uses
  * the report's own `layer` / `projection` when it has them, else the census classifier on the name.
  */
-import { classifyTensor, moduleOf } from '../../engine/census/classify';
+import { classifyTensor, moduleOf } from '../census/classify';
 import { Obj } from './read';
 
 export const OUTSIDE_LAYERS = 'outside layers';

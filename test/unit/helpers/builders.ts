@@ -5,8 +5,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after } from 'node:test';
-import { Dtype } from '../../../src/engine/safetensors/dtypes';
-import { encodeBf16, encodeF16 } from '../../../src/engine/safetensors/half';
+import { Dtype } from '../../../src/shared/safetensors/dtypes';
+import { encodeBf16, encodeF16 } from '../../../src/shared/safetensors/half';
 import { ShardedWriter, TensorSpec } from '../../../src/engine/safetensors/writer';
 
 /** A fresh temporary folder, removed when the test file ends. */

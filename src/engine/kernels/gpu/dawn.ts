@@ -38,6 +38,7 @@ function loadDawn(): DawnModule | string {
     // The package's entry is an ES module; its native addon is plain CommonJS, so load that directly.
     const root = path.dirname(require.resolve('webgpu/package.json'));
     const arch = process.platform === 'darwin' ? 'universal' : process.arch;
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon, loaded by path
     return require(path.join(root, 'dist', `${process.platform}-${arch}`, 'dawn.node')) as DawnModule;
   } catch (e) {
     return `the optional package "webgpu" (Dawn) cannot be loaded: ${(e as Error).message.split('\n')[0]}`;

@@ -4,15 +4,22 @@
  * tensors (classified as the module they adapt).
  */
 
-export type Category = 'attention' | 'mlp' | 'norm' | 'embedding' | 'final_norm' | 'other';
-export const CATEGORIES: readonly Category[] = ['attention', 'mlp', 'norm', 'embedding', 'final_norm', 'other'];
+import { classifyDiffusion } from './diffusion';
+
+/** The six categories of language models, then those of image models (UNet resnets, time embedding, VAE). */
+export type Category = 'attention' | 'mlp' | 'norm' | 'embedding' | 'final_norm' | 'other' | 'resnet' | 'time_embedding' | 'vae';
+export const CATEGORIES: readonly Category[] = ['attention', 'mlp', 'norm', 'embedding', 'final_norm', 'other', 'resnet', 'time_embedding', 'vae'];
 
 export interface TensorClass {
   category: Category;
-  /** Index of the transformer block, null outside the blocks. */
+  /** Index of the transformer block, null outside the blocks (and in image models: see `block`). */
   layer: number | null;
   /** The projection inside attention or MLP (`q_proj`, `c_attn`, `query_key_value`, `output.dense`), else null. */
   projection: string | null;
+  /** Image models: the pipeline component (`unet`, `text_encoder_2`, `transformer`, `vae`). */
+  component?: string;
+  /** Image models: the block (`down.1`, `mid`, `up.2`, `double.7`, `single.12`, `layers.3`), null outside blocks. */
+  block?: string | null;
 }
 
 /** The module list of the blocks: `model.layers.N`, GPT-2's `h.N`, BERT's `encoder.layer.N`, `blocks.N`. */
@@ -47,6 +54,8 @@ export function moduleOf(name: string): string {
 }
 
 export function classifyTensor(name: string): TensorClass {
+  const diffusion = classifyDiffusion(name);
+  if (diffusion) return diffusion;
   const module = moduleOf(name);
   const parts = module.split('.');
   const last = parts[parts.length - 1];

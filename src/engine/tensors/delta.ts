@@ -7,7 +7,8 @@ import { LoraModule } from '../checkpoint/adapter';
 import { Checkpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
-import { bytesToF32, Scratch, TensorInfo } from '../safetensors/reader';
+import { bytesToF32, Scratch } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { Block } from './stream';
 
 /** Reads small adapter tensors (factors, magnitudes) as fp32, keeping only the current module's. */

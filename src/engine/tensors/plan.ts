@@ -5,8 +5,8 @@
 import { adapterLayout, LoraModule, Replacement } from '../checkpoint/adapter';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { isFloatDtype } from '../safetensors/dtypes';
-import { TensorInfo } from '../safetensors/reader';
+import { isFloatDtype } from '../../shared/safetensors/dtypes';
+import { TensorInfo } from '../../shared/safetensors/header';
 import { JobContext } from '../util/job';
 
 export interface AdapterPlan {

@@ -3,8 +3,9 @@
  * block is read from disk while the current one is computed, so memory stays at a few blocks whatever
  * the model size and the disk and the CPU work at the same time.
  */
-import { elementBytes } from '../safetensors/dtypes';
-import { FileHandles, TensorInfo } from '../safetensors/reader';
+import { elementBytes } from '../../shared/safetensors/dtypes';
+import { FileHandles } from '../safetensors/reader';
+import { TensorInfo } from '../../shared/safetensors/header';
 
 /** Elements per block (4 MiB of fp32): large enough to amortise a read, small enough to keep memory flat and the writes overlapping. */
 export const BLOCK_ELEMENTS = 1 << 20;

@@ -3,8 +3,8 @@
  * does not pair: tensors on one side only, different shapes, non-float tensors.
  */
 import { Checkpoint } from '../checkpoint/checkpoint';
-import { isFloatDtype } from '../safetensors/dtypes';
-import { TensorInfo } from '../safetensors/reader';
+import { isFloatDtype } from '../../shared/safetensors/dtypes';
+import { TensorInfo } from '../../shared/safetensors/header';
 
 export interface TensorPair {
   name: string;
