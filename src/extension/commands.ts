@@ -149,7 +149,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
     const size = (perParam: number): string => (params === undefined ? 'an unknown amount' : `about ${formatBytes(params * perParam)}`);
     const freeText = free === undefined ? '' : ` (${formatBytes(free)} free)`;
     const keep = await pickers.choice('validateKeep', 'Keep the merged models and task vectors?', [
-      { value: 'reports', label: 'Reports only', detail: `Each dtype's merged model and task vector are checked, then removed; ${size(VALIDATE_PEAK_BYTES_PER_PARAM)} free needed while it runs${freeText}.` },
+      { value: 'reports', label: 'Reports only', detail: `Checked, then removed: ${size(VALIDATE_PEAK_BYTES_PER_PARAM)} needed while it runs${freeText}.` },
       { value: 'keep', label: 'Keep the merged models and task vectors', detail: `Writes ${size(VALIDATE_KEEP_BYTES_PER_PARAM)} into ${vscode.workspace.asRelativePath(out)}${freeText}.` },
     ], 'reports');
     if (keep === undefined) return undefined;

@@ -24,10 +24,11 @@ export function activate(context: vscode.ExtensionContext): void {
   const pickers = new Pickers(context.workspaceState, scanner);
   context.subscriptions.push(output, runner, census, censusTree, scanner);
 
-  // The view's description (beside its title) says what the workspace holds; a message would hide the welcome buttons.
+  // While the census is empty, the view's title says what the workspace holds (a message would hide the
+  // welcome buttons, and a description is hidden when the view is alone in its container).
   const describeWorkspace = (f: RecognisedFolders): void => {
     const n = (k: number, one: string): string => `${k} ${one}${k === 1 ? '' : 's'}`;
-    censusTree.description = `${n(f.adapters.length, 'adapter')}, ${n(f.models.length, 'model')} in the workspace`;
+    censusTree.title = census.paths.length > 0 ? 'Parameter Census' : `Parameter Census (${n(f.adapters.length, 'adapter')}, ${n(f.models.length, 'model')} found)`;
   };
   context.subscriptions.push(
     scanner.onDidChange(describeWorkspace),

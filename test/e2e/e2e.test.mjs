@@ -288,7 +288,7 @@ uiTest('the empty census says what the workspace holds, offers the demo, and the
   await showContainer('LoRA Lens');
   const view = page.locator('[id="workbench.view.extension.loraLens"]');
   await view.locator('.monaco-button', { hasText: 'Try the Demo' }).waitFor({ timeout: 30000 });
-  await page.locator('.part.sidebar').getByText('1 adapter, 4 models in the workspace').waitFor({ timeout: 30000 });
+  await page.locator('.part.sidebar').getByText('(1 adapter, 4 models found)').first().waitFor({ timeout: 30000 });
   await shot('census-welcome');
   await view.locator('.monaco-button', { hasText: 'Get Started' }).click();
   const walkthrough = page.locator('.gettingStartedContainer');
@@ -671,7 +671,7 @@ uiTest('light theme: panels, viewer and tree take the theme\'s colours, and char
 });
 
 uiTest('high contrast: panels, tree and viewer read in the high-contrast themes', async () => {
-  for (const [theme, cls, suffix] of [['Default High Contrast', '.monaco-workbench.hc-black', 'hc'], ['Default High Contrast Light', '.monaco-workbench.hc-light', 'hc-light']]) {
+  for (const [theme, cls, suffix] of [['Dark High Contrast', '.monaco-workbench.hc-black', 'hc'], ['Light High Contrast', '.monaco-workbench.hc-light', 'hc-light']]) {
     await palette('View: Close All Editors');
     await palette('Preferences: Color Theme');
     await quickInput().locator('.quick-input-box input').fill(theme);

@@ -70,7 +70,8 @@ function summaryItems(s: Obj | null, idPrefix: string): SummaryItem[] {
       : [];
   return [
     ...judged,
-    { id: id('summary-equivalent'), label: judged.length ? 'Strictly equivalent' : 'Equivalent', text: equivalent === null ? formatCell(null) : equivalent ? `yes (max abs ≤ ${formatCell(tolerance, 'exp')})` : `no (tolerance ${formatCell(tolerance, 'exp')})`, value: equivalent, tone: equivalent === null ? 'neutral' : equivalent ? 'good' : 'bad' },
+    // Strictly "no" is a fact, not an alarm, where the difference is the rounding the merged dtype must make.
+    { id: id('summary-equivalent'), label: judged.length ? 'Strictly equivalent' : 'Equivalent', text: equivalent === null ? formatCell(null) : equivalent ? `yes (max abs ≤ ${formatCell(tolerance, 'exp')})` : `no (tolerance ${formatCell(tolerance, 'exp')})`, value: equivalent, tone: equivalent === null || dtypeVerdict === 'EXPECTED-LOSS' ? 'neutral' : equivalent ? 'good' : 'bad' },
     item('summary-tolerance', 'Tolerance (max abs)', num(s?.tolerance), 'exp'),
     item('summary-shared', 'Shared tensors', num(s?.shared), 'int'),
     item('summary-perfect-matches', 'Perfect matches (cos > 0.9999)', num(s?.perfectMatches), 'int'),
