@@ -18,6 +18,6 @@ function run(cmd, args) {
 }
 
 run('sh', ['setup.sh']);
-// One VS Code for the whole file: the tests build on each other's state and run in order.
-// The timeout bounds the whole file too: 20 minutes, for a machine shared with other work.
+// One VS Code for the whole file: the tests build on each other's state and run in order. Node applies
+// --test-timeout to the file as a whole too, so it bounds the whole suite, not one test.
 run(process.execPath, ['--test', '--test-reporter=spec', '--test-timeout=1200000', 'e2e.test.mjs']);

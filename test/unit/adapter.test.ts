@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { adapterLayout } from '../../src/engine/checkpoint/adapter';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { LensError } from '../../src/engine/errors';
-import { loraPair, peftConfig, TestTensor, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+import { loraPair, lowRank, peftConfig, TestTensor, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 
 const root = tmpDir();
 let n = 0;
@@ -41,8 +41,8 @@ describe('adapterLayout', () => {
     const by = new Map(l.modules.map((m) => [m.module, m]));
     assert.deepEqual([...by.keys()].sort(), ['model.embed_tokens', 'model.layers.0.mlp.down_proj', 'model.layers.0.self_attn.k_proj', 'model.layers.0.self_attn.q_proj']);
     const k = by.get('model.layers.0.self_attn.k_proj')!;
-    assert.deepEqual([k.in, k.out, k.r, k.scale, k.transpose, k.base!.name], [8, 4, 2, 2, false, 'model.layers.0.self_attn.k_proj.weight']);
-    assert.equal(by.get('model.layers.0.self_attn.q_proj')!.magnitude!.name, `${P}model.layers.0.self_attn.q_proj.lora_magnitude_vector`);
+    assert.deepEqual([k.in, k.out, lowRank(k).r, lowRank(k).scale, k.transpose, k.base!.name], [8, 4, 2, 2, false, 'model.layers.0.self_attn.k_proj.weight']);
+    assert.equal(lowRank(by.get('model.layers.0.self_attn.q_proj')!).magnitude!.name, `${P}model.layers.0.self_attn.q_proj.lora_magnitude_vector`);
     const d = by.get('model.layers.0.mlp.down_proj')!;
     assert.deepEqual([d.in, d.out], [12, 8]);
     const e = by.get('model.embed_tokens')!;
@@ -59,7 +59,7 @@ describe('adapterLayout', () => {
     ]);
     const l = adapterLayout(a, llama);
     assert.equal(l.modules[0].module, 'model.layers.0.self_attn.q_proj');
-    assert.equal(l.modules[0].scale, 16 / 4);
+    assert.equal(lowRank(l.modules[0]).scale, 16 / 4);
     assert.match(l.warnings[0], /lora_A has rank 2 but the config gives r=4/);
   });
 

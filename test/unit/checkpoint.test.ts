@@ -116,7 +116,9 @@ describe('adapter_config.json', () => {
       [{ target_modules: [1] }, /^target_modules must be/],
       [{ bias: 'some' }, /^bias must be/],
       [{ rank_pattern: { q: 0 } }, /^rank_pattern values must be positive integers/],
-      [{ peft_type: 'IA3' }, /peft_type "IA3" is not supported/],
+      [{ peft_type: 'OFT' }, /peft_type "OFT" is not supported/],
+      [{ peft_type: 'PROMPT_TUNING' }, /^peft_type PROMPT_TUNING adds virtual tokens or prefixes and changes no weight of the base/],
+      [{ peft_type: 'PREFIX_TUNING' }, /^peft_type PREFIX_TUNING adds virtual tokens/],
       [{ layers_to_transform: 'all' }, /^layers_to_transform must be/],
     ] as Array<[Record<string, unknown>, RegExp]>) {
       const f = write(cfg);

@@ -10,7 +10,7 @@ import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { writeSyntheticAdapter } from '../../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../../src/engine/synthetic/configs';
 import { writeSyntheticModel } from '../../src/engine/synthetic/model';
-import { FIXTURES, tmpDir } from './helpers/builders';
+import { FIXTURES, lowRank, tmpDir } from './helpers/builders';
 
 /** StarCoder2-3B's architecture at toy widths: same names, same GQA ratio, 2 layers. */
 const TINY_SC2 = { ...STARCODER2_3B, hidden_size: 48, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 6, num_key_value_heads: 2, vocab_size: 64 };
@@ -116,9 +116,9 @@ describe('synthetic adapter', () => {
     assert.equal(ad.adapter!.useRslora, true);
     const layout = adapterLayout(ad, base);
     const q = layout.modules.find((m) => m.module.endsWith('q_proj'))!;
-    assert.equal(q.r, 2);
-    assert.equal(q.scale, 16 / Math.sqrt(2));
-    assert.deepEqual(q.magnitude!.shape, [48]);
+    assert.equal(lowRank(q).r, 2);
+    assert.equal(lowRank(q).scale, 16 / Math.sqrt(2));
+    assert.deepEqual(lowRank(q).magnitude!.shape, [48]);
     assert.deepEqual(layout.replacements.map((r) => r.target).sort(), ['model.norm.bias', 'model.norm.weight']);
     closeCheckpoint(base);
     closeCheckpoint(ad);

@@ -1,28 +1,13 @@
+/**
+ * An adapter's tensors read into the engine's description (deltaRule.ts): one AdaptedModule per adapted
+ * base tensor, and the tensors it replaces outright. The formats' key layouts live in adapterKeys.ts.
+ */
 import { LensError } from '../errors';
 import { TensorInfo } from '../../shared/safetensors/header';
-import { AdapterConfig, moduleScaling } from './adapterConfig';
+import { AdapterConfig } from './adapterConfig';
+import { groupAdapter } from './adapterKeys';
 import { Checkpoint } from './checkpoint';
-
-/** One LoRA-adapted module: `delta = scale * B @ A`, shape [B.rows, A.cols], transposed when `transpose`. */
-export interface LoraModule {
-  /** Module path inside the model, without PEFT's `base_model.model.` prefix. */
-  module: string;
-  A: TensorInfo;
-  B: TensorInfo;
-  /** DoRA magnitude vector, one value per output row. */
-  magnitude?: TensorInfo;
-  embedding: boolean;
-  r: number;
-  alpha: number;
-  scale: number;
-  /** Rows and columns of `B @ A`. */
-  out: number;
-  in: number;
-  /** The base weight this delta adds to (when a base was given). */
-  base?: TensorInfo;
-  /** The delta is stored transposed to `B @ A` in the base (Conv1D, embeddings). */
-  transpose: boolean;
-}
+import { AdaptedModule } from './deltaRule';
 
 /** An adapter tensor that replaces a base tensor outright (modules_to_save, saved biases). */
 export interface Replacement {
@@ -34,19 +19,9 @@ export interface Replacement {
 }
 
 export interface AdapterLayout {
-  modules: LoraModule[];
+  modules: AdaptedModule[];
   replacements: Replacement[];
   warnings: string[];
-}
-
-const PREFIX = 'base_model.model.';
-const LORA_KEY = /^(.*)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(?:\.([^.]+))?(?:\.weight)?$/;
-
-/** Module path of an adapter key, with PEFT's wrapper prefix and adapter-name infixes removed. */
-function stripKey(key: string): string {
-  let k = key.startsWith(PREFIX) ? key.slice(PREFIX.length) : key;
-  k = k.replace(/\.modules_to_save\.[^.]+\./, '.').replace(/\.base_layer\./, '.');
-  return k;
 }
 
 /** Model families whose Linear layers are GPT-2 `Conv1D` (weight stored [in, out]). */
@@ -89,63 +64,23 @@ export class BaseNames {
   }
 }
 
-/** Groups an adapter's tensors into LoRA modules and replacements, and fits them to `base` when given. */
+/** Reads an adapter into modules and replacements, and fits them to `base` when given. */
 export function adapterLayout(adapter: Checkpoint, base?: Checkpoint): AdapterLayout {
   const cfg = adapter.adapter as AdapterConfig;
-  const file = adapter.files[0];
-  const parts = new Map<string, Partial<Record<'A' | 'B' | 'M', TensorInfo>> & { embedding?: boolean }>();
-  const replacements: Replacement[] = [];
-  for (const t of adapter.tensors) {
-    const m = LORA_KEY.exec(t.name);
-    if (!m) {
-      replacements.push({ source: t, target: stripKey(t.name) });
-      continue;
-    }
-    const module = stripKey(m[1] + '.x').slice(0, -2);
-    const entry = parts.get(module) ?? {};
-    const role = m[2];
-    if (role === 'lora_magnitude_vector') entry.M = t;
-    else {
-      const slot = role.endsWith('A') ? 'A' : 'B';
-      if (entry[slot]) throw new LensError(file, `second ${role} for module ${module}`, t.name);
-      entry[slot] = t;
-      if (role.startsWith('lora_embedding')) entry.embedding = true;
-    }
-    parts.set(module, entry);
-  }
-
-  const warnings: string[] = [];
-  const names = base ? new BaseNames(base) : undefined;
-  const modules: LoraModule[] = [];
+  const { modules, replacements, warnings } = groupAdapter(adapter, cfg);
+  if (!base) return { modules, replacements, warnings };
+  const names = new BaseNames(base);
   let flagDisagreements = 0;
-  for (const [module, p] of parts) {
-    if (!p.A || !p.B) throw new LensError(file, `module has ${p.A ? 'lora_A' : 'lora_B'} but no ${p.A ? 'lora_B' : 'lora_A'}`, (p.A ?? p.B ?? p.M)!.name);
-    const { A, B } = p;
-    if (A.shape.length !== 2 || B.shape.length !== 2 || A.shape[0] !== B.shape[1]) {
-      throw new LensError(file, `lora_A ${JSON.stringify(A.shape)} and lora_B ${JSON.stringify(B.shape)} do not form a rank-r product`, A.name);
-    }
-    const { r, alpha, scale } = moduleScaling(cfg, module);
-    if (A.shape[0] !== r) warnings.push(`${module}: lora_A has rank ${A.shape[0]} but the config gives r=${r}; scale uses r=${r} as PEFT does`);
-    const out = B.shape[0];
-    const inn = A.shape[1];
-    const lm: LoraModule = { module, A, B, magnitude: p.M, embedding: p.embedding === true, r, alpha, scale, out, in: inn, transpose: p.embedding === true || cfg.fanInFanOut };
-    if (base && names) {
-      const t = names.resolve(`${module}.weight`) ?? (p.embedding ? names.resolve(module) : undefined);
-      if (!t) throw new LensError(base.path, `adapter targets module '${module}' but the base has no tensor '${module}.weight'`, `${module}.weight`);
-      lm.base = t;
-      const straight = t.shape.length === 2 && t.shape[0] === out && t.shape[1] === inn;
-      const transposed = t.shape.length === 2 && t.shape[0] === inn && t.shape[1] === out;
-      if (!straight && !transposed) {
-        throw new LensError(adapter.path, `delta of shape [${out}, ${inn}] does not fit base tensor of shape ${JSON.stringify(t.shape)}`, t.name);
-      }
-      const conv1d = isConv1D(base.config, t.name.replace(/\.weight$/, ''));
-      lm.transpose = straight && transposed ? (p.embedding === true || (conv1d ?? cfg.fanInFanOut)) : transposed;
-      if (!p.embedding && lm.transpose !== cfg.fanInFanOut) flagDisagreements++;
-      if (p.M && p.M.numel !== (lm.transpose ? inn : out) && p.M.numel !== out) {
-        throw new LensError(file, `DoRA magnitude has ${p.M.numel} values, the weight has ${out} output rows`, p.M.name);
-      }
-    }
-    modules.push(lm);
+  const fitted: AdaptedModule[] = [];
+  for (const m of modules) {
+    const t = names.resolve(`${m.module}.weight`) ?? (m.embedding ? names.resolve(m.module) : undefined);
+    if (!t) throw new LensError(base.path, `adapter targets module '${m.module}' but the base has no tensor '${m.module}.weight'`, `${m.module}.weight`);
+    const conv1d = isConv1D(base.config, t.name.replace(/\.weight$/, ''));
+    const f = fitToBase(adapter, m, t, conv1d ?? cfg.fanInFanOut);
+    if (!f.embedding && f.transpose !== cfg.fanInFanOut && cfg.method !== 'MLX') flagDisagreements++;
+    fitted.push(f);
+    const bias = iaBias(f, names);
+    if (bias) fitted.push(bias);
   }
   if (flagDisagreements > 0) {
     warnings.push(
@@ -153,21 +88,67 @@ export function adapterLayout(adapter: Checkpoint, base?: Checkpoint): AdapterLa
         `the orientation was taken from the base's shapes and architecture (PEFT does the same for GPT-2 Conv1D)`,
     );
   }
-  if (base && names) {
-    for (const rep of replacements) {
-      const t = names.resolve(rep.target);
-      if (!t) {
-        // A task head trained from scratch (GPT2ForSequenceClassification's `score`): the merged model gains it.
-        warnings.push(`${rep.target}: saved by the adapter (modules_to_save or a new head) but absent from the base; a merge adds it`);
-        continue;
-      }
-      if (t.shape.join(',') !== rep.source.shape.join(',')) {
-        // A resized head (e.g. a new classifier) cannot be merged in place.
-        throw new LensError(adapter.path, `saved tensor of shape ${JSON.stringify(rep.source.shape)} does not fit base tensor of shape ${JSON.stringify(t.shape)}`, t.name);
-      }
-      rep.base = t;
-      rep.target = t.name;
+  for (const rep of replacements) {
+    const t = names.resolve(rep.target);
+    if (!t) {
+      // A task head trained from scratch (GPT2ForSequenceClassification's `score`): the merged model gains it.
+      warnings.push(`${rep.target}: saved by the adapter (modules_to_save or a new head) but absent from the base; a merge adds it`);
+      continue;
     }
+    if (t.shape.join(',') !== rep.source.shape.join(',')) {
+      // A resized head (e.g. a new classifier) cannot be merged in place.
+      throw new LensError(adapter.path, `saved tensor of shape ${JSON.stringify(rep.source.shape)} does not fit base tensor of shape ${JSON.stringify(t.shape)}`, t.name);
+    }
+    rep.base = t;
+    rep.target = t.name;
   }
-  return { modules, replacements, warnings };
+  return { modules: fitted, replacements, warnings };
+}
+
+/**
+ * Fits a module to its base tensor `t`: the orientation (straight [out, in] or transposed), and the
+ * dimensions a rule leaves to the base (VeRA's input slice, IA³'s other axis). `conv1d`: whether a
+ * square weight is stored [in, out] (shapes cannot tell).
+ */
+function fitToBase(adapter: Checkpoint, m: AdaptedModule, t: TensorInfo, conv1d: boolean): AdaptedModule {
+  const r = m.rule;
+  if (t.shape.length !== 2) throw new LensError(adapter.path, `the adapter's delta is 2-D but the base tensor has shape ${JSON.stringify(t.shape)}`, t.name);
+  const [rows, cols] = t.shape;
+  if (r.kind === 'scale') {
+    // IA³ states one axis: the other comes from the base, whose orientation its architecture gives.
+    const transpose = conv1d;
+    const out = transpose ? cols : rows;
+    const inn = transpose ? rows : cols;
+    const want = r.axis === 'out' ? out : inn;
+    if (r.vector.numel !== want) {
+      throw new LensError(adapter.path, `IA³ vector of ${r.vector.numel} values does not fit the ${r.axis === 'out' ? 'output' : 'input'} features (${want}) of base tensor of shape ${JSON.stringify(t.shape)}`, t.name);
+    }
+    return { ...m, out, in: inn, base: t, transpose };
+  }
+  if (r.kind === 'low-rank' && r.factors.form === 'vera') {
+    const out = m.out;
+    const transpose = rows === out && cols === out ? conv1d : cols === out && rows !== out;
+    const inn = transpose ? rows : cols;
+    if ((transpose ? cols : rows) !== out) throw new LensError(adapter.path, `VeRA lambda_b has ${out} values; base tensor of shape ${JSON.stringify(t.shape)} has no such output size`, t.name);
+    if (inn > r.factors.A.shape[1]) throw new LensError(adapter.path, `shared vera_A has ${r.factors.A.shape[1]} columns, fewer than the ${inn} input features of the base tensor`, t.name);
+    return { ...m, in: inn, base: t, transpose };
+  }
+  const straight = rows === m.out && cols === m.in;
+  const transposed = rows === m.in && cols === m.out;
+  if (!straight && !transposed) {
+    throw new LensError(adapter.path, `delta of shape [${m.out}, ${m.in}] does not fit base tensor of shape ${JSON.stringify(t.shape)}`, t.name);
+  }
+  const transpose = straight && transposed ? m.embedding || conv1d : transposed;
+  if (r.kind === 'low-rank' && r.magnitude && r.magnitude.numel !== (transpose ? m.in : m.out) && r.magnitude.numel !== m.out) {
+    throw new LensError(adapter.path, `DoRA magnitude has ${r.magnitude.numel} values, the weight has ${m.out} output rows`, r.magnitude.name);
+  }
+  return { ...m, base: t, transpose };
+}
+
+/** IA³ on a module that is not feed-forward also scales its bias (PEFT's IA3 Linear.merge). */
+function iaBias(m: AdaptedModule, names: BaseNames): AdaptedModule | undefined {
+  if (m.rule.kind !== 'scale' || m.rule.axis !== 'out') return undefined;
+  const bias = names.resolve(`${m.module}.bias`);
+  if (!bias || bias.numel !== m.rule.vector.numel) return undefined;
+  return { ...m, module: `${m.module}.bias`, rule: { kind: 'scale', vector: m.rule.vector, axis: 'all' }, out: bias.numel, in: 1, base: bias, transpose: false };
 }

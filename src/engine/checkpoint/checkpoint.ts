@@ -51,11 +51,11 @@ export function openCheckpoint(p: string): Checkpoint {
   if (has('model_index.json')) return openDiffusers(p);
   if (has('adapter_config.json')) {
     const adapter = parseAdapterConfig(path.join(p, 'adapter_config.json'));
-    if (!has('adapter_model.safetensors')) {
+    if (!has(adapter.weightsFile)) {
       const bin = has('adapter_model.bin') ? ' (only adapter_model.bin, a pickle, is there; LoRA Lens reads safetensors)' : '';
-      throw new LensError(p, `adapter folder has no adapter_model.safetensors${bin}`);
+      throw new LensError(p, `adapter folder has no ${adapter.weightsFile}${bin}`);
     }
-    return { ...fromFiles(p, p, [path.join(p, 'adapter_model.safetensors')]), kind: 'adapter', adapter };
+    return { ...fromFiles(p, p, [path.join(p, adapter.weightsFile)]), kind: 'adapter', adapter };
   }
   const config = has('config.json') ? readJson(path.join(p, 'config.json')) : undefined;
   if (has('model.safetensors.index.json')) {

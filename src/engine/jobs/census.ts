@@ -44,8 +44,13 @@ export interface Totals {
 
 export interface CensusAdapter {
   path: string;
-  r: number;
-  alpha: number;
+  /** The adapter method (LORA, ADALORA, IA3, LOHA, LOKR, VERA; MLX for mlx-lm). */
+  method: string;
+  /** r and alpha as the config states them; null where it states none (MLX states `scale`, IA³ neither). */
+  r: number | null;
+  alpha: number | null;
+  /** The scale the config states outright (mlx-lm); null where it follows from r and alpha. */
+  scale: number | null;
   targets: string[] | string | null;
   useRslora: boolean;
   useDora: boolean;
@@ -159,8 +164,10 @@ function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, l
   const saved = c?.tensors.filter((t) => !/\.lora_(embedding_)?[AB](\.|$)|\.lora_magnitude_vector/.test(t.name));
   return {
     path: p,
+    method: cfg.method,
     r: cfg.r,
     alpha: cfg.loraAlpha,
+    scale: cfg.scale,
     targets: cfg.targetModules,
     useRslora: cfg.useRslora,
     useDora: cfg.useDora,
@@ -188,7 +195,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
     if (src.kind === 'adapter') {
       const c = src.checkpoint!;
       const layout = adapterLayout(c);
-      for (const m of layout.modules) for (const t of [m.A, m.B, m.magnitude]) if (t) targets.add(t.name);
+      for (const m of layout.modules) for (const t of m.tensors) targets.add(t.name);
       for (const r of layout.replacements) replaced.add(r.source.name);
       warnings.push(...layout.warnings);
       adapter = adapterInfo(p, c.adapter!, c, layout.modules.length);

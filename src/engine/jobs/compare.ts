@@ -10,13 +10,13 @@ import { decodeBlock, finiteBlock, wantsSharedMemory } from '../kernels/poolKern
 import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { allZeroBytes } from '../kernels/cpuMath';
-import { LoraModule } from '../checkpoint/adapter';
+import { AdaptedModule, needsBase, wholeTensor } from '../checkpoint/deltaRule';
 import { Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { deltaBlock, Factors, mergeDora } from '../tensors/delta';
+import { effectiveDelta, Factors } from '../tensors/delta';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { isHalf, outsideRounding } from './rounding';
 import { Accumulator, cosine, finite, relFroErr, swapSides, zeroStats } from '../tensors/stats';
@@ -161,10 +161,9 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
     if (!m && !rep && !o) continue;
     if (m || rep) deltaSpecs.push({ name: t.name, dtype: 'F32', shape: t.shape });
     total++;
-    const dora = m?.magnitude !== undefined;
-    // The base is read where a side needs it: tau = ft - base, DoRA's norms, a replacement's change.
-    const needBase = (mode === 'finetuned' && o !== undefined) || dora || rep !== undefined;
-    for (const block of blocksOf(t, dora ? Infinity : undefined)) steps.push({ t, block, needBase, other: o, rep });
+    // The base is read where a side needs it: tau = ft - base, DoRA's norms, IA³'s scaling, a replacement's change.
+    const needBase = (mode === 'finetuned' && o !== undefined) || (m !== undefined && needsBase(m)) || rep !== undefined;
+    for (const block of blocksOf(t, m && wholeTensor(m) ? Infinity : undefined)) steps.push({ t, block, needBase, other: o, rep });
   }
   const onlyInTaskVector = other.tensors.filter((t) => !plan.base.byName.has(t.name)).map((t) => t.name);
   const warnings = [...plan.warnings];
@@ -191,7 +190,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
     ]);
     return { base, other: o, rep };
   };
-  const finishTensor = (step: Step, m: LoraModule | undefined): void => {
+  const finishTensor = (step: Step, m: AdaptedModule | undefined): void => {
     if (step.block.last) {
       done++;
       const entry = compareTensor(step.t.name, m !== undefined, step.rep !== undefined, acc.stats, opts.tolerance);
@@ -224,13 +223,8 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
       }
       let lora: Float32Array | null = null;
       if (m) {
-        lora = await deltaBlock(kernels, factors, m, b, scratch.f32('delta', n), scratch);
-        if (m.magnitude) {
-          // DoRA's delta is what its merge adds: the fp32 DoRA merge minus the base.
-          const merged = scratch.bytes('dora', n * 4);
-          await mergeDora(kernels, factors, m, w!, lora, 'F32', 'fp32-cast', merged);
-          lora = await kernels.subtract(new Float32Array(merged.buffer, merged.byteOffset, n), w!, scratch.f32('dora-delta', n));
-        }
+        // DoRA's and IA³'s delta is what their merge adds: the fp32 merge minus the base.
+        lora = await effectiveDelta(kernels, factors, m, b, w, scratch.f32('delta', n), scratch);
       } else if (data.rep) {
         const r = await decodeBlock(kernels, blockInfo(sameRows(b, step.rep!)), data.rep, scratch.f32('rep', n));
         lora = await kernels.subtract(r, w!, scratch.f32('delta', n));

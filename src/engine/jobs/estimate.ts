@@ -105,7 +105,7 @@ function baseTensors(p: string): { tensors: BaseTensor[]; from: 'weights' | 'con
   }
 }
 
-type TargetConfig = Pick<AdapterConfig, 'r' | 'loraAlpha' | 'targetModules' | 'rankPattern' | 'alphaPattern' | 'layersToTransform' | 'layersPattern' | 'useDora' | 'modulesToSave'>;
+type TargetConfig = { r: number; loraAlpha: number } & Pick<AdapterConfig, 'targetModules' | 'rankPattern' | 'alphaPattern' | 'layersToTransform' | 'layersPattern' | 'useDora' | 'modulesToSave'>;
 
 export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): EstimateReport {
   let cfg: TargetConfig;
@@ -114,8 +114,11 @@ export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): 
     const file = path.basename(opts.adapter) === 'adapter_config.json' ? opts.adapter : path.join(opts.adapter, 'adapter_config.json');
     if (!fs.existsSync(file)) throw new LensError(opts.adapter, 'not a PEFT adapter: no adapter_config.json');
     const parsed = parseAdapterConfig(file);
+    if (parsed.method !== 'LORA') {
+      throw new LensError(file, `estimate counts PEFT LoRA parameters (r · (in + out)); this is a ${parsed.method} adapter: census counts what its weights hold`);
+    }
     // A classification adapter (task_type SEQ_CLS, …) also trains and saves its head, as PEFT adds it to modules_to_save.
-    cfg = { ...parsed, modulesToSave: effectiveModulesToSave(parsed) };
+    cfg = { ...parsed, r: parsed.r!, loraAlpha: parsed.loraAlpha!, modulesToSave: effectiveModulesToSave(parsed) };
     const weights = path.join(path.dirname(file), 'adapter_model.safetensors');
     if (fs.existsSync(weights)) adapterFileParams = readHeader(weights).tensors.reduce((a, t) => a + t.numel, 0);
   } else {

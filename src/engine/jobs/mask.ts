@@ -13,7 +13,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { classifyTensor, moduleOf } from '../../shared/census/classify';
-import { adapterLayout, LoraModule } from '../checkpoint/adapter';
+import { adapterLayout } from '../checkpoint/adapter';
+import { AdaptedModule, wholeTensor } from '../checkpoint/deltaRule';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
@@ -22,7 +23,7 @@ import { Scratch } from '../safetensors/reader';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { Dora, doraDelta, doraOf, doraValuesAt, loraNormSq, loraValuesAt, readFactors } from '../unmerge/lora';
+import { assertLowRank, Dora, doraDelta, doraOf, doraValuesAt, loraNormSq, loraValuesAt, readFactors } from '../unmerge/lora';
 import { MASK_FORMAT, MASK_JSON, MASK_ORDER, MASK_TENSORS, MaskJson, MaskModule } from '../unmerge/maskFile';
 import { naturalCompare, uniqueNames } from '../unmerge/names';
 import { BaseModule, KernelsSource, resolveKernels } from '../unmerge/sources';
@@ -38,7 +39,7 @@ export interface MaskOptions {
 interface DictAdapter {
   name: string;
   ckpt: Checkpoint;
-  byBase: Map<string, LoraModule>;
+  byBase: Map<string, AdaptedModule>;
   normSq: number;
   keptSq: number;
 }
@@ -62,7 +63,10 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
       for (const w of layout.warnings) ctx.warn(`${names[a]}: ${w}`);
       if (layout.replacements.length > 0) ctx.warn(`${names[a]}: ${layout.replacements.length} saved full tensors (modules_to_save, biases) are not LoRA deltas and are left out of the mask`);
       if (layout.modules.length === 0) throw new LensError(o.adapters[a], 'adapter has no LoRA modules');
-      for (const lm of layout.modules) dict[a].byBase.set(lm.base!.name, lm);
+      for (const lm of layout.modules) {
+        assertLowRank(ckpt, lm);
+        dict[a].byBase.set(lm.base!.name, lm);
+      }
     }
     const moduleNames = [...new Set(dict.flatMap((d) => [...d.byBase.keys()]))].sort(naturalCompare);
     const M = moduleNames.length;
@@ -166,13 +170,13 @@ async function aggregate(m: MaskModule, mf: ModuleFactors, kernels: Kernels, bas
     const slot = a % 2;
     if (a >= 2) await folds[a - 2];
     const expanding = kernels.loraDelta(factors[a], scratch.f32(`delta${slot}`, m.numel));
-    if (!lm.magnitude) d.normSq += loraNormSq(factors[a]); // r^2 (in + out) work on this thread while the expansion runs
+    if (!wholeTensor(lm)) d.normSq += loraNormSq(factors[a]); // r^2 (in + out) work on this thread while the expansion runs
     let delta = await expanding;
-    if (lm.magnitude) {
+    if (wholeTensor(lm)) {
       dora[a] = await doraOf(kernels, d.ckpt, lm, await base.f32(), delta);
       delta = await doraDelta(kernels, dora[a]!, delta, scratch.bytes(`merged${slot}`, 4 * m.numel), scratch.f32(`dora${slot}`, m.numel));
       const stats = await kernels.pairStats(delta, null);
-      if (stats.nonFinite > 0) throw new LensError(d.ckpt.path, `${stats.nonFinite} non-finite values in the DoRA task vector of ${m.name} (a zero weight norm?)`, lm.magnitude.name);
+      if (stats.nonFinite > 0) throw new LensError(d.ckpt.path, `${stats.nonFinite} non-finite values in the DoRA task vector of ${m.name} (a zero weight norm?)`, lm.tensors[0].name);
       d.normSq += stats.aSq;
     }
     const x = delta;

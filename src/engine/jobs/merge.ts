@@ -1,6 +1,7 @@
 /**
  * merge: base + adapter -> a Hugging Face model folder at fp32, fp16 or bf16, one row block at a time.
- * Targeted tensors: kernels.merge(W, s * B @ A) under the rule (DoRA: m / ||W + dW|| * (W + dW));
+ * Adapted tensors: kernels.merge(W, ΔW) under the rule, ΔW from the module's delta rule (DoRA:
+ * m / ||W + dW|| * (W + dW); IA³: W ⊙ l);
  * modules_to_save and saved biases replace the base's; every other float tensor is r_D(W).
  */
 import { LensError } from '../errors';
@@ -12,7 +13,8 @@ import { TensorInfo } from '../../shared/safetensors/header';
 import { TensorSpec } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { deltaBlock, Factors, mergeDora } from '../tensors/delta';
+import { deltaBlock, Factors, mergeDora, scaledBlock } from '../tensors/delta';
+import { wholeTensor } from '../checkpoint/deltaRule';
 import { copyModelFiles, modelWriter } from '../tensors/modelLayout';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { Block, blockInfo, blocksOf, prefetched, readBlock } from '../tensors/stream';
@@ -48,7 +50,8 @@ export interface MergeReport {
   warnings: string[];
 }
 
-type Action = 'lora' | 'dora' | 'replace' | 'cast' | 'copy';
+/** `lora`: an additive delta rule; `dora` and `scale` (IA³) need the base weight beyond W + ΔW. */
+type Action = 'lora' | 'dora' | 'scale' | 'replace' | 'cast' | 'copy';
 
 interface Step {
   name: string;
@@ -77,7 +80,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
 
   const specs: TensorSpec[] = [];
   const steps: Step[] = [];
-  const counts: Record<Action, number> = { lora: 0, dora: 0, replace: 0, cast: 0, copy: 0 };
+  const counts: Record<Action, number> = { lora: 0, dora: 0, scale: 0, replace: 0, cast: 0, copy: 0 };
   const add = (name: string, action: Action, t: TensorInfo, fromAdapter: boolean): void => {
     specs.push({ name, dtype: isFloatDtype(t.dtype) ? dtype : t.dtype, shape: t.shape });
     counts[action]++;
@@ -87,8 +90,9 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     const lora = plan.loraByBase.get(t.name);
     const rep = plan.replaceByBase.get(t.name);
     const override = plan.loraBaseOverride.get(t.name);
-    if (lora && override) add(t.name, lora.magnitude ? 'dora' : 'lora', override, true);
-    else if (lora) add(t.name, lora.magnitude ? 'dora' : 'lora', t, false);
+    const action: Action | undefined = lora && (lora.rule.kind === 'scale' ? 'scale' : wholeTensor(lora) ? 'dora' : 'lora');
+    if (lora && override) add(t.name, action!, override, true);
+    else if (lora) add(t.name, action!, t, false);
     else if (rep) add(t.name, 'replace', rep.source, true);
     // A float tensor already in the output dtype is r_D(W) = W: its bytes pass through unchanged.
     else add(t.name, !isFloatDtype(t.dtype) || t.dtype === dtype ? 'copy' : 'cast', t, false);
@@ -115,7 +119,11 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
       else {
         const w = await decodeBlock(kernels, blockInfo(b), raw, scratch.f32('w', b.numel));
         bytes = scratch.bytes('out', b.numel * elementBytes(dtype));
-        if (step.action === 'lora' || step.action === 'dora') {
+        if (step.action === 'scale') {
+          // IA³: W ⊙ l as PEFT's merge forms it, then encoded like an untouched tensor.
+          const m = plan.loraByBase.get(step.name)!;
+          await kernels.merge(scaledBlock(m, factors, b, w, dtype, opts.rule, scratch.f32('scaled', b.numel)), null, dtype, opts.rule, bytes);
+        } else if (step.action === 'lora' || step.action === 'dora') {
           const m = plan.loraByBase.get(step.name)!;
           const d = await deltaBlock(kernels, factors, m, b, scratch.f32('delta', b.numel), scratch);
           if (step.action === 'dora') await mergeDora(kernels, factors, m, w, d, dtype, opts.rule, bytes);
@@ -143,7 +151,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
     device: kernels.description,
     files: writer.fileNames,
     tensors: specs.length,
-    loraTensors: counts.lora + counts.dora,
+    loraTensors: counts.lora + counts.dora + counts.scale,
     doraTensors: counts.dora,
     replacedTensors: counts.replace - plan.added.length,
     addedTensors: plan.added.length,

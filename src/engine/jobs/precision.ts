@@ -10,7 +10,8 @@ import { bytesToF32, Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { LensError } from '../errors';
-import { deltaBlock, Factors, mergeDora } from '../tensors/delta';
+import { effectiveDelta, Factors } from '../tensors/delta';
+import { wholeTensor } from '../checkpoint/deltaRule';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { Block, blockInfo, blocksOf, prefetched, readBlock, sameRows } from '../tensors/stream';
 import { finite } from '../tensors/stats';
@@ -98,8 +99,8 @@ export async function precisionOf(plan: AdapterPlan, opts: PrecisionOptions, ker
   if (opts.dtypes.length === 0) throw new LensError('--dtypes', 'name at least one of fp16, bf16');
   const floats = plan.base.tensors.filter((t) => isFloatDtype(t.dtype));
   const steps: Step[] = floats.flatMap((t) => {
-    const dora = plan.loraByBase.get(t.name)?.magnitude !== undefined;
-    return blocksOf(t, dora ? Infinity : undefined).map((block) => ({ t, block, rep: plan.replaceByBase.get(t.name)?.source }));
+    const m = plan.loraByBase.get(t.name);
+    return blocksOf(t, m && wholeTensor(m) ? Infinity : undefined).map((block) => ({ t, block, rep: plan.replaceByBase.get(t.name)?.source }));
   });
   const scratch = new Scratch();
   const factors = new Factors(plan.adapter);
@@ -120,13 +121,8 @@ export async function precisionOf(plan: AdapterPlan, opts: PrecisionOptions, ker
     const m = plan.loraByBase.get(step.t.name);
     let d: Float32Array | null = null;
     if (m) {
-      d = await deltaBlock(kernels, factors, m, b, scratch.f32('delta', n), scratch);
-      if (m.magnitude) {
-        // DoRA: the effective delta of its fp32 merge, merged at the half dtype as a plain delta.
-        const merged = scratch.bytes('dora', n * 4);
-        await mergeDora(kernels, factors, m, w, d, 'F32', 'fp32-cast', merged);
-        d = await kernels.subtract(new Float32Array(merged.buffer, merged.byteOffset, n), w, scratch.f32('dora-delta', n));
-      }
+      // DoRA and IA³: the effective delta of their fp32 merge, merged at the half dtype as a plain delta.
+      d = await effectiveDelta(kernels, factors, m, b, w, scratch.f32('delta', n), scratch);
     } else if (rawRep) {
       // A replacement acts as the delta (saved - base) on top of the base.
       const r = bytesToF32(blockInfo(sameRows(b, step.rep!)), rawRep, scratch.f32('rep', n));

@@ -1,22 +1,42 @@
 /**
- * LoRA deltas in the base tensor's layout, one row block at a time: `s * B @ A`, transposed where the
- * base stores the weight [in, out] (Conv1D, embeddings). DoRA modules are handled whole (their norms
- * span the whole tensor).
+ * What an adapter module adds to its base tensor, one row block at a time, for every delta rule of
+ * deltaRule.ts: `s * B @ A` (transposed where the base stores the weight [in, out]), LoHa's Hadamard and
+ * LoKr's Kronecker products, a dense diff; and where the result needs the base weight (DoRA, IA³), the
+ * merged tensor and the delta an fp32 merge adds. DoRA modules are handled whole (their norms span it).
  */
-import { LoraModule } from '../checkpoint/adapter';
+import { AdaptedModule, KronFactor } from '../checkpoint/deltaRule';
 import { Checkpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
+import { roundHalf } from '../kernels/cpuMath';
 import { Kernels, MergeDtype, MergeRule } from '../kernels/kernels';
 import { bytesToF32, Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { Block } from './stream';
 
+/** A module's adapter tensors as the fp32 arrays its rule multiplies. */
+export interface Prepared {
+  /** Low-rank factors A [rank, in] and B [out, rank]; LoHa's first pair. */
+  A: Float32Array;
+  B: Float32Array;
+  rank: number;
+  /** LoHa's second pair. */
+  A2?: Float32Array;
+  B2?: Float32Array;
+  rank2?: number;
+  /** LoKr's w1 [out1, in1] and w2 [out2, in2]. */
+  w1?: Float32Array;
+  w2?: Float32Array;
+  /** A dense diff (base layout) or an IA³ vector. */
+  values?: Float32Array;
+  magnitude?: Float32Array;
+}
+
+const EMPTY = new Float32Array(0);
+
 /** Reads small adapter tensors (factors, magnitudes) as fp32, keeping only the current module's. */
 export class Factors {
-  private module: LoraModule | undefined;
-  private A: Float32Array = new Float32Array(0);
-  private B: Float32Array = new Float32Array(0);
-  private M: Float32Array | undefined;
+  private module: AdaptedModule | undefined;
+  private prepared: Prepared = { A: EMPTY, B: EMPTY, rank: 0 };
 
   /** `shared`: factors in SharedArrayBuffers, for the CPU backend's worker threads. */
   constructor(
@@ -24,14 +44,16 @@ export class Factors {
     private readonly shared = false,
   ) {}
 
-  get(m: LoraModule): { A: Float32Array; B: Float32Array; magnitude?: Float32Array } {
+  get(m: AdaptedModule): Prepared {
     if (this.module !== m) {
-      this.A = this.read(m.A);
-      this.B = this.read(m.B);
-      this.M = m.magnitude ? this.read(m.magnitude) : undefined;
+      this.prepared = prepare(m, (t) => this.read(t), (n) => this.alloc(n));
       this.module = m;
     }
-    return { A: this.A, B: this.B, magnitude: this.M };
+    return this.prepared;
+  }
+
+  private alloc(n: number): Float32Array {
+    return new Float32Array(this.shared ? new SharedArrayBuffer(n * 4) : new ArrayBuffer(n * 4));
   }
 
   read(t: TensorInfo): Float32Array {
@@ -41,18 +63,181 @@ export class Factors {
   }
 }
 
-/** The delta rows of base block `b` (rows of the base tensor as stored), into `out`. */
-export async function deltaBlock(kernels: Kernels, factors: Factors, m: LoraModule, b: Block, out: Float32Array, scratch: Scratch): Promise<Float32Array> {
-  const { A, B } = factors.get(m);
-  const rank = m.A.shape[0];
+/**
+ * The fp32 arrays of a module's rule: the factor forms of deltaRule.ts (each elementwise product rounded
+ * to fp32 once, as the format's torch code forms it), LoKr's factors multiplied out in float64.
+ */
+export function prepare(m: AdaptedModule, read: (t: TensorInfo) => Float32Array, alloc: (n: number) => Float32Array): Prepared {
+  const r = m.rule;
+  switch (r.kind) {
+    case 'low-rank': {
+      const f = r.factors;
+      const magnitude = r.magnitude ? read(r.magnitude) : undefined;
+      const rank = r.rank;
+      const n = m.in;
+      switch (f.form) {
+        case 'plain':
+          return { A: read(f.A), B: read(f.B), rank, magnitude };
+        case 'transposed': {
+          const a = read(f.a);
+          const b = read(f.b);
+          const A = alloc(rank * n);
+          const B = alloc(m.out * rank);
+          for (let j = 0; j < n; j++) for (let k = 0; k < rank; k++) A[k * n + j] = a[j * rank + k];
+          for (let k = 0; k < rank; k++) for (let i = 0; i < m.out; i++) B[i * rank + k] = b[k * m.out + i];
+          return { A, B, rank, magnitude };
+        }
+        case 'svd': {
+          const A = read(f.A);
+          const E = read(f.E);
+          for (let k = 0; k < rank; k++) for (let j = 0; j < n; j++) A[k * n + j] = Math.fround(A[k * n + j] * E[k]);
+          return { A, B: read(f.B), rank };
+        }
+        case 'vera': {
+          const vA = read(f.A);
+          const vB = read(f.B);
+          const lb = read(f.lambdaB);
+          const ld = read(f.lambdaD);
+          const cols = f.A.shape[1];
+          const A = alloc(rank * n);
+          const B = alloc(m.out * rank);
+          for (let k = 0; k < rank; k++) for (let j = 0; j < n; j++) A[k * n + j] = Math.fround(ld[k] * vA[k * cols + j]);
+          for (let i = 0; i < m.out; i++) for (let k = 0; k < rank; k++) B[i * rank + k] = Math.fround(lb[i] * vB[i * rank + k]);
+          return { A, B, rank };
+        }
+        case 'grouped': {
+          const w = read(f.B);
+          const rg = f.B.shape[1];
+          const slice = m.out / f.enable.length;
+          const B = alloc(m.out * rank);
+          let g = 0;
+          for (let q = 0; q < f.enable.length; q++) {
+            if (!f.enable[q]) continue;
+            for (let t = 0; t < slice; t++) for (let k = 0; k < rg; k++) B[(q * slice + t) * rank + g * rg + k] = w[(g * slice + t) * rg + k];
+            g++;
+          }
+          return { A: read(f.A), B, rank };
+        }
+      }
+      break;
+    }
+    case 'hadamard':
+      return { A: read(r.w1b), B: read(r.w1a), rank: r.w1a.shape[1], A2: read(r.w2b), B2: read(r.w2a), rank2: r.w2a.shape[1] };
+    case 'kronecker':
+      return { A: EMPTY, B: EMPTY, rank: 0, w1: kronFactor(r.w1, read, alloc), w2: kronFactor(r.w2, read, alloc) };
+    case 'dense':
+      return { A: EMPTY, B: EMPTY, rank: 0, values: read(r.diff) };
+    case 'scale':
+      return { A: EMPTY, B: EMPTY, rank: 0, values: read(r.vector) };
+  }
+}
+
+/** A LoKr factor as an fp32 matrix: stored, or a @ b summed in float64 and rounded once. */
+function kronFactor(f: KronFactor, read: (t: TensorInfo) => Float32Array, alloc: (n: number) => Float32Array): Float32Array {
+  if ('full' in f) return read(f.full);
+  const a = read(f.a);
+  const b = read(f.b);
+  const [rows, rank] = f.a.shape;
+  const cols = f.b.shape[1];
+  const w = alloc(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      let acc = 0;
+      for (let k = 0; k < rank; k++) acc += a[i * rank + k] * b[k * cols + j];
+      w[i * cols + j] = acc;
+    }
+  }
+  return w;
+}
+
+/** Rows [row0, row1) of the base of `s * B @ A` ([out, in], transposed when `transpose`), into `out`. */
+function lowRankBlock(kernels: Kernels, A: Float32Array, B: Float32Array, rank: number, m: AdaptedModule, scale: number, b: Block, out: Float32Array, scratch: Scratch): Promise<Float32Array> {
   const rows = b.row1 - b.row0;
   if (!m.transpose) {
-    return kernels.loraDelta({ A, B: B.subarray(b.row0 * rank, b.row1 * rank), r: rank, out: rows, in: m.in, scale: m.scale, transpose: false }, out);
+    return kernels.loraDelta({ A, B: B.subarray(b.row0 * rank, b.row1 * rank), r: rank, out: rows, in: m.in, scale, transpose: false }, out);
   }
   // Stored [in, out]: base rows are columns of B @ A, so take those columns of A.
   const sub = scratch.f32('delta-A-columns', rank * rows);
   for (let k = 0; k < rank; k++) sub.set(A.subarray(k * m.in + b.row0, k * m.in + b.row1), k * rows);
-  return kernels.loraDelta({ A: sub, B, r: rank, out: m.out, in: rows, scale: m.scale, transpose: true }, out);
+  return kernels.loraDelta({ A: sub, B, r: rank, out: m.out, in: rows, scale, transpose: true }, out);
+}
+
+/**
+ * The additive delta of base block `b` (rows of the base tensor as stored), into `out`. Not for rules
+ * that need the base weight beyond W + ΔW: IA³ (see effectiveDelta); DoRA's is its LoRA delta.
+ */
+export async function deltaBlock(kernels: Kernels, factors: Factors, m: AdaptedModule, b: Block, out: Float32Array, scratch: Scratch): Promise<Float32Array> {
+  const p = factors.get(m);
+  const r = m.rule;
+  switch (r.kind) {
+    case 'low-rank':
+      return lowRankBlock(kernels, p.A, p.B, p.rank, m, r.scale, b, out, scratch);
+    case 'hadamard': {
+      // PEFT's HadaWeight: ((w1a @ w1b) * (w2a @ w2b)) * scale, each product an fp32 matrix.
+      const d1 = await lowRankBlock(kernels, p.A, p.B, p.rank, m, 1, b, out, scratch);
+      const d2 = await lowRankBlock(kernels, p.A2!, p.B2!, p.rank2!, m, 1, b, scratch.f32('delta-hadamard', b.numel), scratch);
+      for (let i = 0; i < b.numel; i++) d1[i] = d1[i] * d2[i] * r.scale;
+      return d1;
+    }
+    case 'kronecker':
+      return kronBlock(m, r.shape1, r.shape2, r.scale, p.w1!, p.w2!, b, out);
+    case 'dense': {
+      const v = p.values!;
+      for (let i = 0; i < b.numel; i++) out[i] = v[b.start + i] * r.scale;
+      return out;
+    }
+    case 'scale':
+      throw new Error('IA³ has no additive delta of its own: use effectiveDelta');
+  }
+}
+
+/** kron(w1, w2) · scale for the block's base rows, transposed where the base stores [in, out]. */
+function kronBlock(m: AdaptedModule, [, in1]: [number, number], [out2, in2]: [number, number], scale: number, w1: Float32Array, w2: Float32Array, b: Block, out: Float32Array): Float32Array {
+  const cols = b.rowElements;
+  for (let row = b.row0; row < b.row1; row++) {
+    for (let col = 0; col < cols; col++) {
+      const i = m.transpose ? col : row;
+      const j = m.transpose ? row : col;
+      const i1 = Math.floor(i / out2);
+      const j1 = Math.floor(j / in2);
+      out[(row - b.row0) * cols + col] = w1[i1 * in1 + j1] * w2[(i - i1 * out2) * in2 + (j - j1 * in2)] * scale;
+    }
+  }
+  return out;
+}
+
+/**
+ * IA³'s merged block before encoding: f(x · l) with x the base as the rule forms it (r_D(W) under
+ * `peft`/`peft-safe` at a half dtype, W otherwise), l the vector entry of the element's feature.
+ */
+export function scaledBlock(m: AdaptedModule, factors: Factors, b: Block, w: Float32Array, dtype: MergeDtype, rule: MergeRule, out: Float32Array): Float32Array {
+  const l = factors.get(m).values!;
+  const axis = m.rule.kind === 'scale' ? m.rule.axis : 'all';
+  // Which index of the stored element picks the vector entry: its row, its column, or itself.
+  const byRow = (axis === 'out') !== m.transpose;
+  const cols = b.rowElements;
+  const half = dtype !== 'F32' && rule !== 'fp32-cast' ? dtype : undefined;
+  for (let i = 0; i < b.numel; i++) {
+    const k = axis === 'all' ? b.start + i : byRow ? b.row0 + Math.floor(i / cols) : i % cols;
+    out[i] = (half ? roundHalf(half, w[i]) : w[i]) * l[k];
+  }
+  return out;
+}
+
+/**
+ * The delta an fp32 merge adds to block `b` (base `w`, decoded; needed for DoRA and IA³): for additive
+ * rules their delta, for DoRA and IA³ f(merged - W). What compare, precision and validate measure.
+ */
+export async function effectiveDelta(kernels: Kernels, factors: Factors, m: AdaptedModule, b: Block, w: Float32Array | undefined, out: Float32Array, scratch: Scratch): Promise<Float32Array> {
+  if (m.rule.kind === 'scale') {
+    const merged = scaledBlock(m, factors, b, w!, 'F32', 'fp32-cast', scratch.f32('ia3-merged', b.numel));
+    return kernels.subtract(merged, w!, out);
+  }
+  const d = await deltaBlock(kernels, factors, m, b, out, scratch);
+  if (m.rule.kind !== 'low-rank' || !m.rule.magnitude) return d;
+  const merged = scratch.bytes('dora', b.numel * 4);
+  await mergeDora(kernels, factors, m, w!, d, 'F32', 'fp32-cast', merged);
+  return kernels.subtract(new Float32Array(merged.buffer, merged.byteOffset, b.numel), w!, scratch.f32('dora-delta', b.numel));
 }
 
 /** DoRA's per-feature scale of a module, and the geometry its kernels need. */
@@ -68,12 +253,13 @@ export interface DoraScale {
  * DoRA's scale `m / ||W + dW||` per output feature (norms in float64, as `dtype` and `rule` form W + dW),
  * `w` and `d` the whole base tensor and delta: what merge and UNMERGE's DoRA task vectors both use.
  */
-export async function doraScale(kernels: Kernels, m: LoraModule, magnitude: Float32Array | undefined, w: Float32Array, d: Float32Array, dtype: MergeDtype, rule: MergeRule): Promise<DoraScale> {
+export async function doraScale(kernels: Kernels, m: AdaptedModule, magnitude: Float32Array | undefined, w: Float32Array, d: Float32Array, dtype: MergeDtype, rule: MergeRule): Promise<DoraScale> {
   const [rows, cols] = m.base!.shape;
   const featureIsColumn = m.transpose;
   const norms = await kernels.doraNorms(w, d, rows, cols, featureIsColumn, dtype, rule);
   if (!magnitude || magnitude.length !== norms.length) {
-    throw new LensError(m.magnitude?.file ?? m.A.file, `DoRA magnitude has ${magnitude?.length ?? 0} values, the weight has ${norms.length} output features`, m.magnitude?.name ?? m.A.name);
+    const t = m.rule.kind === 'low-rank' && m.rule.magnitude ? m.rule.magnitude : m.tensors[0];
+    throw new LensError(t.file, `DoRA magnitude has ${magnitude?.length ?? 0} values, the weight has ${norms.length} output features`, t.name);
   }
   const factor = new Float32Array(norms.length);
   for (let i = 0; i < factor.length; i++) factor[i] = magnitude[i] / Math.fround(norms[i]);
@@ -84,7 +270,7 @@ export async function doraScale(kernels: Kernels, m: LoraModule, magnitude: Floa
  * The DoRA-merged tensor `m / ||W + dW|| * (W + dW)` encoded at `dtype` into `out`; `w` and `d` are
  * the whole base tensor and delta.
  */
-export async function mergeDora(kernels: Kernels, factors: Factors, m: LoraModule, w: Float32Array, d: Float32Array, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+export async function mergeDora(kernels: Kernels, factors: Factors, m: AdaptedModule, w: Float32Array, d: Float32Array, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
   const g = await doraScale(kernels, m, factors.get(m).magnitude, w, d, dtype, rule);
   return kernels.mergeDora(w, d, g.factor, g.cols, g.featureIsColumn, dtype, rule, out);
 }

@@ -1,8 +1,9 @@
 /**
- * What an adapter does to each tensor of its base: a LoRA delta (possibly DoRA), a full replacement
+ * What an adapter does to each tensor of its base: a delta rule (deltaRule.ts), a full replacement
  * (modules_to_save, saved biases), or nothing. Shared by merge, compare, precision and validate.
  */
-import { adapterLayout, LoraModule, Replacement } from '../checkpoint/adapter';
+import { adapterLayout, Replacement } from '../checkpoint/adapter';
+import { AdaptedModule } from '../checkpoint/deltaRule';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { isFloatDtype } from '../../shared/safetensors/dtypes';
@@ -12,9 +13,9 @@ import { JobContext } from '../util/job';
 export interface AdapterPlan {
   base: Checkpoint;
   adapter: Checkpoint;
-  modules: LoraModule[];
-  /** Base tensor name -> the LoRA module that adds to it. */
-  loraByBase: Map<string, LoraModule>;
+  modules: AdaptedModule[];
+  /** Base tensor name -> the adapter module whose delta rule applies to it. */
+  loraByBase: Map<string, AdaptedModule>;
   /** Base tensor name -> the adapter tensor that replaces it. */
   replaceByBase: Map<string, Replacement>;
   /**
@@ -32,9 +33,9 @@ export function planAdapter(basePath: string, adapterPath: string, ctx: JobConte
   const base = openCheckpoint(basePath);
   if (base.kind === 'adapter') throw new LensError(basePath, 'this is a PEFT adapter folder; --base needs the base model');
   const adapter = openCheckpoint(adapterPath);
-  if (adapter.kind !== 'adapter') throw new LensError(adapterPath, 'not a PEFT adapter folder (no adapter_config.json)');
+  if (adapter.kind !== 'adapter') throw new LensError(adapterPath, 'not an adapter folder (no adapter_config.json)');
   const layout = adapterLayout(adapter, base);
-  const loraByBase = new Map<string, LoraModule>();
+  const loraByBase = new Map<string, AdaptedModule>();
   for (const m of layout.modules) {
     const t = m.base!;
     if (!isFloatDtype(t.dtype)) throw new LensError(t.file, `LoRA targets a ${t.dtype} tensor; only floating-point weights can take a delta`, t.name);

@@ -4,12 +4,12 @@
  * module, for its norms).
  */
 import { Checkpoint } from '../checkpoint/checkpoint';
-import { LoraModule } from '../checkpoint/adapter';
+import { AdaptedModule, ruleName } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
 import { assertFloat, bytesToF32 } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
-import { doraScale, DoraScale } from '../tensors/delta';
+import { doraScale, DoraScale, prepare } from '../tensors/delta';
 
 async function readF32(c: Checkpoint, t: TensorInfo): Promise<Float32Array> {
   assertFloat(t);
@@ -17,14 +17,30 @@ async function readF32(c: Checkpoint, t: TensorInfo): Promise<Float32Array> {
   return bytesToF32(t, raw, new Float32Array(t.numel));
 }
 
-/** The factors of a module, oriented as its base weight. */
-export async function readFactors(adapter: Checkpoint, lm: LoraModule): Promise<LoraFactors> {
-  const [A, B] = await Promise.all([readF32(adapter, lm.A), readF32(adapter, lm.B)]);
-  for (const [t, v] of [[lm.A, A], [lm.B, B]] as const) {
+function readF32Sync(c: Checkpoint, t: TensorInfo): Float32Array {
+  assertFloat(t);
+  return bytesToF32(t, c.handles.readBytesSync(t, new Uint8Array(t.byteLength)), new Float32Array(t.numel));
+}
+
+/** UNMERGE works on low-rank deltas (its masked values cost r products each): other rules are refused by name. */
+export function assertLowRank(adapter: Checkpoint, lm: AdaptedModule): void {
+  if (lm.rule.kind !== 'low-rank') {
+    throw new LensError(adapter.path, `UNMERGE reads low-rank adapters (LoRA, DoRA, AdaLoRA, VeRA, mlx-lm); module ${lm.module} is ${ruleName(lm)}`, lm.tensors[0].name);
+  }
+}
+
+/** The factors of a low-rank module in their fp32 factor form (deltaRule.ts), oriented as its base weight. */
+export async function readFactors(adapter: Checkpoint, lm: AdaptedModule): Promise<LoraFactors> {
+  assertLowRank(adapter, lm);
+  if (lm.rule.kind !== 'low-rank') throw new Error('unreachable');
+  const { A, B, rank } = prepare({ ...lm, rule: { ...lm.rule, magnitude: undefined } }, (t) => readF32Sync(adapter, t), (n) => new Float32Array(n));
+  const f = lm.rule.factors;
+  const stored = f.form === 'transposed' ? { A: f.a, B: f.b } : f;
+  for (const [t, v] of [[stored.A, A], [stored.B, B]] as const) {
     // Finite factors give finite products in float64: the delta can then only overflow fp32, which topK counts.
     for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) throw new LensError(adapter.path, `non-finite value at element ${i} of a LoRA factor`, t.name);
   }
-  return { A, B, r: lm.A.shape[0], out: lm.out, in: lm.in, scale: lm.scale, transpose: lm.transpose };
+  return { A, B, r: rank, out: lm.out, in: lm.in, scale: lm.rule.scale, transpose: lm.transpose };
 }
 
 /**
@@ -40,8 +56,8 @@ export interface Dora extends DoraScale {
 }
 
 /** g of a DoRA module from the base `w` and the full LoRA delta `d` (both in the base layout), as an fp32 merge forms it. */
-export async function doraOf(kernels: Kernels, adapter: Checkpoint, lm: LoraModule, w: Float32Array, d: Float32Array): Promise<Dora> {
-  const magnitude = await readF32(adapter, lm.magnitude!);
+export async function doraOf(kernels: Kernels, adapter: Checkpoint, lm: AdaptedModule, w: Float32Array, d: Float32Array): Promise<Dora> {
+  const magnitude = lm.rule.kind === 'low-rank' && lm.rule.magnitude ? await readF32(adapter, lm.rule.magnitude) : undefined;
   return { w, ...(await doraScale(kernels, lm, magnitude, w, d, 'F32', 'fp32-cast')) };
 }
 

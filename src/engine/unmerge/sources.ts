@@ -2,14 +2,15 @@
  * Task vectors read through a mask: an adapter (its delta `s * B @ A`, evaluated at the kept elements
  * only) or a fine-tuned / merged model folder (`f32(model) - f32(base)`, one module at a time).
  */
-import { adapterLayout, LoraModule } from '../checkpoint/adapter';
+import { adapterLayout } from '../checkpoint/adapter';
+import { AdaptedModule, wholeTensor } from '../checkpoint/deltaRule';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { Kernels } from '../kernels/kernels';
 import { wantsSharedMemory } from '../kernels/poolKernels';
 import { assertFloat, bytesToF32, Scratch } from '../safetensors/reader';
 import { JobContext, throwIfCancelled } from '../util/job';
-import { doraDelta, doraOf, doraValuesAt, loraNormSq, loraValuesAt, readFactors } from './lora';
+import { assertLowRank, doraDelta, doraOf, doraValuesAt, loraNormSq, loraValuesAt, readFactors } from './lora';
 import { Mask, MaskModule } from './maskFile';
 
 export type SourceKind = 'adapter' | 'finetuned';
@@ -92,7 +93,8 @@ export function openSource(
 function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: Mask, kernels: Kernels, warn: (m: string) => void): MaskedSource {
   const layout = adapterLayout(ckpt, base);
   for (const w of layout.warnings) warn(`${name}: ${w}`);
-  const byBase = new Map<string, LoraModule>(layout.modules.map((lm) => [lm.base!.name, lm]));
+  const byBase = new Map<string, AdaptedModule>(layout.modules.map((lm) => [lm.base!.name, lm]));
+  for (const lm of layout.modules) assertLowRank(ckpt, lm);
   const masked = new Set(mask.modules.map((m) => m.name));
   const outside = layout.modules.filter((lm) => !masked.has(lm.base!.name)).length;
   if (outside > 0) warn(`${name}: ${outside} of its ${layout.modules.length} modules are not in the mask; their deltas are left out`);
@@ -111,7 +113,7 @@ function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: M
       const f = await readFactors(ckpt, lm);
       loraValuesAt(f, indices, out);
       let fullNormSq = NaN;
-      if (lm.magnitude) {
+      if (wholeTensor(lm)) {
         // DoRA's norms span whole rows: the one case that expands the delta.
         const numel = bm.module.numel;
         const d = await kernels.loraDelta(f, scratch.f32('lora', numel));
@@ -119,7 +121,7 @@ function adapterSource(ckpt: Checkpoint, name: string, base: Checkpoint, mask: M
         doraValuesAt(dora, indices, out);
         if (fullNorm) fullNormSq = (await kernels.pairStats(await doraDelta(kernels, dora, d, scratch.bytes('merged', 4 * numel), scratch.f32('tau', numel)), null)).aSq;
       } else if (fullNorm) fullNormSq = loraNormSq(f); // r^2 (in + out) products: as costly as the masked values, so only when asked
-      if (out.some((v) => !Number.isFinite(v))) throw new LensError(ckpt.path, 'delta has non-finite values', lm.B.name);
+      if (out.some((v) => !Number.isFinite(v))) throw new LensError(ckpt.path, 'delta has non-finite values', lm.tensors[0].name);
       return { fullNormSq, touches: true, roundingSq: 0 };
     },
     close: () => closeCheckpoint(ckpt),

@@ -52,7 +52,9 @@ export function parseHeader(file: string, raw: Uint8Array, fileSize: number): Sa
   const tensors: TensorInfo[] = [];
   for (const [name, entry] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw new LensError(file, '__metadata__ is not an object');
+      // The reference library reads `"__metadata__": null` (mlx-lm writes it) as no metadata.
+      if (entry === null) continue;
+      if (typeof entry !== 'object' || Array.isArray(entry)) throw new LensError(file, '__metadata__ is not an object');
       for (const [k, v] of Object.entries(entry)) {
         if (typeof v !== 'string') throw new LensError(file, `__metadata__ value of '${k}' is not a string`);
         metadata[k] = v;

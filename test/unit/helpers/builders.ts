@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after } from 'node:test';
+import { AdaptedModule, LowRankRule } from '../../../src/engine/checkpoint/deltaRule';
 import { Dtype } from '../../../src/shared/safetensors/dtypes';
 import { encodeBf16, encodeF16 } from '../../../src/shared/safetensors/half';
 import { ShardedWriter, TensorSpec } from '../../../src/engine/safetensors/writer';
@@ -129,3 +130,9 @@ export function loraPair(module: string, r: number, inFeatures: number, outFeatu
 
 /** Real PEFT adapters and base configs (copied from the project's shared fixtures, with provenance). */
 export const FIXTURES = path.resolve(__dirname, '../../../../test/fixtures');
+
+/** The low-rank rule of an adapted module (asserting that it is one). */
+export function lowRank(m: AdaptedModule): LowRankRule {
+  if (m.rule.kind !== 'low-rank') throw new Error(`${m.module}: a ${m.rule.kind} rule, not low-rank`);
+  return m.rule;
+}

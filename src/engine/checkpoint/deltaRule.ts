@@ -1,0 +1,148 @@
+/**
+ * The engine's one description of what an adapter does to its base: for each base tensor, a delta rule.
+ * Every adapter format (PEFT's methods, mlx-lm, and the diffusion formats) is read into it, and every
+ * job (merge, compare, precision, validate, census, estimate, UNMERGE, convert) works from it alone.
+ *
+ * Orientation: ΔW is [out, in], like a Linear weight, whatever the format stores; `transpose` on the
+ * module says the base stores that weight [in, out] (GPT-2 Conv1D, embeddings), so ΔW lands transposed.
+ *
+ * The rules, each with its formula from the format's own source:
+ * - `low-rank`: ΔW = scale · B @ A with fp32 factors A [rank, in] and B [out, rank], formed from the
+ *   adapter's tensors as `factors` says (see FactorForm). This is the factor form B' / A' the low-rank
+ *   toolbox (spectrum, resize, UNMERGE) works on; `magnitude` makes it DoRA: W' = m / ||W + ΔW||_row · (W + ΔW).
+ * - `hadamard` (LoHa, PEFT `hada_*`, LyCORIS): ΔW = ((w1a @ w1b) ⊙ (w2a @ w2b)) · scale.
+ * - `kronecker` (LoKr, PEFT `lokr_*`, LyCORIS): ΔW = kron(w1, w2) · scale, w1 = w1a @ w1b and
+ *   w2 = w2a @ w2b where factored.
+ * - `dense` (LyCORIS full `diff`): ΔW = diff · scale, stored like the base weight.
+ * - `scale` (IA³): not additive: W' = W ⊙ l, l scaling the output features (rows of ΔW's orientation),
+ *   the input features (`feedforward_modules`), or every element (a 1-D bias).
+ * A full replacement (modules_to_save, saved biases) is not a rule: see Replacement in adapter.ts.
+ */
+import { TensorInfo } from '../../shared/safetensors/header';
+
+/**
+ * How the fp32 factors A [rank, in] and B [out, rank] of a low-rank rule are formed. Each is exact: the
+ * fp32 values are what the format's own code multiplies (its elementwise products rounded to fp32, as
+ * torch forms them before the matmul).
+ */
+export type FactorForm =
+  /** PEFT LoRA, kohya / diffusers up-down: A and B as stored. */
+  | { form: 'plain'; A: TensorInfo; B: TensorInfo }
+  /** mlx-lm: `lora_a` [in, rank] and `lora_b` [rank, out], so A = lora_aᵀ and B = lora_bᵀ. */
+  | { form: 'transposed'; a: TensorInfo; b: TensorInfo }
+  /** AdaLoRA (PEFT SVDLinear): A ⊙ E with E [rank, 1] the singular values, B as stored. */
+  | { form: 'svd'; A: TensorInfo; B: TensorInfo; E: TensorInfo }
+  /**
+   * VeRA: A = diag(λ_d) · vera_A[:, :in] and B = diag(λ_b) · vera_B[:out, :], slices of the matrices
+   * shared by every module (`base_model.vera_A` [rank, max in], `base_model.vera_B` [max out, rank]).
+   */
+  | { form: 'vera'; A: TensorInfo; B: TensorInfo; lambdaB: TensorInfo; lambdaD: TensorInfo }
+  /**
+   * Old PEFT MergedLinear (fused query_key_value): `lora_A` [rank, in] with rank = r · enabled slices;
+   * `lora_B` a grouped Conv1d weight [out of the enabled slices, r, 1]. B is block-diagonal: output
+   * slice s (of `enable.length` equal slices) takes group g's columns when it is the g-th enabled one,
+   * and no delta when it is disabled.
+   */
+  | { form: 'grouped'; A: TensorInfo; B: TensorInfo; enable: boolean[] };
+
+export interface LowRankRule {
+  kind: 'low-rank';
+  factors: FactorForm;
+  /** Columns of B and rows of A (MergedLinear: r times the enabled slices). */
+  rank: number;
+  scale: number;
+  /** r and alpha as the config states them (null where the format states none: MLX states the scale). */
+  r: number | null;
+  alpha: number | null;
+  /** DoRA's magnitude, one value per output feature. */
+  magnitude?: TensorInfo;
+}
+
+export interface HadamardRule {
+  kind: 'hadamard';
+  w1a: TensorInfo;
+  w1b: TensorInfo;
+  w2a: TensorInfo;
+  w2b: TensorInfo;
+  scale: number;
+}
+
+/** One Kronecker factor: a full matrix, or a pair whose product it is. */
+export type KronFactor = { full: TensorInfo } | { a: TensorInfo; b: TensorInfo };
+
+export interface KroneckerRule {
+  kind: 'kronecker';
+  w1: KronFactor;
+  w2: KronFactor;
+  /** Shapes of w1 [out1, in1] and w2 [out2, in2]: ΔW[i1·out2 + i2, j1·in2 + j2] = w1[i1, j1] · w2[i2, j2] · scale. */
+  shape1: [number, number];
+  shape2: [number, number];
+  scale: number;
+}
+
+export interface DenseRule {
+  kind: 'dense';
+  /** Stored with the base weight's shape and layout. */
+  diff: TensorInfo;
+  scale: number;
+}
+
+export interface ScaleRule {
+  kind: 'scale';
+  vector: TensorInfo;
+  /** Which features of ΔW's [out, in] orientation the vector scales; `all` for a 1-D tensor (a bias). */
+  axis: 'out' | 'in' | 'all';
+}
+
+export type DeltaRule = LowRankRule | HadamardRule | KroneckerRule | DenseRule | ScaleRule;
+
+/** What one adapter module does to one base tensor. */
+export interface AdaptedModule {
+  /** Module path inside the model, without any wrapper prefix (PEFT's `base_model.model.`). */
+  module: string;
+  rule: DeltaRule;
+  /** Every adapter tensor the rule reads (shared VeRA matrices included). */
+  tensors: TensorInfo[];
+  /** Rows and columns of ΔW ([out, in]); for a 1-D target, out = its length and in = 1. */
+  out: number;
+  in: number;
+  /** The base tensor the rule applies to (when a base was given). */
+  base?: TensorInfo;
+  /** The base stores ΔW's orientation transposed (Conv1D, embeddings). */
+  transpose: boolean;
+  embedding: boolean;
+}
+
+/** Whether the merged tensor needs the base weight beyond W + ΔW (DoRA's norms, IA³'s scaling). */
+export function needsBase(m: AdaptedModule): boolean {
+  return m.rule.kind === 'scale' || (m.rule.kind === 'low-rank' && m.rule.magnitude !== undefined);
+}
+
+/** Whether the rule needs the whole base tensor at once (DoRA's norms span it). */
+export function wholeTensor(m: AdaptedModule): boolean {
+  return m.rule.kind === 'low-rank' && m.rule.magnitude !== undefined;
+}
+
+/** The factor tensors that hold a module's low-rank delta (for "all-zero lora_B" checks), by role. */
+export function outputFactor(m: AdaptedModule): TensorInfo | undefined {
+  if (m.rule.kind !== 'low-rank') return undefined;
+  const f = m.rule.factors;
+  return f.form === 'transposed' ? f.b : f.form === 'vera' ? f.lambdaB : f.B;
+}
+
+/** A short human name of the rule, for reports. */
+export function ruleName(m: AdaptedModule): string {
+  const r = m.rule;
+  switch (r.kind) {
+    case 'low-rank':
+      return r.magnitude ? 'DoRA' : { plain: 'LoRA', transposed: 'LoRA (MLX)', svd: 'AdaLoRA', vera: 'VeRA', grouped: 'LoRA (MergedLinear)' }[r.factors.form];
+    case 'hadamard':
+      return 'LoHa';
+    case 'kronecker':
+      return 'LoKr';
+    case 'dense':
+      return 'full diff';
+    case 'scale':
+      return 'IA³';
+  }
+}
