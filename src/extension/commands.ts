@@ -414,7 +414,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
     'loraLens.showLog': async () => d.output.show(),
 
     'loraLens.openWalkthrough': async () => {
-      await vscode.commands.executeCommand('workbench.action.openWalkthrough', `${d.context.extension.id}#loraLens.gettingStarted`, false);
+      await vscode.commands.executeCommand('workbench.action.openWalkthrough', `${d.context.extension.id}#gettingStarted`, false);
     },
 
     'loraLens.tryDemo': async () => {
