@@ -24,7 +24,8 @@ const ENGINE_ROOMS = [
 const SHARED_ROOMS = [
   ['src/shared/charts'],
   ['src/shared/jobs', 'src/shared/protocol.ts', 'src/shared/webviewProtocol.ts'],
-  ['src/shared/census', 'src/shared/safetensors'],
+  ['src/shared/weights'],
+  ['src/shared/census', 'src/shared/safetensors', 'src/shared/pytorch'],
   ['src/shared/errors.ts'],
 ];
 

@@ -3,7 +3,9 @@
  * Qwen2.5-7B-shaped model (hidden 3584, 28 heads, 4 KV heads: q/o 3584x3584, k/v 512x3584; 822,083,584
  * masked elements, budget 100,000 -> k = 892), then a decomposition against that mask. The base is
  * header-true but sparse (a mask reads only its shapes); the adapters are real files of random factors.
+ * Beside it, in the same run, the plain numpy reference (bench/mask_numpy.py, Debian's python3-numpy).
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,6 +14,7 @@ import { runMask } from '../src/engine/jobs/mask';
 import { selectKernels } from '../src/engine/kernels/select';
 import { buildHeader, SafetensorsWriter, TensorSpec } from '../src/engine/safetensors/writer';
 import { quietContext } from '../src/engine/util/job';
+import { findPython } from '../test/unit/helpers/python';
 
 const HIDDEN = 3584;
 const KV = 512;
@@ -62,7 +65,23 @@ function adapter(dir: string, seed: number): void {
   fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(config));
 }
 
+/** Runs bench/mask_numpy.py on the same files and prints its time beside ours. */
+function numpyReference(base: string, budget: number, maskDir: string, adapters: string[], oursS: number, oursCpuS: number): void {
+  const { python, skip } = findPython(['numpy']);
+  if (!python) {
+    console.log(`numpy reference: skipped (${skip})`);
+    return;
+  }
+  const script = path.join(__dirname, '..', '..', 'bench', 'mask_numpy.py');
+  const r = spawnSync(python, [script, base, String(budget), maskDir, ...adapters], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`mask_numpy.py failed: ${r.stderr}`);
+  const ref = JSON.parse(r.stdout) as { seconds: number; cpuSeconds: number; differingSelections: number };
+  console.log(`numpy reference (float64 BLAS, argpartition): ${ref.seconds.toFixed(1)} s (${ref.cpuSeconds.toFixed(1)} s CPU, all threads)`);
+  console.log(`  LoRA Lens / numpy: ${(oursS / ref.seconds).toFixed(2)} by wall clock, ${(oursCpuS / ref.cpuSeconds).toFixed(2)} by CPU time; selected elements that differ: ${ref.differingSelections}`);
+}
+
 async function main(): Promise<void> {
+  console.log(`load average at start: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} on ${os.availableParallelism()} CPUs`);
   try {
     const t0 = performance.now();
     sparseBase(path.join(root, 'base'));
@@ -73,10 +92,14 @@ async function main(): Promise<void> {
     const ctx = quietContext();
     const kernels = await selectKernels('auto', ctx);
     const t1 = performance.now();
+    const c1 = process.cpuUsage();
     const mask = await runMask({ base: path.join(root, 'base'), adapters, budget: 100_000, out: path.join(root, 'mask') }, kernels, ctx);
     const maskS = (performance.now() - t1) / 1000;
-    console.log(`mask on ${kernels.description}: ${mask.elements.toLocaleString('en')} elements in ${mask.modules} modules -> ${mask.selected.toLocaleString('en')} kept (k = ${mask.k}) in ${maskS.toFixed(1)} s`);
+    const c = process.cpuUsage(c1);
+    const maskCpuS = (c.user + c.system) / 1e6;
+    console.log(`mask on ${kernels.description}: ${mask.elements.toLocaleString('en')} elements in ${mask.modules} modules -> ${mask.selected.toLocaleString('en')} kept (k = ${mask.k}) in ${maskS.toFixed(1)} s (${maskCpuS.toFixed(1)} s CPU, all threads)`);
     console.log(`  norm kept: ${Object.values(mask.normPreservation).map((x) => (x === null ? 'n/a' : x.toFixed(4))).join(', ')}`);
+    numpyReference(path.join(root, 'base'), 100_000, path.join(root, 'mask'), adapters, maskS, maskCpuS);
 
     const t2 = performance.now();
     const d = await runDecompose(
@@ -85,7 +108,7 @@ async function main(): Promise<void> {
       ctx,
     );
     console.log(`decompose (omp, adapter target, masked values only): support [${d.support.join(', ')}], relative residual ${d.relativeResidual.toExponential(2)} in ${((performance.now() - t2) / 1000).toFixed(2)} s`);
-    console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`);
+    console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB; load average at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
     await kernels.dispose();
   } finally {
     fs.rmSync(root, { recursive: true, force: true });

@@ -73,7 +73,7 @@ function freeBytes(p: string): number | undefined {
 export const CENSUS_STATE = 'loraLens.census';
 
 const cfg = (): vscode.WorkspaceConfiguration => vscode.workspace.getConfiguration('loraLens');
-const name = (p: string): string => path.basename(p).replace(/\.safetensors$/, '');
+const name = (p: string): string => path.basename(p).replace(/\.(safetensors|bin|pt|pth)$/, '');
 
 /** The command ids with their handlers, registered by extension.ts (titles live in package.json). */
 export function commandHandlers(d: CommandDeps): Record<string, Handler> {
@@ -336,6 +336,17 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       const args = ['--mask', mask, '--base', base, '--dictionary', ...dictionary, '--target', target, '--method', method];
       const r = await runner.run({ title: `Decomposing ${name(target)}`, command: 'decompose', args });
       if (r) report('decompose', r, `Decomposition: ${name(target)}`);
+    },
+
+    'loraLens.convert': async (arg) => {
+      const p = uriPath(arg);
+      const input = p ?? (await pickers.path('convert', 'PyTorch checkpoint to convert (a .bin / .pt file, or a model or adapter folder)', ['model', 'adapter'], { files: true }));
+      if (!input) return;
+      const single = fs.statSync(input).isFile();
+      const out = await pickers.output(single ? 'Safetensors file' : 'Converted folder', name(input), 'safetensors', input, single ? '.safetensors' : '');
+      if (!out) return;
+      const r = await runner.run({ title: `Converting ${name(input)} to safetensors`, command: 'convert', args: ['--in', input, '--out', out], outputs: [out] });
+      if (r) await offerCensus(`Converted ${name(input)}: ${(r.report as { tensors?: number }).tensors ?? '?'} tensors written to ${out}, bit for bit.`, out);
     },
 
     'loraLens.estimate': async (arg) => {

@@ -7,7 +7,7 @@ import { CensusView } from './census/censusView';
 import { TreeNode } from './census/treeModel';
 import { CENSUS_STATE, commandHandlers } from './commands';
 import { JobRunner } from './engine/jobRunner';
-import { SAFETENSORS_VIEW_TYPE, SafetensorsEditorProvider } from './editor/safetensorsEditor';
+import { PYTORCH_VIEW_TYPE, SAFETENSORS_VIEW_TYPE, SafetensorsEditorProvider } from './editor/safetensorsEditor';
 import { onDidRequestTensor, registerPanelSerializers } from './panels';
 import { Pickers } from './pickers';
 import { WorkspaceScanner } from './workspace/scanner';
@@ -51,10 +51,12 @@ export function activate(context: vscode.ExtensionContext): void {
     );
   }
   context.subscriptions.push(
-    vscode.window.registerCustomEditorProvider(SAFETENSORS_VIEW_TYPE, new SafetensorsEditorProvider(), {
-      webviewOptions: { retainContextWhenHidden: false },
-      supportsMultipleEditorsPerDocument: true,
-    }),
+    ...[SAFETENSORS_VIEW_TYPE, PYTORCH_VIEW_TYPE].map((viewType) =>
+      vscode.window.registerCustomEditorProvider(viewType, new SafetensorsEditorProvider(), {
+        webviewOptions: { retainContextWhenHidden: false },
+        supportsMultipleEditorsPerDocument: true,
+      }),
+    ),
     onDidRequestTensor((name) => {
       const node = census.findTensor(name);
       if (node) void censusTree.reveal(node, { select: true, focus: true, expand: true });

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { escapeHtml, renderHeaderPage } from '../../src/extension/editor/headerPage';
 import { readHeader } from '../../src/shared/safetensors/file';
+import { readWeightsIndex } from '../../src/shared/weights/read';
 import { tmpDir, writeWeights } from './helpers/builders';
 
 const dir = tmpDir('lora-lens-editor-');
@@ -16,7 +17,7 @@ writeWeights(dir, [
 const file = path.join(dir, 'model.safetensors');
 
 test('a valid file: verdict, one row per tensor with offsets, strict CSP with a nonce', () => {
-  const header = readHeader(file);
+  const header = readWeightsIndex(file);
   const html = renderHeaderPage({ file, header, nonce: 'N0NCE' });
   assert.match(html, /<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'nonce-N0NCE'; script-src 'nonce-N0NCE';">/);
   assert.match(html, /id="verdict" class="good" data-valid="true">Valid safetensors: 3 tensors, 195 elements \(BF16, F32, F16\)/);

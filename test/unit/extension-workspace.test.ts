@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { expandPattern, guessBase, recogniseFolders } from '../../src/extension/workspace/folders';
 
-test('adapter folders need config and weights; model folders a model file or an index', () => {
+test('adapter folders need config and weights; model folders a model file or an index; pickle-only folders apart', () => {
   const r = recogniseFolders([
     '/w/ad/adapter_config.json',
     '/w/ad/adapter_model.safetensors',
@@ -11,8 +11,18 @@ test('adapter folders need config and weights; model folders a model file or an 
     '/w/base/model.safetensors',
     '/w/sharded/model.safetensors.index.json',
     '/w/nested/deep/model.safetensors',
+    '/w/ad-bin/adapter_config.json',
+    '/w/ad-bin/adapter_model.bin',
+    '/w/torch/pytorch_model.bin',
+    '/w/torch-sharded/pytorch_model.bin.index.json',
+    '/w/both/pytorch_model.bin',
+    '/w/both/model.safetensors',
   ]);
-  assert.deepEqual(r, { adapters: ['/w/ad'], models: ['/w/base', '/w/nested/deep', '/w/sharded'] });
+  assert.deepEqual(r, {
+    adapters: ['/w/ad', '/w/ad-bin'],
+    models: ['/w/base', '/w/both', '/w/nested/deep', '/w/sharded', '/w/torch', '/w/torch-sharded'],
+    pickles: ['/w/ad-bin', '/w/torch', '/w/torch-sharded'],
+  });
 });
 
 test('output pattern variables', () => {

@@ -6,10 +6,11 @@
  */
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { loraDeltaRows, maxAbsRange } from '../../src/engine/kernels/cpuMath';
 import { LoraFactors } from '../../src/engine/kernels/kernels';
 import { PARALLEL_MIN, WorkerKernels } from '../../src/engine/kernels/poolKernels';
-import { wasmLora } from '../../src/engine/kernels/wasm';
+import { foldLoraRows, wasmLora } from '../../src/engine/kernels/wasm';
 import { randomF32 } from './helpers/builders';
 
 const wasm = wasmLora();
@@ -95,7 +96,8 @@ test('wasm loraDelta rows: blocks of rows larger than one call (many rows, wide 
 test('wasm fold: max over adapters of |delta| equals loraDeltaRows then maxAbsRange, in any starting aggregate', () => {
   for (const [out, inn, r] of [[37, 91, 16], [12, 300, 32], [5, 3, 2]] as Array<[number, number, number]>) {
     for (const transpose of [false, true]) {
-      const sets = [0, 1, 2].map((s) => factors(out, inn, r, 50 + s, transpose, s === 2 ? 1e38 : 2));
+      // Ranks and scales of their own, as adapters of one module have.
+      const sets = [0, 1, 2].map((s) => factors(out, inn, r + 3 * s, 50 + s, transpose, s === 2 ? 1e38 : 2 + s));
       const start = randomF32(out * inn, 7, 0.001).map(Math.abs);
       start[1] = -0;
       start[2] = Infinity;
@@ -108,11 +110,17 @@ test('wasm fold: max over adapters of |delta| equals loraDeltaRows then maxAbsRa
       const got = start.slice();
       wasm!.rows(sets, 0, out, got, true);
       assertSameBits(got, want, `fold ${out}x${inn} r=${r} transpose=${transpose}`);
+      // The JavaScript fold (where the module is missing), on a slice of rows and the rest.
+      const js = start.slice();
+      const mid = Math.floor(out / 2);
+      foldLoraRows(sets, 0, mid, js, null);
+      foldLoraRows(sets, mid, out, js, null);
+      assertSameBits(js, want, `JavaScript fold ${out}x${inn} r=${r} transpose=${transpose}`);
     }
   }
 });
 
-test('the worker backend expands in WebAssembly on its threads, bit-identical to the JavaScript reference', async () => {
+test('the worker backend expands and folds in WebAssembly on its threads, bit-identical to the JavaScript reference', async () => {
   const k = new WorkerKernels(2);
   try {
     assert.match(k.description, /WebAssembly SIMD/);
@@ -121,6 +129,18 @@ test('the worker backend expands in WebAssembly on its threads, bit-identical to
       const want = new Float32Array(f.out * f.in);
       loraDeltaRows(f, 0, f.out, want);
       assertSameBits(await k.loraDelta(f), want, `workers transpose=${transpose}`);
+
+      // maxAbsLoraInto: three adapters folded on the workers (into shared memory or not) and on the main thread.
+      const sets = [f, factors(f.out, f.in, 8, 6, transpose, 1e38), factors(f.out, f.in, 33, 7, transpose, 0.5)];
+      const fold = new Float32Array(want.length);
+      for (const g of sets) {
+        loraDeltaRows(g, 0, g.out, want);
+        maxAbsRange(fold, want, 0, fold.length);
+      }
+      const shared = new Float32Array(new SharedArrayBuffer(fold.byteLength));
+      assertSameBits(await k.maxAbsLoraInto(shared, sets), fold, `workers fold, shared, transpose=${transpose}`);
+      assertSameBits(await k.maxAbsLoraInto(new Float32Array(fold.length), sets), fold, `workers fold, transpose=${transpose}`);
+      assertSameBits(await new CpuKernels().maxAbsLoraInto(new Float32Array(fold.length), sets), fold, `main-thread fold, transpose=${transpose}`);
     }
   } finally {
     await k.dispose();

@@ -4,9 +4,9 @@
  */
 import { LensError } from '../errors';
 import { TensorInfo } from '../../shared/safetensors/header';
-import { AdapterConfig } from './adapterConfig';
 import { groupAdapter } from './adapterKeys';
 import { Checkpoint } from './checkpoint';
+import { diffusionFormat, diffusionLayout } from './diffusionAdapter';
 import { AdaptedModule } from './deltaRule';
 
 /** An adapter tensor that replaces a base tensor outright (modules_to_save, saved biases). */
@@ -66,7 +66,13 @@ export class BaseNames {
 
 /** Reads an adapter into modules and replacements, and fits them to `base` when given. */
 export function adapterLayout(adapter: Checkpoint, base?: Checkpoint): AdapterLayout {
-  const cfg = adapter.adapter as AdapterConfig;
+  if (!adapter.adapter) {
+    // No adapter_config.json: a kohya, LyCORIS or diffusers LoRA file names its format by its keys alone.
+    const format = diffusionFormat(adapter);
+    if (!format) throw new LensError(adapter.path, 'not an adapter: no adapter_config.json, and not a kohya, LyCORIS or diffusers LoRA file');
+    return diffusionLayout(adapter, format, base);
+  }
+  const cfg = adapter.adapter;
   const { modules, replacements, warnings } = groupAdapter(adapter, cfg);
   if (!base) return { modules, replacements, warnings };
   const names = new BaseNames(base);

@@ -2,8 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
 import { FileHandles } from '../safetensors/reader';
-import { readHeader } from '../../shared/safetensors/file';
 import { TensorInfo } from '../../shared/safetensors/header';
+import { ADAPTER_WEIGHTS, CHECKPOINT_MARKERS, loneWeightFiles, MODEL_WEIGHTS, SHARD_INDEXES } from '../../shared/weights/files';
+import { readWeightsIndex } from '../../shared/weights/read';
 import { AdapterConfig, parseAdapterConfig } from './adapterConfig';
 import { DiffusersComponent, findComponents } from './diffusers';
 import { readJson } from './json';
@@ -25,7 +26,7 @@ export interface Checkpoint {
   config?: Record<string, unknown>;
   /** adapter_config.json of an adapter folder. */
   adapter?: AdapterConfig;
-  /** The safetensors files, in order. */
+  /** The weight files (safetensors, or PyTorch pickles read in place), in order. */
   files: string[];
   metadata: Record<string, string>;
   handles: FileHandles;
@@ -35,7 +36,11 @@ export interface Checkpoint {
 
 export const TASK_VECTOR_KIND = 'lora-lens/task-vector';
 
-/** Opens a model folder (single or sharded), a PEFT adapter folder, or a single .safetensors file. */
+/**
+ * Opens a model folder (single or sharded), a PEFT adapter folder, or a single weights file; each in
+ * safetensors or, read-only, as a PyTorch pickle (`pytorch_model.bin`, shards with
+ * `pytorch_model.bin.index.json`, `adapter_model.bin`, a `.bin` / `.pt` / `.pth` file).
+ */
 export function openCheckpoint(p: string): Checkpoint {
   let st: fs.Stats;
   try {
@@ -51,43 +56,60 @@ export function openCheckpoint(p: string): Checkpoint {
   if (has('model_index.json')) return openDiffusers(p);
   if (has('adapter_config.json')) {
     const adapter = parseAdapterConfig(path.join(p, 'adapter_config.json'));
-    if (!has(adapter.weightsFile)) {
-      const bin = has('adapter_model.bin') ? ' (only adapter_model.bin, a pickle, is there; LoRA Lens reads safetensors)' : '';
-      throw new LensError(p, `adapter folder has no ${adapter.weightsFile}${bin}`);
-    }
-    return { ...fromFiles(p, p, [path.join(p, adapter.weightsFile)]), kind: 'adapter', adapter };
+    const names = adapterWeightNames(adapter);
+    const weights = names.find(has);
+    if (weights === undefined) throw new LensError(p, `adapter folder has no ${names.join(' or ')}`);
+    return { ...fromFiles(p, p, [path.join(p, weights)]), kind: 'adapter', adapter };
   }
   const config = has('config.json') ? readJson(path.join(p, 'config.json')) : undefined;
-  if (has('model.safetensors.index.json')) {
-    const files = shardFiles(p, path.join(p, 'model.safetensors.index.json'));
-    return { ...fromFiles(p, p, files.files, files.weightMap), kind: 'sharded-model', config };
+  const index = SHARD_INDEXES.find(has);
+  if (index !== undefined) {
+    const files = shardFiles(p, path.join(p, index));
+    return { ...fromFiles(p, p, files.files, files.weightMap, '', index), kind: 'sharded-model', config };
   }
-  if (has('model.safetensors')) return { ...fromFiles(p, p, [path.join(p, 'model.safetensors')]), kind: 'model', config };
+  const single = MODEL_WEIGHTS.find(has);
+  if (single !== undefined) return { ...fromFiles(p, p, [path.join(p, single)]), kind: 'model', config };
   // A diffusers model folder (unet/, vae/, transformer/ alone): diffusion_pytorch_model.safetensors, sharded or not.
   if (has('diffusion_pytorch_model.safetensors.index.json')) {
     const files = shardFiles(p, path.join(p, 'diffusion_pytorch_model.safetensors.index.json'));
-    return { ...fromFiles(p, p, files.files, files.weightMap), kind: 'sharded-model', config };
+    return { ...fromFiles(p, p, files.files, files.weightMap, '', 'diffusion_pytorch_model.safetensors.index.json'), kind: 'sharded-model', config };
   }
-  const singles = fs.readdirSync(p).filter((f) => f.endsWith('.safetensors')).sort();
+  const singles = loneWeightFiles(fs.readdirSync(p));
   if (singles.length === 1) return { ...fromFiles(p, p, [path.join(p, singles[0])]), config };
-  const bin = has('pytorch_model.bin') ? ' (only pytorch_model.bin, a pickle, is there; LoRA Lens reads safetensors)' : '';
-  throw new LensError(p, `not a model or adapter folder: no model.safetensors, model.safetensors.index.json or adapter_config.json${bin}`);
+  throw new LensError(p, `not a model or adapter folder: no ${[...MODEL_WEIGHTS, ...SHARD_INDEXES].join(', ')} or adapter_config.json`);
 }
 
-/** The checkpoint of safetensors `files`; `prefix` goes before every tensor name (a diffusers component's `unet.`). */
-function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<string, string>, prefix = ''): Checkpoint {
+/** The files that can hold an adapter's weights, by its config's format: PEFT's safetensors or pickle, mlx-lm's own file. */
+function adapterWeightNames(adapter: AdapterConfig): string[] {
+  return adapter.weightsFile === 'adapter_model.safetensors' ? ADAPTER_WEIGHTS : [adapter.weightsFile];
+}
+
+/** The weights file of an adapter folder (by what its adapter_config.json says it is), or undefined when it has none. */
+export function adapterWeights(dir: string): string | undefined {
+  const f = adapterWeightNames(parseAdapterConfig(path.join(dir, 'adapter_config.json'))).find((n) => fs.existsSync(path.join(dir, n)));
+  return f === undefined ? undefined : path.join(dir, f);
+}
+
+/** Whether a folder holds model or adapter weights in any form openCheckpoint reads (not only a config). */
+export function folderHoldsWeights(dir: string): boolean {
+  const names = fs.readdirSync(dir);
+  return names.some((f) => CHECKPOINT_MARKERS.includes(f) && f !== 'adapter_config.json') || loneWeightFiles(names).length > 0;
+}
+
+/** The checkpoint of weight `files`; `prefix` goes before every tensor name (a diffusers component's `unet.`). */
+function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<string, string>, prefix = '', indexName = 'the index'): Checkpoint {
   const tensors: TensorInfo[] = [];
   const byName = new Map<string, TensorInfo>();
   let metadata: Record<string, string> = {};
   for (const f of files) {
-    const h = readHeader(f);
+    const h = readWeightsIndex(f);
     if (files.length === 1) metadata = h.metadata;
     const named = prefix === '' ? h.tensors : h.tensors.map((t) => ({ ...t, name: prefix + t.name }));
     for (const t of named) {
       const prev = byName.get(t.name);
       if (prev) throw new LensError(f, `tensor also present in ${path.basename(prev.file)}`, t.name);
       if (weightMap && weightMap.get(t.name.slice(prefix.length)) !== f) {
-        throw new LensError(f, `tensor is not listed for this shard in model.safetensors.index.json`, t.name);
+        throw new LensError(f, `tensor is not listed for this shard in ${indexName}`, t.name);
       }
       byName.set(t.name, t);
     }
@@ -95,7 +117,7 @@ function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<stri
   }
   if (weightMap) {
     for (const [name, f] of weightMap) {
-      if (!byName.has(prefix + name)) throw new LensError(f, 'tensor listed in model.safetensors.index.json is missing from its shard', name);
+      if (!byName.has(prefix + name)) throw new LensError(f, `tensor listed in ${indexName} is missing from its shard`, name);
     }
   }
   const kind: CheckpointKind = metadata.lora_lens === TASK_VECTOR_KIND ? 'task-vector' : 'file';

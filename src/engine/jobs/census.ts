@@ -8,11 +8,14 @@ import * as path from 'node:path';
 import { modelLayout } from '../census/architectures';
 import { CATEGORIES, Category, classifyTensor } from '../../shared/census/classify';
 import { loraTargetPredicate } from '../census/targets';
-import { adapterLayout } from '../checkpoint/adapter';
+import { AdapterLayout, adapterLayout } from '../checkpoint/adapter';
+import { ruleName } from '../checkpoint/deltaRule';
+import { diffusionFormat } from '../checkpoint/diffusionAdapter';
 import { AdapterConfig, parseAdapterConfig } from '../checkpoint/adapterConfig';
-import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { adapterWeights, Checkpoint, closeCheckpoint, folderHoldsWeights, openCheckpoint } from '../checkpoint/checkpoint';
 import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
+import { TrainingMetadata, trainingMetadata, trainingMetadataLines } from '../../shared/safetensors/trainingMetadata';
 import { byteSize } from '../../shared/safetensors/dtypes';
 import { JobContext } from '../util/job';
 
@@ -100,6 +103,8 @@ export interface CensusReport {
   /** Tensors and elements outside the blocks (embeddings, final norm, heads). */
   outsideLayers: Totals;
   adapter: CensusAdapter | null;
+  /** kohya-ss training metadata (`ss_*`) of a single file, read into its main fields; null when there is none. */
+  trainingMetadata: TrainingMetadata | null;
   warnings: string[];
   tensors: CensusTensor[];
 }
@@ -137,7 +142,7 @@ function openSource(p: string): Source {
   };
   const st = fs.statSync(p, { throwIfNoEntry: false });
   if (st?.isFile() && isModelConfigFile(p)) return configOnly(p);
-  if (st?.isDirectory() && fs.existsSync(path.join(p, 'config.json')) && !fs.readdirSync(p).some((f) => f.endsWith('.safetensors') || f === 'adapter_config.json')) {
+  if (st?.isDirectory() && fs.existsSync(path.join(p, 'config.json')) && !fs.existsSync(path.join(p, 'adapter_config.json')) && !folderHoldsWeights(p)) {
     return configOnly(path.join(p, 'config.json'));
   }
   const c = openCheckpoint(p);
@@ -151,12 +156,46 @@ function openSource(p: string): Source {
 }
 
 /** An adapter folder with weights, or adapter_config.json alone (then targets come from the config). */
-function openAdapter(p: string): { checkpoint?: Checkpoint; config: AdapterConfig } {
+function openAdapter(p: string): { checkpoint?: Checkpoint; config?: AdapterConfig } {
   const cfgFile = path.basename(p) === 'adapter_config.json' ? p : path.join(p, 'adapter_config.json');
-  if (!fs.existsSync(cfgFile)) throw new LensError(p, 'not a PEFT adapter: no adapter_config.json');
-  if (!fs.existsSync(path.join(path.dirname(cfgFile), 'adapter_model.safetensors'))) return { config: parseAdapterConfig(cfgFile) };
+  if (!fs.existsSync(cfgFile)) {
+    // A kohya, LyCORIS or diffusers LoRA file (or the folder holding it) states its format in its keys.
+    const checkpoint = openCheckpoint(p);
+    if (checkpoint.kind !== 'adapter' && diffusionFormat(checkpoint) === undefined) {
+      closeCheckpoint(checkpoint);
+      throw new LensError(p, 'not an adapter: no adapter_config.json, and not a kohya, LyCORIS or diffusers LoRA file');
+    }
+    return { checkpoint, config: checkpoint.adapter };
+  }
+  if (adapterWeights(path.dirname(cfgFile)) === undefined) return { config: parseAdapterConfig(cfgFile) };
   const checkpoint = openCheckpoint(path.dirname(cfgFile));
   return { checkpoint, config: checkpoint.adapter! };
+}
+
+/** What a kohya / LyCORIS / diffusers file is, from its modules' rules and its training metadata (it has no config). */
+function diffusionAdapterInfo(p: string, c: Checkpoint, layout: AdapterLayout): CensusAdapter {
+  const meta = trainingMetadata(c.metadata);
+  const methods = [...new Set(layout.modules.map(ruleName))];
+  const factors = layout.modules.flatMap((m) => m.tensors).filter((t) => !t.name.endsWith('.alpha'));
+  return {
+    path: p,
+    method: `${diffusionFormat(c)} ${methods.join(' + ')}`,
+    r: meta?.rank ?? null,
+    alpha: meta?.alpha ?? null,
+    scale: null,
+    targets: null,
+    useRslora: false,
+    useDora: false,
+    fanInFanOut: false,
+    rankPattern: {},
+    alphaPattern: {},
+    modulesToSave: [],
+    layersToTransform: null,
+    loraModules: layout.modules.length,
+    trainableParams: c.tensors.reduce((a, t) => a + t.numel, 0),
+    loraParams: factors.reduce((a, t) => a + t.numel, 0),
+    savedTensors: 0,
+  };
 }
 
 function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, loraModules: number): CensusAdapter {
@@ -192,13 +231,14 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
     const replaced = new Set<string>();
     let adapter: CensusAdapter | null = null;
 
-    if (src.kind === 'adapter') {
+    const bareLora = src.checkpoint && src.kind === 'file' && opts.adapter === undefined && diffusionFormat(src.checkpoint) !== undefined;
+    if (src.kind === 'adapter' || bareLora) {
       const c = src.checkpoint!;
       const layout = adapterLayout(c);
       for (const m of layout.modules) for (const t of m.tensors) targets.add(t.name);
       for (const r of layout.replacements) replaced.add(r.source.name);
       warnings.push(...layout.warnings);
-      adapter = adapterInfo(p, c.adapter!, c, layout.modules.length);
+      adapter = c.adapter ? adapterInfo(p, c.adapter, c, layout.modules.length) : diffusionAdapterInfo(p, c, layout);
     } else if (opts.adapter !== undefined) {
       const a = openAdapter(opts.adapter);
       if (a.checkpoint) opened.push(a.checkpoint);
@@ -207,14 +247,16 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
         for (const m of layout.modules) targets.add(m.base!.name);
         for (const r of layout.replacements) if (r.base) replaced.add(r.base.name);
         warnings.push(...layout.warnings);
-        adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length);
+        adapter = a.config ? adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length) : diffusionAdapterInfo(opts.adapter, a.checkpoint, layout);
+      } else if (!a.config) {
+        throw new LensError(p, 'a kohya, LyCORIS or diffusers LoRA file is matched to a base by its weights; give a base with weights, not a config');
       } else {
         // No adapter weights, or a base without weights: PEFT's matching rules on the names.
         const hit = loraTargetPredicate(a.config, src.config, a.config.file);
         for (const t of src.tensors) if (hit(t.name, t.shape)) targets.add(t.name);
         adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, a.checkpoint ? adapterLayout(a.checkpoint).modules.length : targets.size);
       }
-      if (targets.size === 0) warnings.push(`the adapter's target_modules ${JSON.stringify(a.config.targetModules)} match no tensor of ${p}`);
+      if (targets.size === 0) warnings.push(`the adapter's target_modules ${JSON.stringify(a.config?.targetModules ?? null)} match no tensor of ${p}`);
     } else if (opts.targets !== undefined) {
       const hit = loraTargetPredicate({ targetModules: opts.targets, layersToTransform: null, layersPattern: null }, src.config, p);
       for (const t of src.tensors) if (hit(t.name, t.shape)) targets.add(t.name);
@@ -295,6 +337,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
       outsideLayers,
       adapter,
       warnings,
+      trainingMetadata: trainingMetadata(src.checkpoint?.metadata),
       tensors,
     };
   } finally {
@@ -355,6 +398,7 @@ export function censusText(r: CensusReport): string {
     else lines.push('  per layer (tensors / elements):', ...r.perLayer.map((l) => `    layer ${String(l.layer).padStart(3)}: ${int(l.tensors)} / ${int(l.params)}`));
     lines.push(`  outside the layers: ${int(r.outsideLayers.tensors)} tensors, ${int(r.outsideLayers.params)} elements`);
   }
+  if (r.trainingMetadata) lines.push('', '  training metadata (kohya-ss):', ...trainingMetadataLines(r.trainingMetadata).map((l) => `    ${l}`));
   const a = r.adapter;
   if (a) {
     const targets = Array.isArray(a.targets) ? a.targets.join(',') : String(a.targets);

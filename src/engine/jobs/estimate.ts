@@ -11,10 +11,10 @@ import { moduleOf } from '../../shared/census/classify';
 import { isInputEmbedding, loraTargetPredicate } from '../census/targets';
 import { isConv1D } from '../checkpoint/adapter';
 import { AdapterConfig, effectiveModulesToSave, isSavedModule, parseAdapterConfig, patternValue } from '../checkpoint/adapterConfig';
-import { closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { adapterWeights, closeCheckpoint, folderHoldsWeights, openCheckpoint } from '../checkpoint/checkpoint';
 import { readJson } from '../checkpoint/json';
+import { readWeightsIndex } from '../../shared/weights/read';
 import { LensError } from '../errors';
-import { readHeader } from '../../shared/safetensors/file';
 import { JobContext } from '../util/job';
 import { humanCount, isModelConfigFile } from './census';
 
@@ -76,7 +76,7 @@ function baseTensors(p: string): { tensors: BaseTensor[]; from: 'weights' | 'con
   const st = fs.statSync(p, { throwIfNoEntry: false });
   if (!st) throw new LensError(p, 'no such file or folder');
   const cfgPath = st.isFile() ? (isModelConfigFile(p) ? p : undefined) : path.join(p, 'config.json');
-  const hasWeights = st.isDirectory() ? fs.readdirSync(p).some((f) => f.endsWith('.safetensors')) : cfgPath === undefined;
+  const hasWeights = st.isDirectory() ? folderHoldsWeights(p) : cfgPath === undefined;
   if (!hasWeights) {
     if (cfgPath === undefined || !fs.existsSync(cfgPath)) throw new LensError(p, 'neither model weights nor a config.json');
     const config = readJson(cfgPath);
@@ -119,8 +119,8 @@ export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): 
     }
     // A classification adapter (task_type SEQ_CLS, …) also trains and saves its head, as PEFT adds it to modules_to_save.
     cfg = { ...parsed, r: parsed.r!, loraAlpha: parsed.loraAlpha!, modulesToSave: effectiveModulesToSave(parsed) };
-    const weights = path.join(path.dirname(file), 'adapter_model.safetensors');
-    if (fs.existsSync(weights)) adapterFileParams = readHeader(weights).tensors.reduce((a, t) => a + t.numel, 0);
+    const weights = adapterWeights(path.dirname(file));
+    if (weights !== undefined) adapterFileParams = readWeightsIndex(weights).tensors.reduce((a, t) => a + t.numel, 0);
   } else {
     if (opts.r === undefined || opts.targets === undefined || opts.targets.length === 0) {
       throw new LensError('lora-lens estimate', 'give --adapter DIR, or --r N and --target a,b,...');

@@ -15,7 +15,8 @@ import * as path from 'node:path';
 import { classifyTensor, moduleOf } from '../../shared/census/classify';
 import { adapterLayout } from '../checkpoint/adapter';
 import { AdaptedModule, wholeTensor } from '../checkpoint/deltaRule';
-import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { ADAPTER_WEIGHTS } from '../../shared/weights/files';
+import { adapterWeights, Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
 import { wantsSharedMemory } from '../kernels/poolKernels';
@@ -161,14 +162,23 @@ async function aggregate(m: MaskModule, mf: ModuleFactors, kernels: Kernels, bas
   const { users, factors } = mf;
   const acc = own.f32('acc', m.numel).fill(0);
   const dora: Array<Dora | undefined> = [];
+  // Plain LoRA adapters (of the first one's shape and orientation) all at once where the backend folds deltas
+  // without holding them (the max does not depend on the order); the others, or all elsewhere, one at a time below.
+  const plain = users.map((_, a) => a).filter((a) => !wholeTensor(users[a].byBase.get(m.name)!));
+  const same = (a: number): boolean => (['out', 'in', 'transpose'] as const).every((key) => factors[a][key] === factors[plain[0]][key]);
+  const fusedOnes = kernels.maxAbsLoraInto ? plain.filter(same) : [];
+  let folded: Promise<unknown> = fusedOnes.length > 0 ? kernels.maxAbsLoraInto!(acc, fusedOnes.map((a) => factors[a])) : Promise.resolve();
+  folded.catch(() => undefined); // a failure surfaces where it is awaited, not as an unhandled rejection
+  for (const a of fusedOnes) users[a].normSq += loraNormSq(factors[a]);
   // Two delta buffers: adapter a + 1 expands while |delta_a| is folded into acc, which a worker backend runs at once.
-  let folded: Promise<unknown> = Promise.resolve();
   const folds: Array<Promise<unknown>> = [];
-  for (let a = 0; a < users.length; a++) {
+  const oneByOne = users.map((_, a) => a).filter((a) => !fusedOnes.includes(a));
+  for (let t = 0; t < oneByOne.length; t++) {
+    const a = oneByOne[t];
     const d = users[a];
     const lm = d.byBase.get(m.name)!;
-    const slot = a % 2;
-    if (a >= 2) await folds[a - 2];
+    const slot = t % 2;
+    if (t >= 2) await folds[t - 2];
     const expanding = kernels.loraDelta(factors[a], scratch.f32(`delta${slot}`, m.numel));
     if (!wholeTensor(lm)) d.normSq += loraNormSq(factors[a]); // r^2 (in + out) work on this thread while the expansion runs
     let delta = await expanding;
@@ -182,7 +192,7 @@ async function aggregate(m: MaskModule, mf: ModuleFactors, kernels: Kernels, bas
     const x = delta;
     folded = folded.then(() => kernels.maxAbsInto(acc, x));
     folded.catch(() => undefined); // a failure surfaces where it is awaited, not as an unhandled rejection
-    folds[a] = folded;
+    folds[t] = folded;
   }
   await folded;
   return { ...mf, acc, dora };
@@ -241,7 +251,7 @@ function warnDuplicates(paths: string[], names: string[], ctx: JobContext): void
     try {
       const h = crypto.createHash('sha256');
       hashFile(h, path.join(paths[a], 'adapter_config.json'));
-      hashFile(h, path.join(paths[a], 'adapter_model.safetensors'));
+      hashFile(h, adapterWeights(paths[a]) ?? path.join(paths[a], ADAPTER_WEIGHTS[0]));
       key = h.digest('hex');
     } catch {
       continue; // openCheckpoint reports the unreadable folder properly

@@ -1,6 +1,6 @@
 import { doraNormsRange, maxAbsRange, mergeDoraRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, Kernels, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
-import { loraRows, wasmLora } from './wasm';
+import { foldLoraRows, loraRows, wasmLora } from './wasm';
 
 /** The CPU backend on the calling thread. */
 export class CpuKernels implements Kernels {
@@ -44,6 +44,11 @@ export class CpuKernels implements Kernels {
 
   async maxAbsInto(acc: Float32Array, x: Float32Array): Promise<Float32Array> {
     maxAbsRange(acc, x, 0, acc.length);
+    return acc;
+  }
+
+  async maxAbsLoraInto(acc: Float32Array, fs: LoraFactors[]): Promise<Float32Array> {
+    if (fs.length > 0) foldLoraRows(fs, 0, fs[0].out, acc);
     return acc;
   }
 

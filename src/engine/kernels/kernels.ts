@@ -97,5 +97,11 @@ export interface Kernels {
   precision(w: Float32Array, d: Float32Array | null, dtype: HalfDtype, rule: MergeRule): Promise<PrecisionStats>;
   /** acc[i] = max(acc[i], |x[i]|) (the UNMERGE magnitude aggregation). */
   maxAbsInto(acc: Float32Array, x: Float32Array): Promise<Float32Array>;
+  /**
+   * maxAbsInto(acc, loraDelta(f)) for each factor set `f` (all of one out x in shape and orientation; ranks and scales may differ), without the deltas in
+   * memory: the CPU backends fold each block of rows while it is in the cache. Optional: a backend
+   * without it is given the deltas one at a time.
+   */
+  maxAbsLoraInto?(acc: Float32Array, fs: LoraFactors[]): Promise<Float32Array>;
   dispose(): Promise<void>;
 }

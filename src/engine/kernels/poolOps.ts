@@ -7,7 +7,7 @@ import { elementBytes, FloatDtype } from '../../shared/safetensors/dtypes';
 import { decodeBf16Array, decodeF16Array } from '../../shared/safetensors/half';
 import { allFinite, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, LoraFactors, MergeDtype, MergeRule, PairStats, PrecisionStats } from './kernels';
-import { loraRows } from './wasm';
+import { foldLoraRows, loraRows } from './wasm';
 
 /**
  * Statistics are summed per chunk of this many elements, and the chunks' sums are added in order:
@@ -23,6 +23,7 @@ export type PoolOp =
   | { op: 'precision'; w: Float32Array; d: Float32Array | null; dtype: HalfDtype; rule: MergeRule; i0: number; i1: number }
   | { op: 'subtract'; a: Float32Array; b: Float32Array; out: Float32Array; i0: number; i1: number }
   | { op: 'maxAbsInto'; acc: Float32Array; x: Float32Array; i0: number; i1: number }
+  | { op: 'maxAbsLora'; fs: LoraFactors[]; acc: Float32Array; i0: number; i1: number }
   | { op: 'decodeHalf'; dtype: 'F16' | 'BF16'; raw: Uint8Array; out: Float32Array; i0: number; i1: number }
   | { op: 'allFinite'; dtype: FloatDtype; raw: Uint8Array; i0: number; i1: number };
 
@@ -44,6 +45,8 @@ export function runOp(m: PoolOp): PoolResult {
       return subtractRange(m.a, m.b, m.out, m.i0, m.i1);
     case 'maxAbsInto':
       return maxAbsRange(m.acc, m.x, m.i0, m.i1);
+    case 'maxAbsLora':
+      return foldLoraRows(m.fs, m.i0, m.i1, m.acc);
     case 'decodeHalf': {
       const h = new Uint16Array(m.raw.buffer, m.raw.byteOffset + m.i0 * 2, m.i1 - m.i0);
       (m.dtype === 'F16' ? decodeF16Array : decodeBf16Array)(h, m.out.subarray(m.i0, m.i1));
@@ -68,12 +71,14 @@ export interface WireArray {
   buffer?: SharedArrayBuffer;
 }
 
-/** A copy of `op` with each typed array (also those of loraDelta's factors) replaced by `f(array)`. */
+/** A copy of `op` with each typed array (also those of the factors, `f` and each of `fs`) replaced by `f(array)`. */
 export function mapArrays<A, B>(op: Record<string, unknown>, isArray: (x: unknown) => x is A, f: (x: A) => B): Record<string, unknown> {
   const out: Record<string, unknown> = {};
+  const factors = (v: unknown): Record<string, unknown> => mapArrays(v as Record<string, unknown>, isArray, f);
   for (const [k, v] of Object.entries(op)) {
     if (isArray(v)) out[k] = f(v);
-    else if (k === 'f' && v !== null && typeof v === 'object') out[k] = mapArrays(v as Record<string, unknown>, isArray, f);
+    else if (k === 'f' && v !== null && typeof v === 'object') out[k] = factors(v);
+    else if (k === 'fs' && Array.isArray(v)) out[k] = v.map(factors);
     else out[k] = v;
   }
   return out;

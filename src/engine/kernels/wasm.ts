@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loraDeltaRows } from './cpuMath';
+import { loraDeltaRows, maxAbsRange } from './cpuMath';
 import { LoraFactors } from './kernels';
 
 /** Where the build puts the module: beside the bundles (dist/), or dist/ seen from the unbundled out/src/engine/kernels/. */
@@ -38,34 +38,41 @@ export class WasmLora {
   }
 
   /**
-   * Rows [row0, row1) of every factor set's delta (all of one shape), written into `out` (one set; the
-   * whole tensor, as loraDeltaRows writes) or folded into it: out[i] = max(out[i], |delta[i]|) per set in
-   * turn, as maxAbsRange does.
+   * Rows [row0, row1) of every factor set's delta (all of one out x in shape and orientation, each of
+   * its own rank and scale), written into `out` (one set; the whole tensor, as loraDeltaRows writes) or
+   * folded into it: out[i] = max(out[i], |delta[i]|) per set in turn, as maxAbsRange does.
    */
   rows(fs: LoraFactors[], row0: number, row1: number, out: Float32Array, fold: boolean): void {
     if (fs.length === 0 || row1 <= row0) return;
-    const { r, in: n, out: m, transpose } = fs[0];
-    const W = Math.max(16, Math.floor(TILE_BYTES / (8 * Math.max(1, r)) / 16) * 16);
+    const { in: n, out: m, transpose } = fs[0];
+    if (fs.some((f) => f.in !== n || f.out !== m || f.transpose !== transpose)) throw new Error('folded LoRA deltas must have one shape and orientation');
+    const rMax = Math.max(1, ...fs.map((f) => f.r));
+    const W = Math.max(16, Math.floor(TILE_BYTES / (8 * rMax) / 16) * 16);
     const R = Math.max(1, Math.min(row1 - row0, Math.floor(BLOCK_ELEMENTS / Math.max(1, n))));
-    // Layout: every A, then one block's B of each set, nks, koff, bval, A's tile, the output rows.
-    const aBytes = align(r * n * 4, 16);
-    const bBytes = align(R * r * 4, 16);
-    const pB = fs.length * aBytes;
-    const pNks = pB + fs.length * bBytes;
+    // Layout: each set's A and its block of B, then nks, koff, bval, A's tile in float64, the output rows.
+    const pA: number[] = [];
+    const pB: number[] = [];
+    let p = 0;
+    for (const f of fs) {
+      pA.push(p);
+      p += align(f.r * n * 4, 16);
+      pB.push(p);
+      p += align(R * f.r * 4, 16);
+    }
+    const pNks = p;
     const pKoff = pNks + align(R * 4, 16);
-    const pBval = pKoff + align(R * r * 4, 16);
-    const pAt = pBval + align(R * r * 8, 16);
-    const pOut = pAt + align(r * W * 8, 16);
-    const mem = this.memory(pOut + R * n * 4);
-    const f32 = new Float32Array(mem.buffer);
-    fs.forEach((f, s) => f32.set(f.A.subarray(0, r * n), (s * aBytes) >> 2));
+    const pBval = pKoff + align(R * rMax * 4, 16);
+    const pAt = pBval + align(R * rMax * 8, 16);
+    const pOut = pAt + align(rMax * W * 8, 16);
+    const f32 = new Float32Array(this.memory(pOut + R * n * 4).buffer);
+    fs.forEach((f, s) => f32.set(f.A.subarray(0, f.r * n), pA[s] >> 2));
     for (let i0 = row0; i0 < row1; i0 += R) {
       const rows = Math.min(R, row1 - i0);
       const block = f32.subarray(pOut >> 2, (pOut >> 2) + rows * n);
       if (fold) gather(out, block, i0, rows, n, m, transpose);
       fs.forEach((f, s) => {
-        f32.set(f.B.subarray(i0 * r, (i0 + rows) * r), (pB + s * bBytes) >> 2);
-        this.x.lora(s * aBytes, pB + s * bBytes, rows, r, n, f.scale, pOut, fold ? 1 : 0, pNks, pKoff, pBval, pAt, W);
+        f32.set(f.B.subarray(i0 * f.r, (i0 + rows) * f.r), pB[s] >> 2);
+        this.x.lora(pA[s], pB[s], rows, f.r, n, f.scale, pOut, fold ? 1 : 0, pNks, pKoff, pBval, pAt, W);
       });
       scatter(block, out, i0, rows, n, m, transpose);
     }
@@ -104,9 +111,20 @@ export function wasmLora(): WasmLora | undefined {
   return loaded;
 }
 
-/** Rows [row0, row1) of the LoRA delta into `out` (loraDeltaRows' result): in WebAssembly where it loads. */
-export function loraRows(f: LoraFactors, row0: number, row1: number, out: Float32Array): void {
-  const w = wasmLora();
+/** Rows [row0, row1) of the LoRA delta into `out` (loraDeltaRows' result): in WebAssembly where it loads (`w` null: in JavaScript). */
+export function loraRows(f: LoraFactors, row0: number, row1: number, out: Float32Array, w: WasmLora | null | undefined = wasmLora()): void {
   if (w) w.rows([f], row0, row1, out, false);
   else loraDeltaRows(f, row0, row1, out);
+}
+
+/** Rows [row0, row1) of maxAbsInto(acc, loraDelta(f)) for each f in turn: in WebAssembly where it loads (`w` null: in JavaScript). */
+export function foldLoraRows(fs: LoraFactors[], row0: number, row1: number, acc: Float32Array, w: WasmLora | null | undefined = wasmLora()): void {
+  if (w) return w.rows(fs, row0, row1, acc, true);
+  const delta = new Float32Array(acc.length);
+  for (const f of fs) {
+    loraDeltaRows(f, row0, row1, delta);
+    // The rows' elements: a range of acc, or (transposed) columns of it.
+    if (f.transpose) for (let j = 0; j < f.in; j++) maxAbsRange(acc, delta, j * f.out + row0, j * f.out + row1);
+    else maxAbsRange(acc, delta, row0 * f.in, row1 * f.in);
+  }
 }

@@ -176,7 +176,9 @@ export async function deltaBlock(kernels: Kernels, factors: Factors, m: AdaptedM
       // PEFT's HadaWeight: ((w1a @ w1b) * (w2a @ w2b)) * scale, each product an fp32 matrix.
       const d1 = await lowRankBlock(kernels, p.A, p.B, p.rank, m, 1, b, out, scratch);
       const d2 = await lowRankBlock(kernels, p.A2!, p.B2!, p.rank2!, m, 1, b, scratch.f32('delta-hadamard', b.numel), scratch);
-      for (let i = 0; i < b.numel; i++) d1[i] = d1[i] * d2[i] * r.scale;
+      // Rounded as torch does it: the fp32 product, then times the fp32 scale tensor.
+      const s = Math.fround(r.scale);
+      for (let i = 0; i < b.numel; i++) d1[i] = Math.fround(d1[i] * d2[i]) * s;
       return d1;
     }
     case 'kronecker':
@@ -194,13 +196,15 @@ export async function deltaBlock(kernels: Kernels, factors: Factors, m: AdaptedM
 /** kron(w1, w2) · scale for the block's base rows, transposed where the base stores [in, out]. */
 function kronBlock(m: AdaptedModule, [, in1]: [number, number], [out2, in2]: [number, number], scale: number, w1: Float32Array, w2: Float32Array, b: Block, out: Float32Array): Float32Array {
   const cols = b.rowElements;
+  const s = Math.fround(scale);
   for (let row = b.row0; row < b.row1; row++) {
     for (let col = 0; col < cols; col++) {
       const i = m.transpose ? col : row;
       const j = m.transpose ? row : col;
       const i1 = Math.floor(i / out2);
       const j1 = Math.floor(j / in2);
-      out[(row - b.row0) * cols + col] = w1[i1 * in1 + j1] * w2[(i - i1 * out2) * in2 + (j - j1 * in2)] * scale;
+      // torch.kron's fp32 product, then times the fp32 scale (LyCORIS and PEFT make_kron).
+      out[(row - b.row0) * cols + col] = Math.fround(w1[i1 * in1 + j1] * w2[(i - i1 * out2) * in2 + (j - j1 * in2)]) * s;
     }
   }
   return out;

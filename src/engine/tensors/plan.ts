@@ -5,6 +5,7 @@
 import { adapterLayout, Replacement } from '../checkpoint/adapter';
 import { AdaptedModule } from '../checkpoint/deltaRule';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { diffusionFormat } from '../checkpoint/diffusionAdapter';
 import { LensError } from '../errors';
 import { isFloatDtype } from '../../shared/safetensors/dtypes';
 import { TensorInfo } from '../../shared/safetensors/header';
@@ -33,7 +34,9 @@ export function planAdapter(basePath: string, adapterPath: string, ctx: JobConte
   const base = openCheckpoint(basePath);
   if (base.kind === 'adapter') throw new LensError(basePath, 'this is a PEFT adapter folder; --base needs the base model');
   const adapter = openCheckpoint(adapterPath);
-  if (adapter.kind !== 'adapter') throw new LensError(adapterPath, 'not an adapter folder (no adapter_config.json)');
+  if (adapter.kind !== 'adapter' && diffusionFormat(adapter) === undefined) {
+    throw new LensError(adapterPath, 'not an adapter: no adapter_config.json, and not a kohya, LyCORIS or diffusers LoRA file');
+  }
   const layout = adapterLayout(adapter, base);
   const loraByBase = new Map<string, AdaptedModule>();
   for (const m of layout.modules) {

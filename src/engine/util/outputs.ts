@@ -9,7 +9,7 @@ import { LensError } from '../errors';
 import { writeFileAtomic } from '../safetensors/writer';
 
 /** Flags that name files or folders a command reads. */
-export const INPUT_FLAGS = ['base', 'adapter', 'adapters', 'finetuned', 'task-vector', 'mask', 'dictionary', 'truth'] as const;
+export const INPUT_FLAGS = ['in', 'base', 'adapter', 'adapters', 'finetuned', 'task-vector', 'mask', 'dictionary', 'truth'] as const;
 /** Flags that name what a command writes. */
 export const OUTPUT_FLAGS = ['out', 'json'] as const;
 

@@ -1,16 +1,18 @@
 /**
- * The HTML of the .safetensors viewer: verdict, metadata and the header as a table that the page's
- * small script filters and sorts. Built from the header alone (no tensor data is read), so a 12 GB file
- * opens at once. No `vscode` import: unit tests render it.
+ * The HTML of the weights viewer (`.safetensors`, and PyTorch `.bin` / `.pt` / `.pth` read-only):
+ * verdict, metadata and the tensor index as a table that the page's small script filters and sorts.
+ * Built from the header (or the pickle's index) alone, no tensor data is read, so a 12 GB file opens at
+ * once. No `vscode` import: unit tests render it.
  */
 import { classifyTensor } from '../../shared/census/classify';
-import { SafetensorsHeader } from '../../shared/safetensors/header';
+import { trainingMetadata, trainingMetadataLines } from '../../shared/safetensors/trainingMetadata';
+import { WeightsIndex } from '../../shared/weights/read';
 import { formatBytes, formatInt } from '../census/treeModel';
 
 export interface HeaderPageInput {
   file: string;
-  /** The validated header, or undefined when it is not a valid safetensors file. */
-  header?: SafetensorsHeader;
+  /** The validated tensor index, or undefined when the file cannot be read. */
+  header?: WeightsIndex;
   /** Why the file is not valid (the engine's error line). */
   error?: string;
   /** The page's script and style run only with this nonce (CSP `default-src 'none'`). */
@@ -32,11 +34,10 @@ const COLUMNS = [
   { key: 'category', title: 'Category', numeric: false },
 ] as const;
 
-function rows(h: SafetensorsHeader): string {
-  const dataStart = 8 + h.headerBytes;
+function rows(h: WeightsIndex): string {
   return h.tensors
     .map((t, i) => {
-      const begin = t.offset - dataStart;
+      const begin = t.offset - h.dataStart;
       const c = classifyTensor(t.name);
       const category = c.category + (c.layer !== null ? ` · layer ${c.layer}` : '');
       const cells = [
@@ -58,20 +59,42 @@ function rows(h: SafetensorsHeader): string {
 
 function verdict(input: HeaderPageInput): string {
   const h = input.header;
-  if (!h) return `<p id="verdict" class="bad" data-valid="false">Not a valid safetensors file: ${escapeHtml(input.error ?? 'unknown error')}</p>`;
+  const pytorch = /\.(bin|pt|pth)$/i.test(input.file);
+  if (!h) return `<p id="verdict" class="bad" data-valid="false">Not a ${pytorch ? 'readable PyTorch checkpoint' : 'valid safetensors file'}: ${escapeHtml(input.error ?? 'unknown error')}</p>`;
   const elements = h.tensors.reduce((a, t) => a + t.numel, 0);
   const dtypes = [...new Set(h.tensors.map((t) => t.dtype))].join(', ');
+  if (h.format === 'pytorch') {
+    return (
+      `<p id="verdict" class="good" data-valid="true">PyTorch checkpoint (torch.save zip), read without running its pickle: ${formatInt(h.tensors.length)} tensors, ${formatInt(elements)} elements (${escapeHtml(dtypes || 'none')}), ` +
+      `${formatBytes(h.fileSize)}. Offsets are positions in the file; every tensor is a contiguous range of a stored entry. Read-only: <code>lora-lens convert</code> writes it as safetensors.</p>`
+    );
+  }
   return (
     `<p id="verdict" class="good" data-valid="true">Valid safetensors: ${formatInt(h.tensors.length)} tensors, ${formatInt(elements)} elements (${escapeHtml(dtypes || 'none')}), ` +
-    `${formatBytes(h.fileSize)}. Header ${formatInt(h.headerBytes)} bytes; offsets contiguous from 0 with no gaps or overlaps; sizes match shape × dtype; data ends exactly at the end of the file.</p>`
+    `${formatBytes(h.fileSize)}. Header ${formatInt(h.dataStart - 8)} bytes; offsets contiguous from 0 with no gaps or overlaps; sizes match shape × dtype; data ends exactly at the end of the file.</p>`
   );
 }
 
-function metadata(h: SafetensorsHeader): string {
+/** A metadata value: JSON objects and lists (kohya's ss_tag_frequency, ss_dataset_dirs) folded and pretty-printed. */
+function metadataValue(v: string): string {
+  if (!/^\s*[[{]/.test(v)) return escapeHtml(v);
+  try {
+    const parsed: unknown = JSON.parse(v);
+    const n = Array.isArray(parsed) ? parsed.length : Object.keys(parsed as object).length;
+    return `<details><summary>${Array.isArray(parsed) ? `${n} items` : `${n} keys`}</summary><pre>${escapeHtml(JSON.stringify(parsed, null, 2))}</pre></details>`;
+  } catch {
+    return escapeHtml(v);
+  }
+}
+
+function metadata(h: WeightsIndex): string {
   const entries = Object.entries(h.metadata);
+  if (h.format === 'pytorch') return '<p class="muted">A PyTorch checkpoint carries no metadata.</p>';
   if (entries.length === 0) return '<p class="muted">No <code>__metadata__</code>.</p>';
-  return `<table id="metadata"><thead><tr><th>Key</th><th>Value</th></tr></thead><tbody>${entries
-    .map(([k, v]) => `<tr><td><code>${escapeHtml(k)}</code></td><td>${escapeHtml(v)}</td></tr>`)
+  const training = trainingMetadata(h.metadata);
+  const summary = training ? `<ul id="training">${trainingMetadataLines(training).map((l) => `<li>${escapeHtml(l)}</li>`).join('')}</ul>` : '';
+  return `${summary}<table id="metadata"><thead><tr><th>Key</th><th>Value</th></tr></thead><tbody>${entries
+    .map(([k, v]) => `<tr><td><code>${escapeHtml(k)}</code></td><td>${metadataValue(v)}</td></tr>`)
     .join('')}</tbody></table>`;
 }
 

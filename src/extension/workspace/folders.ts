@@ -3,15 +3,18 @@
  * import (unit tested): the scanner passes the paths that its file search returned.
  */
 import * as path from 'node:path';
+import { ADAPTER_WEIGHTS, CHECKPOINT_MARKERS, MODEL_WEIGHTS, SHARD_INDEXES } from '../../shared/weights/files';
 
 /** The files whose presence makes a folder an adapter or a model (searched for in the workspace). */
-export const MARKER_FILES = ['adapter_config.json', 'adapter_model.safetensors', 'model.safetensors', 'model.safetensors.index.json'] as const;
+export const MARKER_FILES = CHECKPOINT_MARKERS;
 
 export interface RecognisedFolders {
-  /** PEFT adapter folders: adapter_config.json beside adapter_model.safetensors. */
+  /** PEFT adapter folders: adapter_config.json beside adapter_model.safetensors (or .bin). */
   adapters: string[];
-  /** Hugging Face model folders: model.safetensors or a sharded index. */
+  /** Hugging Face model folders: model.safetensors, pytorch_model.bin or a sharded index of either. */
   models: string[];
+  /** Adapter and model folders whose weights are PyTorch pickles only (what `convert` turns into safetensors). */
+  pickles: string[];
 }
 
 export function recogniseFolders(markerPaths: string[]): RecognisedFolders {
@@ -24,11 +27,14 @@ export function recogniseFolders(markerPaths: string[]): RecognisedFolders {
   }
   const adapters: string[] = [];
   const models: string[] = [];
+  const pickles: string[] = [];
   for (const [dir, files] of byDir) {
-    if (files.has('adapter_config.json') && files.has('adapter_model.safetensors')) adapters.push(dir);
-    else if (files.has('model.safetensors') || files.has('model.safetensors.index.json')) models.push(dir);
+    if (files.has('adapter_config.json') && ADAPTER_WEIGHTS.some((f) => files.has(f))) adapters.push(dir);
+    else if ([...MODEL_WEIGHTS, ...SHARD_INDEXES].some((f) => files.has(f))) models.push(dir);
+    else continue;
+    if (![...ADAPTER_WEIGHTS, ...MODEL_WEIGHTS, ...SHARD_INDEXES].some((f) => files.has(f) && f.includes('safetensors'))) pickles.push(dir);
   }
-  return { adapters: adapters.sort(), models: models.sort() };
+  return { adapters: adapters.sort(), models: models.sort(), pickles: pickles.sort() };
 }
 
 /** Expands `${name}` variables of the output folder pattern; unknown names are left as written. */
@@ -51,7 +57,7 @@ export function guessBase(baseModelNameOrPath: unknown, models: string[]): strin
 /** What a folder holds, from its marker files on disk (for a folder given before the workspace scan is done). */
 export function folderKind(dir: string, exists: (p: string) => boolean): 'adapter' | 'model' | undefined {
   const has = (f: string): boolean => exists(path.join(dir, f));
-  if (has('adapter_config.json') && has('adapter_model.safetensors')) return 'adapter';
-  if (has('model.safetensors') || has('model.safetensors.index.json')) return 'model';
+  if (has('adapter_config.json') && ADAPTER_WEIGHTS.some(has)) return 'adapter';
+  if ([...MODEL_WEIGHTS, ...SHARD_INDEXES].some(has)) return 'model';
   return undefined;
 }

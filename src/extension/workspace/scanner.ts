@@ -8,7 +8,8 @@ const CACHE_KEY = 'loraLens.scan';
 
 /**
  * Keeps the list of adapter and model folders in the workspace up to date, and publishes it as the
- * context keys `loraLens.adapterFolders` / `loraLens.modelFolders` for the Explorer menus' `when` clauses.
+ * context keys `loraLens.adapterFolders` / `loraLens.modelFolders` / `loraLens.pickleFolders` for the
+ * Explorer menus' `when` clauses.
  * The last scan is kept per workspace and published at once on activation, so the menus are there
  * from the first right-click; `ready` resolves when the first scan of this session is done.
  */
@@ -25,7 +26,7 @@ export class WorkspaceScanner implements vscode.Disposable {
   private markReady!: () => void;
 
   constructor(private readonly state: vscode.Memento) {
-    this.current = state.get<RecognisedFolders>(CACHE_KEY) ?? { adapters: [], models: [] };
+    this.current = { adapters: [], models: [], pickles: [], ...state.get<Partial<RecognisedFolders>>(CACHE_KEY) };
     void this.publish();
     this.ready = new Promise((resolve) => (this.markReady = resolve));
     this.watcher = vscode.workspace.createFileSystemWatcher(GLOB);
@@ -61,6 +62,7 @@ export class WorkspaceScanner implements vscode.Disposable {
   private async publish(): Promise<void> {
     await vscode.commands.executeCommand('setContext', 'loraLens.adapterFolders', this.current.adapters);
     await vscode.commands.executeCommand('setContext', 'loraLens.modelFolders', this.current.models);
+    await vscode.commands.executeCommand('setContext', 'loraLens.pickleFolders', this.current.pickles);
   }
 
   private scheduleScan(): void {

@@ -7,8 +7,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Dtype } from '../../../src/shared/safetensors/dtypes';
-import { buildHeader } from '../../../src/engine/safetensors/writer';
-import { TestTensor, writeWeights } from './builders';
+import { buildHeader, SafetensorsWriter } from '../../../src/engine/safetensors/writer';
+import { TestTensor, tensorBytes, writeWeights } from './builders';
 
 export interface UnetDims {
   /** block_out_channels (SD1.5: 320, 640, 1280, 1280). */
@@ -174,4 +174,13 @@ export function writeSparse(file: string, tensors: TestTensor[]): string {
 /** Tensors renamed under a prefix (`model.diffusion_model.`, `unet.`). */
 export function prefixed(prefix: string, tensors: TestTensor[]): TestTensor[] {
   return tensors.map((t) => ({ ...t, name: prefix + t.name }));
+}
+
+/** One .safetensors file with its own `__metadata__` (a kohya LoRA's `ss_*` fields). */
+export function writeSafetensorsFile(file: string, tensors: TestTensor[], metadata: Record<string, string> = { format: 'pt' }): string {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const w = new SafetensorsWriter(file, tensors.map((t) => ({ name: t.name, dtype: t.dtype ?? 'F32', shape: t.shape })), metadata);
+  for (const t of tensors) w.write(t.name, tensorBytes(t));
+  w.finish();
+  return file;
 }

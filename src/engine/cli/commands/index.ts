@@ -1,4 +1,5 @@
 import { censusCommand } from './census';
+import { convertCommand } from './convert';
 import { estimateCommand } from './estimate';
 import { compressCommand } from './compress';
 import { decomposeCommand } from './decompose';
@@ -22,4 +23,5 @@ export const COMMANDS: CliCommand[] = [
   maskCommand,
   compressCommand,
   decomposeCommand,
+  convertCommand,
 ];

@@ -1,0 +1,255 @@
+/**
+ * Image-model adapter files read into the engine's delta rules (deltaRule.ts), each formula as its
+ * format's own code computes it:
+ * - kohya-ss LoRA / LoCon (`<module>.lora_down.weight`, `.lora_up.weight`, `.alpha`): ΔW = (alpha / r) ·
+ *   up @ down, r the rows of down; a Conv2d's down [r, in, kh, kw] and up [out, r, 1, 1] give
+ *   ΔW[o, i·kh·kw] = Σ_r up[o, r] · down[r, i·kh·kw], the base conv weight seen as [out, in·kh·kw].
+ * - LyCORIS (KohakuBlueleaf/LyCORIS lycoris/modules/{loha,lokr,full}.py and functional/): LoHa
+ *   (alpha / r) · (w1a @ w1b) ⊙ (w2a @ w2b), r the rows of hada_w1_b; LoKr (alpha / r) · kron(w1, w2),
+ *   w1 = lokr_w1 or w1_a @ w1_b, w2 = lokr_w2 or w2_a @ w2_b, r the rows of w1_b (else w2_b), scale 1
+ *   when neither factor is split; full `diff` (+ `diff_b` on the bias), scale 1. A missing or zero alpha
+ *   means alpha = r (scale 1), as kohya and LyCORIS both set it.
+ * - diffusers: `<component>.<module>.lora.down/up.weight`, `.lora_linear_layer.down/up.weight`,
+ *   `.lora_A/B.weight` (PEFT keys without PEFT's wrapper), an optional `<module>.alpha`, and the old
+ *   attention-processor keys `…attn1.processor.to_q_lora.down.weight` (UNet modules, no prefix); scale
+ *   alpha / r, or 1 without alpha.
+ * Module names resolve against the base's tensor names (diffusionNames.ts); a name that does not is
+ * bad input naming it.
+ */
+import { LensError } from '../errors';
+import { TensorInfo } from '../../shared/safetensors/header';
+import { bytesToF32 } from '../safetensors/reader';
+import type { AdapterLayout } from './adapter';
+import { Checkpoint } from './checkpoint';
+import { AdaptedModule, DeltaRule, KronFactor } from './deltaRule';
+import { KohyaNames, kohyaMiss } from './diffusionNames';
+
+export type DiffusionFormat = 'kohya' | 'diffusers';
+
+const KOHYA_KEY = /^(lora_(?:unet|te\d?|transformer)_[^.]+)\.(.+)$/;
+const PROCESSOR_KEY = /^(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/;
+const DIFFUSERS_KEY = /^(.+?)\.(?:lora\.(down|up)\.weight|lora_linear_layer\.(down|up)\.weight|lora_(A|B)\.weight)$/;
+const DIFFUSERS_ALPHA = /^(.+)\.alpha$/;
+const CLONEOFSIMO_KEY = /^(unet|text_encoder):\d+:(up|down)$/;
+
+/** kohya / LyCORIS tensor roles, by the key's tail after the module name. */
+const KOHYA_ROLES: Record<string, string> = {
+  'lora_down.weight': 'down',
+  'lora_up.weight': 'up',
+  alpha: 'alpha',
+  hada_w1_a: 'hada_w1_a',
+  hada_w1_b: 'hada_w1_b',
+  hada_w2_a: 'hada_w2_a',
+  hada_w2_b: 'hada_w2_b',
+  lokr_w1: 'lokr_w1',
+  lokr_w1_a: 'lokr_w1_a',
+  lokr_w1_b: 'lokr_w1_b',
+  lokr_w2: 'lokr_w2',
+  lokr_w2_a: 'lokr_w2_a',
+  lokr_w2_b: 'lokr_w2_b',
+  diff: 'diff',
+  diff_b: 'diff_b',
+};
+
+/** LyCORIS parts LoRA Lens recognises but does not merge, and why (one line each). */
+const UNSUPPORTED: Record<string, string> = {
+  'lora_mid.weight': 'LoCon with a Tucker core (lora_mid)',
+  hada_t1: 'LoHa with Tucker cores (hada_t1/hada_t2)',
+  hada_t2: 'LoHa with Tucker cores (hada_t1/hada_t2)',
+  lokr_t2: 'LoKr with a Tucker core (lokr_t2)',
+  dora_scale: "LyCORIS weight decomposition (dora_scale, DoRA's per-input-channel norm)",
+  weight: 'LyCORIS (IA)³ (weight / on_input)',
+  on_input: 'LyCORIS (IA)³ (weight / on_input)',
+  oft_blocks: 'LyCORIS OFT / BOFT (oft_blocks)',
+  oft_diag: 'LyCORIS OFT (oft_diag)',
+  w_norm: 'LyCORIS norm tuning (w_norm / b_norm)',
+  b_norm: 'LyCORIS norm tuning (w_norm / b_norm)',
+};
+
+/** The image-model adapter format of a bare .safetensors adapter, or undefined when it is none of them. */
+export function diffusionFormat(c: Checkpoint): DiffusionFormat | undefined {
+  const names = c.tensors.map((t) => t.name);
+  if (names.some((n) => CLONEOFSIMO_KEY.test(n))) {
+    throw new LensError(
+      c.path,
+      "cloneofsimo's lora format (keys like unet:0:up) numbers modules in the order its injection visited them, which no checkpoint's tensor names record; convert it with that tool to a named format first",
+    );
+  }
+  if (names.length > 0 && names.every((n) => KOHYA_KEY.test(n))) return 'kohya';
+  if (names.some((n) => PROCESSOR_KEY.test(n) || DIFFUSERS_KEY.test(n)) && names.every((n) => PROCESSOR_KEY.test(n) || DIFFUSERS_KEY.test(n) || DIFFUSERS_ALPHA.test(n))) {
+    return 'diffusers';
+  }
+  return undefined;
+}
+
+interface Parts {
+  /** The module name as the adapter spells it. */
+  name: string;
+  roles: Map<string, TensorInfo>;
+}
+
+/** The adapter's tensors grouped by module, each under its role (down, up, alpha, hada_w1_a, …). */
+function groupKeys(c: Checkpoint, format: DiffusionFormat): Parts[] {
+  const file = c.files[0];
+  const modules = new Map<string, Parts>();
+  const put = (name: string, role: string, t: TensorInfo): void => {
+    const p = modules.get(name) ?? { name, roles: new Map() };
+    if (p.roles.has(role)) throw new LensError(file, `second ${role} for module ${name}`, t.name);
+    p.roles.set(role, t);
+    modules.set(name, p);
+  };
+  for (const t of c.tensors) {
+    if (format === 'kohya') {
+      const m = KOHYA_KEY.exec(t.name)!;
+      const role = KOHYA_ROLES[m[2]];
+      if (role === undefined) {
+        const why = UNSUPPORTED[m[2]];
+        throw new LensError(file, why ? `${why} is not supported yet` : `unknown kohya/LyCORIS tensor role '${m[2]}'`, t.name);
+      }
+      put(m[1], role, t);
+      continue;
+    }
+    const p = PROCESSOR_KEY.exec(t.name);
+    if (p) {
+      put(`${p[1]}.${p[2] === 'to_out' ? 'to_out.0' : p[2]}`, p[3], t);
+      continue;
+    }
+    const d = DIFFUSERS_KEY.exec(t.name);
+    if (d) {
+      const side = d[2] ?? d[3] ?? (d[4] === 'A' ? 'down' : 'up');
+      put(d[1], side, t);
+      continue;
+    }
+    put(DIFFUSERS_ALPHA.exec(t.name)![1], 'alpha', t);
+  }
+  return [...modules.values()];
+}
+
+/** A scalar tensor's value (kohya's `.alpha`), read now: it sets the module's scale. */
+function scalar(c: Checkpoint, t: TensorInfo): number {
+  if (t.numel !== 1) throw new LensError(c.files[0], `alpha has ${t.numel} values, not one`, t.name);
+  return bytesToF32(t, c.handles.readBytesSync(t, new Uint8Array(t.byteLength)), new Float32Array(1))[0];
+}
+
+/** alpha / r, with kohya's and LyCORIS's rule that a missing or zero alpha means alpha = r. */
+function scaleOf(alpha: number | undefined, rank: number): number {
+  return alpha === undefined || alpha === 0 ? 1 : alpha / rank;
+}
+
+/** One module's delta rule and its ΔW shape [out, in] (a convolution's in counts in·kh·kw). */
+function ruleOf(c: Checkpoint, p: Parts): { rule: DeltaRule; out: number; in: number } {
+  const file = c.files[0];
+  const r = p.roles;
+  const alphaT = r.get('alpha');
+  const alpha = alphaT ? scalar(c, alphaT) : undefined;
+  const need = (role: string): TensorInfo => {
+    const t = r.get(role);
+    if (!t) throw new LensError(file, `module ${p.name} has ${[...r.keys()].filter((k) => k !== 'alpha').join(', ')} but no ${role}`, [...r.values()][0].name);
+    return t;
+  };
+  const rows = (t: TensorInfo): number => t.shape[0] ?? 1;
+  const cols = (t: TensorInfo): number => (t.shape.length === 0 ? 1 : t.numel / rows(t));
+  const bad = (what: string, t: TensorInfo): never => {
+    throw new LensError(file, `${what} (${[...r.values()].map((x) => `${x.name.slice(p.name.length + 1)} ${JSON.stringify(x.shape)}`).join(', ')})`, t.name);
+  };
+  if (r.has('down') || r.has('up')) {
+    const A = need('down');
+    const B = need('up');
+    const rank = rows(A);
+    // up is [out, r] or a 1x1 conv [out, r, 1, 1].
+    if (A.shape.length < 2 || B.shape.length < 2 || cols(B) !== rank) bad('lora_down and lora_up do not form a rank-r product', A);
+    return { rule: { kind: 'low-rank', factors: { form: 'plain', A, B }, rank, scale: scaleOf(alpha, rank), r: rank, alpha: alpha ?? null }, out: rows(B), in: cols(A) };
+  }
+  if (r.has('hada_w1_a') || r.has('hada_w1_b') || r.has('hada_w2_a') || r.has('hada_w2_b')) {
+    const [w1a, w1b, w2a, w2b] = ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b'].map(need);
+    const rank = rows(w1b);
+    if (w1a.shape.length !== 2 || w2a.shape.length !== 2 || w1a.shape[1] !== rank || w2a.shape[1] !== rows(w2b) || rows(w1a) !== rows(w2a) || cols(w1b) !== cols(w2b)) {
+      bad('LoHa factors do not form two products of one shape', w1a);
+    }
+    return { rule: { kind: 'hadamard', w1a, w1b, w2a, w2b, scale: scaleOf(alpha, rank) }, out: rows(w1a), in: cols(w1b) };
+  }
+  if ([...r.keys()].some((k) => k.startsWith('lokr_'))) {
+    const factor = (n: 1 | 2): { f: KronFactor; shape: [number, number]; rank?: number } => {
+      const full = r.get(`lokr_w${n}`);
+      if (full) return { f: { full }, shape: [rows(full), cols(full)] };
+      const a = need(`lokr_w${n}_a`);
+      const b = need(`lokr_w${n}_b`);
+      if (a.shape.length !== 2 || a.shape[1] !== rows(b)) bad(`lokr_w${n}_a and lokr_w${n}_b do not form a product`, a);
+      return { f: { a, b }, shape: [rows(a), cols(b)], rank: rows(b) };
+    };
+    const w1 = factor(1);
+    const w2 = factor(2);
+    const rank = w1.rank ?? w2.rank;
+    const scale = rank === undefined ? 1 : scaleOf(alpha, rank);
+    return { rule: { kind: 'kronecker', w1: w1.f, w2: w2.f, shape1: w1.shape, shape2: w2.shape, scale }, out: w1.shape[0] * w2.shape[0], in: w1.shape[1] * w2.shape[1] };
+  }
+  if (r.has('diff')) {
+    const diff = r.get('diff')!;
+    return { rule: { kind: 'dense', diff, scale: 1 }, out: rows(diff), in: cols(diff) };
+  }
+  return bad(`module ${p.name} has no delta`, [...r.values()][0]);
+}
+
+/** Where a diffusers-format module name is in the base: as it is, without its component, or under a component. */
+function diffusersTarget(base: Checkpoint, name: string): TensorInfo | undefined {
+  const direct = base.byName.get(`${name}.weight`);
+  if (direct) return direct;
+  const dot = name.indexOf('.');
+  const bare = dot > 0 ? base.byName.get(`${name.slice(dot + 1)}.weight`) : undefined;
+  if (bare) return bare;
+  // The old attention-processor format names UNet modules bare; a pipeline prefixes them `unet.`.
+  return base.components?.some((c) => c.name === 'unet') ? base.byName.get(`unet.${name}.weight`) : undefined;
+}
+
+/** The module path of a diffusers-format name as PEFT would write it under its component (`unet.` for bare UNet names). */
+function diffusersModule(name: string): string {
+  return /^(unet|text_encoder(_\d)?|transformer)\./.test(name) ? name : `unet.${name}`;
+}
+
+/**
+ * Reads an image-model adapter file into modules, fitted to `base` when given: each module's base tensor
+ * found by name, its shape checked (a convolution seen as [out, in·kh·kw]), a `diff_b` as its own dense
+ * module on the bias.
+ */
+export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, base?: Checkpoint): AdapterLayout {
+  const kohya = base && format === 'kohya' ? new KohyaNames(base) : undefined;
+  const modules: AdaptedModule[] = [];
+  for (const p of groupKeys(adapter, format)) {
+    const diffB = p.roles.get('diff_b');
+    p.roles.delete('diff_b');
+    const { rule, out, in: inn } = ruleOf(adapter, p);
+    const tensors = [...p.roles.values()];
+    let module = format === 'kohya' ? p.name : diffusersModule(p.name);
+    let target: TensorInfo | undefined;
+    let bias: TensorInfo | undefined;
+    if (base) {
+      if (kohya) {
+        const m = kohya.module(p.name);
+        if (m === null) throw new LensError(base.path, `kohya module '${p.name}' matches two modules of the base`, p.name);
+        if (m === undefined) throw new LensError(base.path, kohyaMiss(p.name, base), p.name);
+        module = m;
+        target = kohya.tensor(m, 'weight');
+        bias = diffB ? kohya.tensor(m, 'bias') : undefined;
+      } else {
+        target = diffusersTarget(base, p.name);
+        if (!target) throw new LensError(base.path, `adapter targets module '${p.name}' but the base has no tensor '${p.name}.weight'`, `${p.name}.weight`);
+        module = target.name.replace(/\.weight$/, '');
+      }
+      if (rows(target!) !== out || target!.numel !== out * inn) {
+        throw new LensError(adapter.path, `delta of shape [${out}, ${inn}] does not fit base tensor of shape ${JSON.stringify(target!.shape)}`, target!.name);
+      }
+    }
+    modules.push({ module, rule, tensors, out, in: inn, base: target, transpose: false, embedding: false });
+    if (diffB) {
+      if (base && (!bias || bias.numel !== diffB.numel)) {
+        throw new LensError(adapter.path, `diff_b of ${diffB.numel} values has no bias of that size in the base`, diffB.name);
+      }
+      modules.push({ module: `${module}.bias`, rule: { kind: 'dense', diff: diffB, scale: 1 }, tensors: [diffB], out: diffB.numel, in: 1, base: bias, transpose: false, embedding: false });
+    }
+  }
+  return { modules, replacements: [], warnings: [] };
+}
+
+function rows(t: TensorInfo): number {
+  return t.shape[0] ?? 1;
+}
