@@ -346,7 +346,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       const out = await pickers.output(single ? 'Safetensors file' : 'Converted folder', name(input), 'safetensors', input, single ? '.safetensors' : '');
       if (!out) return;
       const r = await runner.run({ title: `Converting ${name(input)} to safetensors`, command: 'convert', args: ['--in', input, '--out', out], outputs: [out] });
-      if (r) await offerCensus(`Converted ${name(input)}: ${(r.report as { tensors?: number }).tensors ?? '?'} tensors written to ${out}, bit for bit.`, out);
+      if (r) await offerNext(`Converted ${name(input)}: ${(r.report as { tensors?: number }).tensors ?? '?'} tensors written to ${out}, bit for bit.`, out);
     },
 
     'loraLens.estimate': async (arg) => {
