@@ -33,13 +33,24 @@ export type OpenResult = { ok: true; gpu: OpenGpu } | { ok: false; reason: strin
 /** Where the dawn.node instance lives: dawn.node crashed in InstanceBase::ProcessEvents when V8 collected it. */
 const KEEP = Symbol.for('lora-lens.dawn-instance');
 
+/** The folder of this platform's Dawn binary, as the `webgpu` package names it. */
+export const DAWN_PLATFORM = `${process.platform}-${process.platform === 'darwin' ? 'universal' : process.arch}`;
+
+/**
+ * Dawn's native addon: the copy a platform-specific .vsix carries beside the bundles
+ * (dist/dawn/<platform>/dawn.node, see scripts/package-platform.mjs), else the `webgpu` package's.
+ */
+export function dawnAddonPath(bundleDir = __dirname): string {
+  const packaged = path.join(bundleDir, 'dawn', DAWN_PLATFORM, 'dawn.node');
+  if (fs.existsSync(packaged)) return packaged;
+  // The package's entry is an ES module; its native addon is plain CommonJS, so load that directly.
+  return path.join(path.dirname(require.resolve('webgpu/package.json')), 'dist', DAWN_PLATFORM, 'dawn.node');
+}
+
 function loadDawn(): DawnModule | string {
   try {
-    // The package's entry is an ES module; its native addon is plain CommonJS, so load that directly.
-    const root = path.dirname(require.resolve('webgpu/package.json'));
-    const arch = process.platform === 'darwin' ? 'universal' : process.arch;
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon, loaded by path
-    return require(path.join(root, 'dist', `${process.platform}-${arch}`, 'dawn.node')) as DawnModule;
+    return require(dawnAddonPath()) as DawnModule;
   } catch (e) {
     return `the optional package "webgpu" (Dawn) cannot be loaded: ${(e as Error).message.split('\n')[0]}`;
   }
