@@ -47,7 +47,7 @@ describe('PyTorch pickle checkpoints', { skip }, () => {
   });
 
   it('reads every dtype, shape and byte that torch.save wrote, in place', () => {
-    for (const name of ['dtypes.pt', 'shared.pt', 'params.pt', 'state_dict.bin']) {
+    for (const name of ['dtypes.pt', 'shared.pt', 'params.pt', 'state_dict.bin', 'v3-new-dtypes.pt']) {
       const ck = readTorchCheckpoint(file(name));
       const want = expected.tensors[name];
       assert.deepEqual(ck.tensors.map((t) => t.name), Object.keys(want), name);
@@ -84,6 +84,7 @@ describe('PyTorch pickle checkpoints', { skip }, () => {
       ['deflated.pt', 'is compressed'],
       ['noncontiguous.pt', 'non-contiguous view'],
       ['nested.pt', "entry 'state_dict' is a dict"],
+      ['big-endian.pt', 'big-endian'],
     ]) {
       assertOneLineError(runCli(['census', file(name)]), file(name), what);
     }

@@ -12,7 +12,7 @@ import { PyDict, PyGlobal, PyTuple, unpickle } from './unpickle';
 import { entryDataOffset, readBytesAt, readZipDirectory, ZipDirectory } from './zip';
 
 /** The typed storage classes torch pickles (`torch.FloatStorage`, …), by the engine dtype they hold. */
-const STORAGE_DTYPES: Record<string, Dtype> = {
+export const STORAGE_DTYPES: Record<string, Dtype> = {
   DoubleStorage: 'F64',
   FloatStorage: 'F32',
   HalfStorage: 'F16',
@@ -23,22 +23,29 @@ const STORAGE_DTYPES: Record<string, Dtype> = {
   CharStorage: 'I8',
   ByteStorage: 'U8',
   BoolStorage: 'BOOL',
-  UInt16Storage: 'U16',
-  UInt32Storage: 'U32',
-  UInt64Storage: 'U64',
   ComplexFloatStorage: 'C64',
-  Float8_e5m2Storage: 'F8_E5M2',
-  Float8_e4m3fnStorage: 'F8_E4M3',
-  Float8_e8m0fnuStorage: 'F8_E8M0',
   // Raw bytes (torch 2.x UntypedStorage): the tensor is read as its bytes.
   UntypedStorage: 'U8',
+};
+
+/**
+ * Dtypes without a legacy storage class (float8, unsigned ints): torch >= 2.1 pickles their tensors with
+ * `_rebuild_tensor_v3` on an UntypedStorage, naming the dtype itself (`torch.float8_e4m3fn`).
+ */
+const NEW_DTYPES: Record<string, Dtype> = {
+  float8_e5m2: 'F8_E5M2',
+  float8_e4m3fn: 'F8_E4M3',
+  float8_e8m0fnu: 'F8_E8M0',
+  uint16: 'U16',
+  uint32: 'U32',
+  uint64: 'U64',
 };
 
 /** The globals a state dict's pickle names; everything else is refused before anything is built. */
 const ALLOWED: Record<string, Set<string>> = {
   collections: new Set(['OrderedDict']),
-  'torch._utils': new Set(['_rebuild_tensor_v2', '_rebuild_parameter', '_rebuild_parameter_with_state']),
-  torch: new Set(Object.keys(STORAGE_DTYPES)),
+  'torch._utils': new Set(['_rebuild_tensor_v2', '_rebuild_tensor_v3', '_rebuild_parameter', '_rebuild_parameter_with_state']),
+  torch: new Set([...Object.keys(STORAGE_DTYPES), ...Object.keys(NEW_DTYPES)]),
   'torch.storage': new Set(['UntypedStorage']),
   builtins: new Set(['set', 'frozenset']),
 };
@@ -175,6 +182,13 @@ function reduce(file: string, g: PyGlobal, args: unknown[], storageAt: (s: Stora
       return args[0];
     case 'torch._utils._rebuild_tensor_v2':
       return rebuildTensor(file, args, storageAt);
+    case 'torch._utils._rebuild_tensor_v3': {
+      const dtype = args[6];
+      if (!(dtype instanceof PyGlobal) || dtype.module !== 'torch' || NEW_DTYPES[dtype.name] === undefined || (args[0] as Storage | null)?.dtype !== 'U8') {
+        throw new LensError(file, 'pickle: _rebuild_tensor_v3 with arguments that are not (untyped storage, offset, size, stride, requires_grad, hooks, dtype, …)');
+      }
+      return rebuildTensor(file, args, storageAt, NEW_DTYPES[dtype.name]);
+    }
     default:
       return reject(file, g);
   }
@@ -184,8 +198,11 @@ function reject(file: string, g: PyGlobal): never {
   throw new LensError(file, `pickle: ${g} is not called the way a state dict calls it; refused`);
 }
 
-/** `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])` as a byte range. */
-function rebuildTensor(file: string, args: unknown[], storageAt: (s: Storage) => { offset: number; bytes: number }): Tensor {
+/**
+ * `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])` as
+ * a byte range; v3 adds the dtype after the hooks, its storage untyped (offsets still count elements).
+ */
+function rebuildTensor(file: string, args: unknown[], storageAt: (s: Storage) => { offset: number; bytes: number }, dtype?: Dtype): Tensor {
   const [storage, storageOffset, size, stride] = args;
   const ints = (v: unknown): number[] | undefined => (v instanceof PyTuple && v.items.every((x) => Number.isSafeInteger(x) && (x as number) >= 0) ? (v.items as number[]) : undefined);
   const shape = ints(size);
@@ -199,14 +216,15 @@ function rebuildTensor(file: string, args: unknown[], storageAt: (s: Storage) =>
   if (!isContiguous(shape, strides, numel)) {
     throw new LensError(file, `a tensor of shape [${shape}] is a non-contiguous view (strides [${strides}]) of storage ${s.key}; LoRA Lens reads tensors as byte ranges, so save it with .contiguous()`);
   }
-  const eb = elementBytes(s.dtype);
+  const eb = elementBytes(dtype ?? s.dtype);
   const at = storageAt(s);
   const start = (storageOffset as number) * eb;
   const byteLength = numel * eb;
-  if (numel > 0 && start + byteLength > s.numel * eb) {
-    throw new LensError(file, `a tensor of shape [${shape}] at element ${storageOffset} runs past the end of storage ${s.key} (${s.numel} elements)`);
+  const storageBytes = s.numel * elementBytes(s.dtype);
+  if (numel > 0 && start + byteLength > storageBytes) {
+    throw new LensError(file, `a tensor of shape [${shape}] at element ${storageOffset} runs past the end of storage ${s.key} (${storageBytes} bytes)`);
   }
-  return new Tensor({ dtype: s.dtype, shape: [...shape], numel, offset: at.offset + (numel > 0 ? start : 0), byteLength, file });
+  return new Tensor({ dtype: dtype ?? s.dtype, shape: [...shape], numel, offset: at.offset + (numel > 0 ? start : 0), byteLength, file });
 }
 
 /** Row-major with no gaps, as torch's is_contiguous: dimensions of size 1 may carry any stride. */
