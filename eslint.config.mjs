@@ -26,6 +26,7 @@ const SHARED_ROOMS = [
   ['src/shared/jobs', 'src/shared/protocol.ts', 'src/shared/webviewProtocol.ts'],
   ['src/shared/weights'],
   ['src/shared/census', 'src/shared/safetensors', 'src/shared/pytorch'],
+  ['src/shared/files.ts'],
   ['src/shared/errors.ts'],
 ];
 

@@ -12,6 +12,7 @@ import { COMMON_FLAGS } from './cli/main';
 import { CancelledError, LensError } from './errors';
 import { Kernels } from './kernels/kernels';
 import { DeviceChoice, selectKernels } from './kernels/select';
+import { asInputError } from '../shared/files';
 import { writeReportFile } from './util/outputs';
 
 /** Progress messages per job per second at most; the last one of a phase always goes. */
@@ -59,7 +60,8 @@ async function run(req: RunRequest, abort: AbortController): Promise<void> {
       writeReportFile(jsonOut, JSON.stringify(result.report, null, 2) + '\n');
     }
     send({ type: 'result', inReplyTo: id, report: result.report ?? null, text: result.text });
-  } catch (e) {
+  } catch (caught) {
+    const e = asInputError(caught);
     if (e instanceof LensError) fail('input', e.message);
     else if (e instanceof CancelledError) fail('cancelled', 'cancelled; nothing was written');
     else fail('internal', (e as Error).stack ?? String(e));

@@ -251,7 +251,7 @@ export class Pickers {
     const proposed = path.resolve(ws, expandPattern(pattern, { workspaceFolder: ws, name, job })) + ext;
     const v = await this.input({
       title,
-      prompt: fs.existsSync(proposed) ? 'This path exists; the job replaces it when it succeeds.' : 'Written atomically: nothing appears there unless the job succeeds.',
+      prompt: fs.existsSync(proposed) ? 'This path exists: an earlier output of this job is replaced when the job succeeds; a folder holding other files is refused.' : 'Written atomically: nothing appears there unless the job succeeds.',
       value: proposed,
       valueSelection: [proposed.length - path.basename(proposed).length, proposed.length - ext.length],
       validate: (s) => (s.trim() === '' ? 'an output path is needed' : undefined),

@@ -15,6 +15,7 @@ import { mergeModel } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { quietContext } from '../../src/engine/util/job';
+import { OUTPUT_MARKER } from '../../src/engine/util/outputDir';
 import { peftConfig, randomF32, tmpDir, writeAdapter, writeWeights } from './helpers/builders';
 import { clipTextTensors, SD15_UNET, sd15UnetTensors, writePipeline, writeSparse } from './helpers/diffusion';
 
@@ -174,6 +175,6 @@ describe('a diffusers pipeline folder', () => {
     ]);
     const rep = await mergeModel(file, adapter, path.join(root, 'merged-single'), { dtype: 'bf16', rule: 'peft' }, kernels, ctx);
     assert.deepEqual(rep.files, ['my-unet.safetensors']);
-    assert.deepEqual(fs.readdirSync(path.join(root, 'merged-single')), ['my-unet.safetensors']);
+    assert.deepEqual(fs.readdirSync(path.join(root, 'merged-single')).filter((f) => f !== OUTPUT_MARKER), ['my-unet.safetensors']);
   });
 });

@@ -4,26 +4,15 @@
  * behind (no output folder, no temporary file beside the target, the inputs byte for byte unchanged).
  */
 import * as assert from 'node:assert/strict';
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { withOutputDir } from '../../src/engine/util/outputDir';
 import { loraPair, peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 import { assertOneLineError, CliRun, runCli } from './helpers/cli';
+import { snapshot } from './helpers/files';
 
 const cli = (cwd: string, ...args: string[]): CliRun => runCli([...args, '--device', 'cpu'], { cwd });
-
-/** Every file under `dir` with its sha256, to show nothing changed. */
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
-    if (!e.isFile()) continue;
-    const p = path.join(e.parentPath, e.name);
-    out[path.relative(dir, p)] = crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
-  }
-  return out;
-}
 
 const refused = assertOneLineError;
 
@@ -51,6 +40,10 @@ describe('outputs never land on inputs', () => {
     refused(cli(root, 'precision', '--base', 'base', '--adapter', 'adapter', '--json', 'base/model.safetensors'), 'base/model.safetensors');
     refused(cli(root, 'compare', '--base', 'base', '--adapter', 'adapter', '--finetuned', 'ft', '--out', 'cmp', '--json', 'ft/model.safetensors'), 'ft/model.safetensors');
     refused(cli(root, 'census', 'base', '--json', 'base'), 'base');
+    // A new file in an input folder can change how it reads (a shard index makes the folder sharded).
+    refused(cli(root, 'census', 'base', '--json', 'base/model.safetensors.index.json'), 'base/model.safetensors.index.json');
+    refused(cli(root, 'census', 'base/model.safetensors', '--json', 'base/report.json'), 'base/report.json');
+    refused(cli(root, 'merge', '--base', 'base', '--adapter', 'adapter', '--out', 'merged', '--dtype', 'bf16', '--json', 'adapter/merge.json'), 'adapter/merge.json');
     for (const d of ['merged', 'cmp']) assert.equal(fs.existsSync(path.join(root, d)), false, `${d}: no partial output`);
     unchanged();
   });
@@ -76,23 +69,23 @@ describe('outputs never land on inputs', () => {
     const r = cli(root, 'census', 'base', '--json', 'reports/new/census.json');
     assert.equal(r.status, 0, r.stderr);
     assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'reports/new/census.json'), 'utf8')).summary.tensors, 2);
-    const m = cli(root, 'merge', '--base', 'base', '--adapter', 'adapter', '--out', 'base/merged', '--dtype', 'fp32', '--json', 'base/merge.json');
+    const m = cli(root, 'merge', '--base', 'base', '--adapter', 'adapter', '--out', 'base/merged', '--dtype', 'fp32', '--json', 'base/reports/merge.json');
     assert.equal(m.status, 0, m.stderr);
     assert.ok(fs.existsSync(path.join(root, 'base/merged/model.safetensors')));
-    assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'base/merge.json'), 'utf8')).loraTensors, 1);
+    assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'base/reports/merge.json'), 'utf8')).loraTensors, 1);
   });
 
   it('a job that fails inside its output folder leaves nothing, not even the folders made to hold it', async () => {
     const target = path.join(root, 'new', 'nested', 'out');
     await assert.rejects(
-      withOutputDir(target, [], async (d) => {
+      withOutputDir('test', target, [], async (d) => {
         fs.writeFileSync(d.file('half.safetensors'), 'partial');
         throw new Error('boom');
       }),
       /boom/,
     );
     assert.equal(fs.existsSync(path.join(root, 'new')), false);
-    await withOutputDir(target, [], async (d) => fs.writeFileSync(d.file('done.txt'), 'ok'));
+    await withOutputDir('test', target, [], async (d) => fs.writeFileSync(d.file('done.txt'), 'ok'));
     assert.deepEqual(fs.readdirSync(path.join(root, 'new', 'nested')), ['out']);
   });
 });

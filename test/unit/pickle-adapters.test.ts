@@ -14,6 +14,7 @@ import { FileHandles } from '../../src/engine/safetensors/reader';
 import { readTorchCheckpoint } from '../../src/shared/pytorch/checkpoint';
 import { runCli } from './helpers/cli';
 import { FIXTURES, TestTensor, tmpDir, writeModel } from './helpers/builders';
+import { OUTPUT_MARKER } from '../../src/engine/util/outputDir';
 
 const REAL = path.join(FIXTURES, 'real-adapters-2');
 
@@ -65,7 +66,7 @@ describe('real PEFT adapters saved as adapter_model.bin', () => {
       const converted = path.join(root, 'converted');
       const conv = runCli(['convert', '--in', adapter, '--out', converted]);
       assert.equal(conv.status, 0, conv.stderr);
-      assert.deepEqual(fs.readdirSync(converted).sort(), ['PROVENANCE.md', 'adapter_config.json', 'adapter_model.safetensors']);
+      assert.deepEqual(fs.readdirSync(converted).filter((f) => f !== OUTPUT_MARKER).sort(), ['PROVENANCE.md', 'adapter_config.json', 'adapter_model.safetensors']);
       assert.deepEqual(bytesOfAll(converted), bytesOfAll(adapter));
 
       for (const [from, out] of [[adapter, 'merged-bin'], [converted, 'merged-st']]) {

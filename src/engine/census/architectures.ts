@@ -36,10 +36,17 @@ export function configDtype(config: Config): Dtype {
   return d;
 }
 
+/** More tensors than any real checkpoint has (the largest have tens of thousands). */
+const MAX_LAYOUT_TENSORS = 1_000_000;
+
 /** Collects tensors in module order. */
 class Builder {
   readonly tensors: LayoutTensor[] = [];
-  constructor(private readonly dtype: Dtype) {}
+  private params = 0;
+  constructor(
+    private readonly dtype: Dtype,
+    private readonly layers: unknown,
+  ) {}
 
   /** A Linear: weight [out, in], optional bias [out]. */
   linear(module: string, inF: number, outF: number, bias: boolean): void {
@@ -63,6 +70,12 @@ class Builder {
   }
 
   add(module: string, param: string, shape: number[], moduleType: ModuleType): void {
+    // A config is input: sizes are checked as tensors are laid out, before a hostile one (num_hidden_layers
+    // 1e9) can fill the heap, and parameter counts stay exact integers.
+    if (this.tensors.length >= MAX_LAYOUT_TENSORS) throw new LensError('config.json', `describes more than ${MAX_LAYOUT_TENSORS} tensors (num_hidden_layers ${JSON.stringify(this.layers)}); not a real model`);
+    const numel = shape.reduce((a, d) => a * d, 1);
+    this.params += numel;
+    if (!Number.isSafeInteger(this.params)) throw new LensError('config.json', `describes more than 2^53 parameters (at ${module}.${param}, shape ${JSON.stringify(shape)}); not a real model, and not countable exactly`);
     this.tensors.push({ name: `${module}.${param}`, dtype: this.dtype, shape, module, moduleType });
   }
 }
@@ -335,7 +348,7 @@ export function modelLayout(config: Config, dtype?: Dtype): LayoutTensor[] {
   const cfg = config;
   const modelType = config.model_type;
   if (typeof modelType !== 'string') throw new LensError('config.json', 'has no model_type');
-  const b = new Builder(dtype ?? configDtype(cfg));
+  const b = new Builder(dtype ?? configDtype(cfg), cfg.num_hidden_layers);
   switch (modelType) {
     case 'llama':
     case 'mistral':

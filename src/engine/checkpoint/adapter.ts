@@ -4,6 +4,7 @@
  */
 import { LensError } from '../errors';
 import { TensorInfo } from '../../shared/safetensors/header';
+import { AdapterConfig, isTargetModule } from './adapterConfig';
 import { groupAdapter } from './adapterKeys';
 import { Checkpoint } from './checkpoint';
 import { diffusionFormat, diffusionLayout } from './diffusionAdapter';
@@ -108,6 +109,7 @@ export function adapterLayout(adapter: Checkpoint, base?: Checkpoint): AdapterLa
     rep.base = t;
     rep.target = t.name;
   }
+  assertAdaptsSomething(adapter, base, cfg, fitted, replacements, warnings);
   return { modules: fitted, replacements, warnings };
 }
 
@@ -157,4 +159,23 @@ function iaBias(m: AdaptedModule, names: BaseNames): AdaptedModule | undefined {
   const bias = names.resolve(`${m.module}.bias`);
   if (!bias || bias.numel !== m.rule.vector.numel) return undefined;
   return { ...m, module: `${m.module}.bias`, rule: { kind: 'scale', vector: m.rule.vector, axis: 'all' }, out: bias.numel, in: 1, base: bias, transpose: false };
+}
+
+/**
+ * An adapter that adapts nothing is bad input, as PEFT refuses it ("Target modules … not found"):
+ * no factor or saved tensor fits the base, or target_modules matches none of its LoRA modules. Factors
+ * of modules target_modules leaves out are ones PEFT would not load: a warning names them.
+ */
+function assertAdaptsSomething(adapter: Checkpoint, base: Checkpoint, cfg: AdapterConfig, modules: AdaptedModule[], replacements: Replacement[], warnings: string[]): void {
+  if (modules.length === 0 && !replacements.some((r) => r.base !== undefined)) {
+    throw new LensError(adapter.path, `adapts nothing in the base ${base.path}: it holds no LoRA factor and no saved tensor of the base`);
+  }
+  const tm = cfg.targetModules;
+  if (tm === null || tm === 'all-linear' || modules.length === 0) return;
+  const outside = modules.filter((m) => !isTargetModule(cfg, m.module));
+  const shown = JSON.stringify(tm);
+  if (outside.length === modules.length) {
+    throw new LensError(cfg.file, `target_modules ${shown} matches none of the adapter's ${modules.length} LoRA modules (e.g. '${modules[0].module}'), so PEFT would adapt nothing`);
+  }
+  if (outside.length > 0) warnings.push(`target_modules ${shown} leaves out ${outside.length} module(s) the adapter has factors for (e.g. '${outside[0].module}'); PEFT would not load them, LoRA Lens applies them`);
 }

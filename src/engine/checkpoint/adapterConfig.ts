@@ -1,5 +1,6 @@
 import { LensError } from '../errors';
 import { readJson } from './json';
+import { patternMatcher } from './patterns';
 
 /**
  * The adapter methods LoRA Lens merges: PEFT's mergeable `peft_type`s, and mlx-lm's LoRA (`MLX`, an
@@ -47,6 +48,9 @@ function isMlxConfig(raw: Record<string, unknown>): boolean {
   return raw.peft_type === undefined && raw.lora_parameters !== null && typeof raw.lora_parameters === 'object';
 }
 
+/** The largest LoRA rank taken from a config or a flag: far above any real adapter's, low enough that counts stay exact. */
+export const MAX_RANK = 1 << 20;
+
 export function parseAdapterConfig(file: string): AdapterConfig {
   const raw = readJson(file);
   const bad = (field: string, what: string): never => {
@@ -64,7 +68,7 @@ export function parseAdapterConfig(file: string): AdapterConfig {
   // PEFT's own defaults where a config omits a field (LoraConfig r=8, lora_alpha=8; LoHa/LoKr alpha=8; AdaLoRA init_r=12).
   const rField = method === 'ADALORA' ? 'init_r' : 'r';
   const r = method === 'IA3' ? null : (raw[rField] ?? (method === 'ADALORA' ? 12 : 8));
-  if (r !== null && (!Number.isInteger(r) || (r as number) <= 0)) bad(rField, 'must be a positive integer');
+  if (r !== null && (!Number.isSafeInteger(r) || (r as number) <= 0 || (r as number) > MAX_RANK)) bad(rField, `must be a positive integer up to ${MAX_RANK}`);
   const alphaField = method === 'LOHA' || method === 'LOKR' ? 'alpha' : 'lora_alpha';
   const alpha = method === 'IA3' || method === 'VERA' ? null : (raw[alphaField] ?? 8);
   if (alpha !== null && (typeof alpha !== 'number' || !Number.isFinite(alpha))) bad(alphaField, 'must be a number');
@@ -82,7 +86,7 @@ export function parseAdapterConfig(file: string): AdapterConfig {
     const v = method === 'ADALORA' && field === 'rank_pattern' ? {} : (raw[field] ?? {});
     if (v === null || typeof v !== 'object' || Array.isArray(v)) return bad(field, 'must be an object');
     for (const x of Object.values(v as Record<string, unknown>)) {
-      if (typeof x !== 'number' || (integer && (!Number.isInteger(x) || x <= 0))) bad(field, `values must be ${integer ? 'positive integers' : 'numbers'}`);
+      if (typeof x !== 'number' || !Number.isFinite(x) || (integer && (!Number.isSafeInteger(x) || x <= 0 || x > MAX_RANK))) bad(field, `values must be ${integer ? `positive integers up to ${MAX_RANK}` : 'finite numbers'}`);
     }
     return v as Record<string, number>;
   };
@@ -93,6 +97,12 @@ export function parseAdapterConfig(file: string): AdapterConfig {
   else if (ltt !== null) bad('layers_to_transform', 'must be an integer or a list of integers');
   const lp = raw.layers_pattern ?? null;
   const layersPattern = typeof lp === 'string' ? [lp] : Array.isArray(lp) ? (lp as string[]) : null;
+  // Every regex is compiled now, so that a bad one is named with its file before any work.
+  if (typeof tm === 'string' && tm !== 'all-linear') patternMatcher(tm, 'fullmatch', file, 'target_modules');
+  const rankPattern = numberMap('rank_pattern', true);
+  const alphaPattern = numberMap('alpha_pattern', false);
+  for (const key of Object.keys(rankPattern)) patternMatcher(key, 'key', file, 'rank_pattern key');
+  for (const key of Object.keys(alphaPattern)) patternMatcher(key, 'key', file, 'alpha_pattern key');
   const mts = raw.modules_to_save ?? null;
   if (mts !== null && !(Array.isArray(mts) && mts.every((x) => typeof x === 'string'))) bad('modules_to_save', 'must be a list of names');
   return {
@@ -108,8 +118,8 @@ export function parseAdapterConfig(file: string): AdapterConfig {
     useRslora: raw.use_rslora === true,
     useDora: raw.use_dora === true,
     fanInFanOut: raw.fan_in_fan_out === true,
-    rankPattern: numberMap('rank_pattern', true),
-    alphaPattern: numberMap('alpha_pattern', false),
+    rankPattern,
+    alphaPattern,
     modulesToSave: (mts as string[] | null) ?? [],
     bias: bias as AdapterConfig['bias'],
     layersToTransform,
@@ -190,15 +200,7 @@ function escapeRe(s: string): string {
 /** PEFT's pattern lookup: an exact key, else the first key matching the end of the module path. */
 export function patternValue(patterns: Record<string, number>, module: string): number | undefined {
   if (Object.prototype.hasOwnProperty.call(patterns, module)) return patterns[module];
-  for (const [key, value] of Object.entries(patterns)) {
-    let re: RegExp;
-    try {
-      re = new RegExp(`^(.*\\.)?(${key})$`);
-    } catch {
-      re = new RegExp(`^(.*\\.)?(${escapeRe(key)})$`);
-    }
-    if (re.test(module)) return value;
-  }
+  for (const [key, value] of Object.entries(patterns)) if (patternMatcher(key, 'key')(module)) return value;
   return undefined;
 }
 
@@ -227,11 +229,7 @@ export function isTargetModule(cfg: Pick<AdapterConfig, 'targetModules' | 'layer
   if (typeof tm === 'string') {
     if (tm === 'all-linear') hit = true;
     else {
-      try {
-        hit = new RegExp(`^(?:${tm})$`).test(module);
-      } catch {
-        hit = false;
-      }
+      hit = patternMatcher(tm, 'fullmatch')(module);
     }
   } else {
     hit = tm.some((t) => module === t || module.endsWith('.' + t));

@@ -113,7 +113,8 @@ function fromFiles(p: string, dir: string, files: string[], weightMap?: Map<stri
       }
       byName.set(t.name, t);
     }
-    tensors.push(...[...named].sort((a, b) => a.offset - b.offset));
+    // A loop, not push(...): a header may hold more tensors than a call takes arguments.
+    for (const t of [...named].sort((a, b) => a.offset - b.offset)) tensors.push(t);
   }
   if (weightMap) {
     for (const [name, f] of weightMap) {
@@ -132,7 +133,7 @@ function openDiffusers(p: string): Checkpoint {
   for (const c of components) {
     const part = fromFiles(c.dir, c.dir, c.files, c.weightMap, `${c.name}.`);
     for (const t of part.tensors) byName.set(t.name, t);
-    tensors.push(...part.tensors);
+    for (const t of part.tensors) tensors.push(t);
   }
   const files = components.flatMap((c) => c.files);
   return { kind: 'diffusers', path: p, dir: p, tensors, byName, files, metadata: {}, handles: new FileHandles(), components };

@@ -1,14 +1,9 @@
-import * as fs from 'node:fs';
+import { readRegularFile } from '../../shared/files';
 import { LensError } from '../errors';
 
 /** A JSON object file (config.json, adapter_config.json, an index), or a LensError naming the file. */
 export function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new LensError(file, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  const text = readRegularFile(file).toString('utf8');
   let v: unknown;
   try {
     v = JSON.parse(text);

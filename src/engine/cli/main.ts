@@ -3,6 +3,7 @@ import { CancelledError, LensError } from '../errors';
 import { Kernels } from '../kernels/kernels';
 import { DEVICE_CHOICES, DeviceChoice, selectKernels } from '../kernels/select';
 import { Progress } from '../util/job';
+import { asInputError } from '../../shared/files';
 import { writeReportFile } from '../util/outputs';
 import { parseArgs } from './args';
 import { CliCommand, CliContext } from './command';
@@ -106,7 +107,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (result.text && !quiet && jsonOut !== '-') process.stdout.write(result.text.endsWith('\n') ? result.text : result.text + '\n');
     return 0;
-  } catch (e) {
+  } catch (caught) {
+    const e = asInputError(caught);
     if (e instanceof LensError) {
       // Usage errors already name the command (`lora-lens merge: --out is required`).
       const msg = e.message.replace(/\s*\n\s*/g, ' ');

@@ -237,7 +237,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
       const layout = adapterLayout(c);
       for (const m of layout.modules) for (const t of m.tensors) targets.add(t.name);
       for (const r of layout.replacements) replaced.add(r.source.name);
-      warnings.push(...layout.warnings);
+      for (const w of layout.warnings) warnings.push(w);
       adapter = c.adapter ? adapterInfo(p, c.adapter, c, layout.modules.length) : diffusionAdapterInfo(p, c, layout);
     } else if (opts.adapter !== undefined) {
       const a = openAdapter(opts.adapter);
@@ -246,7 +246,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
         const layout = adapterLayout(a.checkpoint, src.checkpoint);
         for (const m of layout.modules) targets.add(m.base!.name);
         for (const r of layout.replacements) if (r.base) replaced.add(r.base.name);
-        warnings.push(...layout.warnings);
+        for (const w of layout.warnings) warnings.push(w);
         adapter = a.config ? adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length) : diffusionAdapterInfo(opts.adapter, a.checkpoint, layout);
       } else if (!a.config) {
         throw new LensError(p, 'a kohya, LyCORIS or diffusers LoRA file is matched to a base by its weights; give a base with weights, not a config');

@@ -128,7 +128,7 @@ export async function compareAdapter(basePath: string, adapterPath: string, sour
         throw new LensError(otherPath, `is a ${other.kind}, not a task vector file; use --finetuned for a model folder`);
       }
       if (other.kind === 'adapter') throw new LensError(otherPath, 'is a PEFT adapter folder; --finetuned needs a full model');
-      return await withOutputDir(out, [basePath, adapterPath, otherPath], (dir) =>
+      return await withOutputDir('compare', out, [basePath, adapterPath, otherPath], (dir) =>
         compareInto(dir.tmp, plan, other, source.taskVector !== undefined ? 'task-vector' : 'finetuned', opts, kernels, ctx),
       );
     } finally {
@@ -163,7 +163,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
     total++;
     // The base is read where a side needs it: tau = ft - base, DoRA's norms, IA³'s scaling, a replacement's change.
     const needBase = (mode === 'finetuned' && o !== undefined) || (m !== undefined && needsBase(m)) || rep !== undefined;
-    for (const block of blocksOf(t, m && wholeTensor(m) ? Infinity : undefined)) steps.push({ t, block, needBase, other: o, rep });
+    for (const block of blocksOf(t, m && wholeTensor(m) ? Infinity : undefined, m !== undefined)) steps.push({ t, block, needBase, other: o, rep });
   }
   const onlyInTaskVector = other.tensors.filter((t) => !plan.base.byName.has(t.name)).map((t) => t.name);
   const warnings = [...plan.warnings];
@@ -305,7 +305,8 @@ function summarise(tensors: CompareTensor[], tolerance: number, mergedDtype: str
   const tvOnly = tensors.filter((t) => t.loraNonzero === 0 && t.taskVectorNonzero > 0);
   const cosines = shared.map((t) => t.cosine).filter((c): c is number => c !== null);
   const adapted = [...shared, ...loraOnly];
-  const maxOf = (xs: (number | null)[]): number | null => (xs.length === 0 || xs.some((x) => x === null) ? null : Math.max(...(xs as number[])));
+  // reduce, not Math.max(...xs): there may be more tensors than a call takes arguments.
+  const maxOf = (xs: (number | null)[]): number | null => (xs.length === 0 || xs.some((x) => x === null) ? null : (xs as number[]).reduce((a, x) => Math.max(a, x), -Infinity));
   // Every tensor the adapter changes must be within tolerance of the task vector (a delta the task vector
   // lacks is a failure too); an adapter that changes nothing is equivalent to a task vector that is zero
   // on its targets, and the verdict says so.
@@ -321,7 +322,7 @@ function summarise(tensors: CompareTensor[], tolerance: number, mergedDtype: str
     taskVectorOnly: tvOnly.length,
     taskVectorOnlyNorm: Math.sqrt(tvOnly.reduce((a, t) => a + t.taskVectorNorm * t.taskVectorNorm, 0)),
     meanCosine: cosines.length ? cosines.reduce((a, c) => a + c, 0) / cosines.length : null,
-    minCosine: cosines.length ? Math.min(...cosines) : null,
+    minCosine: cosines.length ? cosines.reduce((a, c) => Math.min(a, c), Infinity) : null,
     maxAbsDiff: maxOf(adapted.map((t) => t.maxAbsDiff)),
     maxRelFroErr: maxOf(shared.map((t) => t.relFroErr)),
     tolerance,

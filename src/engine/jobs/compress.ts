@@ -65,7 +65,7 @@ export async function runCompress(o: CompressOptions, kernelsSource: KernelsSour
     const kernels = await resolveKernels(kernelsSource);
     const names = uniqueNames(o.inputs.map((i) => i.path));
     for (let i = 0; i < o.inputs.length; i++) sources.push(openSource(o.inputs[i].path, names[i], o.inputs[i].kind, base, mask, kernels, ctx.warn));
-    return await withOutputDir(o.out, [o.mask, o.base, ...o.inputs.map((i) => i.path)], async (out) => {
+    return await withOutputDir('compress', o.out, [o.mask, o.base, ...o.inputs.map((i) => i.path)], async (out) => {
       const files = names.map((n) => `${n.replace(/[^A-Za-z0-9._-]+/g, '_')}.safetensors`);
       if (new Set(files).size !== files.length) throw new LensError(o.out, 'two inputs map to the same file name; rename one folder');
       const specs = mask.modules.map((m) => ({ name: m.name, dtype: 'F32' as const, shape: [m.selected] }));

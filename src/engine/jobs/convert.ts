@@ -14,8 +14,7 @@ import { Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
-import { withOutputDir } from '../util/outputDir';
-import { assertNotOverInputs } from '../util/outputs';
+import { withOutputDir, withOutputFile } from '../util/outputDir';
 import { blockInfo, blocksOf, prefetched, readBlock } from '../tensors/stream';
 
 export interface ConvertReport {
@@ -43,10 +42,10 @@ export async function convertCheckpoint(inPath: string, out: string, ctx: JobCon
     const done = (files: string[], bytes: number): ConvertReport => ({ in: inPath, out, kind: c.kind, files, tensors: c.tensors.length, bytes, seconds: (performance.now() - t0) / 1000 });
     if (fs.statSync(inPath).isFile()) {
       if (!out.endsWith('.safetensors')) throw new LensError(out, 'a single checkpoint file converts to one .safetensors file; give a name ending in .safetensors');
-      assertNotOverInputs(out, 'the output', [inPath]);
-      return done([out], await writeTensors(c, out, c.tensors, ctx));
+      // A converted file carries no mark of its own, so an existing file at --out is never replaced.
+      return await withOutputFile(out, [inPath], () => false, 'a file', async () => done([out], await writeTensors(c, out, c.tensors, ctx)));
     }
-    return await withOutputDir(out, [inPath], async (dir) => {
+    return await withOutputDir('convert', out, [inPath], async (dir) => {
       const groups = outputFiles(c);
       let bytes = 0;
       for (const [name, tensors] of groups) bytes += await writeTensors(c, dir.file(name), tensors, ctx, bytes);

@@ -10,7 +10,7 @@ import { defaultTargetModules, modelLayout } from '../census/architectures';
 import { moduleOf } from '../../shared/census/classify';
 import { isInputEmbedding, loraTargetPredicate } from '../census/targets';
 import { isConv1D } from '../checkpoint/adapter';
-import { AdapterConfig, effectiveModulesToSave, isSavedModule, parseAdapterConfig, patternValue } from '../checkpoint/adapterConfig';
+import { AdapterConfig, effectiveModulesToSave, isSavedModule, MAX_RANK, parseAdapterConfig, patternValue } from '../checkpoint/adapterConfig';
 import { adapterWeights, closeCheckpoint, folderHoldsWeights, openCheckpoint } from '../checkpoint/checkpoint';
 import { readJson } from '../checkpoint/json';
 import { readWeightsIndex } from '../../shared/weights/read';
@@ -125,7 +125,7 @@ export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): 
     if (opts.r === undefined || opts.targets === undefined || opts.targets.length === 0) {
       throw new LensError('lora-lens estimate', 'give --adapter DIR, or --r N and --target a,b,...');
     }
-    if (!Number.isInteger(opts.r) || opts.r <= 0) throw new LensError('lora-lens estimate', `--r must be a positive integer (got ${opts.r})`);
+    if (!Number.isSafeInteger(opts.r) || opts.r <= 0 || opts.r > MAX_RANK) throw new LensError('lora-lens estimate', `--r must be a positive integer up to ${MAX_RANK} (got ${opts.r})`);
     const targets = opts.targets.length === 1 && opts.targets[0] === 'all-linear' ? 'all-linear' : opts.targets;
     cfg = { r: opts.r, loraAlpha: opts.alpha ?? opts.r, targetModules: targets, rankPattern: {}, alphaPattern: {}, layersToTransform: null, layersPattern: null, useDora: false, modulesToSave: [] };
   }
@@ -157,6 +157,7 @@ export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): 
   const doraParams = modules.reduce((a, m) => a + m.params - m.r * (m.in + m.out), 0);
   const savedParams = modulesToSave.reduce((a, m) => a + m.params, 0);
   const trainableParams = loraParams + doraParams + savedParams;
+  if (!Number.isSafeInteger(trainableParams)) throw new LensError(p, `the count of trainable parameters exceeds 2^53 and cannot be exact (r ${cfg.r}); not a real configuration`);
   const baseParams = base.tensors.reduce((a, t) => a + t.numel, 0);
   if (adapterFileParams !== null && adapterFileParams !== trainableParams) {
     warnings.push(`the adapter's weights hold ${adapterFileParams.toLocaleString('en')} elements, not the ${trainableParams.toLocaleString('en')} this base's shapes give: it was trained on another base, or saves extra tensors`);

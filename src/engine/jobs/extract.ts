@@ -8,8 +8,9 @@ import { decodeBlock, finiteBlock, wantsSharedMemory } from '../kernels/poolKern
 import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype } from '../../shared/safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
+import { readHeader } from '../../shared/safetensors/file';
 import { SafetensorsWriter } from '../safetensors/writer';
-import { assertNotOverInputs } from '../util/outputs';
+import { withOutputFile } from '../util/outputDir';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { Accumulator, zeroStats } from '../tensors/stats';
 import { pairingProblems, pairTensors } from '../tensors/pairing';
@@ -54,14 +55,24 @@ export interface ExtractReport {
 /** Opens both models and writes the task vector to `outFile`. */
 export async function extractTaskVector(basePath: string, finetunedPath: string, outFile: string, kernels: Kernels, ctx: JobContext): Promise<ExtractReport> {
   if (!outFile.endsWith('.safetensors')) throw new LensError(outFile, 'the task vector is written as one .safetensors file; give a name ending in .safetensors');
-  assertNotOverInputs(outFile, 'the output', [basePath, finetunedPath]);
-  const base = openCheckpoint(basePath);
-  const ft = openCheckpoint(finetunedPath);
+  return withOutputFile(outFile, [basePath, finetunedPath], isTaskVectorFile, 'a task vector', async () => {
+    const base = openCheckpoint(basePath);
+    const ft = openCheckpoint(finetunedPath);
+    try {
+      return await extractInto(base, ft, outFile, kernels, ctx);
+    } finally {
+      base.handles.close();
+      ft.handles.close();
+    }
+  });
+}
+
+/** A task vector an earlier extract wrote (which a new one may replace). */
+function isTaskVectorFile(file: string): boolean {
   try {
-    return await extractInto(base, ft, outFile, kernels, ctx);
-  } finally {
-    base.handles.close();
-    ft.handles.close();
+    return readHeader(file).metadata.lora_lens === TASK_VECTOR_KIND;
+  } catch {
+    return false;
   }
 }
 

@@ -10,6 +10,7 @@
  * alpha patterns, Conv1D / fan_in_fan_out, embeddings) is in the module's scale and orientation.
  */
 import * as crypto from 'node:crypto';
+import { openRegularFile } from '../../shared/files';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { classifyTensor, moduleOf } from '../../shared/census/classify';
@@ -87,7 +88,7 @@ export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx:
     if (small.length > 0) ctx.warn(`${small.length} module(s) have fewer than k = ${k} elements and are kept whole (e.g. ${small[0].name})`);
 
     const kernels = await resolveKernels(kernelsSource);
-    return await withOutputDir(o.out, [o.base, ...o.adapters], async (out) => {
+    return await withOutputDir('mask', o.out, [o.base, ...o.adapters], async (out) => {
       const writer = new SafetensorsWriter(out.file(MASK_TENSORS), modules.map((m) => ({ name: m.name, dtype: 'BOOL' as const, shape: m.shape })), {
         format: 'pt',
         lora_lens: MASK_FORMAT,
@@ -263,7 +264,7 @@ function warnDuplicates(paths: string[], names: string[], ctx: JobContext): void
 }
 
 function hashFile(h: crypto.Hash, file: string): void {
-  const fd = fs.openSync(file, 'r');
+  const fd = openRegularFile(file);
   try {
     const buf = Buffer.alloc(1 << 22);
     for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));

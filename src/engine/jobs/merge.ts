@@ -65,7 +65,7 @@ interface Step {
 export async function mergeModel(basePath: string, adapterPath: string, out: string, opts: MergeOptions, kernels: Kernels, ctx: JobContext): Promise<MergeReport> {
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {
-    return await withOutputDir(out, [basePath, adapterPath], async (dir) => ({ ...(await mergeInto(dir.tmp, plan, opts, kernels, ctx)), out }));
+    return await withOutputDir('merge', out, [basePath, adapterPath], async (dir) => ({ ...(await mergeInto(dir.tmp, plan, opts, kernels, ctx)), out }));
   } finally {
     closePlan(plan);
   }
@@ -84,7 +84,7 @@ export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptio
   const add = (name: string, action: Action, t: TensorInfo, fromAdapter: boolean): void => {
     specs.push({ name, dtype: isFloatDtype(t.dtype) ? dtype : t.dtype, shape: t.shape });
     counts[action]++;
-    for (const block of blocksOf(t, action === 'dora' ? Infinity : undefined)) steps.push({ name, action, block, fromAdapter });
+    for (const block of blocksOf(t, action === 'dora' ? Infinity : undefined, action === 'lora' || action === 'scale')) steps.push({ name, action, block, fromAdapter });
   };
   for (const t of plan.base.tensors) {
     const lora = plan.loraByBase.get(t.name);

@@ -100,7 +100,7 @@ export async function precisionOf(plan: AdapterPlan, opts: PrecisionOptions, ker
   const floats = plan.base.tensors.filter((t) => isFloatDtype(t.dtype));
   const steps: Step[] = floats.flatMap((t) => {
     const m = plan.loraByBase.get(t.name);
-    return blocksOf(t, m && wholeTensor(m) ? Infinity : undefined).map((block) => ({ t, block, rep: plan.replaceByBase.get(t.name)?.source }));
+    return blocksOf(t, m && wholeTensor(m) ? Infinity : undefined, m !== undefined).map((block) => ({ t, block, rep: plan.replaceByBase.get(t.name)?.source }));
   });
   const scratch = new Scratch();
   const factors = new Factors(plan.adapter);

@@ -59,7 +59,7 @@ export async function validate(basePath: string, adapterPath: string, out: strin
   if (opts.dtypes.length === 0) throw new LensError('--dtypes', 'name at least one of fp32, fp16, bf16');
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {
-    return await withOutputDir(out, [basePath, adapterPath], (dir) => validateInto(dir.tmp, plan, opts, kernels, ctx));
+    return await withOutputDir('validate', out, [basePath, adapterPath], (dir) => validateInto(dir.tmp, plan, opts, kernels, ctx));
   } finally {
     closePlan(plan);
   }

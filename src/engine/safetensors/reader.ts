@@ -4,6 +4,7 @@ import { isFloatDtype } from '../../shared/safetensors/dtypes';
 import { decodeBf16Array, decodeF16Array } from '../../shared/safetensors/half';
 import { MAX_READ, readFully } from '../../shared/safetensors/file';
 import { TensorInfo } from '../../shared/safetensors/header';
+import { openRegularFile } from '../../shared/files';
 
 function readFullyAsync(fd: number, target: Uint8Array, position: number, file: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -30,11 +31,7 @@ export class FileHandles {
   fd(file: string): number {
     let fd = this.fds.get(file);
     if (fd === undefined) {
-      try {
-        fd = fs.openSync(file, 'r');
-      } catch (e) {
-        throw new LensError(file, `cannot open: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-      }
+      fd = openRegularFile(file);
       this.fds.set(file, fd);
     }
     return fd;

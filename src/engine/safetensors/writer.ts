@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { chargeWrite } from './faults';
 import { byteSize, Dtype } from '../../shared/safetensors/dtypes';
 
 export interface TensorSpec {
@@ -68,7 +69,12 @@ export class SafetensorsWriter {
     this.sizes = sizes;
     this.tmp = tempPathFor(target);
     this.fd = fs.openSync(this.tmp, 'wx');
-    writeFully(this.fd, header, 0);
+    try {
+      writeFully(this.fd, header, 0);
+    } catch (e) {
+      this.abort();
+      throw e;
+    }
     this.position = header.length;
   }
 
@@ -179,6 +185,7 @@ export class SafetensorsWriter {
 }
 
 function writeFully(fd: number, bytes: Uint8Array, position: number): void {
+  chargeWrite(bytes.byteLength);
   let done = 0;
   while (done < bytes.byteLength) {
     done += fs.writeSync(fd, bytes, done, Math.min(1 << 30, bytes.byteLength - done), position + done);
@@ -187,6 +194,7 @@ function writeFully(fd: number, bytes: Uint8Array, position: number): void {
 
 function writeFullyAsync(fd: number, bytes: Uint8Array, position: number): Promise<void> {
   return new Promise((resolve, reject) => {
+    chargeWrite(bytes.byteLength);
     let done = 0;
     const step = (): void => {
       if (done === bytes.byteLength) return resolve();
@@ -204,7 +212,15 @@ function writeFullyAsync(fd: number, bytes: Uint8Array, position: number): Promi
 export function writeFileAtomic(target: string, data: string | Uint8Array): void {
   const tmp = tempPathFor(target);
   try {
-    fs.writeFileSync(tmp, data, { flag: 'wx' });
+    chargeWrite(data.length);
+    // Synced before the rename, so that a full disk is an error here and never an empty file there.
+    const fd = fs.openSync(tmp, 'wx');
+    try {
+      fs.writeFileSync(fd, data);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
     fs.renameSync(tmp, target);
   } catch (e) {
     fs.rmSync(tmp, { force: true });

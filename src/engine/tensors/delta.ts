@@ -167,6 +167,7 @@ function lowRankBlock(kernels: Kernels, A: Float32Array, B: Float32Array, rank: 
  * that need the base weight beyond W + ΔW: IA³ (see effectiveDelta); DoRA's is its LoRA delta.
  */
 export async function deltaBlock(kernels: Kernels, factors: Factors, m: AdaptedModule, b: Block, out: Float32Array, scratch: Scratch): Promise<Float32Array> {
+  if (b.partial) throw new Error(`${m.module}: an adapter's delta needs blocks of whole rows (blocksOf wholeRows)`);
   const p = factors.get(m);
   const r = m.rule;
   switch (r.kind) {

@@ -10,7 +10,10 @@ import { TensorInfo } from '../../shared/safetensors/header';
 /** Elements per block (4 MiB of fp32): large enough to amortise a read, small enough to keep memory flat and the writes overlapping. */
 export const BLOCK_ELEMENTS = 1 << 20;
 
-/** Rows [row0, row1) of a tensor's first dimension; a tensor of rank < 2 is a single block. */
+/**
+ * Rows [row0, row1) of a tensor's first dimension, or (`partial`) a range of elements where one row
+ * alone is over the block size (a 1-D tensor, a [2, 6e8] one): then [row0, row1) covers the range.
+ */
 export interface Block {
   tensor: TensorInfo;
   row0: number;
@@ -22,17 +25,31 @@ export interface Block {
   numel: number;
   first: boolean;
   last: boolean;
+  /** An element range that need not start or end on a row boundary. */
+  partial?: boolean;
 }
 
-/** The blocks of `t`, in order; `maxElements` Infinity keeps the tensor whole. */
-export function blocksOf(t: TensorInfo, maxElements = BLOCK_ELEMENTS): Block[] {
+/**
+ * The blocks of `t`, in order, each of at most `maxElements` elements (Infinity keeps the tensor whole).
+ * `wholeRows` keeps rows unsplit (a LoRA delta is computed per row) even where one row is larger.
+ */
+export function blocksOf(t: TensorInfo, maxElements = BLOCK_ELEMENTS, wholeRows = false): Block[] {
   const rows = t.shape.length >= 2 ? t.shape[0] : 1;
   const rowElements = rows === 0 ? 0 : t.numel / rows;
-  const perBlock = rowElements === 0 ? Math.max(rows, 1) : Math.max(1, Math.floor(maxElements / rowElements));
   const blocks: Block[] = [];
+  if (!wholeRows && rowElements > maxElements) {
+    for (let s = 0; s < t.numel; s += maxElements) {
+      const n = Math.min(maxElements, t.numel - s);
+      const row0 = Math.floor(s / rowElements);
+      const row1 = Math.ceil((s + n) / rowElements);
+      blocks.push({ tensor: t, row0, row1, rowElements, start: s, numel: n, first: s === 0, last: s + n >= t.numel, partial: true });
+    }
+    return blocks;
+  }
+  const perBlock = rowElements === 0 ? Math.max(rows, 1) : Math.max(1, Math.floor(maxElements / rowElements));
   for (let r = 0; r < rows || blocks.length === 0; r += perBlock) {
     const row1 = Math.min(rows, r + perBlock);
-    blocks.push({ tensor: t, row0: r, row1, rowElements, start: r * rowElements, numel: (row1 - r) * rowElements, first: r === 0, last: row1 >= rows });
+    blocks.push({ tensor: t, row0: r, row1, rowElements, start: r * rowElements, numel: (row1 - r) * rowElements, first: r === 0, last: row1 >= rows, partial: false });
   }
   return blocks;
 }
@@ -47,7 +64,8 @@ export function blockInfo(b: Block): TensorInfo {
   const t = b.tensor;
   if (b.first && b.last) return t;
   const eb = elementBytes(t.dtype);
-  return { ...t, offset: t.offset + b.start * eb, byteLength: b.numel * eb, numel: b.numel, shape: [b.row1 - b.row0, ...t.shape.slice(1)] };
+  const shape = b.partial ? [b.numel] : [b.row1 - b.row0, ...t.shape.slice(1)];
+  return { ...t, offset: t.offset + b.start * eb, byteLength: b.numel * eb, numel: b.numel, shape };
 }
 
 /** Reads of one step: the raw bytes of several blocks (from different files), into buffers the step owns. */

@@ -74,6 +74,16 @@ export interface MaskJson {
 export const MASK_ORDER =
   'modules as listed in perModule; within a module, kept elements in ascending row-major index of the base weight';
 
+/** Refuses a perModule entry that is not what mask writes (null, a name that is not a string, a bad shape). */
+function checkEntry(file: string, m: unknown, i: number): asserts m is MaskModule {
+  const e = m as Partial<MaskModule> | null;
+  if (e === null || typeof e !== 'object' || Array.isArray(e)) throw new LensError(file, `perModule[${i}] is ${JSON.stringify(m)}, not a module entry`);
+  if (typeof e.name !== 'string' || e.name === '') throw new LensError(file, `perModule[${i}] has no module name`);
+  if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new LensError(file, `perModule[${i}] shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`, e.name);
+  }
+}
+
 /** A mask opened for reading: the JSON, and the kept indices of each module on demand. */
 export class Mask {
   readonly handles = new FileHandles();
@@ -105,7 +115,11 @@ export class Mask {
     }
     const header = readHeader(stFile);
     const tensors = new Map(header.tensors.map((t) => [t.name, t]));
-    for (const m of json.perModule) {
+    const names = new Set<string>();
+    for (const [i, m] of json.perModule.entries()) {
+      checkEntry(jsonFile, m, i);
+      if (names.has(m.name)) throw new LensError(jsonFile, 'module listed twice in perModule', m.name);
+      names.add(m.name);
       const t = tensors.get(m.name);
       if (!t) throw new LensError(stFile, 'module listed in mask.json has no mask tensor', m.name);
       if (t.dtype !== 'BOOL') throw new LensError(stFile, `mask tensor has dtype ${t.dtype}, expected BOOL`, m.name);

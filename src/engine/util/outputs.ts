@@ -7,6 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LensError } from '../errors';
 import { writeFileAtomic } from '../safetensors/writer';
+import { chargeWrite } from '../safetensors/faults';
+import { fsErrorText } from '../../shared/files';
 
 /** Flags that name files or folders a command reads. */
 export const INPUT_FLAGS = ['in', 'base', 'adapter', 'adapters', 'finetuned', 'task-vector', 'mask', 'dictionary', 'truth'] as const;
@@ -47,32 +49,40 @@ function isFile(p: string): boolean {
   return st !== undefined && !st.isDirectory();
 }
 
+/** Files whose presence makes a folder a checkpoint or adapter folder (where a new file could change how it reads). */
+const CHECKPOINT_FILES = /^(config\.json|adapter_config\.json|model_index\.json|.*\.index\.json)$/;
+
 /**
- * The folders whose files an input stands for: a folder itself, or the folder of a `config.json` /
- * `adapter_config.json` given in place of its folder (other single files stand only for themselves).
+ * The folders whose files an input stands for: a folder itself, and the folder of a file given in place
+ * of its folder (`config.json`, a shard) when that folder is a checkpoint or adapter folder.
  */
 function inputFolders(input: string): string[] {
   if (isDir(input)) return [input];
-  const b = path.basename(input);
-  if (isFile(input) && (b === 'config.json' || b === 'adapter_config.json')) return [path.dirname(input)];
-  return [];
+  const dir = path.dirname(input);
+  if (!isFile(input)) return [];
+  try {
+    return fs.readdirSync(dir).some((f) => CHECKPOINT_FILES.test(f)) ? [dir] : [];
+  } catch {
+    return []; // an unreadable folder: the input's own open reports it
+  }
 }
 
 /**
  * Refuses `output` (`what` names it) when writing it would replace or change an input: it is an input,
  * a folder holding one, an existing file directly inside an input folder (a model's `config.json`, a
- * shard), or a new `.safetensors` file there (a folder with one unnamed weights file is a checkpoint,
- * which a second would break). A new folder, or another new file, inside an input folder is allowed.
+ * shard), or a new file there when the output is a file (`kind`) or a `.safetensors` name (a report or
+ * a second weights file beside a checkpoint's can change how it reads: `model.safetensors.index.json`).
+ * A new folder inside an input folder is allowed.
  */
-export function assertNotOverInputs(output: string, what: string, inputs: string[]): void {
+export function assertNotOverInputs(output: string, what: string, inputs: string[], kind: 'file' | 'folder' | 'either' = 'either'): void {
   const o = realish(output);
   for (const input of inputs) {
     const i = realish(input);
     if (o === i) throw new LensError(output, `${what} would overwrite the input ${input}`);
     if (i.startsWith(o + path.sep)) throw new LensError(output, `${what} would replace a folder holding the input ${input}`);
     for (const folder of inputFolders(i)) {
-      if (path.dirname(o) === folder && (isFile(o) || o.endsWith('.safetensors'))) {
-        throw new LensError(output, `${what} would ${isFile(o) ? 'overwrite' : 'add'} ${path.basename(o)}, a file of the input ${input}`);
+      if (path.dirname(o) === folder && (isFile(o) || kind === 'file' || o.endsWith('.safetensors'))) {
+        throw new LensError(output, `${what} would ${isFile(o) ? 'overwrite' : 'add'} ${path.basename(o)} in the folder of the input ${input}; write it elsewhere`);
       }
     }
   }
@@ -85,7 +95,7 @@ export function assertNotOverInputs(output: string, what: string, inputs: string
 export function assertJsonTarget(json: string, inputs: string[], out: string | undefined): void {
   if (json === '-') return;
   if (json === '') throw new LensError('--json', 'needs a file name (or - for stdout)');
-  assertNotOverInputs(json, '--json', inputs);
+  assertNotOverInputs(json, '--json', inputs, 'file');
   if (out !== undefined && realish(out) === realish(json)) throw new LensError(json, '--json names the same path as --out');
   if (isDir(json)) throw new LensError(json, '--json names a folder; give a file name');
   let parent = path.dirname(path.resolve(json));
@@ -115,12 +125,53 @@ export function assertSafeOutputs(positional: string[], flags: Record<string, un
   if (typeof flags.json === 'string') assertJsonTarget(flags.json, inputs, out);
 }
 
-/** Writes a report file, creating its folder; a failure is an input error naming the file. */
+/**
+ * Writes a report file (`--json FILE`): a new path or a regular file is replaced atomically (through a
+ * symlink to a file, the file), a character device or a pipe (`/dev/stdout`, `>(jq .)`) is written in
+ * place (a pipe only when a reader is there, so nothing blocks), anything else is refused. A failure
+ * (a full disk included: the data is synced before the rename) is bad input naming the file.
+ */
 export function writeReportFile(target: string, text: string): void {
+  let st: fs.Stats | undefined;
   try {
-    fs.mkdirSync(path.dirname(path.resolve(target)), { recursive: true });
-    writeFileAtomic(target, text);
+    st = fs.statSync(target);
   } catch (e) {
-    throw new LensError(target, `cannot write the report: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new LensError(target, `cannot write the report: ${fsErrorText(e)}`);
+  }
+  try {
+    if (st === undefined || st.isFile()) {
+      const real = realish(target);
+      fs.mkdirSync(path.dirname(real), { recursive: true });
+      writeFileAtomic(real, text);
+    } else if (st.isCharacterDevice() || st.isFIFO()) {
+      writeInPlace(target, text, st.isFIFO());
+    } else {
+      throw new LensError(target, `cannot write the report: it ${st.isDirectory() ? 'is a folder' : 'is not a regular file'}; give a file name`);
+    }
+  } catch (e) {
+    if (e instanceof LensError) throw e;
+    throw new LensError(target, `cannot write the report: ${fsErrorText(e)}`);
+  }
+}
+
+function writeInPlace(target: string, text: string, pipe: boolean): void {
+  let fd: number;
+  if (pipe) {
+    // Non-blocking open fails (ENXIO) when no one reads; with a reader there, the blocking open returns at once.
+    const probe = fs.openSync(target, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    try {
+      fd = fs.openSync(target, fs.constants.O_WRONLY);
+    } finally {
+      fs.closeSync(probe);
+    }
+  } else {
+    fd = fs.openSync(target, fs.constants.O_WRONLY);
+  }
+  try {
+    const bytes = Buffer.from(text, 'utf8');
+    chargeWrite(bytes.length);
+    for (let done = 0; done < bytes.length; ) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+  } finally {
+    fs.closeSync(fd);
   }
 }

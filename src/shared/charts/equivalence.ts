@@ -219,7 +219,7 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
 /** True when the positive values span at least a factor of 10. */
 export function spansDecade(values: number[]): boolean {
   const positive = values.filter((v) => Number.isFinite(v) && v > 0);
-  return positive.length > 1 && Math.max(...positive) >= 10 * Math.min(...positive);
+  return positive.length > 1 && positive.reduce((a, v) => Math.max(a, v), 0) >= 10 * positive.reduce((a, v) => Math.min(a, v), Infinity);
 }
 
 export function cosineAxisMin(cosines: Array<number | null>): number {

@@ -1,6 +1,7 @@
 /** Reading a safetensors header from disk (Node only: the webview never imports this). */
 import * as fs from 'node:fs';
 import { LensError } from '../errors';
+import { openRegularFile } from '../files';
 import { MAX_HEADER_BYTES, parseHeader, SafetensorsHeader } from './header';
 
 /** fs.read moves at most 2 GiB - 1 per call. */
@@ -8,12 +9,7 @@ export const MAX_READ = 1 << 30;
 
 /** Reads and validates the header only, as huggingface/safetensors does; never touches the data. */
 export function readHeader(file: string): SafetensorsHeader {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new LensError(file, `cannot open: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  const fd = openRegularFile(file);
   try {
     const fileSize = fs.fstatSync(fd).size;
     if (fileSize < 8) throw new LensError(file, `truncated: ${fileSize} bytes, not even the 8-byte header length`);
