@@ -598,7 +598,8 @@ uiTest('Merge and Estimate from the adapter folder\'s context menu', async () =>
   const out = await acceptInput('tiny-llama-qv-merged-bf16');
   const merged = page.locator('.notification-toast', { hasText: `Merged tiny-llama-qv into ${out}` });
   await merged.waitFor({ timeout: 60000 });
-  assert.deepEqual(fs.readdirSync(out).sort(), ['config.json', 'model.safetensors']);
+  // The merged folder holds the model and the output marker by which a re-run may replace it (issue 10's output policy).
+  assert.deepEqual(fs.readdirSync(out).sort(), ['.lora-lens-output.json', 'config.json', 'model.safetensors']);
   assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).torch_dtype, 'bfloat16');
   // The next step: compare the adapter with this bf16 merge, which is an expected loss, not a failure.
   await merged.locator('.monaco-button', { hasText: 'Validate This Merge' }).click();
