@@ -118,7 +118,7 @@ export function chartConfig(spec: ChartSpec, onTensor?: (name: string) => void):
       borderDash: s.dashed ? [6, 4] : undefined,
     };
     if (s.asLine) return { ...base, type: spec.type === 'bar' ? 'line' : 'scatter', showLine: true, pointRadius: 0, borderWidth: 1.5, order: -1 } as ChartDataset;
-    if (spec.type === 'scatter') return { ...base, pointRadius: 3, pointHoverRadius: 5 } as ChartDataset;
+    if (spec.type === 'scatter') return { ...base, pointRadius: s.pointStyle && s.pointStyle !== 'circle' ? 4 : 3, pointHoverRadius: 5, pointStyle: s.pointStyle ?? 'circle' } as ChartDataset;
     return (spec.type === 'line' ? { ...base, borderWidth: 1.5, pointRadius: 3 } : { ...base, borderWidth: 0 }) as ChartDataset;
   });
   const horizontal = spec.horizontal === true;

@@ -27,11 +27,47 @@ function draw(content: PanelContent): void {
     charts = renderPanel(app, panelModel(content), {
       exportJson: () => vscode.postMessage({ type: 'exportJson' }),
       exportPng: (name, chart) => vscode.postMessage({ type: 'exportPng', name, dataUrl: chart.toBase64Image('image/png') }),
+      exportCsv: (section) => vscode.postMessage({ type: 'exportCsv', section }),
+      exportHtml: () => vscode.postMessage({ type: 'exportHtml', body: exportedBody(), theme: themeVariables() }),
       openTensor: (name) => vscode.postMessage({ type: 'openTensor', name }),
     });
   } catch (e) {
     renderError(app, `This report cannot be drawn: ${e instanceof Error ? e.message : String(e)}`);
   }
+}
+
+/**
+ * The drawn panel for an HTML report: charts as PNG images, sections open, without the buttons that
+ * only work in VS Code; tensor links become plain text.
+ */
+function exportedBody(): string {
+  const panel = document.getElementById('panel');
+  if (!panel) return '';
+  const copy = panel.cloneNode(true) as HTMLElement;
+  const canvases = Array.from(panel.querySelectorAll('canvas'));
+  copy.querySelectorAll('canvas').forEach((c, i) => {
+    const img = document.createElement('img');
+    img.src = canvases[i].toDataURL('image/png');
+    img.alt = c.getAttribute('aria-label') ?? '';
+    img.className = 'chart-image';
+    c.replaceWith(img);
+  });
+  copy.querySelectorAll('vscode-button, .section-tools, .header-tools, #status').forEach((e) => e.remove());
+  copy.querySelectorAll('details').forEach((d) => d.setAttribute('open', ''));
+  copy.querySelectorAll('a').forEach((a) => a.replaceWith(...Array.from(a.childNodes)));
+  copy.querySelectorAll('button.sort').forEach((b) => b.replaceWith(b.textContent ?? ''));
+  return copy.outerHTML;
+}
+
+/** The theme's colours and fonts as CSS variables (VS Code sets them on <html>). */
+function themeVariables(): string {
+  const style = document.documentElement.style;
+  const out: string[] = [];
+  for (let i = 0; i < style.length; i++) {
+    const name = style[i];
+    if (name.startsWith('--vscode-')) out.push(`${name}: ${style.getPropertyValue(name)};`);
+  }
+  return out.join(' ');
 }
 
 function receive(m: HostMessage): void {

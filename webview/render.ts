@@ -11,6 +11,8 @@ import { drawChart } from './charts';
 export interface Actions {
   exportJson(): void;
   exportPng(sectionId: string, chart: Chart): void;
+  exportCsv(sectionId: string): void;
+  exportHtml(): void;
   openTensor(name: string): void;
 }
 
@@ -127,18 +129,47 @@ function table(id: string, caption: string, spec: TableSpec, actions: Actions): 
   });
   body.append(...rows);
   const t = el('table', { id }, el('caption', { text: caption }), el('thead', {}, sortableHead(spec, body, rows)), body);
+  rovingFocus(t);
   return el('div', { className: 'table-box', }, t);
 }
 
-/** The section's DOM, and a function drawing its chart once the section is in the page (chart.js measures its box). */
+/**
+ * One tab stop per table: its sort buttons and tensor links take focus with the arrow keys (Home/End
+ * too), so Tab moves from table to table instead of through hundreds of rows.
+ */
+function rovingFocus(t: HTMLTableElement): void {
+  const items = (): HTMLElement[] => Array.from(t.querySelectorAll<HTMLElement>('button.sort, td.tensor a, th.tensor a'));
+  const all = items();
+  all.forEach((e, i) => (e.tabIndex = i === 0 ? 0 : -1));
+  t.addEventListener('keydown', (e) => {
+    const list = items(); // sorting reorders the rows
+    const i = list.indexOf(document.activeElement as HTMLElement);
+    if (i < 0) return;
+    const next = e.key === 'ArrowDown' || e.key === 'ArrowRight' ? i + 1 : e.key === 'ArrowUp' || e.key === 'ArrowLeft' ? i - 1 : e.key === 'Home' ? 0 : e.key === 'End' ? list.length - 1 : null;
+    if (next === null || next < 0 || next >= list.length) return;
+    e.preventDefault();
+    list[i].tabIndex = -1;
+    list[next].tabIndex = 0;
+    list[next].focus();
+  });
+}
+
+/**
+ * The section's DOM, and a function drawing its chart once the section is in the page (chart.js
+ * measures its box). A section collapses by its heading (a <details> open by default).
+ */
 function section(s: Section, actions: Actions, charts: Chart[]): { root: HTMLElement; draw(): void } {
   const heading = el('h2', { id: `heading-${s.id}`, text: s.title });
-  const root = el('section', { id: `section-${s.id}` }, heading);
+  const details = el('details', { className: 'section-body' }, el('summary', {}, heading));
+  details.open = true;
+  const root = el('section', { id: `section-${s.id}` }, details);
   root.setAttribute('aria-labelledby', heading.id);
-  if (s.note) root.append(el('p', { className: 'note', text: s.note }));
-  if (s.summary?.length) root.append(...summaryLists(s.summary));
+  const body = details;
+  if (s.note) body.append(el('p', { className: 'note', text: s.note }));
+  if (s.summary?.length) body.append(...summaryLists(s.summary));
   const figure = el('div', { className: s.chart ? 'figure' : 'figure table-only' });
   let draw = (): void => undefined;
+  let chart: Chart | undefined;
   if (s.chart) {
     const canvas = el('canvas', { id: `chart-${s.id}` });
     canvas.setAttribute('role', 'img');
@@ -146,16 +177,38 @@ function section(s: Section, actions: Actions, charts: Chart[]): { root: HTMLEle
     canvas.dataset.points = String(valueCount(s.chart));
     figure.append(el('div', { className: 'chart-box' }, canvas));
     const spec = s.chart;
-    let chart: Chart | undefined;
     draw = () => {
       chart = drawChart(canvas, spec, actions.openTensor);
       charts.push(chart);
     };
-    root.append(el('div', { className: 'section-tools' }, button(`export-png-${s.id}`, 'Export PNG', `Save "${s.title}" as a PNG image`, () => chart && actions.exportPng(s.id, chart), true)));
   }
+  const tools: HTMLElement[] = [];
+  if (s.chart) tools.push(button(`export-png-${s.id}`, 'Export PNG', `Save "${s.title}" as a PNG image`, () => chart && actions.exportPng(s.id, chart), true));
+  if (s.table) tools.push(button(`export-csv-${s.id}`, 'Export CSV', `Save the table of "${s.title}" as CSV`, () => actions.exportCsv(s.id), true));
+  if (tools.length) body.append(el('div', { className: 'section-tools' }, ...tools));
   if (s.table) figure.append(table(`table-${s.id}`, `${s.title} (data)`, s.table, actions));
-  if (s.chart || s.table) root.append(figure);
+  if (s.chart || s.table) body.append(figure);
   return { root, draw };
+}
+
+/** Links to every section, for panels of many (validate draws twenty). */
+function contents(sections: Section[]): HTMLElement {
+  const list = el('ol', {}, ...sections.map((s) => {
+    const a = el('a', { text: s.title });
+    a.href = `#section-${s.id}`;
+    a.addEventListener('click', (e) => {
+      e.preventDefault();
+      const target = document.getElementById(`section-${s.id}`);
+      const details = target?.querySelector('details');
+      if (details) details.open = true;
+      target?.scrollIntoView();
+      target?.querySelector<HTMLElement>('summary')?.focus();
+    });
+    return el('li', {}, a);
+  }));
+  const nav = el('nav', { id: 'contents', className: 'contents' }, el('h2', { text: 'Contents' }), list);
+  nav.setAttribute('aria-label', 'Sections of this report');
+  return nav;
 }
 
 /** Replaces the page's content with the panel; returns the charts drawn, to destroy on the next render. */
@@ -163,7 +216,15 @@ export function renderPanel(app: HTMLElement, m: PanelModel, actions: Actions): 
   const charts: Chart[] = [];
   const panel = el('div', { id: 'panel' });
   panel.dataset.kind = m.kind;
-  const header = el('header', {}, el('h1', { id: 'panel-title', text: m.heading }), button('export-json', 'Export JSON', 'Save the report as JSON', () => actions.exportJson()));
+  const header = el(
+    'header',
+    {},
+    el('h1', { id: 'panel-title', text: m.heading }),
+    el('div', { className: 'header-tools' },
+      button('export-html', 'Export HTML Report', 'Save the whole panel as one HTML file (charts as images), to attach to an issue or a model card', () => actions.exportHtml()),
+      button('export-json', 'Export JSON', 'Save the report as JSON', () => actions.exportJson(), true),
+    ),
+  );
   panel.append(header);
   if (m.verdict) {
     const v = el('p', { id: 'verdict', className: 'verdict', text: m.verdict.text });
@@ -174,6 +235,7 @@ export function renderPanel(app: HTMLElement, m: PanelModel, actions: Actions): 
   panel.append(el('p', { id: 'status', className: 'status' }));
   if (m.summary.length) panel.append(...summaryLists(m.summary));
   if (m.warnings.length) panel.append(el('ul', { className: 'warnings', id: 'warnings' }, ...m.warnings.map((w) => el('li', { text: w }))));
+  if (m.sections.length >= 4) panel.append(contents(m.sections));
   const sections = m.sections.map((s) => section(s, actions, charts));
   panel.append(...sections.map((s) => s.root));
   app.replaceChildren(panel);

@@ -5,42 +5,52 @@
 import * as vscode from 'vscode';
 import { CensusView } from './census/censusView';
 import { TreeNode } from './census/treeModel';
-import { commandHandlers } from './commands';
+import { CENSUS_STATE, commandHandlers } from './commands';
 import { JobRunner } from './engine/jobRunner';
 import { PYTORCH_VIEW_TYPE, SAFETENSORS_VIEW_TYPE, SafetensorsEditorProvider } from './editor/safetensorsEditor';
-import { onDidRequestTensor, registerPanelSerializers, showReportPanel } from './panels';
+import { onDidRequestTensor, registerPanelSerializers } from './panels';
 import { Pickers } from './pickers';
 import { WorkspaceScanner } from './workspace/scanner';
+import { RecognisedFolders } from './workspace/folders';
 
 export function activate(context: vscode.ExtensionContext): void {
-  const output = vscode.window.createOutputChannel('LoRA Lens');
+  // A log channel: every line timestamped, warnings and errors marked.
+  const output = vscode.window.createOutputChannel('LoRA Lens', { log: true });
   const hostScript = vscode.Uri.joinPath(context.extensionUri, 'dist', 'engine-host.js').fsPath;
   const runner = new JobRunner(hostScript, output);
   const census = new CensusView();
   const censusTree = vscode.window.createTreeView<TreeNode>('loraLens.census', { treeDataProvider: census, showCollapseAll: true });
-  const scanner = new WorkspaceScanner();
+  const scanner = new WorkspaceScanner(context.workspaceState);
   const pickers = new Pickers(context.workspaceState, scanner);
   context.subscriptions.push(output, runner, census, censusTree, scanner);
-  void vscode.commands.executeCommand('setContext', 'loraLens.censusEmpty', true);
-  void scanner.scan();
+
+  // While the census is empty, the view's title says what the workspace holds (a message would hide the
+  // welcome buttons, and a description is hidden when the view is alone in its container).
+  const describeWorkspace = (f: RecognisedFolders): void => {
+    const n = (k: number, one: string): string => `${k} ${one}${k === 1 ? '' : 's'}`;
+    censusTree.title = census.paths.length > 0 ? 'Parameter Census' : `Parameter Census (${n(f.adapters.length, 'adapter')}, ${n(f.models.length, 'model')} found)`;
+  };
+  context.subscriptions.push(
+    scanner.onDidChange(describeWorkspace),
+    census.onDidChangeOpen((open) => {
+      void context.workspaceState.update(CENSUS_STATE, open);
+      describeWorkspace(scanner.folders);
+    }),
+    vscode.workspace.onDidChangeConfiguration((e) => e.affectsConfiguration('loraLens.cosineThreshold') && census.refresh()),
+  );
 
   const handlers = commandHandlers({ context, runner, census, censusTree, scanner, pickers, output });
   for (const [id, handler] of Object.entries(handlers)) {
     context.subscriptions.push(
       vscode.commands.registerCommand(id, (arg?: unknown) =>
         handler(arg instanceof vscode.Uri || isTreeNode(arg) ? arg : undefined).catch((e: unknown) => {
-          output.appendLine(`${id}: ${(e as Error).stack ?? e}`);
+          output.error(`${id}: ${(e as Error).stack ?? e}`);
           void vscode.window.showErrorMessage(`LoRA Lens: ${(e as Error).message}`);
         }),
       ),
     );
   }
   context.subscriptions.push(
-    vscode.commands.registerCommand('loraLens.showCensusPanel', (n?: TreeNode) => {
-      const path = n?.checkpoint ?? census.paths[0];
-      const report = path === undefined ? undefined : census.reportOf(path);
-      if (report !== undefined) showReportPanel(context, 'census', report, `Census: ${n?.label ?? path}`);
-    }),
     ...[SAFETENSORS_VIEW_TYPE, PYTORCH_VIEW_TYPE].map((viewType) =>
       vscode.window.registerCustomEditorProvider(viewType, new SafetensorsEditorProvider(), {
         webviewOptions: { retainContextWhenHidden: false },
@@ -53,6 +63,8 @@ export function activate(context: vscode.ExtensionContext): void {
     }),
   );
   registerPanelSerializers(context);
+  void scanner.scan();
+  void vscode.commands.executeCommand('loraLens.restoreCensus');
 }
 
 function isTreeNode(x: unknown): x is TreeNode {

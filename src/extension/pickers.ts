@@ -11,15 +11,44 @@ interface PathItem extends vscode.QuickPickItem {
   browse?: 'folder' | 'file';
 }
 
+export interface Choice {
+  value: string;
+  label?: string;
+  detail?: string;
+  description?: string;
+}
+
 /**
  * The questions the commands ask: recognised adapter and model folders of the workspace first, the
- * last choice of each question on top (workspaceState), "Browse…" for anything else.
+ * last choice of each question on top (workspaceState), "Browse…" for anything else. Lists of folders
+ * wait for the first workspace scan (busy, "Looking for checkpoints…") instead of showing a partial list.
+ * A command announces how many questions it asks (`steps`), and each shows "k/n".
  */
 export class Pickers {
+  private step = 0;
+  private totalSteps: number | undefined;
+
   constructor(
     private readonly state: vscode.Memento,
     private readonly scanner: WorkspaceScanner,
   ) {}
+
+  /** The next questions are `total` steps of one command (shown as "1/4", "2/4"…). */
+  steps(total: number): void {
+    this.step = 0;
+    this.totalSteps = total;
+  }
+
+  /** A question the command skips (the Explorer gave its answer): the next one still shows its own number. */
+  skip(): void {
+    this.step++;
+  }
+
+  private nextStep(): { step?: number; totalSteps?: number } {
+    if (this.totalSteps === undefined) return {};
+    this.step++;
+    return this.step <= this.totalSteps ? { step: this.step, totalSteps: this.totalSteps } : {};
+  }
 
   private last(key: string): string | undefined {
     return this.state.get<string>(`loraLens.last.${key}`);
@@ -35,26 +64,74 @@ export class Pickers {
   }
 
   /**
+   * A quick pick whose items may depend on the workspace scan: shown at once, busy until the scan is done.
+   * Resolves to the accepted items (one unless canPickMany), or undefined when dismissed.
+   */
+  private pickFrom<T extends vscode.QuickPickItem>(title: string, items: () => T[], opts: { canPickMany?: boolean; needsScan?: boolean; placeholder?: string } = {}): Promise<readonly T[] | undefined> {
+    const qp = vscode.window.createQuickPick<T>();
+    Object.assign(qp, this.nextStep());
+    qp.title = title;
+    qp.placeholder = opts.placeholder ?? title;
+    qp.matchOnDescription = true;
+    qp.ignoreFocusOut = true;
+    qp.canSelectMany = opts.canPickMany ?? false;
+    const fill = (): void => {
+      const list = items();
+      qp.items = list;
+      if (qp.canSelectMany) qp.selectedItems = list.filter((i) => i.picked);
+    };
+    const waiting = opts.needsScan && !this.scanner.isReady;
+    if (waiting) {
+      qp.busy = true;
+      qp.placeholder = 'Looking for checkpoints in the workspace…';
+      void this.scanner.ready.then(() => {
+        fill();
+        qp.busy = false;
+        qp.placeholder = opts.placeholder ?? title;
+      });
+    }
+    fill();
+    return new Promise((resolve) => {
+      let done = false;
+      qp.onDidAccept(() => {
+        const picked = qp.canSelectMany ? qp.selectedItems : qp.activeItems.slice(0, 1);
+        if (picked.length === 0 || qp.busy) return;
+        done = true;
+        resolve(picked);
+        qp.hide();
+      });
+      qp.onDidHide(() => {
+        if (!done) resolve(undefined);
+        qp.dispose();
+      });
+      qp.show();
+    });
+  }
+
+  /**
    * One path: `key` names the question (remembered per question), `kinds` the folders offered,
    * `files` adds a "Browse for a .safetensors file…" entry (a task vector, a single-file checkpoint).
    */
   async path(key: string, title: string, kinds: FolderKind[], opts: { files?: boolean; preferred?: string } = {}): Promise<string | undefined> {
     const last = this.last(key);
-    const items: PathItem[] = this.candidates(kinds).map((c) => ({
-      label: path.basename(c.path),
-      description: vscode.workspace.asRelativePath(c.path),
-      detail: c.kind === 'adapter' ? 'PEFT adapter' : 'model',
-      path: c.path,
-    }));
-    const first = opts.preferred ?? last;
-    if (first !== undefined && fs.existsSync(first)) {
-      const i = items.findIndex((it) => it.path === first);
-      const top = i >= 0 ? items.splice(i, 1)[0] : { label: path.basename(first), description: first, path: first };
-      items.unshift({ ...top, detail: [top.detail, first === last ? 'last used' : 'suggested'].filter(Boolean).join(' · ') });
-    }
-    items.push({ label: '$(folder-opened) Browse for a folder…', browse: 'folder', alwaysShow: true });
-    if (opts.files) items.push({ label: '$(file) Browse for a .safetensors file…', browse: 'file', alwaysShow: true });
-    const pick = await vscode.window.showQuickPick(items, { title, placeHolder: title, matchOnDescription: true, ignoreFocusOut: true });
+    const items = (): PathItem[] => {
+      const list: PathItem[] = this.candidates(kinds).map((c) => ({
+        label: path.basename(c.path),
+        description: vscode.workspace.asRelativePath(c.path),
+        detail: c.kind === 'adapter' ? 'PEFT adapter' : 'model',
+        path: c.path,
+      }));
+      const first = opts.preferred ?? last;
+      if (first !== undefined && fs.existsSync(first)) {
+        const i = list.findIndex((it) => it.path === first);
+        const top = i >= 0 ? list.splice(i, 1)[0] : { label: path.basename(first), description: first, path: first };
+        list.unshift({ ...top, detail: [top.detail, first === last ? 'last used' : 'suggested'].filter(Boolean).join(' · ') });
+      }
+      list.push({ label: '$(folder-opened) Browse for a folder…', browse: 'folder', alwaysShow: true });
+      if (opts.files) list.push({ label: '$(file) Browse for a .safetensors file…', browse: 'file', alwaysShow: true });
+      return list;
+    };
+    const pick = (await this.pickFrom(title, items, { needsScan: kinds.length > 0 }))?.[0];
     if (!pick) return undefined;
     let chosen = pick.path;
     if (pick.browse) {
@@ -73,20 +150,22 @@ export class Pickers {
 
   /** Several adapter folders (an UNMERGE dictionary); the last selection is preselected. */
   async adapters(key: string, title: string): Promise<string[] | undefined> {
+    await this.scanner.ready;
     const lastSet = new Set((this.last(key) ?? '').split('\n').filter((s) => s !== ''));
-    const items: PathItem[] = this.candidates(['adapter']).map((c) => ({
-      label: path.basename(c.path),
-      description: vscode.workspace.asRelativePath(c.path),
-      path: c.path,
-      picked: lastSet.has(c.path),
-    }));
-    if (items.length === 0) {
+    const items = (): PathItem[] =>
+      this.candidates(['adapter']).map((c) => ({
+        label: path.basename(c.path),
+        description: vscode.workspace.asRelativePath(c.path),
+        path: c.path,
+        picked: lastSet.has(c.path),
+      }));
+    if (items().length === 0) {
       const uris = await vscode.window.showOpenDialog({ title, canSelectFolders: true, canSelectMany: true });
       const paths = uris?.map((u) => u.fsPath);
       if (paths?.length) this.remember(key, paths.join('\n'));
       return paths?.length ? paths : undefined;
     }
-    const picks = await vscode.window.showQuickPick(items, { title, canPickMany: true, ignoreFocusOut: true });
+    const picks = await this.pickFrom(title, items, { canPickMany: true });
     if (!picks || picks.length === 0) return undefined;
     const paths = picks.map((p) => p.path as string);
     this.remember(key, paths.join('\n'));
@@ -94,32 +173,72 @@ export class Pickers {
   }
 
   /** One of fixed choices, the setting's default (or the last choice) first. */
-  async choice<T extends string>(key: string, title: string, choices: Array<{ value: T; detail?: string }>, fallback: T): Promise<T | undefined> {
+  async choice<T extends string>(key: string, title: string, choices: Array<Choice & { value: T }>, fallback: T): Promise<T | undefined> {
     const last = this.last(key);
     const first = last ?? fallback;
-    const items = choices.map((c) => ({ label: c.value, detail: c.detail, description: c.value === first ? (last !== undefined ? 'last used' : 'default') : undefined }));
-    items.sort((a, b) => Number(b.label === first) - Number(a.label === first));
-    const pick = await vscode.window.showQuickPick(items, { title, placeHolder: title, ignoreFocusOut: true });
-    if (pick) this.remember(key, pick.label);
-    return choices.find((c) => c.value === pick?.label)?.value;
+    const items = choices.map((c) => ({
+      label: c.label ?? c.value,
+      value: c.value,
+      detail: c.detail,
+      description: [c.description, c.value === first ? (last !== undefined ? 'last used' : 'default') : undefined].filter(Boolean).join(' · ') || undefined,
+    }));
+    items.sort((a, b) => Number(b.value === first) - Number(a.value === first));
+    const pick = (await this.pickFrom(title, () => items))?.[0];
+    if (pick) this.remember(key, pick.value);
+    return choices.find((c) => c.value === pick?.value)?.value;
+  }
+
+  /** Several of fixed choices (`picked` preselected), the last selection preselected instead when there is one. */
+  async many(key: string, title: string, choices: Array<Choice & { picked?: boolean }>): Promise<string[] | undefined> {
+    const last = this.last(key)?.split(',');
+    const lastSet = last ? new Set(last) : undefined;
+    const useLast = lastSet !== undefined && choices.some((c) => lastSet.has(c.value));
+    const items = choices.map((c) => ({ label: c.label ?? c.value, value: c.value, detail: c.detail, description: c.description, picked: useLast ? lastSet.has(c.value) : c.picked === true }));
+    const picks = await this.pickFrom(title, () => items, { canPickMany: true });
+    if (!picks || picks.length === 0) return undefined;
+    const values = picks.map((p) => p.value);
+    this.remember(key, values.join(','));
+    return values;
+  }
+
+  private input(opts: { title: string; value: string; prompt?: string; valueSelection?: [number, number]; validate?: (s: string) => string | undefined }): Promise<string | undefined> {
+    const box = vscode.window.createInputBox();
+    Object.assign(box, this.nextStep());
+    box.title = opts.title;
+    box.value = opts.value;
+    box.prompt = opts.prompt;
+    box.ignoreFocusOut = true;
+    if (opts.valueSelection) box.valueSelection = opts.valueSelection;
+    const check = (): void => {
+      box.validationMessage = opts.validate?.(box.value);
+    };
+    check();
+    return new Promise((resolve) => {
+      let done = false;
+      box.onDidChangeValue(check);
+      box.onDidAccept(() => {
+        if (opts.validate?.(box.value)) return;
+        done = true;
+        resolve(box.value);
+        box.hide();
+      });
+      box.onDidHide(() => {
+        if (!done) resolve(undefined);
+        box.dispose();
+      });
+      box.show();
+    });
   }
 
   async number(key: string, title: string, fallback: number, min = 1): Promise<number | undefined> {
-    const v = await vscode.window.showInputBox({
+    const v = await this.input({
       title,
       value: this.last(key) ?? String(fallback),
-      ignoreFocusOut: true,
-      validateInput: (s) => (Number.isInteger(Number(s)) && Number(s) >= min ? undefined : `a whole number ≥ ${min}`),
+      validate: (s) => (Number.isInteger(Number(s)) && Number(s) >= min ? undefined : `a whole number ≥ ${min}`),
     });
     if (v === undefined) return undefined;
     this.remember(key, v);
     return Number(v);
-  }
-
-  async text(key: string, title: string, fallback: string, validate?: (s: string) => string | undefined): Promise<string | undefined> {
-    const v = await vscode.window.showInputBox({ title, value: this.last(key) ?? fallback, ignoreFocusOut: true, validateInput: validate });
-    if (v !== undefined) this.remember(key, v);
-    return v;
   }
 
   /**
@@ -130,13 +249,12 @@ export class Pickers {
     const pattern = vscode.workspace.getConfiguration('loraLens').get<string>('outputFolderPattern', '${workspaceFolder}/lora-lens-out/${name}-${job}');
     const ws = vscode.workspace.getWorkspaceFolder(vscode.Uri.file(near))?.uri.fsPath ?? vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? path.dirname(near);
     const proposed = path.resolve(ws, expandPattern(pattern, { workspaceFolder: ws, name, job })) + ext;
-    const v = await vscode.window.showInputBox({
+    const v = await this.input({
       title,
       prompt: fs.existsSync(proposed) ? 'This path exists: an earlier output of this job is replaced when the job succeeds; a folder holding other files is refused.' : 'Written atomically: nothing appears there unless the job succeeds.',
       value: proposed,
       valueSelection: [proposed.length - path.basename(proposed).length, proposed.length - ext.length],
-      ignoreFocusOut: true,
-      validateInput: (s) => (s.trim() === '' ? 'an output path is needed' : undefined),
+      validate: (s) => (s.trim() === '' ? 'an output path is needed' : undefined),
     });
     return v === undefined ? undefined : path.resolve(ws, v.trim());
   }

@@ -27,7 +27,10 @@ export interface PanelContent {
 export type HostMessage =
   | ({ type: 'show' } & PanelContent)
   /** The outcome of an export the webview asked for, shown as a transient note. */
-  | { type: 'exported'; what: 'json' | 'png'; file: string | null };
+  | { type: 'exported'; what: ExportKind; file: string | null };
+
+export type ExportKind = 'json' | 'png' | 'csv' | 'html';
+const EXPORT_KINDS: readonly string[] = ['json', 'png', 'csv', 'html'];
 
 /** Webview -> host. */
 export type WebviewMessage =
@@ -38,7 +41,14 @@ export type WebviewMessage =
   /** Save one chart as a PNG; `name` suggests the file name. */
   | { type: 'exportPng'; name: string; dataUrl: string }
   /** The user picked a tensor in a table: reveal it in the census tree. */
-  | { type: 'openTensor'; name: string };
+  | { type: 'openTensor'; name: string }
+  /** Save one section's table as CSV (built by the host from the content it holds). */
+  | { type: 'exportCsv'; section: string }
+  /**
+   * Save the panel as one HTML file: `body` is the page's drawn panel (charts as data: images), `theme`
+   * the page's CSS variables; the host wraps them in a document whose CSP runs no script.
+   */
+  | { type: 'exportHtml'; body: string; theme: string };
 
 /** A PNG of a chart drawn at up to a few thousand pixels is well below this. */
 export const MAX_PNG_DATA_URL = 32 * 1024 * 1024;
@@ -46,6 +56,8 @@ const PNG_DATA_URL = /^data:image\/png;base64,[A-Za-z0-9+/]+={0,2}$/;
 /** A chart id used as a file name stem: no path separators, no dots up front. */
 const FILE_STEM = /^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$/;
 const MAX_TENSOR_NAME = 1024;
+/** A panel with all its charts as PNGs stays far below this. */
+export const MAX_HTML_EXPORT = 64 * 1024 * 1024;
 
 /** The typed message, or null for anything malformed (unknown type, missing or ill-typed fields). */
 export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
@@ -66,6 +78,16 @@ export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
       const { name } = m;
       if (typeof name !== 'string' || name.length === 0 || name.length > MAX_TENSOR_NAME) return null;
       return { type: 'openTensor', name };
+    }
+    case 'exportCsv': {
+      const { section } = m;
+      if (typeof section !== 'string' || !FILE_STEM.test(section)) return null;
+      return { type: 'exportCsv', section };
+    }
+    case 'exportHtml': {
+      const { body, theme } = m;
+      if (typeof body !== 'string' || typeof theme !== 'string' || body.length + theme.length > MAX_HTML_EXPORT) return null;
+      return { type: 'exportHtml', body, theme };
     }
     default:
       return null;
@@ -91,8 +113,8 @@ export function parseHostMessage(raw: unknown): HostMessage | null {
     const content = parsePanelContent(m);
     return content && { type: 'show', ...content };
   }
-  if (m.type === 'exported' && (m.what === 'json' || m.what === 'png') && (typeof m.file === 'string' || m.file === null)) {
-    return { type: 'exported', what: m.what, file: m.file };
+  if (m.type === 'exported' && typeof m.what === 'string' && EXPORT_KINDS.includes(m.what) && (typeof m.file === 'string' || m.file === null)) {
+    return { type: 'exported', what: m.what as ExportKind, file: m.file };
   }
   return null;
 }

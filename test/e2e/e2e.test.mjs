@@ -265,7 +265,7 @@ before(async () => {
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   page = browser.pages()[0] ?? await browser.newPage();
-  await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`);
+  await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`, { timeout: 120000 }); // a loaded machine can take long
   await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
   await page.locator('.activitybar .action-item a[aria-label="LoRA Lens"]').waitFor({ timeout: 60000 });
   // A wider side bar, so the tree's descriptions (shapes, cosines) show in the screenshots.
@@ -284,6 +284,22 @@ after(async () => {
   if (tmp && !process.env.KEEP_TMP) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
+uiTest('the empty census says what the workspace holds, offers the demo, and the walkthrough opens', async () => {
+  await showContainer('LoRA Lens');
+  const view = page.locator('[id="workbench.view.extension.loraLens"]');
+  await view.locator('.monaco-button', { hasText: 'Try the Demo' }).waitFor({ timeout: 30000 });
+  await page.locator('.part.sidebar').getByText('(1 adapter, 4 models found)').first().waitFor({ timeout: 30000 });
+  await shot('census-welcome');
+  await view.locator('.monaco-button', { hasText: 'Get Started' }).click();
+  const walkthrough = page.locator('.gettingStartedContainer');
+  await walkthrough.getByText('Get Started with LoRA Lens').first().waitFor({ timeout: 30000 });
+  for (const step of ['Get checkpoints to look at', 'Open a checkpoint in the Parameter Census', 'Validate in one go']) {
+    await walkthrough.getByText(step).first().waitFor({ timeout: 10000 });
+  }
+  await shot('walkthrough');
+  await palette('View: Close All Editors');
+});
+
 uiTest('Explorer context menu opens a model in the Parameter Census tree', async () => {
   await showContainer('Explorer');
   await expandExplorer('models');
@@ -292,7 +308,7 @@ uiTest('Explorer context menu opens a model in the Parameter Census tree', async
   for (const entry of ['Extract Task Vector…', 'Build UNMERGE Mask…', 'Decompose Merged Model…', 'Estimate LoRA Parameters…']) {
     assert.equal(await page.locator('.context-view .monaco-menu .action-label', { hasText: entry }).count(), 1, entry);
   }
-  for (const entry of ['Merge LoRA Adapter…', 'Compare LoRA vs Task Vector…', 'Validate Equivalence…', 'Analyze Merge Precision…']) {
+  for (const entry of ['Merge LoRA Adapter…', 'Compare Adapter with Merged/Fine-tuned Model…', 'Validate Equivalence…', 'Analyze Merge Precision…']) {
     assert.equal(await page.locator('.context-view .monaco-menu .action-label', { hasText: entry }).count(), 0, entry);
   }
   await shot('explorer-context-menu');
@@ -314,7 +330,7 @@ uiTest('an adapter folder gets the adapter actions, and its census marks LoRA ta
   await showContainer('Explorer');
   await expandExplorer('adapters');
   const item = await contextMenu('tiny-llama-qv', 'Open Checkpoint in Census');
-  for (const entry of ['Merge LoRA Adapter…', 'Compare LoRA vs Task Vector…', 'Validate Equivalence…', 'Analyze Merge Precision…']) {
+  for (const entry of ['Merge LoRA Adapter…', 'Compare Adapter with Merged/Fine-tuned Model…', 'Validate Equivalence…', 'Analyze Merge Precision…']) {
     assert.equal(await page.locator('.context-view .monaco-menu .action-label', { hasText: entry }).count(), 1, entry);
   }
   assert.equal(await page.locator('.context-view .monaco-menu .action-label', { hasText: 'Extract Task Vector…' }).count(), 0);
@@ -327,10 +343,11 @@ uiTest('an adapter folder gets the adapter actions, and its census marks LoRA ta
 });
 
 uiTest('Compare from the palette: numbers in the panel, then cosine and norms in the tree', async () => {
-  await palette('LoRA Lens: Compare LoRA vs Task Vector…');
+  await palette('LoRA Lens: Compare Adapter with Merged/Fine-tuned Model…');
+  await asked('LoRA adapter folder (1/4)'); // multi-step questions count their steps
   await pick('LoRA adapter folder', 'tiny-llama-qv');
   await pick('Base model folder', 'tiny-llama'); // suggested from the adapter's base_model_name_or_path
-  await pick('Fine-tuned model folder', 'tiny-llama-finetuned');
+  await pick('Merged or fine-tuned model folder', 'tiny-llama-finetuned');
   const out = await acceptInput('tiny-llama-qv-compare');
   const wv = webview();
   await wv.locator('#panel[data-kind="compare"][data-state="ready"]').waitFor({ timeout: 60000 });
@@ -345,9 +362,9 @@ uiTest('Compare from the palette: numbers in the panel, then cosine and norms in
   await page.waitForFunction(() => [...document.querySelectorAll('[id="workbench.view.extension.loraLens"] .label-description')].some((e) => e.textContent.includes('cos ')), null, { timeout: 20000 });
   const q = (await censusItems()).find((i) => i.label === 'self_attn.q_proj.weight' && i.description.includes('cos'));
   assert.ok(q, JSON.stringify(await censusItems()));
-  const cos = Number(/cos ([\d.]+)/.exec(q.description)[1]);
+  const cos = Number(/cos ([\d.]+)/.exec(q.description)[1]); // the comparison first, where a narrow side bar shows it
   assert.ok(cos > 0.9999 && cos <= 1, q.description);
-  assert.match(q.description, /^64×64 · F32 · 4,096 · LoRA · cos [\d.]+ · ‖ΔW‖ [\d.e-]+ · ‖τ‖ [\d.e-]+$/);
+  assert.match(q.description, /^cos [\d.]+ · 64×64 · F32 · 4,096 · LoRA$/);
   // The base's tree marks the adapter's targets (q and v of both layers), and only them.
   const items = await censusItems();
   assert.ok(items.some((i) => i.label === 'Attention — 8 tensors, 4 LoRA targets'), JSON.stringify(items.map((i) => i.label)));
@@ -365,6 +382,26 @@ uiTest('Compare from the palette: numbers in the panel, then cosine and norms in
   await wv.locator('#status', { hasText: `Saved ${png}` }).waitFor({ timeout: 20000 });
   assert.deepEqual([...fs.readFileSync(png).subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
   assert.ok(fs.statSync(png).size > 5000, 'a drawn chart, not an empty canvas');
+  // Every table exports as CSV, with the raw numbers.
+  await wv.locator('#export-csv-cosine').click();
+  const csv = await answerSaveDialog('compare-cosine.csv');
+  await wv.locator('#status', { hasText: `Saved ${csv}` }).waitFor({ timeout: 20000 });
+  const csvLines = fs.readFileSync(csv, 'utf8').trim().split('\r\n');
+  assert.equal(csvLines[0], 'tensor,layer,projection,cosine,relative Frobenius error');
+  assert.equal(csvLines.length, 1 + 4, 'a row per shared tensor');
+  // The whole panel as one HTML file, which a browser opens on its own (charts as images, no script).
+  await wv.locator('#export-html').click();
+  const html = await answerSaveDialog('compare-report.html');
+  await toast('Saved the report as').waitFor({ timeout: 20000 });
+  const report = await browser.newPage();
+  await report.goto(`file://${html}`);
+  assert.equal(await report.locator('#panel-title').innerText(), 'Adapter tiny-llama-qv vs merged/fine-tuned model tiny-llama-finetuned');
+  const images = await report.locator('img.chart-image').evaluateAll((imgs) => imgs.map((i) => i.naturalWidth));
+  assert.ok(images.length >= 4 && images.every((w) => w > 100), `charts as images: ${images}`);
+  assert.ok(await report.locator('#table-cosine tbody tr').count() === 4);
+  await report.screenshot({ path: path.join(SHOTS, 'html-report.png'), fullPage: false });
+  await report.close();
+  await palette('Notifications: Clear All Notifications');
 
   // A tensor picked in the panel's table is revealed and selected in the tree.
   await wv.locator('#table-cosine').getByText('model.layers.0.self_attn.v_proj.weight', { exact: true }).click();
@@ -372,6 +409,24 @@ uiTest('Compare from the palette: numbers in the panel, then cosine and norms in
   await selected.filter({ hasText: 'self_attn.v_proj.weight' }).waitFor({ timeout: 20000 });
   const row = page.locator('[id="workbench.view.extension.loraLens"] .monaco-list-row.selected');
   assert.match(await row.getAttribute('aria-label'), /model\.layers\.0\.self_attn\.v_proj\.weight/);
+});
+
+uiTest('a tensor\'s context menu: copy its name, charts, LoRA targets, reveal', async () => {
+  await palette('View: Close All Editors');
+  await showContainer('LoRA Lens');
+  const row = censusRows().filter({ has: page.locator('.label-name', { hasText: /^self_attn\.q_proj\.weight$/ }) }).first();
+  await row.waitFor({ timeout: 20000 });
+  await row.click({ button: 'right' });
+  const menu = page.locator('.context-view .monaco-menu');
+  await menu.waitFor({ timeout: 10000 });
+  for (const entry of ['Copy Tensor Name', 'Show Census Charts', 'Show LoRA Targets of an Adapter…', 'Reveal in Explorer']) {
+    assert.equal(await menu.locator('.action-label', { hasText: entry }).count(), 1, entry);
+  }
+  await shot('tensor-context-menu');
+  await clickMenuItem(menu.locator('.action-label', { hasText: 'Show Census Charts' }));
+  await webview().locator('#panel[data-kind="census"][data-state="ready"]').waitFor({ timeout: 30000 });
+  assert.match(await webview().locator('#panel-title').innerText(), /^Census: tiny-llama$/);
+  await palette('View: Close All Editors');
 });
 
 uiTest('a long job is cancelled from its notification and leaves nothing behind', async () => {
@@ -454,6 +509,7 @@ uiTest('a .safetensors file opens in the header viewer: verdict, table, filter',
   await panelShot('safetensors-viewer');
 });
 
+let validateOut;
 uiTest('precision, validate and census panels draw their reports', async () => {
   for (const [command, kind] of [
     ['LoRA Lens: Analyze Merge Precision…', 'precision'],
@@ -463,7 +519,16 @@ uiTest('precision, validate and census panels draw their reports', async () => {
     await palette(command);
     await pick('LoRA adapter folder', 'tiny-llama-qv');
     await pick('Base model folder', 'tiny-llama');
-    if (kind === 'validate') await acceptInput('-validate');
+    if (kind === 'validate') {
+      const out = await acceptInput('-validate');
+      // Validate asks before keeping the merged models, saying what they take and what is free.
+      await asked('Keep the merged models and task vectors?');
+      const keepRow = quickInput().locator('.monaco-list-row', { hasText: 'Keep the merged models and task vectors' });
+      assert.match(await keepRow.innerText(), /Writes about [\d.]+ (KiB|MiB) into .* \([\d.]+ (GiB|TiB|MiB) free\)/);
+      await shot('validate-keep-models');
+      await pick('Keep the merged models and task vectors?', 'Reports only');
+      validateOut = out;
+    }
     await webview().locator(`#panel[data-kind="${kind}"][data-state="ready"]`).waitFor({ timeout: 90000 });
     if (kind === 'precision') {
       // 21 tensors differ from the fp32 base after a cast: the 4 the adapter changes and 17 cast artifacts.
@@ -476,6 +541,11 @@ uiTest('precision, validate and census panels draw their reports', async () => {
     await panelShot(`panel-${kind}`);
   }
   assert.match(await webview().locator('#status-fp32').innerText(), /PASS/);
+  // Reports only: no merged model or task vector was kept.
+  for (const d of ['fp32', 'fp16', 'bf16']) {
+    assert.ok(fs.existsSync(path.join(validateOut, d, 'comparison_results.json')), d);
+    assert.deepEqual(fs.readdirSync(path.join(validateOut, d)).filter((f) => f === 'merged' || f.endsWith('.safetensors')), [], d);
+  }
   await palette('View: Close All Editors');
   await showContainer('LoRA Lens');
   await censusRow('tiny-llama').hover();
@@ -526,10 +596,26 @@ uiTest('Merge and Estimate from the adapter folder\'s context menu', async () =>
   await pick('Merged dtype', 'bf16');
   await pick('Rounding rule for bf16', 'peft');
   const out = await acceptInput('tiny-llama-qv-merged-bf16');
-  await toast(`Merged tiny-llama-qv into ${out}`).waitFor({ timeout: 60000 });
-  assert.deepEqual(fs.readdirSync(out).sort(), ['config.json', 'model.safetensors']);
+  const merged = page.locator('.notification-toast', { hasText: `Merged tiny-llama-qv into ${out}` });
+  await merged.waitFor({ timeout: 60000 });
+  // The merged folder holds the model and the output marker by which a re-run may replace it (issue 10's output policy).
+  assert.deepEqual(fs.readdirSync(out).sort(), ['.lora-lens-output.json', 'config.json', 'model.safetensors']);
   assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).torch_dtype, 'bfloat16');
+  // The next step: compare the adapter with this bf16 merge, which is an expected loss, not a failure.
+  await merged.locator('.monaco-button', { hasText: 'Validate This Merge' }).click();
+  await acceptInput('tiny-llama-qv-compare');
+  const bf16Panel = webview();
+  await bf16Panel.locator('#panel[data-kind="compare"][data-state="ready"]').waitFor({ timeout: 60000 });
+  assert.equal(await bf16Panel.locator('#summary-dtype-verdict').getAttribute('data-value'), 'EXPECTED-LOSS');
+  assert.equal(await bf16Panel.locator('#summary-merged-dtype').getAttribute('data-value'), 'bf16');
+  assert.equal(await bf16Panel.locator('#summary-equivalent').getAttribute('data-value'), 'false', 'the strict verdict is kept');
+  assert.match(await bf16Panel.locator('#verdict').innerText(), /^EXPECTED LOSS at bf16/);
+  assert.equal(await bf16Panel.locator('#verdict').getAttribute('data-tone'), 'warn');
+  assert.match(await bf16Panel.locator('#panel-title').innerText(), /merged\/fine-tuned model tiny-llama-qv-merged-bf16/);
+  await shot('panel-compare-bf16');
   await palette('Notifications: Clear All Notifications');
+  await palette('View: Close All Editors');
+  await showContainer('Explorer');
 
   await clickMenuItem(await contextMenu('tiny-llama-qv', 'Estimate LoRA Parameters…'));
   await pick('Base model folder', 'tiny-llama');
@@ -583,4 +669,20 @@ uiTest('light theme: panels, viewer and tree take the theme\'s colours, and char
   await panelShot('safetensors-viewer-light');
   await showContainer('LoRA Lens');
   await shot('census-tree-light');
+});
+
+uiTest('high contrast: panels, tree and viewer read in the high-contrast themes', async () => {
+  for (const [theme, cls, suffix] of [['Dark High Contrast', '.monaco-workbench.hc-black', 'hc'], ['Light High Contrast', '.monaco-workbench.hc-light', 'hc-light']]) {
+    await palette('View: Close All Editors');
+    await palette('Preferences: Color Theme');
+    await quickInput().locator('.quick-input-box input').fill(theme);
+    await quickInput().locator('.monaco-list-row').filter({ has: page.locator('.label-name', { hasText: new RegExp(`^${theme}$`) }) }).first().click();
+    await page.locator(cls).waitFor({ timeout: 30000 });
+    await showContainer('LoRA Lens');
+    await censusRow('tiny-llama').hover();
+    await censusRow('tiny-llama').locator('.action-label[aria-label="Show Census Charts"]').click();
+    await webview().locator('#panel[data-kind="census"][data-state="ready"]').waitFor({ timeout: 30000 });
+    await webview().locator('body.vscode-high-contrast, body.vscode-high-contrast-light').waitFor({ timeout: 20000 });
+    await panelShot(`panel-census-${suffix}`);
+  }
 });

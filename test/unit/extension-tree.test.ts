@@ -76,23 +76,39 @@ test('checkpoint -> categories -> layers -> tensors, with counts in the labels',
   assert.equal(new Set(ids).size, ids.length);
 });
 
-test('after a comparison each compared tensor shows its cosine and norms', () => {
+test('after a comparison: the cosine first, flagged below the threshold; changed-outside and unchanged tensors say so', () => {
   const cmp = comparisonByName({
     tensors: [
       { name: 'model.layers.0.self_attn.q_proj.weight', cosine: 0.99999912, maxAbsDiff: 3.2e-8, relFroErr: 1.1e-6, loraNorm: 0.4321, taskVectorNorm: 0.43209 },
       { name: 'model.layers.0.self_attn.k_proj.weight', cosine: null, maxAbsDiff: null, relFroErr: null, loraNorm: 0, taskVectorNorm: 0.01 },
+      { name: 'model.layers.1.self_attn.q_proj.weight', cosine: 0.9747, maxAbsDiff: 1e-2, relFroErr: 0.2, loraNorm: 0.5, taskVectorNorm: 0.45 },
+      { name: 'model.layers.1.self_attn.k_proj.weight', cosine: null, maxAbsDiff: 0.3, relFroErr: 1, loraNorm: 0.3, taskVectorNorm: 0 },
       { bogus: true },
     ],
   });
-  assert.equal(cmp.size, 2);
+  assert.equal(cmp.size, 4);
   const entry: CheckpointEntry = { path: '/m/starcoder', report: report(), comparison: cmp };
-  const layer0 = child(child(checkpointNode(entry), /^Attention/), /^Layer 0 /);
+  const attention = child(checkpointNode(entry), /^Attention/);
+  const layer0 = child(attention, /^Layer 0 /);
   const q = child(layer0, /q_proj.weight/);
-  assert.equal(q.description, '3072×3072 · BF16 · 9,437,184 · LoRA · cos 0.999999 · ‖ΔW‖ 0.4321 · ‖τ‖ 0.4321');
+  assert.equal(q.description, 'cos 0.999999 · 3072×3072 · BF16 · 9,437,184 · LoRA');
+  assert.equal(q.icon, 'target');
+  assert.equal(q.iconColor, undefined);
   assert.match(q.tooltip, /cosine \(LoRA ΔW vs task vector\) \| 0\.99999912 \|/);
   assert.match(q.tooltip, /max abs difference \| 3\.200e-8 \|/);
-  assert.match(child(layer0, /k_proj.weight/).description, /cos n\/a · ‖ΔW‖ 0 · ‖τ‖ 0\.01000$/);
-  assert.doesNotMatch(child(layer0, /v_proj.weight/).description, /cos/);
+  assert.match(q.tooltip, /‖ΔW‖ \(LoRA\) \| 0\.4321 \|/);
+  assert.equal(child(layer0, /k_proj.weight/).description, 'changed outside the adapter (‖τ‖ 0.01000) · 3072×3072 · BF16 · 9,437,184 · LoRA');
+  assert.doesNotMatch(child(layer0, /v_proj.weight/).description, /cos|changed/);
+  const layer1 = child(attention, /^Layer 1 /);
+  const q1 = child(layer1, /q_proj.weight/);
+  assert.match(q1.description, /^⚠ cos 0\.974700 · /);
+  assert.equal(q1.icon, 'warning');
+  assert.equal(q1.iconColor, 'list.warningForeground');
+  assert.match(q1.tooltip, /below 0\.9999/);
+  assert.match(child(layer1, /k_proj.weight/).description, /^⚠ unchanged in the merged model · /);
+  // A lower threshold (the loraLens.cosineThreshold setting) stops flagging 0.9747.
+  const relaxed = child(child(child(checkpointNode({ ...entry, cosineThreshold: 0.97 }), /^Attention/), /^Layer 1 /), /q_proj.weight/);
+  assert.equal(relaxed.icon, 'target');
 });
 
 test('a malformed report is refused; odd fields fall back', () => {

@@ -18,7 +18,7 @@ const FLAGS: Record<string, string[]> = {
   extract: ['base:string', 'finetuned:string', 'out:string'],
   compare: ['base:string', 'adapter:string', 'finetuned:string', 'task-vector:string', 'out:string', 'tolerance:number=1e-5', 'save-deltas:bool'],
   precision: ['base:string', 'adapter:string', 'dtypes:list', `rule:string:${RULES}`],
-  validate: ['base:string', 'adapter:string', 'out:string', 'dtypes:list', `rule:string:${RULES}=peft`, 'tolerance:number=1e-5', 'discard-models:bool'],
+  validate: ['base:string', 'adapter:string', 'out:string', 'dtypes:list', `rule:string:${RULES}=peft`, 'tolerance:number=1e-5', 'keep-models:bool'],
   mask: ['base:string', 'adapters:list', 'budget:number', 'out:string'],
   compress: ['mask:string', 'base:string', 'adapter:list', 'finetuned:list', 'out:string'],
   decompose: [
@@ -55,7 +55,7 @@ const requests: JobRequest[] = [
   { job: 'estimate', path: '/m/config.json', r: 8, alpha: 16, target: ['q_proj'] },
   { job: 'merge', base: '/b', adapter: '/a', out: '/o', dtype: 'bf16', rule: 'peft-safe', shardSize: 1000, device: 'cpu' },
   { job: 'compare', base: '/b', adapter: '/a', taskVector: '/tv.safetensors', out: '/o', tolerance: 0.5, saveDeltas: true, quiet: true },
-  { job: 'validate', base: '/b', adapter: '/a', out: '/o', dtypes: ['fp16', 'bf16'], discardModels: true },
+  { job: 'validate', base: '/b', adapter: '/a', out: '/o', dtypes: ['fp16', 'bf16'], keepModels: true },
   { job: 'mask', base: '/b', adapters: ['/a1', '/a2'], budget: 1000, out: '/o' },
   { job: 'compress', mask: '/k', base: '/b', inputs: [{ flag: 'adapter', value: '/a1' }, { flag: 'finetuned', value: '/f' }, { flag: 'adapter', value: '/a2' }], out: '/o' },
   { job: 'decompose', mask: '/k', base: '/b', dictionary: ['/a1', '/a2'], target: '/t', method: 'omp', minT: 3, positive: true },

@@ -202,14 +202,28 @@ test('precision counts cast artifacts and lost delta elements per dtype and rule
   assert.ok(Object.keys(bf.rules).length === 3);
 });
 
-test('validate writes per-dtype folders and a summary whose verdicts hold', async () => {
+test('validate --keep-models writes per-dtype folders with the models, and a summary whose verdicts hold', async () => {
   const root = tmpDir();
   const { base, adapter } = tiny(root);
   const out = path.join(root, 'val');
-  const r = await validate(base, adapter, out, { dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, discardModels: false }, kernels, ctx);
+  const r = await validate(base, adapter, out, { dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, keepModels: true }, kernels, ctx);
   assert.equal(r.ok, true);
   assert.deepEqual(r.dtypes.map((d) => d.status), ['PASS', 'EXPECTED-LOSS']);
   for (const f of ['summary.json', 'report.txt', 'fp32/merged/model.safetensors', 'fp32/task_vector.safetensors', 'fp32/comparison_results.json', 'bf16/precision.json']) {
     assert.ok(fs.existsSync(path.join(out, f)), f);
   }
+});
+
+test('validate without keepModels leaves reports only: no merged model, no task vector', async () => {
+  const root = tmpDir();
+  const { base, adapter } = tiny(root);
+  const out = path.join(root, 'val');
+  const r = await validate(base, adapter, out, { dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, keepModels: false }, kernels, ctx);
+  assert.equal(r.ok, true);
+  assert.equal(r.keptModels, false);
+  for (const d of ['fp32', 'bf16']) {
+    assert.ok(fs.existsSync(path.join(out, d, 'comparison_results.json')), `${d} report`);
+    assert.ok(!fs.existsSync(path.join(out, d, 'merged')) && !fs.existsSync(path.join(out, d, 'task_vector.safetensors')), `${d} models removed`);
+  }
+  assert.match(fs.readFileSync(path.join(out, 'report.txt'), 'utf8'), /not kept; --keep-models keeps it/);
 });

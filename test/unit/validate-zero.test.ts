@@ -58,7 +58,7 @@ describe('an adapter whose lora_B is all zeros', () => {
   });
 
   it('validate: the fp32 merge passes (it is the base), bf16 shows exactly the predicted cast loss', async () => {
-    const r = await validate(base, adapter, path.join(root, 'validate'), { dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, discardModels: true }, new CpuKernels(), quietContext());
+    const r = await validate(base, adapter, path.join(root, 'validate'), { dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, keepModels: false }, new CpuKernels(), quietContext());
     assert.deepEqual(r.dtypes.map((d) => [d.dtype, d.status]), [['fp32', 'PASS'], ['bf16', 'EXPECTED-LOSS']]);
     assert.equal(r.ok, true);
     finiteNumbers(JSON.parse(fs.readFileSync(path.join(root, 'validate', 'summary.json'), 'utf8')));

@@ -220,8 +220,27 @@ test('census: categories and layers in order, tensors outside the layers last', 
   };
   const m = model('census', report);
   assert.equal(summary(m, 'summary-params').text, '1,000');
-  assert.deepEqual(section(m, 'categories').table?.rows, [['attention', 2, 200], ['embedding', 1, 800]]);
+  // The chart plots parameters, not tensor counts (which the table keeps).
+  assert.deepEqual(section(m, 'categories').table?.rows, [['attention', 200, 2], ['embedding', 800, 1]]);
+  assert.deepEqual(section(m, 'categories').chart?.series[0].data, [200, 800]);
   assert.deepEqual(section(m, 'layers').chart?.labels, ['0', '1', OUTSIDE_LAYERS]);
+  // One dtype: its table stays, a chart of one bar goes.
+  const oneDtype = model('census', { ...report, summary: { ...report.summary, dtypes: { F32: 5 }, dtypeParams: { F32: 1000 } } });
+  assert.equal(section(oneDtype, 'dtypes').chart, undefined);
+  assert.deepEqual(section(oneDtype, 'dtypes').table?.rows, [['F32', 5, 1000]]);
+});
+
+test('a projection name two categories share is named with its category (GPT-2 c_proj); markers tell merge rules apart', () => {
+  const g = groupByLayer(
+    [{ layer: 0, key: 'c_proj', category: 'attention' }, { layer: 0, key: 'c_proj', category: 'mlp' }, { layer: 0, key: 'c_attn', category: 'attention' }],
+    (p) => p,
+    () => 1,
+  );
+  assert.deepEqual([...g.series.keys()], ['attention c_proj', 'mlp c_proj', 'c_attn']);
+  const report = { dtypes: {}, tensors: ['peft', 'peft-safe', 'fp32-cast'].flatMap((rule) => ['fp16', 'bf16'].map((dtype) => ({ name: 'model.layers.0.self_attn.q_proj.weight', layer: 0, dtype, rule, deltaLostFraction: 0.1 }))) };
+  const series = section(model('precision', report), 'delta-lost').chart!.series;
+  assert.equal(new Set(series.map((s) => `${s.color} ${s.pointStyle}`)).size, 6, 'six series, six looks');
+  assert.ok(series.every((s) => s.color === (s.label.startsWith('fp16') ? 'blue' : 'orange')));
 });
 
 test('groupByLayer gives a second tensor in a taken cell its own series', () => {

@@ -76,6 +76,7 @@ function harness(): { c: PanelController; posted: HostMessage[]; saved: Array<[s
       return answer.file;
     },
     openTensor: (n) => opened.push(n),
+    stylesheet: () => 'body { color: red; }',
   });
   return { c, posted, saved, opened, answer };
 }
@@ -107,4 +108,36 @@ test('exports write the host\'s report and the decoded PNG; malformed messages d
   await h.c.receive({ type: 'openTensor', name: 'model.embed_tokens.weight' });
   assert.equal(h.saved.length, 3);
   assert.deepEqual(h.opened, ['model.embed_tokens.weight']);
+});
+
+test('CSV export: the host builds it from its own content, raw values, RFC 4180 quoting; unknown sections do nothing', async () => {
+  const h = harness();
+  h.c.show({
+    kind: 'compare',
+    title: 'A',
+    report: { summary: { shared: 1 }, tensors: [{ name: 'model.layers.0.self_attn.q_proj.weight', cosine: 0.123456789, maxAbsDiff: 1e-7, loraNorm: 1, taskVectorNorm: 1 }, { name: 'a,"b"', cosine: 1, maxAbsDiff: 0, loraNorm: 2, taskVectorNorm: 2 }] },
+  });
+  await h.c.receive({ type: 'exportCsv', section: 'cosine' });
+  assert.equal(h.saved[0][0], 'compare-cosine.csv');
+  const lines = new TextDecoder().decode(h.saved[0][2]).split('\r\n');
+  assert.equal(lines[0], 'tensor,layer,projection,cosine,relative Frobenius error');
+  assert.ok(lines.some((l) => l.startsWith('model.layers.0.self_attn.q_proj.weight,0,') && l.includes(',0.123456789,')), lines.join('\n'));
+  assert.ok(lines.some((l) => l.startsWith('"a,""b""",')), 'quoted');
+  await h.c.receive({ type: 'exportCsv', section: 'no-such-section' });
+  await h.c.receive({ type: 'exportCsv', section: '../x' });
+  assert.equal(h.saved.length, 1);
+});
+
+test('HTML export: one document with the stylesheet and theme inlined, a CSP that runs no script', async () => {
+  const h = harness();
+  await h.c.receive({ type: 'exportHtml', body: '<div id="panel"><img src="data:image/png;base64,AA=="></div>', theme: '--vscode-foreground: #ccc;</style><script>x()</script>' });
+  assert.equal(h.saved[0][0], 'compare-report.html');
+  const html = new TextDecoder().decode(h.saved[0][2]);
+  assert.match(html, /<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">/);
+  assert.ok(html.includes('body { color: red; }') && html.includes('--vscode-foreground: #ccc;'));
+  assert.ok(!/<\/style><script>/.test(html), 'the theme cannot close the style element');
+  assert.ok(html.includes('<div id="panel"><img src="data:image/png;base64,AA=="></div>'));
+  assert.deepEqual(h.posted, [{ type: 'exported', what: 'html', file: '/tmp/out' }]);
+  await h.c.receive({ type: 'exportHtml', body: 42, theme: '' });
+  assert.equal(h.saved.length, 1);
 });

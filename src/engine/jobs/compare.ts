@@ -18,6 +18,7 @@ import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
 import { effectiveDelta, Factors } from '../tensors/delta';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
+import { isHalf, outsideRounding } from './rounding';
 import { Accumulator, cosine, finite, relFroErr, swapSides, zeroStats } from '../tensors/stats';
 import { Block, blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from '../tensors/stream';
 import { CompareTensor, CompareSummary, CompareReport } from '../../shared/jobs/reports/compare';
@@ -112,6 +113,8 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
   const deltaWriter = opts.saveDeltas ? new SafetensorsWriter(path.join(dir, 'lora_deltas.safetensors'), deltaSpecs, { format: 'pt' }) : undefined;
   const tensors: CompareTensor[] = [];
   let acc = new Accumulator();
+  /** Elements of the current tensor outside its dtype's rounding (half-precision finetuned tensors). */
+  let outside = 0;
   let done = 0;
   const read = async (s: Step, slot: 0 | 1): Promise<{ base?: Uint8Array; other?: Uint8Array; rep?: Uint8Array }> => {
     const get = async (c: Checkpoint, b: Block, key: string): Promise<Uint8Array> => readBlock(c.handles, b, scratch.bytes(`${key}${slot}`, blockInfo(b).byteLength));
@@ -126,8 +129,13 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
     if (step.block.last) {
       done++;
       const entry = compareTensor(step.t.name, m !== undefined, step.rep !== undefined, acc.stats, opts.tolerance);
+      if (mode === 'finetuned') {
+        const half = step.other !== undefined && isHalf(step.other.dtype);
+        entry.withinRounding = half ? outside === 0 && step.other !== undefined : entry.loraNonzero > 0 ? entry.withinTolerance : null;
+      }
       if (entry.loraNonzero > 0 || entry.taskVectorNonzero > 0) tensors.push(entry);
       acc = new Accumulator();
+      outside = 0;
     }
     ctx.progress({ phase: 'compare', done, total, tensor: step.t.name });
   };
@@ -156,6 +164,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
         const r = await kernels.decode(blockInfo(sameRows(b, step.rep!)), data.rep, scratch.f32('rep', n));
         lora = await kernels.subtract(r, w!, scratch.f32('delta', n));
       }
+      if (tau && w && mode === 'finetuned' && isHalf(step.other!.dtype)) outside += outsideRounding(step.other!.dtype as FloatDtype, w, lora, tau, opts.tolerance);
       if (lora) acc.add(await kernels.pairStats(lora, tau));
       else if (tau) acc.add(swapSides(await kernels.pairStats(tau, null)));
       if (deltaWriter && lora) deltaWriter.writePart(step.t.name, new Uint8Array(lora.buffer, lora.byteOffset, lora.byteLength));
@@ -166,7 +175,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
     deltaWriter?.abort();
     throw e;
   }
-  const summary = summarise(tensors, opts.tolerance);
+  const summary = summarise(tensors, opts.tolerance, mode === 'finetuned' ? storedDtype(plan.base, other) : null);
   const files = ['comparison_results.json', 'report.txt', ...(deltaWriter ? ['lora_deltas.safetensors'] : [])];
   const report: CompareReport = {
     base: plan.base.path,
@@ -213,10 +222,20 @@ function compareTensor(name: string, loraTarget: boolean, replaced: boolean, s: 
     loraNonzero: s.aNonzero,
     taskVectorNonzero: s.bNonzero,
     withinTolerance: maxAbsDiff !== null && maxAbsDiff <= tolerance,
+    withinRounding: null,
   };
 }
 
-function summarise(tensors: CompareTensor[], tolerance: number): CompareSummary {
+const DTYPE_NAMES: Record<string, string> = { F64: 'fp64', F32: 'fp32', F16: 'fp16', BF16: 'bf16' };
+
+/** The float dtype the finetuned model stores the base's tensors in, or `mixed`. */
+function storedDtype(base: Checkpoint, other: Checkpoint): string | null {
+  const seen = new Set<string>();
+  for (const t of other.tensors) if (base.byName.has(t.name) && isFloatDtype(t.dtype)) seen.add(DTYPE_NAMES[t.dtype]);
+  return seen.size === 0 ? null : seen.size === 1 ? [...seen][0] : 'mixed';
+}
+
+function summarise(tensors: CompareTensor[], tolerance: number, mergedDtype: string | null): CompareSummary {
   const shared = tensors.filter((t) => t.loraNonzero > 0 && t.taskVectorNonzero > 0);
   const loraOnly = tensors.filter((t) => t.loraNonzero > 0 && t.taskVectorNonzero === 0);
   const tvOnly = tensors.filter((t) => t.loraNonzero === 0 && t.taskVectorNonzero > 0);
@@ -228,6 +247,9 @@ function summarise(tensors: CompareTensor[], tolerance: number): CompareSummary 
   // lacks is a failure too); an adapter that changes nothing is equivalent to a task vector that is zero
   // on its targets, and the verdict says so.
   const equivalent = adapted.every((t) => t.withinTolerance);
+  const halfMerge = mergedDtype === 'fp16' || mergedDtype === 'bf16' || mergedDtype === 'mixed';
+  const outsideRounding = halfMerge ? tensors.filter((t) => t.withinRounding === false).length : adapted.filter((t) => !t.withinTolerance).length;
+  const withinRounding = halfMerge ? outsideRounding === 0 : equivalent;
   const s: CompareSummary = {
     compared: tensors.length,
     shared: shared.length,
@@ -241,6 +263,10 @@ function summarise(tensors: CompareTensor[], tolerance: number): CompareSummary 
     maxRelFroErr: maxOf(shared.map((t) => t.relFroErr)),
     tolerance,
     equivalent,
+    mergedDtype,
+    withinRounding,
+    outsideRoundingTensors: outsideRounding,
+    dtypeVerdict: equivalent && withinRounding ? 'EQUIVALENT' : withinRounding ? 'EXPECTED-LOSS' : 'NOT-EQUIVALENT',
     verdict: '',
   };
   s.verdict = verdict(s);
@@ -254,13 +280,20 @@ function fmt(x: number | null, digits = 3): string {
 function verdict(s: CompareSummary): string {
   const adapted = s.shared + s.loraOnly;
   const lines: string[] = [];
+  const d = s.mergedDtype;
+  if (s.dtypeVerdict === 'EXPECTED-LOSS') {
+    lines.push(`EXPECTED LOSS at ${d}: every tensor the merged model changes is base + adapter rounded to ${d} (within the rounding any merge rule makes, plus ${fmt(s.tolerance)}); the strict check below fails only by that rounding.`);
+  } else if (s.dtypeVerdict === 'NOT-EQUIVALENT' && d !== null && d !== 'fp32' && d !== 'fp64') {
+    lines.push(`NOT EQUIVALENT even allowing for ${d} rounding: ${s.outsideRoundingTensors} tensor(s) differ from base + adapter by more than the rounding to ${d}.`);
+  }
+  const strict = lines.length > 0 ? 'Strict check: ' : '';
   if (adapted === 0) {
     lines.push('EQUIVALENT, VACUOUSLY: the adapter changes no tensor (all its deltas are zero, as PEFT initialises lora_B), so no shared tensor can differ; what the task vector changes is counted below as outside the adapter.');
   } else if (s.equivalent) {
-    lines.push(`EQUIVALENT: all ${adapted} tensors the adapter changes match the task vector within ${fmt(s.tolerance)} (max abs diff ${fmt(s.maxAbsDiff)}, mean cosine ${fmt(s.meanCosine, 6)}).`);
+    lines.push(`${strict}EQUIVALENT: all ${adapted} tensors the adapter changes match the task vector within ${fmt(s.tolerance)} (max abs diff ${fmt(s.maxAbsDiff)}, mean cosine ${fmt(s.meanCosine, 6)}).`);
   } else {
     const bad = s.loraOnly > 0 ? `; ${s.loraOnly} adapted tensor(s) are unchanged in the task vector` : '';
-    lines.push(`NOT EQUIVALENT: the max abs diff over adapted tensors is ${fmt(s.maxAbsDiff)} > tolerance ${fmt(s.tolerance)}${bad} (${s.perfectMatches} of ${s.shared} shared tensors have cosine > ${PERFECT_COSINE}, min cosine ${fmt(s.minCosine, 6)}).`);
+    lines.push(`${strict}NOT EQUIVALENT: the max abs diff over adapted tensors is ${fmt(s.maxAbsDiff)} > tolerance ${fmt(s.tolerance)}${bad} (${s.perfectMatches} of ${s.shared} shared tensors have cosine > ${PERFECT_COSINE}, min cosine ${fmt(s.minCosine, 6)}).`);
   }
   if (s.taskVectorOnly > 0) {
     lines.push(
@@ -280,6 +313,7 @@ export function compareText(r: CompareReport): string {
     `adapter:     ${r.adapter}`,
     `${r.source === 'finetuned' ? 'finetuned:  ' : 'task vector:'} ${r.taskVector}`,
     `numerics:    ${r.device}`,
+    ...(s.mergedDtype !== null ? [`merged dtype: ${s.mergedDtype}`] : []),
     '',
     s.verdict,
     '',

@@ -1,7 +1,9 @@
 /**
  * validate: for each dtype, merge, extract the merged model's task vector, compare it with the
  * adapter's deltas and (fp16/bf16) predict the precision loss; one subfolder per dtype, a summary.json
- * and a report.txt whose verdict says, per dtype, whether the merge holds what the adapter says.
+ * and a report.txt whose verdict says, per dtype, whether the merge holds what the adapter says. The
+ * merged models and task vectors (about 4x the base's size in all) are removed once checked unless
+ * `keepModels`, so by default the output folder holds reports alone.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -27,8 +29,8 @@ export interface ValidateOptions {
   dtypes: CliDtype[];
   rule: MergeRule;
   tolerance: number;
-  /** Remove each merged model and task vector once checked, keeping the reports (saves disk). */
-  discardModels: boolean;
+  /** Keep each dtype's merged model and task vector (else removed once checked: reports only). */
+  keepModels: boolean;
 }
 
 export async function validate(basePath: string, adapterPath: string, out: string, opts: ValidateOptions, kernels: Kernels, ctx: JobContext): Promise<ValidateReport> {
@@ -44,20 +46,32 @@ export async function validate(basePath: string, adapterPath: string, out: strin
 async function validateInto(dir: string, plan: AdapterPlan, opts: ValidateOptions, kernels: Kernels, ctx: JobContext): Promise<ValidateReport> {
   const t0 = performance.now();
   const results: ValidateDtype[] = [];
+  // Progress says where in the whole run a phase is: "step 5 of 11: bf16 merge 40/483".
+  const stepsTotal = opts.dtypes.reduce((n, d) => n + (d === 'fp32' ? 3 : 4), 0);
+  let step = 0;
+  const stepCtx = (dtype: string): JobContext => {
+    const k = ++step;
+    return {
+      signal: ctx.signal,
+      progress: (p) => ctx.progress({ ...p, phase: `step ${k} of ${stepsTotal}: ${dtype} ${p.phase}` }),
+      warn: (m) => ctx.warn(m),
+      log: (m) => ctx.log(m),
+    };
+  };
   for (const dtype of opts.dtypes) {
     throwIfCancelled(ctx);
     const sub = path.join(dir, dtype);
     fs.mkdirSync(sub);
-    assertDiskSpace(sub, plan, dtype, opts.discardModels);
+    assertDiskSpace(sub, plan, dtype, opts.keepModels);
     const mergedDir = path.join(sub, 'merged');
     fs.mkdirSync(mergedDir);
-    const merge = await mergeInto(mergedDir, plan, { dtype, rule: opts.rule }, kernels, ctx);
+    const merge = await mergeInto(mergedDir, plan, { dtype, rule: opts.rule }, kernels, stepCtx(dtype));
     writeFileAtomic(path.join(sub, 'merge.json'), JSON.stringify({ ...merge, out: mergedDir }, null, 2) + '\n');
     const merged = openCheckpoint(mergedDir);
     const tvFile = path.join(sub, 'task_vector.safetensors');
     let extract: ExtractReport;
     try {
-      extract = await extractInto(plan.base, merged, tvFile, kernels, ctx);
+      extract = await extractInto(plan.base, merged, tvFile, kernels, stepCtx(dtype));
     } finally {
       merged.handles.close();
     }
@@ -65,18 +79,18 @@ async function validateInto(dir: string, plan: AdapterPlan, opts: ValidateOption
     const tv = openCheckpoint(tvFile);
     let compare;
     try {
-      compare = await compareInto(sub, plan, tv, 'task-vector', { tolerance: opts.tolerance, saveDeltas: false }, kernels, ctx);
+      compare = await compareInto(sub, plan, tv, 'task-vector', { tolerance: opts.tolerance, saveDeltas: false }, kernels, stepCtx(dtype));
     } finally {
       tv.handles.close();
     }
     let precision: PrecisionFigures | null = null;
     if (dtype !== 'fp32') {
-      const p = await precisionOf(plan, { dtypes: [dtype], rules: [opts.rule] }, kernels, ctx);
+      const p = await precisionOf(plan, { dtypes: [dtype], rules: [opts.rule] }, kernels, stepCtx(dtype));
       writeFileAtomic(path.join(sub, 'precision.json'), JSON.stringify(p, null, 2) + '\n');
       writeFileAtomic(path.join(sub, 'precision.txt'), precisionText(p));
       precision = p.dtypes[dtype]!;
     }
-    if (opts.discardModels) {
+    if (!opts.keepModels) {
       fs.rmSync(mergedDir, { recursive: true, force: true });
       fs.rmSync(tvFile, { force: true });
     }
@@ -91,6 +105,7 @@ async function validateInto(dir: string, plan: AdapterPlan, opts: ValidateOption
     tolerance: opts.tolerance,
     dtypes: results.map((r) => ({ ...r, folder: path.basename(r.folder) })),
     ok,
+    keptModels: opts.keepModels,
     verdict: ok ? 'Every merge holds exactly what the adapter says, up to the rounding its dtype must make.' : `FAIL at ${results.filter((r) => r.status === 'FAIL').map((r) => r.dtype).join(', ')}: see below.`,
     warnings: plan.warnings,
     seconds: (performance.now() - t0) / 1000,
@@ -138,7 +153,7 @@ function validateText(r: ValidateReport): string {
   ];
   for (const d of r.dtypes) {
     out.push(`[${d.dtype}] ${d.verdict}`);
-    out.push(`  merge: ${d.merge.tensors} tensors (${d.merge.loraTensors} with a LoRA delta) in ${d.merge.seconds.toFixed(1)} s -> ${d.folder}/merged/`);
+    out.push(`  merge: ${d.merge.tensors} tensors (${d.merge.loraTensors} with a LoRA delta) in ${d.merge.seconds.toFixed(1)} s${r.keptModels ? ` -> ${d.folder}/merged/` : ' (not kept; --keep-models keeps it)'}`);
     out.push(`  task vector: ${d.extract.nonzeroTensors} non-zero tensors of ${d.extract.tensors}, ${d.extract.nonzeroElements} non-zero elements`);
     out.push(`  compare: ${d.compare.shared} shared, ${d.compare.perfectMatches} perfect (cosine > 0.9999), ${d.compare.taskVectorOnly} changed outside the adapter, mean cosine ${d.compare.meanCosine ?? 'n/a'}, max abs diff ${d.compare.maxAbsDiff ?? 'n/a'}`);
     out.push('');
@@ -148,7 +163,7 @@ function validateText(r: ValidateReport): string {
 }
 
 /** Refuses to start a dtype whose merged model and task vector would not fit on the disk. */
-function assertDiskSpace(dir: string, plan: AdapterPlan, dtype: CliDtype, discard: boolean): void {
+function assertDiskSpace(dir: string, plan: AdapterPlan, dtype: CliDtype, keep: boolean): void {
   const elements = plan.base.tensors.reduce((a, t) => a + t.numel, 0);
   const need = elements * (dtype === 'fp32' ? 4 : 2) + elements * 4;
   let free: number;
@@ -160,6 +175,6 @@ function assertDiskSpace(dir: string, plan: AdapterPlan, dtype: CliDtype, discar
   }
   if (need > free) {
     const gb = (x: number): string => `${(x / 1e9).toFixed(1)} GB`;
-    throw new LensError(dir, `the ${dtype} merged model and task vector need about ${gb(need)} but only ${gb(free)} are free${discard ? '' : ' (--discard-models frees each dtype\'s files once checked)'}`);
+    throw new LensError(dir, `the ${dtype} merged model and task vector need about ${gb(need)} but only ${gb(free)} are free${keep ? ' (without --keep-models each dtype\'s files are removed once checked)' : ''}`);
   }
 }

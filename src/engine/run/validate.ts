@@ -13,7 +13,7 @@ export const validate: Runner<'validate'> = async (req, ctx) => {
     base,
     adapter,
     out,
-    { dtypes: dtypes as CliDtype[], rule: req.rule, tolerance: req.tolerance, discardModels: req.discardModels === true },
+    { dtypes: dtypes as CliDtype[], rule: req.rule, tolerance: req.tolerance, keepModels: req.keepModels === true },
     await ctx.kernels(),
     ctx,
   );

@@ -1,6 +1,12 @@
 import * as vscode from 'vscode';
 import { CensusReport } from '../../shared/jobs/reports/census';
-import { CheckpointEntry, checkpointNode, comparisonByName, TreeNode } from './treeModel';
+import { CheckpointEntry, checkpointNode, comparisonByName, DEFAULT_COSINE_THRESHOLD, TreeNode } from './treeModel';
+
+/** What is kept per workspace to reopen the census after a reload: the checkpoints, not their reports. */
+export interface OpenCheckpoint {
+  path: string;
+  adapter?: string;
+}
 
 /** The "Parameter Census" view: the checkpoints opened so far, each built by treeModel from its census report. */
 export class CensusView implements vscode.TreeDataProvider<TreeNode> {
@@ -8,6 +14,18 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
   private roots: TreeNode[] = [];
   private readonly changed = new vscode.EventEmitter<TreeNode | undefined>();
   readonly onDidChangeTreeData = this.changed.event;
+  private readonly opened = new vscode.EventEmitter<OpenCheckpoint[]>();
+  /** Fires with the open checkpoints whenever one is added or removed. */
+  readonly onDidChangeOpen = this.opened.event;
+
+  get open(): OpenCheckpoint[] {
+    return [...this.entries.values()].map((e) => (e.adapter ? { path: e.path, adapter: e.adapter } : { path: e.path }));
+  }
+
+  /** Redraws with the loraLens.cosineThreshold setting (after it changed). */
+  refresh(): void {
+    this.rebuild();
+  }
 
   add(path: string, report: CensusReport, adapter?: string): TreeNode {
     const previous = this.entries.get(path);
@@ -61,9 +79,12 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
   }
 
   private rebuild(focus?: string): TreeNode {
-    this.roots = [...this.entries.values()].map(checkpointNode);
-    void vscode.commands.executeCommand('setContext', 'loraLens.censusEmpty', this.roots.length === 0);
+    const cosineThreshold = vscode.workspace.getConfiguration('loraLens').get<number>('cosineThreshold', DEFAULT_COSINE_THRESHOLD);
+    const before = this.roots.map((r) => r.id).join('\n');
+    this.roots = [...this.entries.values()].map((e) => checkpointNode({ ...e, cosineThreshold }));
+    void vscode.commands.executeCommand('setContext', 'loraLens.censusHasItems', this.roots.length > 0);
     this.changed.fire(undefined);
+    if (this.roots.map((r) => r.id).join('\n') !== before || focus !== undefined) this.opened.fire(this.open);
     return this.roots.find((r) => r.id === focus) ?? this.roots[0];
   }
 
@@ -77,9 +98,9 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
     const item = new vscode.TreeItem(n.label, state);
     item.id = n.id;
     item.description = n.description;
-    item.tooltip = new vscode.MarkdownString(n.tooltip);
+    item.tooltip = new vscode.MarkdownString(n.tooltip, true);
     item.contextValue = n.contextValue;
-    item.iconPath = new vscode.ThemeIcon(n.icon);
+    item.iconPath = new vscode.ThemeIcon(n.icon, n.iconColor ? new vscode.ThemeColor(n.iconColor) : undefined);
     // Screen readers get the full tensor name, which the label shortens.
     item.accessibilityInformation = { label: `${n.tensor ?? n.label}, ${n.description}` };
     return item;
@@ -103,5 +124,6 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
 
   dispose(): void {
     this.changed.dispose();
+    this.opened.dispose();
   }
 }

@@ -44,6 +44,8 @@ export interface CheckpointEntry {
   adapter?: string;
   report: unknown;
   comparison?: Map<string, TensorComparison>;
+  /** Compared tensors with a cosine below this are flagged (icon and colour). */
+  cosineThreshold?: number;
 }
 
 export type NodeKind = 'checkpoint' | 'category' | 'layer' | 'tensor';
@@ -60,6 +62,8 @@ export interface TreeNode {
   contextValue: string;
   /** A codicon name. */
   icon: string;
+  /** A theme colour id for the icon (a flagged tensor). */
+  iconColor?: string;
   /** The checkpoint's path (every node), and the tensor's name (tensor nodes). */
   checkpoint: string;
   tensor?: string;
@@ -164,9 +168,10 @@ export function shortName(t: CensusTensor): string {
 function tensorNode(entry: CheckpointEntry, t: CensusTensor, parentId: string): TreeNode {
   const cmp = entry.comparison?.get(t.name);
   const shape = t.shape.length === 0 ? 'scalar' : t.shape.join('×');
-  const parts = [shape, t.dtype, formatInt(t.numel)];
+  // The comparison comes first, where a narrow side bar still shows it; norms are in the tooltip.
+  const flag = comparisonFlag(cmp, entry.cosineThreshold ?? DEFAULT_COSINE_THRESHOLD);
+  const parts = [...(flag ? [flag.text] : []), shape, t.dtype, formatInt(t.numel)];
   if (t.loraTarget) parts.push('LoRA');
-  if (cmp) parts.push(`cos ${cmp.cosine === null ? 'n/a' : cmp.cosine.toFixed(6)}`, `‖ΔW‖ ${formatMetric(cmp.loraNorm)}`, `‖τ‖ ${formatMetric(cmp.taskVectorNorm)}`);
   const lines = [
     `**${t.name}**`,
     '',
@@ -189,6 +194,7 @@ function tensorNode(entry: CheckpointEntry, t: CensusTensor, parentId: string): 
       `| ‖τ‖ (task vector) | ${formatMetric(cmp.taskVectorNorm)} |`,
     );
   }
+  if (flag?.warn) lines.splice(1, 0, '', `$(warning) ${flag.warn}`);
   return {
     kind: 'tensor',
     id: `${parentId}/${t.name}`,
@@ -196,11 +202,34 @@ function tensorNode(entry: CheckpointEntry, t: CensusTensor, parentId: string): 
     description: parts.join(' · '),
     tooltip: lines.join('\n'),
     contextValue: t.loraTarget ? 'tensor.loraTarget' : 'tensor',
-    icon: t.loraTarget ? 'target' : 'symbol-array',
+    icon: flag?.warn ? 'warning' : t.loraTarget ? 'target' : 'symbol-array',
+    iconColor: flag?.warn ? 'list.warningForeground' : undefined,
     checkpoint: entry.path,
     tensor: t.name,
     children: [],
   };
+}
+
+/** The cosine below which a compared tensor is flagged, unless the loraLens.cosineThreshold setting says otherwise. */
+export const DEFAULT_COSINE_THRESHOLD = 0.9999;
+
+/**
+ * What the tree says about a tensor's comparison: the cosine of a shared tensor (flagged below the
+ * threshold), "changed outside the adapter" for a task-vector-only one, "unchanged in the merged
+ * model" for an adapter-only one; nothing for a tensor neither side changed.
+ */
+export function comparisonFlag(cmp: TensorComparison | undefined, threshold: number): { text: string; warn?: string } | undefined {
+  if (!cmp) return undefined;
+  const lora = (cmp.loraNorm ?? 0) > 0;
+  const tau = (cmp.taskVectorNorm ?? 0) > 0;
+  if (lora && tau) {
+    if (cmp.cosine === null) return { text: 'cos n/a', warn: 'the cosine is undefined (a non-finite value)' };
+    const text = `cos ${cmp.cosine.toFixed(6)}`;
+    return cmp.cosine < threshold ? { text: `⚠ ${text}`, warn: `cosine ${cmp.cosine.toFixed(6)} is below ${threshold}: the merged model does not hold this delta's direction` } : { text };
+  }
+  if (tau) return { text: `changed outside the adapter (‖τ‖ ${formatMetric(cmp.taskVectorNorm)})` };
+  if (lora) return { text: '⚠ unchanged in the merged model', warn: 'the adapter changes this tensor, the merged model does not' };
+  return undefined;
 }
 
 function groupNode(entry: CheckpointEntry, kind: 'category' | 'layer', id: string, title: string, tensors: CensusTensor[], children: TreeNode[]): TreeNode {

@@ -42,7 +42,8 @@ function rows(h: WeightsIndex): string {
       const category = c.category + (c.layer !== null ? ` · layer ${c.layer}` : '');
       const cells = [
         String(i),
-        `<code>${escapeHtml(t.name)}</code>`,
+        // Break opportunities after the dots only: a name never breaks inside a word.
+        `<code>${t.name.split(/(?<=\.)/).map(escapeHtml).join('<wbr>')}</code>`,
         t.dtype,
         `[${t.shape.join(', ')}]`,
         formatInt(t.numel),
@@ -141,7 +142,9 @@ th[aria-sort=ascending]::after { content: ' ▲'; } th[aria-sort=descending]::af
 td { white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 /* Only the name may wrap (a narrow editor): shapes, offsets and categories stay on one line. */
-td.name { white-space: normal; overflow-wrap: anywhere; }
+td.name { white-space: normal; overflow-wrap: break-word; }
+/* No code background: a wrapped line's background would cover the underscores of the line above. */
+td.name code { background: none; padding: 0; line-height: 1.5; }
 tbody tr:hover { background: var(--vscode-list-hoverBackground); }
 code { font-family: var(--vscode-editor-font-family); }
 #filter { width: min(480px, 100%); padding: 4px 6px; color: var(--vscode-input-foreground); background: var(--vscode-input-background); border: 1px solid var(--vscode-input-border, transparent); }

@@ -9,10 +9,14 @@ export interface JobSpec<K extends JobName = JobName> {
   request: JobRequest<K>;
   /** Output paths, cleaned of partial files if the engine dies. */
   outputs?: string[];
+  /** Progress in the status bar only, no notification (a census restored at start-up). */
+  quiet?: boolean;
 }
 
 /**
- * Runs engine jobs one at a time (a queue), each under a progress notification whose Cancel stops it.
+ * Runs engine jobs one at a time (a queue), each under a progress notification whose Cancel stops it,
+ * with the running job in the status bar (click: the log). The engine's warnings go to the log (the
+ * reports carry them too): a toast is for what needs the user's action.
  * Resolves to the result, or to undefined when the job failed or was cancelled (the user was told).
  */
 export class JobRunner implements vscode.Disposable {
@@ -20,12 +24,15 @@ export class JobRunner implements vscode.Disposable {
   private queue: Promise<unknown> = Promise.resolve();
   /** Jobs queued or running. */
   private busy = 0;
+  private readonly status = vscode.window.createStatusBarItem('loraLens.job', vscode.StatusBarAlignment.Left, 10);
 
   constructor(
     hostScript: string,
-    private readonly output: vscode.OutputChannel,
+    private readonly output: vscode.LogOutputChannel,
   ) {
-    this.engine = new EngineProcess(hostScript, (line) => output.appendLine(line));
+    this.engine = new EngineProcess(hostScript, (line) => output.info(line));
+    this.status.name = 'LoRA Lens job';
+    this.status.command = 'loraLens.showLog';
   }
 
   /** The device setting, passed to every job as its `device`. */
@@ -43,15 +50,28 @@ export class JobRunner implements vscode.Disposable {
   }
 
   private runNow<K extends JobName>(spec: JobSpec<K>): Promise<JobResult<K> | undefined> {
+    this.output.info(`${spec.request.job}: ${spec.title}`);
+    this.status.text = `$(sync~spin) LoRA Lens: ${spec.title}`;
+    this.status.tooltip = `${spec.title} (click for the LoRA Lens log)`;
+    this.status.show();
+    const warned = new Set<string>();
     return Promise.resolve(
       vscode.window.withProgress(
-        { location: vscode.ProgressLocation.Notification, title: `LoRA Lens: ${spec.title}`, cancellable: true },
+        { location: spec.quiet ? vscode.ProgressLocation.Window : vscode.ProgressLocation.Notification, title: `LoRA Lens: ${spec.title}`, cancellable: !spec.quiet },
         async (progress, token) => {
+          const report = reporter(progress);
           const job = this.engine.run({ ...spec.request, device: this.device() }, {
             outputs: spec.outputs,
-            onProgress: reporter(progress),
+            onProgress: (p) => {
+              report(p);
+              this.status.text = `$(sync~spin) LoRA Lens: ${spec.title} — ${p.phase} ${p.done}/${p.total}`;
+            },
             onLog: (level, message) => {
-              if (level === 'warn') void vscode.window.showWarningMessage(`LoRA Lens ${spec.request.job}: ${message}`);
+              if (level !== 'warn') return;
+              // Expected conditions (a GPT-2 Conv1D's fan_in_fan_out) go to the log once per job, not to a toast.
+              if (warned.has(message)) return;
+              warned.add(message);
+              this.output.warn(`${spec.request.job}: ${message}`);
             },
           });
           const sub = token.onCancellationRequested(() => {
@@ -65,6 +85,7 @@ export class JobRunner implements vscode.Disposable {
             return undefined;
           } finally {
             sub.dispose();
+            if (this.busy <= 1) this.status.hide();
           }
         },
       ),
@@ -72,6 +93,7 @@ export class JobRunner implements vscode.Disposable {
   }
 
   private tell(title: string, job: JobName, e: unknown): void {
+    this.output.error(`${job}: ${(e as Error).message}`);
     if (!(e instanceof JobError)) {
       void vscode.window.showErrorMessage(`LoRA Lens ${job} failed: ${(e as Error).message}`);
       return;
@@ -90,7 +112,6 @@ export class JobRunner implements vscode.Disposable {
         ).then((a) => a && this.output.show());
         return;
       case 'internal':
-        this.output.appendLine(e.message);
         void vscode.window.showErrorMessage(`LoRA Lens ${job}: internal error (${e.message.split('\n')[0]}). See the LoRA Lens output.`, 'Show Log').then(
           (a) => a && this.output.show(),
         );
@@ -99,6 +120,7 @@ export class JobRunner implements vscode.Disposable {
   }
 
   dispose(): void {
+    this.status.dispose();
     this.engine.dispose();
   }
 }

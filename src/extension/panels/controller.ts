@@ -1,15 +1,24 @@
 /**
  * What a report panel does with messages, apart from VS Code: hold the content, post it only once the
  * page says `ready`, drop anything malformed, and export from the content the host holds (never from
- * data the page sends, except a chart's PNG). No vscode import, so the unit tests drive it.
+ * data the page sends, except a chart's PNG and the drawn page of an HTML report, which go only where
+ * the user saves them, the HTML inside a document that runs no script). No vscode import, so the unit
+ * tests drive it.
  */
-import { HostMessage, PanelContent, parseWebviewMessage, WebviewMessage } from '../../shared/webviewProtocol';
+import { tableCsv } from '../../shared/charts/csv';
+import { panelModel } from '../../shared/charts/panels';
+import { ExportKind, HostMessage, PanelContent, parseWebviewMessage, WebviewMessage } from '../../shared/webviewProtocol';
+import { escapeHtml } from './html';
 
 export interface PanelIo {
   post(m: HostMessage): void;
   /** Asks the user where to save `fileName`, writes `bytes` there, returns the path (null: cancelled). */
-  saveAs(fileName: string, kind: 'json' | 'png', bytes: Uint8Array): Promise<string | null>;
+  saveAs(fileName: string, kind: ExportKind, bytes: Uint8Array): Promise<string | null>;
   openTensor(name: string): void;
+  /** The panels' stylesheet, inlined into an HTML report. */
+  stylesheet(): string;
+  /** After an HTML report is saved: offer to open it in the browser. */
+  savedHtml?(file: string): void;
 }
 
 export class PanelController {
@@ -33,21 +42,34 @@ export class PanelController {
     if (m !== null) await this.handle(m);
   }
 
+  private async save(what: ExportKind, fileName: string, bytes: Uint8Array): Promise<string | null> {
+    const file = await this.io.saveAs(fileName, what, bytes);
+    this.io.post({ type: 'exported', what, file });
+    return file;
+  }
+
   private async handle(m: WebviewMessage): Promise<void> {
+    const kind = this.content.kind;
     switch (m.type) {
       case 'ready':
         // Also after the page was reloaded (a hidden panel is torn down): it gets the latest content.
         this.ready = true;
         this.io.post({ type: 'show', ...this.content });
         return;
-      case 'exportJson': {
-        const bytes = new TextEncoder().encode(JSON.stringify(this.content.report, null, 2) + '\n');
-        this.io.post({ type: 'exported', what: 'json', file: await this.io.saveAs(`${this.content.kind}-report.json`, 'json', bytes) });
+      case 'exportJson':
+        await this.save('json', `${kind}-report.json`, utf8(JSON.stringify(this.content.report, null, 2) + '\n'));
+        return;
+      case 'exportPng':
+        await this.save('png', `${kind}-${m.name}.png`, Uint8Array.from(Buffer.from(m.dataUrl.slice(m.dataUrl.indexOf(',') + 1), 'base64')));
+        return;
+      case 'exportCsv': {
+        const table = panelModel(this.content).sections.find((s) => s.id === m.section)?.table;
+        if (table) await this.save('csv', `${kind}-${m.section}.csv`, utf8(tableCsv(table)));
         return;
       }
-      case 'exportPng': {
-        const bytes = Uint8Array.from(Buffer.from(m.dataUrl.slice(m.dataUrl.indexOf(',') + 1), 'base64'));
-        this.io.post({ type: 'exported', what: 'png', file: await this.io.saveAs(`${this.content.kind}-${m.name}.png`, 'png', bytes) });
+      case 'exportHtml': {
+        const file = await this.save('html', `${kind}-report.html`, utf8(reportDocument(this.content.title, m.body, m.theme, this.io.stylesheet())));
+        if (file !== null) this.io.savedHtml?.(file);
         return;
       }
       case 'openTensor':
@@ -55,4 +77,34 @@ export class PanelController {
         return;
     }
   }
+}
+
+const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+/**
+ * One self-contained HTML file: the drawn panel, the panels' stylesheet and the theme's colours at
+ * export time. Its CSP allows inline styles and data: images only, so nothing in it can run or load.
+ */
+export function reportDocument(title: string, body: string, theme: string, css: string): string {
+  // The theme is `--name: value;` pairs; anything that could close the style element is dropped.
+  const vars = theme.replace(/<\/?style/gi, '');
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="UTF-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<meta name="generator" content="LoRA Lens">
+<title>${escapeHtml(title)}</title>
+<style>
+:root { ${vars} }
+body { background: var(--vscode-editor-background); color: var(--vscode-foreground); font-family: var(--vscode-font-family, sans-serif); }
+${css.replace(/<\/style/gi, '')}
+</style>
+</head>
+<body class="exported">
+${body}
+</body>
+</html>
+`;
 }

@@ -42,7 +42,9 @@ import { REPORT_VIEW_TYPE, ReportPanel, webviewOptions } from './reportPanel';
 
 export type { ReportKind } from '../../shared/webviewProtocol';
 
-const panels = new Map<ReportKind, ReportPanel>();
+/** One panel per report subject (kind and title): a second Compare of other models opens beside the first. */
+const panels = new Map<string, ReportPanel>();
+const keyOf = (c: PanelContent): string => `${c.kind}\u0000${c.title}`;
 const tensorRequests = new vscode.EventEmitter<string>();
 
 /** Fires with a tensor's name when the user picks it in a panel. */
@@ -53,11 +55,11 @@ export interface ReportPanelOptions {
   folder?: string;
 }
 
-/** Shows a report in the panel of its kind, opening the panel beside the editor when there is none. */
+/** Shows a report in the panel of its subject (the same job on the same inputs), opening one beside the editor when there is none. */
 export function showReportPanel<K extends ReportKind>(context: vscode.ExtensionContext, kind: K, report: JobReport<K>, title: string, options: ReportPanelOptions = {}): void {
   const content: PanelContent = { kind, title, report };
   if (kind === 'validate' && options.folder !== undefined) content.comparisons = readComparisons(report, options.folder);
-  const existing = panels.get(kind);
+  const existing = panels.get(keyOf(content));
   if (existing) {
     existing.show(content);
     return;
@@ -73,8 +75,8 @@ export function registerPanelSerializers(context: vscode.ExtensionContext): void
     vscode.window.registerWebviewPanelSerializer(REPORT_VIEW_TYPE, {
       async deserializeWebviewPanel(panel: vscode.WebviewPanel, state: unknown): Promise<void> {
         const content = parsePanelContent(state);
-        if (content === null || panels.has(content.kind)) {
-          panel.dispose(); // nothing usable to show, or a newer panel of that kind exists
+        if (content === null || panels.has(keyOf(content))) {
+          panel.dispose(); // nothing usable to show, or a newer panel of that report exists
           return;
         }
         adopt(context, panel, content);
@@ -84,10 +86,11 @@ export function registerPanelSerializers(context: vscode.ExtensionContext): void
 }
 
 function adopt(context: vscode.ExtensionContext, panel: vscode.WebviewPanel, content: PanelContent): void {
+  const key = keyOf(content);
   const p = new ReportPanel(panel, context.extensionUri, content, (name) => tensorRequests.fire(name), () => {
-    if (panels.get(content.kind) === p) panels.delete(content.kind);
+    if (panels.get(key) === p) panels.delete(key);
   });
-  panels.set(content.kind, p);
+  panels.set(key, p);
 }
 
 /** Each dtype's compare report under a validate output folder, by dtype; missing ones are left out. */

@@ -4,13 +4,19 @@
  */
 import * as crypto from 'node:crypto';
 import * as vscode from 'vscode';
-import { PanelContent } from '../../shared/webviewProtocol';
+import * as fs from 'node:fs';
+import { ExportKind, PanelContent } from '../../shared/webviewProtocol';
 import { PanelController } from './controller';
 import { makeNonce, panelHtml } from './html';
 
 export const REPORT_VIEW_TYPE = 'loraLens.report';
 
-const FILTERS = { json: { JSON: ['json'] }, png: { 'PNG image': ['png'] } };
+const FILTERS: Record<ExportKind, Record<string, string[]>> = {
+  json: { JSON: ['json'] },
+  png: { 'PNG image': ['png'] },
+  csv: { CSV: ['csv'] },
+  html: { 'HTML report': ['html'] },
+};
 
 export class ReportPanel {
   private readonly controller: PanelController;
@@ -27,6 +33,11 @@ export class ReportPanel {
       post: (m) => void panel.webview.postMessage(m),
       saveAs: (fileName, kind, bytes) => saveAs(fileName, FILTERS[kind], bytes),
       openTensor: onOpenTensor,
+      stylesheet: () => fs.readFileSync(vscode.Uri.joinPath(extensionUri, 'dist', 'webview.css').fsPath, 'utf8'),
+      savedHtml: (file) =>
+        void vscode.window.showInformationMessage(`Saved the report as ${file}: one file, charts included.`, 'Open in Browser').then(
+          (a) => a && vscode.env.openExternal(vscode.Uri.file(file)),
+        ),
     });
     panel.webview.options = webviewOptions(extensionUri);
     panel.title = content.title;

@@ -53,3 +53,11 @@ export function guessBase(baseModelNameOrPath: unknown, models: string[]): strin
   const last = baseModelNameOrPath.split(/[\\/]/).filter((s) => s !== '').pop()?.toLowerCase();
   return models.find((m) => path.basename(m).toLowerCase() === last);
 }
+
+/** What a folder holds, from its marker files on disk (for a folder given before the workspace scan is done). */
+export function folderKind(dir: string, exists: (p: string) => boolean): 'adapter' | 'model' | undefined {
+  const has = (f: string): boolean => exists(path.join(dir, f));
+  if (has('adapter_config.json') && ADAPTER_WEIGHTS.some(has)) return 'adapter';
+  if ([...MODEL_WEIGHTS, ...SHARD_INDEXES].some(has)) return 'model';
+  return undefined;
+}

@@ -4,19 +4,31 @@ import { MARKER_FILES, RecognisedFolders, recogniseFolders } from './folders';
 const GLOB = `**/{${MARKER_FILES.join(',')}}`;
 const EXCLUDE = '**/{node_modules,.git,.venv}/**';
 const RESCAN_DELAY_MS = 500;
+const CACHE_KEY = 'loraLens.scan';
 
 /**
  * Keeps the list of adapter and model folders in the workspace up to date, and publishes it as the
  * context keys `loraLens.adapterFolders` / `loraLens.modelFolders` / `loraLens.pickleFolders` for the
  * Explorer menus' `when` clauses.
+ * The last scan is kept per workspace and published at once on activation, so the menus are there
+ * from the first right-click; `ready` resolves when the first scan of this session is done.
  */
 export class WorkspaceScanner implements vscode.Disposable {
-  private current: RecognisedFolders = { adapters: [], models: [], pickles: [] };
+  private current: RecognisedFolders;
   private timer: NodeJS.Timeout | undefined;
   private readonly watcher: vscode.FileSystemWatcher;
   private readonly folderChanges: vscode.Disposable;
+  private readonly changed = new vscode.EventEmitter<RecognisedFolders>();
+  readonly onDidChange = this.changed.event;
+  private scanned = false;
+  /** Resolves once the first scan of this session is done. */
+  readonly ready: Promise<void>;
+  private markReady!: () => void;
 
-  constructor() {
+  constructor(private readonly state: vscode.Memento) {
+    this.current = { adapters: [], models: [], pickles: [], ...state.get<Partial<RecognisedFolders>>(CACHE_KEY) };
+    void this.publish();
+    this.ready = new Promise((resolve) => (this.markReady = resolve));
     this.watcher = vscode.workspace.createFileSystemWatcher(GLOB);
     const later = (): void => this.scheduleScan();
     this.watcher.onDidCreate(later);
@@ -28,13 +40,29 @@ export class WorkspaceScanner implements vscode.Disposable {
     return this.current;
   }
 
+  /** Whether the first scan of this session is done (before that, `folders` is the last session's). */
+  get isReady(): boolean {
+    return this.scanned;
+  }
+
   async scan(): Promise<RecognisedFolders> {
-    const uris = await vscode.workspace.findFiles(GLOB, EXCLUDE);
-    this.current = recogniseFolders(uris.map((u) => u.fsPath));
+    try {
+      const uris = await vscode.workspace.findFiles(GLOB, EXCLUDE);
+      this.current = recogniseFolders(uris.map((u) => u.fsPath));
+      void this.state.update(CACHE_KEY, this.current);
+      await this.publish();
+      this.changed.fire(this.current);
+    } finally {
+      this.scanned = true;
+      this.markReady();
+    }
+    return this.current;
+  }
+
+  private async publish(): Promise<void> {
     await vscode.commands.executeCommand('setContext', 'loraLens.adapterFolders', this.current.adapters);
     await vscode.commands.executeCommand('setContext', 'loraLens.modelFolders', this.current.models);
     await vscode.commands.executeCommand('setContext', 'loraLens.pickleFolders', this.current.pickles);
-    return this.current;
   }
 
   private scheduleScan(): void {
@@ -46,5 +74,6 @@ export class WorkspaceScanner implements vscode.Disposable {
     if (this.timer) clearTimeout(this.timer);
     this.watcher.dispose();
     this.folderChanges.dispose();
+    this.changed.dispose();
   }
 }

@@ -44,9 +44,10 @@ export function censusPanel(report: unknown, title: string): PanelModel {
     sections: [
       {
         id: 'categories',
-        title: 'Tensors and elements per category',
-        chart: { type: 'bar', labels: categories, series: [{ label: 'tensors', color: 'blue', data: categories.map((c) => num(tensors[c])) }], x: { title: 'category' }, y: { title: 'tensors', min: 0, integer: true } },
-        table: { columns: [{ key: 'category', label: 'category' }, { key: 'tensors', label: 'tensors', format: 'int' }, { key: 'params', label: 'elements', format: 'int' }], rows: categories.map((c) => [c, num(tensors[c]), num(params[c])]) },
+        title: 'Parameters per category',
+        note: 'Elements (parameters), not tensor counts: attention has more tensors, the MLP usually more parameters. Tensor counts are in the table.',
+        chart: { type: 'bar', labels: categories, series: [{ label: 'elements', color: 'blue', data: categories.map((c) => num(params[c])) }], x: { title: 'category' }, y: { title: 'elements (parameters)', min: 0 } },
+        table: { columns: [{ key: 'category', label: 'category' }, { key: 'params', label: 'elements', format: 'int' }, { key: 'tensors', label: 'tensors', format: 'int' }], rows: categories.map((c) => [c, num(params[c]), num(tensors[c])]) },
       },
       {
         id: 'layers',

@@ -4,7 +4,7 @@
  * other, the norms of shared and task-vector-only tensors, and which projections the adapter covers.
  */
 import { formatCell } from './format';
-import { Cell, PanelModel, Point, Section, Series, SERIES_COLORS, SummaryItem } from './model';
+import { Cell, PanelModel, Point, Section, Series, SERIES_COLORS, SummaryItem, Tone } from './model';
 import { arr, bool, num, obj, Obj, objs, str, strs } from './read';
 import { groupByLayer, layerLabel, layerLabels, placeTensor, Placement } from './tensors';
 
@@ -18,6 +18,8 @@ interface Row {
   loraNorm: number | null;
   taskVectorNorm: number | null;
   within: boolean | null;
+  /** Within the rounding of the merged model's dtype (null: not judged). */
+  withinRounding: boolean | null;
   /** shared: non-zero on both sides; task-vector-only; lora-only. */
   side: 'shared' | 'task-vector-only' | 'lora-only';
 }
@@ -39,6 +41,7 @@ function rows(report: unknown): Row[] {
       loraNorm,
       taskVectorNorm,
       within: bool(t.withinTolerance),
+      withinRounding: bool(t.withinRounding),
       side,
     }];
   });
@@ -56,8 +59,19 @@ function summaryItems(s: Obj | null, idPrefix: string): SummaryItem[] {
     const value = typeof v === 'number' || typeof v === 'boolean' || typeof v === 'string' ? v : null;
     return { id: id(key), label, text: formatCell(value, fmt), value };
   };
+  const dtype = str(s?.mergedDtype);
+  const dtypeVerdict = str(s?.dtypeVerdict);
+  const judged: SummaryItem[] =
+    dtype !== null && dtypeVerdict !== null
+      ? [
+          { id: id('summary-dtype-verdict'), label: `Verdict at ${dtype}`, text: DTYPE_VERDICT_TEXT[dtypeVerdict] ?? dtypeVerdict, value: dtypeVerdict, tone: dtypeVerdictTone(dtypeVerdict) },
+          item('summary-merged-dtype', 'Merged model dtype', dtype),
+        ]
+      : [];
   return [
-    { id: id('summary-equivalent'), label: 'Equivalent', text: equivalent === null ? formatCell(null) : equivalent ? `yes (max abs ≤ ${formatCell(tolerance, 'exp')})` : `no (tolerance ${formatCell(tolerance, 'exp')})`, value: equivalent, tone: equivalent === null ? 'neutral' : equivalent ? 'good' : 'bad' },
+    ...judged,
+    // Strictly "no" is a fact, not an alarm, where the difference is the rounding the merged dtype must make.
+    { id: id('summary-equivalent'), label: judged.length ? 'Strictly equivalent' : 'Equivalent', text: equivalent === null ? formatCell(null) : equivalent ? `yes (max abs ≤ ${formatCell(tolerance, 'exp')})` : `no (tolerance ${formatCell(tolerance, 'exp')})`, value: equivalent, tone: equivalent === null || dtypeVerdict === 'EXPECTED-LOSS' ? 'neutral' : equivalent ? 'good' : 'bad' },
     item('summary-tolerance', 'Tolerance (max abs)', num(s?.tolerance), 'exp'),
     item('summary-shared', 'Shared tensors', num(s?.shared), 'int'),
     item('summary-perfect-matches', 'Perfect matches (cos > 0.9999)', num(s?.perfectMatches), 'int'),
@@ -68,6 +82,16 @@ function summaryItems(s: Obj | null, idPrefix: string): SummaryItem[] {
     item('min-cosine', 'Min cosine', num(s?.minCosine), 'cosine'),
     item('max-abs-diff', 'Max abs difference', num(s?.maxAbsDiff), 'exp'),
   ];
+}
+
+const DTYPE_VERDICT_TEXT: Record<string, string> = {
+  EQUIVALENT: 'equivalent',
+  'EXPECTED-LOSS': 'expected loss (only the rounding its dtype must make)',
+  'NOT-EQUIVALENT': 'not equivalent, even allowing for rounding',
+};
+
+function dtypeVerdictTone(v: string | null): Tone {
+  return v === 'EQUIVALENT' ? 'good' : v === 'EXPECTED-LOSS' ? 'warn' : v === 'NOT-EQUIVALENT' ? 'bad' : 'neutral';
 }
 
 /** The charts of one compare report; `idPrefix` keeps ids unique when a validate panel shows several. */
@@ -127,8 +151,13 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
       note: exact > 0 ? `${exact} shared tensor(s) match exactly (difference 0) and have no bar on a log scale.` : undefined,
       chart: { type: 'bar', labels: diffs.labels, series: diffSeries, x: { title: 'layer' }, y: { title: 'max |ΔW − τ|', log: true } },
       table: {
-        columns: [{ key: 'name', label: 'tensor' }, { key: 'maxAbsDiff', label: 'max abs difference', format: 'exp' }, { key: 'within', label: 'within tolerance' }],
-        rows: [...shared].sort(byLayer).map((r) => [r.name, r.maxAbsDiff, r.within]),
+        columns: [
+          { key: 'name', label: 'tensor' },
+          { key: 'maxAbsDiff', label: 'max abs difference', format: 'exp' },
+          { key: 'within', label: 'within tolerance' },
+          ...(shared.some((r) => r.withinRounding !== null) ? [{ key: 'withinRounding', label: 'within its dtype\'s rounding' }] : []),
+        ],
+        rows: [...shared].sort(byLayer).map((r) => [r.name, r.maxAbsDiff, r.within, ...(shared.some((x) => x.withinRounding !== null) ? [r.withinRounding] : [])]),
         tensorColumn: 0,
       },
     },
@@ -226,10 +255,13 @@ export function equivalencePanel(report: unknown, title: string): PanelModel {
   const s = obj(r?.summary);
   const equivalent = bool(s?.equivalent);
   const verdict = str(s?.verdict);
+  // The dtype-aware verdict sets the tone where the engine gave one (a bf16 merge is an expected loss).
+  const dtypeVerdict = str(s?.dtypeVerdict);
+  const tone: Tone = dtypeVerdict !== null ? dtypeVerdictTone(dtypeVerdict) : equivalent === null ? 'neutral' : equivalent ? 'good' : 'bad';
   return {
     kind: 'compare',
     heading: title,
-    verdict: verdict !== null || equivalent !== null ? { text: verdict ?? (equivalent ? 'Equivalent' : 'Not equivalent'), tone: equivalent === null ? 'neutral' : equivalent ? 'good' : 'bad' } : null,
+    verdict: verdict !== null || equivalent !== null ? { text: verdict ?? (equivalent ? 'Equivalent' : 'Not equivalent'), tone } : null,
     summary: summaryItems(s, ''),
     warnings: [...strs(r?.warnings), ...arr(r?.shapeMismatches).length ? [`${arr(r?.shapeMismatches).length} tensor(s) have different shapes on the two sides and were skipped.`] : []],
     sections: equivalenceSections(report),

@@ -9,7 +9,8 @@
 export type SeriesColor = 'blue' | 'green' | 'red' | 'orange' | 'purple' | 'yellow' | 'foreground';
 export const SERIES_COLORS: readonly SeriesColor[] = ['blue', 'orange', 'green', 'purple', 'red', 'yellow'];
 
-export type Tone = 'good' | 'bad' | 'neutral';
+/** `warn`: a loss the user should weigh (an expected rounding loss, a large bf16 loss). */
+export type Tone = 'good' | 'bad' | 'warn' | 'neutral';
 
 export interface SummaryItem {
   /** DOM id of the value (`summary-shared`, `mean-cosine`, `verdict`): stable, tests read it. */
@@ -42,6 +43,8 @@ export interface Series {
   dashed?: boolean;
   /** The points' labels are tensor names: clicking a point reveals the tensor in the census tree. */
   tensorPoints?: boolean;
+  /** Scatter points' marker: series of one colour (one dtype) told apart by shape (the merge rule). */
+  pointStyle?: 'circle' | 'triangle' | 'rect' | 'rectRot';
 }
 
 export interface Axis {
@@ -110,6 +113,15 @@ export interface PanelModel {
   summary: SummaryItem[];
   warnings: string[];
   sections: Section[];
+}
+
+/**
+ * A bar chart of a single bar says nothing its table does not: such sections keep the table alone
+ * (a census of a one-dtype checkpoint, a validate of one dtype).
+ */
+export function withoutOneBarCharts(m: PanelModel): PanelModel {
+  const oneBar = (c: ChartSpec): boolean => c.type === 'bar' && (c.labels?.length ?? 0) <= 1;
+  return { ...m, sections: m.sections.map((s) => (s.chart && s.table && oneBar(s.chart) ? { ...s, chart: undefined } : s)) };
 }
 
 /** Values drawn (bars or points), threshold lines excluded: what tests and screen readers can count. */

@@ -2,12 +2,16 @@
 import { PanelContent } from '../webviewProtocol';
 import { censusPanel } from './census';
 import { equivalencePanel } from './equivalence';
-import { PanelModel } from './model';
+import { PanelModel, withoutOneBarCharts } from './model';
 import { precisionPanel } from './precision';
 import { decomposePanel, maskPanel } from './unmerge';
 import { validatePanel } from './validate';
 
 export function panelModel(c: PanelContent): PanelModel {
+  return withoutOneBarCharts(kindModel(c));
+}
+
+function kindModel(c: PanelContent): PanelModel {
   switch (c.kind) {
     case 'compare':
       return equivalencePanel(c.report, c.title);

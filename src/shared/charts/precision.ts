@@ -62,9 +62,13 @@ export function precisionSections(report: unknown): Section[] {
   const lost = tensors.filter((t) => num(t.deltaLostFraction) !== null);
   const combos = [...new Set(lost.map((t) => `${t.dtype} ${t.rule}`))].sort();
   const layerOf = (t: Obj): number | null => places.get(t)!.layer;
+  // Colour by dtype, marker by rule: six series stay apart where six colours would not.
+  const ruleStyles = [...new Set(lost.map((t) => String(t.rule)))].sort();
+  const STYLES: Array<NonNullable<Series['pointStyle']>> = ['circle', 'triangle', 'rect', 'rectRot'];
   const lostSeries: Series[] = combos.map((combo, i) => ({
     label: combo,
-    color: SERIES_COLORS[i % SERIES_COLORS.length],
+    color: DTYPE_COLORS[combo.split(' ')[0]] ?? SERIES_COLORS[i % SERIES_COLORS.length],
+    pointStyle: STYLES[ruleStyles.indexOf(combo.split(' ')[1]) % STYLES.length],
     data: lost.filter((t) => `${t.dtype} ${t.rule}` === combo && layerOf(t) !== null).map((t): Point => ({ x: layerOf(t)!, y: num(t.deltaLostFraction)!, label: String(t.name) })),
     tensorPoints: true,
   }));

@@ -46,10 +46,16 @@ export function groupByLayer<T>(items: T[], place: (t: T) => Placement, value: (
   const index = new Map(labels.map((l, i) => [l, i]));
   const series = new Map<string, Array<number | null>>();
   const taken = new Set<string>();
+  // A projection name two categories share (GPT-2's c_proj in attention and in the MLP) is named with its category.
+  const categories = new Map<string, Set<string>>();
+  for (const t of items) {
+    const p = place(t);
+    categories.set(p.key, (categories.get(p.key) ?? new Set()).add(p.category));
+  }
   for (const t of items) {
     const p = place(t);
     const i = index.get(layerLabel(p.layer))!;
-    let key = p.key;
+    let key = categories.get(p.key)!.size > 1 && p.category !== '' ? `${p.category} ${p.key}` : p.key;
     for (let n = 2; taken.has(`${i}\u0000${key}`); n++) key = `${p.key} (${n})`;
     taken.add(`${i}\u0000${key}`);
     if (!series.has(key)) series.set(key, new Array<number | null>(labels.length).fill(null));

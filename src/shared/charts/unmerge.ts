@@ -24,6 +24,9 @@ export function maskPanel(report: unknown, title: string): PanelModel {
   const grid = groupByLayer(modules, place, (m) => num(m.selected));
   const keys = [...grid.series.keys()];
   const largest = Math.max(0, ...modules.map((m) => num(m.selected) ?? 0));
+  // Top-k per module keeps the same count everywhere (k, or the whole of a smaller module): a chart of
+  // equal bars says nothing, so it is drawn only where the counts differ.
+  const uniform = new Set(modules.map((m) => num(m.selected))).size <= 1;
   const projections = numberEntries(r?.perProjection).sort(([a], [b]) => a.localeCompare(b));
   const preservation = numberEntries(r?.normPreservation);
   const energy = new Map(numberEntries(r?.energyPreservation));
@@ -44,8 +47,10 @@ export function maskPanel(report: unknown, title: string): PanelModel {
       {
         id: 'mask-layers',
         title: 'Elements kept per layer and projection',
-        note: 'The table is a heat map: the stronger a cell\'s colour, the more elements it keeps.',
-        chart: { type: 'bar', stacked: true, labels: grid.labels, series: keys.map((k, i) => ({ label: k, color: SERIES_COLORS[i % SERIES_COLORS.length], data: grid.series.get(k)! })), x: { title: 'layer' }, y: { title: 'elements kept', min: 0 } },
+        note: uniform
+          ? `Every module keeps the same ${formatCell(largest, 'int')} elements (top-k per module), so there is no chart; which adapters survive the mask is below.`
+          : 'The table is a heat map: the stronger a cell\'s colour, the more elements it keeps (modules smaller than k keep all of theirs).',
+        chart: uniform ? undefined : { type: 'bar', stacked: true, labels: grid.labels, series: keys.map((k, i) => ({ label: k, color: SERIES_COLORS[i % SERIES_COLORS.length], data: grid.series.get(k)! })), x: { title: 'layer' }, y: { title: 'elements kept', min: 0 } },
         table: {
           columns: [{ key: 'layer', label: 'layer' }, ...keys.map((k) => ({ key: k, label: k, format: 'int' as const }))],
           rows: grid.labels.map((l, i): Cell[] => [l, ...keys.map((k) => grid.series.get(k)![i])]),
@@ -55,7 +60,7 @@ export function maskPanel(report: unknown, title: string): PanelModel {
       {
         id: 'mask-projections',
         title: 'Elements kept per projection',
-        chart: { type: 'bar', labels: projections.map(([k]) => k), series: [{ label: 'elements kept', color: 'blue', data: projections.map(([, v]) => v) }], x: { title: 'projection' }, y: { title: 'elements kept', min: 0 } },
+        chart: new Set(projections.map(([, v]) => v)).size <= 1 ? undefined : { type: 'bar', labels: projections.map(([k]) => k), series: [{ label: 'elements kept', color: 'blue', data: projections.map(([, v]) => v) }], x: { title: 'projection' }, y: { title: 'elements kept', min: 0 } },
         table: { columns: [{ key: 'projection', label: 'projection' }, { key: 'selected', label: 'elements kept', format: 'int' }], rows: projections },
       },
       {
@@ -118,7 +123,7 @@ export function decomposePanel(report: unknown, title: string): PanelModel {
       {
         id: 'coefficients',
         title: truth ? 'Recovered coefficients and the truth' : 'Recovered coefficients',
-        note: 'One bar per dictionary adapter: how much of it the target holds.',
+        note: 'One bar per dictionary adapter: how much of it the target holds. ‖c·Δ‖ / ‖target‖ is each adapter\'s scaled norm against the target\'s; the adapters overlap, so these do not add up to 100%.',
         chart: {
           type: 'bar',
           labels: names,
@@ -134,7 +139,8 @@ export function decomposePanel(report: unknown, title: string): PanelModel {
             { key: 'adapter', label: 'adapter' },
             { key: 'coefficient', label: 'coefficient', format: 'general' },
             ...(truth ? [{ key: 'truth', label: 'truth', format: 'general' as const }] : []),
-            { key: 'share', label: 'share of reconstruction', format: 'percent' },
+            // ‖c·Δ‖ / ‖target‖ per adapter: the adapters' deltas overlap, so these do not add up to 100%.
+            { key: 'share', label: '‖c·Δ‖ / ‖target‖', format: 'percent' },
             { key: 'inSupport', label: 'in support' },
           ],
           rows: names.map((n): Cell[] => [n, coefficient.get(n) ?? null, ...(truth ? [truth.get(n) ?? 0] : []), num(dictionary.get(n)?.share), support.has(n)]),

@@ -9,6 +9,14 @@ import { bool, num, obj, Obj, objs, str, strs } from './read';
 import { equivalenceSections, equivalenceSummary } from './equivalence';
 
 const STATUS_TONE: Record<string, Tone> = { PASS: 'good', 'EXPECTED-LOSS': 'neutral', FAIL: 'bad' };
+/** An expected loss that swallows this share of the delta's elements or more is drawn as a warning. */
+export const WARN_DELTA_LOST = 0.01;
+
+function statusTone(d: Obj): Tone {
+  const status = str(d.status) ?? '';
+  const lost = num(obj(d.precision)?.deltaLostFraction);
+  return status === 'EXPECTED-LOSS' && lost !== null && lost >= WARN_DELTA_LOST ? 'warn' : (STATUS_TONE[status] ?? 'neutral');
+}
 
 export function validatePanel(report: unknown, title: string, comparisons: Record<string, unknown> = {}): PanelModel {
   const r = obj(report);
@@ -24,7 +32,9 @@ export function validatePanel(report: unknown, title: string, comparisons: Recor
     { id: 'summary-tolerance', label: 'Tolerance (max abs)', text: formatCell(tolerance, 'exp'), value: tolerance },
     ...dtypes.map((d): SummaryItem => {
       const status = str(d.status);
-      return { id: `status-${d.dtype}`, label: `${d.dtype}`, text: formatCell(status), value: status, tone: STATUS_TONE[status ?? ''] ?? 'neutral' };
+      const lost = num(obj(d.precision)?.deltaLostFraction);
+      const text = status === 'EXPECTED-LOSS' && lost !== null ? `${status} (${formatCell(lost, 'percent')} of the delta lost)` : formatCell(status);
+      return { id: `status-${d.dtype}`, label: `${d.dtype}`, text, value: status, tone: statusTone(d) };
     }),
   ];
 

@@ -77,7 +77,7 @@ export const JOBS = {
   },
   validate: {
     summary: 'merge, extract, compare and precision for each dtype in one go, with a verdict',
-    usage: 'validate --base DIR --adapter DIR --out DIR [--dtypes fp32,fp16,bf16] [--rule R] [--tolerance T] [--discard-models]',
+    usage: 'validate --base DIR --adapter DIR --out DIR [--dtypes fp32,fp16,bf16] [--rule R] [--tolerance T] [--keep-models]',
     options: {
       base: { kind: 'string', required: true },
       adapter: { kind: 'string', required: true },
@@ -85,7 +85,7 @@ export const JOBS = {
       dtypes: { kind: 'list' },
       rule: { kind: 'string', choices: MERGE_RULES, default: 'peft' },
       tolerance: { kind: 'number', default: DEFAULT_TOLERANCE },
-      discardModels: { kind: 'bool' },
+      keepModels: { kind: 'bool' },
     },
   },
   mask: {

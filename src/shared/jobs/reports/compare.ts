@@ -15,6 +15,12 @@ export interface CompareTensor {
   loraNonzero: number;
   taskVectorNonzero: number;
   withinTolerance: boolean;
+  /**
+   * Against a finetuned (merged) model stored in fp16/bf16: every element within the rounding of
+   * base + delta to that dtype (plus tolerance); at fp32, `withinTolerance` for adapted tensors; null
+   * where not judged (a task vector file, an fp32 tensor changed outside the adapter).
+   */
+  withinRounding: boolean | null;
 }
 
 export interface CompareSummary {
@@ -29,7 +35,19 @@ export interface CompareSummary {
   maxAbsDiff: number | null;
   maxRelFroErr: number | null;
   tolerance: number;
+  /** CLI.md: every shared tensor within `tolerance` max-abs (strict: no allowance for a dtype's rounding). */
   equivalent: boolean;
+  /** The finetuned model's float dtype (`fp32`, `fp16`, `bf16`, `mixed`); null for a task vector file. */
+  mergedDtype: string | null;
+  /** Every tensor judged by `withinRounding` passes; equals `equivalent` unless the merged dtype is half. */
+  withinRounding: boolean;
+  /** Tensors whose `withinRounding` is false. */
+  outsideRoundingTensors: number;
+  /**
+   * The dtype-aware verdict: EQUIVALENT (strictly), EXPECTED-LOSS (differs only by the rounding the
+   * merged model's dtype must make, as validate judges a half merge), NOT-EQUIVALENT.
+   */
+  dtypeVerdict: 'EQUIVALENT' | 'EXPECTED-LOSS' | 'NOT-EQUIVALENT';
   verdict: string;
 }
 

@@ -26,6 +26,8 @@ export interface ValidateReport {
   dtypes: ValidateDtype[];
   ok: boolean;
   verdict: string;
+  /** Whether each dtype's folder still holds `merged/` and `task_vector.safetensors`. */
+  keptModels: boolean;
   warnings: string[];
   seconds: number;
 }
