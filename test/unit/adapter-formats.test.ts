@@ -12,9 +12,9 @@ import { LensError } from '../../src/engine/errors';
 import { compareAdapter } from '../../src/engine/jobs/compare';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
-import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { quietContext } from '../../src/engine/util/job';
 import { lowRank, peftConfig, randomF32, TestTensor, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+import { readAll, matmul } from './helpers/tensors';
 
 const kernels = new CpuKernels();
 const root = tmpDir();
@@ -30,26 +30,8 @@ const BASE = writeModel(path.join(root, 'base'), { model_type: 'qwen2' }, [
   { name: 'model.norm.weight', shape: [6], data: randomF32(6, 121, 1) },
 ]);
 
-function readAll(dir: string): Map<string, Float32Array> {
-  const c = openCheckpoint(dir);
-  const m = new Map<string, Float32Array>();
-  for (const t of c.tensors) m.set(t.name, bytesToF32(t, c.handles.readBytesSync(t, new Uint8Array(t.byteLength)), new Float32Array(t.numel)).slice());
-  closeCheckpoint(c);
-  return m;
-}
 const base = readAll(BASE);
 const W = (m: string): Float32Array => base.get(`${L}.${m}.weight`)!;
-
-/** Σ_k B[i, k] A[k, j] in float64, in rank order, as [out, in]. */
-function matmul(B: ArrayLike<number>, A: ArrayLike<number>, out: number, r: number, inn: number): Float64Array {
-  const d = new Float64Array(out * inn);
-  for (let i = 0; i < out; i++) for (let j = 0; j < inn; j++) {
-    let acc = 0;
-    for (let k = 0; k < r; k++) acc += B[i * r + k] * A[k * inn + j];
-    d[i * inn + j] = acc;
-  }
-  return d;
-}
 
 /** The fp32 merge of `w` and a float64 delta rounded once: f(W + f(ΔW)). */
 const plus = (w: Float32Array, d: ArrayLike<number>): Float32Array => w.map((x, i) => Math.fround(x + Math.fround(d[i])));

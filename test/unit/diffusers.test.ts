@@ -13,24 +13,16 @@ import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/che
 import { runCensus } from '../../src/engine/jobs/census';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
-import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { quietContext } from '../../src/engine/util/job';
 import { OUTPUT_MARKER } from '../../src/engine/util/outputDir';
 import { peftConfig, randomF32, tmpDir, writeAdapter, writeWeights } from './helpers/builders';
 import { clipTextTensors, SD15_UNET, sd15UnetTensors, writePipeline, writeSparse } from './helpers/diffusion';
+import { readAll } from './helpers/tensors';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
 const SMALL_UNET = { channels: [8, 16, 32, 32] as [number, number, number, number], cross: 12, latent: 4 };
 const SMALL_CLIP = { hidden: 12, layers: 2, intermediate: 24, vocab: 50, positions: 7 };
-
-function readAll(dir: string): Map<string, Float32Array> {
-  const c = openCheckpoint(dir);
-  const m = new Map<string, Float32Array>();
-  for (const t of c.tensors) m.set(t.name, bytesToF32(t, c.handles.readBytesSync(t, new Uint8Array(t.byteLength)), new Float32Array(t.numel)).slice());
-  closeCheckpoint(c);
-  return m;
-}
 
 describe('Stable Diffusion 1.5 UNet at its true shapes (header-true sparse file)', () => {
   const root = tmpDir();

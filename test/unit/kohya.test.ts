@@ -7,18 +7,17 @@
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { runCensus } from '../../src/engine/jobs/census';
 import { convertDiffusionAdapter } from '../../src/engine/jobs/convertAdapter';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import * as fs from 'node:fs';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
-import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { decodeF16Array, encodeF16 } from '../../src/shared/safetensors/half';
 import { quietContext } from '../../src/engine/util/job';
 import { assertOneLineError, runCli } from './helpers/cli';
 import { randomF32, TestTensor, tmpDir, writeWeights } from './helpers/builders';
 import { clipTextTensors, sd15UnetTensors, writePipeline, writeSafetensorsFile } from './helpers/diffusion';
+import { readAll, matmul } from './helpers/tensors';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -29,25 +28,6 @@ const CLIP = { hidden: 12, layers: 2, intermediate: 24, vocab: 50, positions: 7 
 function half(n: number, seed: number, scale = 0.5): Float32Array {
   const h = encodeF16(randomF32(n, seed, scale), new Uint16Array(n));
   return decodeF16Array(h, new Float32Array(n));
-}
-
-/** a [rows, k] @ b [k, cols], summed in float64 as k runs (the order the engine adds in). */
-function matmul(a: Float32Array, b: Float32Array, rows: number, k: number, cols: number): Float64Array {
-  const out = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-    let acc = 0;
-    for (let t = 0; t < k; t++) acc += a[i * k + t] * b[t * cols + j];
-    out[i * cols + j] = acc;
-  }
-  return out;
-}
-
-function readAll(dir: string): Map<string, Float32Array> {
-  const c = openCheckpoint(dir);
-  const m = new Map<string, Float32Array>();
-  for (const t of c.tensors) m.set(t.name, bytesToF32(t, c.handles.readBytesSync(t, new Uint8Array(t.byteLength)), new Float32Array(t.numel)).slice());
-  closeCheckpoint(c);
-  return m;
 }
 
 const alphaTensor = (module: string, alpha: number): TestTensor => ({ name: `${module}.alpha`, dtype: 'F16', shape: [], data: new Float32Array([alpha]) });

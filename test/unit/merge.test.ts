@@ -16,21 +16,13 @@ import { blocksOf } from '../../src/engine/tensors/stream';
 import { validate } from '../../src/engine/jobs/validate';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { mergeHalfElement } from '../../src/engine/kernels/cpuMath';
-import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { quietContext } from '../../src/engine/util/job';
 import { peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+import { readAll } from './helpers/tensors';
 
 const kernels = new CpuKernels();
 const ctx = quietContext();
 const LLAMA = { model_type: 'llama', torch_dtype: 'float32' };
-
-function readAll(dir: string): Map<string, Float32Array> {
-  const c = openCheckpoint(dir);
-  const m = new Map<string, Float32Array>();
-  for (const t of c.tensors) m.set(t.name, bytesToF32(t, c.handles.readBytesSync(t, new Uint8Array(t.byteLength)), new Float32Array(t.numel)).slice());
-  c.handles.close();
-  return m;
-}
 
 /** A 2-layer base with q (4x3), a norm and an embedding, and an adapter on q with hand-picked factors. */
 function tiny(root: string, config: Record<string, unknown> = {}): { base: string; adapter: string; W: Float32Array } {

@@ -26,6 +26,7 @@ import { Block } from '../../src/engine/tensors/stream';
 import { Scratch } from '../../src/engine/safetensors/reader';
 import { FIXTURES, tmpDir } from './helpers/builders';
 import { clipTextTensors, SD15_CLIP, SD15_UNET, sd15UnetTensors, writeSparse } from './helpers/diffusion';
+import { matmul } from './helpers/tensors';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -209,13 +210,3 @@ describe('the real LoKr converted to a PEFT LOKR adapter folder', () => {
   });
 });
 
-/** a [rows, k] @ b [k, cols] in float64, summed as k runs. */
-function matmul(a: Float32Array, b: Float32Array, rows: number, k: number, cols: number): Float64Array {
-  const out = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-    let acc = 0;
-    for (let t = 0; t < k; t++) acc += a[i * k + t] * b[t * cols + j];
-    out[i * cols + j] = acc;
-  }
-  return out;
-}

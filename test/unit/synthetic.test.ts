@@ -6,25 +6,14 @@ import { modelLayout } from '../../src/engine/census/architectures';
 import { adapterLayout } from '../../src/engine/checkpoint/adapter';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { readJson } from '../../src/engine/checkpoint/json';
-import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { writeSyntheticAdapter } from '../../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../../src/engine/synthetic/configs';
 import { writeSyntheticModel } from '../../src/engine/synthetic/model';
 import { FIXTURES, lowRank, tmpDir } from './helpers/builders';
+import { readAll } from './helpers/tensors';
 
 /** StarCoder2-3B's architecture at toy widths: same names, same GQA ratio, 2 layers. */
 const TINY_SC2 = { ...STARCODER2_3B, hidden_size: 48, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 6, num_key_value_heads: 2, vocab_size: 64 };
-
-function readAll(dir: string): Map<string, Float32Array> {
-  const c = openCheckpoint(dir);
-  const out = new Map<string, Float32Array>();
-  for (const t of c.tensors) {
-    const raw = c.handles.readBytesSync(t, new Uint8Array(t.byteLength));
-    out.set(t.name, Float32Array.from(bytesToF32(t, raw, new Float32Array(t.numel))));
-  }
-  closeCheckpoint(c);
-  return out;
-}
 
 describe('synthetic model', () => {
   it('writes the layout of its config at the requested dtype, and sets torch_dtype', () => {
