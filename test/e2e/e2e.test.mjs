@@ -514,6 +514,7 @@ uiTest('a .safetensors file opens in the viewer: verdict, table, filter, whole n
       wrapped: cells.filter((c) => lines(c.querySelector('a')) > 1).length,
       brokenWords: cells.flatMap((c) => [...c.querySelector('a').childNodes].filter((n) => n.nodeType === 3 && lines(n) > 1).map((n) => n.data)),
       backgrounds: [...new Set(cells.flatMap((c) => [getComputedStyle(c).backgroundColor, getComputedStyle(c.querySelector('a')).backgroundColor]))],
+      underlined: cells.filter((c) => getComputedStyle(c.querySelector('a')).textDecorationLine !== 'none').length,
     };
     t.closest('.table-box').style.width = '';
     return out;
@@ -521,6 +522,7 @@ uiTest('a .safetensors file opens in the viewer: verdict, table, filter, whole n
   assert.ok(wrapping.wrapped > 0, 'the narrow table wraps names');
   assert.deepEqual(wrapping.brokenWords, [], 'no part of a name between dots breaks');
   assert.deepEqual(wrapping.backgrounds, ['rgba(0, 0, 0, 0)'], 'no background behind names');
+  assert.equal(wrapping.underlined, 0, 'no underline through the underscores of names');
   // The tensor index as CSV, with the raw numbers.
   await wv.locator('#export-csv-tensors').click();
   const csv = await answerSaveDialog('model-tensors.csv');
