@@ -12,7 +12,8 @@ import { JobRunner } from './engine/jobRunner';
 import { Pickers } from './pickers';
 import { ReportKind, showReportPanel } from './panels';
 import { WARN_DELTA_LOST as LOSSY_FRACTION } from '../shared/charts/validate';
-import { censusTensors, formatBytes, formatInt, shortName } from './census/treeModel';
+import { formatBytes, formatInt } from '../shared/format';
+import { censusTensors, shortName } from './census/treeModel';
 import { folderKind, guessBase } from './workspace/folders';
 import { WorkspaceScanner } from './workspace/scanner';
 
