@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { runCensus } from '../src/engine/jobs/census';
+import { censusJob } from '../src/engine/jobs/census';
 import { writeSyntheticAdapter } from '../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../src/engine/synthetic/configs';
 import { writeSyntheticModel } from '../src/engine/synthetic/model';
@@ -28,7 +28,7 @@ try {
   let summary;
   for (let i = 0; i < RUNS; i++) {
     const s = performance.now();
-    summary = runCensus(model.dir, { adapter: adapter.dir }, quietContext()).summary;
+    summary = censusJob(model.dir, { adapter: adapter.dir }, quietContext()).summary;
     times.push(performance.now() - s);
   }
   const first = times[0];

@@ -12,9 +12,9 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { extractLora } from '../src/engine/jobs/extractLora';
-import { mergeModel } from '../src/engine/jobs/merge';
-import { spectrum } from '../src/engine/jobs/spectrum';
+import { extractLoraJob } from '../src/engine/jobs/extractLora';
+import { mergeJob } from '../src/engine/jobs/merge';
+import { spectrumJob } from '../src/engine/jobs/spectrum';
 import { cpuKernels } from '../src/engine/kernels/select';
 import { writeSyntheticAdapter } from '../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../src/engine/synthetic/configs';
@@ -40,10 +40,10 @@ async function benchSpectrum(root: string): Promise<void> {
   const a = writeSyntheticAdapter(path.join(root, 'qwen2-7b-r64'), QWEN2_7B, { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], r: 64 });
   const bytes = fs.statSync(path.join(a.dir, 'adapter_model.safetensors')).size;
   console.log(`adapter: ${a.modules.length} modules r=64 fp32, ${(bytes / 1e6).toFixed(0)} MB (written in ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-  await spectrum({ adapter: a.dir }, quietContext()); // warm the page cache
+  await spectrumJob({ adapter: a.dir }, quietContext()); // warm the page cache
   const t1 = performance.now();
   const cpu0 = process.cpuUsage();
-  const r = await spectrum({ adapter: a.dir }, quietContext());
+  const r = await spectrumJob({ adapter: a.dir }, quietContext());
   const s = (performance.now() - t1) / 1000;
   const cpu = process.cpuUsage(cpu0);
   console.log(`spectrum: ${s.toFixed(2)} s for ${r.modules.length} modules (CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s; goal < 2 s), peak RSS so far ${rss()}`);
@@ -101,12 +101,12 @@ async function benchExtract(root: string): Promise<void> {
   const ctx = quietContext();
   const k = cpuKernels(ctx);
   const merged = path.join(root, 'merged');
-  await mergeModel(model.dir, adapter.dir, merged, { dtype: 'bf16', rule: 'peft' }, k, ctx);
+  await mergeJob(model.dir, adapter.dir, merged, { dtype: 'bf16', rule: 'peft' }, k, ctx);
   await k.dispose();
   console.log(`model: StarCoder2-3B shapes, 7 of 30 layers, ${(model.dataBytes / 1e9).toFixed(2)} GB bf16; finetuned = its bf16 merge with a rank-8 q/k/v/o adapter`);
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
-  const r = await extractLora({ base: model.dir, finetuned: merged, out: path.join(root, 'extracted'), rank: 16 }, ctx);
+  const r = await extractLoraJob({ base: model.dir, finetuned: merged, out: path.join(root, 'extracted'), rank: 16 }, ctx);
   const ours = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const noise = r.modules.map((m) => m.roundingNoise?.fraction ?? 0);

@@ -9,8 +9,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { runDecompose } from '../src/engine/jobs/decompose';
-import { runMask } from '../src/engine/jobs/mask';
+import { decomposeJob } from '../src/engine/jobs/decompose';
+import { maskJob } from '../src/engine/jobs/mask';
 import { selectKernels } from '../src/engine/kernels/select';
 import { buildHeader, SafetensorsWriter, TensorSpec } from '../src/engine/safetensors/writer';
 import { quietContext } from '../src/engine/util/job';
@@ -93,7 +93,7 @@ async function main(): Promise<void> {
     const kernels = await selectKernels('auto', ctx);
     const t1 = performance.now();
     const c1 = process.cpuUsage();
-    const mask = await runMask({ base: path.join(root, 'base'), adapters, budget: 100_000, out: path.join(root, 'mask') }, kernels, ctx);
+    const mask = await maskJob({ base: path.join(root, 'base'), adapters, budget: 100_000, out: path.join(root, 'mask') }, kernels, ctx);
     const maskS = (performance.now() - t1) / 1000;
     const c = process.cpuUsage(c1);
     const maskCpuS = (c.user + c.system) / 1e6;
@@ -102,7 +102,7 @@ async function main(): Promise<void> {
     numpyReference(path.join(root, 'base'), 100_000, path.join(root, 'mask'), adapters, maskS, maskCpuS);
 
     const t2 = performance.now();
-    const d = await runDecompose(
+    const d = await decomposeJob(
       { mask: path.join(root, 'mask'), base: path.join(root, 'base'), dictionary: adapters, target: adapters[3], method: 'omp', tol: 1e-6, supportThreshold: 1e-3, minT: 5, lambda: 1e-3, positive: true, maxResidual: 0.1 },
       kernels,
       ctx,

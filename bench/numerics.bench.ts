@@ -11,9 +11,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { openCheckpoint } from '../src/engine/checkpoint/checkpoint';
-import { compareAdapter } from '../src/engine/jobs/compare';
-import { extractTaskVector } from '../src/engine/jobs/extract';
-import { mergeModel } from '../src/engine/jobs/merge';
+import { compareJob } from '../src/engine/jobs/compare';
+import { extractJob } from '../src/engine/jobs/extract';
+import { mergeJob } from '../src/engine/jobs/merge';
 import { CpuKernels } from '../src/engine/kernels/cpu';
 import { cpuKernels } from '../src/engine/kernels/select';
 import { Scratch } from '../src/engine/safetensors/reader';
@@ -85,15 +85,15 @@ async function main(): Promise<void> {
     readS = await timed('plain sequential read (base)', model.dataBytes, undefined, () => plainRead(model.dir));
     await timed('  floor: read in 16 MiB chunks', model.dataBytes, readS, () => chunkedRead(model.dir));
     const writeS = await timed('  plain write of as much, one fsync', model.dataBytes, readS, () => durableWrite(path.join(root, 'floor'), model.dataBytes));
-    const mergeS = await timed('merge bf16 (peft)', model.dataBytes, readS, () => mergeModel(model.dir, adapter.dir, path.join(root, 'merged'), { dtype: 'bf16', rule: 'peft' }, k, ctx));
+    const mergeS = await timed('merge bf16 (peft)', model.dataBytes, readS, () => mergeJob(model.dir, adapter.dir, path.join(root, 'merged'), { dtype: 'bf16', rule: 'peft' }, k, ctx));
     const readBoth = await timed('plain read (base + merged)', 2 * model.dataBytes, undefined, async () => {
       await plainRead(model.dir);
       await plainRead(path.join(root, 'merged'));
     });
     await timed('  floor: both read in 16 MiB chunks', 2 * model.dataBytes, readBoth, () => chunkedRead(model.dir) + chunkedRead(path.join(root, 'merged')));
-    const extractS = await timed('extract (base, merged)', 2 * model.dataBytes, readBoth, () => extractTaskVector(model.dir, path.join(root, 'merged'), path.join(root, 'tv.safetensors'), k, ctx));
+    const extractS = await timed('extract (base, merged)', 2 * model.dataBytes, readBoth, () => extractJob(model.dir, path.join(root, 'merged'), path.join(root, 'tv.safetensors'), k, ctx));
     fs.rmSync(path.join(root, 'tv.safetensors'));
-    const compareS = await timed('compare --finetuned (base, merged)', 2 * model.dataBytes, readBoth, () => compareAdapter(model.dir, adapter.dir, { finetuned: path.join(root, 'merged') }, path.join(root, 'cmp'), { tolerance: 1e-5, saveDeltas: false }, k, ctx));
+    const compareS = await timed('compare --finetuned (base, merged)', 2 * model.dataBytes, readBoth, () => compareJob(model.dir, adapter.dir, { finetuned: path.join(root, 'merged') }, path.join(root, 'cmp'), { tolerance: 1e-5, saveDeltas: false }, k, ctx));
     console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GB`);
     console.log(
       `merge took ${(mergeS / readS).toFixed(2)}x the plain read (a plain write of its output with one fsync took ${(writeS / readS).toFixed(2)}x); ` +

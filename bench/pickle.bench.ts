@@ -14,8 +14,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { closeCheckpoint, openCheckpoint } from '../src/engine/checkpoint/checkpoint';
-import { runCensus } from '../src/engine/jobs/census';
-import { mergeModel } from '../src/engine/jobs/merge';
+import { censusJob } from '../src/engine/jobs/census';
+import { mergeJob } from '../src/engine/jobs/merge';
 import { cpuKernels } from '../src/engine/kernels/select';
 import { writeSyntheticAdapter } from '../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../src/engine/synthetic/configs';
@@ -61,7 +61,7 @@ function censusTimes(dir: string): { median: number; first: number; best: number
   let tensors = 0;
   for (let i = 0; i < CENSUS_RUNS; i++) {
     const s = performance.now();
-    tensors = runCensus(dir, {}, quietContext()).summary.tensors;
+    tensors = censusJob(dir, {}, quietContext()).summary.tensors;
     times.push(performance.now() - s);
   }
   const first = times[0];
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
       for (const which of ['st', 'bin'] as const) {
         const out = path.join(root, `merged-${which}`);
         const s = performance.now();
-        await mergeModel(path.join(root, `base-${which}`), adapter.dir, out, { dtype: 'bf16', rule: 'peft' }, k, ctx);
+        await mergeJob(path.join(root, `base-${which}`), adapter.dir, out, { dtype: 'bf16', rule: 'peft' }, k, ctx);
         const t = (performance.now() - s) / 1000;
         best[which] = Math.min(best[which], t);
         console.log(`  run ${i + 1} from ${which === 'bin' ? 'pytorch_model.bin' : 'model.safetensors'}: ${t.toFixed(2)} s`);

@@ -9,9 +9,9 @@ import { describe, it } from 'node:test';
 import { adapterLayout } from '../../src/engine/checkpoint/adapter';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { LensError } from '../../src/engine/errors';
-import { runCensus } from '../../src/engine/jobs/census';
-import { compareAdapter } from '../../src/engine/jobs/compare';
-import { mergeModel } from '../../src/engine/jobs/merge';
+import { censusJob } from '../../src/engine/jobs/census';
+import { compareJob } from '../../src/engine/jobs/compare';
+import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { lowRank, peftConfig, randomF32, TestTensor, tmpDir, writeAdapter, writeModel } from './helpers/builders';
@@ -39,7 +39,7 @@ const plus = (w: Float32Array, d: ArrayLike<number>): Float32Array => w.map((x, 
 
 async function merged(adapter: string): Promise<Map<string, Float32Array>> {
   const out = path.join(root, `out${n++}`);
-  await mergeModel(BASE, adapter, out, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+  await mergeJob(BASE, adapter, out, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
   return readAll(out);
 }
 
@@ -197,7 +197,7 @@ describe('adapter formats merged by their own formulas', () => {
     ] as TestTensor[]);
     const out = path.join(root, `out${n++}`);
     const ctx = quietContext();
-    await mergeModel(headBase, dir, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    await mergeJob(headBase, dir, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
     assert.deepEqual(readAll(out).get('score.weight'), plus(saved, matmul(B, A, 3, 2, 6).map((x) => x * 2)));
     assert.ok(ctx.warnings.some((w) => /original_module/.test(w)), ctx.warnings.join('\n'));
   });
@@ -222,7 +222,7 @@ describe('adapter formats merged by their own formulas', () => {
       }
     }
     const out = path.join(root, `out${n++}`);
-    await mergeModel(qkvBase, dir, out, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+    await mergeJob(qkvBase, dir, out, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
     assert.deepEqual(readAll(out).get('h.0.self_attention.query_key_value.weight'), plus(fused, d));
   });
 
@@ -234,9 +234,9 @@ describe('adapter formats merged by their own formulas', () => {
       { name: `${P}${L}.self_attn.k_proj.lora_B.weight`, shape: [4, 2], data: new Float32Array(8) },
     ]);
     const ft = path.join(root, `out${n++}`);
-    await mergeModel(BASE, dir, ft, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+    await mergeJob(BASE, dir, ft, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
     const ctx = quietContext();
-    const r = await compareAdapter(BASE, dir, { finetuned: ft }, path.join(root, `cmp${n++}`), { tolerance: 1e-6, saveDeltas: false }, kernels, ctx);
+    const r = await compareJob(BASE, dir, { finetuned: ft }, path.join(root, `cmp${n++}`), { tolerance: 1e-6, saveDeltas: false }, kernels, ctx);
     assert.deepEqual(r.zeroModules, [`${L}.self_attn.k_proj`]);
     assert.ok(r.warnings.includes(`1 module has all-zero lora_B: it changes nothing (${L}.self_attn.k_proj)`), r.warnings.join('\n'));
     assert.deepEqual(r.tensors.map((t) => t.name), [`${L}.self_attn.q_proj.weight`]);
@@ -256,14 +256,14 @@ describe('adapter formats merged by their own formulas', () => {
     assert.deepEqual(m.get(`${L}.self_attn.k_proj.weight`), plus(W('self_attn.k_proj'), matmul(B, A, 4, 2, 6).map((x) => Math.fround(x) * 1.5)));
     assert.deepEqual(m.get(`${L}.self_attn.k_proj.bias`), plus(base.get(`${L}.self_attn.k_proj.bias`)!, lb.map((x) => x * 1.5)));
     assertUntouched(m, [`${L}.self_attn.k_proj.weight`, `${L}.self_attn.k_proj.bias`]);
-    const census = runCensus(BASE, { adapter: dir }, quietContext());
+    const census = censusJob(BASE, { adapter: dir }, quietContext());
     assert.deepEqual(census.tensors.filter((t) => t.loraTarget).map((t) => t.name), [`${L}.self_attn.k_proj.weight`, `${L}.self_attn.k_proj.bias`]);
     assert.deepEqual(census.warnings, []);
-    const own = runCensus(dir, {}, quietContext());
+    const own = censusJob(dir, {}, quietContext());
     assert.ok(own.tensors.every((t) => t.loraFactor === true && !t.replaced), 'lora_B.bias is one of the module\'s factors, not a saved tensor');
     const ft = path.join(root, `out${n++}`);
-    await mergeModel(BASE, dir, ft, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
-    const r = await compareAdapter(BASE, dir, { finetuned: ft }, path.join(root, `cmp${n++}`), { tolerance: 1e-6, saveDeltas: false }, kernels, quietContext());
+    await mergeJob(BASE, dir, ft, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+    const r = await compareJob(BASE, dir, { finetuned: ft }, path.join(root, `cmp${n++}`), { tolerance: 1e-6, saveDeltas: false }, kernels, quietContext());
     assert.deepEqual(r.tensors.map((t) => [t.name, t.loraTarget]).sort(), [[`${L}.self_attn.k_proj.bias`, true], [`${L}.self_attn.k_proj.weight`, true]]);
     assert.equal(r.summary.equivalent, true);
     const q = writeAdapter(path.join(root, 'lora-bias-q'), peftConfig({ r: 2, lora_bias: true, target_modules: ['q_proj'] }), [

@@ -7,8 +7,8 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
-import { compareAdapter } from '../../src/engine/jobs/compare';
-import { mergeModel } from '../../src/engine/jobs/merge';
+import { compareJob } from '../../src/engine/jobs/compare';
+import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { MergeRule } from '../../src/shared/jobs/choices';
 import { bytesToF32 } from '../../src/engine/safetensors/reader';
@@ -40,8 +40,8 @@ test('compare of a half-precision merge: EXPECTED-LOSS for every rule and dtype,
   for (const dtype of ['bf16', 'fp16'] as const) {
     for (const rule of ['peft', 'peft-safe', 'fp32-cast'] as MergeRule[]) {
       const merged = path.join(root, `m-${dtype}-${rule}`);
-      await mergeModel(base, adapter, merged, { dtype, rule }, kernels, ctx);
-      const r = await compareAdapter(base, adapter, { finetuned: merged }, path.join(root, `c-${dtype}-${rule}`), { tolerance: 1e-5, saveDeltas: false }, kernels, ctx);
+      await mergeJob(base, adapter, merged, { dtype, rule }, kernels, ctx);
+      const r = await compareJob(base, adapter, { finetuned: merged }, path.join(root, `c-${dtype}-${rule}`), { tolerance: 1e-5, saveDeltas: false }, kernels, ctx);
       const s = r.summary;
       assert.equal(s.mergedDtype, dtype);
       assert.equal(s.equivalent, false, `${dtype} ${rule}: the rounding exceeds 1e-5, strictly`);
@@ -59,8 +59,8 @@ test('compare of an fp32 merge is EQUIVALENT both ways; of a task vector file it
   const root = tmpDir();
   const { base, adapter } = fixture(root);
   const merged = path.join(root, 'm32');
-  await mergeModel(base, adapter, merged, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
-  const r = await compareAdapter(base, adapter, { finetuned: merged }, path.join(root, 'c32'), { tolerance: 1e-5, saveDeltas: false }, kernels, ctx);
+  await mergeJob(base, adapter, merged, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+  const r = await compareJob(base, adapter, { finetuned: merged }, path.join(root, 'c32'), { tolerance: 1e-5, saveDeltas: false }, kernels, ctx);
   assert.equal(r.summary.mergedDtype, 'fp32');
   assert.equal(r.summary.equivalent, true);
   assert.equal(r.summary.dtypeVerdict, 'EQUIVALENT');
@@ -71,7 +71,7 @@ test('compare: a bf16 model changed by more than bf16 rounding is NOT-EQUIVALENT
   const root = tmpDir();
   const { base, adapter, W } = fixture(root);
   const merged = path.join(root, 'mbf16');
-  await mergeModel(base, adapter, merged, { dtype: 'bf16', rule: 'peft' }, kernels, ctx);
+  await mergeJob(base, adapter, merged, { dtype: 'bf16', rule: 'peft' }, kernels, ctx);
   // A "fine-tuned" bf16 model: the same merge, with one q_proj element moved by 5% (many bf16 ulps).
   const tampered = path.join(root, 'tampered');
   const c = openCheckpoint(merged);
@@ -80,7 +80,7 @@ test('compare: a bf16 model changed by more than bf16 rounding is NOT-EQUIVALENT
   const q = m.get(Q)!;
   q[5] = q[5] + 0.05 * Math.abs(W[5]) + 0.01;
   writeModel(tampered, { ...LLAMA, torch_dtype: 'bfloat16' }, [...m].map(([name, data]) => ({ name, dtype: 'BF16' as const, shape: name === Q ? [16, 16] : name.includes('embed') ? [8, 16] : [16], data })));
-  const r = await compareAdapter(base, adapter, { finetuned: tampered }, path.join(root, 'ct'), { tolerance: 1e-5, saveDeltas: false }, kernels, ctx);
+  const r = await compareJob(base, adapter, { finetuned: tampered }, path.join(root, 'ct'), { tolerance: 1e-5, saveDeltas: false }, kernels, ctx);
   assert.equal(r.summary.dtypeVerdict, 'NOT-EQUIVALENT');
   assert.equal(r.summary.outsideRoundingTensors, 1);
   assert.equal(r.tensors.find((t) => t.name === Q)?.withinRounding, false);

@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { EngineProcess, JobError } from '../../src/extension/engine/engineProcess';
-import { compareAdapter } from '../../src/engine/jobs/compare';
-import { extractTaskVector } from '../../src/engine/jobs/extract';
+import { compareJob } from '../../src/engine/jobs/compare';
+import { extractJob } from '../../src/engine/jobs/extract';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
@@ -26,12 +26,12 @@ describe('contract edges', () => {
   const ft = writeModel(path.join(root, 'ft'), { model_type: 'llama' }, [{ ...tensors[0], data: 9 }, tensors[1]]);
 
   it(
-    'extractTaskVector refuses an --out that is a file of an input folder (base/model.safetensors), and leaves it intact',
+    'extractJob refuses an --out that is a file of an input folder (base/model.safetensors), and leaves it intact',
     async () => {
       const own = writeModel(path.join(root, 'base-for-extract'), { model_type: 'llama' }, tensors);
       const weights = path.join(own, 'model.safetensors');
       const before = fs.readFileSync(weights);
-      await assert.rejects(extractTaskVector(own, ft, weights, new CpuKernels(), quietContext()), (e: Error) => e.name === 'LensError');
+      await assert.rejects(extractJob(own, ft, weights, new CpuKernels(), quietContext()), (e: Error) => e.name === 'LensError');
       assert.deepEqual(fs.readFileSync(weights), before);
     },
   );
@@ -44,7 +44,7 @@ describe('contract edges', () => {
         { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', shape: [1, 4] },
         { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', shape: [4, 1], data: new Float32Array(4) },
       ]);
-      const r = await compareAdapter(base, zero, { finetuned: base }, path.join(root, 'cmp'), { tolerance: 1e-5, saveDeltas: false }, new CpuKernels(), quietContext());
+      const r = await compareJob(base, zero, { finetuned: base }, path.join(root, 'cmp'), { tolerance: 1e-5, saveDeltas: false }, new CpuKernels(), quietContext());
       assert.equal(r.summary.shared, 0);
       assert.equal(r.summary.equivalent, true);
     },

@@ -10,8 +10,8 @@ import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { classifyTensor } from '../../src/shared/census/classify';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
-import { runCensus } from '../../src/engine/jobs/census';
-import { mergeModel } from '../../src/engine/jobs/merge';
+import { censusJob } from '../../src/engine/jobs/census';
+import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { OUTPUT_MARKER } from '../../src/engine/util/outputDir';
@@ -29,7 +29,7 @@ describe('Stable Diffusion 1.5 UNet at its true shapes (header-true sparse file)
   const file = writeSparse(path.join(root, 'unet', 'diffusion_pytorch_model.safetensors'), sd15UnetTensors(SD15_UNET));
 
   it('686 tensors and 859,520,964 parameters, by category and block', () => {
-    const r = runCensus(path.dirname(file), {}, ctx);
+    const r = censusJob(path.dirname(file), {}, ctx);
     assert.equal(r.summary.tensors, 686);
     assert.equal(r.summary.params, 859_520_964);
     assert.deepEqual(r.summary.categories, { attention: 224, mlp: 64, norm: 216, embedding: 0, final_norm: 2, other: 4, resnet: 172, time_embedding: 4 });
@@ -112,7 +112,7 @@ describe('a diffusers pipeline folder', () => {
   });
 
   it('census: the text encoder and the UNet side by side', () => {
-    const r = runCensus(pipe, {}, ctx);
+    const r = censusJob(pipe, {}, ctx);
     assert.equal(r.kind, 'diffusers');
     const teBlocks = r.perBlock.filter((b) => b.component === 'text_encoder');
     assert.deepEqual(teBlocks.map((b) => [b.block, b.tensors]), [[null, 4], ['layers.0', 16], ['layers.1', 16]]);
@@ -132,7 +132,7 @@ describe('a diffusers pipeline folder', () => {
       { name: `base_model.model.${module}.lora_B.weight`, shape: [out, r], data: B },
     ]);
     const dest = path.join(root, 'merged');
-    const rep = await mergeModel(pipe, adapter, dest, { dtype: 'fp32', rule: 'peft', shardSize: 40_000 }, kernels, ctx);
+    const rep = await mergeJob(pipe, adapter, dest, { dtype: 'fp32', rule: 'peft', shardSize: 40_000 }, kernels, ctx);
     assert.equal(rep.loraTensors, 1);
     assert.ok(rep.files.includes('text_encoder/model.safetensors'));
     assert.ok(rep.files.some((f) => /^unet\/diffusion_pytorch_model-00001-of-\d{5}\.safetensors$/.test(f)));
@@ -165,7 +165,7 @@ describe('a diffusers pipeline folder', () => {
       { name: `base_model.model.${module}.lora_A.weight`, shape: [2, 32] },
       { name: `base_model.model.${module}.lora_B.weight`, shape: [8, 2] },
     ]);
-    const rep = await mergeModel(file, adapter, path.join(root, 'merged-single'), { dtype: 'bf16', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob(file, adapter, path.join(root, 'merged-single'), { dtype: 'bf16', rule: 'peft' }, kernels, ctx);
     assert.deepEqual(rep.files, ['my-unet.safetensors']);
     assert.deepEqual(fs.readdirSync(path.join(root, 'merged-single')).filter((f) => f !== OUTPUT_MARKER), ['my-unet.safetensors']);
   });

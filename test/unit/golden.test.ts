@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { MergeRule } from '../../src/shared/jobs/choices';
-import { mergeModel } from '../../src/engine/jobs/merge';
+import { mergeJob } from '../../src/engine/jobs/merge';
 import { CliDtype } from '../../src/shared/safetensors/dtypes';
 import { quietContext } from '../../src/engine/util/job';
 import { tmpDir } from './helpers/builders';
@@ -41,7 +41,7 @@ function maxUlpDiff(a: Uint8Array, b: Uint8Array, bytes: number): number {
 
 async function merged(c: Manifest['cases'][number], dtype: CliDtype, rule: MergeRule): Promise<ReturnType<typeof openCheckpoint>> {
   const out = path.join(tmpDir(), 'merged');
-  await mergeModel(path.join(GOLDEN, c.base), path.join(GOLDEN, c.adapter), out, { dtype, rule }, kernels, quietContext());
+  await mergeJob(path.join(GOLDEN, c.base), path.join(GOLDEN, c.adapter), out, { dtype, rule }, kernels, quietContext());
   return openCheckpoint(out);
 }
 

@@ -7,9 +7,9 @@
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { runCensus } from '../../src/engine/jobs/census';
-import { convertDiffusionAdapter } from '../../src/engine/jobs/convertAdapter';
-import { mergeModel } from '../../src/engine/jobs/merge';
+import { censusJob } from '../../src/engine/jobs/census';
+import { convertAdapterJob } from '../../src/engine/jobs/convertAdapter';
+import { mergeJob } from '../../src/engine/jobs/merge';
 import * as fs from 'node:fs';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { decodeF16Array, encodeF16 } from '../../src/shared/safetensors/half';
@@ -141,7 +141,7 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
 
   it('merges every module bit for bit as its format computes it, and nothing else', async () => {
     const out = path.join(root, 'merged');
-    const rep = await mergeModel(pipe, file, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob(pipe, file, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
     assert.equal(rep.loraTensors, expected.size);
     const merged = readAll(out);
     for (const [name, want] of expected) assert.ok(Buffer.from(merged.get(name)!.buffer).equals(Buffer.from(want.buffer)), name);
@@ -149,7 +149,7 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
   });
 
   it('census of the file: its modules, methods and kohya training metadata', () => {
-    const r = runCensus(file, {}, ctx);
+    const r = censusJob(file, {}, ctx);
     assert.equal(r.adapter!.loraModules, 8);
     assert.equal(r.adapter!.method, 'kohya LoRA + LoHa + LoKr + full diff');
     assert.deepEqual([r.adapter!.r, r.adapter!.alpha], [4, 2]);
@@ -162,7 +162,7 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
   });
 
   it('census --adapter marks the base tensors the file adapts', () => {
-    const r = runCensus(pipe, { adapter: file }, ctx);
+    const r = censusJob(pipe, { adapter: file }, ctx);
     assert.deepEqual(r.tensors.filter((t) => t.loraTarget).map((t) => t.name).sort(), [...expected.keys()].sort());
   });
 
@@ -209,7 +209,7 @@ describe('diffusers LoRA files and single-file bases', () => {
     });
     const dir = path.join(root, 'diffusers-lora');
     writeWeights(dir, tensors, Infinity, 'pytorch_lora_weights');
-    const rep = await mergeModel(pipe, dir, path.join(root, 'merged'), { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob(pipe, dir, path.join(root, 'merged'), { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
     assert.equal(rep.loraTensors, 4);
     const merged = readAll(path.join(root, 'merged'));
     for (const [name, want] of expected) assert.ok(Buffer.from(merged.get(name)!.buffer).equals(Buffer.from(want.buffer)), name);
@@ -226,7 +226,7 @@ describe('diffusers LoRA files and single-file bases', () => {
       { name: `${m}.lora_down.weight`, shape: [2, 12] },
       { name: `${m}.lora_up.weight`, shape: [12, 2] },
     ]);
-    const rep = await mergeModel(file, lora, path.join(root, 'merged-single'), { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob(file, lora, path.join(root, 'merged-single'), { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
     assert.deepEqual([rep.loraTensors, rep.files], [1, ['v1-5-tiny.safetensors']]);
     const unetLora = writeSafetensorsFile(path.join(root, 'unet-lora', 'u.safetensors'), [
       { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight', shape: [2, 8, 1, 1] },
@@ -251,15 +251,15 @@ describe('convert: kohya and LyCORIS files to PEFT adapter folders with the same
 
   async function sameMerge(file: string, name: string): Promise<Record<string, unknown>> {
     const peft = path.join(root, `${name}-peft`);
-    const rep = await convertDiffusionAdapter(file, peft, pipe, ctx);
+    const rep = await convertAdapterJob(file, peft, pipe, ctx);
     const a = path.join(root, `${name}-merged-original`);
     const b = path.join(root, `${name}-merged-converted`);
-    await mergeModel(pipe, file, a, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
-    await mergeModel(pipe, peft, b, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    await mergeJob(pipe, file, a, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    await mergeJob(pipe, peft, b, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
     for (const f of ['unet/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors']) {
       assert.ok(fs.readFileSync(path.join(a, f)).equals(fs.readFileSync(path.join(b, f))), f);
     }
-    assert.equal(rep.modules, runCensus(peft, {}, ctx).adapter!.loraModules);
+    assert.equal(rep.modules, censusJob(peft, {}, ctx).adapter!.loraModules);
     return JSON.parse(fs.readFileSync(path.join(peft, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
   }
 

@@ -8,9 +8,9 @@ import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { runCensus } from '../../src/engine/jobs/census';
-import { compareAdapter } from '../../src/engine/jobs/compare';
-import { mergeModel } from '../../src/engine/jobs/merge';
+import { censusJob } from '../../src/engine/jobs/census';
+import { compareJob } from '../../src/engine/jobs/compare';
+import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { decodeF16Array, encodeF16 } from '../../src/shared/safetensors/half';
@@ -120,14 +120,14 @@ describe('LyCORIS DoRA (dora_scale) and (IA)³ on a Stable Diffusion 1.5-shaped 
   const file = writeSafetensorsFile(path.join(root, 'lora', 'dora-ia3.safetensors'), tensors);
 
   it('census names the methods', () => {
-    const r = runCensus(file, {}, ctx);
+    const r = censusJob(file, {}, ctx);
     assert.equal(r.adapter!.loraModules, 5);
     assert.equal(r.adapter!.method, 'kohya DoRA + DoRA (LoHa) + DoRA (LoKr) + IA³');
   });
 
   it('merges at fp32 bit for bit as the engine defines the rounding, and nothing else', async () => {
     const out = path.join(root, 'merged');
-    const rep = await mergeModel(pipe, file, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob(pipe, file, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
     assert.deepEqual([rep.loraTensors, rep.doraTensors], [5, 3]);
     const merged = readAll(out);
     for (const [name, want] of expected) assert.ok(Buffer.from(merged.get(name)!.buffer).equals(Buffer.from(want.buffer)), name);
@@ -136,8 +136,8 @@ describe('LyCORIS DoRA (dora_scale) and (IA)³ on a Stable Diffusion 1.5-shaped 
 
   it('compare with the fp32 merge: the delta of each adapted tensor is what the merge changed, exactly', async () => {
     const merged = path.join(root, 'merged-for-compare');
-    await mergeModel(pipe, file, merged, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
-    const rep = await compareAdapter(pipe, file, { finetuned: merged }, path.join(root, 'compare'), { tolerance: 0, saveDeltas: false }, kernels, ctx);
+    await mergeJob(pipe, file, merged, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    const rep = await compareJob(pipe, file, { finetuned: merged }, path.join(root, 'compare'), { tolerance: 0, saveDeltas: false }, kernels, ctx);
     const adapted = rep.tensors.filter((t) => t.loraTarget);
     assert.deepEqual(adapted.map((t) => t.name).sort(), [...expected.keys()].sort());
     for (const t of adapted) assert.deepEqual([t.maxAbsDiff, t.withinTolerance], [0, true], t.name);

@@ -8,8 +8,8 @@ import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { runCensus } from '../../src/engine/jobs/census';
-import { mergeModel } from '../../src/engine/jobs/merge';
+import { censusJob } from '../../src/engine/jobs/census';
+import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { Scratch } from '../../src/engine/safetensors/reader';
 import { deltaBlock, Factors } from '../../src/engine/tensors/delta';
@@ -124,7 +124,7 @@ describe('LyCORIS Tucker cores on a Stable Diffusion 1.5-shaped pipeline', () =>
   const file = writeSafetensorsFile(path.join(root, 'lora', 'tucker.safetensors'), tensors, { ss_network_module: 'lycoris.kohya', ss_network_args: '{"algo": "locon", "use_tucker": "True"}' });
 
   it('census reads the three Tucker modules and names their methods', () => {
-    const r = runCensus(file, {}, ctx);
+    const r = censusJob(file, {}, ctx);
     assert.equal(r.adapter!.loraModules, 3);
     assert.equal(r.adapter!.method, 'kohya LoCon (Tucker) + LoHa (Tucker) + LoKr (Tucker)');
     assert.equal(r.adapter!.trainableParams, tensors.filter((t) => !t.name.endsWith('.alpha')).reduce((a, t) => a + t.shape.reduce((p, q) => p * q, 1), 0) + 3);
@@ -132,7 +132,7 @@ describe('LyCORIS Tucker cores on a Stable Diffusion 1.5-shaped pipeline', () =>
 
   it('merges each module bit for bit as the engine defines its rounding, and nothing else', async () => {
     const out = path.join(root, 'merged');
-    const rep = await mergeModel(pipe, file, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob(pipe, file, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
     assert.equal(rep.loraTensors, 3);
     const merged = readAll(out);
     for (const [name, d] of deltas) {

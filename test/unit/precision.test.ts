@@ -5,7 +5,7 @@
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { precisionReport } from '../../src/engine/jobs/precision';
+import { precisionJob } from '../../src/engine/jobs/precision';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { writeSyntheticAdapter } from '../../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../../src/engine/synthetic/configs';
@@ -20,7 +20,7 @@ test('precision on a StarCoder2-3B-shaped model: 483 tensors, 120 adapted, 363 c
   assert.equal(model.tensors.length, 483);
   const adapter = writeSyntheticAdapter(path.join(root, 'adapter'), config, { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], r: 2 });
   assert.equal(adapter.modules.length, 120);
-  const r = await precisionReport(model.dir, adapter.dir, { dtypes: ['bf16'], rules: ['peft'] }, new CpuKernels(), quietContext());
+  const r = await precisionJob(model.dir, adapter.dir, { dtypes: ['bf16'], rules: ['peft'] }, new CpuKernels(), quietContext());
   const bf = r.dtypes.bf16!;
   assert.equal(bf.nonzeroTensors, 483);
   assert.equal(bf.adaptedTensors, 120);

@@ -8,8 +8,8 @@ import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { adapterLayout } from '../../src/engine/checkpoint/adapter';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
-import { runCensus } from '../../src/engine/jobs/census';
-import { mergeModel } from '../../src/engine/jobs/merge';
+import { censusJob } from '../../src/engine/jobs/census';
+import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { buildHeader } from '../../src/engine/safetensors/writer';
@@ -45,11 +45,11 @@ describe('real adapters beyond PEFT-safetensors', () => {
     const layout = adapterLayout(ad, openCheckpoint(base));
     assert.equal(layout.modules.length, 8);
     assert.ok(layout.modules.every((m) => lowRank(m).scale === 10 && lowRank(m).alpha === null && !m.transpose));
-    const census = runCensus(real('mlx-lm-qwen2.5-0.5b-lora'), {}, quietContext());
+    const census = censusJob(real('mlx-lm-qwen2.5-0.5b-lora'), {}, quietContext());
     assert.deepEqual([census.adapter!.method, census.adapter!.r, census.adapter!.alpha, census.adapter!.scale, census.adapter!.loraModules], ['MLX', 8, null, 10, 8]);
 
     const out = path.join(root, 'qwen-merged');
-    const r = await mergeModel(base, real('mlx-lm-qwen2.5-0.5b-lora'), out, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+    const r = await mergeJob(base, real('mlx-lm-qwen2.5-0.5b-lora'), out, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
     assert.deepEqual([r.loraTensors, r.addedTensors, r.tensors], [8, 0, 9]);
     const names = shapes.map(([m]) => `${m}.weight`);
     const w = read(base, names);
@@ -72,7 +72,7 @@ describe('real adapters beyond PEFT-safetensors', () => {
   });
 
   it('whisper-small q/v (encoder, decoder, cross-attention): the 24 all-zero encoder modules are named, and an fp16 merge on a base of true shapes equals the delta', async () => {
-    const census = runCensus(real('whisper-small-qv-r8'), {}, quietContext());
+    const census = censusJob(real('whisper-small-qv-r8'), {}, quietContext());
     assert.equal(census.adapter!.zeroModules!.length, 24);
     assert.ok(census.adapter!.zeroModules!.every((m) => /^model\.encoder\.layers\.\d+\.self_attn\.[qv]_proj$/.test(m)));
     assert.ok(census.warnings.some((x) => x.startsWith('24 modules have all-zero lora_B: they change nothing (model.encoder.layers.')), census.warnings.join('\n'));
@@ -92,7 +92,7 @@ describe('real adapters beyond PEFT-safetensors', () => {
     fs.closeSync(fd);
 
     const out = path.join(root, 'whisper-merged');
-    const r = await mergeModel(dir, real('whisper-small-qv-r8'), out, { dtype: 'fp16', rule: 'peft' }, kernels, quietContext());
+    const r = await mergeJob(dir, real('whisper-small-qv-r8'), out, { dtype: 'fp16', rule: 'peft' }, kernels, quietContext());
     assert.equal(r.loraTensors, 72);
     const c = openCheckpoint(out);
     const ad = openCheckpoint(real('whisper-small-qv-r8'));

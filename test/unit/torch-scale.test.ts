@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
-import { mergeModel } from '../../src/engine/jobs/merge';
+import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { FIXTURES, peftConfig, randomF32, rng, tmpDir, writeAdapter, writeModel } from './helpers/builders';
@@ -79,7 +79,7 @@ async function check({ r, A, B, bias }: Case): Promise<void> {
   assert.equal(run.status, 0, run.stderr);
   for (const dtype of ['fp32', 'bf16'] as const) {
     const merged = path.join(dir, `merged-${dtype}`);
-    await mergeModel(base, adapter, merged, { dtype, rule: 'peft' }, new CpuKernels(), quietContext());
+    await mergeJob(base, adapter, merged, { dtype, rule: 'peft' }, new CpuKernels(), quietContext());
     const want = fs.readFileSync(path.join(io, `merged-${dtype}.bin`));
     const got = stored(merged, `${Q}.weight`);
     const width = dtype === 'fp32' ? 4 : 2;

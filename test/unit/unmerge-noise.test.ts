@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { DECOMPOSE_DEFAULTS, DecomposeMethod } from '../../src/shared/jobs/choices';
-import { DecomposeOptions, runDecompose } from '../../src/engine/jobs/decompose';
-import { runMask } from '../../src/engine/jobs/mask';
-import { mergeModel } from '../../src/engine/jobs/merge';
+import { DecomposeOptions, decomposeJob } from '../../src/engine/jobs/decompose';
+import { maskJob } from '../../src/engine/jobs/mask';
+import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { writeSyntheticAdapter } from '../../src/engine/synthetic/adapter';
 import { writeSyntheticModel } from '../../src/engine/synthetic/model';
@@ -39,7 +39,7 @@ const dict = names.slice(0, 6).map((n) => adapters[n]);
 const METHODS: DecomposeMethod[] = ['omp', 'nnls', 'lasso'];
 
 const masks = Object.fromEntries(
-  Object.entries(bases).map(([k, base]) => [k, runMask({ base, adapters: dict, budget: 800, out: path.join(root, `mask-${k}`) }, kernels, quietContext()).then(() => path.join(root, `mask-${k}`))]),
+  Object.entries(bases).map(([k, base]) => [k, maskJob({ base, adapters: dict, budget: 800, out: path.join(root, `mask-${k}`) }, kernels, quietContext()).then(() => path.join(root, `mask-${k}`))]),
 );
 
 const options = async (base: keyof typeof bases, target: string, method: DecomposeMethod): Promise<DecomposeOptions> => ({
@@ -57,7 +57,7 @@ async function merged(name: string, base: keyof typeof bases, parts: string[], d
   let from = bases[base];
   for (let i = 0; i < parts.length; i++) {
     const out = path.join(root, `${name}-${i}`);
-    await mergeModel(from, adapters[parts[i]], out, { dtype, rule: 'peft' }, kernels, quietContext());
+    await mergeJob(from, adapters[parts[i]], out, { dtype, rule: 'peft' }, kernels, quietContext());
     from = out;
   }
   return from;
@@ -66,7 +66,7 @@ async function merged(name: string, base: keyof typeof bases, parts: string[], d
 test('one adapter merged at fp32 is that adapter alone, by every method', async () => {
   const target = await merged('chat-fp32', 'fp32', ['chat'], 'fp32');
   for (const method of METHODS) {
-    const r = await runDecompose(await options('fp32', target, method), kernels, quietContext());
+    const r = await decomposeJob(await options('fp32', target, method), kernels, quietContext());
     assert.deepEqual(r.support, ['chat'], method);
     assert.equal(r.verdict, 'decomposable');
     assert.ok(r.roundingFloor < 1e-4, `${method}: ${r.roundingFloor}`);
@@ -77,7 +77,7 @@ test('one adapter merged at bf16 is that adapter alone: no atoms picked from the
   for (const base of ['bf16', 'fp32'] as const) {
     const target = await merged(`chat-bf16-on-${base}`, base, ['chat'], 'bf16');
     for (const method of METHODS) {
-      const r = await runDecompose(await options(base, target, method), kernels, quietContext());
+      const r = await decomposeJob(await options(base, target, method), kernels, quietContext());
       const what = `${method} on the ${base} base: ${JSON.stringify(r.coefficients)}, residual ${r.relativeResidual}`;
       assert.deepEqual(r.support, ['chat'], what);
       assert.ok(Math.abs(r.coefficients.chat - 1) < 1e-2, what);
@@ -96,7 +96,7 @@ test('one adapter merged at bf16 is that adapter alone: no atoms picked from the
 test('two adapters merged one after the other at bf16 are both found, with their weights', async () => {
   const target = await merged('math-law-bf16', 'bf16', ['math', 'law'], 'bf16');
   for (const method of METHODS) {
-    const r = await runDecompose({ ...(await options('bf16', target, method)), truth: { math: 1, law: 1 } }, kernels, quietContext());
+    const r = await decomposeJob({ ...(await options('bf16', target, method)), truth: { math: 1, law: 1 } }, kernels, quietContext());
     assert.deepEqual([...r.support].sort(), ['law', 'math'], `${method}: ${JSON.stringify(r.coefficients)}`);
     assert.deepEqual([r.precision, r.recall], [1, 1]);
     assert.ok(r.coefficientError! < 2e-2, `${method}: ${r.coefficientError}`);
@@ -107,7 +107,7 @@ test('two adapters merged one after the other at bf16 are both found, with their
 test('adapters outside the dictionary merged at bf16 are still not decomposable: rounding does not excuse them', async () => {
   const target = await merged('outsiders-bf16', 'bf16', ['outsider1', 'outsider2'], 'bf16');
   for (const method of METHODS) {
-    const r = await runDecompose(await options('bf16', target, method), kernels, quietContext());
+    const r = await decomposeJob(await options('bf16', target, method), kernels, quietContext());
     assert.equal(r.verdict, 'not decomposable', `${method}: residual ${r.relativeResidual}, floor ${r.roundingFloor}`);
     assert.deepEqual(r.support, [], `${method}: ${JSON.stringify(r.coefficients)}`);
   }

@@ -8,8 +8,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { precisionReport } from '../../src/engine/jobs/precision';
-import { validate } from '../../src/engine/jobs/validate';
+import { precisionJob } from '../../src/engine/jobs/precision';
+import { validateJob } from '../../src/engine/jobs/validate';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
@@ -43,7 +43,7 @@ describe('an adapter whose lora_B is all zeros', () => {
   ]);
 
   it('precision: the targeted tensors change by the cast alone, so they are cast artifacts with no delta lost', async () => {
-    const r = await precisionReport(base, adapter, { dtypes: ['fp16', 'bf16'], rules: ['peft'] }, new CpuKernels(), quietContext());
+    const r = await precisionJob(base, adapter, { dtypes: ['fp16', 'bf16'], rules: ['peft'] }, new CpuKernels(), quietContext());
     for (const d of ['fp16', 'bf16'] as const) {
       const f = r.dtypes[d]!;
       assert.equal(f.nonzeroTensors, 5, d);
@@ -58,7 +58,7 @@ describe('an adapter whose lora_B is all zeros', () => {
   });
 
   it('validate: the fp32 merge passes (it is the base), bf16 shows exactly the predicted cast loss', async () => {
-    const r = await validate(base, adapter, path.join(root, 'validate'), { dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, keepModels: false }, new CpuKernels(), quietContext());
+    const r = await validateJob(base, adapter, path.join(root, 'validate'), { dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, keepModels: false }, new CpuKernels(), quietContext());
     assert.deepEqual(r.dtypes.map((d) => [d.dtype, d.status]), [['fp32', 'PASS'], ['bf16', 'EXPECTED-LOSS']]);
     assert.equal(r.ok, true);
     finiteNumbers(JSON.parse(fs.readFileSync(path.join(root, 'validate', 'summary.json'), 'utf8')));

@@ -145,7 +145,7 @@ function adaptsBaseWarning(what: string, modules: number): string {
   return `${what}: its ${modules} module${modules === 1 ? '' : 's'} adapt tensors of a base; census BASE --adapter DIR marks those targets`;
 }
 
-export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): CensusReport {
+export function censusJob(p: string, opts: CensusOptions, ctx: JobContext): CensusReport {
   const src = openSource(p);
   const opened: Checkpoint[] = src.checkpoint ? [src.checkpoint] : [];
   try {

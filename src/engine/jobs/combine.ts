@@ -72,7 +72,7 @@ function concatenated(parts: Part[]): { L: Mat; R: Mat } {
   return { L: hconcat(Ls), R: hconcat(Rs) };
 }
 
-export async function combineAdapters(opts: CombineOptions, ctx: JobContext): Promise<CombineReport> {
+export async function combineJob(opts: CombineOptions, ctx: JobContext): Promise<CombineReport> {
   const t0 = performance.now();
   if (opts.adapters.length === 0) usage('--adapters needs at least one adapter folder');
   const weights = opts.weights ?? opts.adapters.map(() => 1);

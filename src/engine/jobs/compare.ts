@@ -46,7 +46,7 @@ export interface CompareSource {
 }
 
 /** Opens everything, compares, and writes comparison_results.json, report.txt (and lora_deltas.safetensors) into `out`. */
-export async function compareAdapter(basePath: string, adapterPath: string, source: CompareSource, out: string, opts: CompareOptions, kernels: Kernels, ctx: JobContext): Promise<CompareReport> {
+export async function compareJob(basePath: string, adapterPath: string, source: CompareSource, out: string, opts: CompareOptions, kernels: Kernels, ctx: JobContext): Promise<CompareReport> {
   const otherPath = source.taskVector ?? source.finetuned;
   if (otherPath === undefined || (source.taskVector !== undefined && source.finetuned !== undefined)) {
     throw new LensError('lora-lens compare', 'give exactly one of --finetuned DIR or --task-vector FILE');

@@ -28,7 +28,7 @@ export interface CompressOptions {
   out: string;
 }
 
-export async function runCompress(o: CompressOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<CompressReport> {
+export async function compressJob(o: CompressOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<CompressReport> {
   if (o.inputs.length === 0) throw new LensError('lora-lens compress', 'give at least one --adapter DIR or --finetuned DIR');
   const mask = Mask.open(o.mask);
   const base = openCheckpoint(o.base);

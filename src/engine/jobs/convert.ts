@@ -21,7 +21,7 @@ import { ConvertReport } from '../../shared/jobs/reports/convert';
 /** Weights, their indexes and pickles: never copied beside the converted weights. */
 const NOT_COPIED = /\.(safetensors|bin|pt|pth|ckpt|pkl)$|\.index\.json$/;
 
-export async function convertCheckpoint(inPath: string, out: string, ctx: JobContext): Promise<ConvertReport> {
+export async function convertJob(inPath: string, out: string, ctx: JobContext): Promise<ConvertReport> {
   const t0 = performance.now();
   const c = openCheckpoint(inPath);
   try {

@@ -88,7 +88,7 @@ function mode(values: number[]): number {
   return [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0][0];
 }
 
-export async function convertDiffusionAdapter(inPath: string, out: string, basePath: string | undefined, ctx: JobContext): Promise<AdapterConvertReport> {
+export async function convertAdapterJob(inPath: string, out: string, basePath: string | undefined, ctx: JobContext): Promise<AdapterConvertReport> {
   const t0 = performance.now();
   const adapter = openCheckpoint(inPath);
   const base = basePath === undefined ? undefined : openCheckpoint(basePath);

@@ -46,7 +46,7 @@ const ROUNDING_SLACK = 2;
 /** Above this rounding floor the target's delta is mostly rounding, and a small residual proves nothing. */
 const ROUNDING_LIMIT = 0.35;
 
-export async function runDecompose(o: DecomposeOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<DecomposeReport> {
+export async function decomposeJob(o: DecomposeOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<DecomposeReport> {
   if (o.dictionary.length === 0) throw new LensError('--dictionary', 'give at least one dictionary folder');
   const warnings: string[] = [];
   const warn = (m: string): void => {

@@ -72,7 +72,7 @@ function baseTensors(p: string): { tensors: BaseTensor[]; from: 'weights' | 'con
 
 type TargetConfig = { r: number; loraAlpha: number } & Pick<AdapterConfig, 'targetModules' | 'rankPattern' | 'alphaPattern' | 'layersToTransform' | 'layersPattern' | 'useDora' | 'modulesToSave'>;
 
-export function runEstimate(p: string, opts: EstimateOptions, ctx: JobContext): EstimateReport {
+export function estimateJob(p: string, opts: EstimateOptions, ctx: JobContext): EstimateReport {
   let cfg: TargetConfig;
   let adapterFileParams: number | null = null;
   if (opts.adapter !== undefined) {

@@ -18,7 +18,7 @@ import { blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from 
 import { ExtractTensor, ExtractReport } from '../../shared/jobs/reports/extract';
 
 /** Opens both models and writes the task vector to `outFile`. */
-export async function extractTaskVector(basePath: string, finetunedPath: string, outFile: string, kernels: Kernels, ctx: JobContext): Promise<ExtractReport> {
+export async function extractJob(basePath: string, finetunedPath: string, outFile: string, kernels: Kernels, ctx: JobContext): Promise<ExtractReport> {
   if (!outFile.endsWith('.safetensors')) throw new LensError(outFile, 'the task vector is written as one .safetensors file; give a name ending in .safetensors');
   return withOutputFile(outFile, [basePath, finetunedPath], isTaskVectorFile, 'a task vector', async () => {
     const base = openCheckpoint(basePath);

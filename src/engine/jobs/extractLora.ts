@@ -172,7 +172,7 @@ function nameSeed(name: string): number {
   return h >>> 0;
 }
 
-export async function extractLora(opts: ExtractLoraOptions, ctx: JobContext): Promise<ExtractLoraReport> {
+export async function extractLoraJob(opts: ExtractLoraOptions, ctx: JobContext): Promise<ExtractLoraReport> {
   const t0 = performance.now();
   rankOrEnergy('extract-lora', opts.rank, opts.energy);
   for (const [flag, v] of [

@@ -49,7 +49,7 @@ interface DictAdapter {
 export const NORM_PRESERVATION_DEFINITION =
   'per adapter, ||mask * delta||_F / ||delta||_F over every module it targets (the fraction of its delta\'s Frobenius norm the mask keeps); energyPreservation is its square';
 
-export async function runMask(o: MaskOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<MaskJson> {
+export async function maskJob(o: MaskOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<MaskJson> {
   if (o.adapters.length === 0) throw new LensError('--adapters', 'give at least one adapter folder');
   if (!Number.isSafeInteger(o.budget) || o.budget < 1) throw new LensError('--budget', `must be a positive whole number of elements (got ${o.budget})`);
   const base = openCheckpoint(o.base);

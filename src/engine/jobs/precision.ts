@@ -35,7 +35,7 @@ export function parsePrecisionDtypes(list: string[]): HalfCliDtype[] {
   return out;
 }
 
-export async function precisionReport(basePath: string, adapterPath: string, opts: PrecisionOptions, kernels: Kernels, ctx: JobContext): Promise<PrecisionReport> {
+export async function precisionJob(basePath: string, adapterPath: string, opts: PrecisionOptions, kernels: Kernels, ctx: JobContext): Promise<PrecisionReport> {
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {
     return await precisionOf(plan, opts, kernels, ctx);

@@ -31,7 +31,7 @@ function tailNorm(s: Float64Array, k: number): { kept: number; optimal: number }
   return total === 0 ? { kept: 1, optimal: 0 } : { kept: (total - tail) / total, optimal: Math.sqrt(tail / total) };
 }
 
-export async function resizeAdapter(opts: ResizeOptions, ctx: JobContext): Promise<ResizeReport> {
+export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<ResizeReport> {
   const t0 = performance.now();
   rankOrEnergy('resize', opts.rank, opts.energy);
   const source = openFactorAdapter(opts.adapter);

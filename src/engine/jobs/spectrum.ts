@@ -47,7 +47,7 @@ export function spectrumModule(name: string, rank: number, out: number, inn: num
   };
 }
 
-export async function spectrum(opts: SpectrumOptions, ctx: JobContext): Promise<SpectrumReport> {
+export async function spectrumJob(opts: SpectrumOptions, ctx: JobContext): Promise<SpectrumReport> {
   const t0 = performance.now();
   const { checkpoint, layout, lowRank, other } = openFactorAdapter(opts.adapter);
   const warnings = [...layout.warnings];

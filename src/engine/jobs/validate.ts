@@ -34,7 +34,7 @@ export interface ValidateOptions {
   keepModels: boolean;
 }
 
-export async function validate(basePath: string, adapterPath: string, out: string, opts: ValidateOptions, kernels: Kernels, ctx: JobContext): Promise<ValidateReport> {
+export async function validateJob(basePath: string, adapterPath: string, out: string, opts: ValidateOptions, kernels: Kernels, ctx: JobContext): Promise<ValidateReport> {
   if (opts.dtypes.length === 0) throw new LensError('--dtypes', 'name at least one of fp32, fp16, bf16');
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {

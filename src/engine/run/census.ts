@@ -1,10 +1,10 @@
-import { censusText, runCensus } from '../jobs/census';
+import { censusText, censusJob } from '../jobs/census';
 import { LensError } from '../errors';
 import { Runner } from './runner';
 
 export const census: Runner<'census'> = async (r, ctx) => {
   if (r.path === undefined) throw new LensError('lora-lens census', 'give a model folder, adapter folder, .safetensors file or config.json');
   const targets = r.target?.flatMap((t) => t.split(',')).filter((t) => t !== '');
-  const report = runCensus(r.path, { adapter: r.adapter, targets }, ctx);
+  const report = censusJob(r.path, { adapter: r.adapter, targets }, ctx);
   return { report, text: censusText(report) };
 };

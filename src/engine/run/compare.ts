@@ -1,14 +1,14 @@
 import * as path from 'node:path';
 import { need } from '../../shared/jobs/request';
 import { LensError } from '../errors';
-import { compareAdapter } from '../jobs/compare';
+import { compareJob } from '../jobs/compare';
 import { Runner } from './runner';
 
 export const compare: Runner<'compare'> = async (req, ctx) => {
   const tolerance = req.tolerance;
   if (!(tolerance >= 0)) throw new LensError('--tolerance', `must be a non-negative number (got ${tolerance})`);
   const [base, adapter, out] = [need(req, 'base'), need(req, 'adapter'), need(req, 'out')];
-  const r = await compareAdapter(
+  const r = await compareJob(
     base,
     adapter,
     { finetuned: req.finetuned, taskVector: req.taskVector },

@@ -1,11 +1,11 @@
 import { need } from '../../shared/jobs/request';
-import { runCompress } from '../jobs/compress';
+import { compressJob } from '../jobs/compress';
 import { Runner } from './runner';
 
 export const compress: Runner<'compress'> = async (req, ctx) => {
   const inputs = (req.inputs ?? []).map((t) => ({ kind: t.flag, path: t.value }));
   const [mask, base, out] = [need(req, 'mask'), need(req, 'base'), need(req, 'out')];
-  const report = await runCompress({ mask, base, inputs, out }, ctx.kernels, ctx);
+  const report = await compressJob({ mask, base, inputs, out }, ctx.kernels, ctx);
   const text = [
     `compress: ${report.inputs.length} task vector(s) of ${report.selected.toLocaleString('en')} masked elements (${report.modules.length} modules)`,
     ...report.inputs.map((r) => `  ${r.name} (${r.kind}): ${r.file}, norm ${r.norm.toPrecision(6)}, ${r.normKept === null ? 'zero task vector' : `${(100 * r.normKept).toFixed(2)}% of its norm kept`}`),

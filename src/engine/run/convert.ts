@@ -1,15 +1,15 @@
 import { need } from '../../shared/jobs/request';
-import { convertCheckpoint } from '../jobs/convert';
-import { convertDiffusionAdapter, isDiffusionAdapter } from '../jobs/convertAdapter';
+import { convertJob } from '../jobs/convert';
+import { convertAdapterJob, isDiffusionAdapter } from '../jobs/convertAdapter';
 import { Runner } from './runner';
 
 export const convert: Runner<'convert'> = async (req, ctx) => {
   const input = need(req, 'in');
   const out = need(req, 'out');
   if (isDiffusionAdapter(input)) {
-    const r = await convertDiffusionAdapter(input, out, req.base, ctx);
+    const r = await convertAdapterJob(input, out, req.base, ctx);
     return { report: r, text: `converted ${r.modules} ${r.from} modules (${r.tensors} tensors) of ${r.in} to a PEFT ${r.peftType} adapter\nwrote ${r.out}/ (${r.files.join(', ')})` };
   }
-  const r = await convertCheckpoint(input, out, ctx);
+  const r = await convertJob(input, out, ctx);
   return { report: r, text: `converted ${r.tensors} tensors (${r.bytes.toLocaleString('en')} bytes) of ${r.in}\nwrote ${r.out}${r.kind === 'file' ? '' : `/ (${r.files.join(', ')})`}` };
 };

@@ -1,14 +1,14 @@
 import { flagName } from '../../shared/jobs/options';
 import { need } from '../../shared/jobs/request';
 import { LensError } from '../errors';
-import { readTruth, runDecompose } from '../jobs/decompose';
+import { readTruth, decomposeJob } from '../jobs/decompose';
 import { Runner } from './runner';
 
 export const decompose: Runner<'decompose'> = async (req, ctx) => {
   for (const k of ['tol', 'supportThreshold', 'minT', 'lambda', 'maxResidual'] as const) {
     if (req[k] < 0) throw new LensError('lora-lens decompose', `--${flagName(k)} must not be negative`);
   }
-  const report = await runDecompose(
+  const report = await decomposeJob(
     {
       mask: need(req, 'mask'),
       base: need(req, 'base'),

@@ -1,4 +1,4 @@
-import { estimateText, runEstimate } from '../jobs/estimate';
+import { estimateText, estimateJob } from '../jobs/estimate';
 import { LensError } from '../errors';
 import { Runner } from './runner';
 
@@ -8,6 +8,6 @@ export const estimate: Runner<'estimate'> = async (r, ctx) => {
   if (r.adapter !== undefined && (r.r !== undefined || targets !== undefined)) {
     throw new LensError('lora-lens estimate', 'give either --adapter or --r/--target, not both');
   }
-  const report = runEstimate(r.path, { adapter: r.adapter, r: r.r, alpha: r.alpha, targets }, ctx);
+  const report = estimateJob(r.path, { adapter: r.adapter, r: r.r, alpha: r.alpha, targets }, ctx);
   return { report, text: estimateText(report) };
 };

@@ -1,9 +1,9 @@
 import { need } from '../../shared/jobs/request';
-import { extractTaskVector } from '../jobs/extract';
+import { extractJob } from '../jobs/extract';
 import { Runner } from './runner';
 
 export const extract: Runner<'extract'> = async (req, ctx) => {
-  const r = await extractTaskVector(need(req, 'base'), need(req, 'finetuned'), need(req, 'out'), await ctx.kernels(), ctx);
+  const r = await extractJob(need(req, 'base'), need(req, 'finetuned'), need(req, 'out'), await ctx.kernels(), ctx);
   const s = r.summary;
   const text = [
     `task vector: ${s.nonzeroTensors} non-zero tensors, ${s.zeroTensors} zero, of ${s.tensors}; ${s.nonzeroElements.toLocaleString('en')} non-zero elements of ${s.elements.toLocaleString('en')}; norm ${s.l2Norm.toExponential(3)}`,

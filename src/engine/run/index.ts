@@ -20,11 +20,11 @@ import { extract } from './extract';
 import { mask } from './mask';
 import { merge } from './merge';
 import { precision } from './precision';
-import { combine, extractLoraRunner, resize, spectrum } from './lowrank';
+import { combine, extractLora, resize, spectrum } from './lowrank';
 import { JobOutcome, RunContext, Runner } from './runner';
 import { validate } from './validate';
 
-const RUNNERS: { [K in JobName]: Runner<K> } = { census, estimate, merge, extract, compare, precision, validate, mask, compress, decompose, convert, spectrum, resize, 'extract-lora': extractLoraRunner, combine };
+const RUNNERS: { [K in JobName]: Runner<K> } = { census, estimate, merge, extract, compare, precision, validate, mask, compress, decompose, convert, spectrum, resize, 'extract-lora': extractLora, combine };
 
 /** `request` is checked here: from the CLI it is parsed argv, from the engine process whatever came over IPC. */
 export async function runJob(request: JobRequest | unknown, ctx: JobContext): Promise<JobOutcome> {

@@ -1,10 +1,10 @@
 /** Runners of the low-rank toolbox: spectrum, resize, extract-lora, combine. */
 import { LensError } from '../errors';
 import { need } from '../../shared/jobs/request';
-import { combineAdapters } from '../jobs/combine';
-import { extractLora } from '../jobs/extractLora';
-import { resizeAdapter } from '../jobs/resize';
-import { spectrum as spectrumOf } from '../jobs/spectrum';
+import { combineJob } from '../jobs/combine';
+import { extractLoraJob } from '../jobs/extractLora';
+import { resizeJob } from '../jobs/resize';
+import { spectrumJob } from '../jobs/spectrum';
 import { Runner } from './runner';
 
 function fmt(x: number): string {
@@ -12,7 +12,7 @@ function fmt(x: number): string {
 }
 
 export const spectrum: Runner<'spectrum'> = async (req, ctx) => {
-  const r = await spectrumOf({ adapter: need(req, 'adapter') }, ctx);
+  const r = await spectrumJob({ adapter: need(req, 'adapter') }, ctx);
   const width = Math.max(...r.modules.map((m) => m.name.length));
   const s = r.summary;
   const text = [
@@ -24,7 +24,7 @@ export const spectrum: Runner<'spectrum'> = async (req, ctx) => {
 };
 
 export const resize: Runner<'resize'> = async (req, ctx) => {
-  const r = await resizeAdapter(
+  const r = await resizeJob(
     { adapter: need(req, 'adapter'), out: need(req, 'out'), rank: req.rank, energy: req.energy },
     ctx,
   );
@@ -37,8 +37,8 @@ export const resize: Runner<'resize'> = async (req, ctx) => {
   return { report: r, text: text.join('\n') };
 };
 
-export const extractLoraRunner: Runner<'extract-lora'> = async (req, ctx) => {
-      const r = await extractLora(
+export const extractLora: Runner<'extract-lora'> = async (req, ctx) => {
+      const r = await extractLoraJob(
     {
       base: need(req, 'base'),
       finetuned: need(req, 'finetuned'),
@@ -74,7 +74,7 @@ export const combine: Runner<'combine'> = async (req, ctx) => {
     if (x.trim() === '' || !Number.isFinite(n)) throw new LensError(`lora-lens ${c}`, `--weights must be numbers separated by commas (got ${JSON.stringify(w)})`);
     return n;
   });
-  const r = await combineAdapters({ adapters: need(req, 'adapters'), weights, out: need(req, 'out'), rank: req.rank }, ctx);
+  const r = await combineJob({ adapters: need(req, 'adapters'), weights, out: need(req, 'out'), rank: req.rank }, ctx);
   const s = r.summary;
   const text = [
     `${s.modules} modules from ${r.adapters.length} adapter(s), weights ${r.weights.join(', ')}${r.rank === null ? ', exact' : `, best rank ${r.rank}`}: ${s.params.toLocaleString('en')} parameters; largest relative error ${fmt(s.maxRelError)}`,

@@ -1,11 +1,11 @@
 import { need } from '../../shared/jobs/request';
-import { runMask } from '../jobs/mask';
+import { maskJob } from '../jobs/mask';
 import { MASK_JSON, MASK_TENSORS } from '../unmerge/maskFile';
 import { Runner } from './runner';
 
 export const mask: Runner<'mask'> = async (req, ctx) => {
   const [base, adapters, budget, out] = [need(req, 'base'), need(req, 'adapters'), need(req, 'budget'), need(req, 'out')];
-  const report = await runMask({ base, adapters, budget, out }, ctx.kernels, ctx);
+  const report = await maskJob({ base, adapters, budget, out }, ctx.kernels, ctx);
   const pct = (x: number | null): string => (x === null ? 'n/a (zero delta)' : `${(100 * x).toFixed(2)}%`);
   const text = [
     `mask: ${report.selected.toLocaleString('en')} of ${report.elements.toLocaleString('en')} elements kept in ${report.modules} modules (k = ${report.k} per module, budget ${report.budget})`,

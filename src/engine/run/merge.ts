@@ -1,9 +1,9 @@
 import { need } from '../../shared/jobs/request';
-import { mergeModel } from '../jobs/merge';
+import { mergeJob } from '../jobs/merge';
 import { Runner } from './runner';
 
 export const merge: Runner<'merge'> = async (req, ctx) => {
-  const r = await mergeModel(
+  const r = await mergeJob(
     need(req, 'base'),
     need(req, 'adapter'),
     need(req, 'out'),

@@ -1,7 +1,7 @@
 import { need } from '../../shared/jobs/request';
 import { CLI_DTYPES, CliDtype } from '../../shared/safetensors/dtypes';
 import { LensError } from '../errors';
-import { validate as validateJob } from '../jobs/validate';
+import { validateJob } from '../jobs/validate';
 import { Runner, splitList } from './runner';
 
 export const validate: Runner<'validate'> = async (req, ctx) => {
