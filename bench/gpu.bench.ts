@@ -103,7 +103,13 @@ fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: ve
 }`,
   });
   const pipeline = await dev.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' } });
-  const group = dev.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: a } }, { binding: 1, resource: { buffer: sink } }] });
+  const group = dev.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [
+      { binding: 0, resource: { buffer: a } },
+      { binding: 1, resource: { buffer: sink } },
+    ],
+  });
   const readMs = await time(10, (enc) => {
     const pass = enc.beginComputePass();
     pass.setPipeline(pipeline);
@@ -177,7 +183,17 @@ async function kernels(gpu: GpuKernels, cpu: Kernels): Promise<void> {
     const tc = await median(() => run(cpu), cpuReps);
     const rate = (t: number): string => `${(bytes / t / 1e6).toFixed(2)} GB/s${flops ? `, ${(flops / t / 1e6).toFixed(1)} GFLOP/s` : ''}`;
     console.log(`  ${name.padEnd(38)} gpu ${tg.toFixed(1).padStart(8)} ms (${rate(tg)})   cpu ${tc.toFixed(1).padStart(8)} ms (${rate(tc)})`);
-    table.push({ kernel: name, gpuMs: tg, cpuMs: tc, bytes, flops, gpuGBs: bytes / tg / 1e6, cpuGBs: bytes / tc / 1e6, gpuGFLOPs: flops / tg / 1e6, cpuGFLOPs: flops / tc / 1e6 });
+    table.push({
+      kernel: name,
+      gpuMs: tg,
+      cpuMs: tc,
+      bytes,
+      flops,
+      gpuGBs: bytes / tg / 1e6,
+      cpuGBs: bytes / tc / 1e6,
+      gpuGFLOPs: flops / tg / 1e6,
+      cpuGFLOPs: flops / tc / 1e6,
+    });
   }
   results.kernels = table;
   results.hostRecomputed = { elements: gpu.hostElements, chunksOrTensors: gpu.hostTensors, failure: gpu.failure ?? null };
@@ -246,7 +262,11 @@ async function main(): Promise<void> {
   const limits = opened.ok ? opened.gpu.device.limits : undefined;
   results.adapter = gpu.description;
   results.software = software;
-  results.limits = limits && { maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize, maxBufferSize: limits.maxBufferSize, maxComputeWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension };
+  results.limits = limits && {
+    maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
+    maxBufferSize: limits.maxBufferSize,
+    maxComputeWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
+  };
   console.log(`GPU backend: ${gpu.description}${software ? '\n  NOTE: a software driver on the CPU: these are not GPU speeds' : ''}`);
   if (limits) console.log(`  limits: storage binding ${limits.maxStorageBufferBindingSize} B, buffer ${limits.maxBufferSize} B`);
   const cpu = await selectKernels('cpu', ctx);

@@ -137,7 +137,8 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
     return (await runner.run({ title: `Reading ${name(p)}`, request: { job: 'census', path: p }, quiet: true }))?.report;
   };
 
-  const report = <K extends ReportKind>(kind: K, r: JobResult<K>, title: string, folder?: string): void => showReportPanel(d.context, kind, r.report, title, { folder });
+  const report = <K extends ReportKind>(kind: K, r: JobResult<K>, title: string, folder?: string): void =>
+    showReportPanel(d.context, kind, r.report, title, { folder });
 
   /** What the user may do next with a job's output: the first action is the suggested next step. */
   const offerNext = async (message: string, out: string, next: Record<string, () => Promise<unknown>> = {}): Promise<void> => {

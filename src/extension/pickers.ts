@@ -67,7 +67,11 @@ export class Pickers {
    * A quick pick whose items may depend on the workspace scan: shown at once, busy until the scan is done.
    * Resolves to the accepted items (one unless canPickMany), or undefined when dismissed.
    */
-  private pickFrom<T extends vscode.QuickPickItem>(title: string, items: () => T[], opts: { canPickMany?: boolean; needsScan?: boolean; placeholder?: string } = {}): Promise<readonly T[] | undefined> {
+  private pickFrom<T extends vscode.QuickPickItem>(
+    title: string,
+    items: () => T[],
+    opts: { canPickMany?: boolean; needsScan?: boolean; placeholder?: string } = {},
+  ): Promise<readonly T[] | undefined> {
     const qp = vscode.window.createQuickPick<T>();
     Object.assign(qp, this.nextStep());
     qp.title = title;
@@ -193,7 +197,13 @@ export class Pickers {
     const last = this.last(key)?.split(',');
     const lastSet = last ? new Set(last) : undefined;
     const useLast = lastSet !== undefined && choices.some((c) => lastSet.has(c.value));
-    const items = choices.map((c) => ({ label: c.label ?? c.value, value: c.value, detail: c.detail, description: c.description, picked: useLast ? lastSet.has(c.value) : c.picked === true }));
+    const items = choices.map((c) => ({
+      label: c.label ?? c.value,
+      value: c.value,
+      detail: c.detail,
+      description: c.description,
+      picked: useLast ? lastSet.has(c.value) : c.picked === true,
+    }));
     const picks = await this.pickFrom(title, () => items, { canPickMany: true });
     if (!picks || picks.length === 0) return undefined;
     const values = picks.map((p) => p.value);
@@ -201,7 +211,13 @@ export class Pickers {
     return values;
   }
 
-  private input(opts: { title: string; value: string; prompt?: string; valueSelection?: [number, number]; validate?: (s: string) => string | undefined }): Promise<string | undefined> {
+  private input(opts: {
+    title: string;
+    value: string;
+    prompt?: string;
+    valueSelection?: [number, number];
+    validate?: (s: string) => string | undefined;
+  }): Promise<string | undefined> {
     const box = vscode.window.createInputBox();
     Object.assign(box, this.nextStep());
     box.title = opts.title;
@@ -255,7 +271,8 @@ export class Pickers {
    */
   async output(title: string, name: string, job: string, near: string, ext = ''): Promise<string | undefined> {
     const pattern = vscode.workspace.getConfiguration('loraLens').get<string>('outputFolderPattern', '${workspaceFolder}/lora-lens-out/${name}-${job}');
-    const ws = vscode.workspace.getWorkspaceFolder(vscode.Uri.file(near))?.uri.fsPath ?? vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? path.dirname(near);
+    const ws =
+      vscode.workspace.getWorkspaceFolder(vscode.Uri.file(near))?.uri.fsPath ?? vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? path.dirname(near);
     const proposed = path.resolve(ws, expandPattern(pattern, { workspaceFolder: ws, name, job })) + ext;
     const v = await this.input({
       title,

@@ -15,7 +15,10 @@ function model(config: Record<string, unknown>, tensors: TestTensor[]): Checkpoi
   return openCheckpoint(writeModel(path.join(root, `m${n++}`), config, tensors));
 }
 const P = 'base_model.model.';
-const lensError = (detail: RegExp, tensor?: string) => (e: unknown): boolean => e instanceof LensError && detail.test(e.detail) && (tensor === undefined || e.tensor === tensor);
+const lensError =
+  (detail: RegExp, tensor?: string) =>
+  (e: unknown): boolean =>
+    e instanceof LensError && detail.test(e.detail) && (tensor === undefined || e.tensor === tensor);
 
 describe('adapterLayout', () => {
   const llama = model({ model_type: 'llama' }, [

@@ -8,7 +8,10 @@ import { LensError } from '../../src/engine/errors';
 import { SafetensorsWriter } from '../../src/engine/safetensors/writer';
 import { FIXTURES, loraPair, peftConfig, tmpDir, writeAdapter, writeModel, writeWeights } from './helpers/builders';
 
-const lensError = (detail: RegExp, tensor?: string) => (e: unknown): boolean => e instanceof LensError && detail.test(e.detail) && (tensor === undefined || e.tensor === tensor);
+const lensError =
+  (detail: RegExp, tensor?: string) =>
+  (e: unknown): boolean =>
+    e instanceof LensError && detail.test(e.detail) && (tensor === undefined || e.tensor === tensor);
 
 describe('openCheckpoint', () => {
   const root = tmpDir();
@@ -142,7 +145,11 @@ describe('adapter_config.json', () => {
   });
 
   it('target_modules as suffixes, as a full-match regex, with layers_to_transform', () => {
-    const rules = (tm: string[] | string, ltt: number[] | null = null, lp: string[] | null = null) => ({ targetModules: tm, layersToTransform: ltt, layersPattern: lp });
+    const rules = (tm: string[] | string, ltt: number[] | null = null, lp: string[] | null = null) => ({
+      targetModules: tm,
+      layersToTransform: ltt,
+      layersPattern: lp,
+    });
     assert.equal(isTargetModule(rules(['q_proj']), 'model.layers.0.self_attn.q_proj'), true);
     assert.equal(isTargetModule(rules(['q_proj']), 'model.layers.0.self_attn.xq_proj'), false);
     assert.equal(isTargetModule(rules('.*\\.(q|v)_proj'), 'model.layers.0.self_attn.v_proj'), true);

@@ -11,7 +11,14 @@ import { Dtype } from '../../src/shared/safetensors/dtypes';
 const root = tmpDir();
 
 interface ExtractLoraJson {
-  modules: { name: string; rank: number; energyKept: number; relError: number; transposed: boolean; roundingNoise: { fraction: number; energy: number; sigma: number; signalRank: number } | null }[];
+  modules: {
+    name: string;
+    rank: number;
+    energyKept: number;
+    relError: number;
+    transposed: boolean;
+    roundingNoise: { fraction: number; energy: number; sigma: number; signalRank: number } | null;
+  }[];
   notCaptured: { name: string; l2Norm: number }[];
   unchanged: number;
 }
@@ -88,7 +95,12 @@ for name, w in b.items():
         res['norms'][name] = float(np.linalg.norm(tau))
 emit(res)`;
 
-function reference(python: string, pair: { base: string; ft: string }, ks: Record<string, number>, energy = 0.9): { opt: Record<string, number>; norms: Record<string, number>; e: Record<string, number> } {
+function reference(
+  python: string,
+  pair: { base: string; ft: string },
+  ks: Record<string, number>,
+  energy = 0.9,
+): { opt: Record<string, number>; norms: Record<string, number>; e: Record<string, number> } {
   return runNumpy(python, `BASE = ${JSON.stringify(pair.base)}; FT = ${JSON.stringify(pair.ft)}; KS = ${JSON.stringify(ks)}; ENERGY = ${energy}\n${REFERENCE}`);
 }
 

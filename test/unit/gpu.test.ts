@@ -44,7 +44,27 @@ const fromBits = (b: number): number => ((u32[0] = b), f32[0]);
 
 /** Values that stress the exactness rules: NaN, infinities, signed zeros, subnormals, extremes, fp16 ties. */
 function specials(): number[] {
-  const v = [NaN, Infinity, -Infinity, 0, -0, 1e-45, -1e-45, 1e-40, 2 ** -126, 2 ** -110, 3e38, -3e38, 65504, 65519.99, 65520, 1e5, 2 ** -24, 2 ** -25, 1.5 * 2 ** -25];
+  const v = [
+    NaN,
+    Infinity,
+    -Infinity,
+    0,
+    -0,
+    1e-45,
+    -1e-45,
+    1e-40,
+    2 ** -126,
+    2 ** -110,
+    3e38,
+    -3e38,
+    65504,
+    65519.99,
+    65520,
+    1e5,
+    2 ** -24,
+    2 ** -25,
+    1.5 * 2 ** -25,
+  ];
   for (let k = 0; k < 64; k++) v.push(fromBits(((0x38800000 + k * 0x1234567) & ~0x1fff & 0x7fffffff) | 0x1000)); // exact fp16 ties
   for (let k = 0; k < 64; k++) v.push(fromBits(((0x3c000000 + k * 0x7654321) & 0x7fff0000) | 0x8000)); // exact bf16 ties
   return v;
@@ -264,7 +284,17 @@ describe('GPU backend agrees with the CPU', () => {
   });
 
   /** DoRA as the jobs run it (jobs/delta.ts): norms, then factor = f(m / f(norm)), then the merge. */
-  async function doraMerge(k: CpuKernels | GpuKernels, w: Float32Array, d: Float32Array, mag: Float32Array, rows: number, cols: number, col: boolean, dtype: MergeDtype, rule: (typeof MERGE_RULES)[number]): Promise<{ norms: Float64Array; factor: Float32Array; out: Uint8Array }> {
+  async function doraMerge(
+    k: CpuKernels | GpuKernels,
+    w: Float32Array,
+    d: Float32Array,
+    mag: Float32Array,
+    rows: number,
+    cols: number,
+    col: boolean,
+    dtype: MergeDtype,
+    rule: (typeof MERGE_RULES)[number],
+  ): Promise<{ norms: Float64Array; factor: Float32Array; out: Uint8Array }> {
     const norms = await k.doraNorms(w, d, rows, cols, col, dtype, rule);
     const factor = new Float32Array(norms.length);
     for (let i = 0; i < factor.length; i++) factor[i] = mag[i] / Math.fround(norms[i]);

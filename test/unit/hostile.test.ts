@@ -156,7 +156,14 @@ describe('hostile input: generated', () => {
 
   it('hostile model configs for estimate: sizes from a config are checked before anything is built', () => {
     const size = fc.oneof(fc.integer({ min: 0, max: 64 }), fc.constantFrom(1e9, 2 ** 31, 2 ** 53, 1e308, -1, 0.5), fc.constant('8'));
-    const cfg = fc.record({ num_hidden_layers: size, hidden_size: size, intermediate_size: size, vocab_size: size, num_attention_heads: size, num_key_value_heads: size });
+    const cfg = fc.record({
+      num_hidden_layers: size,
+      hidden_size: size,
+      intermediate_size: size,
+      vocab_size: size,
+      num_attention_heads: size,
+      num_key_value_heads: size,
+    });
     let n = 0;
     fc.assert(
       fc.property(cfg, fc.oneof(fc.integer({ min: 1, max: 64 }), fc.constantFrom(1e308, 2 ** 40)), (c, r) => {

@@ -117,7 +117,9 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
     const [w1, w2] = [half(o1 * i1, 15), half(o2 * i2, 16)];
     tensors.push({ name: `${m}.lokr_w1`, dtype: 'F16', shape: [o1, i1], data: w1 }, { name: `${m}.lokr_w2`, dtype: 'F16', shape: [o2, i2], data: w2 }, alphaTensor(m, 7));
     const d = new Float32Array(12 * 12);
-    for (let a = 0; a < o1; a++) for (let b = 0; b < i1; b++) for (let c = 0; c < o2; c++) for (let e = 0; e < i2; e++) d[(a * o2 + c) * 12 + b * i2 + e] = Math.fround(w1[a * i1 + b] * w2[c * i2 + e]);
+    for (let a = 0; a < o1; a++)
+      for (let b = 0; b < i1; b++)
+        for (let c = 0; c < o2; c++) for (let e = 0; e < i2; e++) d[(a * o2 + c) * 12 + b * i2 + e] = Math.fround(w1[a * i1 + b] * w2[c * i2 + e]);
     add('text_encoder.text_model.encoder.layers.0.self_attn.v_proj.weight', d);
   }
   // LyCORIS full: diff on a weight and diff_b on its bias.

@@ -94,7 +94,9 @@ describe('LyCORIS DoRA (dora_scale) and (IA)³ on a Stable Diffusion 1.5-shaped 
     const m = Float32Array.from(randomF32(12, 11, 1), (x) => Math.abs(x) + 0.5);
     tensors.push(f16(`${mod}.lokr_w1`, [3, 2], w1), f16(`${mod}.lokr_w2`, [4, 6], w2), f32(`${mod}.dora_scale`, [1, 12], m));
     const d = new Float32Array(144);
-    for (let a = 0; a < 3; a++) for (let b = 0; b < 2; b++) for (let c = 0; c < 4; c++) for (let e = 0; e < 6; e++) d[(a * 4 + c) * 12 + b * 6 + e] = Math.fround(w1[a * 2 + b] * w2[c * 6 + e]);
+    for (let a = 0; a < 3; a++)
+      for (let b = 0; b < 2; b++)
+        for (let c = 0; c < 4; c++) for (let e = 0; e < 6; e++) d[(a * 4 + c) * 12 + b * 6 + e] = Math.fround(w1[a * 2 + b] * w2[c * 6 + e]);
     expected.set(target, decomposed(base.get(target)!, d, m, 12, 12, 'in'));
     torchInput[target] = { kind: 'dora', axis: 'in', shape: [12, 12], W: Array.from(base.get(target)!), d: Array.from(d), m: Array.from(m) };
   }

@@ -71,7 +71,10 @@ describe('sd15-unet-peft-qkv-r4: PEFT LoRA on a Stable Diffusion 1.5 UNet (diffu
     writeSparse(path.join(base, 'diffusion_pytorch_model.safetensors'), unet);
     const r = censusJob(base, { adapter }, ctx);
     assert.equal(r.summary.loraTargetTensors, 96);
-    assert.equal(r.summary.loraTargetParams, 4 * 320 * 320 * 5 + 2 * 320 * 768 * 5 + (4 * 640 * 640 + 2 * 640 * 768) * 5 + (4 * 1280 * 1280 + 2 * 1280 * 768) * 6);
+    assert.equal(
+      r.summary.loraTargetParams,
+      4 * 320 * 320 * 5 + 2 * 320 * 768 * 5 + (4 * 640 * 640 + 2 * 640 * 768) * 5 + (4 * 1280 * 1280 + 2 * 1280 * 768) * 6,
+    );
   });
 
   it('merges exactly onto a diffusers pipeline holding the targeted tensors at their true shapes', async () => {

@@ -50,7 +50,12 @@ for m, (d, r) in src.items():
               'writtenVsBest': float(np.abs(dst[m][0] - b).max() / np.abs(d).max()), 'writtenRank': dst[m][1]}
 emit(out)`;
 
-function check(python: string, out: string, ranks: Record<string, number> | null, energy = 0): Record<string, { k: number; opt: number; kept: number; writtenVsBest: number; writtenRank: number }> {
+function check(
+  python: string,
+  out: string,
+  ranks: Record<string, number> | null,
+  energy = 0,
+): Record<string, { k: number; opt: number; kept: number; writtenVsBest: number; writtenRank: number }> {
   return runNumpy(python, `SRC = ${JSON.stringify(adapterDir)}; DST = ${JSON.stringify(out)}; RANKS = ${JSON.stringify(ranks)}; ENERGY = ${energy}\n${CHECK}`);
 }
 

@@ -13,7 +13,15 @@ import { FIXTURES, lowRank, tmpDir } from './helpers/builders';
 import { readAll } from './helpers/tensors';
 
 /** StarCoder2-3B's architecture at toy widths: same names, same GQA ratio, 2 layers. */
-const TINY_SC2 = { ...STARCODER2_3B, hidden_size: 48, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 6, num_key_value_heads: 2, vocab_size: 64 };
+const TINY_SC2 = {
+  ...STARCODER2_3B,
+  hidden_size: 48,
+  intermediate_size: 96,
+  num_hidden_layers: 2,
+  num_attention_heads: 6,
+  num_key_value_heads: 2,
+  vocab_size: 64,
+};
 
 describe('synthetic model', () => {
   it('writes the layout of its config at the requested dtype, and sets torch_dtype', () => {

@@ -209,7 +209,13 @@ test('mask, compress and decompose give the same bytes and figures on the CPU ba
     await compressJob({ mask: maskDir, base, inputs: [{ kind: 'adapter', path: adapters[2] }, { kind: 'finetuned', path: target }], out }, k, quietContext());
     const d = await decomposeJob({ mask: maskDir, base, dictionary: adapters, target, method: 'nnls', ...DECOMPOSE_DEFAULTS, positive: true }, k, quietContext());
     assert.deepEqual(d.support, ['dora']);
-    const figures = [...Object.values(m.normPreservation), ...m.perModule.map((x) => x.threshold), ...Object.values(d.coefficients), d.relativeResidual, d.roundingFloor] as number[];
+    const figures = [
+      ...Object.values(m.normPreservation),
+      ...m.perModule.map((x) => x.threshold),
+      ...Object.values(d.coefficients),
+      d.relativeResidual,
+      d.roundingFloor,
+    ] as number[];
     return [fs.readFileSync(path.join(maskDir, 'mask.safetensors')), Buffer.concat(['dora.safetensors', 'merged.safetensors'].map((f) => fs.readFileSync(path.join(out, f)))), figures];
   };
   try {

@@ -18,7 +18,10 @@ const section = (m: PanelModel, id: string): Section => {
 const summary = (m: PanelModel, id: string) => m.summary.find((s) => s.id === id) ?? assert.fail(`summary ${id}`);
 const series = (s: Section, label: string) => s.chart?.series.find((x) => x.label === label) ?? assert.fail(`series ${label}`);
 
-function compareTensor(name: string, o: Partial<{ cosine: number | null; maxAbsDiff: number | null; loraNorm: number; taskVectorNorm: number; loraTarget: boolean }> = {}) {
+function compareTensor(
+  name: string,
+  o: Partial<{ cosine: number | null; maxAbsDiff: number | null; loraNorm: number; taskVectorNorm: number; loraTarget: boolean }> = {},
+) {
   return { name, category: 'attention', loraTarget: true, cosine: 1, maxAbsDiff: 1e-7, relFroErr: 1e-7, loraNorm: 2, taskVectorNorm: 2, withinTolerance: true, ...o };
 }
 
@@ -214,7 +217,16 @@ test('decompose: coefficients with the truth beside them, rows findable per adap
 
 test('census: categories and layers in order, tensors outside the layers last', () => {
   const report = {
-    summary: { tensors: 5, params: 1000, bytes: 4000, layers: 2, loraTargetTensors: 2, nonTargetTensors: 3, categories: { attention: 2, embedding: 1 }, categoryParams: { attention: 200, embedding: 800 } },
+    summary: {
+      tensors: 5,
+      params: 1000,
+      bytes: 4000,
+      layers: 2,
+      loraTargetTensors: 2,
+      nonTargetTensors: 3,
+      categories: { attention: 2, embedding: 1 },
+      categoryParams: { attention: 200, embedding: 800 },
+    },
     perLayer: [{ layer: 1, tensors: 1, params: 100, loraTargetTensors: 1 }, { layer: 0, tensors: 1, params: 100, loraTargetTensors: 1 }],
     outsideLayers: { tensors: 3, params: 800 },
   };

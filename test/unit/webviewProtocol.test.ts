@@ -65,7 +65,13 @@ test('the panel HTML allows nothing but its own nonce script and extension style
   assert.equal(escapeHtml(`<a href='x'>`), '&lt;a href=&#39;x&#39;&gt;');
 });
 
-function harness(): { c: PanelController; posted: HostMessage[]; saved: Array<[string, string, Uint8Array]>; opened: string[]; answer: { file: string | null } } {
+function harness(): {
+  c: PanelController;
+  posted: HostMessage[];
+  saved: Array<[string, string, Uint8Array]>;
+  opened: string[];
+  answer: { file: string | null };
+} {
   const posted: HostMessage[] = [];
   const saved: Array<[string, string, Uint8Array]> = [];
   const opened: string[] = [];

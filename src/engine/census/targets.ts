@@ -22,7 +22,11 @@ export function isInputEmbedding(name: string): boolean {
  * A predicate over base tensors: true for the `.weight` of each module PEFT would wrap. A null
  * target_modules takes PEFT's default for the model type (`config.model_type`).
  */
-export function loraTargetPredicate(rules: TargetRules, config: Record<string, unknown> | undefined, source: string): (name: string, shape: number[]) => boolean {
+export function loraTargetPredicate(
+  rules: TargetRules,
+  config: Record<string, unknown> | undefined,
+  source: string,
+): (name: string, shape: number[]) => boolean {
   let r = rules;
   if (r.targetModules === null) {
     const d = defaultTargetModules(config);

@@ -207,7 +207,14 @@ export function zeroFactorWarning(zero: string[]): string | undefined {
  * no factor or saved tensor fits the base, or target_modules matches none of its LoRA modules. Factors
  * of modules target_modules leaves out are ones PEFT would not load: a warning names them.
  */
-function assertAdaptsSomething(adapter: Checkpoint, base: Checkpoint, cfg: AdapterConfig, modules: AdaptedModule[], replacements: Replacement[], warnings: string[]): void {
+function assertAdaptsSomething(
+  adapter: Checkpoint,
+  base: Checkpoint,
+  cfg: AdapterConfig,
+  modules: AdaptedModule[],
+  replacements: Replacement[],
+  warnings: string[],
+): void {
   if (modules.length === 0 && !replacements.some((r) => r.base !== undefined)) {
     throw new LensError(adapter.path, `adapts nothing in the base ${base.path}: it holds no LoRA factor and no saved tensor of the base`);
   }

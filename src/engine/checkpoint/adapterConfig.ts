@@ -209,7 +209,11 @@ export function patternValue(patterns: Record<string, number>, module: string): 
  * AdaLoRA `alpha / (ranknum + 1e-5)` with ranknum the saved rank (`rank`, PEFT's fp32 buffer) and
  * alpha = r when lora_alpha is 0; MLX its stated scale. `rank` is the factors' rank.
  */
-export function moduleScaling(cfg: AdapterConfig, module: string, rank = cfg.r ?? 0): { r: number | null; alpha: number | null; scale: number; divisor?: number } {
+export function moduleScaling(
+  cfg: AdapterConfig,
+  module: string,
+  rank = cfg.r ?? 0,
+): { r: number | null; alpha: number | null; scale: number; divisor?: number } {
   if (cfg.method === 'MLX') return { r: rank, alpha: null, scale: cfg.scale! };
   if (cfg.method === 'VERA') return { r: cfg.r, alpha: null, scale: 1 };
   if (cfg.method === 'ADALORA') {

@@ -138,7 +138,13 @@ function buildModule(file: string, cfg: AdapterConfig, module: string, p: Map<st
     case 'LOHA': {
       if (p.has('hada_t1') || p.has('hada_t2')) throw new LensError(file, 'LoHa with Tucker factors (hada_t1/hada_t2, a convolution) is not supported', p.get('hada_t1')?.name ?? p.get('hada_t2')!.name);
       const [w1a, w1b, w2a, w2b] = [need('hada_w1_a', 'hada_w1_b'), need('hada_w1_b', 'hada_w1_a'), need('hada_w2_a', 'hada_w2_b'), need('hada_w2_b', 'hada_w2_a')];
-      if (![w1a, w1b, w2a, w2b].every((t) => t.shape.length === 2) || w1a.shape[1] !== w1b.shape[0] || w2a.shape[1] !== w2b.shape[0] || w1a.shape[0] !== w2a.shape[0] || w1b.shape[1] !== w2b.shape[1]) {
+      if (
+        ![w1a, w1b, w2a, w2b].every((t) => t.shape.length === 2) ||
+        w1a.shape[1] !== w1b.shape[0] ||
+        w2a.shape[1] !== w2b.shape[0] ||
+        w1a.shape[0] !== w2a.shape[0] ||
+        w1b.shape[1] !== w2b.shape[1]
+      ) {
         shapeError('LoHa factors do not form two products of one shape', w1a);
       }
       const { scale } = moduleScaling(cfg, module, w1a.shape[1]);

@@ -79,7 +79,10 @@ export function diffusionFormat(c: Checkpoint): DiffusionFormat | undefined {
     );
   }
   if (names.length > 0 && names.every((n) => KOHYA_KEY.test(n))) return 'kohya';
-  if (names.some((n) => PROCESSOR_KEY.test(n) || DIFFUSERS_KEY.test(n)) && names.every((n) => PROCESSOR_KEY.test(n) || DIFFUSERS_KEY.test(n) || DIFFUSERS_ALPHA.test(n))) {
+  if (
+    names.some((n) => PROCESSOR_KEY.test(n) || DIFFUSERS_KEY.test(n)) &&
+    names.every((n) => PROCESSOR_KEY.test(n) || DIFFUSERS_KEY.test(n) || DIFFUSERS_ALPHA.test(n))
+  ) {
     return 'diffusers';
   }
   return undefined;
@@ -184,12 +187,25 @@ function ruleOf(c: Checkpoint, p: Parts): { rule: DeltaRule; out: number; in: nu
       // Tucker: w_a [r, out] and w_b [r, in] on the modes of the cores t [r, r, kh, kw].
       const [t1, t2] = ['hada_t1', 'hada_t2'].map(need);
       const fits = (t: TensorInfo, a: TensorInfo, b: TensorInfo): boolean => a.shape.length === 2 && b.shape.length === 2 && isCore(t, rows(a), rows(b));
-      if (!fits(t1, w1a, w1b) || !fits(t2, w2a, w2b) || t1.shape.slice(2).join() !== t2.shape.slice(2).join() || w1a.shape[1] !== w2a.shape[1] || w1b.shape[1] !== w2b.shape[1]) {
+      if (
+        !fits(t1, w1a, w1b) ||
+        !fits(t2, w2a, w2b) ||
+        t1.shape.slice(2).join() !== t2.shape.slice(2).join() ||
+        w1a.shape[1] !== w2a.shape[1] ||
+        w1b.shape[1] !== w2b.shape[1]
+      ) {
         bad('LoHa Tucker factors do not form two products of one shape (hada_t [r, r, kh, kw], hada_w_a [r, out], hada_w_b [r, in])', t1);
       }
       return { rule: { kind: 'hadamard', w1a, w1b, w2a, w2b, t1, t2, scale: scaleOf(alpha, rank) }, out: w1a.shape[1], in: w1b.shape[1] * kernelSize(t1) };
     }
-    if (w1a.shape.length !== 2 || w2a.shape.length !== 2 || w1a.shape[1] !== rank || w2a.shape[1] !== rows(w2b) || rows(w1a) !== rows(w2a) || cols(w1b) !== cols(w2b)) {
+    if (
+      w1a.shape.length !== 2 ||
+      w2a.shape.length !== 2 ||
+      w1a.shape[1] !== rank ||
+      w2a.shape[1] !== rows(w2b) ||
+      rows(w1a) !== rows(w2a) ||
+      cols(w1b) !== cols(w2b)
+    ) {
       bad('LoHa factors do not form two products of one shape', w1a);
     }
     return { rule: { kind: 'hadamard', w1a, w1b, w2a, w2b, scale: scaleOf(alpha, rank) }, out: rows(w1a), in: cols(w1b) };
@@ -308,7 +324,15 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
  * (`wd_on_output`), [1, in, …] per input channel (the default before it), as ComfyUI tells them apart
  * (the first dimension equal to the weight's out); eps fp32's machine epsilon, as LyCORIS adds it.
  */
-function decompositionOf(adapter: Checkpoint, name: string, rule: DeltaRule, t: TensorInfo, out: number, inn: number, target: TensorInfo | undefined): Decomposition {
+function decompositionOf(
+  adapter: Checkpoint,
+  name: string,
+  rule: DeltaRule,
+  t: TensorInfo,
+  out: number,
+  inn: number,
+  target: TensorInfo | undefined,
+): Decomposition {
   if (rule.kind === 'scale' || rule.kind === 'dense') throw new LensError(adapter.files[0], `dora_scale on ${rule.kind === 'scale' ? '(IA)³' : 'a full diff'} (module ${name}) is not a LyCORIS weight decomposition`, t.name);
   const axis = t.shape[0] === out && t.numel === out ? 'out' : 'in';
   const fits = axis === 'out' || (inn % t.numel === 0 && (!target || target.shape[1] === t.numel));

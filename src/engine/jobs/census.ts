@@ -174,7 +174,9 @@ export function censusJob(p: string, opts: CensusOptions, ctx: JobContext): Cens
         for (const m of layout.modules) targets.add(m.base!.name);
         for (const r of layout.replacements) if (r.base) replaced.add(r.base.name);
         for (const w of layout.warnings) warnings.push(w);
-        adapter = a.config ? adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length, zeroFactorModules(a.checkpoint, layout.modules)) : diffusionAdapterInfo(opts.adapter, a.checkpoint, layout);
+        adapter = a.config
+          ? adapterInfo(opts.adapter, a.config, a.checkpoint, layout.modules.length, zeroFactorModules(a.checkpoint, layout.modules))
+          : diffusionAdapterInfo(opts.adapter, a.checkpoint, layout);
       } else if (!a.config) {
         throw new LensError(p, 'a kohya, LyCORIS or diffusers LoRA file is matched to a base by its weights; give a base with weights, not a config');
       } else {
@@ -182,7 +184,13 @@ export function censusJob(p: string, opts: CensusOptions, ctx: JobContext): Cens
         const hit = loraTargetPredicate(a.config, src.config, a.config.file);
         for (const t of src.tensors) if (hit(t.name, t.shape)) targets.add(t.name);
         const modules = a.checkpoint ? adapterLayout(a.checkpoint).modules : undefined;
-        adapter = adapterInfo(opts.adapter, a.config, a.checkpoint, modules ? modules.length : targets.size, modules && a.checkpoint ? zeroFactorModules(a.checkpoint, modules) : null);
+        adapter = adapterInfo(
+          opts.adapter,
+          a.config,
+          a.checkpoint,
+          modules ? modules.length : targets.size,
+          modules && a.checkpoint ? zeroFactorModules(a.checkpoint, modules) : null,
+        );
       }
       if (targets.size === 0) warnings.push(`the adapter's target_modules ${JSON.stringify(a.config?.targetModules ?? null)} match no tensor of ${p}`);
     } else if (opts.targets !== undefined) {
@@ -215,7 +223,17 @@ export function censusJob(p: string, opts: CensusOptions, ctx: JobContext): Cens
     for (const t of src.tensors) {
       const cls = classifyTensor(t.name);
       const loraTarget = targets.has(t.name);
-      tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, numel: t.numel, bytes: t.bytes, ...cls, loraTarget, replaced: replaced.has(t.name), ...(factors.has(t.name) ? { loraFactor: true } : {}) });
+      tensors.push({
+        name: t.name,
+        dtype: t.dtype,
+        shape: t.shape,
+        numel: t.numel,
+        bytes: t.bytes,
+        ...cls,
+        loraTarget,
+        replaced: replaced.has(t.name),
+        ...(factors.has(t.name) ? { loraFactor: true } : {}),
+      });
       categories[cls.category] = (categories[cls.category] ?? 0) + 1;
       categoryParams[cls.category] = (categoryParams[cls.category] ?? 0) + t.numel;
       dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;

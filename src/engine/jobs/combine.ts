@@ -124,7 +124,14 @@ export async function combineJob(opts: CombineOptions, ctx: JobContext): Promise
           await new Promise((r) => setImmediate(r));
         }
         const baseModel = sources.map((s) => s.checkpoint.adapter!.baseModel).find((b) => b !== null) ?? null;
-        writer.finish({ ...loraConfig(sources[0].checkpoint.adapter!, specs), base_model_name_or_path: baseModel, target_modules: specs.map((s) => s.module), modules_to_save: null, layers_to_transform: null, layers_pattern: null });
+        writer.finish({
+          ...loraConfig(sources[0].checkpoint.adapter!, specs),
+          base_model_name_or_path: baseModel,
+          target_modules: specs.map((s) => s.module),
+          modules_to_save: null,
+          layers_to_transform: null,
+          layers_pattern: null,
+        });
       } catch (e) {
         writer.abort();
         throw e;
@@ -135,7 +142,14 @@ export async function combineJob(opts: CombineOptions, ctx: JobContext): Promise
           throwIfCancelled(ctx);
           const parts = byName.get(spec.module)!;
           const { L, R } = concatenated(parts);
-          results.push({ name: spec.module, rank: spec.rank, relError: writtenRelError(written, spec.module, L, R), sources: parts.length, exact: spec.rank === L.cols, energyKept: kept.get(spec.module)! });
+          results.push({
+            name: spec.module,
+            rank: spec.rank,
+            relError: writtenRelError(written, spec.module, L, R),
+            sources: parts.length,
+            exact: spec.rank === L.cols,
+            energyKept: kept.get(spec.module)!,
+          });
           ctx.progress({ phase: 'measure', done: results.length, total: specs.length, tensor: spec.module });
         }
       } finally {
@@ -150,7 +164,11 @@ export async function combineJob(opts: CombineOptions, ctx: JobContext): Promise
       out: opts.out,
       rank: opts.rank ?? null,
       modules: results,
-      summary: { modules: results.length, params: specs.reduce((a, s) => a + s.rank * (s.out + s.in), 0), maxRelError: Math.max(...results.map((m) => m.relError)) },
+      summary: {
+        modules: results.length,
+        params: specs.reduce((a, s) => a + s.rank * (s.out + s.in), 0),
+        maxRelError: Math.max(...results.map((m) => m.relError)),
+      },
       warnings,
       seconds: (performance.now() - t0) / 1000,
     };

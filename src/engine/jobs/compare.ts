@@ -46,7 +46,15 @@ export interface CompareSource {
 }
 
 /** Opens everything, compares, and writes comparison_results.json, report.txt (and lora_deltas.safetensors) into `out`. */
-export async function compareJob(basePath: string, adapterPath: string, source: CompareSource, out: string, opts: CompareOptions, kernels: Kernels, ctx: JobContext): Promise<CompareReport> {
+export async function compareJob(
+  basePath: string,
+  adapterPath: string,
+  source: CompareSource,
+  out: string,
+  opts: CompareOptions,
+  kernels: Kernels,
+  ctx: JobContext,
+): Promise<CompareReport> {
   const otherPath = source.taskVector ?? source.finetuned;
   if (otherPath === undefined || (source.taskVector !== undefined && source.finetuned !== undefined)) {
     throw new LensError('lora-lens compare', 'give exactly one of --finetuned DIR or --task-vector FILE');
@@ -242,7 +250,8 @@ function summarise(tensors: CompareTensor[], tolerance: number, mergedDtype: str
   const cosines = shared.map((t) => t.cosine).filter((c): c is number => c !== null);
   const adapted = [...shared, ...loraOnly];
   // reduce, not Math.max(...xs): there may be more tensors than a call takes arguments.
-  const maxOf = (xs: (number | null)[]): number | null => (xs.length === 0 || xs.some((x) => x === null) ? null : (xs as number[]).reduce((a, x) => Math.max(a, x), -Infinity));
+  const maxOf = (xs: (number | null)[]): number | null =>
+    xs.length === 0 || xs.some((x) => x === null) ? null : (xs as number[]).reduce((a, x) => Math.max(a, x), -Infinity);
   // Every tensor the adapter changes must be within tolerance of the task vector (a delta the task vector
   // lacks is a failure too); an adapter that changes nothing is equivalent to a task vector that is zero
   // on its targets, and the verdict says so.

@@ -33,7 +33,15 @@ export async function convertJob(inPath: string, out: string, ctx: JobContext): 
     if (!c.files.some((f) => weightsFormat(f) === 'pytorch')) {
       throw new LensError(inPath, 'holds no PyTorch pickle checkpoint to convert (its weights are already safetensors)');
     }
-    const done = (files: string[], bytes: number): ConvertReport => ({ in: inPath, out, kind: c.kind, files, tensors: c.tensors.length, bytes, seconds: (performance.now() - t0) / 1000 });
+    const done = (files: string[], bytes: number): ConvertReport => ({
+      in: inPath,
+      out,
+      kind: c.kind,
+      files,
+      tensors: c.tensors.length,
+      bytes,
+      seconds: (performance.now() - t0) / 1000,
+    });
     if (fs.statSync(inPath).isFile()) {
       if (!out.endsWith('.safetensors')) throw new LensError(out, 'a single checkpoint file converts to one .safetensors file; give a name ending in .safetensors');
       // A converted file carries no mark of its own, so an existing file at --out is never replaced.

@@ -155,7 +155,12 @@ export async function decomposeJob(o: DecomposeOptions, kernelsSource: KernelsSo
       roundingFloor,
       mask: { path: o.mask, modules: mask.modules.length, selected: n },
       parameters,
-      solver: { iterations: sol.iterations, converged: sol.converged, stopReason, steps: steps?.map((s) => ({ atom: dictNames[s.atom], t: s.t, relativeResidual: s.relativeResidual })) },
+      solver: {
+        iterations: sol.iterations,
+        converged: sol.converged,
+        stopReason,
+        steps: steps?.map((s) => ({ atom: dictNames[s.atom], t: s.t, relativeResidual: s.relativeResidual })),
+      },
       warnings,
     };
     if (o.truth) {

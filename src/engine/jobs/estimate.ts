@@ -92,7 +92,17 @@ export function estimateJob(p: string, opts: EstimateOptions, ctx: JobContext): 
     }
     if (!Number.isSafeInteger(opts.r) || opts.r <= 0 || opts.r > MAX_RANK) throw new LensError('lora-lens estimate', `--r must be a positive integer up to ${MAX_RANK} (got ${opts.r})`);
     const targets = opts.targets.length === 1 && opts.targets[0] === 'all-linear' ? 'all-linear' : opts.targets;
-    cfg = { r: opts.r, loraAlpha: opts.alpha ?? opts.r, targetModules: targets, rankPattern: {}, alphaPattern: {}, layersToTransform: null, layersPattern: null, useDora: false, modulesToSave: [] };
+    cfg = {
+      r: opts.r,
+      loraAlpha: opts.alpha ?? opts.r,
+      targetModules: targets,
+      rankPattern: {},
+      alphaPattern: {},
+      layersToTransform: null,
+      layersPattern: null,
+      useDora: false,
+      modulesToSave: [],
+    };
   }
 
   const base = baseTensors(p);

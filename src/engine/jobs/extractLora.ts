@@ -113,7 +113,11 @@ function energyRankOf(s: Float64Array, total: number, energy: number): number | 
 /** The truncated SVD and the rank: --rank as given; --energy by doubling the sketch until it holds the energy (or is complete). */
 function decompose(tau: Float32Array, m: number, n: number, normSq: number, opts: ExtractLoraOptions, seed: number): { svd: TruncatedSVD; k: number } {
   const op = denseOperator(tau, m, n);
-  const ropts = { oversample: opts.oversample ?? RANDOMIZED_DEFAULTS.oversample, powerIterations: opts.powerIterations ?? RANDOMIZED_DEFAULTS.powerIterations, seed };
+  const ropts = {
+    oversample: opts.oversample ?? RANDOMIZED_DEFAULTS.oversample,
+    powerIterations: opts.powerIterations ?? RANDOMIZED_DEFAULTS.powerIterations,
+    seed,
+  };
   if (opts.rank !== undefined) return { svd: randomizedSVD(op, opts.rank, ropts), k: opts.rank };
   const full = Math.min(m, n);
   for (let want = Math.min(16, full); ; want = Math.min(2 * want, full)) {

@@ -42,7 +42,14 @@ interface Step {
 }
 
 /** Merges into a new folder `out` (built aside, moved into place on success). */
-export async function mergeJob(basePath: string, adapterPath: string, out: string, opts: MergeOptions, kernels: Kernels, ctx: JobContext): Promise<MergeReport> {
+export async function mergeJob(
+  basePath: string,
+  adapterPath: string,
+  out: string,
+  opts: MergeOptions,
+  kernels: Kernels,
+  ctx: JobContext,
+): Promise<MergeReport> {
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {
     return await withOutputDir('merge', out, [basePath, adapterPath], async (dir) => ({ ...(await mergeInto(dir.tmp, plan, opts, kernels, ctx)), out }));

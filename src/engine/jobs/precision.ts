@@ -89,14 +89,24 @@ export async function precisionOf(plan: AdapterPlan, opts: PrecisionOptions, ker
       for (const rule of opts.rules) {
         const key = `${dtype}/${rule}`;
         // Without a delta every rule gives r(W): compute once per dtype.
-        const s = d === null ? (plain ??= await kernels.precision(w, null, CLI_DTYPES[dtype] as HalfDtype, rule)) : await kernels.precision(w, d, CLI_DTYPES[dtype] as HalfDtype, rule);
+        const s =
+          d === null
+            ? (plain ??= await kernels.precision(w, null, CLI_DTYPES[dtype] as HalfDtype, rule))
+            : await kernels.precision(w, d, CLI_DTYPES[dtype] as HalfDtype, rule);
         perTensor.set(key, addPrecisionStats(perTensor.get(key) ?? emptyPrecisionStats(), s));
       }
     }
     if (b.last) {
       for (const { dtype, rule } of combos) {
         const key = `${dtype}/${rule}`;
-        tensors.push({ name: step.t.name, dtype, rule, loraTarget: m !== undefined, replaced: step.rep !== undefined, ...figures(perTensor.get(key)!, d !== null) });
+        tensors.push({
+          name: step.t.name,
+          dtype,
+          rule,
+          loraTarget: m !== undefined,
+          replaced: step.rep !== undefined,
+          ...figures(perTensor.get(key)!, d !== null),
+        });
         perTensor.delete(key);
       }
       done++;

@@ -57,7 +57,12 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
       }
     }
     const specs: OutModuleSpec[] = modules.map((m) => ({ module: m.module, embedding: m.embedding, out: m.out, in: m.in, rank: ranks.get(m.module)! }));
-    const passThrough: PassThrough[] = layout.replacements.map((r) => ({ name: r.source.name, dtype: r.source.dtype, shape: r.source.shape, bytes: checkpoint.handles.readBytesSync(r.source, new Uint8Array(r.source.byteLength)) }));
+    const passThrough: PassThrough[] = layout.replacements.map((r) => ({
+      name: r.source.name,
+      dtype: r.source.dtype,
+      shape: r.source.shape,
+      bytes: checkpoint.handles.readBytesSync(r.source, new Uint8Array(r.source.byteLength)),
+    }));
     const results: ResizeModule[] = [];
     await withOutputDir('resize', opts.out, [opts.adapter], async (out) => {
       const writer = new PeftAdapterWriter(out, specs, passThrough);
@@ -85,7 +90,14 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
           throwIfCancelled(ctx);
           const { L, R } = readFactors(checkpoint, m);
           const k = kept.get(m.module)!;
-          results.push({ name: m.module, fromRank: factorRank(m), rank: ranks.get(m.module)!, energyKept: k.kept, relError: writtenRelError(written, m.module, L, R), optimalRelError: k.optimal });
+          results.push({
+            name: m.module,
+            fromRank: factorRank(m),
+            rank: ranks.get(m.module)!,
+            energyKept: k.kept,
+            relError: writtenRelError(written, m.module, L, R),
+            optimalRelError: k.optimal,
+          });
           ctx.progress({ phase: 'measure', done: results.length, total: modules.length, tensor: m.module });
         }
       } finally {

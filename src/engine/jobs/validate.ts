@@ -34,7 +34,14 @@ export interface ValidateOptions {
   keepModels: boolean;
 }
 
-export async function validateJob(basePath: string, adapterPath: string, out: string, opts: ValidateOptions, kernels: Kernels, ctx: JobContext): Promise<ValidateReport> {
+export async function validateJob(
+  basePath: string,
+  adapterPath: string,
+  out: string,
+  opts: ValidateOptions,
+  kernels: Kernels,
+  ctx: JobContext,
+): Promise<ValidateReport> {
   if (opts.dtypes.length === 0) throw new LensError('--dtypes', 'name at least one of fp32, fp16, bf16');
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {
@@ -121,8 +128,22 @@ async function validateInto(dir: string, plan: AdapterPlan, opts: ValidateOption
  * (rounding), so the check is that the damage is exactly the predicted one: the tensors changed outside
  * the adapter are the predicted cast artifacts, and the adapted tensors all changed.
  */
-function judge(dtype: CliDtype, folder: string, merge: Awaited<ReturnType<typeof mergeInto>>, extract: ExtractReport, c: CompareSummary, p: PrecisionFigures | null): ValidateDtype {
-  const base = { dtype, folder, merge: { tensors: merge.tensors, loraTensors: merge.loraTensors, files: merge.files, seconds: merge.seconds }, extract: extract.summary, compare: c, precision: p };
+function judge(
+  dtype: CliDtype,
+  folder: string,
+  merge: Awaited<ReturnType<typeof mergeInto>>,
+  extract: ExtractReport,
+  c: CompareSummary,
+  p: PrecisionFigures | null,
+): ValidateDtype {
+  const base = {
+    dtype,
+    folder,
+    merge: { tensors: merge.tensors, loraTensors: merge.loraTensors, files: merge.files, seconds: merge.seconds },
+    extract: extract.summary,
+    compare: c,
+    precision: p,
+  };
   if (p === null) {
     // An adapter whose deltas are all zero (lora_B as PEFT initialises it) merges to the base itself.
     if (c.shared + c.loraOnly === 0 && c.taskVectorOnly === 0) {

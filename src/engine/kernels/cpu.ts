@@ -30,14 +30,31 @@ export class CpuKernels implements Kernels {
     return out;
   }
 
-  async doraNorms(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule): Promise<Float64Array> {
+  async doraNorms(
+    w: Float32Array,
+    d: Float32Array,
+    rows: number,
+    cols: number,
+    featureIsColumn: boolean,
+    dtype: MergeDtype,
+    rule: MergeRule,
+  ): Promise<Float64Array> {
     const acc = new Float64Array(featureIsColumn ? cols : rows);
     doraNormsRange(w, d, cols, featureIsColumn, dtype, rule, acc, 0, rows);
     for (let i = 0; i < acc.length; i++) acc[i] = Math.sqrt(acc[i]);
     return acc;
   }
 
-  async mergeDora(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+  async mergeDora(
+    w: Float32Array,
+    d: Float32Array,
+    factor: Float32Array,
+    cols: number,
+    featureIsColumn: boolean,
+    dtype: MergeDtype,
+    rule: MergeRule,
+    out: Uint8Array,
+  ): Promise<Uint8Array> {
     mergeDoraRange(w, d, factor, cols, featureIsColumn, dtype, rule, out, 0, cols === 0 ? 0 : w.length / cols);
     return out;
   }

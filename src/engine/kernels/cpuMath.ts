@@ -124,7 +124,17 @@ export function mergeOperand(dtype: MergeDtype, rule: MergeRule, w: number, d: n
 }
 
 /** Adds the squares of `v` (see mergeOperand) for rows [row0, row1) into `acc`, per row or per column (float64). */
-export function doraNormsRange(w: Float32Array, d: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, acc: Float64Array, row0: number, row1: number): void {
+export function doraNormsRange(
+  w: Float32Array,
+  d: Float32Array,
+  cols: number,
+  featureIsColumn: boolean,
+  dtype: MergeDtype,
+  rule: MergeRule,
+  acc: Float64Array,
+  row0: number,
+  row1: number,
+): void {
   for (let i = row0; i < row1; i++) {
     const o = i * cols;
     let rowSq = 0;
@@ -138,7 +148,18 @@ export function doraNormsRange(w: Float32Array, d: Float32Array, cols: number, f
 }
 
 /** Rows [row0, row1) of the DoRA-merged tensor, `f(factor * v)` encoded at `dtype` into `out` (the whole tensor). */
-export function mergeDoraRange(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array, row0: number, row1: number): void {
+export function mergeDoraRange(
+  w: Float32Array,
+  d: Float32Array,
+  factor: Float32Array,
+  cols: number,
+  featureIsColumn: boolean,
+  dtype: MergeDtype,
+  rule: MergeRule,
+  out: Uint8Array,
+  row0: number,
+  row1: number,
+): void {
   const f32 = dtype === 'F32' ? new Float32Array(out.buffer, out.byteOffset, w.length) : undefined;
   const h = dtype === 'F32' ? undefined : new Uint16Array(out.buffer, out.byteOffset, w.length);
   for (let i = row0; i < row1; i++) {
@@ -217,7 +238,20 @@ export function pairStatsRange(a: Float32Array, b: Float32Array | null, i0: numb
     if (ax > maxA) maxA = ax;
     if (ay > maxB) maxB = ay;
   }
-  return { n: i1 - i0, dot, aSq, bSq, diffSq, maxAbsDiff, aNonzero: aNz + bad, bNonzero: bNz, diffNonzero: dNz + bad, maxAbsA: maxA, maxAbsB: maxB, nonFinite: bad };
+  return {
+    n: i1 - i0,
+    dot,
+    aSq,
+    bSq,
+    diffSq,
+    maxAbsDiff,
+    aNonzero: aNz + bad,
+    bNonzero: bNz,
+    diffNonzero: dNz + bad,
+    maxAbsA: maxA,
+    maxAbsB: maxB,
+    nonFinite: bad,
+  };
 }
 
 /**
@@ -237,7 +271,20 @@ function againstZeros(a: Float32Array, i0: number, i1: number): PairStats {
     const ax = Math.abs(x);
     if (ax > maxA) maxA = ax;
   }
-  return { n: i1 - i0, dot: 0, aSq, bSq: 0, diffSq: aSq, maxAbsDiff: maxA, aNonzero: aNz + bad, bNonzero: 0, diffNonzero: aNz + bad, maxAbsA: maxA, maxAbsB: 0, nonFinite: bad };
+  return {
+    n: i1 - i0,
+    dot: 0,
+    aSq,
+    bSq: 0,
+    diffSq: aSq,
+    maxAbsDiff: maxA,
+    aNonzero: aNz + bad,
+    bNonzero: 0,
+    diffNonzero: aNz + bad,
+    maxAbsA: maxA,
+    maxAbsB: 0,
+    nonFinite: bad,
+  };
 }
 
 export function addPairStats(s: PairStats, t: PairStats): PairStats {

@@ -91,7 +91,16 @@ export interface Kernels {
    * DoRA, step 2: `merged = enc(f(factor[feature] * v))`, `v` as in doraNorms and `factor` the fp32
    * `f(magnitude / f(norm))` per output feature; encoded at `dtype` into `out`.
    */
-  mergeDora(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array>;
+  mergeDora(
+    w: Float32Array,
+    d: Float32Array,
+    factor: Float32Array,
+    cols: number,
+    featureIsColumn: boolean,
+    dtype: MergeDtype,
+    rule: MergeRule,
+    out: Uint8Array,
+  ): Promise<Uint8Array>;
   /** What merging at `dtype` under `rule` loses; `d` null for a tensor the adapter does not touch. */
   precision(w: Float32Array, d: Float32Array | null, dtype: HalfDtype, rule: MergeRule): Promise<PrecisionStats>;
   /** acc[i] = max(acc[i], |x[i]|) (the UNMERGE magnitude aggregation). */

@@ -106,7 +106,9 @@ export class WorkerPool {
       }
       return id;
     };
-    return Promise.all(ops.map((op, i) => new Promise<PoolResult>((resolve, reject) => this.slots[i % this.size].send(this.nextId++, op, { resolve, reject }, idOf))));
+    return Promise.all(
+      ops.map((op, i) => new Promise<PoolResult>((resolve, reject) => this.slots[i % this.size].send(this.nextId++, op, { resolve, reject }, idOf))),
+    );
   }
 
   private fail(why: string): void {

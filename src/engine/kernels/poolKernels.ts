@@ -146,7 +146,16 @@ export class WorkerKernels implements Kernels {
     return this.local.doraNorms(w, d, rows, cols, featureIsColumn, dtype, rule);
   }
 
-  mergeDora(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+  mergeDora(
+    w: Float32Array,
+    d: Float32Array,
+    factor: Float32Array,
+    cols: number,
+    featureIsColumn: boolean,
+    dtype: MergeDtype,
+    rule: MergeRule,
+    out: Uint8Array,
+  ): Promise<Uint8Array> {
     return this.local.mergeDora(w, d, factor, cols, featureIsColumn, dtype, rule, out);
   }
 

@@ -18,7 +18,21 @@ function wasmFile(): string | undefined {
 
 interface Exports {
   memory: WebAssembly.Memory;
-  lora(a: number, b: number, rows: number, r: number, n: number, scale: number, out: number, fold: number, nks: number, koff: number, bval: number, at: number, W: number): void;
+  lora(
+    a: number,
+    b: number,
+    rows: number,
+    r: number,
+    n: number,
+    scale: number,
+    out: number,
+    fold: number,
+    nks: number,
+    koff: number,
+    bval: number,
+    at: number,
+    W: number,
+  ): void;
 }
 
 /** Output elements per call: the block (and A's column tile) stay in the L2 cache until copied out. */

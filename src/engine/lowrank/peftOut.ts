@@ -59,7 +59,12 @@ export function loraConfig(cfg: AdapterConfig, specs: OutModuleSpec[]): Record<s
 }
 
 /** r is the most common rank (the larger on a tie); the others go to rank_pattern / alpha_pattern by full module name. */
-export function rankConfig(specs: OutModuleSpec[]): { r: number; lora_alpha: number; rank_pattern: Record<string, number>; alpha_pattern: Record<string, number> } {
+export function rankConfig(specs: OutModuleSpec[]): {
+  r: number;
+  lora_alpha: number;
+  rank_pattern: Record<string, number>;
+  alpha_pattern: Record<string, number>;
+} {
   const counts = new Map<number, number>();
   for (const s of specs) counts.set(s.rank, (counts.get(s.rank) ?? 0) + 1);
   const r = [...counts].sort((a, b) => b[1] - a[1] || b[0] - a[0])[0][0];

@@ -64,7 +64,11 @@ const PREFIX = 'base_model.model.';
 export function writeSyntheticAdapter(dir: string, base: Record<string, unknown> | LayoutTensor[], opts: SyntheticAdapterOptions): SyntheticAdapter {
   const layout = Array.isArray(base) ? base : modelLayout(base);
   const baseConfig = Array.isArray(base) ? undefined : base;
-  const isTarget = loraTargetPredicate({ targetModules: opts.targets, layersToTransform: opts.layersToTransform ?? null, layersPattern: null }, baseConfig, dir);
+  const isTarget = loraTargetPredicate(
+    { targetModules: opts.targets, layersToTransform: opts.layersToTransform ?? null, layersPattern: null },
+    baseConfig,
+    dir,
+  );
   const dtype = opts.dtype ?? 'F32';
   const alpha = opts.alpha ?? 2 * opts.r;
   const modules: SyntheticLoraModule[] = [];

@@ -226,7 +226,17 @@ function kronFactor(f: KronFactor, read: (t: TensorInfo) => Float32Array, alloc:
 }
 
 /** Rows [row0, row1) of the base of `s * B @ A` ([out, in], transposed when `transpose`), into `out`. */
-function lowRankBlock(kernels: Kernels, A: Float32Array, B: Float32Array, rank: number, m: AdaptedModule, scale: number, b: Block, out: Float32Array, scratch: Scratch): Promise<Float32Array> {
+function lowRankBlock(
+  kernels: Kernels,
+  A: Float32Array,
+  B: Float32Array,
+  rank: number,
+  m: AdaptedModule,
+  scale: number,
+  b: Block,
+  out: Float32Array,
+  scratch: Scratch,
+): Promise<Float32Array> {
   const rows = b.row1 - b.row0;
   if (!m.transpose) {
     return kernels.loraDelta({ A, B: B.subarray(b.row0 * rank, b.row1 * rank), r: rank, out: rows, in: m.in, scale, transpose: false }, out);
@@ -277,7 +287,16 @@ export async function deltaBlock(kernels: Kernels, factors: Factors, m: AdaptedM
 }
 
 /** kron(w1, w2) · scale for the block's base rows, transposed where the base stores [in, out]. */
-function kronBlock(m: AdaptedModule, [, in1]: [number, number], [out2, in2]: [number, number], scale: number, w1: Float32Array, w2: Float32Array, b: Block, out: Float32Array): Float32Array {
+function kronBlock(
+  m: AdaptedModule,
+  [, in1]: [number, number],
+  [out2, in2]: [number, number],
+  scale: number,
+  w1: Float32Array,
+  w2: Float32Array,
+  b: Block,
+  out: Float32Array,
+): Float32Array {
   const cols = b.rowElements;
   const s = Math.fround(scale);
   for (let row = b.row0; row < b.row1; row++) {
@@ -297,7 +316,15 @@ function kronBlock(m: AdaptedModule, [, in1]: [number, number], [out2, in2]: [nu
  * IA³'s merged block before encoding: f(x · l) with x the base as the rule forms it (r_D(W) under
  * `peft`/`peft-safe` at a half dtype, W otherwise), l the vector entry of the element's feature.
  */
-export function scaledBlock(m: AdaptedModule, factors: Factors, b: Block, w: Float32Array, dtype: MergeDtype, rule: MergeRule, out: Float32Array): Float32Array {
+export function scaledBlock(
+  m: AdaptedModule,
+  factors: Factors,
+  b: Block,
+  w: Float32Array,
+  dtype: MergeDtype,
+  rule: MergeRule,
+  out: Float32Array,
+): Float32Array {
   const l = factors.get(m).values!;
   const axis = m.rule.kind === 'scale' ? m.rule.axis : 'all';
   // Which index of the stored element picks the vector entry: its row, its column, or itself.
@@ -317,7 +344,15 @@ export function scaledBlock(m: AdaptedModule, factors: Factors, b: Block, w: Flo
  * The delta an fp32 merge adds to block `b` (base `w`, decoded; needed for DoRA and IA³): for additive
  * rules their delta, for DoRA and IA³ f(merged - W). What compare, precision and validate measure.
  */
-export async function effectiveDelta(kernels: Kernels, factors: Factors, m: AdaptedModule, b: Block, w: Float32Array | undefined, out: Float32Array, scratch: Scratch): Promise<Float32Array> {
+export async function effectiveDelta(
+  kernels: Kernels,
+  factors: Factors,
+  m: AdaptedModule,
+  b: Block,
+  w: Float32Array | undefined,
+  out: Float32Array,
+  scratch: Scratch,
+): Promise<Float32Array> {
   if (m.rule.kind === 'scale') {
     const merged = scaledBlock(m, factors, b, w!, 'F32', 'fp32-cast', scratch.f32('ia3-merged', b.numel));
     return kernels.subtract(merged, w!, out);
@@ -344,7 +379,15 @@ export interface DoraScale {
  * DoRA task vectors both use. Per input channel of a convolution, the channel's kh·kw columns share one
  * norm and one factor.
  */
-export async function doraScale(kernels: Kernels, m: AdaptedModule, magnitude: Float32Array | undefined, w: Float32Array, d: Float32Array, dtype: MergeDtype, rule: MergeRule): Promise<DoraScale> {
+export async function doraScale(
+  kernels: Kernels,
+  m: AdaptedModule,
+  magnitude: Float32Array | undefined,
+  w: Float32Array,
+  d: Float32Array,
+  dtype: MergeDtype,
+  rule: MergeRule,
+): Promise<DoraScale> {
   const dec = decomposition(m)!;
   const rows = m.base!.shape[0];
   const cols = m.base!.numel / rows;
@@ -370,7 +413,16 @@ export async function doraScale(kernels: Kernels, m: AdaptedModule, magnitude: F
  * The DoRA-merged tensor `m / ||W + dW|| * (W + dW)` encoded at `dtype` into `out`; `w` and `d` are
  * the whole base tensor and delta.
  */
-export async function mergeDora(kernels: Kernels, factors: Factors, m: AdaptedModule, w: Float32Array, d: Float32Array, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+export async function mergeDora(
+  kernels: Kernels,
+  factors: Factors,
+  m: AdaptedModule,
+  w: Float32Array,
+  d: Float32Array,
+  dtype: MergeDtype,
+  rule: MergeRule,
+  out: Uint8Array,
+): Promise<Uint8Array> {
   const g = await doraScale(kernels, m, factors.get(m).magnitude, w, d, dtype, rule);
   return kernels.mergeDora(w, d, g.factor, g.cols, g.featureIsColumn, dtype, rule, out);
 }

@@ -49,7 +49,17 @@ export function blocksOf(t: TensorInfo, maxElements = BLOCK_ELEMENTS, wholeRows 
   const perBlock = rowElements === 0 ? Math.max(rows, 1) : Math.max(1, Math.floor(maxElements / rowElements));
   for (let r = 0; r < rows || blocks.length === 0; r += perBlock) {
     const row1 = Math.min(rows, r + perBlock);
-    blocks.push({ tensor: t, row0: r, row1, rowElements, start: r * rowElements, numel: (row1 - r) * rowElements, first: r === 0, last: row1 >= rows, partial: false });
+    blocks.push({
+      tensor: t,
+      row0: r,
+      row1,
+      rowElements,
+      start: r * rowElements,
+      numel: (row1 - r) * rowElements,
+      first: r === 0,
+      last: row1 >= rows,
+      partial: false,
+    });
   }
   return blocks;
 }

@@ -126,7 +126,9 @@ export class JobRunner implements vscode.Disposable {
 }
 
 /** Progress messages as percentage increments, which is what the notification takes. */
-function reporter(progress: vscode.Progress<{ message?: string; increment?: number }>): (p: { phase: string; done: number; total: number; tensor?: string }) => void {
+function reporter(
+  progress: vscode.Progress<{ message?: string; increment?: number }>,
+): (p: { phase: string; done: number; total: number; tensor?: string }) => void {
   let shown = 0;
   let phase = '';
   return (p) => {

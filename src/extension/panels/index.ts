@@ -66,7 +66,13 @@ export interface ReportPanelOptions {
 }
 
 /** Shows a report in the panel of its subject (the same job on the same inputs), opening one beside the editor when there is none. */
-export function showReportPanel<K extends ReportKind>(context: vscode.ExtensionContext, kind: K, report: JobReport<K>, title: string, options: ReportPanelOptions = {}): void {
+export function showReportPanel<K extends ReportKind>(
+  context: vscode.ExtensionContext,
+  kind: K,
+  report: JobReport<K>,
+  title: string,
+  options: ReportPanelOptions = {},
+): void {
   const content: ReportContent = { kind, title, report };
   if (kind === 'validate' && options.folder !== undefined) content.comparisons = readComparisons(report, options.folder);
   const existing = panels.get(keyOf(content));
@@ -74,7 +80,12 @@ export function showReportPanel<K extends ReportKind>(context: vscode.ExtensionC
     existing.show(content);
     return;
   }
-  const panel = vscode.window.createWebviewPanel(REPORT_VIEW_TYPE, title, { viewColumn: vscode.ViewColumn.Beside, preserveFocus: false }, webviewOptions(context.extensionUri));
+  const panel = vscode.window.createWebviewPanel(
+    REPORT_VIEW_TYPE,
+    title,
+    { viewColumn: vscode.ViewColumn.Beside, preserveFocus: false },
+    webviewOptions(context.extensionUri),
+  );
   adopt(context, panel, content);
 }
 

@@ -72,7 +72,13 @@ function fromKohya(prefix: string, rest: string): DiffusionClass | undefined {
 /** The class of `local` (the name inside its component, `.` or `_` separated). */
 function inComponent(component: string, local: string): DiffusionClass | undefined {
   const s = local.replace(/\.(weight|bias|scale|in_proj_weight|in_proj_bias)$/, '').replace(/\./g, '_');
-  const make = (category: DiffusionCategory, block: string | null, projection: string | null = null): DiffusionClass => ({ category, layer: null, projection, component, block });
+  const make = (category: DiffusionCategory, block: string | null, projection: string | null = null): DiffusionClass => ({
+    category,
+    layer: null,
+    projection,
+    component,
+    block,
+  });
   if (component === 'vae') return make('vae', /^(encoder|decoder)_/.exec(s)?.[1] ?? null);
   if (component.startsWith('text_encoder')) return textEncoder(s, make);
   if (component === 'transformer') return transformer(s, make);

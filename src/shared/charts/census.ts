@@ -12,8 +12,16 @@ export function censusPanel(report: unknown, title: string): PanelModel {
   const categories = [...new Set([...Object.keys(tensors), ...Object.keys(params)])];
   const layers = objs(r?.perLayer).filter((l) => num(l.layer) !== null).sort((a, b) => num(a.layer)! - num(b.layer)!);
   const outside = obj(r?.outsideLayers);
-  const layerRows = [...layers.map((l) => ({ label: layerLabel(num(l.layer)), tensors: num(l.tensors), params: num(l.params), targets: num(l.loraTargetTensors) })), ...(outside ? [{ label: layerLabel(null), tensors: num(outside.tensors), params: num(outside.params), targets: num(outside.loraTargetTensors) }] : [])];
-  const item = (id: string, label: string, v: unknown, fmt: Parameters<typeof formatCell>[1]): SummaryItem => ({ id, label, text: formatCell(num(v), fmt), value: num(v) });
+  const layerRows = [
+    ...layers.map((l) => ({ label: layerLabel(num(l.layer)), tensors: num(l.tensors), params: num(l.params), targets: num(l.loraTargetTensors) })),
+    ...(outside ? [{ label: layerLabel(null), tensors: num(outside.tensors), params: num(outside.params), targets: num(outside.loraTargetTensors) }] : []),
+  ];
+  const item = (id: string, label: string, v: unknown, fmt: Parameters<typeof formatCell>[1]): SummaryItem => ({
+    id,
+    label,
+    text: formatCell(num(v), fmt),
+    value: num(v),
+  });
   const dtypeTensors = obj(s?.dtypes) ?? {};
   const dtypeParams = obj(s?.dtypeParams) ?? {};
   const dtypes = [...new Set([...Object.keys(dtypeTensors), ...Object.keys(dtypeParams)])];

@@ -157,7 +157,9 @@ export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
           { key: 'within', label: 'within tolerance' },
           ...(shared.some((r) => r.withinRounding !== null) ? [{ key: 'withinRounding', label: 'within its dtype\'s rounding' }] : []),
         ],
-        rows: [...shared].sort(byLayer).map((r) => [r.name, r.maxAbsDiff, r.within, ...(shared.some((x) => x.withinRounding !== null) ? [r.withinRounding] : [])]),
+        rows: [...shared]
+          .sort(byLayer)
+          .map((r) => [r.name, r.maxAbsDiff, r.within, ...(shared.some((x) => x.withinRounding !== null) ? [r.withinRounding] : [])]),
         tensorColumn: 0,
       },
     },
@@ -228,7 +230,14 @@ export function cosineAxisMin(cosines: Array<number | null>): number {
   return Math.max(-1, 1 - 10 ** Math.ceil(Math.log10(gap) - 1e-9));
 }
 
-function coverageOf(all: Row[]): { labels: string[]; targets: number[]; others: number[]; columns: { key: string; label: string }[]; rows: Cell[][]; heat: Array<Array<number | null>> } {
+function coverageOf(all: Row[]): {
+  labels: string[];
+  targets: number[];
+  others: number[];
+  columns: { key: string; label: string }[];
+  rows: Cell[][];
+  heat: Array<Array<number | null>>;
+} {
   const labels = layerLabels(all.map((r) => r.place.layer));
   const keys = [...new Set(all.map((r) => r.place.key))].sort();
   const cells = new Map<string, string>();

@@ -23,7 +23,9 @@ function named(x: unknown): Obj[] {
   const places = new Map(modules.map((m) => [m, placeModule(m)]));
   const layer = (m: Obj): number => places.get(m)!.layer ?? Infinity;
   const key = (m: Obj): string => places.get(m)!.key;
-  return modules.sort((a, b) => layer(a) - layer(b) || kindRank(key(a)) - kindRank(key(b)) || key(a).localeCompare(key(b)) || String(a.name).localeCompare(String(b.name)));
+  return modules.sort(
+    (a, b) => layer(a) - layer(b) || kindRank(key(a)) - kindRank(key(b)) || key(a).localeCompare(key(b)) || String(a.name).localeCompare(String(b.name)),
+  );
 }
 
 function item(id: string, label: string, v: unknown, fmt?: NumberFormat): SummaryItem {
@@ -203,7 +205,20 @@ export function spectrumPanel(report: unknown, title: string): PanelModel {
           ],
           rows: modules.map((m): Cell[] => {
             const p = placeModule(m);
-            return [String(m.name), p.layer, p.key, num(m.rank), num(m.energyRank90), num(m.energyRank95), num(m.energyRank99), num(m.numericalRank), num(m.stableRank), num(m.effectiveRank), num(m.frobeniusNorm), num(m.spectralNorm)];
+            return [
+              String(m.name),
+              p.layer,
+              p.key,
+              num(m.rank),
+              num(m.energyRank90),
+              num(m.energyRank95),
+              num(m.energyRank99),
+              num(m.numericalRank),
+              num(m.stableRank),
+              num(m.effectiveRank),
+              num(m.frobeniusNorm),
+              num(m.spectralNorm),
+            ];
           }),
         },
       },

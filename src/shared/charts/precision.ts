@@ -75,7 +75,17 @@ export function precisionSections(report: unknown): Section[] {
   const outside = lost.filter((t) => layerOf(t) === null).length;
 
   const rules = [...new Set(dtypes.flatMap((d) => d.rules.map(([r]) => r)))];
-  const ruleRows: Cell[][] = dtypes.flatMap((d) => d.rules.map(([rule, f]): Cell[] => [d.dtype, rule, num(f.deltaLostFraction), num(f.recoveredRelErr), num(f.nonzeroTensors), num(f.castArtifactTensors), num(f.castArtifactNorm)]));
+  const ruleRows: Cell[][] = dtypes.flatMap((d) =>
+    d.rules.map(([rule, f]): Cell[] => [
+      d.dtype,
+      rule,
+      num(f.deltaLostFraction),
+      num(f.recoveredRelErr),
+      num(f.nonzeroTensors),
+      num(f.castArtifactTensors),
+      num(f.castArtifactNorm),
+    ]),
+  );
 
   return [
     {
@@ -105,7 +115,9 @@ export function precisionSections(report: unknown): Section[] {
       chart: { type: 'scatter', labels: stripLabels, series: strip, x: { title: 'category · dtype' }, y: { title: '‖r_D(W) − W‖', log: true } },
       table: {
         columns: [{ key: 'name', label: 'tensor' }, { key: 'category', label: 'category' }, { key: 'dtype', label: 'dtype' }, { key: 'castArtifactNorm', label: 'norm', format: 'exp' }],
-        rows: [...artifacts].sort((a, b) => (num(b.castArtifactNorm) ?? 0) - (num(a.castArtifactNorm) ?? 0)).map((t) => [String(t.name), categoryOf(t), str(t.dtype), num(t.castArtifactNorm)]),
+        rows: [...artifacts]
+          .sort((a, b) => (num(b.castArtifactNorm) ?? 0) - (num(a.castArtifactNorm) ?? 0))
+          .map((t) => [String(t.name), categoryOf(t), str(t.dtype), num(t.castArtifactNorm)]),
         tensorColumn: 0,
       },
     },
@@ -116,7 +128,9 @@ export function precisionSections(report: unknown): Section[] {
       chart: { type: 'scatter', series: lostSeries, x: { title: 'layer', integer: true }, y: { title: 'delta elements lost', min: 0, format: 'percent' } },
       table: {
         columns: [{ key: 'name', label: 'tensor' }, { key: 'dtype', label: 'dtype' }, { key: 'rule', label: 'rule' }, { key: 'deltaLostFraction', label: 'lost', format: 'percent' }, { key: 'recoveredRelErr', label: 'recovered rel. error', format: 'exp' }],
-        rows: [...lost].sort((a, b) => (layerOf(a) ?? Infinity) - (layerOf(b) ?? Infinity) || String(a.name).localeCompare(String(b.name))).map((t) => [String(t.name), str(t.dtype), str(t.rule), num(t.deltaLostFraction), num(t.recoveredRelErr)]),
+        rows: [...lost]
+          .sort((a, b) => (layerOf(a) ?? Infinity) - (layerOf(b) ?? Infinity) || String(a.name).localeCompare(String(b.name)))
+          .map((t) => [String(t.name), str(t.dtype), str(t.rule), num(t.deltaLostFraction), num(t.recoveredRelErr)]),
         tensorColumn: 0,
       },
     },

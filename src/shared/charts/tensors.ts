@@ -41,7 +41,11 @@ export function layerLabels(layers: Iterable<number | null>): string[] {
  * One value per (layer label, series key): the grouping behind the per-layer bar charts. A second
  * tensor landing in a taken cell (two biases of one module, say) gets a series of its own.
  */
-export function groupByLayer<T>(items: T[], place: (t: T) => Placement, value: (t: T) => number | null): { labels: string[]; series: Map<string, Array<number | null>> } {
+export function groupByLayer<T>(
+  items: T[],
+  place: (t: T) => Placement,
+  value: (t: T) => number | null,
+): { labels: string[]; series: Map<string, Array<number | null>> } {
   const labels = layerLabels(items.map((t) => place(t).layer));
   const index = new Map(labels.map((l, i) => [l, i]));
   const series = new Map<string, Array<number | null>>();

@@ -30,7 +30,12 @@ export function maskPanel(report: unknown, title: string): PanelModel {
   const projections = numberEntries(r?.perProjection).sort(([a], [b]) => a.localeCompare(b));
   const preservation = numberEntries(r?.normPreservation);
   const energy = new Map(numberEntries(r?.energyPreservation));
-  const item = (id: string, label: string, v: unknown, fmt?: Parameters<typeof formatCell>[1]): SummaryItem => ({ id, label, text: formatCell(num(v), fmt), value: num(v) });
+  const item = (id: string, label: string, v: unknown, fmt?: Parameters<typeof formatCell>[1]): SummaryItem => ({
+    id,
+    label,
+    text: formatCell(num(v), fmt),
+    value: num(v),
+  });
   return {
     kind: 'mask',
     heading: title,
@@ -54,7 +59,13 @@ export function maskPanel(report: unknown, title: string): PanelModel {
         table: {
           columns: [{ key: 'layer', label: 'layer' }, ...keys.map((k) => ({ key: k, label: k, format: 'int' as const }))],
           rows: grid.labels.map((l, i): Cell[] => [l, ...keys.map((k) => grid.series.get(k)![i])]),
-          heat: grid.labels.map((_, i) => [null, ...keys.map((k) => { const v = grid.series.get(k)![i]; return v === null || largest === 0 ? null : v / largest; })]),
+          heat: grid.labels.map((_, i) => [
+            null,
+            ...keys.map((k) => {
+              const v = grid.series.get(k)![i];
+              return v === null || largest === 0 ? null : v / largest;
+            }),
+          ]),
         },
       },
       {

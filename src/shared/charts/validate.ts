@@ -65,7 +65,16 @@ export function validatePanel(report: unknown, title: string, comparisons: Recor
           { key: 'maxAbsDiff', label: 'max abs diff', format: 'exp' },
           { key: 'deltaLostFraction', label: 'delta lost', format: 'percent' },
         ],
-        rows: dtypes.map((d) => [String(d.dtype), str(d.status), num(compareOf(d)?.shared), num(compareOf(d)?.perfectMatches), num(compareOf(d)?.taskVectorOnly), num(compareOf(d)?.meanCosine), num(compareOf(d)?.maxAbsDiff), num(obj(d.precision)?.deltaLostFraction)]),
+        rows: dtypes.map((d) => [
+          String(d.dtype),
+          str(d.status),
+          num(compareOf(d)?.shared),
+          num(compareOf(d)?.perfectMatches),
+          num(compareOf(d)?.taskVectorOnly),
+          num(compareOf(d)?.meanCosine),
+          num(compareOf(d)?.maxAbsDiff),
+          num(obj(d.precision)?.deltaLostFraction),
+        ]),
       },
     },
     {

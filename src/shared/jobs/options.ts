@@ -65,7 +65,9 @@ export interface Tagged<T extends string = string> {
   value: string;
 }
 type TaggedFlags<D> = D extends { tagged: { flags: readonly (infer T extends string)[] } } ? T : never;
-type TaggedField<D> = D extends { tagged: { field: infer F extends string; flags: readonly (infer T extends string)[] } } ? { [K in F]?: Tagged<T>[] } : unknown;
+type TaggedField<D> = D extends { tagged: { field: infer F extends string; flags: readonly (infer T extends string)[] } }
+  ? { [K in F]?: Tagged<T>[] }
+  : unknown;
 type Own<D extends JobDeclaration> = Omit<D['options'], TaggedFlags<D>>;
 
 /** The request of a job declared as `D`, as a caller writes it. */

@@ -200,7 +200,8 @@ function reject(file: string, g: PyGlobal): never {
  */
 function rebuildTensor(file: string, args: unknown[], storageAt: (s: Storage) => { offset: number; bytes: number }, dtype?: Dtype): Tensor {
   const [storage, storageOffset, size, stride] = args;
-  const ints = (v: unknown): number[] | undefined => (v instanceof PyTuple && v.items.every((x) => Number.isSafeInteger(x) && (x as number) >= 0) ? (v.items as number[]) : undefined);
+  const ints = (v: unknown): number[] | undefined =>
+    v instanceof PyTuple && v.items.every((x) => Number.isSafeInteger(x) && (x as number) >= 0) ? (v.items as number[]) : undefined;
   const shape = ints(size);
   const strides = ints(stride);
   if (args.length < 6 || typeof storage !== 'object' || storage === null || !('key' in storage) || !Number.isSafeInteger(storageOffset) || (storageOffset as number) < 0 || !shape || !strides || strides.length !== shape.length) {

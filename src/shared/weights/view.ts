@@ -36,7 +36,14 @@ export function weightsView(file: string, index: WeightsIndex): WeightsView {
       fileSize: index.fileSize,
       headerBytes: index.format === 'safetensors' ? index.dataStart - 8 : 0,
       metadata: index.metadata,
-      tensors: index.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, numel: t.numel, byteLength: t.byteLength, begin: t.offset - index.dataStart })),
+      tensors: index.tensors.map((t) => ({
+        name: t.name,
+        dtype: t.dtype,
+        shape: t.shape,
+        numel: t.numel,
+        byteLength: t.byteLength,
+        begin: t.offset - index.dataStart,
+      })),
     },
   };
 }
@@ -67,6 +74,12 @@ export function parseWeightsView(raw: unknown): WeightsView | null {
   if (tensors.some((t) => t === null)) return null;
   return {
     file: raw.file,
-    index: { format: i.format, fileSize: i.fileSize, headerBytes: i.headerBytes, metadata: i.metadata as Record<string, string>, tensors: tensors as WeightsTensorView[] },
+    index: {
+      format: i.format,
+      fileSize: i.fileSize,
+      headerBytes: i.headerBytes,
+      metadata: i.metadata as Record<string, string>,
+      tensors: tensors as WeightsTensorView[],
+    },
   };
 }

@@ -157,7 +157,16 @@ export class GpuKernels implements Kernels {
    * CPU's own float64 rounding error included, does not give one f(sqrt) is recomputed here exactly as
    * the CPU does (same order, float64). Features holding a flagged element are recomputed the same way.
    */
-  private async doraNormsGpu(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, cpu: () => Promise<Float64Array>): Promise<Float64Array> {
+  private async doraNormsGpu(
+    w: Float32Array,
+    d: Float32Array,
+    rows: number,
+    cols: number,
+    featureIsColumn: boolean,
+    dtype: MergeDtype,
+    rule: MergeRule,
+    cpu: () => Promise<Float64Array>,
+  ): Promise<Float64Array> {
     const features = featureIsColumn ? cols : rows;
     const sums = new Float64Array(features);
     if (rows === 0 || cols === 0) return sums;
@@ -232,11 +241,29 @@ export class GpuKernels implements Kernels {
     return norms;
   }
 
-  mergeDora(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+  mergeDora(
+    w: Float32Array,
+    d: Float32Array,
+    factor: Float32Array,
+    cols: number,
+    featureIsColumn: boolean,
+    dtype: MergeDtype,
+    rule: MergeRule,
+    out: Uint8Array,
+  ): Promise<Uint8Array> {
     return this.rt.guarded('mergeDora', () => this.mergeDoraGpu(w, d, factor, cols, featureIsColumn, dtype, rule, out), () => this.cpu.mergeDora(w, d, factor, cols, featureIsColumn, dtype, rule, out));
   }
 
-  private async mergeDoraGpu(w: Float32Array, d: Float32Array, factor: Float32Array, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array> {
+  private async mergeDoraGpu(
+    w: Float32Array,
+    d: Float32Array,
+    factor: Float32Array,
+    cols: number,
+    featureIsColumn: boolean,
+    dtype: MergeDtype,
+    rule: MergeRule,
+    out: Uint8Array,
+  ): Promise<Uint8Array> {
     const n = w.length;
     if (n === 0 || cols === 0) return out;
     if (factor.length * 4 > this.rt.maxBinding) {
@@ -287,7 +314,13 @@ export class GpuKernels implements Kernels {
     let tiny = 0;
     await this.rt.chunks(a.length, (start, len) => {
       const wg = this.rt.workgroups(len);
-      return { pipeline, inputs: b === null ? [bytesOf(a, start, len)] : [bytesOf(a, start, len), bytesOf(b, start, len)], reduce: true, params: u32Params(len), workgroups: wg };
+      return {
+        pipeline,
+        inputs: b === null ? [bytesOf(a, start, len)] : [bytesOf(a, start, len), bytesOf(b, start, len)],
+        reduce: true,
+        params: u32Params(len),
+        workgroups: wg,
+      };
     }, (start, len, res) => {
       const p = res.partials!;
       const f = new Float32Array(p.buffer, p.byteOffset, p.length);
@@ -445,7 +478,16 @@ function deltaElement(f: LoraFactors, i: number, j: number): number {
 }
 
 /** Sum of v^2 over one DoRA feature in float64, in the CPU's order (doraNormsRange): exactly its value. */
-function doraFeatureSq(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule, f: number): number {
+function doraFeatureSq(
+  w: Float32Array,
+  d: Float32Array,
+  rows: number,
+  cols: number,
+  featureIsColumn: boolean,
+  dtype: MergeDtype,
+  rule: MergeRule,
+  f: number,
+): number {
   let s = 0;
   if (featureIsColumn) {
     for (let i = 0; i < rows; i++) {
