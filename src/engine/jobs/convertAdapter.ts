@@ -66,6 +66,8 @@ function peftTensors(adapter: Checkpoint, factors: Factors, m: AdaptedModule): E
   const stored = (name: string, t: TensorInfo): Entry => ({ name, dtype: t.dtype, shape: t.shape, bytes: () => adapter.handles.readBytesSync(t, new Uint8Array(t.byteLength)) });
   const f32 = (name: string, shape: number[], v: () => Float32Array): Entry => ({ name, dtype: 'F32', shape, bytes: () => new Uint8Array(v().buffer.slice(0)) });
   const r = m.rule;
+  // LyCORIS's weight decomposition (per input channel, with eps) is not PEFT's DoRA.
+  if (m.decompose) throw new LensError(m.decompose.magnitude.file, `${ruleName(m)} (LyCORIS dora_scale) has no PEFT equivalent to convert to`, m.decompose.magnitude.name);
   switch (r.kind) {
     case 'low-rank': {
       const magnitude = r.magnitude ? [stored(k('lora_magnitude_vector'), r.magnitude)] : [];
