@@ -313,7 +313,7 @@ export function censusText(r: CensusReport): string {
   const what = [r.kind, r.modelType, r.architecture].filter((x) => x !== null).join(', ');
   const lines = [
     `census of ${r.path} (${what}; ${r.kind === 'config' ? 'layout from config.json, no weights' : `${r.files.length} file${r.files.length === 1 ? '' : 's'}`})`,
-    `  ${int(s.tensors)} tensors, ${int(s.params)} elements (${humanCount(s.params)}), ${formatBytes(s.bytes)} of data, ${s.layers} layers`,
+    `  ${int(s.tensors)} tensors, ${int(s.params)} elements (${humanCount(s.params)}), ${formatBytes(s.bytes)} of data, ${s.layers} layers${s.stackLayers ? ` (${Object.entries(s.stackLayers).map(([k, v]) => `${v} ${k}`).join(' + ')})` : ''}`,
     `  dtypes: ${Object.entries(s.dtypes).map(([d, n]) => `${d} ${int(n)} tensors / ${int(s.dtypeParams[d])} elements`).join('; ')}`,
     '',
     `  ${'category'.padEnd(14)}${'tensors'.padStart(9)}${'elements'.padStart(17)}${'share'.padStart(9)}`,
@@ -336,7 +336,7 @@ export function censusText(r: CensusReport): string {
     const uniform = r.perLayer.every((l) => l.tensors === first.tensors && l.params === first.params);
     lines.push('');
     if (uniform) lines.push(`  per layer: ${int(first.tensors)} tensors, ${int(first.params)} elements (all ${r.perLayer.length} layers alike)`);
-    else lines.push('  per layer (tensors / elements):', ...r.perLayer.map((l) => `    layer ${String(l.layer).padStart(3)}: ${int(l.tensors)} / ${int(l.params)}`));
+    else lines.push('  per layer (tensors / elements):', ...r.perLayer.map((l) => `    ${l.stack ? `${l.stack} ` : ''}layer ${String(l.layer).padStart(3)}: ${int(l.tensors)} / ${int(l.params)}`));
     lines.push(`  outside the layers: ${int(r.outsideLayers.tensors)} tensors, ${int(r.outsideLayers.params)} elements`);
   }
   if (r.trainingMetadata) lines.push('', '  training metadata (kohya-ss):', ...trainingMetadataLines(r.trainingMetadata).map((l) => `    ${l}`));
