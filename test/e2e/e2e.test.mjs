@@ -479,34 +479,64 @@ uiTest('a crashed engine: the user is told, nothing is left behind, the next job
   await palette('Notifications: Clear All Notifications');
 });
 
-uiTest('a .safetensors file opens in the header viewer: verdict, table, filter', async () => {
+uiTest('a .safetensors file opens in the viewer: verdict, table, filter, whole names, CSV, Open in Census', async () => {
   await palette('View: Close All Editors');
   await showContainer('Explorer');
   await expandExplorer('models');
   await expandExplorer('tiny-llama');
   await explorerRow('model.safetensors').first().click();
   const wv = webview();
-  await wv.locator('#verdict').waitFor({ timeout: 30000 });
-  assert.equal(await wv.locator('#verdict').getAttribute('data-valid'), 'true');
+  await wv.locator('#panel[data-kind="weights"][data-state="ready"]').waitFor({ timeout: 30000 });
+  assert.equal(await wv.locator('#verdict').getAttribute('data-tone'), 'good');
   assert.match(await wv.locator('#verdict').innerText(), /^Valid safetensors: 21 tensors/);
-  assert.equal(await wv.locator('#tensors tbody tr').count(), 21);
-  await wv.locator('#filter').fill('q_proj');
-  await wv.locator('#count', { hasText: '2 of 21 tensors' }).waitFor();
-  const visibleNames = () => wv.locator('#tensors tbody tr:not([hidden])').evaluateAll((rs) => rs.map((r) => r.dataset.name));
-  const nameHeader = wv.locator('#tensors th[data-key="name"]');
-  await nameHeader.click();
-  await nameHeader.click();
+  const rows = wv.locator('#table-tensors tbody tr');
+  assert.equal(await rows.count(), 21);
+  await wv.locator('#filter-tensors').fill('q_proj');
+  await wv.locator('#count-tensors', { hasText: '2 of 21 tensors' }).waitFor();
+  const visibleNames = () => wv.locator('#table-tensors tbody tr:not([hidden]) [data-key="name"]').evaluateAll((cs) => cs.map((c) => c.textContent));
+  const nameHeader = wv.locator('#table-tensors th[data-key="name"]');
+  await nameHeader.locator('button.sort').click();
+  await nameHeader.locator('button.sort').click();
   assert.equal(await nameHeader.getAttribute('aria-sort'), 'descending');
   assert.deepEqual(await visibleNames(), ['model.layers.1.self_attn.q_proj.weight', 'model.layers.0.self_attn.q_proj.weight']);
-  await wv.locator('#filter').fill('');
-  await wv.locator('#tensors th[data-key="bytes"]').click();
-  const bytes = await wv.locator('#tensors tbody tr').evaluateAll((rs) => rs.map((r) => Number(r.dataset.bytes)));
+  await wv.locator('#filter-tensors').fill('');
+  await wv.locator('#table-tensors th[data-key="bytes"] button.sort').click();
+  const bytes = await wv.locator('#table-tensors tbody tr [data-key="bytes"]').evaluateAll((cs) => cs.map((c) => Number(c.dataset.value)));
   assert.deepEqual(bytes, [...bytes].sort((a, b) => a - b), 'sorted by bytes, as numbers');
   assert.ok(bytes[0] < bytes[bytes.length - 1]);
-  await wv.locator('#filter').fill('q_proj');
-  await nameHeader.click();
-  await wv.locator('#count', { hasText: '2 of 21 tensors' }).waitFor();
+  // In a narrow editor names wrap after their dots only, never inside a word, and nothing paints a
+  // background over the underscores of a wrapped line (`post_attention_layernorm` stays readable).
+  const wrapping = await wv.locator('#table-tensors').evaluate((t) => {
+    t.closest('.table-box').style.width = '360px';
+    const cells = [...t.querySelectorAll('tbody [data-key="name"]')];
+    const lines = (n) => { const r = document.createRange(); r.selectNodeContents(n); return new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size; };
+    const out = {
+      wrapped: cells.filter((c) => lines(c.querySelector('a')) > 1).length,
+      brokenWords: cells.flatMap((c) => [...c.querySelector('a').childNodes].filter((n) => n.nodeType === 3 && lines(n) > 1).map((n) => n.data)),
+      backgrounds: [...new Set(cells.flatMap((c) => [getComputedStyle(c).backgroundColor, getComputedStyle(c.querySelector('a')).backgroundColor]))],
+      underlined: cells.filter((c) => getComputedStyle(c.querySelector('a')).textDecorationLine !== 'none').length,
+    };
+    t.closest('.table-box').style.width = '';
+    return out;
+  });
+  assert.ok(wrapping.wrapped > 0, 'the narrow table wraps names');
+  assert.deepEqual(wrapping.brokenWords, [], 'no part of a name between dots breaks');
+  assert.deepEqual(wrapping.backgrounds, ['rgba(0, 0, 0, 0)'], 'no background behind names');
+  assert.equal(wrapping.underlined, 0, 'no underline through the underscores of names');
+  // The tensor index as CSV, with the raw numbers.
+  await wv.locator('#export-csv-tensors').click();
+  const csv = await answerSaveDialog('model-tensors.csv');
+  await wv.locator('#status', { hasText: `Saved ${csv}` }).waitFor({ timeout: 20000 });
+  const csvLines = fs.readFileSync(csv, 'utf8').trim().split('\r\n');
+  assert.equal(csvLines[0], '#,Name,dtype,Shape,Elements,Bytes,Begin,End,Category');
+  assert.equal(csvLines.length, 1 + 21);
+  await wv.locator('#filter-tensors').fill('q_proj');
+  await wv.locator('#count-tensors', { hasText: '2 of 21 tensors' }).waitFor();
   await panelShot('safetensors-viewer');
+  // Open in Census: the file's census in the tree.
+  await wv.locator('#open-in-census').click();
+  await showContainer('LoRA Lens');
+  await censusRow('model.safetensors').waitFor({ timeout: 30000 });
 });
 
 let validateOut;
@@ -663,7 +693,7 @@ uiTest('light theme: panels, viewer and tree take the theme\'s colours, and char
   await expandExplorer('models');
   await expandExplorer('tiny-llama');
   await explorerRow('model.safetensors').first().click();
-  await wv.locator('#verdict[data-valid="true"]').waitFor({ timeout: 30000 });
+  await wv.locator('#panel[data-kind="weights"][data-state="ready"]').waitFor({ timeout: 30000 });
   const verdict = await wv.locator('#verdict').evaluate((v) => getComputedStyle(v).color);
   assert.ok(luminance(rgb(verdict)) < 0.4, `the verdict reads on a light page: ${verdict}`);
   await panelShot('safetensors-viewer-light');
