@@ -1,12 +1,12 @@
 import { need } from '../../shared/jobs/request';
 import { convertJob } from '../jobs/convert';
-import { convertAdapterJob, isDiffusionAdapter } from '../jobs/convertAdapter';
+import { convertAdapterJob, isConvertibleAdapter } from '../jobs/convertAdapter';
 import { Runner } from './runner';
 
 export const convert: Runner<'convert'> = async (req, ctx) => {
   const input = need(req, 'in');
   const out = need(req, 'out');
-  if (isDiffusionAdapter(input)) {
+  if (isConvertibleAdapter(input)) {
     const r = await convertAdapterJob(input, out, req.base, ctx);
     return { report: r, text: `converted ${r.modules} ${r.from} modules (${r.tensors} tensors) of ${r.in} to a PEFT ${r.peftType} adapter\nwrote ${r.out}/ (${r.files.join(', ')})` };
   }
