@@ -33,6 +33,7 @@ const QWEN2_7B = {
   tie_word_embeddings: false,
 };
 
+const load = (): string => os.loadavg()[0].toFixed(1);
 const rss = (): string => `${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GB`;
 
 async function benchSpectrum(root: string): Promise<void> {
@@ -46,7 +47,7 @@ async function benchSpectrum(root: string): Promise<void> {
   const r = await spectrum({ adapter: a.dir }, quietContext());
   const s = (performance.now() - t1) / 1000;
   const cpu = process.cpuUsage(cpu0);
-  console.log(`spectrum: ${s.toFixed(2)} s for ${r.modules.length} modules (CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s; goal < 2 s), peak RSS so far ${rss()}`);
+  console.log(`spectrum: ${s.toFixed(2)} s for ${r.modules.length} modules (CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s, all threads; goal < 2 s), peak RSS so far ${rss()}; load average now ${load()}`);
   fs.rmSync(a.dir, { recursive: true });
 }
 
@@ -54,7 +55,7 @@ async function benchSpectrum(root: string): Promise<void> {
 const NUMPY_EXTRACT = String.raw`
 import json, os, struct, sys, time
 import numpy as np
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 def tensors(d):
     f = os.path.join(d, 'model.safetensors')
     with open(f, 'rb') as h:
@@ -91,7 +92,9 @@ for name, tb in base.items():
     A = ((Qz @ Vt.T[:, :rank]) * np.sqrt(s[:rank])).T.astype(np.float32)
     rel = np.linalg.norm(tau - B.astype(np.float64) @ A.astype(np.float64)) / np.linalg.norm(tau)
     worst, done = max(worst, rel), done + 1
-print(json.dumps({'seconds': time.perf_counter() - t0, 'modules': done, 'maxRelError': worst}))
+import resource
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({'seconds': time.perf_counter() - t0, 'cpu': time.process_time() - c0, 'rss': rss, 'modules': done, 'maxRelError': worst}))
 `;
 
 async function benchExtract(root: string): Promise<void> {
@@ -112,7 +115,7 @@ async function benchExtract(root: string): Promise<void> {
   const noise = r.modules.map((m) => m.roundingNoise?.fraction ?? 0);
   console.log(
     `extract-lora --rank 16: ${ours.toFixed(2)} s (CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s), ${r.modules.length} modules, largest relError ${r.summary.maxRelError.toExponential(3)}, ` +
-      `bf16 rounding noise ${(100 * Math.min(...noise)).toFixed(1)}–${(100 * Math.max(...noise)).toFixed(1)}% of the modules' energy; peak RSS ${rss()} (goal < 1.5 GB)`,
+      `bf16 rounding noise ${(100 * Math.min(...noise)).toFixed(1)}–${(100 * Math.max(...noise)).toFixed(1)}% of the modules' energy; peak RSS ${rss()} (goal < 1.5 GB); load average now ${load()}`,
   );
   const py = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import numpy']).status === 0);
   if (!py) {
@@ -121,8 +124,12 @@ async function benchExtract(root: string): Promise<void> {
   }
   const ref = spawnSync(py, ['-c', NUMPY_EXTRACT, model.dir, merged, '16'], { encoding: 'utf8' });
   if (ref.status !== 0) throw new Error(ref.stderr);
-  const n = JSON.parse(ref.stdout) as { seconds: number; modules: number; maxRelError: number };
-  console.log(`numpy reference (same randomized SVD, ${n.modules} modules, largest relError ${n.maxRelError.toExponential(3)}): ${n.seconds.toFixed(2)} s; ratio ours / numpy ${(ours / n.seconds).toFixed(2)} (goal ≤ 1.0)`);
+  const n = JSON.parse(ref.stdout) as { seconds: number; cpu: number; rss: number; modules: number; maxRelError: number };
+  const ourCpu = (cpu.user + cpu.system) / 1e6;
+  console.log(
+    `numpy reference (same randomized SVD, ${n.modules} modules, largest relError ${n.maxRelError.toExponential(3)}): ${n.seconds.toFixed(2)} s (CPU ${n.cpu.toFixed(2)} s), peak RSS ${(n.rss / 2 ** 30).toFixed(2)} GB; load average now ${load()}`,
+  );
+  console.log(`ratio ours / numpy: wall ${(ours / n.seconds).toFixed(2)} (goal ≤ 1.0), CPU ${(ourCpu / n.cpu).toFixed(2)}`);
 }
 
 async function main(): Promise<void> {

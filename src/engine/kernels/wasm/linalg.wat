@@ -1,0 +1,291 @@
+;; The low-rank toolbox's float64 products in WebAssembly SIMD (assembled by scripts/build.mjs into
+;; dist/linalg.wasm). The memory is imported and shared: the main thread puts a job's matrices in it
+;; once and every worker's instance works on them in place. Each kernel computes exactly what its
+;; JavaScript reference in linalg/products.ts does, in the same order of float64 operations; fp32
+;; inputs are widened exactly. Pointers are byte offsets, strides and sizes are in elements.
+
+(module
+  (import "env" "memory" (memory 1 65536 shared))
+
+  ;; The index of the first fp32 value at p (n of them) that is NaN or infinite (all exponent bits set), or -1.
+  (func (export "nonfinite") (param $p i32) (param $n i32) (result i32)
+    (local $i i32) (local $mask v128)
+    (local.set $mask (i32x4.splat (i32.const 0x7f800000)))
+    (block $v_done (loop $v_loop
+      (br_if $v_done (i32.gt_u (i32.add (local.get $i) (i32.const 4)) (local.get $n)))
+      (br_if $v_done (v128.any_true (i32x4.eq (v128.and (v128.load (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 2)))) (local.get $mask)) (local.get $mask))))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $v_loop)))
+    (block $s_done (loop $s_loop
+      (br_if $s_done (i32.ge_u (local.get $i) (local.get $n)))
+      (if (i32.eq (i32.and (i32.load (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 2)))) (i32.const 0x7f800000)) (i32.const 0x7f800000))
+        (then (return (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $s_loop)))
+    (i32.const -1))
+
+  ;; dst[k][t] = f64(src[k sk + t st]) for k < c, t < count; 0 for t in [count, len) and k in [c, cp).
+  ;; dst is cp x len, row-major: the Gram kernel's panel.
+  (func (export "panel") (param $src i32) (param $sk i32) (param $st i32) (param $c i32) (param $count i32)
+    (param $cp i32) (param $len i32) (param $dst i32)
+    (local $k i32) (local $t i32) (local $p i32) (local $q i32) (local $step i32)
+    (local.set $step (i32.shl (local.get $st) (i32.const 2)))
+    (local.set $k (i32.const 0))
+    (block $k_done (loop $k_loop
+      (br_if $k_done (i32.ge_u (local.get $k) (local.get $cp)))
+      (local.set $q (i32.add (local.get $dst) (i32.shl (i32.mul (local.get $k) (local.get $len)) (i32.const 3))))
+      (local.set $t (i32.const 0))
+      (if (i32.lt_u (local.get $k) (local.get $c))
+        (then
+          (local.set $p (i32.add (local.get $src) (i32.shl (i32.mul (local.get $k) (local.get $sk)) (i32.const 2))))
+          (block $t_done (loop $t_loop
+            (br_if $t_done (i32.ge_u (local.get $t) (local.get $count)))
+            (f64.store (i32.add (local.get $q) (i32.shl (local.get $t) (i32.const 3))) (f64.promote_f32 (f32.load (local.get $p))))
+            (local.set $p (i32.add (local.get $p) (local.get $step)))
+            (local.set $t (i32.add (local.get $t) (i32.const 1)))
+            (br $t_loop)))))
+      (block $z_done (loop $z_loop
+        (br_if $z_done (i32.ge_u (local.get $t) (local.get $len)))
+        (f64.store (i32.add (local.get $q) (i32.shl (local.get $t) (i32.const 3))) (f64.const 0))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $z_loop)))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br $k_loop))))
+
+  ;; G[k][l] += (Σ_{t even} P[k][t] P[l][t]) + (Σ_{t odd} P[k][t] P[l][t]), each sum in ascending t from +0,
+  ;; for k < cp and l >= 4 floor(k / 4) (the upper triangle and a little more). P is cp x len (cp a
+  ;; multiple of 4, len even), G is cp x cp; both row-major. Blocks of 2 rows of P by 4 rows.
+  (func (export "syrk") (param $P i32) (param $cp i32) (param $len i32) (param $G i32)
+    (local $k i32) (local $l i32) (local $t i32) (local $end i32) (local $rb i32)
+    (local $k0 i32) (local $k1 i32) (local $l0 i32) (local $l1 i32) (local $l2 i32) (local $l3 i32) (local $g i32)
+    (local $x0 v128) (local $x1 v128) (local $y v128)
+    (local $c00 v128) (local $c01 v128) (local $c02 v128) (local $c03 v128)
+    (local $c10 v128) (local $c11 v128) (local $c12 v128) (local $c13 v128)
+    (local.set $rb (i32.shl (local.get $len) (i32.const 3)))
+    (local.set $k (i32.const 0))
+    (block $k_done (loop $k_loop
+      (br_if $k_done (i32.ge_u (local.get $k) (local.get $cp)))
+      (local.set $k0 (i32.add (local.get $P) (i32.mul (local.get $k) (local.get $rb))))
+      (local.set $k1 (i32.add (local.get $k0) (local.get $rb)))
+      (local.set $l (i32.and (local.get $k) (i32.const -4)))
+      (block $l_done (loop $l_loop
+        (br_if $l_done (i32.ge_u (local.get $l) (local.get $cp)))
+        (local.set $l0 (i32.add (local.get $P) (i32.mul (local.get $l) (local.get $rb))))
+        (local.set $l1 (i32.add (local.get $l0) (local.get $rb)))
+        (local.set $l2 (i32.add (local.get $l1) (local.get $rb)))
+        (local.set $l3 (i32.add (local.get $l2) (local.get $rb)))
+        (local.set $c00 (v128.const i64x2 0 0)) (local.set $c01 (v128.const i64x2 0 0))
+        (local.set $c02 (v128.const i64x2 0 0)) (local.set $c03 (v128.const i64x2 0 0))
+        (local.set $c10 (v128.const i64x2 0 0)) (local.set $c11 (v128.const i64x2 0 0))
+        (local.set $c12 (v128.const i64x2 0 0)) (local.set $c13 (v128.const i64x2 0 0))
+        (local.set $t (i32.const 0))
+        (block $t_done (loop $t_loop
+          (br_if $t_done (i32.ge_u (local.get $t) (local.get $rb)))
+          (local.set $x0 (v128.load (i32.add (local.get $k0) (local.get $t))))
+          (local.set $x1 (v128.load (i32.add (local.get $k1) (local.get $t))))
+          (local.set $y (v128.load (i32.add (local.get $l0) (local.get $t))))
+          (local.set $c00 (f64x2.add (local.get $c00) (f64x2.mul (local.get $x0) (local.get $y))))
+          (local.set $c10 (f64x2.add (local.get $c10) (f64x2.mul (local.get $x1) (local.get $y))))
+          (local.set $y (v128.load (i32.add (local.get $l1) (local.get $t))))
+          (local.set $c01 (f64x2.add (local.get $c01) (f64x2.mul (local.get $x0) (local.get $y))))
+          (local.set $c11 (f64x2.add (local.get $c11) (f64x2.mul (local.get $x1) (local.get $y))))
+          (local.set $y (v128.load (i32.add (local.get $l2) (local.get $t))))
+          (local.set $c02 (f64x2.add (local.get $c02) (f64x2.mul (local.get $x0) (local.get $y))))
+          (local.set $c12 (f64x2.add (local.get $c12) (f64x2.mul (local.get $x1) (local.get $y))))
+          (local.set $y (v128.load (i32.add (local.get $l3) (local.get $t))))
+          (local.set $c03 (f64x2.add (local.get $c03) (f64x2.mul (local.get $x0) (local.get $y))))
+          (local.set $c13 (f64x2.add (local.get $c13) (f64x2.mul (local.get $x1) (local.get $y))))
+          (local.set $t (i32.add (local.get $t) (i32.const 16)))
+          (br $t_loop)))
+        ;; G[k][l + j] and G[k + 1][l + j], j < 4.
+        (local.set $g (i32.add (local.get $G) (i32.shl (i32.add (i32.mul (local.get $k) (local.get $cp)) (local.get $l)) (i32.const 3))))
+        (call $add2 (local.get $g) (local.get $c00) (local.get $c01))
+        (call $add2 (i32.add (local.get $g) (i32.const 16)) (local.get $c02) (local.get $c03))
+        (local.set $g (i32.add (local.get $g) (i32.shl (local.get $cp) (i32.const 3))))
+        (call $add2 (local.get $g) (local.get $c10) (local.get $c11))
+        (call $add2 (i32.add (local.get $g) (i32.const 16)) (local.get $c12) (local.get $c13))
+        (local.set $l (i32.add (local.get $l) (i32.const 4)))
+        (br $l_loop)))
+      (local.set $k (i32.add (local.get $k) (i32.const 2)))
+      (br $k_loop))))
+
+  ;; g[0] += a.lane0 + a.lane1; g[1] += b.lane0 + b.lane1.
+  (func $add2 (param $g i32) (param $a v128) (param $b v128)
+    (f64.store (local.get $g) (f64.add (f64.load (local.get $g))
+      (f64.add (f64x2.extract_lane 0 (local.get $a)) (f64x2.extract_lane 1 (local.get $a)))))
+    (f64.store offset=8 (local.get $g) (f64.add (f64.load offset=8 (local.get $g))
+      (f64.add (f64x2.extract_lane 0 (local.get $b)) (f64x2.extract_lane 1 (local.get $b))))))
+
+  ;; Y[i][c] = Σ_k f64(M[i sr + k sk]) X[k][c], summed in ascending k from +0, for i < rows, c < lp.
+  ;; M fp32 (any strides: a row-major matrix or its transpose), X K x lp and Y rows x lp float64
+  ;; row-major, lp a multiple of 6. Blocks of 3 rows by 6 columns, K in tiles of kt so that a block's
+  ;; rows of M stay in the cache while every column block uses them (the sums go on through Y). A
+  ;; missing third (second) row of the last block repeats the first: it computes, and stores, the same values.
+  (func (export "gemm") (param $M i32) (param $sr i32) (param $sk i32) (param $rows i32) (param $K i32)
+    (param $X i32) (param $lp i32) (param $Y i32) (param $kt i32)
+    (local $i i32) (local $k0 i32) (local $k1 i32) (local $c i32) (local $o i32) (local $end i32)
+    (local $m0 i32) (local $m1 i32) (local $m2 i32) (local $y0 i32) (local $y1 i32) (local $y2 i32)
+    (local $px i32) (local $rowb i32) (local $skb i32) (local $xrow i32)
+    (local $x0 v128) (local $x1 v128) (local $x2 v128) (local $s v128)
+    (local $a00 v128) (local $a01 v128) (local $a02 v128)
+    (local $a10 v128) (local $a11 v128) (local $a12 v128)
+    (local $a20 v128) (local $a21 v128) (local $a22 v128)
+    (local.set $rowb (i32.shl (local.get $lp) (i32.const 3)))
+    (local.set $skb (i32.shl (local.get $sk) (i32.const 2)))
+    (local.set $i (i32.const 0))
+    (block $i_done (loop $i_loop
+      (br_if $i_done (i32.ge_u (local.get $i) (local.get $rows)))
+      (local.set $m0 (i32.add (local.get $M) (i32.shl (i32.mul (local.get $i) (local.get $sr)) (i32.const 2))))
+      (local.set $y0 (i32.add (local.get $Y) (i32.mul (local.get $i) (local.get $rowb))))
+      (local.set $m1 (select (i32.add (local.get $m0) (i32.shl (local.get $sr) (i32.const 2))) (local.get $m0)
+        (i32.lt_u (i32.add (local.get $i) (i32.const 1)) (local.get $rows))))
+      (local.set $y1 (select (i32.add (local.get $y0) (local.get $rowb)) (local.get $y0)
+        (i32.lt_u (i32.add (local.get $i) (i32.const 1)) (local.get $rows))))
+      (local.set $m2 (select (i32.add (local.get $m0) (i32.shl (local.get $sr) (i32.const 3))) (local.get $m0)
+        (i32.lt_u (i32.add (local.get $i) (i32.const 2)) (local.get $rows))))
+      (local.set $y2 (select (i32.add (local.get $y0) (i32.shl (local.get $rowb) (i32.const 1))) (local.get $y0)
+        (i32.lt_u (i32.add (local.get $i) (i32.const 2)) (local.get $rows))))
+      (local.set $k0 (i32.const 0))
+      (block $kt_done (loop $kt_loop
+        (br_if $kt_done (i32.ge_u (local.get $k0) (local.get $K)))
+        (local.set $k1 (i32.add (local.get $k0) (local.get $kt)))
+        (if (i32.gt_u (local.get $k1) (local.get $K)) (then (local.set $k1 (local.get $K))))
+        (local.set $c (i32.const 0))
+        (block $c_done (loop $c_loop
+          (br_if $c_done (i32.ge_u (local.get $c) (local.get $rowb)))
+          (if (i32.eqz (local.get $k0))
+            (then
+              (local.set $a00 (v128.const i64x2 0 0)) (local.set $a01 (v128.const i64x2 0 0)) (local.set $a02 (v128.const i64x2 0 0))
+              (local.set $a10 (v128.const i64x2 0 0)) (local.set $a11 (v128.const i64x2 0 0)) (local.set $a12 (v128.const i64x2 0 0))
+              (local.set $a20 (v128.const i64x2 0 0)) (local.set $a21 (v128.const i64x2 0 0)) (local.set $a22 (v128.const i64x2 0 0)))
+            (else
+              (local.set $a00 (v128.load offset=0 (i32.add (local.get $y0) (local.get $c))))
+              (local.set $a01 (v128.load offset=16 (i32.add (local.get $y0) (local.get $c))))
+              (local.set $a02 (v128.load offset=32 (i32.add (local.get $y0) (local.get $c))))
+              (local.set $a10 (v128.load offset=0 (i32.add (local.get $y1) (local.get $c))))
+              (local.set $a11 (v128.load offset=16 (i32.add (local.get $y1) (local.get $c))))
+              (local.set $a12 (v128.load offset=32 (i32.add (local.get $y1) (local.get $c))))
+              (local.set $a20 (v128.load offset=0 (i32.add (local.get $y2) (local.get $c))))
+              (local.set $a21 (v128.load offset=16 (i32.add (local.get $y2) (local.get $c))))
+              (local.set $a22 (v128.load offset=32 (i32.add (local.get $y2) (local.get $c))))))
+          (local.set $o (i32.mul (local.get $k0) (local.get $skb)))
+          (local.set $end (i32.mul (local.get $k1) (local.get $skb)))
+          (local.set $px (i32.add (i32.add (local.get $X) (i32.mul (local.get $k0) (local.get $rowb))) (local.get $c)))
+          (block $k_done (loop $k_loop
+            (br_if $k_done (i32.ge_u (local.get $o) (local.get $end)))
+            (local.set $x0 (v128.load offset=0 (local.get $px)))
+            (local.set $x1 (v128.load offset=16 (local.get $px)))
+            (local.set $x2 (v128.load offset=32 (local.get $px)))
+            (local.set $s (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $m0) (local.get $o))))))
+            (local.set $a00 (f64x2.add (local.get $a00) (f64x2.mul (local.get $s) (local.get $x0))))
+            (local.set $a01 (f64x2.add (local.get $a01) (f64x2.mul (local.get $s) (local.get $x1))))
+            (local.set $a02 (f64x2.add (local.get $a02) (f64x2.mul (local.get $s) (local.get $x2))))
+            (local.set $s (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $m1) (local.get $o))))))
+            (local.set $a10 (f64x2.add (local.get $a10) (f64x2.mul (local.get $s) (local.get $x0))))
+            (local.set $a11 (f64x2.add (local.get $a11) (f64x2.mul (local.get $s) (local.get $x1))))
+            (local.set $a12 (f64x2.add (local.get $a12) (f64x2.mul (local.get $s) (local.get $x2))))
+            (local.set $s (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $m2) (local.get $o))))))
+            (local.set $a20 (f64x2.add (local.get $a20) (f64x2.mul (local.get $s) (local.get $x0))))
+            (local.set $a21 (f64x2.add (local.get $a21) (f64x2.mul (local.get $s) (local.get $x1))))
+            (local.set $a22 (f64x2.add (local.get $a22) (f64x2.mul (local.get $s) (local.get $x2))))
+            (local.set $o (i32.add (local.get $o) (local.get $skb)))
+            (local.set $px (i32.add (local.get $px) (local.get $rowb)))
+            (br $k_loop)))
+          ;; Row 2 first, then 1, then 0: a repeated row stores its (equal) values over row 0's last.
+          (v128.store offset=0 (i32.add (local.get $y2) (local.get $c)) (local.get $a20))
+          (v128.store offset=16 (i32.add (local.get $y2) (local.get $c)) (local.get $a21))
+          (v128.store offset=32 (i32.add (local.get $y2) (local.get $c)) (local.get $a22))
+          (v128.store offset=0 (i32.add (local.get $y1) (local.get $c)) (local.get $a10))
+          (v128.store offset=16 (i32.add (local.get $y1) (local.get $c)) (local.get $a11))
+          (v128.store offset=32 (i32.add (local.get $y1) (local.get $c)) (local.get $a12))
+          (v128.store offset=0 (i32.add (local.get $y0) (local.get $c)) (local.get $a00))
+          (v128.store offset=16 (i32.add (local.get $y0) (local.get $c)) (local.get $a01))
+          (v128.store offset=32 (i32.add (local.get $y0) (local.get $c)) (local.get $a02))
+          (local.set $c (i32.add (local.get $c) (i32.const 48)))
+          (br $c_loop)))
+        (local.set $k0 (local.get $k1))
+        (br $kt_loop)))
+      (local.set $i (i32.add (local.get $i) (i32.const 3)))
+      (br $i_loop))))
+
+  ;; out[i] = ‖tau_i − P_i Qt‖² for rows i < rows: tau rows x n, P rows x k, Qt k x n, all fp32 row-major,
+  ;; out float64. Each approximated element is Σ_c f64(P[i][c]) f64(Qt[c][j]) in ascending c from +0;
+  ;; the squared differences are summed in two lanes (even and odd j, each in ascending j, the last
+  ;; column of an odd n apart), then lane 0 + lane 1 (+ the odd column's square).
+  (func (export "residual") (param $tau i32) (param $P i32) (param $Qt i32) (param $rows i32) (param $k i32) (param $n i32) (param $out i32)
+    (local $i i32) (local $j i32) (local $c i32) (local $pr i32) (local $q i32) (local $t i32) (local $nb i32)
+    (local $s v128) (local $acc v128) (local $r0 v128) (local $r1 v128) (local $r2 v128) (local $r3 v128)
+    (local $d v128) (local $x f64) (local $sum f64)
+    (local.set $nb (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $i (i32.const 0))
+    (block $i_done (loop $i_loop
+      (br_if $i_done (i32.ge_u (local.get $i) (local.get $rows)))
+      (local.set $pr (i32.add (local.get $P) (i32.shl (i32.mul (local.get $i) (local.get $k)) (i32.const 2))))
+      (local.set $t (i32.add (local.get $tau) (i32.mul (local.get $i) (local.get $nb))))
+      (local.set $acc (v128.const i64x2 0 0))
+      (local.set $j (i32.const 0))
+      ;; Eight columns at a time: four f64x2 sums of the approximation.
+      (block $j8_done (loop $j8_loop
+        (br_if $j8_done (i32.gt_u (i32.add (local.get $j) (i32.const 8)) (local.get $n)))
+        (local.set $r0 (v128.const i64x2 0 0)) (local.set $r1 (v128.const i64x2 0 0))
+        (local.set $r2 (v128.const i64x2 0 0)) (local.set $r3 (v128.const i64x2 0 0))
+        (local.set $q (i32.add (local.get $Qt) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $c (i32.const 0))
+        (block $c_done (loop $c_loop
+          (br_if $c_done (i32.ge_u (local.get $c) (local.get $k)))
+          (local.set $s (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $pr) (i32.shl (local.get $c) (i32.const 2)))))))
+          (local.set $r0 (f64x2.add (local.get $r0) (f64x2.mul (local.get $s) (f64x2.promote_low_f32x4 (v128.load64_zero offset=0 (local.get $q))))))
+          (local.set $r1 (f64x2.add (local.get $r1) (f64x2.mul (local.get $s) (f64x2.promote_low_f32x4 (v128.load64_zero offset=8 (local.get $q))))))
+          (local.set $r2 (f64x2.add (local.get $r2) (f64x2.mul (local.get $s) (f64x2.promote_low_f32x4 (v128.load64_zero offset=16 (local.get $q))))))
+          (local.set $r3 (f64x2.add (local.get $r3) (f64x2.mul (local.get $s) (f64x2.promote_low_f32x4 (v128.load64_zero offset=24 (local.get $q))))))
+          (local.set $q (i32.add (local.get $q) (local.get $nb)))
+          (local.set $c (i32.add (local.get $c) (i32.const 1)))
+          (br $c_loop)))
+        (local.set $q (i32.add (local.get $t) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $d (f64x2.sub (f64x2.promote_low_f32x4 (v128.load64_zero offset=0 (local.get $q))) (local.get $r0)))
+        (local.set $acc (f64x2.add (local.get $acc) (f64x2.mul (local.get $d) (local.get $d))))
+        (local.set $d (f64x2.sub (f64x2.promote_low_f32x4 (v128.load64_zero offset=8 (local.get $q))) (local.get $r1)))
+        (local.set $acc (f64x2.add (local.get $acc) (f64x2.mul (local.get $d) (local.get $d))))
+        (local.set $d (f64x2.sub (f64x2.promote_low_f32x4 (v128.load64_zero offset=16 (local.get $q))) (local.get $r2)))
+        (local.set $acc (f64x2.add (local.get $acc) (f64x2.mul (local.get $d) (local.get $d))))
+        (local.set $d (f64x2.sub (f64x2.promote_low_f32x4 (v128.load64_zero offset=24 (local.get $q))) (local.get $r3)))
+        (local.set $acc (f64x2.add (local.get $acc) (f64x2.mul (local.get $d) (local.get $d))))
+        (local.set $j (i32.add (local.get $j) (i32.const 8)))
+        (br $j8_loop)))
+      ;; Two columns at a time.
+      (block $j2_done (loop $j2_loop
+        (br_if $j2_done (i32.gt_u (i32.add (local.get $j) (i32.const 2)) (local.get $n)))
+        (local.set $r0 (v128.const i64x2 0 0))
+        (local.set $q (i32.add (local.get $Qt) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $c (i32.const 0))
+        (block $c2_done (loop $c2_loop
+          (br_if $c2_done (i32.ge_u (local.get $c) (local.get $k)))
+          (local.set $s (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $pr) (i32.shl (local.get $c) (i32.const 2)))))))
+          (local.set $r0 (f64x2.add (local.get $r0) (f64x2.mul (local.get $s) (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $q))))))
+          (local.set $q (i32.add (local.get $q) (local.get $nb)))
+          (local.set $c (i32.add (local.get $c) (i32.const 1)))
+          (br $c2_loop)))
+        (local.set $d (f64x2.sub (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $t) (i32.shl (local.get $j) (i32.const 2))))) (local.get $r0)))
+        (local.set $acc (f64x2.add (local.get $acc) (f64x2.mul (local.get $d) (local.get $d))))
+        (local.set $j (i32.add (local.get $j) (i32.const 2)))
+        (br $j2_loop)))
+      (local.set $sum (f64.add (f64x2.extract_lane 0 (local.get $acc)) (f64x2.extract_lane 1 (local.get $acc))))
+      ;; The last column of an odd n.
+      (if (i32.lt_u (local.get $j) (local.get $n))
+        (then
+          (local.set $x (f64.const 0))
+          (local.set $q (i32.add (local.get $Qt) (i32.shl (local.get $j) (i32.const 2))))
+          (local.set $c (i32.const 0))
+          (block $c1_done (loop $c1_loop
+            (br_if $c1_done (i32.ge_u (local.get $c) (local.get $k)))
+            (local.set $x (f64.add (local.get $x) (f64.mul
+              (f64.promote_f32 (f32.load (i32.add (local.get $pr) (i32.shl (local.get $c) (i32.const 2)))))
+              (f64.promote_f32 (f32.load (local.get $q))))))
+            (local.set $q (i32.add (local.get $q) (local.get $nb)))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $c1_loop)))
+          (local.set $x (f64.sub (f64.promote_f32 (f32.load (i32.add (local.get $t) (i32.shl (local.get $j) (i32.const 2))))) (local.get $x)))
+          (local.set $sum (f64.add (local.get $sum) (f64.mul (local.get $x) (local.get $x))))))
+      (f64.store (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 3))) (local.get $sum))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $i_loop)))))
