@@ -2,7 +2,7 @@
  * The low-rank toolbox's WebAssembly kernels (kernels/wasm/linalg.wat) against their JavaScript
  * references (linalg/products.ts): bit for bit, on the calling thread and through the worker pool, at
  * every shape class each kernel treats apart (row blocks of 3 with 1 or 2 rows left over, contraction
- * tiles, padded columns, odd panel and row lengths, Gram columns not a multiple of 4), on values whose
+ * tiles, padded columns, odd panel and row lengths, Gram columns not a multiple of 4, Jacobi columns of odd length), on values whose
  * sums depend on their order. Then the jobs' own entry points: spectrum's module op, extract's operator.
  */
 import * as assert from 'node:assert/strict';
@@ -11,6 +11,7 @@ import { LinalgPool } from '../../src/engine/kernels/linalgPool';
 import { Arena, GEMM_COLUMNS, LinalgWasm, linalgModule } from '../../src/engine/kernels/wasmLinalg';
 import { fromRows, transpose } from '../../src/engine/linalg/dense';
 import { productSingularValues } from '../../src/engine/linalg/lowrank';
+import { jacobiSweeps, svd } from '../../src/engine/linalg/svd';
 import { gemmRef, GRAM_PANEL, gramRef, residualRowsRef } from '../../src/engine/linalg/products';
 import { denseOperator, gaussian } from '../../src/engine/linalg/randomized';
 import { randomF32 } from './helpers/builders';
@@ -118,6 +119,32 @@ test('wasm residual rows: bit-identical to residualRowsRef (8-column blocks, pai
     const want = new Float64Array(m);
     residualRowsRef(tau, P, Qt, m, k, n, want);
     assertSameBits(arena.f64(out, m).slice(), want, `${m}x${n} rank ${k}`);
+  }
+});
+
+test('wasm Jacobi sweeps: bit-identical to jacobiSweeps (odd and even rows, wide and rank-deficient cores)', () => {
+  const arena = new Arena();
+  const w = new LinalgWasm(arena.memory, compiled!);
+  for (const [m, n] of [
+    [1, 1],
+    [2, 2],
+    [7, 5],
+    [16, 16],
+    [33, 20],
+    [64, 64],
+  ]) {
+    const M = fromRows(m, n, values(m * n, m + 7 * n));
+    if (n > 2) M.data.copyWithin(0, n, 2 * n); // two equal rows
+    const scratch = arena.alloc(LinalgWasm.gramScratch(Math.max(m, n)))!;
+    const ld = m + (m % 2);
+    const u = new Float64Array(ld * n);
+    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) u[j * ld + i] = M.data[i * n + j];
+    const want = u.slice();
+    jacobiSweeps(want, ld, m, n);
+    w.sweeps(scratch)(u, ld, m, n);
+    assertSameBits(u, want, `${m}x${n}`);
+    assertSameBits(svd(M, false, w.sweeps(scratch)).s, svd(M, false).s, `σ ${m}x${n}`);
+    arena.free(scratch);
   }
 });
 

@@ -4,10 +4,10 @@
  * main thread runs the same function when a tensor is too small to be worth splitting.
  */
 import { elementBytes, FloatDtype } from '../../shared/safetensors/dtypes';
-import { decodeBf16Array, decodeF16Array } from '../../shared/safetensors/half';
+import { decodeF16Array } from '../../shared/safetensors/half';
 import { allFinite, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
-import { foldLoraRows, loraRows } from './wasm';
+import { decodeBf16, foldLoraRows, loraRows } from './wasm';
 import { factorSingularValues, linalgOn } from './wasmLinalg';
 import { MergeRule } from '../../shared/jobs/choices';
 
@@ -63,7 +63,7 @@ export function runOp(m: PoolOp): PoolResult {
       return foldLoraRows(m.fs, m.i0, m.i1, m.acc);
     case 'decodeHalf': {
       const h = new Uint16Array(m.raw.buffer, m.raw.byteOffset + m.i0 * 2, m.i1 - m.i0);
-      (m.dtype === 'F16' ? decodeF16Array : decodeBf16Array)(h, m.out.subarray(m.i0, m.i1));
+      (m.dtype === 'F16' ? decodeF16Array : decodeBf16)(h, m.out.subarray(m.i0, m.i1));
       return;
     }
     case 'allFinite': {

@@ -8,8 +8,10 @@ import * as path from 'node:path';
 import { fromRows, Mat, transpose } from '../linalg/dense';
 import { coreSingularValues, rFactorFromGram } from '../linalg/lowrank';
 import { GRAM_PANEL } from '../linalg/products';
+import { EPS, Sweeps } from '../linalg/svd';
 
 interface Exports {
+  jacobi(u: number, ld: number, n: number, tol: number): void;
   nonfinite(p: number, n: number): number;
   panel(src: number, sk: number, st: number, c: number, count: number, cp: number, len: number, dst: number): void;
   syrk(P: number, cp: number, len: number, G: number): void;
@@ -45,10 +47,19 @@ export class LinalgWasm {
     this.x = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as Exports;
   }
 
-  /** Bytes of scratch that gram() needs for c columns. */
+  /** Bytes of scratch that gram() needs for c columns, and sweeps() for an r × r core. */
   static gramScratch(c: number): number {
     const cp = Math.ceil(c / 4) * 4;
-    return align(cp * GRAM_PANEL * 8) + cp * cp * 8;
+    return align(Math.max(cp * GRAM_PANEL, (c + 1) * c) * 8) + cp * cp * 8;
+  }
+
+  /** svd.ts's Sweeps in WebAssembly (the same bits as jacobiSweeps), with u copied to `scratch` and back. */
+  sweeps(scratch: number): Sweeps {
+    return (u, ld, m, n) => {
+      new Float64Array(this.memory.buffer, scratch, u.length).set(u);
+      this.x.jacobi(scratch, ld, n, EPS * m);
+      u.set(new Float64Array(this.memory.buffer, scratch, u.length));
+    };
   }
 
   /** gramRef of the fp32 matrix at byte offset `src`, with `gramScratch(c)` bytes at `scratch`. */
@@ -95,7 +106,7 @@ export function factorSingularValues(w: LinalgWasm, a: number, b: number, r: num
   const At = (): Mat => transpose(fromRows(r, inn, new Float32Array(w.memory.buffer, a, r * inn)));
   const RB = rFactorFromGram(out >= r ? mat(w.gram(b, r, out, 1, r, scratch)) : undefined, B);
   const RA = rFactorFromGram(inn >= r ? mat(w.gram(a, r, inn, inn, 1, scratch)) : undefined, At);
-  return coreSingularValues(RB, RA, out, inn);
+  return coreSingularValues(RB, RA, out, inn, w.sweeps(scratch)).slice();
 }
 
 /** This thread's instance for each shared memory it was sent, by the memory's id. */

@@ -6,7 +6,7 @@
  */
 import { leftColumns, Mat, matmul, scaleColumns, transpose, zeros } from './dense';
 import { cholesky, householderQR } from './qr';
-import { svd, SVD } from './svd';
+import { svd, SVD, Sweeps } from './svd';
 
 /** XᵀX of X (rows × cols, row-major), in float64; four rows at a time so each G entry is loaded once per four. */
 export function gramOfRows(x: ArrayLike<number>, rows: number, cols: number): Mat {
@@ -49,8 +49,8 @@ export function rFactor(X: Mat): Mat {
 }
 
 /** The singular values of L·Rᵀ (L m × r, R n × r) from the R factors of L and R, descending (min(m, n, r) of them). */
-export function coreSingularValues(RL: Mat, RR: Mat, m: number, n: number): Float64Array {
-  const s = svd(matmul(RL, transpose(RR)), false).s;
+export function coreSingularValues(RL: Mat, RR: Mat, m: number, n: number, sweeps?: Sweeps): Float64Array {
+  const s = svd(matmul(RL, transpose(RR)), false, sweeps).s;
   return s.subarray(0, Math.min(m, n, RL.cols));
 }
 

@@ -24,6 +24,69 @@
       (br $s_loop)))
     (i32.const -1))
 
+  ;; One-sided Jacobi sweeps (linalg/svd.ts's jacobiSweeps, without V): u holds n columns of ld values
+  ;; (ld even, a column's padding zero), rotated in place until every pair is orthogonal to `tol` or 80
+  ;; sweeps have run. Each column dot product in two sums (even and odd rows), then even + odd.
+  (func (export "jacobi") (param $u i32) (param $ld i32) (param $n i32) (param $tol f64)
+    (local $sweep i32) (local $p i32) (local $q i32) (local $cp i32) (local $cq i32) (local $i i32) (local $cb i32) (local $rotated i32)
+    (local $a v128) (local $b v128) (local $sa v128) (local $sb v128) (local $sg v128) (local $cv v128) (local $sv v128)
+    (local $alpha f64) (local $beta f64) (local $gamma f64) (local $zeta f64) (local $t f64) (local $c f64) (local $s f64)
+    (local.set $cb (i32.shl (local.get $ld) (i32.const 3)))
+    (block $sweeps_done (loop $sweep_loop
+      (br_if $sweeps_done (i32.ge_u (local.get $sweep) (i32.const 80)))
+      (local.set $rotated (i32.const 0))
+      (local.set $p (i32.const 0))
+      (block $p_done (loop $p_loop
+        (br_if $p_done (i32.ge_u (i32.add (local.get $p) (i32.const 1)) (local.get $n)))
+        (local.set $cp (i32.add (local.get $u) (i32.mul (local.get $p) (local.get $cb))))
+        (local.set $q (i32.add (local.get $p) (i32.const 1)))
+        (block $q_done (loop $q_loop
+          (br_if $q_done (i32.ge_u (local.get $q) (local.get $n)))
+          (local.set $cq (i32.add (local.get $u) (i32.mul (local.get $q) (local.get $cb))))
+          (local.set $sa (v128.const i64x2 0 0))
+          (local.set $sb (v128.const i64x2 0 0))
+          (local.set $sg (v128.const i64x2 0 0))
+          (local.set $i (i32.const 0))
+          (block $d_done (loop $d_loop
+            (br_if $d_done (i32.ge_u (local.get $i) (local.get $cb)))
+            (local.set $a (v128.load (i32.add (local.get $cp) (local.get $i))))
+            (local.set $b (v128.load (i32.add (local.get $cq) (local.get $i))))
+            (local.set $sa (f64x2.add (local.get $sa) (f64x2.mul (local.get $a) (local.get $a))))
+            (local.set $sb (f64x2.add (local.get $sb) (f64x2.mul (local.get $b) (local.get $b))))
+            (local.set $sg (f64x2.add (local.get $sg) (f64x2.mul (local.get $a) (local.get $b))))
+            (local.set $i (i32.add (local.get $i) (i32.const 16)))
+            (br $d_loop)))
+          (local.set $alpha (f64.add (f64x2.extract_lane 0 (local.get $sa)) (f64x2.extract_lane 1 (local.get $sa))))
+          (local.set $beta (f64.add (f64x2.extract_lane 0 (local.get $sb)) (f64x2.extract_lane 1 (local.get $sb))))
+          (local.set $gamma (f64.add (f64x2.extract_lane 0 (local.get $sg)) (f64x2.extract_lane 1 (local.get $sg))))
+          (if (i32.eqz (i32.or (i32.or (f64.eq (local.get $alpha) (f64.const 0)) (f64.eq (local.get $beta) (f64.const 0)))
+                (f64.le (f64.abs (local.get $gamma)) (f64.mul (local.get $tol) (f64.sqrt (f64.mul (local.get $alpha) (local.get $beta)))))))
+            (then
+              (local.set $rotated (i32.const 1))
+              (local.set $zeta (f64.div (f64.sub (local.get $beta) (local.get $alpha)) (f64.mul (f64.const 2) (local.get $gamma))))
+              (local.set $t (f64.div (select (f64.const 1) (f64.const -1) (f64.ge (local.get $zeta) (f64.const 0)))
+                (f64.add (f64.abs (local.get $zeta)) (f64.sqrt (f64.add (f64.const 1) (f64.mul (local.get $zeta) (local.get $zeta)))))))
+              (local.set $c (f64.div (f64.const 1) (f64.sqrt (f64.add (f64.const 1) (f64.mul (local.get $t) (local.get $t))))))
+              (local.set $s (f64.mul (local.get $c) (local.get $t)))
+              (local.set $cv (f64x2.splat (local.get $c)))
+              (local.set $sv (f64x2.splat (local.get $s)))
+              (local.set $i (i32.const 0))
+              (block $r_done (loop $r_loop
+                (br_if $r_done (i32.ge_u (local.get $i) (local.get $cb)))
+                (local.set $a (v128.load (i32.add (local.get $cp) (local.get $i))))
+                (local.set $b (v128.load (i32.add (local.get $cq) (local.get $i))))
+                (v128.store (i32.add (local.get $cp) (local.get $i)) (f64x2.sub (f64x2.mul (local.get $cv) (local.get $a)) (f64x2.mul (local.get $sv) (local.get $b))))
+                (v128.store (i32.add (local.get $cq) (local.get $i)) (f64x2.add (f64x2.mul (local.get $sv) (local.get $a)) (f64x2.mul (local.get $cv) (local.get $b))))
+                (local.set $i (i32.add (local.get $i) (i32.const 16)))
+                (br $r_loop)))))
+          (local.set $q (i32.add (local.get $q) (i32.const 1)))
+          (br $q_loop)))
+        (local.set $p (i32.add (local.get $p) (i32.const 1)))
+        (br $p_loop)))
+      (br_if $sweeps_done (i32.eqz (local.get $rotated)))
+      (local.set $sweep (i32.add (local.get $sweep) (i32.const 1)))
+      (br $sweep_loop))))
+
   ;; dst[k][t] = f64(src[k sk + t st]) for k < c, t < count; 0 for t in [count, len) and k in [c, cp).
   ;; dst is cp x len, row-major: the Gram kernel's panel.
   (func (export "panel") (param $src i32) (param $sk i32) (param $st i32) (param $c i32) (param $count i32)
