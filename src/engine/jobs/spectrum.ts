@@ -6,6 +6,7 @@ import { classifyTensor } from '../../shared/census/classify';
 import { energyRank } from '../linalg/lowrank';
 import { LinalgPool } from '../kernels/linalgPool';
 import { factorRank, lowRankRule, openFactorAdapter, readFactorArrays } from '../lowrank/factors';
+import { wholeTensor } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
 import { JobContext, throwIfCancelled } from '../util/job';
 import type { SpectrumModule, SpectrumReport } from '../../shared/jobs/reports/lowrank';
@@ -68,7 +69,7 @@ export async function spectrum(opts: SpectrumOptions, ctx: JobContext): Promise<
       inFlight.push(
         products
           .factorSingularValues(A, B, rank, m.in, m.out)
-          .then((s) => spectrumModule(m.module, factorRank(m), m.out, m.in, rule.scale, s.map((x) => x * Math.abs(rule.scale)), rule.magnitude !== undefined))
+          .then((s) => spectrumModule(m.module, factorRank(m), m.out, m.in, rule.scale, s.map((x) => x * Math.abs(rule.scale)), wholeTensor(m)))
           .finally(release),
       );
       if (inFlight.length > products.threads) await settle();

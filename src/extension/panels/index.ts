@@ -32,6 +32,16 @@
  *   `#summary-lora-targets`, `#summary-non-targets`, with an adapter `#summary-adapter-r`,
  *   `#summary-adapter-alpha`, `#summary-lora-modules`, `#summary-trainable-params`; sections
  *   `categories`, `layers`, `dtypes`.
+ * - spectrum: `#summary-modules`, `#summary-total-rank`, `#summary-energy-rank99`, `#summary-rank-usage`,
+ *   `#summary-mean-energy-rank99`, `#summary-max-energy-rank99`; sections `singular-values`, `energy`,
+ *   `energy-rank-layers` (a heat-map table, a column per module kind), `modules`.
+ * - resize: `#summary-modules`, `#summary-from-params`, `#summary-params`, `#summary-mean-energy-kept`,
+ *   `#summary-max-rel-error`; section `resize-error`.
+ * - extract-lora: `#summary-modules`, `#summary-params`, `#summary-mean-energy-kept`, `#summary-max-rel-error`,
+ *   `#summary-unchanged`, `#summary-not-captured`, `#summary-rounding-noise`; sections `energy-captured`,
+ *   `rounding-noise`, `not-captured`.
+ * - combine: `#summary-adapters`, `#summary-rank`, `#summary-modules`, `#summary-params`,
+ *   `#summary-max-rel-error`; sections `inputs`, `combine-ranks` (`td[data-key=rank]` per module).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
