@@ -6,7 +6,8 @@
  *   against its bf16 merge with a rank-8 q/k/v/o adapter, beside a numpy reference doing the same
  *   randomized SVD (the same sketch size, power iterations and re-orthonormalisation, and the same exact
  *   error measurement) on the same files. Goals: ratio ≤ 1.0, peak RSS under 1.5 GB.
- * BENCH_PART=spectrum or BENCH_PART=extract runs one part.
+ * Each figure with its CPU time (all threads) and the load average: on a shared machine the wall time
+ * alone says little. BENCH_PART=spectrum or BENCH_PART=extract runs one part.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -15,6 +16,7 @@ import * as path from 'node:path';
 import { extractLora } from '../src/engine/jobs/extractLora';
 import { mergeModel } from '../src/engine/jobs/merge';
 import { spectrum } from '../src/engine/jobs/spectrum';
+import { LinalgPool } from '../src/engine/kernels/linalgPool';
 import { cpuKernels } from '../src/engine/kernels/select';
 import { writeSyntheticAdapter } from '../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../src/engine/synthetic/configs';
@@ -135,7 +137,9 @@ async function benchExtract(root: string): Promise<void> {
 async function main(): Promise<void> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'lora-lens-bench-lowrank-'));
   const part = process.env.BENCH_PART;
-  console.log(`${os.cpus().length} cores, load average ${os.loadavg()[0].toFixed(1)}`);
+  const products = new LinalgPool();
+  console.log(`${os.cpus().length} cores, load average ${load()}; products in ${products.description}`);
+  await products.dispose();
   try {
     if (part !== 'extract') await benchSpectrum(root);
     if (part !== 'spectrum') await benchExtract(root);

@@ -33,11 +33,12 @@ export class LinalgPool {
     return `WebAssembly SIMD, ${this.script ? `${this.threads} worker thread${this.threads === 1 ? '' : 's'}` : '1 thread'}`;
   }
 
-  /** n fp32 values for a matrix the kernels will read: in the shared memory where it can hold them. */
+  /** n fp32 zeros for a matrix the kernels will read: in the shared memory where it can hold them. */
   floats(n: number): Float32Array {
     const at = this.arena?.alloc(n * 4);
     if (at === undefined) return new Float32Array(n);
-    const x = this.arena!.f32(at, n);
+    // A block may have held an earlier matrix.
+    const x = this.arena!.f32(at, n).fill(0);
     this.blocks.set(x, at);
     return x;
   }
