@@ -11,7 +11,7 @@ import path from 'node:path';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { writeDecayingAdapter, writeFixtures } from './fixtures.mjs';
+import { writeFixtures } from './fixtures.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(here, '..', '..');
@@ -288,12 +288,12 @@ uiTest('the empty census says what the workspace holds, offers the demo, and the
   await showContainer('LoRA Lens');
   const view = page.locator('[id="workbench.view.extension.loraLens"]');
   await view.locator('.monaco-button', { hasText: 'Try the Demo' }).waitFor({ timeout: 30000 });
-  await page.locator('.part.sidebar').getByText('(1 adapter, 4 models found)').first().waitFor({ timeout: 30000 });
+  await page.locator('.part.sidebar').getByText('(2 adapters, 4 models found)').first().waitFor({ timeout: 30000 });
   await shot('census-welcome');
   await view.locator('.monaco-button', { hasText: 'Get Started' }).click();
   const walkthrough = page.locator('.gettingStartedContainer');
   await walkthrough.getByText('Get Started with LoRA Lens').first().waitFor({ timeout: 30000 });
-  for (const step of ['Get checkpoints to look at', 'Open a checkpoint in the Parameter Census', 'Validate in one go']) {
+  for (const step of ['Get checkpoints to look at', 'Open a checkpoint in the Parameter Census', 'Validate in one go', 'How much rank does an adapter use?']) {
     await walkthrough.getByText(step).first().waitFor({ timeout: 10000 });
   }
   await shot('walkthrough');
@@ -479,34 +479,64 @@ uiTest('a crashed engine: the user is told, nothing is left behind, the next job
   await palette('Notifications: Clear All Notifications');
 });
 
-uiTest('a .safetensors file opens in the header viewer: verdict, table, filter', async () => {
+uiTest('a .safetensors file opens in the viewer: verdict, table, filter, whole names, CSV, Open in Census', async () => {
   await palette('View: Close All Editors');
   await showContainer('Explorer');
   await expandExplorer('models');
   await expandExplorer('tiny-llama');
   await explorerRow('model.safetensors').first().click();
   const wv = webview();
-  await wv.locator('#verdict').waitFor({ timeout: 30000 });
-  assert.equal(await wv.locator('#verdict').getAttribute('data-valid'), 'true');
+  await wv.locator('#panel[data-kind="weights"][data-state="ready"]').waitFor({ timeout: 30000 });
+  assert.equal(await wv.locator('#verdict').getAttribute('data-tone'), 'good');
   assert.match(await wv.locator('#verdict').innerText(), /^Valid safetensors: 21 tensors/);
-  assert.equal(await wv.locator('#tensors tbody tr').count(), 21);
-  await wv.locator('#filter').fill('q_proj');
-  await wv.locator('#count', { hasText: '2 of 21 tensors' }).waitFor();
-  const visibleNames = () => wv.locator('#tensors tbody tr:not([hidden])').evaluateAll((rs) => rs.map((r) => r.dataset.name));
-  const nameHeader = wv.locator('#tensors th[data-key="name"]');
-  await nameHeader.click();
-  await nameHeader.click();
+  const rows = wv.locator('#table-tensors tbody tr');
+  assert.equal(await rows.count(), 21);
+  await wv.locator('#filter-tensors').fill('q_proj');
+  await wv.locator('#count-tensors', { hasText: '2 of 21 tensors' }).waitFor();
+  const visibleNames = () => wv.locator('#table-tensors tbody tr:not([hidden]) [data-key="name"]').evaluateAll((cs) => cs.map((c) => c.textContent));
+  const nameHeader = wv.locator('#table-tensors th[data-key="name"]');
+  await nameHeader.locator('button.sort').click();
+  await nameHeader.locator('button.sort').click();
   assert.equal(await nameHeader.getAttribute('aria-sort'), 'descending');
   assert.deepEqual(await visibleNames(), ['model.layers.1.self_attn.q_proj.weight', 'model.layers.0.self_attn.q_proj.weight']);
-  await wv.locator('#filter').fill('');
-  await wv.locator('#tensors th[data-key="bytes"]').click();
-  const bytes = await wv.locator('#tensors tbody tr').evaluateAll((rs) => rs.map((r) => Number(r.dataset.bytes)));
+  await wv.locator('#filter-tensors').fill('');
+  await wv.locator('#table-tensors th[data-key="bytes"] button.sort').click();
+  const bytes = await wv.locator('#table-tensors tbody tr [data-key="bytes"]').evaluateAll((cs) => cs.map((c) => Number(c.dataset.value)));
   assert.deepEqual(bytes, [...bytes].sort((a, b) => a - b), 'sorted by bytes, as numbers');
   assert.ok(bytes[0] < bytes[bytes.length - 1]);
-  await wv.locator('#filter').fill('q_proj');
-  await nameHeader.click();
-  await wv.locator('#count', { hasText: '2 of 21 tensors' }).waitFor();
+  // In a narrow editor names wrap after their dots only, never inside a word, and nothing paints a
+  // background over the underscores of a wrapped line (`post_attention_layernorm` stays readable).
+  const wrapping = await wv.locator('#table-tensors').evaluate((t) => {
+    t.closest('.table-box').style.width = '360px';
+    const cells = [...t.querySelectorAll('tbody [data-key="name"]')];
+    const lines = (n) => { const r = document.createRange(); r.selectNodeContents(n); return new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size; };
+    const out = {
+      wrapped: cells.filter((c) => lines(c.querySelector('a')) > 1).length,
+      brokenWords: cells.flatMap((c) => [...c.querySelector('a').childNodes].filter((n) => n.nodeType === 3 && lines(n) > 1).map((n) => n.data)),
+      backgrounds: [...new Set(cells.flatMap((c) => [getComputedStyle(c).backgroundColor, getComputedStyle(c.querySelector('a')).backgroundColor]))],
+      underlined: cells.filter((c) => getComputedStyle(c.querySelector('a')).textDecorationLine !== 'none').length,
+    };
+    t.closest('.table-box').style.width = '';
+    return out;
+  });
+  assert.ok(wrapping.wrapped > 0, 'the narrow table wraps names');
+  assert.deepEqual(wrapping.brokenWords, [], 'no part of a name between dots breaks');
+  assert.deepEqual(wrapping.backgrounds, ['rgba(0, 0, 0, 0)'], 'no background behind names');
+  assert.equal(wrapping.underlined, 0, 'no underline through the underscores of names');
+  // The tensor index as CSV, with the raw numbers.
+  await wv.locator('#export-csv-tensors').click();
+  const csv = await answerSaveDialog('model-tensors.csv');
+  await wv.locator('#status', { hasText: `Saved ${csv}` }).waitFor({ timeout: 20000 });
+  const csvLines = fs.readFileSync(csv, 'utf8').trim().split('\r\n');
+  assert.equal(csvLines[0], '#,Name,dtype,Shape,Elements,Bytes,Begin,End,Category');
+  assert.equal(csvLines.length, 1 + 21);
+  await wv.locator('#filter-tensors').fill('q_proj');
+  await wv.locator('#count-tensors', { hasText: '2 of 21 tensors' }).waitFor();
   await panelShot('safetensors-viewer');
+  // Open in Census: the file's census in the tree.
+  await wv.locator('#open-in-census').click();
+  await showContainer('LoRA Lens');
+  await censusRow('model.safetensors').waitFor({ timeout: 30000 });
 });
 
 let validateOut;
@@ -590,7 +620,7 @@ uiTest('UNMERGE: a mask from the palette, then the decomposition of the fine-tun
 
 uiTest('Merge and Estimate from the adapter folder\'s context menu', async () => {
   await palette('View: Close All Editors');
-  await showContainer('Explorer'); // adapters/tiny-llama-qv is still expanded (one compact row) from the second test
+  await showContainer('Explorer'); // adapters is still expanded from the third test
   await clickMenuItem(await contextMenu('tiny-llama-qv', 'Merge LoRA Adapter…'));
   await pick('Base model folder', 'tiny-llama');
   await pick('Merged dtype', 'bf16');
@@ -663,7 +693,7 @@ uiTest('light theme: panels, viewer and tree take the theme\'s colours, and char
   await expandExplorer('models');
   await expandExplorer('tiny-llama');
   await explorerRow('model.safetensors').first().click();
-  await wv.locator('#verdict[data-valid="true"]').waitFor({ timeout: 30000 });
+  await wv.locator('#panel[data-kind="weights"][data-state="ready"]').waitFor({ timeout: 30000 });
   const verdict = await wv.locator('#verdict').evaluate((v) => getComputedStyle(v).color);
   assert.ok(luminance(rgb(verdict)) < 0.4, `the verdict reads on a light page: ${verdict}`);
   await panelShot('safetensors-viewer-light');
@@ -692,8 +722,6 @@ uiTest('high contrast: panels, tree and viewer read in the high-contrast themes'
 const menuEntry = (entry) => page.locator('.context-view .monaco-menu .action-label', { hasText: entry });
 
 uiTest('low-rank: Spectrum of Adapter from the Explorer draws singular values, energy curves and the energyRank99 heat map', async () => {
-  // An adapter whose modules use their rank unevenly, written now: the workspace scan picks it up.
-  if (!fs.existsSync(path.join(ws, 'adapters', 'tiny-llama-r8'))) writeDecayingAdapter(ws);
   await palette('View: Close All Editors');
   await palette('Preferences: Color Theme'); // the README's screenshot is of the dark theme
   await quickInput().locator('.quick-input-box input').fill('Dark Modern');
@@ -707,6 +735,19 @@ uiTest('low-rank: Spectrum of Adapter from the Explorer draws singular values, e
   await clickMenuItem(item);
   const wv = webview();
   await wv.locator('#panel[data-kind="spectrum"][data-state="ready"]').waitFor({ timeout: 60000 });
+  // A .safetensors file gets it too (a kohya or LyCORIS file is an adapter on its own), a model's weights do not.
+  const fileMenu = async (row) => {
+    await row.click({ button: 'right' });
+    await page.locator('.context-view .monaco-menu').waitFor({ timeout: 10000 });
+    const n = await menuEntry('Spectrum of Adapter…').count();
+    await page.keyboard.press('Escape');
+    return n;
+  };
+  await expandExplorer('tiny-llama-r8');
+  assert.equal(await fileMenu(explorerRow('adapter_model.safetensors').last()), 1, 'an adapter file');
+  await expandExplorer('models');
+  await expandExplorer('tiny-llama');
+  assert.equal(await fileMenu(explorerRow('model.safetensors').first()), 0, 'a model file');
   // Rank 8 on the seven projections of two layers; `lora-lens spectrum` on it finds 69 of the 112 ranks hold 99%.
   assert.equal(await wv.locator('#summary-modules').getAttribute('data-value'), '14');
   assert.equal(await wv.locator('#summary-total-rank').getAttribute('data-value'), '112');
@@ -760,6 +801,17 @@ uiTest('low-rank: Resize from the palette shows error and size per candidate fir
   await clickMenuItem(menuEntry('Spectrum of Adapter…'));
   await wv.locator('#panel-title', { hasText: 'Spectrum: tiny-llama-r8-resized-r4' }).waitFor({ timeout: 60000 });
   assert.equal(await wv.locator('#summary-total-rank').getAttribute('data-value'), String(4 * 14));
+  // Another rank: what it would do follows the typed value, before anything is written.
+  await palette('LoRA Lens: Resize Adapter…');
+  await pick('LoRA adapter folder', 'tiny-llama-r8');
+  await asked('Resize tiny-llama-r8');
+  await quickInput().locator('.monaco-list-row', { hasText: 'Another rank…' }).click();
+  await asked('Rank of every module (at most 8)');
+  await quickInput().locator('.quick-input-box input').fill('4');
+  await quickInput().locator('.quick-input-message', { hasText: `largest relative error ${predicted.error}` }).waitFor({ timeout: 10000 });
+  await quickInput().locator('.quick-input-box input').fill('9');
+  await quickInput().locator('.quick-input-message', { hasText: 'a whole number from 1 to 8' }).waitFor({ timeout: 10000 });
+  await page.keyboard.press('Escape');
 });
 
 let extracted;

@@ -47,7 +47,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { JobReport } from '../../shared/jobs/jobs';
-import { PanelContent, parsePanelContent, ReportKind } from '../../shared/webviewProtocol';
+import { PanelContent, parsePanelContent, ReportContent, ReportKind } from '../../shared/webviewProtocol';
 import { REPORT_VIEW_TYPE, ReportPanel, webviewOptions } from './reportPanel';
 
 export type { ReportKind } from '../../shared/webviewProtocol';
@@ -67,7 +67,7 @@ export interface ReportPanelOptions {
 
 /** Shows a report in the panel of its subject (the same job on the same inputs), opening one beside the editor when there is none. */
 export function showReportPanel<K extends ReportKind>(context: vscode.ExtensionContext, kind: K, report: JobReport<K>, title: string, options: ReportPanelOptions = {}): void {
-  const content: PanelContent = { kind, title, report };
+  const content: ReportContent = { kind, title, report };
   if (kind === 'validate' && options.folder !== undefined) content.comparisons = readComparisons(report, options.folder);
   const existing = panels.get(keyOf(content));
   if (existing) {
@@ -85,8 +85,8 @@ export function registerPanelSerializers(context: vscode.ExtensionContext): void
     vscode.window.registerWebviewPanelSerializer(REPORT_VIEW_TYPE, {
       async deserializeWebviewPanel(panel: vscode.WebviewPanel, state: unknown): Promise<void> {
         const content = parsePanelContent(state);
-        if (content === null || panels.has(keyOf(content))) {
-          panel.dispose(); // nothing usable to show, or a newer panel of that report exists
+        if (content === null || content.kind === 'weights' || panels.has(keyOf(content))) {
+          panel.dispose(); // nothing usable to show, or a newer panel of that report exists (the viewer is a custom editor: VS Code reopens it)
           return;
         }
         adopt(context, panel, content);
