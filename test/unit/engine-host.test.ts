@@ -143,3 +143,41 @@ test('removePartials removes only that process\'s partial siblings of an output'
   removePartials(out, 42);
   assert.deepEqual(fs.readdirSync(dir).sort(), ['.other.partial-42-x', '.out.partial-43-abc', 'out2']);
 });
+
+test('tensor names reach the log, notifications and toasts with control characters escaped', async () => {
+  const evil = 'evil\u001b[2J\u202e.weight';
+  const dir = path.join(root, 'control');
+  writeModel(path.join(dir, 'base'), { model_type: 'llama' }, [
+    { name: 'model.layers.0.self_attn.q_proj.weight', shape: [8, 8] },
+    { name: evil, shape: [4], data: new Float32Array([1, NaN, 2, 3]) },
+  ]);
+  writeAdapter(path.join(dir, 'adapter'), peftConfig({ r: 2, target_modules: ['q_proj'] }), loraPair('model.layers.0.self_attn.q_proj', 2, 8, 8));
+  fs.writeFileSync(path.join(dir, 'bad.safetensors'), header({ [evil]: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, 4));
+  const { e, log } = engine();
+  try {
+    const progress: ProgressInfo[] = [];
+    const warnings: string[] = [];
+    await e.run({ job: 'merge', base: path.join(dir, 'base'), adapter: path.join(dir, 'adapter'), out: path.join(dir, 'merged'), dtype: 'bf16', device: 'cpu' }, {
+      onProgress: (p) => progress.push(p),
+      onLog: (_, m) => warnings.push(m),
+    }).done;
+    const err = await rejection(e.run({ job: 'census', path: path.join(dir, 'bad.safetensors') }).done);
+    assert.equal(err.kind, 'input');
+    const seen = [...log, ...warnings, err.message, ...progress.map((p) => `${p.phase} ${p.tensor ?? ''}`)];
+    assert.ok(warnings.some((w) => w.includes('evil\\x1b[2J\\u202e.weight')), warnings.join('\n'));
+    assert.ok(err.message.includes('evil\\x1b[2J\\u202e.weight'), err.message);
+    assert.ok(progress.some((p) => p.tensor?.includes('\\x1b')), 'the progress names the tensor, escaped');
+    // eslint-disable-next-line no-control-regex -- the point
+    for (const s of seen) assert.doesNotMatch(s, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/, s);
+  } finally {
+    e.dispose();
+  }
+});
+
+/** A safetensors file from a header object and `dataBytes` zero bytes of data. */
+function header(h: unknown, dataBytes: number): Buffer {
+  const json = Buffer.from(JSON.stringify(h), 'utf8');
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([len, json, Buffer.alloc(dataBytes)]);
+}

@@ -21,7 +21,7 @@ import { TensorInfo } from '../../shared/safetensors/header';
 import { bytesToF32 } from '../safetensors/reader';
 import type { AdapterLayout } from './adapter';
 import { Checkpoint } from './checkpoint';
-import { AdaptedModule, DeltaRule, KronFactor } from './deltaRule';
+import { AdaptedModule, assertModuleHoldsElements, DeltaRule, KronFactor } from './deltaRule';
 import { KohyaNames, kohyaMiss } from './diffusionNames';
 
 export type DiffusionFormat = 'kohya' | 'diffusers';
@@ -217,6 +217,7 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
   for (const p of groupKeys(adapter, format)) {
     const diffB = p.roles.get('diff_b');
     p.roles.delete('diff_b');
+    assertModuleHoldsElements(adapter.files[0], p.name, [...p.roles.values(), ...(diffB ? [diffB] : [])]);
     const { rule, out, in: inn } = ruleOf(adapter, p);
     const tensors = [...p.roles.values()];
     let module = format === 'kohya' ? p.name : diffusersModule(p.name);
@@ -226,13 +227,13 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
       if (kohya) {
         const m = kohya.module(p.name);
         if (m === null) throw new LensError(base.path, `kohya module '${p.name}' matches two modules of the base`, p.name);
-        if (m === undefined) throw new LensError(base.path, kohyaMiss(p.name, base), p.name);
+        if (m === undefined) throw new LensError(adapter.path, kohyaMiss(p.name, base), p.name);
         module = m;
         target = kohya.tensor(m, 'weight');
         bias = diffB ? kohya.tensor(m, 'bias') : undefined;
       } else {
         target = diffusersTarget(base, p.name);
-        if (!target) throw new LensError(base.path, `adapter targets module '${p.name}' but the base has no tensor '${p.name}.weight'`, `${p.name}.weight`);
+        if (!target) throw new LensError(adapter.path, `adapter targets module '${p.name}' but the base ${base.path} has no tensor '${p.name}.weight'`, `${p.name}.weight`);
         module = target.name.replace(/\.weight$/, '');
       }
       if (rows(target!) !== out || target!.numel !== out * inn) {

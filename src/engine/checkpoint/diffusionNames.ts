@@ -72,5 +72,5 @@ export function kohyaMiss(name: string, base: Checkpoint): string {
   if (/^lora_unet_(input_blocks|output_blocks|middle_block)_/.test(name) && diffusers) {
     return `kohya module '${name}' names the original (single-file) UNet layout but the base is a diffusers UNet (down_blocks/up_blocks); give the single-file checkpoint of this model`;
   }
-  return `kohya module '${name}' matches no tensor of the base (no module whose path, with '.' written '_', gives this name)`;
+  return `kohya module '${name}' matches no tensor of the base ${base.path} (no module whose path, with '.' written '_', gives this name)`;
 }
