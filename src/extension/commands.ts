@@ -14,6 +14,7 @@ import { ReportKind, showReportPanel } from './panels';
 import { WARN_DELTA_LOST as LOSSY_FRACTION } from '../shared/charts/validate';
 import { censusTensors, formatBytes, formatInt, shortName } from './census/treeModel';
 import { folderKind, guessBase } from './workspace/folders';
+import { lowRankHandlers } from './lowrank';
 import { WorkspaceScanner } from './workspace/scanner';
 
 /** The pickers' words for each value the engine takes (every value, checked by the types). */
@@ -38,7 +39,8 @@ const DTYPES = choices<CliDtype>(['bf16', 'fp16', 'fp32'], DTYPE_DETAILS);
 const RULES = choices(MERGE_RULES, RULE_DETAILS);
 const METHODS = choices(DECOMPOSE_METHODS, METHOD_DETAILS);
 
-type Handler = (arg?: vscode.Uri | TreeNode) => Promise<void>;
+/** `selection`: every resource selected in the Explorer when the command came from its context menu. */
+type Handler = (arg?: vscode.Uri | TreeNode, selection?: vscode.Uri[]) => Promise<void>;
 
 /** Everything a command needs. */
 export interface CommandDeps {
@@ -199,6 +201,8 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
   };
 
   return {
+    ...lowRankHandlers({ ...d, name, uriPath, isModel, isAdapter, openInCensus: (p) => openInCensus(p) }),
+
     'loraLens.openInCensus': async (arg) => {
       const target =
         uriPath(arg) ?? (await pickers.path('census', 'Checkpoint to open in the Parameter Census', ['model', 'adapter'], { files: true }));

@@ -42,8 +42,8 @@ export function activate(context: vscode.ExtensionContext): void {
   const handlers = commandHandlers({ context, runner, census, censusTree, scanner, pickers, output });
   for (const [id, handler] of Object.entries(handlers)) {
     context.subscriptions.push(
-      vscode.commands.registerCommand(id, (arg?: unknown) =>
-        handler(arg instanceof vscode.Uri || isTreeNode(arg) ? arg : undefined).catch((e: unknown) => {
+      vscode.commands.registerCommand(id, (arg?: unknown, selection?: unknown) =>
+        handler(arg instanceof vscode.Uri || isTreeNode(arg) ? arg : undefined, Array.isArray(selection) && selection.every((u) => u instanceof vscode.Uri) ? selection : undefined).catch((e: unknown) => {
           output.error(`${id}: ${(e as Error).stack ?? e}`);
           void vscode.window.showErrorMessage(`LoRA Lens: ${(e as Error).message}`);
         }),

@@ -230,15 +230,23 @@ export class Pickers {
     });
   }
 
-  async number(key: string, title: string, fallback: number, min = 1): Promise<number | undefined> {
+  async number(key: string, title: string, fallback: number, min = 1, max = Infinity): Promise<number | undefined> {
     const v = await this.input({
       title,
       value: this.last(key) ?? String(fallback),
-      validate: (s) => (Number.isInteger(Number(s)) && Number(s) >= min ? undefined : `a whole number ≥ ${min}`),
+      validate: (s) => (Number.isInteger(Number(s)) && Number(s) >= min && Number(s) <= max ? undefined : max < Infinity ? `a whole number from ${min} to ${max}` : `a whole number ≥ ${min}`),
     });
     if (v === undefined) return undefined;
     this.remember(key, v);
     return Number(v);
+  }
+
+  /** Free text checked by `validate` (an error message, or undefined when the text will do). */
+  async text(key: string, title: string, fallback: string, validate: (s: string) => string | undefined, prompt?: string): Promise<string | undefined> {
+    const last = this.last(key);
+    const v = await this.input({ title, prompt, value: last !== undefined && validate(last) === undefined ? last : fallback, validate });
+    if (v !== undefined) this.remember(key, v);
+    return v;
   }
 
   /**

@@ -7,7 +7,7 @@
 import { JobName } from './jobs/jobs';
 
 /** The jobs whose reports have a panel. */
-export const REPORT_KINDS = ['compare', 'validate', 'precision', 'mask', 'decompose', 'census'] as const satisfies readonly JobName[];
+export const REPORT_KINDS = ['compare', 'validate', 'precision', 'mask', 'decompose', 'census', 'spectrum', 'resize', 'extract-lora', 'combine'] as const satisfies readonly JobName[];
 export type ReportKind = (typeof REPORT_KINDS)[number];
 
 export function isReportKind(x: unknown): x is ReportKind {

@@ -2,6 +2,7 @@
 import { PanelContent } from '../webviewProtocol';
 import { censusPanel } from './census';
 import { equivalencePanel } from './equivalence';
+import { combinePanel, extractLoraPanel, resizePanel, spectrumPanel } from './lowrank';
 import { PanelModel, withoutOneBarCharts } from './model';
 import { precisionPanel } from './precision';
 import { decomposePanel, maskPanel } from './unmerge';
@@ -25,5 +26,13 @@ function kindModel(c: PanelContent): PanelModel {
       return decomposePanel(c.report, c.title);
     case 'census':
       return censusPanel(c.report, c.title);
+    case 'spectrum':
+      return spectrumPanel(c.report, c.title);
+    case 'resize':
+      return resizePanel(c.report, c.title);
+    case 'extract-lora':
+      return extractLoraPanel(c.report, c.title);
+    case 'combine':
+      return combinePanel(c.report, c.title);
   }
 }

@@ -1,0 +1,67 @@
+/**
+ * What a resize would do, read off a spectrum report before anything is written: per candidate (a rank
+ * for every module, or an energy fraction per module), the rank each module gets, the energy it keeps,
+ * the relative error of the best approximation at that rank (Eckart–Young: √(Σ_{i>k} σᵢ²) / ‖ΔW‖_F,
+ * which resize meets to rounding) and the size of the written fp32 factors.
+ */
+import type { SpectrumReport } from '../jobs/reports/lowrank';
+
+export type ResizeTarget = { rank: number } | { energy: 0.9 | 0.95 | 0.99 };
+
+export interface ResizePreview {
+  target: ResizeTarget;
+  /** Rank written per module, in the report's order. */
+  ranks: number[];
+  /** LoRA parameters before and after: Σ rank·(out + in). */
+  fromParams: number;
+  params: number;
+  /** Bytes of the written factors (fp32), headers aside. */
+  bytes: number;
+  meanEnergyKept: number;
+  maxRelError: number;
+  /** Some module's rank goes down (else the resize writes a copy). */
+  changes: boolean;
+}
+
+export const RESIZE_RANKS = [4, 8, 16, 32] as const;
+export const RESIZE_ENERGIES = [0.9, 0.95, 0.99] as const;
+const ENERGY_RANK = { 0.9: 'energyRank90', 0.95: 'energyRank95', 0.99: 'energyRank99' } as const;
+
+/** The largest --rank resize takes: no module may be asked for more than its singular values. */
+export function maxResizeRank(report: SpectrumReport): number {
+  return Math.min(...report.modules.map((m) => m.singularValues.length));
+}
+
+export function resizePreview(report: SpectrumReport, target: ResizeTarget): ResizePreview {
+  let fromParams = 0;
+  let params = 0;
+  let kept = 0;
+  let maxRelError = 0;
+  let changes = false;
+  const ranks = report.modules.map((m) => {
+    // resize writes at least rank 1, even for a zero delta.
+    const k = 'rank' in target ? target.rank : Math.max(1, m[ENERGY_RANK[target.energy]]);
+    const s = m.singularValues;
+    let head = 0;
+    let tail = 0;
+    s.forEach((x, i) => (i < k ? (head += x * x) : (tail += x * x)));
+    const total = head + tail;
+    kept += total > 0 ? head / total : 1;
+    maxRelError = Math.max(maxRelError, total > 0 ? Math.sqrt(tail / total) : 0);
+    fromParams += m.rank * (m.out + m.in);
+    params += k * (m.out + m.in);
+    if (k < m.rank) changes = true;
+    return k;
+  });
+  const n = report.modules.length;
+  return { target, ranks, fromParams, params, bytes: 4 * params, meanEnergyKept: n ? kept / n : 1, maxRelError, changes };
+}
+
+/** The presets worth offering: each rank preset resize accepts, each energy preset; in that order. */
+export function resizePreviews(report: SpectrumReport): ResizePreview[] {
+  const max = maxResizeRank(report);
+  return [
+    ...RESIZE_RANKS.filter((r) => r <= max).map((rank) => resizePreview(report, { rank })),
+    ...RESIZE_ENERGIES.map((energy) => resizePreview(report, { energy })),
+  ];
+}
