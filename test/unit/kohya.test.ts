@@ -165,7 +165,7 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
     assert.deepEqual(r.tensors.filter((t) => t.loraTarget).map((t) => t.name).sort(), [...expected.keys()].sort());
   });
 
-  it('a module the base does not have is bad input naming it; cloneofsimo and Tucker files are refused in one line', () => {
+  it('a module the base does not have is bad input naming it; cloneofsimo and norm-tuning files are refused in one line', () => {
     const stray = writeSafetensorsFile(path.join(root, 'stray', 'stray.safetensors'), [
       { name: 'lora_unet_down_blocks_9_resnets_0_conv1.lora_down.weight', shape: [2, 8] },
       { name: 'lora_unet_down_blocks_9_resnets_0_conv1.lora_up.weight', shape: [8, 2] },
@@ -173,12 +173,11 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
     assertOneLineError(runCli(['merge', '--base', pipe, '--adapter', stray, '--out', path.join(root, 'x'), '--dtype', 'fp16']), 'lora_unet_down_blocks_9_resnets_0_conv1');
     const clone = writeSafetensorsFile(path.join(root, 'clone', 'lora.safetensors'), [{ name: 'unet:0:up', shape: [8, 2] }, { name: 'unet:0:down', shape: [2, 8] }]);
     assertOneLineError(runCli(['census', clone]), 'cloneofsimo');
-    const tucker = writeSafetensorsFile(path.join(root, 'tucker', 't.safetensors'), [
-      { name: 'lora_unet_conv_in.lora_down.weight', shape: [2, 4, 1, 1] },
-      { name: 'lora_unet_conv_in.lora_mid.weight', shape: [2, 2, 3, 3] },
-      { name: 'lora_unet_conv_in.lora_up.weight', shape: [8, 2, 1, 1] },
+    const norms = writeSafetensorsFile(path.join(root, 'norms', 'n.safetensors'), [
+      { name: 'lora_unet_conv_norm_out.w_norm', shape: [8] },
+      { name: 'lora_unet_conv_norm_out.b_norm', shape: [8] },
     ]);
-    assertOneLineError(runCli(['census', tucker]), 'lora_unet_conv_in.lora_mid.weight', 'lora_mid');
+    assertOneLineError(runCli(['census', norms]), 'lora_unet_conv_norm_out.', 'w_norm');
   });
 });
 

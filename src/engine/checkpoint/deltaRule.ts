@@ -10,9 +10,15 @@
  * - `low-rank`: ΔW = scale · B @ A with fp32 factors A [rank, in] and B [out, rank], formed from the
  *   adapter's tensors as `factors` says (see FactorForm). This is the factor form B' / A' the low-rank
  *   toolbox (spectrum, resize, UNMERGE) works on; `magnitude` makes it DoRA: W' = m / ||W + ΔW||_row · (W + ΔW).
- * - `hadamard` (LoHa, PEFT `hada_*`, LyCORIS): ΔW = ((w1a @ w1b) ⊙ (w2a @ w2b)) · scale.
+ * - `hadamard` (LoHa, PEFT `hada_*`, LyCORIS): ΔW = ((w1a @ w1b) ⊙ (w2a @ w2b)) · scale; with Tucker
+ *   cores (a convolution) each product is the core t [r, r, kh, kw] contracted with w_a [r, out] on its
+ *   first mode and w_b [r, in] on its second.
  * - `kronecker` (LoKr, PEFT `lokr_*`, LyCORIS): ΔW = kron(w1, w2) · scale, w1 = w1a @ w1b and
- *   w2 = w2a @ w2b where factored.
+ *   w2 = w2a @ w2b where factored (w2 a Tucker product where a core `lokr_t2` is given).
+ *
+ * Tucker (LyCORIS `use_tucker` on a kh×kw convolution): P[o, c, k] = Σ_{i,j} w_a[i, o] · t[i, j, k] · w_b[j, c],
+ * LoCon's `lora_mid` likewise between `lora_up` [out, r] and `lora_down` [r, in]; seen as [out, in·kh·kw]
+ * it is the rank-r product B @ A with A[i, c·K + k] = Σ_j t[i, j, k] · w_b[j, c] (K = kh·kw).
  * - `dense` (LyCORIS full `diff`): ΔW = diff · scale, stored like the base weight.
  * - `scale` (IA³): not additive: W' = W ⊙ l, l scaling the output features (rows of ΔW's orientation),
  *   the input features (`feedforward_modules`), or every element (a 1-D bias).
@@ -44,7 +50,12 @@ export type FactorForm =
    * slice s (of `enable.length` equal slices) takes group g's columns when it is the g-th enabled one,
    * and no delta when it is disabled.
    */
-  | { form: 'grouped'; A: TensorInfo; B: TensorInfo; enable: boolean[] };
+  | { form: 'grouped'; A: TensorInfo; B: TensorInfo; enable: boolean[] }
+  /**
+   * LyCORIS LoCon with a Tucker core: B = `lora_up` [out, r(, 1, 1)], and A [r, in·K] the core `lora_mid`
+   * [r, r, kh, kw] contracted with `lora_down` [r, in(, 1, 1)] (summed in float64, rounded once).
+   */
+  | { form: 'tucker'; A: TensorInfo; B: TensorInfo; mid: TensorInfo };
 
 export interface LowRankRule {
   kind: 'low-rank';
@@ -61,15 +72,22 @@ export interface LowRankRule {
 
 export interface HadamardRule {
   kind: 'hadamard';
+  /** [out, r] and [r, in]; with Tucker cores [r, out] and [r, in] (LyCORIS's 1-mode and 2-mode factors). */
   w1a: TensorInfo;
   w1b: TensorInfo;
   w2a: TensorInfo;
   w2b: TensorInfo;
+  /** Tucker cores [r, r, kh, kw] of the two products (LyCORIS `hada_t1`, `hada_t2`). */
+  t1?: TensorInfo;
+  t2?: TensorInfo;
   scale: number;
 }
 
-/** One Kronecker factor: a full matrix, or a pair whose product it is. */
-export type KronFactor = { full: TensorInfo } | { a: TensorInfo; b: TensorInfo };
+/**
+ * One Kronecker factor: a full matrix, a pair whose product it is, or (`t`) a Tucker product of the core
+ * t [r, r, kh, kw] with a [r, out2] and b [r, in2], seen as [out2, in2·kh·kw].
+ */
+export type KronFactor = { full: TensorInfo } | { a: TensorInfo; b: TensorInfo; t?: TensorInfo };
 
 export interface KroneckerRule {
   kind: 'kronecker';
@@ -136,11 +154,11 @@ export function ruleName(m: AdaptedModule): string {
   const r = m.rule;
   switch (r.kind) {
     case 'low-rank':
-      return r.magnitude ? 'DoRA' : { plain: 'LoRA', transposed: 'LoRA (MLX)', svd: 'AdaLoRA', vera: 'VeRA', grouped: 'LoRA (MergedLinear)' }[r.factors.form];
+      return r.magnitude ? 'DoRA' : { plain: 'LoRA', transposed: 'LoRA (MLX)', svd: 'AdaLoRA', vera: 'VeRA', grouped: 'LoRA (MergedLinear)', tucker: 'LoCon (Tucker)' }[r.factors.form];
     case 'hadamard':
-      return 'LoHa';
+      return r.t1 ? 'LoHa (Tucker)' : 'LoHa';
     case 'kronecker':
-      return 'LoKr';
+      return 'a' in r.w2 && r.w2.t ? 'LoKr (Tucker)' : 'LoKr';
     case 'dense':
       return 'full diff';
     case 'scale':

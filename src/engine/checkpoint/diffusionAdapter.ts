@@ -8,7 +8,10 @@
  *   (alpha / r) · (w1a @ w1b) ⊙ (w2a @ w2b), r the rows of hada_w1_b; LoKr (alpha / r) · kron(w1, w2),
  *   w1 = lokr_w1 or w1_a @ w1_b, w2 = lokr_w2 or w2_a @ w2_b, r the rows of w1_b (else w2_b), scale 1
  *   when neither factor is split; full `diff` (+ `diff_b` on the bias), scale 1. A missing or zero alpha
- *   means alpha = r (scale 1), as kohya and LyCORIS both set it.
+ *   means alpha = r (scale 1), as kohya and LyCORIS both set it. Tucker (`use_tucker` on a kh×kw
+ *   convolution, deltaRule.ts): LoCon's `lora_mid` [r, r, kh, kw] between a 1x1 `lora_down` and `lora_up`;
+ *   LoHa's `hada_t1` / `hada_t2` with `hada_w*_a` [r, out] and `hada_w*_b` [r, in]; LoKr's `lokr_t2` with
+ *   `lokr_w2_a` [r, out2] and `lokr_w2_b` [r, in2].
  * - diffusers: `<component>.<module>.lora.down/up.weight`, `.lora_linear_layer.down/up.weight`,
  *   `.lora_A/B.weight` (PEFT keys without PEFT's wrapper), an optional `<module>.alpha`, and the old
  *   attention-processor keys `…attn1.processor.to_q_lora.down.weight` (UNet modules, no prefix); scale
@@ -36,27 +39,27 @@ const CLONEOFSIMO_KEY = /^(unet|text_encoder):\d+:(up|down)$/;
 const KOHYA_ROLES: Record<string, string> = {
   'lora_down.weight': 'down',
   'lora_up.weight': 'up',
+  'lora_mid.weight': 'mid',
   alpha: 'alpha',
   hada_w1_a: 'hada_w1_a',
   hada_w1_b: 'hada_w1_b',
   hada_w2_a: 'hada_w2_a',
   hada_w2_b: 'hada_w2_b',
+  hada_t1: 'hada_t1',
+  hada_t2: 'hada_t2',
   lokr_w1: 'lokr_w1',
   lokr_w1_a: 'lokr_w1_a',
   lokr_w1_b: 'lokr_w1_b',
   lokr_w2: 'lokr_w2',
   lokr_w2_a: 'lokr_w2_a',
   lokr_w2_b: 'lokr_w2_b',
+  lokr_t2: 'lokr_t2',
   diff: 'diff',
   diff_b: 'diff_b',
 };
 
 /** LyCORIS parts LoRA Lens recognises but does not merge, and why (one line each). */
 const UNSUPPORTED: Record<string, string> = {
-  'lora_mid.weight': 'LoCon with a Tucker core (lora_mid)',
-  hada_t1: 'LoHa with Tucker cores (hada_t1/hada_t2)',
-  hada_t2: 'LoHa with Tucker cores (hada_t1/hada_t2)',
-  lokr_t2: 'LoKr with a Tucker core (lokr_t2)',
   dora_scale: "LyCORIS weight decomposition (dora_scale, DoRA's per-input-channel norm)",
   weight: 'LyCORIS (IA)³ (weight / on_input)',
   on_input: 'LyCORIS (IA)³ (weight / on_input)',
@@ -152,17 +155,31 @@ function ruleOf(c: Checkpoint, p: Parts): { rule: DeltaRule; out: number; in: nu
   const bad = (what: string, t: TensorInfo): never => {
     throw new LensError(file, `${what} (${[...r.values()].map((x) => `${x.name.slice(p.name.length + 1)} ${JSON.stringify(x.shape)}`).join(', ')})`, t.name);
   };
-  if (r.has('down') || r.has('up')) {
+  if (r.has('down') || r.has('up') || r.has('mid')) {
     const A = need('down');
     const B = need('up');
     const rank = rows(A);
     // up is [out, r] or a 1x1 conv [out, r, 1, 1].
     if (A.shape.length < 2 || B.shape.length < 2 || cols(B) !== rank) bad('lora_down and lora_up do not form a rank-r product', A);
-    return { rule: { kind: 'low-rank', factors: { form: 'plain', A, B }, rank, scale: scaleOf(alpha, rank), r: rank, alpha: alpha ?? null }, out: rows(B), in: cols(A) };
+    const scale = scaleOf(alpha, rank);
+    const mid = r.get('mid');
+    if (!mid) return { rule: { kind: 'low-rank', factors: { form: 'plain', A, B }, rank, scale, r: rank, alpha: alpha ?? null }, out: rows(B), in: cols(A) };
+    // Tucker: down a 1x1 conv [r, in, 1, 1], the core lora_mid [r, r, kh, kw], B = up.
+    if (!isCore(mid, rank, rank) || A.shape.slice(2).some((k) => k !== 1)) bad('lora_down, lora_mid and lora_up do not form a Tucker product (down [r, in, 1, 1], mid [r, r, kh, kw])', mid);
+    return { rule: { kind: 'low-rank', factors: { form: 'tucker', A, B, mid }, rank, scale, r: rank, alpha: alpha ?? null }, out: rows(B), in: A.shape[1] * kernelSize(mid) };
   }
   if (r.has('hada_w1_a') || r.has('hada_w1_b') || r.has('hada_w2_a') || r.has('hada_w2_b')) {
     const [w1a, w1b, w2a, w2b] = ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b'].map(need);
     const rank = rows(w1b);
+    if (r.has('hada_t1') || r.has('hada_t2')) {
+      // Tucker: w_a [r, out] and w_b [r, in] on the modes of the cores t [r, r, kh, kw].
+      const [t1, t2] = ['hada_t1', 'hada_t2'].map(need);
+      const fits = (t: TensorInfo, a: TensorInfo, b: TensorInfo): boolean => a.shape.length === 2 && b.shape.length === 2 && isCore(t, rows(a), rows(b));
+      if (!fits(t1, w1a, w1b) || !fits(t2, w2a, w2b) || t1.shape.slice(2).join() !== t2.shape.slice(2).join() || w1a.shape[1] !== w2a.shape[1] || w1b.shape[1] !== w2b.shape[1]) {
+        bad('LoHa Tucker factors do not form two products of one shape (hada_t [r, r, kh, kw], hada_w_a [r, out], hada_w_b [r, in])', t1);
+      }
+      return { rule: { kind: 'hadamard', w1a, w1b, w2a, w2b, t1, t2, scale: scaleOf(alpha, rank) }, out: w1a.shape[1], in: w1b.shape[1] * kernelSize(t1) };
+    }
     if (w1a.shape.length !== 2 || w2a.shape.length !== 2 || w1a.shape[1] !== rank || w2a.shape[1] !== rows(w2b) || rows(w1a) !== rows(w2a) || cols(w1b) !== cols(w2b)) {
       bad('LoHa factors do not form two products of one shape', w1a);
     }
@@ -171,9 +188,16 @@ function ruleOf(c: Checkpoint, p: Parts): { rule: DeltaRule; out: number; in: nu
   if ([...r.keys()].some((k) => k.startsWith('lokr_'))) {
     const factor = (n: 1 | 2): { f: KronFactor; shape: [number, number]; rank?: number } => {
       const full = r.get(`lokr_w${n}`);
+      if (full && n === 2 && r.has('lokr_t2')) bad('lokr_t2 is a Tucker core of lokr_w2_a and lokr_w2_b, but lokr_w2 is whole', r.get('lokr_t2')!);
       if (full) return { f: { full }, shape: [rows(full), cols(full)] };
       const a = need(`lokr_w${n}_a`);
       const b = need(`lokr_w${n}_b`);
+      const t = n === 2 ? r.get('lokr_t2') : undefined;
+      if (t) {
+        // Tucker: a [r, out2] and b [r, in2] on the modes of the core t [r, r, kh, kw].
+        if (a.shape.length !== 2 || b.shape.length !== 2 || !isCore(t, rows(a), rows(b))) bad('lokr_w2_a, lokr_t2 and lokr_w2_b do not form a Tucker product (t2 [r, r, kh, kw], w2_a [r, out], w2_b [r, in])', t);
+        return { f: { a, b, t }, shape: [a.shape[1], b.shape[1] * kernelSize(t)], rank: rows(b) };
+      }
       if (a.shape.length !== 2 || a.shape[1] !== rows(b)) bad(`lokr_w${n}_a and lokr_w${n}_b do not form a product`, a);
       return { f: { a, b }, shape: [rows(a), cols(b)], rank: rows(b) };
     };
@@ -253,4 +277,14 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
 
 function rows(t: TensorInfo): number {
   return t.shape[0] ?? 1;
+}
+
+/** Whether `t` is a Tucker core [r1, r2, kh, kw] (a convolution's kernel dimensions after the two ranks). */
+function isCore(t: TensorInfo, r1: number, r2: number): boolean {
+  return t.shape.length > 2 && t.shape[0] === r1 && t.shape[1] === r2;
+}
+
+/** kh·kw of a Tucker core. */
+function kernelSize(t: TensorInfo): number {
+  return t.shape.slice(2).reduce((a, b) => a * b, 1);
 }

@@ -45,6 +45,8 @@ function peftTensors(m: AdaptedModule): Array<[string, TensorInfo]> {
         [k('lora_B.weight'), r.factors.B],
       ];
     case 'hadamard':
+      // PEFT's LoHa reader here refuses Tucker cores (adapterKeys.ts): a converted file would not load.
+      if (r.t1) break;
       return [
         [k('hada_w1_a'), r.w1a],
         [k('hada_w1_b'), r.w1b],
@@ -52,6 +54,7 @@ function peftTensors(m: AdaptedModule): Array<[string, TensorInfo]> {
         [k('hada_w2_b'), r.w2b],
       ];
     case 'kronecker': {
+      if ('t' in r.w2 && r.w2.t) break;
       const factor = (n: 1 | 2, f: typeof r.w1): Array<[string, TensorInfo]> =>
         'full' in f
           ? [[k(`lokr_w${n}`), f.full]]

@@ -119,11 +119,24 @@ export function prepare(m: AdaptedModule, read: (t: TensorInfo) => Float32Array,
           }
           return { A: read(f.A), B, rank };
         }
+        case 'tucker':
+          return { A: tuckerCore(read(f.mid), read(f.A), f.mid.shape, alloc), B: read(f.B), rank, magnitude };
       }
       break;
     }
-    case 'hadamard':
-      return { A: read(r.w1b), B: read(r.w1a), rank: r.w1a.shape[1], A2: read(r.w2b), B2: read(r.w2a), rank2: r.w2a.shape[1] };
+    case 'hadamard': {
+      if (!r.t1 || !r.t2) return { A: read(r.w1b), B: read(r.w1a), rank: r.w1a.shape[1], A2: read(r.w2b), B2: read(r.w2a), rank2: r.w2a.shape[1] };
+      // Tucker: B = w_aᵀ [out, r] and A the core contracted with w_b, for each product.
+      const [rank, rank2] = [r.w1a.shape[0], r.w2a.shape[0]];
+      return {
+        A: tuckerCore(read(r.t1), read(r.w1b), r.t1.shape, alloc),
+        B: transposed(read(r.w1a), rank, m.out, alloc),
+        rank,
+        A2: tuckerCore(read(r.t2), read(r.w2b), r.t2.shape, alloc),
+        B2: transposed(read(r.w2a), rank2, m.out, alloc),
+        rank2,
+      };
+    }
     case 'kronecker':
       return { A: EMPTY, B: EMPTY, rank: 0, w1: kronFactor(r.w1, read, alloc), w2: kronFactor(r.w2, read, alloc) };
     case 'dense':
@@ -133,11 +146,63 @@ export function prepare(m: AdaptedModule, read: (t: TensorInfo) => Float32Array,
   }
 }
 
-/** A LoKr factor as an fp32 matrix: stored, or a @ b summed in float64 and rounded once. */
+/** x [rows, cols] transposed, as an fp32 matrix [cols, rows]. */
+function transposed(x: Float32Array, rows: number, cols: number, alloc: (n: number) => Float32Array): Float32Array {
+  const y = alloc(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) y[j * rows + i] = x[i * cols + j];
+  return y;
+}
+
+/**
+ * A Tucker core t [r1, r2, kh, kw] contracted on its second mode with b [r2, in(, 1, 1)]:
+ * C[i, c·K + k] = Σ_j t[i, j, k] · b[j, c] with K = kh·kw, summed in float64 (as `round`: fp32 or not).
+ */
+function tuckerContract(t: Float32Array, b: Float32Array, shape: number[], out: Float32Array | Float64Array): Float32Array | Float64Array {
+  const [r1, r2] = shape;
+  const K = shape.slice(2).reduce((p, q) => p * q, 1);
+  const cols = b.length / r2;
+  for (let i = 0; i < r1; i++) {
+    for (let c = 0; c < cols; c++) {
+      for (let k = 0; k < K; k++) {
+        let acc = 0;
+        for (let j = 0; j < r2; j++) acc += t[(i * r2 + j) * K + k] * b[j * cols + c];
+        out[i * cols * K + c * K + k] = acc;
+      }
+    }
+  }
+  return out;
+}
+
+/** The factor A [r1, in·K] of a Tucker product (its B is the first-mode factor), rounded once to fp32. */
+function tuckerCore(t: Float32Array, b: Float32Array, shape: number[], alloc: (n: number) => Float32Array): Float32Array {
+  const K = shape.slice(2).reduce((p, q) => p * q, 1);
+  return tuckerContract(t, b, shape, alloc((shape[0] * b.length * K) / shape[1])) as Float32Array;
+}
+
+/**
+ * A LoKr factor as an fp32 matrix: stored, a @ b, or the Tucker product Σ_{i,j} a[i, p] · t[i, j, k] · b[j, c]
+ * ([out2, in2·K]), each summed in float64 and rounded once.
+ */
 function kronFactor(f: KronFactor, read: (t: TensorInfo) => Float32Array, alloc: (n: number) => Float32Array): Float32Array {
   if ('full' in f) return read(f.full);
   const a = read(f.a);
   const b = read(f.b);
+  if (f.t) {
+    const [r1, r2] = f.t.shape;
+    const K = f.t.shape.slice(2).reduce((p, q) => p * q, 1);
+    const inner = tuckerContract(read(f.t), b, f.t.shape, new Float64Array((r1 * b.length * K) / r2));
+    const rows = f.a.shape[1];
+    const cols = inner.length / r1;
+    const w = alloc(rows * cols);
+    for (let p = 0; p < rows; p++) {
+      for (let c = 0; c < cols; c++) {
+        let acc = 0;
+        for (let i = 0; i < r1; i++) acc += a[i * rows + p] * inner[i * cols + c];
+        w[p * cols + c] = acc;
+      }
+    }
+    return w;
+  }
   const [rows, rank] = f.a.shape;
   const cols = f.b.shape[1];
   const w = alloc(rows * cols);
