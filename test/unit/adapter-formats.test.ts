@@ -9,6 +9,7 @@ import { describe, it } from 'node:test';
 import { adapterLayout } from '../../src/engine/checkpoint/adapter';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { LensError } from '../../src/engine/errors';
+import { runCensus } from '../../src/engine/jobs/census';
 import { compareAdapter } from '../../src/engine/jobs/compare';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
@@ -77,12 +78,12 @@ describe('adapter formats merged by their own formulas', () => {
     const [q] = adapterLayout(c).modules;
     assert.deepEqual([q.module, q.out, q.in, lowRank(q).rank, lowRank(q).scale, lowRank(q).alpha], [`${L}.self_attn.q_proj`, 8, 6, 4, 10, null]);
     closeCheckpoint(c);
-    // ΔW[i, j] = 10 Σ_k lora_a[j, k] lora_b[k, i]
+    // ΔW[i, j] = 10 Σ_k lora_a[j, k] lora_b[k, i]: the fp32 sum times the fp32 scale, as torch rounds `(B @ A) * s`.
     const d = new Float64Array(48);
     for (let i = 0; i < 8; i++) for (let j = 0; j < 6; j++) {
       let acc = 0;
       for (let k = 0; k < 4; k++) acc += b[k * 8 + i] * a[j * 4 + k];
-      d[i * 6 + j] = acc * 10;
+      d[i * 6 + j] = Math.fround(acc) * 10;
     }
     const m = await merged(dir);
     assert.deepEqual(m.get(`${L}.self_attn.q_proj.weight`), plus(W('self_attn.q_proj'), d));
@@ -98,9 +99,10 @@ describe('adapter formats merged by their own formulas', () => {
       { name: `${P}${L}.self_attn.q_proj.lora_E`, shape: [r, 1], data: E },
     ]);
     const AE = A.map((x, i) => Math.fround(x * E[Math.floor(i / 6)]));
-    const scale = 32 / Math.fround(r + 1e-5);
+    // PEFT's `(B @ (A * E)) * scaling / (ranknum + 1e-5)` in fp32: three roundings, ranknum + 1e-5 an fp32 sum.
+    const divisor = Math.fround(r + Math.fround(1e-5));
     const m = await merged(dir);
-    assert.deepEqual(m.get(`${L}.self_attn.q_proj.weight`), plus(W('self_attn.q_proj'), matmul(B, AE, 8, r, 6).map((x) => x * scale)));
+    assert.deepEqual(m.get(`${L}.self_attn.q_proj.weight`), plus(W('self_attn.q_proj'), matmul(B, AE, 8, r, 6).map((x) => Math.fround(Math.fround(x) * 32) / divisor)));
     assertUntouched(m, [`${L}.self_attn.q_proj.weight`]);
   });
 
@@ -238,6 +240,38 @@ describe('adapter formats merged by their own formulas', () => {
     assert.deepEqual(r.zeroModules, [`${L}.self_attn.k_proj`]);
     assert.ok(r.warnings.includes(`1 module has all-zero lora_B: it changes nothing (${L}.self_attn.k_proj)`), r.warnings.join('\n'));
     assert.deepEqual(r.tensors.map((t) => t.name), [`${L}.self_attn.q_proj.weight`]);
+  });
+
+  it('lora_bias: the base bias gains lora_B.bias · scale (merge, census, compare); a layer without a bias refuses it', async () => {
+    const A = randomF32(2 * 6, 60, 0.3);
+    const B = randomF32(4 * 2, 61, 0.3);
+    const lb = randomF32(4, 62, 0.3);
+    const dir = writeAdapter(path.join(root, 'lora-bias'), peftConfig({ r: 2, lora_alpha: 3, lora_bias: true, target_modules: ['k_proj'] }), [
+      { name: `${P}${L}.self_attn.k_proj.lora_A.weight`, shape: [2, 6], data: A },
+      { name: `${P}${L}.self_attn.k_proj.lora_B.weight`, shape: [4, 2], data: B },
+      { name: `${P}${L}.self_attn.k_proj.lora_B.bias`, shape: [4], data: lb },
+    ]);
+    const m = await merged(dir);
+    // PEFT's Linear.merge: weight += (B @ A) * 1.5, bias += lora_B.bias * 1.5 (fp32 products).
+    assert.deepEqual(m.get(`${L}.self_attn.k_proj.weight`), plus(W('self_attn.k_proj'), matmul(B, A, 4, 2, 6).map((x) => Math.fround(x) * 1.5)));
+    assert.deepEqual(m.get(`${L}.self_attn.k_proj.bias`), plus(base.get(`${L}.self_attn.k_proj.bias`)!, lb.map((x) => x * 1.5)));
+    assertUntouched(m, [`${L}.self_attn.k_proj.weight`, `${L}.self_attn.k_proj.bias`]);
+    const census = runCensus(BASE, { adapter: dir }, quietContext());
+    assert.deepEqual(census.tensors.filter((t) => t.loraTarget).map((t) => t.name), [`${L}.self_attn.k_proj.weight`, `${L}.self_attn.k_proj.bias`]);
+    assert.deepEqual(census.warnings, []);
+    const own = runCensus(dir, {}, quietContext());
+    assert.ok(own.tensors.every((t) => t.loraFactor === true && !t.replaced), 'lora_B.bias is one of the module\'s factors, not a saved tensor');
+    const ft = path.join(root, `out${n++}`);
+    await mergeModel(BASE, dir, ft, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+    const r = await compareAdapter(BASE, dir, { finetuned: ft }, path.join(root, `cmp${n++}`), { tolerance: 1e-6, saveDeltas: false }, kernels, quietContext());
+    assert.deepEqual(r.tensors.map((t) => [t.name, t.loraTarget]).sort(), [[`${L}.self_attn.k_proj.bias`, true], [`${L}.self_attn.k_proj.weight`, true]]);
+    assert.equal(r.summary.equivalent, true);
+    const q = writeAdapter(path.join(root, 'lora-bias-q'), peftConfig({ r: 2, lora_bias: true, target_modules: ['q_proj'] }), [
+      { name: `${P}${L}.self_attn.q_proj.lora_A.weight`, shape: [2, 6], data: 1 },
+      { name: `${P}${L}.self_attn.q_proj.lora_B.weight`, shape: [8, 2], data: 2 },
+      { name: `${P}${L}.self_attn.q_proj.lora_B.bias`, shape: [8], data: 3 },
+    ]);
+    assert.throws(() => adapterLayout(openCheckpoint(q), openCheckpoint(BASE)), (e: unknown) => e instanceof LensError && /no bias/.test(e.detail) && /lora_B\.bias/.test(e.tensor ?? ''));
   });
 
   it('refuses what it cannot merge with one line naming the file and tensor', () => {

@@ -187,11 +187,13 @@ describe('census', () => {
     assert.equal(runCensus(path.join(FIXTURES, 'base-configs', 'gemma-2b.json'), {}, quietContext()).summary.params, 2_506_172_416);
   });
 
-  it('an adapter folder: its own tensors, classified as the modules they adapt', () => {
+  it('an adapter folder: its own tensors, classified as the modules they adapt, factors and not targets (as a bare file)', () => {
     const r = runCensus(qkvo.dir, {}, quietContext());
     assert.equal(r.kind, 'adapter');
     assert.equal(r.summary.tensors, 240);
-    assert.equal(r.summary.loraTargetTensors, 240);
+    assert.equal(r.summary.loraTargetTensors, 0);
+    assert.ok(r.tensors.every((t) => t.loraFactor === true && !t.loraTarget));
+    assert.ok(r.warnings.includes('an adapter: its 120 modules adapt tensors of a base; census BASE --adapter DIR marks those targets'), r.warnings.join('\n'));
     assert.deepEqual(r.summary.categories, { attention: 240, mlp: 0, norm: 0, embedding: 0, final_norm: 0, other: 0 });
     assert.equal(r.adapter!.r, 8);
     assert.equal(r.adapter!.trainableParams, r.summary.params);

@@ -61,7 +61,8 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
     const down = half(r * inn, 3);
     const up = half(out * r, 4);
     tensors.push({ name: `${m}.lora_down.weight`, dtype: 'F16', shape: [r, 8, 3, 3], data: down }, { name: `${m}.lora_up.weight`, dtype: 'F16', shape: [out, r, 1, 1], data: up }, alphaTensor(m, 3));
-    add('unet.down_blocks.1.resnets.0.conv1.weight', Float32Array.from(matmul(up, down, out, r, inn), (x) => x * 0.75));
+    // torch's `(up @ down) * scale`: the fp32 product, then times the fp32 scale.
+    add('unet.down_blocks.1.resnets.0.conv1.weight', Float32Array.from(matmul(up, down, out, r, inn), (x) => Math.fround(x) * 0.75));
   }
   // kohya LoRA on the text encoder, no alpha: scale 1.
   {
@@ -157,7 +158,7 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
     assert.deepEqual(meta.networkArgs, { algo: 'lokr', conv_dim: '4' });
     assert.deepEqual(meta.topTags, [{ tag: 'cat', count: 12 }, { tag: 'dog', count: 5 }, { tag: 'sitting', count: 3 }]);
     const t = r.tensors.find((x) => x.name === 'lora_unet_down_blocks_1_resnets_0_conv1.lora_down.weight')!;
-    assert.deepEqual([t.category, t.component, t.block, t.loraTarget], ['resnet', 'unet', 'down.1', true]);
+    assert.deepEqual([t.category, t.component, t.block, t.loraTarget, t.loraFactor], ['resnet', 'unet', 'down.1', false, true]);
   });
 
   it('census --adapter marks the base tensors the file adapts', () => {

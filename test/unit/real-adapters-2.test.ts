@@ -64,7 +64,7 @@ describe('real adapters beyond PEFT-safetensors', () => {
       for (let i = 0; i < outF; i++) for (let j = 0; j < inF; j++) {
         let acc = 0;
         for (let k = 0; k < 8; k++) acc += b[k * outF + i] * a[j * 8 + k];
-        want[i * inF + j] = W[i * inF + j] + Math.fround(acc * 10);
+        want[i * inF + j] = W[i * inF + j] + Math.fround(Math.fround(acc) * 10);
       }
       assert.deepEqual(merged.get(`${m}.weight`), want, m);
     }

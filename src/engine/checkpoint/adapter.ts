@@ -88,7 +88,7 @@ export function adapterLayout(adapter: Checkpoint, base?: Checkpoint): AdapterLa
     const f = fitToBase(adapter, m, t, conv1d ?? cfg.fanInFanOut);
     if (!f.embedding && f.transpose !== cfg.fanInFanOut && cfg.method !== 'MLX') flagDisagreements++;
     fitted.push(f);
-    const bias = iaBias(f, names);
+    const bias = iaBias(f, names) ?? loraBias(base, f, names);
     if (bias) fitted.push(bias);
   }
   if (flagDisagreements > 0) {
@@ -167,6 +167,20 @@ function iaBias(m: AdaptedModule, names: BaseNames): AdaptedModule | undefined {
 }
 
 /**
+ * PEFT's lora_bias: the base layer's bias gains `lora_B.bias * scaling` (LoRA Linear.merge); a layer
+ * without a bias cannot take it, which PEFT refuses too.
+ */
+function loraBias(base: Checkpoint, m: AdaptedModule, names: BaseNames): AdaptedModule | undefined {
+  if (m.rule.kind !== 'low-rank' || !m.rule.bias) return undefined;
+  const lb = m.rule.bias;
+  const module = m.base!.name.replace(/\.weight$/, '');
+  const bias = names.resolve(`${module}.bias`);
+  if (!bias) throw new LensError(base.path, `adapter has lora_B.bias (lora_bias=True) for '${m.module}' but the base layer has no bias '${module}.bias' to merge it into`, lb.name);
+  if (bias.numel !== lb.numel) throw new LensError(base.path, `lora_B.bias has ${lb.numel} values, base bias has ${bias.numel}`, bias.name);
+  return { ...m, module: `${m.module}.bias`, rule: { kind: 'dense', diff: lb, scale: m.rule.scale }, tensors: [lb], out: bias.numel, in: 1, base: bias, transpose: false, embedding: false };
+}
+
+/**
  * Modules whose delta is zero because their output factor (lora_B, mlx-lm's lora_b, VeRA's λ_b) holds
  * only zeros: PEFT initialises lora_B so, and an adapter saved untrained there changes nothing. Reads
  * those factors (small); other rules are not checked.
@@ -200,7 +214,9 @@ function assertAdaptsSomething(adapter: Checkpoint, base: Checkpoint, cfg: Adapt
   }
   const tm = cfg.targetModules;
   if (tm === null || tm === 'all-linear' || modules.length === 0) return;
-  const outside = modules.filter((m) => !isTargetModule(cfg, m.module));
+  // A bias module (IA³, lora_bias) belongs to its layer's module.
+  const layer = (m: AdaptedModule): string => (m.in === 1 && m.base?.name.endsWith('.bias') ? m.module.replace(/\.bias$/, '') : m.module);
+  const outside = modules.filter((m) => !isTargetModule(cfg, layer(m)));
   const shown = JSON.stringify(tm);
   if (outside.length === modules.length) {
     throw new LensError(cfg.file, `target_modules ${shown} matches none of the adapter's ${modules.length} LoRA modules (e.g. '${modules[0].module}'), so PEFT would adapt nothing`);

@@ -209,12 +209,14 @@ export function patternValue(patterns: Record<string, number>, module: string): 
  * AdaLoRA `alpha / (ranknum + 1e-5)` with ranknum the saved rank (`rank`, PEFT's fp32 buffer) and
  * alpha = r when lora_alpha is 0; MLX its stated scale. `rank` is the factors' rank.
  */
-export function moduleScaling(cfg: AdapterConfig, module: string, rank = cfg.r ?? 0): { r: number | null; alpha: number | null; scale: number } {
+export function moduleScaling(cfg: AdapterConfig, module: string, rank = cfg.r ?? 0): { r: number | null; alpha: number | null; scale: number; divisor?: number } {
   if (cfg.method === 'MLX') return { r: rank, alpha: null, scale: cfg.scale! };
   if (cfg.method === 'VERA') return { r: cfg.r, alpha: null, scale: 1 };
   if (cfg.method === 'ADALORA') {
     const alpha = cfg.loraAlpha! > 0 ? cfg.loraAlpha! : rank;
-    return { r: rank, alpha, scale: alpha / Math.fround(rank + 1e-5) };
+    // ranknum is an fp32 buffer: torch adds the scalar 1e-5 as fp32 and rounds the sum to fp32.
+    const divisor = Math.fround(rank + Math.fround(1e-5));
+    return { r: rank, alpha, scale: alpha / divisor, divisor };
   }
   const r = patternValue(cfg.rankPattern, module) ?? cfg.r!;
   const alpha = patternValue(cfg.alphaPattern, module) ?? cfg.loraAlpha!;

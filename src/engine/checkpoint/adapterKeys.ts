@@ -24,6 +24,9 @@ const ROLES: Record<AdapterMethod, readonly string[]> = {
   MLX: ['lora_a', 'lora_b', 'm'],
 };
 
+/** The role under which a module keeps lora_B's bias (PEFT `lora_bias`). */
+const LORA_BIAS = 'lora_B.bias';
+
 /** VeRA's matrices shared by every module: `base_model.vera_A` [rank, max in], `base_model.vera_B` [max out, rank]. */
 const VERA_SHARED = /^(?:base_model\.)?vera_(A|B)(?:\.[^.]+)?$/;
 
@@ -82,16 +85,18 @@ export function groupAdapter(adapter: Checkpoint, cfg: AdapterConfig): Grouped {
       shared[v[1] as 'A' | 'B'] = t;
       continue;
     }
-    const k = parseKey(t.name, cfg.method);
+    // PEFT's lora_bias (lora_B a Linear with a bias): `…lora_B.bias`, the module's other role.
+    const loraBias = cfg.method === 'LORA' && t.name.endsWith('.lora_B.bias');
+    const k = parseKey(loraBias ? t.name.replace(/bias$/, 'weight') : t.name, cfg.method);
     if (!k) {
-      if (/\.lora_B\.bias$/.test(t.name)) throw new LensError(file, 'lora_B has a bias (lora_bias=True), which LoRA Lens does not merge yet', t.name);
       replacements.push({ source: t, target: stripKey(t.name) });
       continue;
     }
+    const role = loraBias ? LORA_BIAS : k.role;
     const entry = copies.get(k.module) ?? { plain: new Map(), saved: new Map(), original: new Map() };
     const roles = entry[k.copy];
-    if (roles.has(k.role)) throw new LensError(file, `second ${k.role} for module ${k.module}`, t.name);
-    roles.set(k.role, t);
+    if (roles.has(role)) throw new LensError(file, `second ${role} for module ${k.module}`, t.name);
+    roles.set(role, t);
     copies.set(k.module, entry);
   }
 
@@ -207,7 +212,7 @@ function loraModule(
     return { ...base, transpose: false, rule: { kind: 'low-rank', factors: { form: 'transposed', a: A, b: B }, rank, scale, r, alpha, magnitude }, out: B.shape[1], in: A.shape[0] };
   }
   const rank = A.shape[0];
-  const { r, alpha, scale } = moduleScaling(cfg, module, rank);
+  const { r, alpha, scale, divisor } = moduleScaling(cfg, module, rank);
   if (A.shape.length === 2 && B.shape.length === 3 && B.shape[2] === 1) {
     // Old PEFT MergedLinear: lora_B is a grouped Conv1d weight [out of the enabled slices, r, 1].
     const enable = cfg.enableLora;
@@ -226,8 +231,10 @@ function loraModule(
   if (cfg.method === 'ADALORA') {
     const E = need('lora_E', nA);
     if (E.numel !== rank) shapeError(`lora_E has ${E.numel} values for rank ${rank}`, E);
-    return { ...base, rule: { kind: 'low-rank', factors: { form: 'svd', A, B, E }, rank, scale, r, alpha }, out: B.shape[0], in: A.shape[1] };
+    return { ...base, rule: { kind: 'low-rank', factors: { form: 'svd', A, B, E }, rank, scale, r, alpha, divisor }, out: B.shape[0], in: A.shape[1] };
   }
   if (r !== null && rank !== r) warnings.push(`${module}: lora_A has rank ${rank} but the config gives r=${r}; scale uses r=${r} as PEFT does`);
-  return { ...base, embedding, transpose: embedding || cfg.fanInFanOut, rule: { kind: 'low-rank', factors: { form: 'plain', A, B }, rank, scale, r, alpha, magnitude }, out: B.shape[0], in: A.shape[1] };
+  const bias = p.get(LORA_BIAS);
+  if (bias && (embedding || bias.numel !== B.shape[0])) shapeError(`lora_B's bias has ${bias.numel} values for ${B.shape[0]} output features`, bias);
+  return { ...base, embedding, transpose: embedding || cfg.fanInFanOut, rule: { kind: 'low-rank', factors: { form: 'plain', A, B }, rank, scale, r, alpha, magnitude, bias }, out: B.shape[0], in: A.shape[1] };
 }

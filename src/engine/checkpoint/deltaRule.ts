@@ -19,7 +19,8 @@
  * Tucker (LyCORIS `use_tucker` on a kh×kw convolution): P[o, c, k] = Σ_{i,j} w_a[i, o] · t[i, j, k] · w_b[j, c],
  * LoCon's `lora_mid` likewise between `lora_up` [out, r] and `lora_down` [r, in]; seen as [out, in·kh·kw]
  * it is the rank-r product B @ A with A[i, c·K + k] = Σ_j t[i, j, k] · w_b[j, c] (K = kh·kw).
- * - `dense` (LyCORIS full `diff`): ΔW = diff · scale, stored like the base weight.
+ * - `dense` (LyCORIS full `diff`; PEFT `lora_bias` on the base's bias): ΔW = diff · scale, stored like the
+ *   base tensor, rounded as torch does it (the fp32 product with the fp32 scale).
  * - `scale` (IA³): not additive: W' = W ⊙ l, l scaling the output features (rows of ΔW's orientation),
  *   the input features (`feedforward_modules`), or every element (a 1-D bias).
  * A full replacement (modules_to_save, saved biases) is not a rule: see Replacement in adapter.ts.
@@ -66,8 +67,19 @@ export interface LowRankRule {
   /** r and alpha as the config states them (null where the format states none: MLX states the scale). */
   r: number | null;
   alpha: number | null;
+  /**
+   * AdaLoRA: PEFT's `(B @ (A ⊙ E)) * scaling / (ranknum + 1e-5)` rounds twice, so the exact delta is
+   * f(f(f(B @ A) · f(alpha)) / divisor) with divisor = f(ranknum + f(1e-5)); `scale` = alpha / divisor
+   * is that value unrounded, for what does not need PEFT's bits (norms, spectra).
+   */
+  divisor?: number;
   /** DoRA's magnitude, one value per output feature. */
   magnitude?: TensorInfo;
+  /**
+   * PEFT's `lora_bias`: lora_B's bias, which a merge adds to the base layer's bias times the scale
+   * (`base.bias += lora_B.bias * scaling`). Fitted to a base, it becomes a module of its own on the bias.
+   */
+  bias?: TensorInfo;
 }
 
 export interface HadamardRule {

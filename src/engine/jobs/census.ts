@@ -139,6 +139,11 @@ function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, l
   };
 }
 
+/** The census of an adapter without its base says where its targets are marked. */
+function adaptsBaseWarning(what: string, modules: number): string {
+  return `${what}: its ${modules} module${modules === 1 ? '' : 's'} adapt tensors of a base; census BASE --adapter DIR marks those targets`;
+}
+
 export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): CensusReport {
   const src = openSource(p);
   const opened: Checkpoint[] = src.checkpoint ? [src.checkpoint] : [];
@@ -148,13 +153,17 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
     const replaced = new Set<string>();
     let adapter: CensusAdapter | null = null;
 
+    // An adapter alone (a PEFT or mlx-lm folder, a kohya / LyCORIS / diffusers file, a bare PEFT file):
+    // its factors are its own tensors, not LoRA targets; the tensors they adapt are in a base not given.
     const bareLora = src.checkpoint && src.kind === 'file' && opts.adapter === undefined && diffusionFormat(src.checkpoint) !== undefined;
+    const factors = new Set<string>();
     if (src.kind === 'adapter' || bareLora) {
       const c = src.checkpoint!;
       const layout = adapterLayout(c);
-      for (const m of layout.modules) for (const t of m.tensors) targets.add(t.name);
+      for (const m of layout.modules) for (const t of m.tensors) factors.add(t.name);
       for (const r of layout.replacements) replaced.add(r.source.name);
       for (const w of layout.warnings) warnings.push(w);
+      warnings.push(adaptsBaseWarning(src.kind === 'adapter' ? 'an adapter' : 'a bare LoRA file', layout.modules.length));
       adapter = c.adapter ? adapterInfo(p, c.adapter, c, layout.modules.length, zeroFactorModules(c, layout.modules)) : diffusionAdapterInfo(p, c, layout);
     } else if (opts.adapter !== undefined) {
       const a = openAdapter(opts.adapter);
@@ -179,10 +188,11 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
       const hit = loraTargetPredicate({ targetModules: opts.targets, layersToTransform: null, layersPattern: null }, src.config, p);
       for (const t of src.tensors) if (hit(t.name, t.shape)) targets.add(t.name);
     } else {
-      // A bare adapter_model.safetensors (no adapter_config.json beside it): its factors are not targets
-      // themselves; the tensors they adapt are in a base this census was not given.
-      const modules = new Set(src.tensors.filter((t) => LORA_FACTOR.test(t.name)).map((t) => t.name.replace(LORA_FACTOR_SUFFIX, '')));
-      if (modules.size > 0) warnings.push(`a bare LoRA file: its ${modules.size} module${modules.size === 1 ? '' : 's'} adapt tensors of a base; census BASE --adapter DIR marks those targets`);
+      // A bare adapter_model.safetensors (no adapter_config.json beside it, so no layout): PEFT's factor names.
+      const named = src.tensors.filter((t) => LORA_FACTOR.test(t.name));
+      for (const t of named) factors.add(t.name);
+      const modules = new Set(named.map((t) => t.name.replace(LORA_FACTOR_SUFFIX, '')));
+      if (modules.size > 0) warnings.push(adaptsBaseWarning('a bare LoRA file', modules.size));
     }
 
     const zeroWarning = adapter?.zeroModules ? zeroFactorWarning(adapter.zeroModules) : undefined;
@@ -204,7 +214,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
     for (const t of src.tensors) {
       const cls = classifyTensor(t.name);
       const loraTarget = targets.has(t.name);
-      tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, numel: t.numel, bytes: t.bytes, ...cls, loraTarget, replaced: replaced.has(t.name) });
+      tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, numel: t.numel, bytes: t.bytes, ...cls, loraTarget, replaced: replaced.has(t.name), ...(factors.has(t.name) ? { loraFactor: true } : {}) });
       categories[cls.category] = (categories[cls.category] ?? 0) + 1;
       categoryParams[cls.category] = (categoryParams[cls.category] ?? 0) + t.numel;
       dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;

@@ -7,9 +7,16 @@ import { FloatDtype } from '../../shared/safetensors/dtypes';
 import { HalfDtype, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
 import { MergeRule } from '../../shared/jobs/choices';
 
-/** Rows [row0, row1) of delta = scale * B @ A in float64, rounded once to fp32, into `out` (full size). */
+/**
+ * Rows [row0, row1) of delta = f(f(B @ A) * f(scale)) into `out` (full size): B @ A summed in float64 and
+ * rounded once to fp32, then times the fp32 scale, rounded again. That is PyTorch's (and so PEFT's)
+ * `(B @ A) * scaling`: an fp32 tensor times a Python float multiplies by the float rounded to fp32, and
+ * B @ A is the fp32 matrix (exactly so wherever torch's fp32 sum is exact; see test/unit/torch-scale).
+ * The product of two fp32 values is exact in float64, so the Float32Array store is the fp32 multiply.
+ */
 export function loraDeltaRows(f: LoraFactors, row0: number, row1: number, out: Float32Array): void {
-  const { A, B, r, in: n, out: m, scale, transpose } = f;
+  const { A, B, r, in: n, out: m, transpose } = f;
+  const scale = Math.fround(f.scale);
   const acc = new Float64Array(n);
   const ks = new Int32Array(r);
   for (let i = row0; i < row1; i++) {
@@ -30,10 +37,10 @@ export function loraDeltaRows(f: LoraFactors, row0: number, row1: number, out: F
       const a = ks[g] * n;
       for (let j = 0; j < n; j++) acc[j] += b * A[a + j];
     }
-    if (transpose) for (let j = 0; j < n; j++) out[j * m + i] = acc[j] * scale;
+    if (transpose) for (let j = 0; j < n; j++) out[j * m + i] = Math.fround(acc[j]) * scale;
     else {
       const o = i * n;
-      for (let j = 0; j < n; j++) out[o + j] = acc[j] * scale;
+      for (let j = 0; j < n; j++) out[o + j] = Math.fround(acc[j]) * scale;
     }
   }
 }

@@ -77,7 +77,7 @@ export interface Kernels {
   decode(t: TensorInfo, raw: Uint8Array, out: Float32Array): Promise<Float32Array>;
   /** Whether every value of raw float bytes is finite. */
   allFinite(dtype: FloatDtype, raw: Uint8Array): Promise<boolean>;
-  /** delta = scale * B @ A, each element accumulated in float64 and rounded once to fp32. */
+  /** delta = f(f(B @ A) * f(scale)): each B @ A element accumulated in float64 and rounded to fp32, then times the fp32 scale (PyTorch's rounding; cpuMath.ts loraDeltaRows). */
   loraDelta(f: LoraFactors, out?: Float32Array): Promise<Float32Array>;
   /** Merged tensor of base `w` (values as stored, decoded to fp32) and delta `d` (null: no delta), encoded at `dtype`. */
   merge(w: Float32Array, d: Float32Array | null, dtype: MergeDtype, rule: MergeRule, out: Uint8Array): Promise<Uint8Array>;

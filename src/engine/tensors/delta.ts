@@ -237,8 +237,13 @@ export async function deltaBlock(kernels: Kernels, factors: Factors, m: AdaptedM
   const p = factors.get(m);
   const r = m.rule;
   switch (r.kind) {
-    case 'low-rank':
-      return lowRankBlock(kernels, p.A, p.B, p.rank, m, r.scale, b, out, scratch);
+    case 'low-rank': {
+      if (r.divisor === undefined) return lowRankBlock(kernels, p.A, p.B, p.rank, m, r.scale, b, out, scratch);
+      // AdaLoRA: times alpha, then divided by the fp32 divisor, each rounded to fp32 as torch does.
+      const d = await lowRankBlock(kernels, p.A, p.B, p.rank, m, r.alpha!, b, out, scratch);
+      for (let i = 0; i < b.numel; i++) d[i] = d[i] / r.divisor;
+      return d;
+    }
     case 'hadamard': {
       // PEFT's HadaWeight: ((w1a @ w1b) * (w2a @ w2b)) * scale, each product an fp32 matrix.
       const d1 = await lowRankBlock(kernels, p.A, p.B, p.rank, m, 1, b, out, scratch);
@@ -251,8 +256,10 @@ export async function deltaBlock(kernels: Kernels, factors: Factors, m: AdaptedM
     case 'kronecker':
       return kronBlock(m, r.shape1, r.shape2, r.scale, p.w1!, p.w2!, b, out);
     case 'dense': {
+      // torch's fp32 `diff * scale`: the product of two fp32 values is exact in float64, the store rounds it.
       const v = p.values!;
-      for (let i = 0; i < b.numel; i++) out[i] = v[b.start + i] * r.scale;
+      const s = Math.fround(r.scale);
+      for (let i = 0; i < b.numel; i++) out[i] = v[b.start + i] * s;
       return out;
     }
     case 'scale':

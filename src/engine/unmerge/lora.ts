@@ -81,10 +81,11 @@ export function doraValuesAt(dora: Dora, indices: Uint32Array, values: Float32Ar
 /**
  * `out[t] = delta[indices[t]]`, `delta` the module's delta laid out as its base weight (transposed for
  * Conv1D and embeddings), each value exactly as `Kernels.loraDelta` defines it: the products summed in
- * float64 in rank order, times the scale, rounded once to fp32.
+ * float64 in rank order, rounded to fp32, times the fp32 scale (loraDeltaRows).
  */
 export function loraValuesAt(f: LoraFactors, indices: Uint32Array, out: Float32Array): Float32Array {
-  const { A, B, r, in: n, out: m, scale, transpose } = f;
+  const { A, B, r, in: n, out: m, transpose } = f;
+  const scale = Math.fround(f.scale);
   for (let t = 0; t < indices.length; t++) {
     const idx = indices[t];
     const i = transpose ? idx % m : Math.floor(idx / n);
@@ -94,7 +95,7 @@ export function loraValuesAt(f: LoraFactors, indices: Uint32Array, out: Float32A
       const b = B[i * r + k];
       if (b !== 0) acc += b * A[k * n + j];
     }
-    out[t] = acc * scale;
+    out[t] = Math.fround(acc) * scale;
   }
   return out;
 }

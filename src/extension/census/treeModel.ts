@@ -25,6 +25,8 @@ export interface CensusTensor {
   layer: number | null;
   projection: string | null;
   loraTarget: boolean;
+  /** An adapter's own factor (census of an adapter without its base). */
+  loraFactor: boolean;
 }
 
 /** One tensor of a compare report (CLI.md: compare `tensors[]`). */
@@ -88,6 +90,7 @@ export function censusTensors(report: unknown): CensusTensor[] {
       layer: typeof t.layer === 'number' ? t.layer : null,
       projection: typeof t.projection === 'string' ? t.projection : null,
       loraTarget: t.loraTarget === true,
+      loraFactor: t.loraFactor === true,
     };
   });
 }
@@ -172,6 +175,7 @@ function tensorNode(entry: CheckpointEntry, t: CensusTensor, parentId: string): 
   const flag = comparisonFlag(cmp, entry.cosineThreshold ?? DEFAULT_COSINE_THRESHOLD);
   const parts = [...(flag ? [flag.text] : []), shape, t.dtype, formatInt(t.numel)];
   if (t.loraTarget) parts.push('LoRA');
+  if (t.loraFactor) parts.push('LoRA factor');
   const lines = [
     `**${t.name}**`,
     '',
@@ -184,6 +188,7 @@ function tensorNode(entry: CheckpointEntry, t: CensusTensor, parentId: string): 
     `| layer | ${t.layer ?? '—'} |`,
     `| projection | ${t.projection ?? '—'} |`,
     `| LoRA target | ${t.loraTarget ? 'yes' : 'no'} |`,
+    ...(t.loraFactor ? ['| adapter factor | yes |'] : []),
   ];
   if (cmp) {
     lines.push(

@@ -275,8 +275,6 @@ export class GpuKernels implements Kernels {
     const rowsPerBlock = Math.max(1, Math.min(m, Math.floor(Math.min(this.maxBinding, this.sizes.blockBytes) / (Math.max(n, r) * 4))));
     const blocks = Math.ceil(m / rowsPerBlock);
     const pipeline = await this.pipeline('delta', deltaShader);
-    const sh = Math.fround(scale);
-    const sl = Math.fround(scale - sh);
     const aBytes = new Uint8Array(A.buffer, A.byteOffset, r * n * 4);
     const err = 24 * r * 2 ** -48;
     const underflow = 64 * r * 2 ** -126;
@@ -286,7 +284,9 @@ export class GpuKernels implements Kernels {
       const params = new ArrayBuffer(48);
       // Only this block's rows of B travel (the shader's row0 is then 0).
       new Uint32Array(params, 0, 5).set([n, rows, r, transpose ? 1 : 0, 0]);
-      new Float32Array(params, 32, 4).set([sh, sl, err, underflow]);
+      // The sum is rounded at scale 1 (sh = 1, sl = 0), then multiplied by the f32 scale (loraDeltaRows).
+      new Float32Array(params, 24, 1).set([scale]);
+      new Float32Array(params, 32, 4).set([1, 0, err, underflow]);
       return {
         pipeline,
         inputs: [new Uint8Array(B.buffer, B.byteOffset + row0 * r * 4, rows * r * 4), aBytes],
@@ -667,14 +667,14 @@ function deltaUnsupported(f: LoraFactors): string | null {
   return null;
 }
 
-/** One element of the delta exactly as loraDeltaRows computes it (float64 sum over k in order, one rounding). */
+/** One element of the delta exactly as loraDeltaRows computes it (float64 sum over k in order, rounded, times the fp32 scale). */
 function deltaElement(f: LoraFactors, i: number, j: number): number {
   let acc = 0;
   for (let k = 0; k < f.r; k++) {
     const b = f.B[i * f.r + k];
     if (b !== 0) acc += b * f.A[k * f.in + j];
   }
-  return Math.fround(acc * f.scale);
+  return Math.fround(Math.fround(acc) * Math.fround(f.scale));
 }
 
 /** Sum of v^2 over one DoRA feature in float64, in the CPU's order (doraNormsRange): exactly its value. */

@@ -311,12 +311,13 @@ fn off_range(u: u32) -> bool { let e = (u >> 23u) & 0xffu; return e >= 190u || (
 }
 
 /**
- * delta = scale * B @ A for rows [row0, row0 + p.y) of the [m, n] result (or of its transpose), each
- * element a double-float sum of exact products, multiplied by scale = sh + sl, and rounded once to f32.
- * An element is written only when the rounding is certain, i.e. when the double-float value plus an
- * error bound covering both this sum and the CPU's float64 sum stays inside one f32 rounding interval;
- * otherwise its index is flagged for the host.
- * scale = sh + sl (two f32); errCoef * sum|b*a| + underflow bounds the error of both sums.
+ * delta = f(f(B @ A) * s) for rows [row0, row0 + p.y) of the [m, n] result (or of its transpose), as
+ * cpuMath.ts's loraDeltaRows forms it: each element a double-float sum of exact products, multiplied by
+ * sh + sl (the host passes 1 and 0) and rounded to f32, then times the f32 scale `s` (one correctly
+ * rounded f32 multiply). An element is written only when the first rounding is certain, i.e. when the
+ * double-float value plus an error bound covering both this sum and the CPU's float64 sum stays inside
+ * one f32 rounding interval, and the product is a normal number (no flush of subnormals); otherwise its
+ * index is flagged for the host. errCoef * sum|b*a| + underflow bounds the error of both sums.
  */
 export function deltaShader(): string {
   return /* wgsl */ `
@@ -324,7 +325,7 @@ export function deltaShader(): string {
 @group(0) @binding(1) var<storage, read> A: array<f32>;
 @group(0) @binding(4) var<storage, read_write> o: array<u32>;
 ${FLAGS}
-struct DP { n: u32, rows: u32, r: u32, tr: u32, row0: u32, u0: u32, u1: u32, u2: u32, sh: f32, sl: f32, err: f32, uf: f32 }
+struct DP { n: u32, rows: u32, r: u32, tr: u32, row0: u32, u0: u32, s: f32, u2: u32, sh: f32, sl: f32, err: f32, uf: f32 }
 @group(0) @binding(7) var<uniform> p: DP;
 ${common('p.u0')}
 const TK = 16u;
@@ -334,6 +335,16 @@ var<workgroup> ah: array<array<f32, ${TILE}>, TK>;
 var<workgroup> al: array<array<f32, ${TILE}>, TK>;
 
 fn finish(acc: vec2f, sa: f32) -> vec2u {
+  let f = rounded(acc, sa);
+  if (f.y != 0u) { return f; }
+  let v = bitcast<f32>(f.x) * p.s;
+  let e = (bitcast<u32>(v) >> 23u) & 0xffu;
+  // A zero product of a nonzero value (or a subnormal) may have been flushed, an infinite one overflowed.
+  let off = (e == 0u && (f.x & 0x7fffffffu) != 0u) || e == 255u;
+  return vec2u(bitcast<u32>(v), select(0u, 1u, off));
+}
+
+fn rounded(acc: vec2f, sa: f32) -> vec2u {
   if (sa == 0.0) { return vec2u(select(0u, 0x80000000u, p.sh < 0.0), 0u); }
   let v = two_sum(acc.x, acc.y);
   let hs = split(v.x); let ss = split(p.sh);

@@ -1,18 +1,18 @@
 ;; The CPU backend's compute-bound kernel in WebAssembly SIMD (assembled by scripts/build.mjs into
 ;; dist/kernels.wasm). It computes exactly what cpuMath.ts's loraDeltaRows does, float64 operation for
 ;; float64 operation: each output element is ((0 + b_k0 a_k0) + b_k1 a_k1) + ... over the nonzero
-;; b_k in ascending k, then times scale, then rounded to fp32. The products of two fp32 values are exact
+;; b_k in ascending k, rounded to fp32, then times scale rounded to fp32 (an fp32 multiply). The products of two fp32 values are exact
 ;; in float64; the sums are done in the same order; only the columns are done two at a time (f64x2).
 ;; The caller (wasmKernels.ts) owns the memory layout and passes every pointer.
 
 (module
   (memory (export "memory") 1)
 
-  ;; Writes the two fp32 values f(acc * scale) at `p`, or (fold) p[j] = max(p[j], |value|) as
+  ;; Writes the two fp32 values f(f(acc) * f(scale)) at `p`, or (fold) p[j] = max(p[j], |value|) as
   ;; cpuMath.ts's maxAbsRange does it: a NaN never replaces, +0 never replaces -0.
   (func $emit (param $p i32) (param $acc v128) (param $sv v128) (param $fold i32)
     (local $v v128) (local $cur v128)
-    (local.set $v (f32x4.demote_f64x2_zero (f64x2.mul (local.get $acc) (local.get $sv))))
+    (local.set $v (f32x4.mul (f32x4.demote_f64x2_zero (local.get $acc)) (local.get $sv)))
     (if (local.get $fold)
       (then
         (local.set $v (f32x4.abs (local.get $v)))
@@ -32,7 +32,7 @@
     (local $sv v128) (local $bs v128) (local $s f64)
     (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128)
     (local $c4 v128) (local $c5 v128) (local $c6 v128) (local $c7 v128)
-    (local.set $sv (f64x2.splat (local.get $scale)))
+    (local.set $sv (f32x4.splat (f32.demote_f64 (local.get $scale))))
 
     ;; Each row's nonzero factors in ascending k, as the offset of their row in `at` and their float64 value
     ;; (f32.ne: a NaN counts as nonzero, -0 as zero, as `!== 0` does).
@@ -158,7 +158,7 @@
               (local.set $g (i32.add (local.get $g) (i32.const 1)))
               (br $g1_loop)))
             (local.set $q (i32.add (local.get $o) (i32.shl (local.get $j) (i32.const 2))))
-            (local.set $bv (f32.demote_f64 (f64.mul (local.get $s) (local.get $scale))))
+            (local.set $bv (f32.mul (f32.demote_f64 (local.get $s)) (f32.demote_f64 (local.get $scale))))
             (if (local.get $fold)
               (then
                 (local.set $bv (f32.abs (local.get $bv)))

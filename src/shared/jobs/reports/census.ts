@@ -11,8 +11,10 @@ export interface CensusTensor {
   category: Category;
   layer: number | null;
   projection: string | null;
-  /** LoRA adapts this tensor (a base weight under the adapter, or an adapter's own LoRA factor). */
+  /** LoRA adapts this tensor: a base tensor under the adapter (never an adapter's own factor). */
   loraTarget: boolean;
+  /** One of an adapter's own tensors that form its deltas (lora_A / lora_B, LoHa / LoKr factors, IA³ vectors…), in the census of an adapter. */
+  loraFactor?: true;
   /** The adapter replaces this tensor outright (modules_to_save, saved biases). */
   replaced: boolean;
   /** Image models: the pipeline component and the block (see TensorClass). */
