@@ -1,11 +1,14 @@
 /** The engine process end to end: EngineProcess forking the built dist/engine-host.js (`npm run build` first). */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { JobRequest } from '../../src/shared/jobs/jobs';
 import { ProgressInfo } from '../../src/shared/protocol';
-import { EngineProcess, JobError, removePartials } from '../../src/extension/engine/engineProcess';
+import { EngineProcess, JobError } from '../../src/extension/engine/engineProcess';
+import { removeDeadPartialFiles, removeLeftoversOf } from '../../src/shared/leftovers';
 import { loraPair, peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 
 const HOST = path.resolve(__dirname, '../../../dist/engine-host.js');
@@ -136,12 +139,27 @@ test('a crashed engine fails its job as crashed, its partial output is removed, 
   }
 });
 
-test('removePartials removes only that process\'s partial siblings of an output', () => {
+test("removeLeftoversOf removes only that process's partials and lock beside an output; report temps of dead runs go", () => {
   const dir = tmpDir('lora-lens-partials-');
   const out = path.join(dir, 'out');
-  for (const n of ['.out.partial-42-abc', '.out.partial-43-abc', '.other.partial-42-x', 'out2']) fs.mkdirSync(path.join(dir, n));
-  removePartials(out, 42);
-  assert.deepEqual(fs.readdirSync(dir).sort(), ['.other.partial-42-x', '.out.partial-43-abc', 'out2']);
+  const host = os.hostname();
+  for (const n of ['.out.partial-42-abc', '.out.partial-43-abc', '.other.partial-42-x', 'out2', '..out.lock.partial-42-q1']) fs.mkdirSync(path.join(dir, n));
+  fs.writeFileSync(path.join(dir, '.out.lock.stale-42'), '');
+  fs.writeFileSync(path.join(dir, '.out.lock'), JSON.stringify({ pid: 42, host }));
+  fs.writeFileSync(path.join(dir, '.out.partial-42-notours!'), 'a user file that only looks alike');
+  removeLeftoversOf(out, 42);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['.other.partial-42-x', '.out.partial-42-notours!', '.out.partial-43-abc', 'out2']);
+  // A lock another job holds now stays.
+  fs.writeFileSync(path.join(dir, '.out.lock'), JSON.stringify({ pid: 43, host }));
+  removeLeftoversOf(out, 42);
+  assert.ok(fs.existsSync(path.join(dir, '.out.lock')));
+  // Report temps: files of dead processes go; a live process's, a folder, and a look-alike stay.
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+  const report = path.join(dir, 'r.json');
+  for (const n of [`.r.json.partial-${dead}-a1b2c3`, `.r.json.partial-${process.ppid}-a1b2c3`, '.r.json.partial-x-1', `.r.json.partial-${dead}-toolongname`]) fs.writeFileSync(path.join(dir, n), '{');
+  fs.mkdirSync(path.join(dir, `.r.json.partial-${dead}-d1r`));
+  removeDeadPartialFiles(report);
+  assert.deepEqual(fs.readdirSync(dir).filter((n) => n.startsWith('.r.json')).sort(), [`.r.json.partial-${dead}-d1r`, `.r.json.partial-${dead}-toolongname`, `.r.json.partial-${process.ppid}-a1b2c3`, '.r.json.partial-x-1'].sort());
 });
 
 test('tensor names reach the log, notifications and toasts with control characters escaped', async () => {

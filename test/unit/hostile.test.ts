@@ -516,6 +516,57 @@ describe('faults: a killed merge, SIGTERM while busy, a full disk', () => {
     assert.deepEqual(snapshot(dir), inputs);
   });
 
+  /** Starts `args` with the job hanging in synchronous code at its first output write; resolves once `ready` holds. */
+  async function hungJob(args: string[], ready: () => boolean): Promise<{ child: ReturnType<typeof spawn>; exited: Promise<number | null>; stderr: () => string }> {
+    const child = spawn(process.execPath, [CLI, ...args, '--device', 'cpu'], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, [WRITE_FAULT_ENV]: 'HANG@0' } });
+    let stderr = '';
+    child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+    cases++;
+    for (let i = 0; i < 2000 && !ready(); i++) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(ready(), `${args.join(' ')} never reached its output`);
+    await new Promise((r) => setTimeout(r, 200)); // well inside the hang
+    return { child, exited, stderr: () => stderr };
+  }
+  const partialIn = (folder: string, name: string) => (): boolean => fs.existsSync(folder) && fs.readdirSync(folder).some((f) => f.startsWith(`.${name}.partial-`));
+
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    it(`${signal} while a job is stuck in synchronous work: exit 130 within 2 s, its partial output, lock and new folders gone`, async () => {
+      const jobs: Array<[string[], () => boolean]> = [
+        [['merge', '--base', 'base', '--adapter', 'adapter', '--out', 'hung/deep/merged', '--dtype', 'bf16'], partialIn(path.join(dir, 'hung', 'deep'), 'merged')],
+        [['census', 'base', '--json', 'hung/r.json'], partialIn(path.join(dir, 'hung'), 'r.json')],
+      ];
+      for (const [args, ready] of jobs) {
+        const job = await hungJob(args, ready);
+        const t0 = Date.now();
+        job.child.kill(signal);
+        // A job that ignores the signal is killed after 10 s, and fails below.
+        const timer = setTimeout(() => job.child.kill('SIGKILL'), 10_000);
+        const code = await job.exited;
+        clearTimeout(timer);
+        const ms = Date.now() - t0;
+        assert.equal(code, 130, job.stderr());
+        assert.ok(ms < 2000, `${args[0]} answered ${signal} in ${ms} ms`);
+        assert.equal(job.stderr(), `lora-lens ${args[0]}: cancelled; nothing was written\n`);
+        assert.deepEqual(leftovers(dir), []);
+        assert.equal(fs.existsSync(path.join(dir, 'hung')), false, 'the folders the job created on the way to its output are removed');
+      }
+      assert.deepEqual(snapshot(dir), inputs);
+    });
+  }
+
+  it('kill -9 while writing a report leaves its temporary file; the next report to that path removes it', async () => {
+    const job = await hungJob(['census', 'base', '--json', 'report.json'], partialIn(dir, 'report.json'));
+    job.child.kill('SIGKILL');
+    await job.exited;
+    assert.equal(leftovers(dir).length, 1, 'the killed run left its temporary report');
+    const r = run(dir, ['census', 'base', '--json', 'report.json']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(leftovers(dir), []);
+    fs.rmSync(path.join(dir, 'report.json'));
+    assert.deepEqual(snapshot(dir), inputs);
+  });
+
   it(`counts its hostile cases`, () => {
     console.log(`hostile.test: ${cases} hostile CLI runs held the promise`);
   });

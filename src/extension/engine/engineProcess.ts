@@ -4,12 +4,12 @@
  * Plain Node, no `vscode` import, so unit tests drive it against the real engine.
  */
 import { ChildProcess, fork } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { JobName, JobReport, JobRequest } from '../../shared/jobs/jobs';
 import { argvOf } from '../../shared/jobs/request';
 import { ErrorKind, FromEngine, isFromEngine, ProgressInfo, ToEngine } from '../../shared/protocol';
 import { escapeControl } from '../../shared/errors';
+import { removeLeftoversOf } from '../../shared/leftovers';
 
 /** After a cancel, how long the engine gets to stop and clean up before it is killed. */
 const CANCEL_GRACE_MS = 10_000;
@@ -177,7 +177,7 @@ export class EngineProcess {
   private failAll(child: ChildProcess | undefined, kind: 'crashed' | 'cancelled', message: string): void {
     for (const [id, p] of this.pending) {
       this.settle(id, p);
-      if (child?.pid !== undefined) for (const out of p.opts.outputs ?? []) removePartials(out, child.pid);
+      if (child?.pid !== undefined) for (const out of p.opts.outputs ?? []) removeLeftoversOf(path.resolve(out), child.pid);
       if (p.cancelled) {
         this.log(`[job ${id}] cancelled`);
         p.reject(new JobError('cancelled', 'cancelled; nothing was written'));
@@ -209,19 +209,6 @@ function shown(m: Exclude<FromEngine, { type: 'ready' }>): Exclude<FromEngine, {
     case 'result':
       return m.text === undefined ? m : { ...m, text: escapeControl(m.text) };
   }
-}
-
-/** The engine writes `<dir>/.<name>.partial-<pid>-<random>` and renames it into place at the end. */
-export function removePartials(output: string, pid: number): void {
-  const dir = path.dirname(path.resolve(output));
-  const prefix = `.${path.basename(output)}.partial-${pid}-`;
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir);
-  } catch {
-    return;
-  }
-  for (const n of names) if (n.startsWith(prefix)) fs.rmSync(path.join(dir, n), { recursive: true, force: true });
 }
 
 function quote(a: string): string {
