@@ -29,7 +29,7 @@ const SHARED_ROOMS = [
   ['src/shared/weights'],
   ['src/shared/census', 'src/shared/safetensors', 'src/shared/pytorch'],
   ['src/shared/files.ts'],
-  ['src/shared/errors.ts'],
+  ['src/shared/errors.ts', 'src/shared/format.ts'],
 ];
 
 /** No import from a lower room up into a higher one. */

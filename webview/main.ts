@@ -1,5 +1,5 @@
 /**
- * The report panels' page. It draws what the host sends and nothing else: the host posts `show` with a
+ * The report panels' page, and the weights viewer's. It draws what the host sends and nothing else: the host posts `show` with a
  * report after this page says `ready`; the page keeps that content as its state so VS Code can restore
  * the panel after a reload.
  */
@@ -30,6 +30,7 @@ function draw(content: PanelContent): void {
       exportCsv: (section) => vscode.postMessage({ type: 'exportCsv', section }),
       exportHtml: () => vscode.postMessage({ type: 'exportHtml', body: exportedBody(), theme: themeVariables() }),
       openTensor: (name) => vscode.postMessage({ type: 'openTensor', name }),
+      openInCensus: () => vscode.postMessage({ type: 'openInCensus' }),
     });
   } catch (e) {
     renderError(app, `This report cannot be drawn: ${e instanceof Error ? e.message : String(e)}`);
@@ -52,7 +53,8 @@ function exportedBody(): string {
     img.className = 'chart-image';
     c.replaceWith(img);
   });
-  copy.querySelectorAll('vscode-button, .section-tools, .header-tools, #status').forEach((e) => e.remove());
+  copy.querySelectorAll('vscode-button, .section-tools, .header-tools, .filter-bar, #status').forEach((e) => e.remove());
+  copy.querySelectorAll('tr[hidden]').forEach((r) => r.removeAttribute('hidden'));
   copy.querySelectorAll('details').forEach((d) => d.setAttribute('open', ''));
   copy.querySelectorAll('a').forEach((a) => a.replaceWith(...Array.from(a.childNodes)));
   copy.querySelectorAll('button.sort').forEach((b) => b.replaceWith(b.textContent ?? ''));

@@ -14,6 +14,7 @@ export interface Actions {
   exportCsv(sectionId: string): void;
   exportHtml(): void;
   openTensor(name: string): void;
+  openInCensus(): void;
 }
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, props: { id?: string; className?: string; text?: string } = {}, ...children: Node[]): HTMLElementTagNameMap[K] {
@@ -80,6 +81,7 @@ function sortableHead(spec: TableSpec, body: HTMLElement, rows: HTMLElement[]): 
     sort.title = `Sort by ${c.label}`;
     const th = el('th', {}, sort);
     th.scope = 'col';
+    th.dataset.key = c.key;
     if (c.format) th.classList.add('num');
     sort.addEventListener('click', () => {
       const descending = th.getAttribute('aria-sort') === 'ascending';
@@ -92,7 +94,8 @@ function sortableHead(spec: TableSpec, body: HTMLElement, rows: HTMLElement[]): 
   return el('tr', {}, ...ths);
 }
 
-function table(id: string, caption: string, spec: TableSpec, actions: Actions): HTMLElement {
+function table(sectionId: string, caption: string, spec: TableSpec, actions: Actions): HTMLElement {
+  const id = `table-${sectionId}`;
   const body = el('tbody');
   const rows: HTMLElement[] = [];
   spec.rows.forEach((row, r) => {
@@ -116,6 +119,7 @@ function table(id: string, caption: string, spec: TableSpec, actions: Actions): 
         td.textContent = text;
       }
       if (column?.format) td.classList.add('num');
+      if (column?.wrap) td.classList.add('wrap');
       if (typeof cell === 'number' || typeof cell === 'boolean') td.dataset.value = String(cell);
       const heat = spec.heat?.[r]?.[c];
       if (heat !== undefined && heat !== null) {
@@ -130,7 +134,31 @@ function table(id: string, caption: string, spec: TableSpec, actions: Actions): 
   body.append(...rows);
   const t = el('table', { id }, el('caption', { text: caption }), el('thead', {}, sortableHead(spec, body, rows)), body);
   rovingFocus(t);
-  return el('div', { className: 'table-box', }, t);
+  const box = el('div', { className: 'table-box' }, t);
+  return spec.filter ? el('div', {}, filterBar(sectionId, spec, rows, spec.filter), box) : box;
+}
+
+/** A search box that hides the rows whose text does not hold what is typed (any cell, case-insensitive). */
+function filterBar(sectionId: string, spec: TableSpec, rows: HTMLElement[], f: { label: string; noun: string }): HTMLElement {
+  const input = el('input', { id: `filter-${sectionId}`, className: 'filter' });
+  input.type = 'search';
+  input.placeholder = f.label;
+  input.setAttribute('aria-label', f.label);
+  const count = el('span', { id: `count-${sectionId}`, className: 'count' });
+  count.setAttribute('aria-live', 'polite');
+  const texts = spec.rows.map((row) => row.map((cell, c) => formatCell(cell, spec.columns[c]?.format)).join(' ').toLowerCase());
+  const apply = (): void => {
+    const q = input.value.trim().toLowerCase();
+    let shown = 0;
+    rows.forEach((tr, r) => {
+      tr.hidden = q !== '' && !texts[r].includes(q);
+      if (!tr.hidden) shown++;
+    });
+    count.textContent = `${shown} of ${rows.length} ${f.noun}`;
+  };
+  input.addEventListener('input', apply);
+  apply();
+  return el('div', { className: 'filter-bar' }, input, count);
 }
 
 /**
@@ -138,7 +166,8 @@ function table(id: string, caption: string, spec: TableSpec, actions: Actions): 
  * too), so Tab moves from table to table instead of through hundreds of rows.
  */
 function rovingFocus(t: HTMLTableElement): void {
-  const items = (): HTMLElement[] => Array.from(t.querySelectorAll<HTMLElement>('button.sort, td.tensor a, th.tensor a'));
+  // Rows a filter hides are skipped.
+  const items = (): HTMLElement[] => Array.from(t.querySelectorAll<HTMLElement>('button.sort, tr:not([hidden]) > .tensor a'));
   const all = items();
   all.forEach((e, i) => (e.tabIndex = i === 0 ? 0 : -1));
   t.addEventListener('keydown', (e) => {
@@ -186,7 +215,7 @@ function section(s: Section, actions: Actions, charts: Chart[]): { root: HTMLEle
   if (s.chart) tools.push(button(`export-png-${s.id}`, 'Export PNG', `Save "${s.title}" as a PNG image`, () => chart && actions.exportPng(s.id, chart), true));
   if (s.table) tools.push(button(`export-csv-${s.id}`, 'Export CSV', `Save the table of "${s.title}" as CSV`, () => actions.exportCsv(s.id), true));
   if (tools.length) body.append(el('div', { className: 'section-tools' }, ...tools));
-  if (s.table) figure.append(table(`table-${s.id}`, `${s.title} (data)`, s.table, actions));
+  if (s.table) figure.append(table(s.id, `${s.title} (data)`, s.table, actions));
   if (s.chart || s.table) body.append(figure);
   return { root, draw };
 }
@@ -221,6 +250,7 @@ export function renderPanel(app: HTMLElement, m: PanelModel, actions: Actions): 
     {},
     el('h1', { id: 'panel-title', text: m.heading }),
     el('div', { className: 'header-tools' },
+      ...(m.openInCensus ? [button('open-in-census', 'Open in Census', 'Open this file in the Parameter Census tree', () => actions.openInCensus())] : []),
       button('export-html', 'Export HTML Report', 'Save the whole panel as one HTML file (charts as images), to attach to an issue or a model card', () => actions.exportHtml()),
       button('export-json', 'Export JSON', 'Save the report as JSON', () => actions.exportJson(), true),
     ),

@@ -50,9 +50,17 @@ export function activate(context: vscode.ExtensionContext): void {
       ),
     );
   }
+  const viewerLinks = {
+    openInCensus: async (file: string) => void (await vscode.commands.executeCommand('loraLens.openInCensus', vscode.Uri.file(file))),
+    revealTensor: async (file: string, name: string) => {
+      if (census.reportOf(file) === undefined) await vscode.commands.executeCommand('loraLens.openInCensus', vscode.Uri.file(file));
+      const node = census.findTensor(name, file);
+      if (node) await censusTree.reveal(node, { select: true, focus: true, expand: true });
+    },
+  };
   context.subscriptions.push(
     ...[SAFETENSORS_VIEW_TYPE, PYTORCH_VIEW_TYPE].map((viewType) =>
-      vscode.window.registerCustomEditorProvider(viewType, new SafetensorsEditorProvider(), {
+      vscode.window.registerCustomEditorProvider(viewType, new SafetensorsEditorProvider(context.extensionUri, viewerLinks), {
         webviewOptions: { retainContextWhenHidden: false },
         supportsMultipleEditorsPerDocument: true,
       }),

@@ -1,10 +1,11 @@
 /**
- * The messages between the extension host and the report panels' webview, declared once for both
- * sides. The host only sends; the webview asks. Everything that arrives from the webview is untrusted
+ * The messages between the extension host and the webview (the report panels and the weights viewer
+ * share one page), declared once for both sides. The host only sends; the webview asks. Everything that arrives from the webview is untrusted
  * (a compromised or buggy page must not make the host write arbitrary files), so it goes through
  * `parseWebviewMessage`, which returns a typed message or null.
  */
 import { JobName } from './jobs/jobs';
+import { parseWeightsView, WeightsView } from './weights/view';
 
 /** The jobs whose reports have a panel. */
 export const REPORT_KINDS = ['compare', 'validate', 'precision', 'mask', 'decompose', 'census', 'spectrum', 'resize', 'extract-lora', 'combine'] as const satisfies readonly JobName[];
@@ -14,14 +15,23 @@ export function isReportKind(x: unknown): x is ReportKind {
   return typeof x === 'string' && (REPORT_KINDS as readonly string[]).includes(x);
 }
 
-/** What a panel shows; also the state the webview keeps so a panel can be restored after a reload. */
-export interface PanelContent {
+/** What a report panel shows; also the state the webview keeps so a panel can be restored after a reload. */
+export interface ReportContent {
   kind: ReportKind;
   title: string;
   report: unknown;
   /** validate only: each dtype's full compare report (its `comparison_results.json`), by dtype. */
   comparisons?: Record<string, unknown>;
 }
+
+/** What the weights viewer (a custom editor of `.safetensors` and PyTorch files) shows. */
+export interface WeightsContent {
+  kind: 'weights';
+  title: string;
+  weights: WeightsView;
+}
+
+export type PanelContent = ReportContent | WeightsContent;
 
 /** Host -> webview. */
 export type HostMessage =
@@ -42,6 +52,8 @@ export type WebviewMessage =
   | { type: 'exportPng'; name: string; dataUrl: string }
   /** The user picked a tensor in a table: reveal it in the census tree. */
   | { type: 'openTensor'; name: string }
+  /** The viewer's "Open in Census": open its file in the census tree. */
+  | { type: 'openInCensus' }
   /** Save one section's table as CSV (built by the host from the content it holds). */
   | { type: 'exportCsv'; section: string }
   /**
@@ -68,6 +80,8 @@ export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
       return { type: 'ready' };
     case 'exportJson':
       return { type: 'exportJson' };
+    case 'openInCensus':
+      return { type: 'openInCensus' };
     case 'exportPng': {
       const { name, dataUrl } = m;
       if (typeof name !== 'string' || !FILE_STEM.test(name)) return null;
@@ -98,9 +112,13 @@ export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
 export function parsePanelContent(raw: unknown): PanelContent | null {
   if (typeof raw !== 'object' || raw === null) return null;
   const s = raw as Record<string, unknown>;
+  if (s.kind === 'weights' && typeof s.title === 'string') {
+    const weights = parseWeightsView(s.weights);
+    return weights && { kind: 'weights', title: s.title, weights };
+  }
   if (!isReportKind(s.kind) || typeof s.title !== 'string') return null;
   if (typeof s.report !== 'object' || s.report === null) return null;
-  const content: PanelContent = { kind: s.kind, title: s.title, report: s.report };
+  const content: ReportContent = { kind: s.kind, title: s.title, report: s.report };
   if (typeof s.comparisons === 'object' && s.comparisons !== null) content.comparisons = s.comparisons as Record<string, unknown>;
   return content;
 }

@@ -120,3 +120,35 @@ export function writeFixtures(ws) {
   writeModel(dirs.bigFinetuned, bigCfg, llamaTensors(bigCfg));
   return dirs;
 }
+
+/**
+ * adapters/tiny-llama-r8 under `ws`: rank 8 on all seven projections of models/tiny-llama, whose
+ * singular values decay geometrically at a rate of each projection's own (q fast, down_proj slowly),
+ * so its spectrum, energy curves and per-layer ranks differ from module to module as trained adapters'
+ * do. Returns its path.
+ */
+export function writeDecayingAdapter(ws) {
+  const cfg = llamaConfig(64, 128, 2, 256);
+  const r = 8, alpha = 16;
+  const decay = { q_proj: 0.3, k_proj: 0.45, v_proj: 0.6, o_proj: 0.7, gate_proj: 0.4, up_proj: 0.55, down_proj: 0.8 };
+  const dir = path.join(ws, 'adapters', 'tiny-llama-r8');
+  const lora = [];
+  llamaTensors(cfg).forEach((t, k) => {
+    const proj = /\.(\w+_proj)\.weight$/.exec(t.name)?.[1];
+    if (!proj) return;
+    const [out, inn] = t.shape;
+    const module = t.name.replace(/\.weight$/, '');
+    const A = values(r * inn, 300 + k, 0.2), B = values(out * r, 500 + k, 0.2);
+    // Column j of B scaled by decay^j (the second layer a little slower): σⱼ of B@A falls about as fast.
+    const rate = Math.min(0.95, decay[proj] + 0.1 * Number(/layers\.(\d+)/.exec(t.name)[1]));
+    for (let o = 0; o < out; o++) for (let j = 0; j < r; j++) B[o * r + j] *= rate ** j;
+    lora.push({ name: `base_model.model.${module}.lora_A.weight`, shape: [r, inn], data: A }, { name: `base_model.model.${module}.lora_B.weight`, shape: [out, r], data: B });
+  });
+  writeSafetensors(path.join(dir, 'adapter_model.safetensors'), lora);
+  fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({
+    peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'tiny-llama', r, lora_alpha: alpha, lora_dropout: 0,
+    target_modules: Object.keys(decay), bias: 'none', fan_in_fan_out: false, use_rslora: false, use_dora: false,
+    modules_to_save: null, rank_pattern: {}, alpha_pattern: {}, init_lora_weights: true, inference_mode: true,
+  }, null, 2));
+  return dir;
+}

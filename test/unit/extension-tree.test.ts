@@ -1,6 +1,7 @@
 /** The Parameter Census tree built from census and compare reports (src/extension/census/treeModel.ts). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { formatBytes, formatInt } from '../../src/shared/format';
 import { CheckpointEntry, checkpointNode, comparisonByName, formatCount, formatMetric, TreeNode } from '../../src/extension/census/treeModel';
 
 const LAYERS = 30;
@@ -125,4 +126,9 @@ test('number formats', () => {
   assert.equal(formatMetric(null), 'n/a');
   assert.equal(formatMetric(1.5e-7), '1.500e-7');
   assert.equal(formatMetric(0.123456), '0.1235');
+  // One byte format for the CLI's text, the tree, the viewer and the extension's prompts.
+  assert.equal(formatBytes(512), '512 B');
+  assert.equal(formatBytes(1536), '1.50 KiB');
+  assert.equal(formatBytes(6 * 1024 ** 3 + 1), '6.00 GiB');
+  assert.equal(formatInt(1234567), '1,234,567');
 });

@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { PanelModel, Point, Section, valueCount } from '../../src/shared/charts/model';
 import { cumulativeEnergy } from '../../src/shared/charts/lowrank';
 import { panelModel } from '../../src/shared/charts/panels';
-import { maxResizeRank, resizePreview, resizePreviews } from '../../src/shared/charts/resizePreview';
+import { maxResizeRank, resizePreview, resizePreviews, resizeRanks } from '../../src/shared/charts/resizePreview';
 import { CombineReport, ExtractLoraReport, ResizeReport, SpectrumReport } from '../../src/shared/jobs/reports/lowrank';
 import { ReportKind } from '../../src/shared/webviewProtocol';
 import { loraPair, peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';
@@ -91,7 +91,9 @@ test('spectrum panel: energy curves reach 100% at the full rank, and the heat ma
 test('resize preview: predicted from the spectrum, it is what resize writes', () => {
   assert.equal(maxResizeRank(spectrum), 2, 'v_proj holds 2 singular values');
   const offered = resizePreviews(spectrum).map((p) => p.target);
-  assert.deepEqual(offered, [{ energy: 0.9 }, { energy: 0.95 }, { energy: 0.99 }], 'no rank preset fits a rank-2 module');
+  assert.deepEqual(offered, [{ rank: 1 }, { rank: 2 }, { energy: 0.9 }, { energy: 0.95 }, { energy: 0.99 }], 'rank presets up to what the rank-2 modules allow');
+  assert.deepEqual(resizeRanks(64), [4, 8, 16, 32, 64]);
+  assert.deepEqual(resizeRanks(48), [2, 4, 8, 16, 32]);
   for (const target of [{ rank: 1 }, { rank: 2 }, { energy: 0.9 as const }, { energy: 0.99 as const }]) {
     const p = resizePreview(spectrum, target);
     const tag = 'rank' in target ? `r${target.rank}` : `e${target.energy}`;

@@ -22,7 +22,10 @@
  * - `dense` (LyCORIS full `diff`; PEFT `lora_bias` on the base's bias): ΔW = diff · scale, stored like the
  *   base tensor, rounded as torch does it (the fp32 product with the fp32 scale).
  * - `scale` (IA³): not additive: W' = W ⊙ l, l scaling the output features (rows of ΔW's orientation),
- *   the input features (`feedforward_modules`), or every element (a 1-D bias).
+ *   the input features (`feedforward_modules`; a convolution's input channel spans kh·kw columns), or
+ *   every element (a 1-D bias). LyCORIS stores l − 1 (`weight`, W' = W ⊙ (1 + weight)).
+ * Weight decomposition (LyCORIS `dora_scale`, on any additive rule): W' = (W + ΔW) · m / (||W + ΔW|| + eps),
+ * see Decomposition; PEFT's DoRA is the low-rank rule's `magnitude`.
  * A full replacement (modules_to_save, saved biases) is not a rule: see Replacement in adapter.ts.
  */
 import { TensorInfo } from '../../shared/safetensors/header';
@@ -123,6 +126,8 @@ export interface ScaleRule {
   vector: TensorInfo;
   /** Which features of ΔW's [out, in] orientation the vector scales; `all` for a 1-D tensor (a bias). */
   axis: 'out' | 'in' | 'all';
+  /** The vector holds l − 1 (LyCORIS (IA)³, initialised to zero): l = f(1 + vector). */
+  offsetOne?: boolean;
 }
 
 export type DeltaRule = LowRankRule | HadamardRule | KroneckerRule | DenseRule | ScaleRule;
@@ -142,16 +147,36 @@ export interface AdaptedModule {
   /** The base stores ΔW's orientation transposed (Conv1D, embeddings). */
   transpose: boolean;
   embedding: boolean;
+  /** LyCORIS weight decomposition of the rule's W + ΔW (`dora_scale`). */
+  decompose?: Decomposition;
+}
+
+/**
+ * DoRA's weight decomposition: W' = (W + ΔW) · m / (||W + ΔW|| + eps), the norm per output feature (a row
+ * of [out, in·kh·kw]) or per input channel (its kh·kw columns, over every row), m one value per feature.
+ */
+export interface Decomposition {
+  magnitude: TensorInfo;
+  axis: 'out' | 'in';
+  /** Added to each fp32 norm: LyCORIS adds fp32's machine epsilon (2⁻²³), PEFT nothing. */
+  eps: number;
+}
+
+/** A module's weight decomposition, LyCORIS's or PEFT's DoRA (its `magnitude`, per output feature, no eps). */
+export function decomposition(m: AdaptedModule): Decomposition | undefined {
+  if (m.decompose) return m.decompose;
+  if (m.rule.kind === 'low-rank' && m.rule.magnitude) return { magnitude: m.rule.magnitude, axis: 'out', eps: 0 };
+  return undefined;
 }
 
 /** Whether the merged tensor needs the base weight beyond W + ΔW (DoRA's norms, IA³'s scaling). */
 export function needsBase(m: AdaptedModule): boolean {
-  return m.rule.kind === 'scale' || (m.rule.kind === 'low-rank' && m.rule.magnitude !== undefined);
+  return m.rule.kind === 'scale' || wholeTensor(m);
 }
 
 /** Whether the rule needs the whole base tensor at once (DoRA's norms span it). */
 export function wholeTensor(m: AdaptedModule): boolean {
-  return m.rule.kind === 'low-rank' && m.rule.magnitude !== undefined;
+  return decomposition(m) !== undefined;
 }
 
 /** The factor tensors that hold a module's low-rank delta (for "all-zero lora_B" checks), by role. */
@@ -163,6 +188,12 @@ export function outputFactor(m: AdaptedModule): TensorInfo | undefined {
 
 /** A short human name of the rule, for reports. */
 export function ruleName(m: AdaptedModule): string {
+  if (!m.decompose) return baseRuleName(m);
+  const name = baseRuleName(m);
+  return name === 'LoRA' ? 'DoRA' : `DoRA (${name})`;
+}
+
+function baseRuleName(m: AdaptedModule): string {
   const r = m.rule;
   switch (r.kind) {
     case 'low-rank':

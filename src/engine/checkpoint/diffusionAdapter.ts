@@ -24,7 +24,7 @@ import { TensorInfo } from '../../shared/safetensors/header';
 import { bytesToF32 } from '../safetensors/reader';
 import type { AdapterLayout } from './adapter';
 import { Checkpoint } from './checkpoint';
-import { AdaptedModule, assertModuleHoldsElements, DeltaRule, KronFactor } from './deltaRule';
+import { AdaptedModule, assertModuleHoldsElements, Decomposition, DeltaRule, KronFactor } from './deltaRule';
 import { KohyaNames, kohyaMiss } from './diffusionNames';
 
 export type DiffusionFormat = 'kohya' | 'diffusers';
@@ -56,13 +56,13 @@ const KOHYA_ROLES: Record<string, string> = {
   lokr_t2: 'lokr_t2',
   diff: 'diff',
   diff_b: 'diff_b',
+  dora_scale: 'dora_scale',
+  weight: 'ia3',
+  on_input: 'on_input',
 };
 
 /** LyCORIS parts LoRA Lens recognises but does not merge, and why (one line each). */
 const UNSUPPORTED: Record<string, string> = {
-  dora_scale: "LyCORIS weight decomposition (dora_scale, DoRA's per-input-channel norm)",
-  weight: 'LyCORIS (IA)³ (weight / on_input)',
-  on_input: 'LyCORIS (IA)³ (weight / on_input)',
   oft_blocks: 'LyCORIS OFT / BOFT (oft_blocks)',
   oft_diag: 'LyCORIS OFT (oft_diag)',
   w_norm: 'LyCORIS norm tuning (w_norm / b_norm)',
@@ -139,8 +139,17 @@ function scaleOf(alpha: number | undefined, rank: number): number {
   return alpha === undefined || alpha === 0 ? 1 : alpha / rank;
 }
 
-/** One module's delta rule and its ΔW shape [out, in] (a convolution's in counts in·kh·kw). */
-function ruleOf(c: Checkpoint, p: Parts): { rule: DeltaRule; out: number; in: number } {
+/** Whether a flag tensor (LyCORIS's `on_input`, an integer or float scalar) is set: any non-zero byte. */
+function flag(c: Checkpoint, t: TensorInfo): boolean {
+  if (t.numel !== 1) throw new LensError(c.files[0], `on_input has ${t.numel} values, not one`, t.name);
+  return c.handles.readBytesSync(t, new Uint8Array(t.byteLength)).some((b) => b !== 0);
+}
+
+/**
+ * One module's delta rule and its ΔW shape [out, in] (a convolution's in counts in·kh·kw); for (IA)³ the
+ * axis `on_input` states, if it is stored (the shape is then fitted to the base).
+ */
+function ruleOf(c: Checkpoint, p: Parts): { rule: DeltaRule; out: number; in: number; ia3Axis?: 'in' | 'out' } {
   const file = c.files[0];
   const r = p.roles;
   const alphaT = r.get('alpha');
@@ -207,6 +216,14 @@ function ruleOf(c: Checkpoint, p: Parts): { rule: DeltaRule; out: number; in: nu
     const scale = rank === undefined ? 1 : scaleOf(alpha, rank);
     return { rule: { kind: 'kronecker', w1: w1.f, w2: w2.f, shape1: w1.shape, shape2: w2.shape, scale }, out: w1.shape[0] * w2.shape[0], in: w1.shape[1] * w2.shape[1] };
   }
+  if (r.has('ia3')) {
+    // (IA)³: one value per output feature, or per input channel (`on_input`); the other axis is the base's.
+    const vector = r.get('ia3')!;
+    const onInput = r.get('on_input');
+    const axis = onInput === undefined ? undefined : flag(c, onInput) ? 'in' : 'out';
+    if ([...r.keys()].some((k) => k !== 'ia3' && k !== 'on_input' && k !== 'alpha')) bad(`module ${p.name} mixes (IA)³'s weight with other factors`, vector);
+    return { rule: { kind: 'scale', vector, axis: axis ?? 'out', offsetOne: true }, out: vector.numel, in: 1, ia3Axis: axis };
+  }
   if (r.has('diff')) {
     const diff = r.get('diff')!;
     return { rule: { kind: 'dense', diff, scale: 1 }, out: rows(diff), in: cols(diff) };
@@ -240,10 +257,14 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
   const modules: AdaptedModule[] = [];
   for (const p of groupKeys(adapter, format)) {
     const diffB = p.roles.get('diff_b');
+    const doraScale = p.roles.get('dora_scale');
     p.roles.delete('diff_b');
-    assertModuleHoldsElements(adapter.files[0], p.name, [...p.roles.values(), ...(diffB ? [diffB] : [])]);
-    const { rule, out, in: inn } = ruleOf(adapter, p);
-    const tensors = [...p.roles.values()];
+    p.roles.delete('dora_scale');
+    assertModuleHoldsElements(adapter.files[0], p.name, [...p.roles.values(), ...(diffB ? [diffB] : []), ...(doraScale ? [doraScale] : [])]);
+    const fitted = ruleOf(adapter, p);
+    const { rule, ia3Axis } = fitted;
+    let { out, in: inn } = fitted;
+    const tensors = [...p.roles.values(), ...(doraScale ? [doraScale] : [])];
     let module = format === 'kohya' ? p.name : diffusersModule(p.name);
     let target: TensorInfo | undefined;
     let bias: TensorInfo | undefined;
@@ -260,11 +281,19 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
         if (!target) throw new LensError(adapter.path, `adapter targets module '${p.name}' but the base ${base.path} has no tensor '${p.name}.weight'`, `${p.name}.weight`);
         module = target.name.replace(/\.weight$/, '');
       }
-      if (rows(target!) !== out || target!.numel !== out * inn) {
+      if (rule.kind === 'scale') {
+        [out, inn] = [rows(target!), target!.numel / rows(target!)];
+        rule.axis = ia3Axis ?? (rule.vector.numel === out ? 'out' : 'in');
+        const want = rule.axis === 'out' ? out : (target!.shape[1] ?? 1);
+        if (rule.vector.numel !== want) {
+          throw new LensError(adapter.path, `(IA)³ weight of ${rule.vector.numel} values does not fit the ${rule.axis === 'out' ? 'output' : 'input'} features (${want}) of base tensor of shape ${JSON.stringify(target!.shape)}`, rule.vector.name);
+        }
+      } else if (rows(target!) !== out || target!.numel !== out * inn) {
         throw new LensError(adapter.path, `delta of shape [${out}, ${inn}] does not fit base tensor of shape ${JSON.stringify(target!.shape)}`, target!.name);
       }
     }
-    modules.push({ module, rule, tensors, out, in: inn, base: target, transpose: false, embedding: false });
+    const decompose = doraScale ? decompositionOf(adapter, p.name, rule, doraScale, out, inn, target) : undefined;
+    modules.push({ module, rule, tensors, out, in: inn, base: target, transpose: false, embedding: false, ...(decompose ? { decompose } : {}) });
     if (diffB) {
       if (base && (!bias || bias.numel !== diffB.numel)) {
         throw new LensError(adapter.path, `diff_b of ${diffB.numel} values has no bias of that size in the base`, diffB.name);
@@ -274,6 +303,24 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
   }
   return { modules, replacements: [], warnings: [] };
 }
+
+/**
+ * LyCORIS's weight decomposition of a module: `dora_scale` [out, 1, …] normalises per output feature
+ * (`wd_on_output`), [1, in, …] per input channel (the default before it), as ComfyUI tells them apart
+ * (the first dimension equal to the weight's out); eps fp32's machine epsilon, as LyCORIS adds it.
+ */
+function decompositionOf(adapter: Checkpoint, name: string, rule: DeltaRule, t: TensorInfo, out: number, inn: number, target: TensorInfo | undefined): Decomposition {
+  if (rule.kind === 'scale' || rule.kind === 'dense') throw new LensError(adapter.files[0], `dora_scale on ${rule.kind === 'scale' ? '(IA)³' : 'a full diff'} (module ${name}) is not a LyCORIS weight decomposition`, t.name);
+  const axis = t.shape[0] === out && t.numel === out ? 'out' : 'in';
+  const fits = axis === 'out' || (inn % t.numel === 0 && (!target || target.shape[1] === t.numel));
+  if (!fits) {
+    throw new LensError(adapter.files[0], `dora_scale of shape ${JSON.stringify(t.shape)} fits neither the ${out} output features nor the input channels of the [${out}, ${inn}] weight`, t.name);
+  }
+  return { magnitude: t, axis, eps: FP32_EPS };
+}
+
+/** torch.finfo(torch.float32).eps. */
+const FP32_EPS = 2 ** -23;
 
 function rows(t: TensorInfo): number {
   return t.shape[0] ?? 1;

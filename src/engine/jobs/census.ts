@@ -17,6 +17,7 @@ import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
 import { trainingMetadata, trainingMetadataLines } from '../../shared/safetensors/trainingMetadata';
 import { byteSize } from '../../shared/safetensors/dtypes';
+import { formatBytes } from '../../shared/format';
 import { JobContext } from '../util/job';
 import { CensusTensor, Totals, CensusAdapter, CensusReport } from '../../shared/jobs/reports/census';
 
@@ -288,24 +289,13 @@ export function humanCount(n: number): string {
   return String(n);
 }
 
-export function humanBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let x = n;
-  while (x >= 1024 && i < units.length - 1) {
-    x /= 1024;
-    i++;
-  }
-  return `${i === 0 ? x : x.toFixed(2)} ${units[i]}`;
-}
-
 export function censusText(r: CensusReport): string {
   const s = r.summary;
   const pct = (x: number): string => (s.params > 0 ? `${((100 * x) / s.params).toFixed(2)}%` : '-');
   const what = [r.kind, r.modelType, r.architecture].filter((x) => x !== null).join(', ');
   const lines = [
     `census of ${r.path} (${what}; ${r.kind === 'config' ? 'layout from config.json, no weights' : `${r.files.length} file${r.files.length === 1 ? '' : 's'}`})`,
-    `  ${int(s.tensors)} tensors, ${int(s.params)} elements (${humanCount(s.params)}), ${humanBytes(s.bytes)} of data, ${s.layers} layers`,
+    `  ${int(s.tensors)} tensors, ${int(s.params)} elements (${humanCount(s.params)}), ${formatBytes(s.bytes)} of data, ${s.layers} layers`,
     `  dtypes: ${Object.entries(s.dtypes).map(([d, n]) => `${d} ${int(n)} tensors / ${int(s.dtypeParams[d])} elements`).join('; ')}`,
     '',
     `  ${'category'.padEnd(14)}${'tensors'.padStart(9)}${'elements'.padStart(17)}${'share'.padStart(9)}`,

@@ -37,6 +37,8 @@ export function isDiffusionAdapter(p: string): boolean {
 function peftTensors(m: AdaptedModule): Array<[string, TensorInfo]> {
   const k = (role: string): string => `base_model.model.${m.module}.${role}`;
   const r = m.rule;
+  // LyCORIS's weight decomposition (per input channel, with eps) is not PEFT's DoRA.
+  if (m.decompose) throw new LensError(m.decompose.magnitude.file, `${ruleName(m)} (LyCORIS dora_scale) has no PEFT equivalent to convert to`, m.decompose.magnitude.name);
   switch (r.kind) {
     case 'low-rank':
       if (r.factors.form !== 'plain' || r.magnitude) break;

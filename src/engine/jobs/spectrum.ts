@@ -5,6 +5,7 @@
 import { classifyTensor } from '../../shared/census/classify';
 import { energyRank, productSingularValues } from '../linalg/lowrank';
 import { factorRank, lowRankRule, openFactorAdapter, readFactors } from '../lowrank/factors';
+import { wholeTensor } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
 import { JobContext, throwIfCancelled } from '../util/job';
 import type { SpectrumModule, SpectrumReport } from '../../shared/jobs/reports/lowrank';
@@ -57,7 +58,7 @@ export async function spectrum(opts: SpectrumOptions, ctx: JobContext): Promise<
       throwIfCancelled(ctx);
       const { L, R } = readFactors(checkpoint, m);
       const rule = lowRankRule(m);
-      modules.push(spectrumModule(m.module, factorRank(m), m.out, m.in, rule.scale, productSingularValues(L, R), rule.magnitude !== undefined));
+      modules.push(spectrumModule(m.module, factorRank(m), m.out, m.in, rule.scale, productSingularValues(L, R), wholeTensor(m)));
       ctx.progress({ phase: 'spectrum', done: modules.length, total: lowRank.length, tensor: m.module });
       // Let a cancel message in between modules.
       if (modules.length % 16 === 0) await new Promise((r) => setImmediate(r));

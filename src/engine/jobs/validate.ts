@@ -12,6 +12,7 @@ import { LensError } from '../errors';
 import { Kernels } from '../kernels/kernels';
 import { MergeRule } from '../../shared/jobs/choices';
 import { CliDtype } from '../../shared/safetensors/dtypes';
+import { formatBytes } from '../../shared/format';
 import { writeFileAtomic } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
@@ -174,7 +175,6 @@ function assertDiskSpace(dir: string, plan: AdapterPlan, dtype: CliDtype, keep: 
     return;
   }
   if (need > free) {
-    const gb = (x: number): string => `${(x / 1e9).toFixed(1)} GB`;
-    throw new LensError(dir, `the ${dtype} merged model and task vector need about ${gb(need)} but only ${gb(free)} are free${keep ? ' (without --keep-models each dtype\'s files are removed once checked)' : ''}`);
+    throw new LensError(dir, `the ${dtype} merged model and task vector need about ${formatBytes(need)} but only ${formatBytes(free)} are free${keep ? ' (without --keep-models each dtype\'s files are removed once checked)' : ''}`);
   }
 }

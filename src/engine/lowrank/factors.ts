@@ -7,7 +7,7 @@
  */
 import { adapterLayout, AdapterLayout } from '../checkpoint/adapter';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
-import { AdaptedModule, LowRankRule, ruleName } from '../checkpoint/deltaRule';
+import { AdaptedModule, decomposition, LowRankRule, ruleName, wholeTensor } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
 import { Mat, zeros } from '../linalg/dense';
 import { bytesToF32 } from '../safetensors/reader';
@@ -47,8 +47,8 @@ export function openFactorAdapter(p: string): FactorAdapter {
 export function assertPlainLowRank(a: FactorAdapter, command: string): void {
   const other = a.layout.modules.find((m) => m.rule.kind !== 'low-rank');
   if (other) throw new LensError(a.checkpoint.path, `module ${other.module} is ${ruleName(other)}, which has no B·A factor form that ${command} can work on`, other.tensors[0]?.name);
-  const dora = a.lowRank.find((m) => lowRankRule(m).magnitude);
-  if (dora) throw new LensError(a.checkpoint.path, `DoRA adapter (lora_magnitude_vector): its delta is not s·B@A alone, so ${command} has no exact low-rank form to work on`, lowRankRule(dora).magnitude!.name);
+  const dora = a.lowRank.find(wholeTensor);
+  if (dora) throw new LensError(a.checkpoint.path, `DoRA adapter (lora_magnitude_vector): its delta is not s·B@A alone, so ${command} has no exact low-rank form to work on`, decomposition(dora)!.magnitude.name);
 }
 
 function readF32(c: Checkpoint, t: TensorInfo): Float32Array {

@@ -4,7 +4,7 @@
  * LoKr's Kronecker products, a dense diff; and where the result needs the base weight (DoRA, IA³), the
  * merged tensor and the delta an fp32 merge adds. DoRA modules are handled whole (their norms span it).
  */
-import { AdaptedModule, KronFactor } from '../checkpoint/deltaRule';
+import { AdaptedModule, decomposition, KronFactor, wholeTensor } from '../checkpoint/deltaRule';
 import { Checkpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { roundHalf } from '../kernels/cpuMath';
@@ -69,6 +69,11 @@ export class Factors {
  * to fp32 once, as the format's torch code forms it), LoKr's factors multiplied out in float64.
  */
 export function prepare(m: AdaptedModule, read: (t: TensorInfo) => Float32Array, alloc: (n: number) => Float32Array): Prepared {
+  const p = prepareRule(m, read, alloc);
+  return m.decompose ? { ...p, magnitude: read(m.decompose.magnitude) } : p;
+}
+
+function prepareRule(m: AdaptedModule, read: (t: TensorInfo) => Float32Array, alloc: (n: number) => Float32Array): Prepared {
   const r = m.rule;
   switch (r.kind) {
     case 'low-rank': {
@@ -141,8 +146,12 @@ export function prepare(m: AdaptedModule, read: (t: TensorInfo) => Float32Array,
       return { A: EMPTY, B: EMPTY, rank: 0, w1: kronFactor(r.w1, read, alloc), w2: kronFactor(r.w2, read, alloc) };
     case 'dense':
       return { A: EMPTY, B: EMPTY, rank: 0, values: read(r.diff) };
-    case 'scale':
-      return { A: EMPTY, B: EMPTY, rank: 0, values: read(r.vector) };
+    case 'scale': {
+      const v = read(r.vector);
+      // LyCORIS's `weight * multiplier + 1`, in fp32.
+      if (r.offsetOne) for (let i = 0; i < v.length; i++) v[i] = Math.fround(v[i] + 1);
+      return { A: EMPTY, B: EMPTY, rank: 0, values: v };
+    }
   }
 }
 
@@ -294,9 +303,11 @@ export function scaledBlock(m: AdaptedModule, factors: Factors, b: Block, w: Flo
   // Which index of the stored element picks the vector entry: its row, its column, or itself.
   const byRow = (axis === 'out') !== m.transpose;
   const cols = b.rowElements;
+  // A convolution's input channel spans kh·kw columns of its [out, in·kh·kw] rows.
+  const span = byRow || axis === 'all' ? 1 : cols / l.length;
   const half = dtype !== 'F32' && rule !== 'fp32-cast' ? dtype : undefined;
   for (let i = 0; i < b.numel; i++) {
-    const k = axis === 'all' ? b.start + i : byRow ? b.row0 + Math.floor(i / cols) : i % cols;
+    const k = axis === 'all' ? b.start + i : byRow ? b.row0 + Math.floor(i / cols) : Math.floor((i % cols) / span);
     out[i] = (half ? roundHalf(half, w[i]) : w[i]) * l[k];
   }
   return out;
@@ -312,7 +323,7 @@ export async function effectiveDelta(kernels: Kernels, factors: Factors, m: Adap
     return kernels.subtract(merged, w!, out);
   }
   const d = await deltaBlock(kernels, factors, m, b, out, scratch);
-  if (m.rule.kind !== 'low-rank' || !m.rule.magnitude) return d;
+  if (!wholeTensor(m)) return d;
   const merged = scratch.bytes('dora', b.numel * 4);
   await mergeDora(kernels, factors, m, w!, d, 'F32', 'fp32-cast', merged);
   return kernels.subtract(new Float32Array(merged.buffer, merged.byteOffset, b.numel), w!, scratch.f32('dora-delta', b.numel));
@@ -328,19 +339,30 @@ export interface DoraScale {
 }
 
 /**
- * DoRA's scale `m / ||W + dW||` per output feature (norms in float64, as `dtype` and `rule` form W + dW),
- * `w` and `d` the whole base tensor and delta: what merge and UNMERGE's DoRA task vectors both use.
+ * DoRA's scale `m / (||W + dW|| + eps)` per feature (norms in float64, as `dtype` and `rule` form W + dW,
+ * then fp32 as torch holds them), `w` and `d` the whole base tensor and delta: what merge and UNMERGE's
+ * DoRA task vectors both use. Per input channel of a convolution, the channel's kh·kw columns share one
+ * norm and one factor.
  */
 export async function doraScale(kernels: Kernels, m: AdaptedModule, magnitude: Float32Array | undefined, w: Float32Array, d: Float32Array, dtype: MergeDtype, rule: MergeRule): Promise<DoraScale> {
-  const [rows, cols] = m.base!.shape;
-  const featureIsColumn = m.transpose;
+  const dec = decomposition(m)!;
+  const rows = m.base!.shape[0];
+  const cols = m.base!.numel / rows;
+  const featureIsColumn = (dec.axis === 'in') !== m.transpose;
   const norms = await kernels.doraNorms(w, d, rows, cols, featureIsColumn, dtype, rule);
-  if (!magnitude || magnitude.length !== norms.length) {
-    const t = m.rule.kind === 'low-rank' && m.rule.magnitude ? m.rule.magnitude : m.tensors[0];
-    throw new LensError(t.file, `DoRA magnitude has ${magnitude?.length ?? 0} values, the weight has ${norms.length} output features`, t.name);
+  const features = magnitude?.length ?? 0;
+  const span = featureIsColumn && features > 0 && cols % features === 0 ? cols / features : 1;
+  if (features * span !== norms.length) {
+    throw new LensError(dec.magnitude.file, `DoRA magnitude has ${features} values, the weight has ${norms.length} ${dec.axis === 'in' ? 'input' : 'output'} features`, dec.magnitude.name);
   }
   const factor = new Float32Array(norms.length);
-  for (let i = 0; i < factor.length; i++) factor[i] = magnitude[i] / Math.fround(norms[i]);
+  for (let f = 0; f < features; f++) {
+    let sq = 0;
+    for (let k = 0; k < span; k++) sq += norms[f * span + k] ** 2;
+    const norm = span === 1 ? norms[f] : Math.sqrt(sq);
+    const g = Math.fround(magnitude![f] / Math.fround(Math.fround(norm) + dec.eps));
+    factor.fill(g, f * span, (f + 1) * span);
+  }
   return { factor, cols, featureIsColumn };
 }
 

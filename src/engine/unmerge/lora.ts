@@ -4,7 +4,7 @@
  * module, for its norms).
  */
 import { Checkpoint } from '../checkpoint/checkpoint';
-import { AdaptedModule, ruleName } from '../checkpoint/deltaRule';
+import { AdaptedModule, decomposition, ruleName } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
 import { assertFloat, bytesToF32 } from '../safetensors/reader';
@@ -57,7 +57,8 @@ export interface Dora extends DoraScale {
 
 /** g of a DoRA module from the base `w` and the full LoRA delta `d` (both in the base layout), as an fp32 merge forms it. */
 export async function doraOf(kernels: Kernels, adapter: Checkpoint, lm: AdaptedModule, w: Float32Array, d: Float32Array): Promise<Dora> {
-  const magnitude = lm.rule.kind === 'low-rank' && lm.rule.magnitude ? await readF32(adapter, lm.rule.magnitude) : undefined;
+  const dec = decomposition(lm);
+  const magnitude = dec ? await readF32(adapter, dec.magnitude) : undefined;
   return { w, ...(await doraScale(kernels, lm, magnitude, w, d, 'F32', 'fp32-cast')) };
 }
 

@@ -65,8 +65,8 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
     return this.entries.get(path)?.report as CensusReport | undefined; // entries come only from add()
   }
 
-  /** The first tensor node of that name, for revealing a tensor picked in a panel. */
-  findTensor(name: string): TreeNode | undefined {
+  /** The first tensor node of that name (in the checkpoint at `checkpoint`, if given), for revealing a tensor picked in a panel. */
+  findTensor(name: string, checkpoint?: string): TreeNode | undefined {
     const walk = (nodes: TreeNode[]): TreeNode | undefined => {
       for (const n of nodes) {
         if (n.tensor === name) return n;
@@ -75,7 +75,7 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
       }
       return undefined;
     };
-    return walk(this.roots);
+    return walk(checkpoint === undefined ? this.roots : this.roots.filter((r) => r.checkpoint === checkpoint));
   }
 
   private rebuild(focus?: string): TreeNode {

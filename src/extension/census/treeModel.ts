@@ -3,6 +3,7 @@
  * `census` report (and, once a comparison ran, its per-tensor numbers). No `vscode` import: the view
  * (censusView.ts) only maps these nodes onto TreeItems, and unit tests check labels and counts here.
  */
+import { formatBytes, formatInt } from '../../shared/format';
 
 export type Category = 'attention' | 'mlp' | 'norm' | 'embedding' | 'final_norm' | 'other';
 const CATEGORY_ORDER: readonly Category[] = ['embedding', 'attention', 'mlp', 'norm', 'final_norm', 'other'];
@@ -114,10 +115,6 @@ export function comparisonByName(report: unknown): Map<string, TensorComparison>
   return out;
 }
 
-export function formatInt(n: number): string {
-  return n.toLocaleString('en-US');
-}
-
 /** 3,030,000,000 -> "3.03 B"; below a million the exact count. */
 export function formatCount(n: number): string {
   if (n < 1e6) return formatInt(n);
@@ -129,17 +126,6 @@ export function formatCount(n: number): string {
     if (n >= v) return `${(n / v).toPrecision(3)} ${unit}`;
   }
   return formatInt(n);
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toPrecision(3)} ${units[i]}`;
 }
 
 /** A metric for a tree description: 4 significant digits, exponent when tiny; cosine keeps 6 decimals. */

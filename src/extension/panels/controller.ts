@@ -3,8 +3,9 @@
  * page says `ready`, drop anything malformed, and export from the content the host holds (never from
  * data the page sends, except a chart's PNG and the drawn page of an HTML report, which go only where
  * the user saves them, the HTML inside a document that runs no script). No vscode import, so the unit
- * tests drive it.
+ * tests drive it. The weights viewer (a custom editor) uses it too.
  */
+import * as path from 'node:path';
 import { tableCsv } from '../../shared/charts/csv';
 import { panelModel } from '../../shared/charts/panels';
 import { ExportKind, HostMessage, PanelContent, parseWebviewMessage, WebviewMessage } from '../../shared/webviewProtocol';
@@ -15,6 +16,8 @@ export interface PanelIo {
   /** Asks the user where to save `fileName`, writes `bytes` there, returns the path (null: cancelled). */
   saveAs(fileName: string, kind: ExportKind, bytes: Uint8Array): Promise<string | null>;
   openTensor(name: string): void;
+  /** The weights viewer: open its file in the census tree. */
+  openInCensus?(): void;
   /** The panels' stylesheet, inlined into an HTML report. */
   stylesheet(): string;
   /** After an HTML report is saved: offer to open it in the browser. */
@@ -49,7 +52,9 @@ export class PanelController {
   }
 
   private async handle(m: WebviewMessage): Promise<void> {
-    const kind = this.content.kind;
+    const c = this.content;
+    // Saved files are named after the report kind, or after the viewed weights file.
+    const stem = c.kind === 'weights' ? path.basename(c.weights.file).replace(/\.[^.]*$/, '') : c.kind;
     switch (m.type) {
       case 'ready':
         // Also after the page was reloaded (a hidden panel is torn down): it gets the latest content.
@@ -57,23 +62,26 @@ export class PanelController {
         this.io.post({ type: 'show', ...this.content });
         return;
       case 'exportJson':
-        await this.save('json', `${kind}-report.json`, utf8(JSON.stringify(this.content.report, null, 2) + '\n'));
+        await this.save('json', `${stem}-${c.kind === 'weights' ? 'index' : 'report'}.json`, utf8(JSON.stringify(c.kind === 'weights' ? c.weights : c.report, null, 2) + '\n'));
         return;
       case 'exportPng':
-        await this.save('png', `${kind}-${m.name}.png`, Uint8Array.from(Buffer.from(m.dataUrl.slice(m.dataUrl.indexOf(',') + 1), 'base64')));
+        await this.save('png', `${stem}-${m.name}.png`, Uint8Array.from(Buffer.from(m.dataUrl.slice(m.dataUrl.indexOf(',') + 1), 'base64')));
         return;
       case 'exportCsv': {
         const table = panelModel(this.content).sections.find((s) => s.id === m.section)?.table;
-        if (table) await this.save('csv', `${kind}-${m.section}.csv`, utf8(tableCsv(table)));
+        if (table) await this.save('csv', `${stem}-${m.section}.csv`, utf8(tableCsv(table)));
         return;
       }
       case 'exportHtml': {
-        const file = await this.save('html', `${kind}-report.html`, utf8(reportDocument(this.content.title, m.body, m.theme, this.io.stylesheet())));
+        const file = await this.save('html', `${stem}-report.html`, utf8(reportDocument(this.content.title, m.body, m.theme, this.io.stylesheet())));
         if (file !== null) this.io.savedHtml?.(file);
         return;
       }
       case 'openTensor':
         this.io.openTensor(m.name);
+        return;
+      case 'openInCensus':
+        this.io.openInCensus?.();
         return;
     }
   }

@@ -32,12 +32,22 @@
  *   `#summary-lora-targets`, `#summary-non-targets`, with an adapter `#summary-adapter-r`,
  *   `#summary-adapter-alpha`, `#summary-lora-modules`, `#summary-trainable-params`; sections
  *   `categories`, `layers`, `dtypes`.
+ * - spectrum: `#summary-modules`, `#summary-total-rank`, `#summary-energy-rank99`, `#summary-rank-usage`,
+ *   `#summary-mean-energy-rank99`, `#summary-max-energy-rank99`; sections `singular-values`, `energy`,
+ *   `energy-rank-layers` (a heat-map table, a column per module kind), `modules`.
+ * - resize: `#summary-modules`, `#summary-from-params`, `#summary-params`, `#summary-mean-energy-kept`,
+ *   `#summary-max-rel-error`; section `resize-error`.
+ * - extract-lora: `#summary-modules`, `#summary-params`, `#summary-mean-energy-kept`, `#summary-max-rel-error`,
+ *   `#summary-unchanged`, `#summary-not-captured`, `#summary-rounding-noise`; sections `energy-captured`,
+ *   `rounding-noise`, `not-captured`.
+ * - combine: `#summary-adapters`, `#summary-rank`, `#summary-modules`, `#summary-params`,
+ *   `#summary-max-rel-error`; sections `inputs`, `combine-ranks` (`td[data-key=rank]` per module).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { JobReport } from '../../shared/jobs/jobs';
-import { PanelContent, parsePanelContent, ReportKind } from '../../shared/webviewProtocol';
+import { PanelContent, parsePanelContent, ReportContent, ReportKind } from '../../shared/webviewProtocol';
 import { REPORT_VIEW_TYPE, ReportPanel, webviewOptions } from './reportPanel';
 
 export type { ReportKind } from '../../shared/webviewProtocol';
@@ -57,7 +67,7 @@ export interface ReportPanelOptions {
 
 /** Shows a report in the panel of its subject (the same job on the same inputs), opening one beside the editor when there is none. */
 export function showReportPanel<K extends ReportKind>(context: vscode.ExtensionContext, kind: K, report: JobReport<K>, title: string, options: ReportPanelOptions = {}): void {
-  const content: PanelContent = { kind, title, report };
+  const content: ReportContent = { kind, title, report };
   if (kind === 'validate' && options.folder !== undefined) content.comparisons = readComparisons(report, options.folder);
   const existing = panels.get(keyOf(content));
   if (existing) {
@@ -75,8 +85,8 @@ export function registerPanelSerializers(context: vscode.ExtensionContext): void
     vscode.window.registerWebviewPanelSerializer(REPORT_VIEW_TYPE, {
       async deserializeWebviewPanel(panel: vscode.WebviewPanel, state: unknown): Promise<void> {
         const content = parsePanelContent(state);
-        if (content === null || panels.has(keyOf(content))) {
-          panel.dispose(); // nothing usable to show, or a newer panel of that report exists
+        if (content === null || content.kind === 'weights' || panels.has(keyOf(content))) {
+          panel.dispose(); // nothing usable to show, or a newer panel of that report exists (the viewer is a custom editor: VS Code reopens it)
           return;
         }
         adopt(context, panel, content);

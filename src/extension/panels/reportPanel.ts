@@ -1,6 +1,7 @@
 /**
- * One report panel: a WebviewPanel showing one report of one kind, wired to a PanelController (the
- * message logic) through VS Code: posting, the save dialog, and the extension's files for the page.
+ * One report panel: a WebviewPanel showing one report of one kind (or the weights viewer's page, in its
+ * custom editor), wired to a PanelController (the message logic) through VS Code: posting, the save
+ * dialog, and the extension's files for the page.
  */
 import * as crypto from 'node:crypto';
 import * as vscode from 'vscode';
@@ -28,11 +29,13 @@ export class ReportPanel {
     content: PanelContent,
     onOpenTensor: (name: string) => void,
     onDispose: () => void,
+    onOpenInCensus?: () => void,
   ) {
     this.controller = new PanelController(content, {
       post: (m) => void panel.webview.postMessage(m),
       saveAs: (fileName, kind, bytes) => saveAs(fileName, FILTERS[kind], bytes),
       openTensor: onOpenTensor,
+      openInCensus: onOpenInCensus,
       stylesheet: () => fs.readFileSync(vscode.Uri.joinPath(extensionUri, 'dist', 'webview.css').fsPath, 'utf8'),
       savedHtml: (file) =>
         void vscode.window.showInformationMessage(`Saved the report as ${file}: one file, charts included.`, 'Open in Browser').then(

@@ -13,7 +13,18 @@ const POINT_STYLES: NonNullable<Series['pointStyle']>[] = ['circle', 'triangle',
 /** A module's place: its report's layer and projection, else the census classifier on its name. */
 const placeModule = (m: Obj): Placement => placeTensor(m, `${String(m.name)}.weight`);
 
-const named = (x: unknown): Obj[] => objs(x).filter((m) => str(m.name) !== null);
+/** Attention then MLP projections in the order models define them; other kinds after, by name. */
+const KNOWN_KINDS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+const kindRank = (key: string): number => (KNOWN_KINDS.includes(key) ? KNOWN_KINDS.indexOf(key) : KNOWN_KINDS.length);
+
+/** The report's modules (those with a name), by layer, then kind: the order of every series and table. */
+function named(x: unknown): Obj[] {
+  const modules = objs(x).filter((m) => str(m.name) !== null);
+  const places = new Map(modules.map((m) => [m, placeModule(m)]));
+  const layer = (m: Obj): number => places.get(m)!.layer ?? Infinity;
+  const key = (m: Obj): string => places.get(m)!.key;
+  return modules.sort((a, b) => layer(a) - layer(b) || kindRank(key(a)) - kindRank(key(b)) || key(a).localeCompare(key(b)) || String(a.name).localeCompare(String(b.name)));
+}
 
 function item(id: string, label: string, v: unknown, fmt?: NumberFormat): SummaryItem {
   const value = typeof v === 'number' ? num(v) : typeof v === 'string' || typeof v === 'boolean' ? v : null;
@@ -48,7 +59,7 @@ function perModuleSection(id: string, title: string, modules: Obj[], value: (m: 
       x: { title: 'layer' },
       y,
     },
-    table: {
+    table: modules.length === 0 ? undefined : {
       columns: [{ key: 'module', label: 'module' }, ...columns.map(({ key, label, format }) => ({ key, label, format }))],
       rows: modules.map((m): Cell[] => [String(m.name), ...columns.map((c) => c.get(m))]),
     },
@@ -144,7 +155,8 @@ export function spectrumPanel(report: unknown, title: string): PanelModel {
           type: 'line',
           labels: ks.map(String),
           series: [
-            ...energyByKey.map(([key, data], i) => ({ label: key, color: SERIES_COLORS[i % SERIES_COLORS.length], data })),
+            // Past the palette's colours, dashed lines tell a kind from the one of its colour.
+            ...energyByKey.map(([key, data], i) => ({ label: key, color: SERIES_COLORS[i % SERIES_COLORS.length], dashed: i >= SERIES_COLORS.length, data })),
             { label: 'least of any module', color: 'foreground' as const, dashed: true, data: least },
             { label: '99%', color: 'red' as const, asLine: true, dashed: true, data: ks.map(() => 0.99) },
           ],
@@ -273,7 +285,7 @@ export function extractLoraPanel(report: unknown, title: string): PanelModel {
         id: 'not-captured',
         title: 'Changed tensors not captured',
         note: notCaptured.length ? 'Changed tensors that are not 2-D linear weights (norms, biases, embeddings): a LoRA cannot hold them, so they are listed with their norms instead.' : 'Every changed tensor is a 2-D linear weight: the LoRA covers them all.',
-        table: {
+        table: notCaptured.length === 0 ? undefined : {
           columns: [{ key: 'tensor', label: 'tensor' }, { key: 'category', label: 'category' }, { key: 'shape', label: 'shape' }, { key: 'l2Norm', label: '‖τ‖', format: 'exp' }],
           rows: notCaptured.map((t): Cell[] => [String(t.name), str(t.category), Array.isArray(t.shape) ? t.shape.join('×') : null, num(t.l2Norm)]),
           tensorColumn: 0,

@@ -77,6 +77,8 @@ export interface Column {
   label: string;
   /** How numbers in this column are shown. */
   format?: NumberFormat;
+  /** Long text (a metadata value) that wraps anywhere instead of widening the table. */
+  wrap?: boolean;
 }
 
 /** `general`: integers whole, others to 5 significant digits or in exponent form. */
@@ -91,6 +93,8 @@ export interface TableSpec {
   rowIds?: string[];
   /** Index of a column holding tensor names: its cells link to the census tree. */
   tensorColumn?: number;
+  /** A filter box over the rows (any cell's text); `noun` names the rows in its count ("2 of 21 tensors"). */
+  filter?: { label: string; noun: string };
 }
 
 export interface Section {
@@ -113,6 +117,8 @@ export interface PanelModel {
   summary: SummaryItem[];
   warnings: string[];
   sections: Section[];
+  /** The weights viewer: an "Open in Census" button for its file. */
+  openInCensus?: boolean;
 }
 
 /**

@@ -1,4 +1,4 @@
-/** The panel model of each report kind: the one entry point the webview calls. */
+/** The panel model of each report kind, and of the weights viewer: the one entry point the webview calls. */
 import { PanelContent } from '../webviewProtocol';
 import { censusPanel } from './census';
 import { equivalencePanel } from './equivalence';
@@ -7,6 +7,7 @@ import { PanelModel, withoutOneBarCharts } from './model';
 import { precisionPanel } from './precision';
 import { decomposePanel, maskPanel } from './unmerge';
 import { validatePanel } from './validate';
+import { weightsPanel } from './weights';
 
 export function panelModel(c: PanelContent): PanelModel {
   return withoutOneBarCharts(kindModel(c));
@@ -34,5 +35,7 @@ function kindModel(c: PanelContent): PanelModel {
       return extractLoraPanel(c.report, c.title);
     case 'combine':
       return combinePanel(c.report, c.title);
+    case 'weights':
+      return weightsPanel(c.weights);
   }
 }

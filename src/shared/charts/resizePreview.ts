@@ -23,7 +23,12 @@ export interface ResizePreview {
   changes: boolean;
 }
 
-export const RESIZE_RANKS = [4, 8, 16, 32] as const;
+/** Rank presets: powers of two up to the largest rank resize takes, the five largest (4 to 64 for a rank-64 adapter). */
+export function resizeRanks(max: number): number[] {
+  const ranks: number[] = [];
+  for (let r = 1; r <= max; r *= 2) ranks.push(r);
+  return ranks.slice(-5);
+}
 export const RESIZE_ENERGIES = [0.9, 0.95, 0.99] as const;
 const ENERGY_RANK = { 0.9: 'energyRank90', 0.95: 'energyRank95', 0.99: 'energyRank99' } as const;
 
@@ -57,11 +62,10 @@ export function resizePreview(report: SpectrumReport, target: ResizeTarget): Res
   return { target, ranks, fromParams, params, bytes: 4 * params, meanEnergyKept: n ? kept / n : 1, maxRelError, changes };
 }
 
-/** The presets worth offering: each rank preset resize accepts, each energy preset; in that order. */
+/** The presets worth offering: the rank presets, then the energy presets. */
 export function resizePreviews(report: SpectrumReport): ResizePreview[] {
-  const max = maxResizeRank(report);
   return [
-    ...RESIZE_RANKS.filter((r) => r <= max).map((rank) => resizePreview(report, { rank })),
+    ...resizeRanks(maxResizeRank(report)).map((rank) => resizePreview(report, { rank })),
     ...RESIZE_ENERGIES.map((energy) => resizePreview(report, { energy })),
   ];
 }
