@@ -1,8 +1,8 @@
+import * as path from 'node:path';
 import { version } from '../../../package.json';
 import { isJobName, JOB_NAMES, JobRequest, JOBS } from '../../shared/jobs/jobs';
 import { flagSpecs } from '../../shared/jobs/options';
 import { ParsedArgs, requestFromArgs } from '../../shared/jobs/request';
-import * as path from 'node:path';
 import { LensError } from '../errors';
 import { escapeControl } from '../../shared/errors';
 import { ProgressInfo } from '../../shared/protocol';

@@ -108,7 +108,8 @@ export function superviseJob(hostScript: string, request: JobRequest, events: Jo
       const msg = m as FromEngine;
       switch (msg.type) {
         case 'ready':
-          worker.postMessage({ type: 'run', messageId: 1, request });
+          // A signal before the thread was ready: the job never starts, and the grace timer ends it.
+          if (graceTimer === undefined) worker.postMessage({ type: 'run', messageId: 1, request });
           return;
         case 'progress':
           events.progress(msg.progress);
