@@ -201,7 +201,8 @@ export class Pickers {
     return values;
   }
 
-  private input(opts: { title: string; value: string; prompt?: string; valueSelection?: [number, number]; validate?: (s: string) => string | undefined }): Promise<string | undefined> {
+  /** `describe`: a prompt that follows the value (what the typed rank would do), shown while it is valid. */
+  private input(opts: { title: string; value: string; prompt?: string; valueSelection?: [number, number]; validate?: (s: string) => string | undefined; describe?: (s: string) => string }): Promise<string | undefined> {
     const box = vscode.window.createInputBox();
     Object.assign(box, this.nextStep());
     box.title = opts.title;
@@ -211,6 +212,7 @@ export class Pickers {
     if (opts.valueSelection) box.valueSelection = opts.valueSelection;
     const check = (): void => {
       box.validationMessage = opts.validate?.(box.value);
+      if (opts.describe && box.validationMessage === undefined) box.prompt = opts.describe(box.value);
     };
     check();
     return new Promise((resolve) => {
@@ -230,9 +232,10 @@ export class Pickers {
     });
   }
 
-  async number(key: string, title: string, fallback: number, min = 1, max = Infinity): Promise<number | undefined> {
+  async number(key: string, title: string, fallback: number, min = 1, max = Infinity, describe?: (n: number) => string): Promise<number | undefined> {
     const v = await this.input({
       title,
+      describe: describe && ((s) => describe(Number(s))),
       value: this.last(key) ?? String(fallback),
       validate: (s) => (Number.isInteger(Number(s)) && Number(s) >= min && Number(s) <= max ? undefined : max < Infinity ? `a whole number from ${min} to ${max}` : `a whole number ≥ ${min}`),
     });

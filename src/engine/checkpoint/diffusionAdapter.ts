@@ -272,7 +272,7 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
       if (kohya) {
         const m = kohya.module(p.name);
         if (m === null) throw new LensError(base.path, `kohya module '${p.name}' matches two modules of the base`, p.name);
-        if (m === undefined) throw new LensError(adapter.path, kohyaMiss(p.name, base), p.name);
+        if (m === undefined) throw new LensError(adapter.path, kohyaMiss(p.name, base.path), p.name);
         module = m;
         target = kohya.tensor(m, 'weight');
         bias = diffB ? kohya.tensor(m, 'bias') : undefined;
