@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { expandPattern } from './workspace/folders';
 import { WorkspaceScanner } from './workspace/scanner';
+import { snapshotRepoId } from '../shared/weights/hfCache';
 
 export type FolderKind = 'adapter' | 'model';
 
@@ -116,7 +117,8 @@ export class Pickers {
     const last = this.last(key);
     const items = (): PathItem[] => {
       const list: PathItem[] = this.candidates(kinds).map((c) => ({
-        label: path.basename(c.path),
+        // A Hugging Face cache snapshot is named by its repository, not by its commit.
+        label: snapshotRepoId(c.path) ?? path.basename(c.path),
         description: vscode.workspace.asRelativePath(c.path),
         detail: c.kind === 'adapter' ? 'PEFT adapter' : 'model',
         path: c.path,
@@ -124,7 +126,7 @@ export class Pickers {
       const first = opts.preferred ?? last;
       if (first !== undefined && fs.existsSync(first)) {
         const i = list.findIndex((it) => it.path === first);
-        const top = i >= 0 ? list.splice(i, 1)[0] : { label: path.basename(first), description: first, path: first };
+        const top = i >= 0 ? list.splice(i, 1)[0] : { label: snapshotRepoId(first) ?? path.basename(first), description: first, path: first };
         list.unshift({ ...top, detail: [top.detail, first === last ? 'last used' : 'suggested'].filter(Boolean).join(' · ') });
       }
       list.push({ label: '$(folder-opened) Browse for a folder…', browse: 'folder', alwaysShow: true });

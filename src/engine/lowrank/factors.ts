@@ -43,12 +43,15 @@ export function openFactorAdapter(p: string): FactorAdapter {
   }
 }
 
-/** Refuses modules the command cannot hold exactly: rules with no factor form, and DoRA (it rescales W + ΔW, so a smaller B·A alone is not its best approximation). */
+/** Refuses modules the command cannot hold exactly: rules with no factor form, DoRA (it rescales W + ΔW, so a smaller B·A alone is not its best approximation), and lora_bias. */
 export function assertPlainLowRank(a: FactorAdapter, command: string): void {
   const other = a.layout.modules.find((m) => m.rule.kind !== 'low-rank');
   if (other) throw new LensError(a.checkpoint.path, `module ${other.module} is ${ruleName(other)}, which has no B·A factor form that ${command} can work on`, other.tensors[0]?.name);
   const dora = a.lowRank.find(wholeTensor);
   if (dora) throw new LensError(a.checkpoint.path, `DoRA adapter (lora_magnitude_vector): its delta is not s·B@A alone, so ${command} has no exact low-rank form to work on`, decomposition(dora)!.magnitude.name);
+  // lora_bias: the bias delta is not a factor; a written adapter without it would silently lose it.
+  const bias = a.lowRank.find((m) => lowRankRule(m).bias !== undefined);
+  if (bias) throw new LensError(a.checkpoint.path, `lora_B has a bias (lora_bias=True) in module ${bias.module}: ${command} writes B·A factors only and would drop it`, lowRankRule(bias).bias!.name);
 }
 
 function readF32(c: Checkpoint, t: TensorInfo): Float32Array {
