@@ -115,6 +115,21 @@ describe('convert of mlx-lm, AdaLoRA, VeRA and MergedLinear adapters to PEFT LoR
     assert.deepEqual(ulpDiff(await mergedBytes(base, mlx), await mergedBytes(base, dir)), { differ: 0, maxUlp: 0 });
   });
 
+  it('mlx-lm DoRA (fine_tune_type dora, magnitude m): a PEFT DoRA adapter (use_dora, lora_magnitude_vector), bit for bit', async () => {
+    const base = writeModel(path.join(root, 'dora-base'), { model_type: 'llama' }, [{ name: 'model.layers.0.self_attn.v_proj.weight', shape: [6, 12], data: 4 }]);
+    const mlx = path.join(root, 'mlx-dora');
+    writeWeights(mlx, [
+      { name: 'model.layers.0.self_attn.v_proj.lora_a', shape: [12, 4], data: 5 },
+      { name: 'model.layers.0.self_attn.v_proj.lora_b', shape: [4, 6], data: 6 },
+      { name: 'model.layers.0.self_attn.v_proj.m', shape: [6], data: 7 },
+    ], Infinity, 'adapters');
+    fs.writeFileSync(path.join(mlx, 'adapter_config.json'), JSON.stringify({ fine_tune_type: 'dora', num_layers: 1, lora_parameters: { rank: 4, scale: 20, dropout: 0 } }));
+    const { dir, config } = convert(mlx);
+    assert.deepEqual([config.use_dora, config.r, config.lora_alpha], [true, 4, 80]);
+    assert.ok(keys(dir).includes(`${P}model.layers.0.self_attn.v_proj.lora_magnitude_vector`));
+    assert.deepEqual(ulpDiff(await mergedBytes(base, mlx), await mergedBytes(base, dir)), { differ: 0, maxUlp: 0 });
+  });
+
   const L = 'model.layers.0';
   const llama = writeModel(path.join(root, 'llama'), { model_type: 'llama' }, [
     { name: `${L}.self_attn.q_proj.weight`, shape: [8, 6], data: 11 },

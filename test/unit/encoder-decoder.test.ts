@@ -7,6 +7,7 @@
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
+import { checkpointNode } from '../../src/extension/census/treeModel';
 import { censusJob } from '../../src/engine/jobs/census';
 import { quietContext } from '../../src/engine/util/job';
 import { classifyTensor } from '../../src/shared/census/classify';
@@ -54,6 +55,16 @@ describe('encoder-decoder models in the census', () => {
     assert.deepEqual(r.perLayer.filter((l) => l.layer === 3).map((l) => [l.stack, l.tensors]), [['decoder', 8], ['encoder', 4]]);
     // The six contract keys stay; cross_attention appears because it is present.
     assert.deepEqual(Object.keys(r.summary.categories), ['attention', 'mlp', 'norm', 'embedding', 'final_norm', 'other', 'cross_attention']);
+  });
+
+  it("the census tree gives each stack its layers (Encoder layer 3 and Decoder layer 3 are two nodes) and a Cross-attention category", () => {
+    const r = censusJob(real('whisper-small-qv-r8'), {}, quietContext());
+    const root = checkpointNode({ path: r.path, report: r });
+    assert.deepEqual(root.children.map((c) => c.label.split(' — ')[0]), ['Attention', 'Cross-attention']);
+    const attention = root.children[0];
+    assert.equal(attention.children.length, 24);
+    assert.deepEqual(attention.children.filter((c) => / layer 3 /.test(c.label)).map((c) => c.label), ['Decoder layer 3 — 4 tensors', 'Encoder layer 3 — 4 tensors']);
+    assert.equal(root.children[1].children.length, 12);
   });
 
   it('the real flan-t5-base q/v adapter (adapter_model.bin): SelfAttention in both stacks, EncDecAttention in the decoder', () => {

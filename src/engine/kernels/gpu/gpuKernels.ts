@@ -7,8 +7,9 @@
  * on the CPU and says so through `warn`. The device, buffers, chunking and the fallback belong to the
  * runtime (runtime.ts); this file holds the kernels.
  */
-import { mergeDoraRange, mergeOperand, mergeRange, pairStatsRange, precisionRange, subtractRange, loraDeltaRows, addPrecisionStats, emptyPairStats, emptyPrecisionStats, addPairStats } from '../cpuMath';
+import { mergeDoraRange, mergeOperand, mergeRange, pairStatsRange, precisionRange, subtractRange, addPrecisionStats, emptyPairStats, emptyPrecisionStats, addPairStats } from '../cpuMath';
 import { CpuKernels } from '../cpu';
+import { loraRows } from '../wasm';
 import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from '../kernels';
 import { MergeRule } from '../../../shared/jobs/choices';
 import { FloatDtype } from '../../../shared/safetensors/dtypes';
@@ -71,7 +72,7 @@ export class GpuKernels implements Kernels {
     if (reason) {
       this.warn(`GPU: ${reason}; this delta is computed on the CPU`);
       this.rt.hostTensors++;
-      loraDeltaRows(f, 0, m, out);
+      loraRows(f, 0, m, out);
       return out;
     }
     if (m === 0 || n === 0) return out;
@@ -107,7 +108,7 @@ export class GpuKernels implements Kernels {
       else for (let j = 0; j < n; j++) out.set(block.subarray(j * rows, (j + 1) * rows), j * m + row0);
       if (res.flagged === null) {
         this.rt.hostTensors++;
-        loraDeltaRows(f, row0, row0 + rows, out);
+        loraRows(f, row0, row0 + rows, out);
         return;
       }
       this.rt.hostElements += res.flagged!.length;
