@@ -6,7 +6,8 @@
  *   against its bf16 merge with a rank-8 q/k/v/o adapter, beside a numpy reference doing the same
  *   randomized SVD (the same sketch size, power iterations and re-orthonormalisation, and the same exact
  *   error measurement) on the same files. Goals: ratio ≤ 1.0, peak RSS under 1.5 GB.
- * BENCH_PART=spectrum or BENCH_PART=extract runs one part.
+ * Each figure with its CPU time (all threads) and the load average: on a shared machine the wall time
+ * alone says little. BENCH_PART=spectrum or BENCH_PART=extract runs one part.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -15,6 +16,7 @@ import * as path from 'node:path';
 import { extractLora } from '../src/engine/jobs/extractLora';
 import { mergeModel } from '../src/engine/jobs/merge';
 import { spectrum } from '../src/engine/jobs/spectrum';
+import { LinalgPool } from '../src/engine/kernels/linalgPool';
 import { cpuKernels } from '../src/engine/kernels/select';
 import { writeSyntheticAdapter } from '../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../src/engine/synthetic/configs';
@@ -33,6 +35,7 @@ const QWEN2_7B = {
   tie_word_embeddings: false,
 };
 
+const load = (): string => os.loadavg()[0].toFixed(1);
 const rss = (): string => `${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GB`;
 
 async function benchSpectrum(root: string): Promise<void> {
@@ -46,7 +49,7 @@ async function benchSpectrum(root: string): Promise<void> {
   const r = await spectrum({ adapter: a.dir }, quietContext());
   const s = (performance.now() - t1) / 1000;
   const cpu = process.cpuUsage(cpu0);
-  console.log(`spectrum: ${s.toFixed(2)} s for ${r.modules.length} modules (CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s; goal < 2 s), peak RSS so far ${rss()}`);
+  console.log(`spectrum: ${s.toFixed(2)} s for ${r.modules.length} modules (CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s, all threads; goal < 2 s), peak RSS so far ${rss()}; load average now ${load()}`);
   fs.rmSync(a.dir, { recursive: true });
 }
 
@@ -54,7 +57,7 @@ async function benchSpectrum(root: string): Promise<void> {
 const NUMPY_EXTRACT = String.raw`
 import json, os, struct, sys, time
 import numpy as np
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 def tensors(d):
     f = os.path.join(d, 'model.safetensors')
     with open(f, 'rb') as h:
@@ -91,7 +94,9 @@ for name, tb in base.items():
     A = ((Qz @ Vt.T[:, :rank]) * np.sqrt(s[:rank])).T.astype(np.float32)
     rel = np.linalg.norm(tau - B.astype(np.float64) @ A.astype(np.float64)) / np.linalg.norm(tau)
     worst, done = max(worst, rel), done + 1
-print(json.dumps({'seconds': time.perf_counter() - t0, 'modules': done, 'maxRelError': worst}))
+import resource
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({'seconds': time.perf_counter() - t0, 'cpu': time.process_time() - c0, 'rss': rss, 'modules': done, 'maxRelError': worst}))
 `;
 
 async function benchExtract(root: string): Promise<void> {
@@ -112,7 +117,7 @@ async function benchExtract(root: string): Promise<void> {
   const noise = r.modules.map((m) => m.roundingNoise?.fraction ?? 0);
   console.log(
     `extract-lora --rank 16: ${ours.toFixed(2)} s (CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s), ${r.modules.length} modules, largest relError ${r.summary.maxRelError.toExponential(3)}, ` +
-      `bf16 rounding noise ${(100 * Math.min(...noise)).toFixed(1)}–${(100 * Math.max(...noise)).toFixed(1)}% of the modules' energy; peak RSS ${rss()} (goal < 1.5 GB)`,
+      `bf16 rounding noise ${(100 * Math.min(...noise)).toFixed(1)}–${(100 * Math.max(...noise)).toFixed(1)}% of the modules' energy; peak RSS ${rss()} (goal < 1.5 GB); load average now ${load()}`,
   );
   const py = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import numpy']).status === 0);
   if (!py) {
@@ -121,14 +126,20 @@ async function benchExtract(root: string): Promise<void> {
   }
   const ref = spawnSync(py, ['-c', NUMPY_EXTRACT, model.dir, merged, '16'], { encoding: 'utf8' });
   if (ref.status !== 0) throw new Error(ref.stderr);
-  const n = JSON.parse(ref.stdout) as { seconds: number; modules: number; maxRelError: number };
-  console.log(`numpy reference (same randomized SVD, ${n.modules} modules, largest relError ${n.maxRelError.toExponential(3)}): ${n.seconds.toFixed(2)} s; ratio ours / numpy ${(ours / n.seconds).toFixed(2)} (goal ≤ 1.0)`);
+  const n = JSON.parse(ref.stdout) as { seconds: number; cpu: number; rss: number; modules: number; maxRelError: number };
+  const ourCpu = (cpu.user + cpu.system) / 1e6;
+  console.log(
+    `numpy reference (same randomized SVD, ${n.modules} modules, largest relError ${n.maxRelError.toExponential(3)}): ${n.seconds.toFixed(2)} s (CPU ${n.cpu.toFixed(2)} s), peak RSS ${(n.rss / 2 ** 30).toFixed(2)} GB; load average now ${load()}`,
+  );
+  console.log(`ratio ours / numpy: wall ${(ours / n.seconds).toFixed(2)} (goal ≤ 1.0), CPU ${(ourCpu / n.cpu).toFixed(2)}`);
 }
 
 async function main(): Promise<void> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'lora-lens-bench-lowrank-'));
   const part = process.env.BENCH_PART;
-  console.log(`${os.cpus().length} cores, load average ${os.loadavg()[0].toFixed(1)}`);
+  const products = new LinalgPool();
+  console.log(`${os.cpus().length} cores, load average ${load()}; products in ${products.description}`);
+  await products.dispose();
   try {
     if (part !== 'extract') await benchSpectrum(root);
     if (part !== 'spectrum') await benchExtract(root);

@@ -20,10 +20,14 @@ const targets = [
 mkdirSync('dist', { recursive: true });
 await Promise.all(targets.map((t) => build({ ...t, external: [...(t.external ?? []), 'webgpu'] })));
 
-// The CPU kernels' WebAssembly (src/engine/kernels/wasm/kernels.wat), assembled here so that no user
-// needs a toolchain: dist/kernels.wasm ships in the .vsix and the npm package.
-const wat = 'src/engine/kernels/wasm/kernels.wat';
-const module = (await wabt()).parseWat(wat, readFileSync(wat, 'utf8'), { simd: true });
-module.validate();
-writeFileSync('dist/kernels.wasm', module.toBinary({}).buffer);
-module.destroy();
+// The CPU kernels' WebAssembly (src/engine/kernels/wasm/*.wat), assembled here so that no user needs a
+// toolchain: dist/kernels.wasm and dist/linalg.wasm ship in the .vsix and the npm package.
+const wabtApi = await wabt();
+const features = { simd: true, threads: true };
+for (const name of ['kernels', 'linalg']) {
+  const wat = `src/engine/kernels/wasm/${name}.wat`;
+  const module = wabtApi.parseWat(wat, readFileSync(wat, 'utf8'), features);
+  module.validate(features);
+  writeFileSync(`dist/${name}.wasm`, module.toBinary({}).buffer);
+  module.destroy();
+}

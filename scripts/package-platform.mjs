@@ -48,7 +48,7 @@ for (const target of targets) {
     fs.rmSync(ignore);
 
     const files = execFileSync('unzip', ['-Z1', out], { encoding: 'utf8' }).split('\n');
-    for (const f of [inVsix, 'extension/dist/kernels.wasm', 'extension/dist/engine-host.js']) {
+    for (const f of [inVsix, 'extension/dist/kernels.wasm', 'extension/dist/linalg.wasm', 'extension/dist/engine-host.js']) {
       if (!files.includes(f)) throw new Error(`${out} lacks ${f}`);
     }
     if (dawn === here) {

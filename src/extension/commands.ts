@@ -17,6 +17,7 @@ import { censusTensors, shortName } from './census/treeModel';
 import { folderKind, guessBase } from './workspace/folders';
 import { lowRankHandlers } from './lowrank';
 import { WorkspaceScanner } from './workspace/scanner';
+import { hubCacheDir } from '../shared/weights/hfCache';
 
 /** The pickers' words for each value the engine takes (every value, checked by the types). */
 const DTYPE_DETAILS: Record<CliDtype, string> = {
@@ -112,7 +113,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
     if (adapter) {
       try {
         const ac = JSON.parse(fs.readFileSync(path.join(adapter, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
-        preferred = guessBase(ac.base_model_name_or_path, scanner.folders.models);
+        preferred = guessBase(ac.base_model_name_or_path ?? ac.model, scanner.folders.models, hubCacheDir());
       } catch {
         // An unreadable config gets its clear error from the engine.
       }
@@ -358,6 +359,21 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       if (!out) return;
       const r = await runner.run({ title: `Converting ${name(input)} to safetensors`, request: { job: 'convert', in: input, out }, outputs: [out] });
       if (r) await offerNext(`Converted ${name(input)}: ${r.report.tensors ?? '?'} tensors written to ${out}, bit for bit.`, out);
+    },
+
+    'loraLens.convertAdapter': async (arg) => {
+      pickers.steps(3);
+      const p = uriPath(arg);
+      if (p) pickers.skip();
+      const input = p ?? (await pickers.path('convertAdapter', 'Adapter to convert to PEFT (an mlx-lm, AdaLoRA, VeRA or old MergedLinear folder, or a kohya / LyCORIS / diffusers file)', ['adapter'], { files: true }));
+      if (!input) return;
+      // kohya names and VeRA slices resolve against the base; for the others it checks that every module fits.
+      const base = await baseFor(fs.statSync(input).isDirectory() ? input : undefined);
+      if (!base) return;
+      const out = await pickers.output('PEFT adapter folder', name(input), 'peft', input);
+      if (!out) return;
+      const r = await runner.run({ title: `Converting ${name(input)} to a PEFT adapter`, request: { job: 'convert', in: input, out, base }, outputs: [out] });
+      if (r) await offerNext('peftType' in r.report ? `Converted ${name(input)}: a PEFT ${r.report.peftType} adapter of ${r.report.modules} modules in ${out}, with the same fp32 merge.` : `Converted ${name(input)} to ${out}.`, out);
     },
 
     'loraLens.estimate': async (arg) => {

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { formatCell } from '../shared/charts/format';
-import { maxResizeRank, ResizePreview, resizePreviews, ResizeTarget } from '../shared/charts/resizePreview';
+import { maxResizeRank, ResizePreview, resizePreview, resizePreviews, ResizeTarget } from '../shared/charts/resizePreview';
 import { SpectrumReport } from '../shared/jobs/reports/lowrank';
 import { formatBytes, formatInt } from '../shared/format';
 import { TreeNode } from './census/treeModel';
@@ -90,6 +90,15 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
     return r?.report;
   };
 
+  /**
+   * A written adapter: known to the pickers and the Explorer's menus at once (a folder renamed into place
+   * may reach no file watcher), and opened in the census.
+   */
+  const written = async (out: string): Promise<void> => {
+    await d.scanner.scan();
+    await d.openInCensus(out);
+  };
+
   /** The rank or energy to resize to, from presets showing their predicted error and size, or typed. */
   const resizeTarget = async (adapter: string, spectrum: SpectrumReport): Promise<ResizeTarget | undefined> => {
     const previews = resizePreviews(spectrum);
@@ -100,7 +109,10 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
     const picked = await pickers.choice('resizeTarget', `Resize ${name(adapter)} (rank ${ranks.join(', ')}) to: error and size predicted from its spectrum`, choices, fallback);
     if (picked === undefined) return undefined;
     if (picked === 'custom') {
-      const rank = await pickers.number('resizeRank', `Rank of every module (at most ${max})`, Math.min(8, max), 1, max);
+      const rank = await pickers.number('resizeRank', `Rank of every module (at most ${max})`, Math.min(8, max), 1, max, (k) => {
+        const c = previewChoice(resizePreview(spectrum, { rank: k }), spectrum);
+        return `${c.detail} · ${c.description}`;
+      });
       return rank === undefined ? undefined : { rank };
     }
     return picked.startsWith('r') ? { rank: Number(picked.slice(1)) } : ({ energy: Number(picked.slice(1)) } as ResizeTarget);
@@ -127,7 +139,7 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
       if (!out) return;
       const r = await runner.run({ title: `Resizing ${name(adapter)} to ${'rank' in target ? `rank ${target.rank}` : `energy ${percent(target.energy)}`}`, request: { job: 'resize', adapter, out, ...target }, outputs: [out] });
       if (!r) return;
-      await d.openInCensus(out);
+      await written(out);
       showReportPanel(context, 'resize', r.report, `Resize: ${name(adapter)} → ${name(out)}`);
     },
 
@@ -166,7 +178,7 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
       if (!out) return;
       const r = await runner.run({ title: `Extracting a LoRA from ${name(finetuned)} − ${name(base)}`, request: { job: 'extract-lora', base, finetuned, out, ...target }, outputs: [out] });
       if (!r) return;
-      await d.openInCensus(out);
+      await written(out);
       showReportPanel(context, 'extract-lora', r.report, `Extracted LoRA: ${name(finetuned)} − ${name(base)}`);
     },
 
@@ -210,7 +222,7 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
       const weights = weightsText.split(',').map((x) => x.trim()).join(',');
       const r = await runner.run({ title: `Combining ${names.join(' + ')}`, request: { job: 'combine', adapters, weights, out, rank }, outputs: [out] });
       if (!r) return;
-      await d.openInCensus(out);
+      await written(out);
       showReportPanel(context, 'combine', r.report, `Combined: ${names.join(' + ')}`);
     },
   };

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { expandPattern } from './workspace/folders';
 import { WorkspaceScanner } from './workspace/scanner';
+import { snapshotRepoId } from '../shared/weights/hfCache';
 
 export type FolderKind = 'adapter' | 'model';
 
@@ -116,7 +117,8 @@ export class Pickers {
     const last = this.last(key);
     const items = (): PathItem[] => {
       const list: PathItem[] = this.candidates(kinds).map((c) => ({
-        label: path.basename(c.path),
+        // A Hugging Face cache snapshot is named by its repository, not by its commit.
+        label: snapshotRepoId(c.path) ?? path.basename(c.path),
         description: vscode.workspace.asRelativePath(c.path),
         detail: c.kind === 'adapter' ? 'PEFT adapter' : 'model',
         path: c.path,
@@ -124,7 +126,7 @@ export class Pickers {
       const first = opts.preferred ?? last;
       if (first !== undefined && fs.existsSync(first)) {
         const i = list.findIndex((it) => it.path === first);
-        const top = i >= 0 ? list.splice(i, 1)[0] : { label: path.basename(first), description: first, path: first };
+        const top = i >= 0 ? list.splice(i, 1)[0] : { label: snapshotRepoId(first) ?? path.basename(first), description: first, path: first };
         list.unshift({ ...top, detail: [top.detail, first === last ? 'last used' : 'suggested'].filter(Boolean).join(' · ') });
       }
       list.push({ label: '$(folder-opened) Browse for a folder…', browse: 'folder', alwaysShow: true });
@@ -201,7 +203,8 @@ export class Pickers {
     return values;
   }
 
-  private input(opts: { title: string; value: string; prompt?: string; valueSelection?: [number, number]; validate?: (s: string) => string | undefined }): Promise<string | undefined> {
+  /** `describe`: a prompt that follows the value (what the typed rank would do), shown while it is valid. */
+  private input(opts: { title: string; value: string; prompt?: string; valueSelection?: [number, number]; validate?: (s: string) => string | undefined; describe?: (s: string) => string }): Promise<string | undefined> {
     const box = vscode.window.createInputBox();
     Object.assign(box, this.nextStep());
     box.title = opts.title;
@@ -211,6 +214,7 @@ export class Pickers {
     if (opts.valueSelection) box.valueSelection = opts.valueSelection;
     const check = (): void => {
       box.validationMessage = opts.validate?.(box.value);
+      if (opts.describe && box.validationMessage === undefined) box.prompt = opts.describe(box.value);
     };
     check();
     return new Promise((resolve) => {
@@ -230,9 +234,10 @@ export class Pickers {
     });
   }
 
-  async number(key: string, title: string, fallback: number, min = 1, max = Infinity): Promise<number | undefined> {
+  async number(key: string, title: string, fallback: number, min = 1, max = Infinity, describe?: (n: number) => string): Promise<number | undefined> {
     const v = await this.input({
       title,
+      describe: describe && ((s) => describe(Number(s))),
       value: this.last(key) ?? String(fallback),
       validate: (s) => (Number.isInteger(Number(s)) && Number(s) >= min && Number(s) <= max ? undefined : max < Infinity ? `a whole number from ${min} to ${max}` : `a whole number ≥ ${min}`),
     });

@@ -11,7 +11,7 @@ import path from 'node:path';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { writeDecayingAdapter, writeFixtures } from './fixtures.mjs';
+import { writeFixtures } from './fixtures.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(here, '..', '..');
@@ -288,12 +288,12 @@ uiTest('the empty census says what the workspace holds, offers the demo, and the
   await showContainer('LoRA Lens');
   const view = page.locator('[id="workbench.view.extension.loraLens"]');
   await view.locator('.monaco-button', { hasText: 'Try the Demo' }).waitFor({ timeout: 30000 });
-  await page.locator('.part.sidebar').getByText('(1 adapter, 4 models found)').first().waitFor({ timeout: 30000 });
+  await page.locator('.part.sidebar').getByText('(2 adapters, 4 models found)').first().waitFor({ timeout: 30000 });
   await shot('census-welcome');
   await view.locator('.monaco-button', { hasText: 'Get Started' }).click();
   const walkthrough = page.locator('.gettingStartedContainer');
   await walkthrough.getByText('Get Started with LoRA Lens').first().waitFor({ timeout: 30000 });
-  for (const step of ['Get checkpoints to look at', 'Open a checkpoint in the Parameter Census', 'Validate in one go']) {
+  for (const step of ['Get checkpoints to look at', 'Open a checkpoint in the Parameter Census', 'Validate in one go', 'How much rank does an adapter use?']) {
     await walkthrough.getByText(step).first().waitFor({ timeout: 10000 });
   }
   await shot('walkthrough');
@@ -620,7 +620,7 @@ uiTest('UNMERGE: a mask from the palette, then the decomposition of the fine-tun
 
 uiTest('Merge and Estimate from the adapter folder\'s context menu', async () => {
   await palette('View: Close All Editors');
-  await showContainer('Explorer'); // adapters/tiny-llama-qv is still expanded (one compact row) from the second test
+  await showContainer('Explorer'); // adapters is still expanded from the third test
   await clickMenuItem(await contextMenu('tiny-llama-qv', 'Merge LoRA Adapter…'));
   await pick('Base model folder', 'tiny-llama');
   await pick('Merged dtype', 'bf16');
@@ -722,8 +722,6 @@ uiTest('high contrast: panels, tree and viewer read in the high-contrast themes'
 const menuEntry = (entry) => page.locator('.context-view .monaco-menu .action-label', { hasText: entry });
 
 uiTest('low-rank: Spectrum of Adapter from the Explorer draws singular values, energy curves and the energyRank99 heat map', async () => {
-  // An adapter whose modules use their rank unevenly, written now: the workspace scan picks it up.
-  if (!fs.existsSync(path.join(ws, 'adapters', 'tiny-llama-r8'))) writeDecayingAdapter(ws);
   await palette('View: Close All Editors');
   await palette('Preferences: Color Theme'); // the README's screenshot is of the dark theme
   await quickInput().locator('.quick-input-box input').fill('Dark Modern');
@@ -737,6 +735,19 @@ uiTest('low-rank: Spectrum of Adapter from the Explorer draws singular values, e
   await clickMenuItem(item);
   const wv = webview();
   await wv.locator('#panel[data-kind="spectrum"][data-state="ready"]').waitFor({ timeout: 60000 });
+  // A .safetensors file gets it too (a kohya or LyCORIS file is an adapter on its own), a model's weights do not.
+  const fileMenu = async (row) => {
+    await row.click({ button: 'right' });
+    await page.locator('.context-view .monaco-menu').waitFor({ timeout: 10000 });
+    const n = await menuEntry('Spectrum of Adapter…').count();
+    await page.keyboard.press('Escape');
+    return n;
+  };
+  await expandExplorer('tiny-llama-r8');
+  assert.equal(await fileMenu(explorerRow('adapter_model.safetensors').last()), 1, 'an adapter file');
+  await expandExplorer('models');
+  await expandExplorer('tiny-llama');
+  assert.equal(await fileMenu(explorerRow('model.safetensors').first()), 0, 'a model file');
   // Rank 8 on the seven projections of two layers; `lora-lens spectrum` on it finds 69 of the 112 ranks hold 99%.
   assert.equal(await wv.locator('#summary-modules').getAttribute('data-value'), '14');
   assert.equal(await wv.locator('#summary-total-rank').getAttribute('data-value'), '112');
@@ -790,6 +801,17 @@ uiTest('low-rank: Resize from the palette shows error and size per candidate fir
   await clickMenuItem(menuEntry('Spectrum of Adapter…'));
   await wv.locator('#panel-title', { hasText: 'Spectrum: tiny-llama-r8-resized-r4' }).waitFor({ timeout: 60000 });
   assert.equal(await wv.locator('#summary-total-rank').getAttribute('data-value'), String(4 * 14));
+  // Another rank: what it would do follows the typed value, before anything is written.
+  await palette('LoRA Lens: Resize Adapter…');
+  await pick('LoRA adapter folder', 'tiny-llama-r8');
+  await asked('Resize tiny-llama-r8');
+  await quickInput().locator('.monaco-list-row', { hasText: 'Another rank…' }).click();
+  await asked('Rank of every module (at most 8)');
+  await quickInput().locator('.quick-input-box input').fill('4');
+  await quickInput().locator('.quick-input-message', { hasText: `largest relative error ${predicted.error}` }).waitFor({ timeout: 10000 });
+  await quickInput().locator('.quick-input-box input').fill('9');
+  await quickInput().locator('.quick-input-message', { hasText: 'a whole number from 1 to 8' }).waitFor({ timeout: 10000 });
+  await page.keyboard.press('Escape');
 });
 
 let extracted;

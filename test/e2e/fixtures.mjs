@@ -73,8 +73,8 @@ function writeModel(dir, cfg, tensors) {
 }
 
 /**
- * Writes models/tiny-llama, adapters/tiny-llama-qv, models/tiny-llama-finetuned, models/big-llama and
- * models/big-llama-ft under `ws`; returns their paths.
+ * Writes models/tiny-llama, adapters/tiny-llama-qv, models/tiny-llama-finetuned, models/big-llama,
+ * models/big-llama-ft and adapters/tiny-llama-r8 under `ws`; returns their paths.
  */
 export function writeFixtures(ws) {
   const cfg = llamaConfig(64, 128, 2, 256);
@@ -118,6 +118,7 @@ export function writeFixtures(ws) {
   const bigCfg = llamaConfig(2048, 5632, 8, 1024);
   writeModel(dirs.big, bigCfg, llamaTensors(bigCfg));
   writeModel(dirs.bigFinetuned, bigCfg, llamaTensors(bigCfg));
+  dirs.decaying = writeDecayingAdapter(ws);
   return dirs;
 }
 

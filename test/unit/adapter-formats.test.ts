@@ -16,6 +16,7 @@ import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { lowRank, peftConfig, randomF32, TestTensor, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 import { readAll, matmul } from './helpers/tensors';
+import { assertOneLineError, runCli } from './helpers/cli';
 
 const kernels = new CpuKernels();
 const root = tmpDir();
@@ -266,6 +267,8 @@ describe('adapter formats merged by their own formulas', () => {
     const r = await compareAdapter(BASE, dir, { finetuned: ft }, path.join(root, `cmp${n++}`), { tolerance: 1e-6, saveDeltas: false }, kernels, quietContext());
     assert.deepEqual(r.tensors.map((t) => [t.name, t.loraTarget]).sort(), [[`${L}.self_attn.k_proj.bias`, true], [`${L}.self_attn.k_proj.weight`, true]]);
     assert.equal(r.summary.equivalent, true);
+    // resize writes factors only: it refuses rather than drop the bias.
+    assertOneLineError(runCli(['resize', '--adapter', dir, '--out', path.join(root, `resized${n++}`), '--rank', '1']), dir, 'lora_bias');
     const q = writeAdapter(path.join(root, 'lora-bias-q'), peftConfig({ r: 2, lora_bias: true, target_modules: ['q_proj'] }), [
       { name: `${P}${L}.self_attn.q_proj.lora_A.weight`, shape: [2, 6], data: 1 },
       { name: `${P}${L}.self_attn.q_proj.lora_B.weight`, shape: [8, 2], data: 2 },

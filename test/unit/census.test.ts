@@ -96,7 +96,9 @@ describe('classifyTensor', () => {
     ['base_model.model.model.layers.1.mlp.down_proj.lora_magnitude_vector', 'mlp', 1, 'down_proj'],
   ];
   for (const [name, category, layer, projection] of cases) {
-    it(name, () => assert.deepEqual(classifyTensor(name), { category, layer, projection }));
+    // BERT's blocks are its encoder stack (census names stacks only where a model has two).
+    const stack = /^bert\.encoder\.layer\./.test(name) ? { stack: 'encoder' } : {};
+    it(name, () => assert.deepEqual(classifyTensor(name), { category, layer, projection, ...stack }));
   }
 });
 

@@ -217,3 +217,27 @@ test('extract-lora: bad input exits 2 with one line and writes nothing', () => {
   assertOneLineError(runCli(['extract-lora', '--base', adapter, '--finetuned', pair.ft, '--out', out, '--rank', '2']), adapter, 'adapter');
   assert.equal(fs.existsSync(out), false);
 });
+
+test('extract-lora: a weight changed only past its first block gets zeros there, not an earlier weight\'s task vector', () => {
+  // 1100 x 1000 = 1.1 M elements: two blocks of the stream. The first weight changes everywhere; the
+  // second (same shape, its task vector placed where the first one's was) only in its last rows.
+  const [rows, cols] = [1100, 1000];
+  const n = rows * cols;
+  const names = ['model.layers.0.mlp.gate_proj.weight', 'model.layers.0.mlp.up_proj.weight'];
+  const base = names.map((name, i) => ({ name, shape: [rows, cols], data: randomF32(n, 7 + i, 0.05) }));
+  const ft = base.map((t, i) => {
+    const u = randomF32(rows, 11 + i, 1);
+    const v = randomF32(cols, 13 + i, 1);
+    const f = Float32Array.from(t.data);
+    for (let r = i === 0 ? 0 : rows - 10; r < rows; r++) for (let c = 0; c < cols; c++) f[r * cols + c] += u[r] * v[c];
+    return { ...t, data: f };
+  });
+  const pair = {
+    base: writeModel(path.join(root, 'blocks-base'), { model_type: 'llama' }, base),
+    ft: writeModel(path.join(root, 'blocks-ft'), { model_type: 'llama' }, ft),
+  };
+  const { report } = extract(pair, ['--rank', '1'], 'blocks-r1');
+  assert.equal(report.modules.length, 2);
+  // Each task vector is rank 1 (up to fp32 rounding of W + uvᵀ, its own u and v): a rank-1 factor holds it whole.
+  for (const m of report.modules) assert.ok(m.relError < 1e-6, `${m.name}: relError ${m.relError}`);
+});

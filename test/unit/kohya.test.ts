@@ -8,7 +8,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { runCensus } from '../../src/engine/jobs/census';
-import { convertDiffusionAdapter } from '../../src/engine/jobs/convertAdapter';
+import { convertAdapter } from '../../src/engine/jobs/convertAdapter';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import * as fs from 'node:fs';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
@@ -252,7 +252,7 @@ describe('convert: kohya and LyCORIS files to PEFT adapter folders with the same
 
   async function sameMerge(file: string, name: string): Promise<Record<string, unknown>> {
     const peft = path.join(root, `${name}-peft`);
-    const rep = await convertDiffusionAdapter(file, peft, pipe, ctx);
+    const rep = await convertAdapter(file, peft, pipe, ctx);
     const a = path.join(root, `${name}-merged-original`);
     const b = path.join(root, `${name}-merged-converted`);
     await mergeModel(pipe, file, a, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);

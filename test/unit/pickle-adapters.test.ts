@@ -12,8 +12,8 @@ import { describe, it } from 'node:test';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { FileHandles } from '../../src/engine/safetensors/reader';
 import { readTorchCheckpoint } from '../../src/shared/pytorch/checkpoint';
-import { assertOneLineError, runCli } from './helpers/cli';
-import { FIXTURES, TestTensor, tmpDir, writeModel, writeWeights } from './helpers/builders';
+import { runCli } from './helpers/cli';
+import { FIXTURES, TestTensor, tmpDir, writeModel } from './helpers/builders';
 import { OUTPUT_MARKER } from '../../src/engine/util/outputDir';
 
 const REAL = path.join(FIXTURES, 'real-adapters-2');
@@ -80,11 +80,4 @@ describe('real PEFT adapters saved as adapter_model.bin', () => {
       assert.notDeepEqual(bytesOfAll(path.join(root, 'merged-bin')), bytesOfAll(base));
     });
   }
-
-  it('convert refuses an mlx-lm adapter (not a pickle: it needs normalising into a PEFT folder) with one line', () => {
-    const mlx = path.join(tmpDir(), 'mlx');
-    writeWeights(mlx, [{ name: 'model.layers.0.self_attn.q_proj.lora_a', shape: [16, 4] }, { name: 'model.layers.0.self_attn.q_proj.lora_b', shape: [4, 16] }], Infinity, 'adapters');
-    fs.writeFileSync(path.join(mlx, 'adapter_config.json'), JSON.stringify({ fine_tune_type: 'lora', num_layers: 1, lora_parameters: { rank: 4, scale: 20.0, dropout: 0.0 } }));
-    assertOneLineError(runCli(['convert', '--in', mlx, '--out', path.join(mlx, '..', 'out')]), mlx, 'mlx-lm adapter');
-  });
 });

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { runCensus } from '../../src/engine/jobs/census';
-import { convertDiffusionAdapter } from '../../src/engine/jobs/convertAdapter';
+import { convertAdapter } from '../../src/engine/jobs/convertAdapter';
 import { mergeModel } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { bytesToF32 } from '../../src/engine/safetensors/reader';
@@ -184,7 +184,7 @@ describe('the real LoKr converted to a PEFT LOKR adapter folder', () => {
     writeSparse(path.join(pipe, 'unet', 'diffusion_pytorch_model.safetensors'), sd15UnetTensors(SD15_UNET, 'F16'));
     writeSparse(path.join(pipe, 'text_encoder', 'model.safetensors'), clipTextTensors(SD15_CLIP, 'F16'));
     const peft = path.join(root, 'peft');
-    const rep = await convertDiffusionAdapter(file, peft, pipe, ctx);
+    const rep = await convertAdapter(file, peft, pipe, ctx);
     assert.deepEqual([rep.peftType, rep.modules, rep.tensors], ['LOKR', 350, 1400]);
     const a = planAdapter(pipe, file, ctx);
     const b = planAdapter(pipe, peft, ctx);

@@ -11,6 +11,7 @@ import { loraDeltaRows, maxAbsRange } from '../../src/engine/kernels/cpuMath';
 import { LoraFactors } from '../../src/engine/kernels/kernels';
 import { PARALLEL_MIN, WorkerKernels } from '../../src/engine/kernels/poolKernels';
 import { foldLoraRows, wasmLora } from '../../src/engine/kernels/wasm';
+import { decodeBf16Array } from '../../src/shared/safetensors/half';
 import { randomF32 } from './helpers/builders';
 
 const wasm = wasmLora();
@@ -144,5 +145,15 @@ test('the worker backend expands and folds in WebAssembly on its threads, bit-id
     }
   } finally {
     await k.dispose();
+  }
+});
+
+test('wasm bf16 widening: bit-identical to decodeBf16Array on every bf16 pattern, at lengths off the block and the vector width', () => {
+  const all = Uint16Array.from({ length: 65536 * 3 + 13 }, (_, i) => (i * 40503) & 0xffff);
+  for (const n of [0, 1, 7, 8, 9, (1 << 15) + 5, all.length]) {
+    const src = all.subarray(all.length - n);
+    const want = decodeBf16Array(src, new Float32Array(n));
+    const got = wasm!.decodeBf16(src, new Float32Array(n));
+    assertSameBits(got, want, `bf16 x ${n}`);
   }
 });

@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { modelLayout } from '../census/architectures';
-import { CATEGORIES, Category, classifyTensor } from '../../shared/census/classify';
+import { CATEGORIES, Category, classifyTensor, Stack } from '../../shared/census/classify';
+import { cachedSnapshot } from '../../shared/weights/hfCache';
 import { loraTargetPredicate } from '../census/targets';
 import { AdapterLayout, adapterLayout, zeroFactorModules, zeroFactorWarning } from '../checkpoint/adapter';
 import { ruleName } from '../checkpoint/deltaRule';
@@ -107,6 +108,8 @@ function diffusionAdapterInfo(p: string, c: Checkpoint, layout: AdapterLayout): 
     alphaPattern: {},
     modulesToSave: [],
     layersToTransform: null,
+    baseModel: meta?.baseModel ?? null,
+    cachedBase: null,
     loraModules: layout.modules.length,
     trainableParams: c.tensors.reduce((a, t) => a + t.numel, 0),
     loraParams: factors.reduce((a, t) => a + t.numel, 0),
@@ -132,12 +135,21 @@ function adapterInfo(p: string, cfg: AdapterConfig, c: Checkpoint | undefined, l
     alphaPattern: cfg.alphaPattern,
     modulesToSave: cfg.modulesToSave,
     layersToTransform: cfg.layersToTransform,
+    baseModel: cfg.baseModel,
+    cachedBase: cfg.baseModel !== null ? (cachedSnapshot(cfg.baseModel) ?? null) : null,
     loraModules,
     trainableParams: c ? c.tensors.reduce((a, t) => a + t.numel, 0) : null,
     loraParams: lora ? lora.reduce((a, t) => a + t.numel, 0) : null,
     savedTensors: saved ? saved.length : null,
     zeroModules,
   };
+}
+
+/** Layers per stack, where the model has an encoder and a decoder stack. */
+function stackLayers(perLayer: CensusReport['perLayer']): { stackLayers?: Partial<Record<Stack, number>> } {
+  const counts: Partial<Record<Stack, number>> = {};
+  for (const l of perLayer) if (l.stack) counts[l.stack] = (counts[l.stack] ?? 0) + 1;
+  return Object.keys(counts).length > 0 ? { stackLayers: counts } : {};
 }
 
 /** The census of an adapter without its base says where its targets are marked. */
@@ -205,15 +217,19 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
     const categoryParams = zero();
     const dtypes: Record<string, number> = {};
     const dtypeParams: Record<string, number> = {};
-    const layers = new Map<number, { tensors: number; params: number; loraTargetTensors: number }>();
+    // Layers per stack: an encoder-decoder's encoder layer 3 and decoder layer 3 are two layers.
+    const layers = new Map<string, CensusReport['perLayer'][number]>();
     const outsideLayers: Totals = { tensors: 0, params: 0 };
     const blocks = new Map<string, CensusReport['perBlock'][number]>();
     const tensors: CensusTensor[] = [];
     let params = 0;
     let bytes = 0;
     let loraTargetParams = 0;
+    // Stacks are named where there are two (an encoder-decoder); one stack (BERT's encoder) is just the layers.
+    const stacks = new Set(src.tensors.map((t) => classifyTensor(t.name).stack).filter((x) => x !== undefined));
     for (const t of src.tensors) {
       const cls = classifyTensor(t.name);
+      if (stacks.size < 2) delete cls.stack;
       const loraTarget = targets.has(t.name);
       tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, numel: t.numel, bytes: t.bytes, ...cls, loraTarget, replaced: replaced.has(t.name), ...(factors.has(t.name) ? { loraFactor: true } : {}) });
       categories[cls.category] = (categories[cls.category] ?? 0) + 1;
@@ -235,11 +251,12 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
         outsideLayers.tensors++;
         outsideLayers.params += t.numel;
       } else {
-        const l = layers.get(cls.layer) ?? { tensors: 0, params: 0, loraTargetTensors: 0 };
+        const key = `${cls.stack ?? ''}\u0000${cls.layer}`;
+        const l = layers.get(key) ?? { layer: cls.layer, ...(cls.stack ? { stack: cls.stack } : {}), tensors: 0, params: 0, loraTargetTensors: 0 };
         l.tensors++;
         l.params += t.numel;
         if (loraTarget) l.loraTargetTensors++;
-        layers.set(cls.layer, l);
+        layers.set(key, l);
       }
     }
     ctx.progress({ phase: 'census', done: tensors.length, total: tensors.length });
@@ -258,6 +275,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
         params,
         bytes,
         layers: layers.size,
+        ...stackLayers([...layers.values()]),
         loraTargetTensors,
         nonTargetTensors: tensors.length - loraTargetTensors,
         loraTargetParams,
@@ -266,7 +284,7 @@ export function runCensus(p: string, opts: CensusOptions, ctx: JobContext): Cens
         dtypes,
         dtypeParams,
       },
-      perLayer: [...layers].sort((a, b) => a[0] - b[0]).map(([layer, v]) => ({ layer, ...v })),
+      perLayer: [...layers.values()].sort((a, b) => (a.stack ?? '').localeCompare(b.stack ?? '') || a.layer - b.layer),
       perBlock: [...blocks.values()],
       outsideLayers,
       adapter,
@@ -295,7 +313,7 @@ export function censusText(r: CensusReport): string {
   const what = [r.kind, r.modelType, r.architecture].filter((x) => x !== null).join(', ');
   const lines = [
     `census of ${r.path} (${what}; ${r.kind === 'config' ? 'layout from config.json, no weights' : `${r.files.length} file${r.files.length === 1 ? '' : 's'}`})`,
-    `  ${int(s.tensors)} tensors, ${int(s.params)} elements (${humanCount(s.params)}), ${formatBytes(s.bytes)} of data, ${s.layers} layers`,
+    `  ${int(s.tensors)} tensors, ${int(s.params)} elements (${humanCount(s.params)}), ${formatBytes(s.bytes)} of data, ${s.layers} layers${s.stackLayers ? ` (${Object.entries(s.stackLayers).map(([k, v]) => `${v} ${k}`).join(' + ')})` : ''}`,
     `  dtypes: ${Object.entries(s.dtypes).map(([d, n]) => `${d} ${int(n)} tensors / ${int(s.dtypeParams[d])} elements`).join('; ')}`,
     '',
     `  ${'category'.padEnd(14)}${'tensors'.padStart(9)}${'elements'.padStart(17)}${'share'.padStart(9)}`,
@@ -318,7 +336,7 @@ export function censusText(r: CensusReport): string {
     const uniform = r.perLayer.every((l) => l.tensors === first.tensors && l.params === first.params);
     lines.push('');
     if (uniform) lines.push(`  per layer: ${int(first.tensors)} tensors, ${int(first.params)} elements (all ${r.perLayer.length} layers alike)`);
-    else lines.push('  per layer (tensors / elements):', ...r.perLayer.map((l) => `    layer ${String(l.layer).padStart(3)}: ${int(l.tensors)} / ${int(l.params)}`));
+    else lines.push('  per layer (tensors / elements):', ...r.perLayer.map((l) => `    ${l.stack ? `${l.stack} ` : ''}layer ${String(l.layer).padStart(3)}: ${int(l.tensors)} / ${int(l.params)}`));
     lines.push(`  outside the layers: ${int(r.outsideLayers.tensors)} tensors, ${int(r.outsideLayers.params)} elements`);
   }
   if (r.trainingMetadata) lines.push('', '  training metadata (kohya-ss):', ...trainingMetadataLines(r.trainingMetadata).map((l) => `    ${l}`));
@@ -326,6 +344,7 @@ export function censusText(r: CensusReport): string {
   if (a) {
     const targets = Array.isArray(a.targets) ? a.targets.join(',') : String(a.targets);
     lines.push('', `  adapter ${a.path}: r=${a.r} alpha=${a.alpha} targets=${targets}${a.useRslora ? ' rsLoRA' : ''}${a.useDora ? ' DoRA' : ''}`);
+    if (a.cachedBase) lines.push(`    base ${a.baseModel}: in the Hugging Face cache at ${a.cachedBase}`);
     if (a.trainableParams !== null) {
       lines.push(`    trainable parameters: ${int(a.trainableParams)} (${int(a.loraParams!)} in LoRA factors of ${a.loraModules} modules, ${a.savedTensors} saved tensors)`);
     }

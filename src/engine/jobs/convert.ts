@@ -25,13 +25,11 @@ export async function convertCheckpoint(inPath: string, out: string, ctx: JobCon
   const t0 = performance.now();
   const c = openCheckpoint(inPath);
   try {
-    // Where convert decides what an input is. A non-PEFT adapter (mlx-lm's config) is not a pickle to
-    // re-encode but an adapter to normalise into a PEFT folder: that conversion plugs in here.
-    if (c.kind === 'adapter' && c.adapter!.method === 'MLX') {
-      throw new LensError(inPath, 'is an mlx-lm adapter: convert writes PyTorch pickles as safetensors; converting an mlx-lm adapter to a PEFT folder is not supported yet');
-    }
+    // Adapters that are not PEFT's own formats went to convertAdapter (run/convert.ts); a PEFT folder in
+    // safetensors is already what convert writes.
     if (!c.files.some((f) => weightsFormat(f) === 'pytorch')) {
-      throw new LensError(inPath, 'holds no PyTorch pickle checkpoint to convert (its weights are already safetensors)');
+      const what = c.kind === 'adapter' ? `is a PEFT ${c.adapter!.method} adapter folder in safetensors already` : 'holds no PyTorch pickle checkpoint to convert (its weights are already safetensors)';
+      throw new LensError(inPath, `${what}: nothing to convert`);
     }
     const done = (files: string[], bytes: number): ConvertReport => ({ in: inPath, out, kind: c.kind, files, tensors: c.tensors.length, bytes, seconds: (performance.now() - t0) / 1000 });
     if (fs.statSync(inPath).isFile()) {
@@ -51,8 +49,9 @@ export async function convertCheckpoint(inPath: string, out: string, ctx: JobCon
         writeFileAtomic(dir.file('model.safetensors.index.json'), JSON.stringify(index, null, 2) + '\n');
         files.push('model.safetensors.index.json');
       }
-      for (const e of fs.readdirSync(c.dir, { withFileTypes: true })) {
-        if (e.isFile() && !NOT_COPIED.test(e.name) && !e.name.startsWith('.')) fs.copyFileSync(path.join(c.dir, e.name), dir.file(e.name));
+      // statSync follows links: a Hugging Face cache snapshot's files are links into its blobs/.
+      for (const e of fs.readdirSync(c.dir)) {
+        if (!NOT_COPIED.test(e) && !e.startsWith('.') && fs.statSync(path.join(c.dir, e)).isFile()) fs.copyFileSync(path.join(c.dir, e), dir.file(e));
       }
       return done(files, bytes);
     });

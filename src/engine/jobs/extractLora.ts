@@ -8,7 +8,8 @@
 import { isConv1D } from '../checkpoint/adapter';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { denseOperator, RANDOMIZED_DEFAULTS, randomizedSVD, TruncatedSVD } from '../linalg/randomized';
+import { LinearOperator, RANDOMIZED_DEFAULTS, randomizedSVD, TruncatedSVD } from '../linalg/randomized';
+import { LinalgPool } from '../kernels/linalgPool';
 import { rankOrEnergy } from '../lowrank/factors';
 import { OutModuleSpec, PeftAdapterWriter } from '../lowrank/peftOut';
 import { bytesToF32, Scratch } from '../safetensors/reader';
@@ -72,9 +73,9 @@ async function exponentHistogram(c: Checkpoint, t: TensorInfo, dtype: 'F16' | 'B
 }
 
 /** τ of one tensor pair, read block by block; NaN or Inf in either model is bad input. */
-async function taskVector(base: Checkpoint, ft: Checkpoint, p: TensorPair, scratch: Scratch, keep: boolean): Promise<TaskVector> {
+async function taskVector(base: Checkpoint, ft: Checkpoint, p: TensorPair, scratch: Scratch, keep: ((n: number) => Float32Array) | undefined): Promise<TaskVector> {
   const n = p.base.numel;
-  const tau = keep ? new Float32Array(n) : new Float32Array(0);
+  const tau = keep ? keep(n) : new Float32Array(0);
   let normSq = 0;
   let changed = false;
   for (const b of blocksOf(p.base)) {
@@ -111,13 +112,12 @@ function energyRankOf(s: Float64Array, total: number, energy: number): number | 
 }
 
 /** The truncated SVD and the rank: --rank as given; --energy by doubling the sketch until it holds the energy (or is complete). */
-function decompose(tau: Float32Array, m: number, n: number, normSq: number, opts: ExtractLoraOptions, seed: number): { svd: TruncatedSVD; k: number } {
-  const op = denseOperator(tau, m, n);
+async function decompose(op: LinearOperator, normSq: number, opts: ExtractLoraOptions, seed: number): Promise<{ svd: TruncatedSVD; k: number }> {
   const ropts = { oversample: opts.oversample ?? RANDOMIZED_DEFAULTS.oversample, powerIterations: opts.powerIterations ?? RANDOMIZED_DEFAULTS.powerIterations, seed };
-  if (opts.rank !== undefined) return { svd: randomizedSVD(op, opts.rank, ropts), k: opts.rank };
-  const full = Math.min(m, n);
+  if (opts.rank !== undefined) return { svd: await randomizedSVD(op, opts.rank, ropts), k: opts.rank };
+  const full = Math.min(op.rows, op.cols);
   for (let want = Math.min(16, full); ; want = Math.min(2 * want, full)) {
-    const svd = randomizedSVD(op, want, ropts);
+    const svd = await randomizedSVD(op, want, ropts);
     const k = energyRankOf(svd.s, normSq, opts.energy!);
     if (k !== undefined) return { svd, k };
     if (svd.s.length >= full) return { svd, k: full };
@@ -138,32 +138,14 @@ function peftFactors(svd: TruncatedSVD, k: number, m: number, n: number, transpo
   return { A, B };
 }
 
-/** ‖τ − B'A'‖²_F in τ's orientation, each approximated element summed in float64 (no cancellation between large terms). */
-function residualSq(tau: Float32Array, m: number, n: number, A: Float32Array, B: Float32Array, k: number, transposed: boolean): number {
-  // approx = P·Qt with P m × k and Qt k × n in τ's orientation.
-  const P = transposed ? new Float32Array(m * k) : B;
-  const Qt = transposed ? new Float32Array(k * n) : A;
-  if (transposed) {
-    for (let c = 0; c < k; c++) for (let i = 0; i < m; i++) P[i * k + c] = A[c * m + i];
-    for (let j = 0; j < n; j++) for (let c = 0; c < k; c++) Qt[c * n + j] = B[j * k + c];
-  }
-  const row = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < m; i++) {
-    row.fill(0);
-    for (let c = 0; c < k; c++) {
-      const p = P[i * k + c];
-      if (p === 0) continue;
-      const q = c * n;
-      for (let j = 0; j < n; j++) row[j] += p * Qt[q + j];
-    }
-    const t = i * n;
-    for (let j = 0; j < n; j++) {
-      const d = tau[t + j] - row[j];
-      sum += d * d;
-    }
-  }
-  return sum;
+/** The approximation's factors in τ's orientation: τ ≈ P·Qt with P m × k and Qt k × n. */
+function inTauOrientation(A: Float32Array, B: Float32Array, k: number, m: number, n: number, transposed: boolean): { P: Float32Array; Qt: Float32Array } {
+  if (!transposed) return { P: B, Qt: A };
+  const P = new Float32Array(m * k);
+  const Qt = new Float32Array(k * n);
+  for (let c = 0; c < k; c++) for (let i = 0; i < m; i++) P[i * k + c] = A[c * m + i];
+  for (let j = 0; j < n; j++) for (let c = 0; c < k; c++) Qt[c * n + j] = B[j * k + c];
+  return { P, Qt };
 }
 
 function nameSeed(name: string): number {
@@ -183,6 +165,7 @@ export async function extractLora(opts: ExtractLoraOptions, ctx: JobContext): Pr
   }
   const base = openCheckpoint(opts.base);
   const ft = openCheckpoint(opts.finetuned);
+  const products = new LinalgPool();
   try {
     for (const c of [base, ft]) if (c.kind === 'adapter') throw new LensError(c.path, 'this is a PEFT adapter folder; extract-lora takes two full models');
     const pairing = pairTensors(base, ft);
@@ -202,45 +185,50 @@ export async function extractLora(opts: ExtractLoraOptions, ctx: JobContext): Pr
     for (const p of pairing.pairs) {
       throwIfCancelled(ctx);
       const linear = isLinearWeight(p);
-      const tv = await taskVector(base, ft, p, scratch, linear);
-      if (!tv.changed) {
-        if (linear) unchanged++;
-      } else if (!linear) {
-        notCaptured.push({ name: p.name, l2Norm: Math.sqrt(tv.normSq), category: classifyTensor(p.name).category, shape: p.base.shape });
-      } else {
-        const [m, n] = p.base.shape;
-        const module = p.name.slice(0, -'.weight'.length);
-        if (opts.rank !== undefined && opts.rank > Math.min(m, n)) {
-          throw new LensError(opts.finetuned, `--rank ${opts.rank} is larger than the ${Math.min(m, n)} a [${m}, ${n}] weight allows`, p.name);
+      const tv = await taskVector(base, ft, p, scratch, linear ? (n) => products.floats(n) : undefined);
+      try {
+        if (!tv.changed) {
+          if (linear) unchanged++;
+        } else if (!linear) {
+          notCaptured.push({ name: p.name, l2Norm: Math.sqrt(tv.normSq), category: classifyTensor(p.name).category, shape: p.base.shape });
+        } else {
+          const [m, n] = p.base.shape;
+          const module = p.name.slice(0, -'.weight'.length);
+          if (opts.rank !== undefined && opts.rank > Math.min(m, n)) {
+            throw new LensError(opts.finetuned, `--rank ${opts.rank} is larger than the ${Math.min(m, n)} a [${m}, ${n}] weight allows`, p.name);
+          }
+          const transposed = isConv1D(base.config, module) === true;
+          const { svd, k } = await decompose(products.operator(tv.tau, m, n), tv.normSq, opts, nameSeed(p.name));
+          const { A, B } = peftFactors(svd, k, m, n, transposed);
+          const { P, Qt } = inTauOrientation(A, B, k, m, n, transposed);
+          const relError = Math.sqrt((await products.residualSq(tv.tau, m, n, P, Qt, k)) / tv.normSq);
+          let kept = 0;
+          for (let i = 0; i < k; i++) kept += svd.s[i] * svd.s[i];
+          let roundingNoise: RoundingNoise | null = null;
+          if (p.other.dtype === 'F16' || p.other.dtype === 'BF16') {
+            const dtype = p.other.dtype;
+            const energy = histogramEnergy(dtype, await exponentHistogram(ft, p.other, dtype, scratch));
+            const sigma = Math.sqrt(energy / (m * n)) * (Math.sqrt(m) + Math.sqrt(n));
+            roundingNoise = { dtype, energy, fraction: Math.min(1, energy / tv.normSq), sigma, signalRank: svd.s.filter((x) => x > sigma).length };
+          }
+          const [out, inn] = transposed ? [n, m] : [m, n];
+          factors.push({ spec: { module, embedding: false, out, in: inn, rank: k }, A, B });
+          modules.push({
+            name: module,
+            tensor: p.name,
+            out,
+            in: inn,
+            rank: k,
+            energyKept: Math.min(1, kept / tv.normSq),
+            relError,
+            taskVectorNorm: Math.sqrt(tv.normSq),
+            transposed,
+            singularValues: Array.from(svd.s),
+            roundingNoise,
+          });
         }
-        const transposed = isConv1D(base.config, module) === true;
-        const { svd, k } = decompose(tv.tau, m, n, tv.normSq, opts, nameSeed(p.name));
-        const { A, B } = peftFactors(svd, k, m, n, transposed);
-        const relError = Math.sqrt(residualSq(tv.tau, m, n, A, B, k, transposed) / tv.normSq);
-        let kept = 0;
-        for (let i = 0; i < k; i++) kept += svd.s[i] * svd.s[i];
-        let roundingNoise: RoundingNoise | null = null;
-        if (p.other.dtype === 'F16' || p.other.dtype === 'BF16') {
-          const dtype = p.other.dtype;
-          const energy = histogramEnergy(dtype, await exponentHistogram(ft, p.other, dtype, scratch));
-          const sigma = Math.sqrt(energy / (m * n)) * (Math.sqrt(m) + Math.sqrt(n));
-          roundingNoise = { dtype, energy, fraction: Math.min(1, energy / tv.normSq), sigma, signalRank: svd.s.filter((x) => x > sigma).length };
-        }
-        const [out, inn] = transposed ? [n, m] : [m, n];
-        factors.push({ spec: { module, embedding: false, out, in: inn, rank: k }, A, B });
-        modules.push({
-          name: module,
-          tensor: p.name,
-          out,
-          in: inn,
-          rank: k,
-          energyKept: Math.min(1, kept / tv.normSq),
-          relError,
-          taskVectorNorm: Math.sqrt(tv.normSq),
-          transposed,
-          singularValues: Array.from(svd.s),
-          roundingNoise,
-        });
+      } finally {
+        products.release(tv.tau);
       }
       ctx.progress({ phase: 'extract-lora', done: ++done, total: pairing.pairs.length, tensor: p.name });
       await new Promise((r) => setImmediate(r));
@@ -299,6 +287,7 @@ export async function extractLora(opts: ExtractLoraOptions, ctx: JobContext): Pr
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
+    await products.dispose();
     base.handles.close();
     ft.handles.close();
   }

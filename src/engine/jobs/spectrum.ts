@@ -3,8 +3,9 @@
  * the SVD of the r×r core (no [out, in] matrix is formed), with how much of its rank the delta uses.
  */
 import { classifyTensor } from '../../shared/census/classify';
-import { energyRank, productSingularValues } from '../linalg/lowrank';
-import { factorRank, lowRankRule, openFactorAdapter, readFactors } from '../lowrank/factors';
+import { energyRank } from '../linalg/lowrank';
+import { LinalgPool } from '../kernels/linalgPool';
+import { factorRank, lowRankRule, openFactorAdapter, readFactorArrays } from '../lowrank/factors';
 import { wholeTensor } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
 import { JobContext, throwIfCancelled } from '../util/job';
@@ -52,18 +53,30 @@ export async function spectrum(opts: SpectrumOptions, ctx: JobContext): Promise<
   const { checkpoint, layout, lowRank, other } = openFactorAdapter(opts.adapter);
   const warnings = [...layout.warnings];
   const modules: SpectrumModule[] = [];
+  const products = new LinalgPool();
   try {
     if (lowRank.length === 0) throw new LensError(opts.adapter, `no module has a B·A factor form (${other[0].rule} adapter): its spectrum would need the expanded deltas`);
+    // Modules go to the workers as they are read, a few ahead; their reports are made in order.
+    const inFlight: Promise<SpectrumModule>[] = [];
+    const settle = async (): Promise<void> => {
+      modules.push(await inFlight.shift()!);
+      ctx.progress({ phase: 'spectrum', done: modules.length, total: lowRank.length, tensor: modules[modules.length - 1].name });
+    };
     for (const m of lowRank) {
       throwIfCancelled(ctx);
-      const { L, R } = readFactors(checkpoint, m);
+      const { A, B, rank, release } = readFactorArrays(checkpoint, m, products);
       const rule = lowRankRule(m);
-      modules.push(spectrumModule(m.module, factorRank(m), m.out, m.in, rule.scale, productSingularValues(L, R), wholeTensor(m)));
-      ctx.progress({ phase: 'spectrum', done: modules.length, total: lowRank.length, tensor: m.module });
-      // Let a cancel message in between modules.
-      if (modules.length % 16 === 0) await new Promise((r) => setImmediate(r));
+      inFlight.push(
+        products
+          .factorSingularValues(A, B, rank, m.in, m.out)
+          .then((s) => spectrumModule(m.module, factorRank(m), m.out, m.in, rule.scale, s.map((x) => x * Math.abs(rule.scale)), wholeTensor(m)))
+          .finally(release),
+      );
+      if (inFlight.length > products.threads) await settle();
     }
+    while (inFlight.length) await settle();
   } finally {
+    await products.dispose();
     checkpoint.handles.close();
   }
   modules.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));

@@ -97,16 +97,28 @@ export class WorkerPool {
   /** Runs `ops[i]` on worker i (mod size), all at once; resolves with their results in order. */
   run(ops: PoolOp[]): Promise<PoolResult[]> {
     if (this.broken) return Promise.reject(new Error(this.broken));
-    const idOf = (b: SharedArrayBuffer): number => {
-      let id = this.bufferIds.get(b);
-      if (id === undefined) {
-        id = this.nextBufferId++;
-        this.bufferIds.set(b, id);
-        this.collected.register(b, id);
-      }
-      return id;
-    };
-    return Promise.all(ops.map((op, i) => new Promise<PoolResult>((resolve, reject) => this.slots[i % this.size].send(this.nextId++, op, { resolve, reject }, idOf))));
+    return Promise.all(ops.map((op, i) => this.runOn(this.slots[i % this.size], op)));
+  }
+
+  private runOn(slot: Slot, op: PoolOp): Promise<PoolResult> {
+    if (this.broken) return Promise.reject(new Error(this.broken));
+    return new Promise<PoolResult>((resolve, reject) => slot.send(this.nextId++, op, { resolve, reject }, this.idOf));
+  }
+
+  private readonly idOf = (b: SharedArrayBuffer): number => {
+    let id = this.bufferIds.get(b);
+    if (id === undefined) {
+      id = this.nextBufferId++;
+      this.bufferIds.set(b, id);
+      this.collected.register(b, id);
+    }
+    return id;
+  };
+
+  /** Runs `op` on the worker with the least work waiting. */
+  runOne(op: PoolOp): Promise<PoolResult> {
+    const slot = this.slots.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+    return this.runOn(slot, op);
   }
 
   private fail(why: string): void {

@@ -4,10 +4,11 @@
  * main thread runs the same function when a tensor is too small to be worth splitting.
  */
 import { elementBytes, FloatDtype } from '../../shared/safetensors/dtypes';
-import { decodeBf16Array, decodeF16Array } from '../../shared/safetensors/half';
+import { decodeF16Array } from '../../shared/safetensors/half';
 import { allFinite, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
-import { foldLoraRows, loraRows } from './wasm';
+import { decodeBf16, foldLoraRows, loraRows } from './wasm';
+import { factorSingularValues, linalgOn } from './wasmLinalg';
 import { MergeRule } from '../../shared/jobs/choices';
 
 /**
@@ -26,10 +27,22 @@ export type PoolOp =
   | { op: 'maxAbsInto'; acc: Float32Array; x: Float32Array; i0: number; i1: number }
   | { op: 'maxAbsLora'; fs: LoraFactors[]; acc: Float32Array; i0: number; i1: number }
   | { op: 'decodeHalf'; dtype: 'F16' | 'BF16'; raw: Uint8Array; out: Float32Array; i0: number; i1: number }
-  | { op: 'allFinite'; dtype: FloatDtype; raw: Uint8Array; i0: number; i1: number };
+  | { op: 'allFinite'; dtype: FloatDtype; raw: Uint8Array; i0: number; i1: number }
+  | LinalgOp;
+
+/**
+ * Kernels of the low-rank toolbox on a job's shared WebAssembly memory (wasmLinalg.ts's Arena), known
+ * by its id once 'linalgMemory' has brought the memory itself to the thread. Offsets are in bytes.
+ */
+export type LinalgOp = { mem: number } & (
+  | { op: 'linalgMemory'; memory: WebAssembly.Memory }
+  | { op: 'factorSpectrum'; a: number; b: number; r: number; inn: number; out: number; scratch: number }
+  | { op: 'gemm'; M: number; sr: number; sk: number; rows: number; K: number; X: number; lp: number; Y: number }
+  | { op: 'residual'; tau: number; P: number; Qt: number; rows: number; k: number; n: number; out: number }
+);
 
 /** What an op returns: nothing (it wrote its output range), the statistics of each chunk of its range, or a yes/no. */
-export type PoolResult = void | PairStats[] | PrecisionStats[] | boolean;
+export type PoolResult = void | PairStats[] | PrecisionStats[] | boolean | Float64Array;
 
 /** Runs one op on the calling thread. `i0` of a statistics op is at a chunk boundary. */
 export function runOp(m: PoolOp): PoolResult {
@@ -50,13 +63,22 @@ export function runOp(m: PoolOp): PoolResult {
       return foldLoraRows(m.fs, m.i0, m.i1, m.acc);
     case 'decodeHalf': {
       const h = new Uint16Array(m.raw.buffer, m.raw.byteOffset + m.i0 * 2, m.i1 - m.i0);
-      (m.dtype === 'F16' ? decodeF16Array : decodeBf16Array)(h, m.out.subarray(m.i0, m.i1));
+      (m.dtype === 'F16' ? decodeF16Array : decodeBf16)(h, m.out.subarray(m.i0, m.i1));
       return;
     }
     case 'allFinite': {
       const eb = elementBytes(m.dtype);
       return allFinite(m.dtype, m.raw.subarray(m.i0 * eb, m.i1 * eb));
     }
+    case 'linalgMemory':
+      linalgOn(m.mem, m.memory);
+      return;
+    case 'factorSpectrum':
+      return factorSingularValues(linalgOn(m.mem), m.a, m.b, m.r, m.inn, m.out, m.scratch);
+    case 'gemm':
+      return linalgOn(m.mem).gemm(m.M, m.sr, m.sk, m.rows, m.K, m.X, m.lp, m.Y);
+    case 'residual':
+      return linalgOn(m.mem).residual(m.tau, m.P, m.Qt, m.rows, m.k, m.n, m.out);
   }
 }
 

@@ -6,7 +6,7 @@
  */
 import { leftColumns, Mat, matmul, scaleColumns, transpose, zeros } from './dense';
 import { cholesky, householderQR } from './qr';
-import { svd, SVD } from './svd';
+import { svd, SVD, Sweeps } from './svd';
 
 /** XᵀX of X (rows × cols, row-major), in float64; four rows at a time so each G entry is loaded once per four. */
 export function gramOfRows(x: ArrayLike<number>, rows: number, cols: number): Mat {
@@ -39,20 +39,24 @@ export function gramOfRows(x: ArrayLike<number>, rows: number, cols: number): Ma
   return G;
 }
 
-/** The R factor of X = QR: Cholesky of the Gram matrix when well conditioned, else Householder. */
+/** The R factor of X = QR: Cholesky of the Gram matrix XᵀX (`gram`, given when X is tall) when well conditioned, else Householder. */
+export function rFactorFromGram(gram: Mat | undefined, X: () => Mat): Mat {
+  return (gram && cholesky(gram)) ?? householderQR(X()).R;
+}
+
 export function rFactor(X: Mat): Mat {
-  if (X.rows >= X.cols) {
-    const R = cholesky(gramOfRows(X.data, X.rows, X.cols));
-    if (R) return R;
-  }
-  return householderQR(X).R;
+  return rFactorFromGram(X.rows >= X.cols ? gramOfRows(X.data, X.rows, X.cols) : undefined, () => X);
+}
+
+/** The singular values of L·Rᵀ (L m × r, R n × r) from the R factors of L and R, descending (min(m, n, r) of them). */
+export function coreSingularValues(RL: Mat, RR: Mat, m: number, n: number, sweeps?: Sweeps): Float64Array {
+  const s = svd(matmul(RL, transpose(RR)), false, sweeps).s;
+  return s.subarray(0, Math.min(m, n, RL.cols));
 }
 
 /** Singular values of L·Rᵀ, descending (min(m, n, r) of them). */
 export function productSingularValues(L: Mat, R: Mat): Float64Array {
-  const core = matmul(rFactor(L), transpose(rFactor(R)));
-  const s = svd(core, false).s;
-  return s.subarray(0, Math.min(L.rows, R.rows, L.cols));
+  return coreSingularValues(rFactor(L), rFactor(R), L.rows, R.rows);
 }
 
 /** ‖L·Rᵀ‖_F from the factors (Householder, so a tiny norm of a difference is accurate too). */

@@ -43,29 +43,67 @@ export function openFactorAdapter(p: string): FactorAdapter {
   }
 }
 
-/** Refuses modules the command cannot hold exactly: rules with no factor form, and DoRA (it rescales W + ΔW, so a smaller B·A alone is not its best approximation). */
+/** Refuses modules the command cannot hold exactly: rules with no factor form, DoRA (it rescales W + ΔW, so a smaller B·A alone is not its best approximation), and lora_bias. */
 export function assertPlainLowRank(a: FactorAdapter, command: string): void {
   const other = a.layout.modules.find((m) => m.rule.kind !== 'low-rank');
   if (other) throw new LensError(a.checkpoint.path, `module ${other.module} is ${ruleName(other)}, which has no B·A factor form that ${command} can work on`, other.tensors[0]?.name);
   const dora = a.lowRank.find(wholeTensor);
   if (dora) throw new LensError(a.checkpoint.path, `DoRA adapter (lora_magnitude_vector): its delta is not s·B@A alone, so ${command} has no exact low-rank form to work on`, decomposition(dora)!.magnitude.name);
+  // lora_bias: the bias delta is not a factor; a written adapter without it would silently lose it.
+  const bias = a.lowRank.find((m) => lowRankRule(m).bias !== undefined);
+  if (bias) throw new LensError(a.checkpoint.path, `lora_B has a bias (lora_bias=True) in module ${bias.module}: ${command} writes B·A factors only and would drop it`, lowRankRule(bias).bias!.name);
 }
 
-function readF32(c: Checkpoint, t: TensorInfo): Float32Array {
-  const raw = c.handles.readBytesSync(t, new Uint8Array(t.byteLength));
-  const v = bytesToF32(t, raw, new Float32Array(t.numel));
-  for (let i = 0; i < v.length; i++) {
-    if (!Number.isFinite(v[i])) throw new LensError(t.file, `non-finite value at element ${i}`, t.name);
+/** Where a module's arrays go, and a check of their values (the low-rank products' pool, or plain arrays). */
+export interface FactorStore {
+  floats(n: number): Float32Array;
+  release(x: Float32Array): void;
+  firstNonFinite(x: Float32Array): number;
+}
+
+const plainStore: FactorStore = {
+  floats: (n) => new Float32Array(n),
+  release: () => undefined,
+  firstNonFinite: (x) => x.findIndex((v) => !Number.isFinite(v)),
+};
+
+function readF32(c: Checkpoint, t: TensorInfo, into: Float32Array, store: FactorStore): Float32Array {
+  // fp32 straight into its destination; other dtypes through a byte buffer.
+  if (t.dtype === 'F32') c.handles.readBytesSync(t, new Uint8Array(into.buffer, into.byteOffset, t.byteLength));
+  else bytesToF32(t, c.handles.readBytesSync(t, new Uint8Array(t.byteLength)), into);
+  const bad = store.firstNonFinite(into);
+  if (bad >= 0) throw new LensError(t.file, `non-finite value at element ${bad}`, t.name);
+  return into;
+}
+
+/**
+ * A low-rank module's fp32 factors as its rule forms them, without the scale: A (r × in) and B (out × r),
+ * row-major, in arrays from `store`; `release` gives them all back (DoRA: its LoRA part).
+ */
+export function readFactorArrays(c: Checkpoint, m: AdaptedModule, store: FactorStore = plainStore): { A: Float32Array; B: Float32Array; rank: number; release: () => void } {
+  const rule = lowRankRule(m);
+  const taken: Float32Array[] = [];
+  const take = (n: number): Float32Array => {
+    const x = store.floats(n);
+    taken.push(x);
+    return x;
+  };
+  const release = (): void => taken.forEach((x) => store.release(x));
+  try {
+    const { A, B, rank } = prepare({ ...m, decompose: undefined, rule: { ...rule, magnitude: undefined } }, (t) => readF32(c, t, take(t.numel), store), take);
+    return { A, B, rank, release };
+  } catch (e) {
+    release();
+    throw e;
   }
-  return v;
 }
 
 /** L = s·B (out × r) and R = Aᵀ (in × r) of one low-rank module, in float64 (DoRA: its LoRA part). */
 export function readFactors(c: Checkpoint, m: AdaptedModule): { L: Mat; R: Mat } {
-  const rule = lowRankRule(m);
-  const { A, B, rank: r } = prepare({ ...m, rule: { ...rule, magnitude: undefined } }, (t) => readF32(c, t), (n) => new Float32Array(n));
+  const { scale } = lowRankRule(m);
+  const { A, B, rank: r } = readFactorArrays(c, m);
   const L = zeros(m.out, r);
-  for (let i = 0; i < L.data.length; i++) L.data[i] = rule.scale * B[i];
+  for (let i = 0; i < L.data.length; i++) L.data[i] = scale * B[i];
   const R = zeros(m.in, r);
   for (let k = 0; k < r; k++) for (let j = 0; j < m.in; j++) R.data[j * r + k] = A[k * m.in + j];
   return { L, R };

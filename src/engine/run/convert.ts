@@ -1,13 +1,13 @@
 import { need } from '../../shared/jobs/request';
 import { convertCheckpoint } from '../jobs/convert';
-import { convertDiffusionAdapter, isDiffusionAdapter } from '../jobs/convertAdapter';
+import { convertAdapter, isConvertibleAdapter } from '../jobs/convertAdapter';
 import { Runner } from './runner';
 
 export const convert: Runner<'convert'> = async (req, ctx) => {
   const input = need(req, 'in');
   const out = need(req, 'out');
-  if (isDiffusionAdapter(input)) {
-    const r = await convertDiffusionAdapter(input, out, req.base, ctx);
+  if (isConvertibleAdapter(input)) {
+    const r = await convertAdapter(input, out, req.base, ctx);
     return { report: r, text: `converted ${r.modules} ${r.from} modules (${r.tensors} tensors) of ${r.in} to a PEFT ${r.peftType} adapter\nwrote ${r.out}/ (${r.files.join(', ')})` };
   }
   const r = await convertCheckpoint(input, out, ctx);

@@ -8,10 +8,11 @@
  */
 import { formatBytes, formatInt } from '../../shared/format';
 
-export type Category = 'attention' | 'mlp' | 'norm' | 'embedding' | 'final_norm' | 'other' | 'resnet' | 'time_embedding' | 'vae';
-const CATEGORY_ORDER: readonly Category[] = ['embedding', 'time_embedding', 'attention', 'resnet', 'mlp', 'norm', 'final_norm', 'vae', 'other'];
+export type Category = 'attention' | 'cross_attention' | 'mlp' | 'norm' | 'embedding' | 'final_norm' | 'other' | 'resnet' | 'time_embedding' | 'vae';
+const CATEGORY_ORDER: readonly Category[] = ['embedding', 'time_embedding', 'attention', 'cross_attention', 'resnet', 'mlp', 'norm', 'final_norm', 'vae', 'other'];
 const CATEGORY_TITLES: Record<Category, string> = {
   attention: 'Attention',
+  cross_attention: 'Cross-attention',
   mlp: 'MLP',
   norm: 'Norms',
   embedding: 'Embeddings',
@@ -57,6 +58,8 @@ export interface CensusTensor {
   loraTarget: boolean;
   /** An adapter's own factor (census of an adapter without its base). */
   loraFactor: boolean;
+  /** Encoder-decoder models: the stack of the layer (`encoder`, `decoder`); layers are numbered per stack. */
+  stack: string | null;
   /** Image models: the pipeline component (`unet`, `text_encoder`, `transformer`, `vae`) and block (`down.1`, `mid`). */
   component: string | null;
   block: string | null;
@@ -124,6 +127,7 @@ export function censusTensors(report: unknown): CensusTensor[] {
       projection: typeof t.projection === 'string' ? t.projection : null,
       loraTarget: t.loraTarget === true,
       loraFactor: t.loraFactor === true,
+      stack: typeof t.stack === 'string' ? t.stack : null,
       component: typeof t.component === 'string' ? t.component : null,
       block: typeof t.block === 'string' ? t.block : null,
     };
@@ -288,15 +292,23 @@ function groupNode(entry: CheckpointEntry, kind: 'component' | 'block' | 'catego
 function categoryNode(entry: CheckpointEntry, category: Category, tensors: CensusTensor[]): TreeNode {
   const id = `${entry.path}/${category}`;
   const outside = tensors.filter((t) => t.layer === null);
-  const byLayer = new Map<number, CensusTensor[]>();
-  for (const t of tensors) if (t.layer !== null) byLayer.set(t.layer, [...(byLayer.get(t.layer) ?? []), t]);
+  // Layers are numbered per stack: an encoder-decoder's encoder layer 3 and decoder layer 3 are two nodes.
+  const byLayer = new Map<string, { stack: string | null; layer: number; tensors: CensusTensor[] }>();
+  for (const t of tensors) {
+    if (t.layer === null) continue;
+    const key = `${t.stack ?? ''} ${t.layer}`;
+    const g = byLayer.get(key) ?? { stack: t.stack, layer: t.layer, tensors: [] };
+    g.tensors.push(t);
+    byLayer.set(key, g);
+  }
+  const title = (stack: string | null, layer: number): string => (stack ? `${stack[0].toUpperCase()}${stack.slice(1)} layer ${layer}` : `Layer ${layer}`);
   const children = [
     ...outside.map((t) => tensorNode(entry, t, id)),
-    ...[...byLayer.entries()]
-      .sort((a, b) => a[0] - b[0])
-      .map(([layer, ts]) => {
-        const layerId = `${id}/layer ${layer}`;
-        return groupNode(entry, 'layer', layerId, `Layer ${layer}`, ts, ts.map((t) => tensorNode(entry, t, layerId)));
+    ...[...byLayer.values()]
+      .sort((a, b) => (a.stack ?? '').localeCompare(b.stack ?? '') || a.layer - b.layer)
+      .map(({ stack, layer, tensors: ts }) => {
+        const layerId = `${id}/${stack ? `${stack} ` : ''}layer ${layer}`;
+        return groupNode(entry, 'layer', layerId, title(stack, layer), ts, ts.map((t) => tensorNode(entry, t, layerId)));
       }),
   ];
   return groupNode(entry, 'category', id, CATEGORY_TITLES[category], tensors, children);

@@ -2,14 +2,16 @@
  * Which workspace folders are checkpoints, decided from the marker files found in them. No `vscode`
  * import (unit tested): the scanner passes the paths that its file search returned.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ADAPTER_WEIGHTS, CHECKPOINT_MARKERS, MODEL_WEIGHTS, SHARD_INDEXES } from '../../shared/weights/files';
+import { cachedSnapshot, isRepoId } from '../../shared/weights/hfCache';
+import { ANY_ADAPTER_WEIGHTS, CHECKPOINT_MARKERS, MODEL_WEIGHTS, SHARD_INDEXES } from '../../shared/weights/files';
 
 /** The files whose presence makes a folder an adapter or a model (searched for in the workspace). */
 export const MARKER_FILES = CHECKPOINT_MARKERS;
 
 export interface RecognisedFolders {
-  /** PEFT adapter folders: adapter_config.json beside adapter_model.safetensors (or .bin). */
+  /** Adapter folders: adapter_config.json beside adapter_model.safetensors (or .bin), or mlx-lm's adapters.safetensors. */
   adapters: string[];
   /** Hugging Face model folders: model.safetensors, pytorch_model.bin or a sharded index of either. */
   models: string[];
@@ -29,10 +31,10 @@ export function recogniseFolders(markerPaths: string[]): RecognisedFolders {
   const models: string[] = [];
   const pickles: string[] = [];
   for (const [dir, files] of byDir) {
-    if (files.has('adapter_config.json') && ADAPTER_WEIGHTS.some((f) => files.has(f))) adapters.push(dir);
+    if (files.has('adapter_config.json') && ANY_ADAPTER_WEIGHTS.some((f) => files.has(f))) adapters.push(dir);
     else if ([...MODEL_WEIGHTS, ...SHARD_INDEXES].some((f) => files.has(f))) models.push(dir);
     else continue;
-    if (![...ADAPTER_WEIGHTS, ...MODEL_WEIGHTS, ...SHARD_INDEXES].some((f) => files.has(f) && f.includes('safetensors'))) pickles.push(dir);
+    if (![...ANY_ADAPTER_WEIGHTS, ...MODEL_WEIGHTS, ...SHARD_INDEXES].some((f) => files.has(f) && f.includes('safetensors'))) pickles.push(dir);
   }
   return { adapters: adapters.sort(), models: models.sort(), pickles: pickles.sort() };
 }
@@ -43,13 +45,16 @@ export function expandPattern(pattern: string, vars: Record<string, string>): st
 }
 
 /**
- * The workspace model folder an adapter was trained on, from its `base_model_name_or_path`
- * ("Qwen/Qwen2.5-0.5B-Instruct" or a local path): the folder with that path, else with that last name.
+ * The model folder an adapter was trained on, from its `base_model_name_or_path` ("gpt2",
+ * "Qwen/Qwen2.5-0.5B-Instruct" or a local path): the folder with that path, else the repository's
+ * snapshot in the Hugging Face cache (`hub`; refs/main, else the newest), else a folder with that last name.
  */
-export function guessBase(baseModelNameOrPath: unknown, models: string[]): string | undefined {
+export function guessBase(baseModelNameOrPath: unknown, models: string[], hub?: string): string | undefined {
   if (typeof baseModelNameOrPath !== 'string' || baseModelNameOrPath === '') return undefined;
   const exact = models.find((m) => path.resolve(m) === path.resolve(baseModelNameOrPath));
   if (exact) return exact;
+  const cached = hub !== undefined && isRepoId(baseModelNameOrPath) ? cachedSnapshot(baseModelNameOrPath, hub) : undefined;
+  if (cached && folderKind(cached, fs.existsSync) === 'model') return cached;
   const last = baseModelNameOrPath.split(/[\\/]/).filter((s) => s !== '').pop()?.toLowerCase();
   return models.find((m) => path.basename(m).toLowerCase() === last);
 }
@@ -57,7 +62,46 @@ export function guessBase(baseModelNameOrPath: unknown, models: string[]): strin
 /** What a folder holds, from its marker files on disk (for a folder given before the workspace scan is done). */
 export function folderKind(dir: string, exists: (p: string) => boolean): 'adapter' | 'model' | undefined {
   const has = (f: string): boolean => exists(path.join(dir, f));
-  if (has('adapter_config.json') && ADAPTER_WEIGHTS.some(has)) return 'adapter';
+  if (has('adapter_config.json') && ANY_ADAPTER_WEIGHTS.some(has)) return 'adapter';
   if ([...MODEL_WEIGHTS, ...SHARD_INDEXES].some(has)) return 'model';
   return undefined;
+}
+
+/**
+ * Marker files of checkpoints under folders outside the workspace (the Hugging Face cache's snapshots,
+ * `loraLens.modelRoots`), found by walking at most `depth` levels down. Entries are stat'ed through
+ * their links: a cache snapshot's files are links into its blobs/. Unreadable folders are skipped.
+ */
+export function markerFilesUnder(roots: string[], depth = 4): string[] {
+  const markers = new Set(MARKER_FILES);
+  const found: string[] = [];
+  const seen = new Set<string>();
+  const walk = (dir: string, left: number): void => {
+    let real: string;
+    let names: string[];
+    try {
+      real = fs.realpathSync(dir);
+      if (seen.has(real)) return;
+      seen.add(real);
+      names = fs.readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      if (n.startsWith('.') || n === 'node_modules' || n === 'blobs') continue;
+      const p = path.join(dir, n);
+      if (markers.has(n)) found.push(p);
+      else if (left > 0 && isDirectory(p)) walk(p, left - 1);
+    }
+  };
+  for (const r of roots) walk(r, depth);
+  return found;
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
 }

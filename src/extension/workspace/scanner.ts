@@ -1,5 +1,6 @@
 import * as vscode from 'vscode';
-import { MARKER_FILES, RecognisedFolders, recogniseFolders } from './folders';
+import { hubCacheDir } from '../../shared/weights/hfCache';
+import { MARKER_FILES, markerFilesUnder, RecognisedFolders, recogniseFolders } from './folders';
 
 const GLOB = `**/{${MARKER_FILES.join(',')}}`;
 const EXCLUDE = '**/{node_modules,.git,.venv}/**';
@@ -7,7 +8,17 @@ const RESCAN_DELAY_MS = 500;
 const CACHE_KEY = 'loraLens.scan';
 
 /**
- * Keeps the list of adapter and model folders in the workspace up to date, and publishes it as the
+ * The folders outside the workspace where checkpoints are found too: the Hugging Face hub cache
+ * (`loraLens.scanHuggingFaceCache`, on by default) and the `loraLens.modelRoots` setting.
+ */
+export function extraRoots(): string[] {
+  const cfg = vscode.workspace.getConfiguration('loraLens');
+  const roots = cfg.get<string[]>('modelRoots', []).filter((r) => typeof r === 'string' && r !== '');
+  return cfg.get<boolean>('scanHuggingFaceCache', true) ? [hubCacheDir(), ...roots] : roots;
+}
+
+/**
+ * Keeps the list of adapter and model folders in the workspace (and in extraRoots) up to date, and publishes it as the
  * context keys `loraLens.adapterFolders` / `loraLens.modelFolders` / `loraLens.pickleFolders` for the
  * Explorer menus' `when` clauses.
  * The last scan is kept per workspace and published at once on activation, so the menus are there
@@ -33,7 +44,10 @@ export class WorkspaceScanner implements vscode.Disposable {
     const later = (): void => this.scheduleScan();
     this.watcher.onDidCreate(later);
     this.watcher.onDidDelete(later);
-    this.folderChanges = vscode.workspace.onDidChangeWorkspaceFolders(later);
+    this.folderChanges = vscode.Disposable.from(
+      vscode.workspace.onDidChangeWorkspaceFolders(later),
+      vscode.workspace.onDidChangeConfiguration((e) => (e.affectsConfiguration('loraLens.modelRoots') || e.affectsConfiguration('loraLens.scanHuggingFaceCache')) && later()),
+    );
   }
 
   get folders(): RecognisedFolders {
@@ -48,7 +62,7 @@ export class WorkspaceScanner implements vscode.Disposable {
   async scan(): Promise<RecognisedFolders> {
     try {
       const uris = await vscode.workspace.findFiles(GLOB, EXCLUDE);
-      this.current = recogniseFolders(uris.map((u) => u.fsPath));
+      this.current = recogniseFolders([...uris.map((u) => u.fsPath), ...markerFilesUnder(extraRoots())]);
       void this.state.update(CACHE_KEY, this.current);
       await this.publish();
       this.changed.fire(this.current);

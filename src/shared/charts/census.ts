@@ -10,9 +10,11 @@ export function censusPanel(report: unknown, title: string): PanelModel {
   const tensors = obj(s?.categories) ?? {};
   const params = obj(s?.categoryParams) ?? {};
   const categories = [...new Set([...Object.keys(tensors), ...Object.keys(params)])];
-  const layers = objs(r?.perLayer).filter((l) => num(l.layer) !== null).sort((a, b) => num(a.layer)! - num(b.layer)!);
+  // Per stack, then by layer: an encoder-decoder's encoder layers before its decoder layers.
+  const stackOf = (l: Record<string, unknown>): string => (typeof l.stack === 'string' ? l.stack : '');
+  const layers = objs(r?.perLayer).filter((l) => num(l.layer) !== null).sort((a, b) => stackOf(a).localeCompare(stackOf(b)) || num(a.layer)! - num(b.layer)!);
   const outside = obj(r?.outsideLayers);
-  const layerRows = [...layers.map((l) => ({ label: layerLabel(num(l.layer)), tensors: num(l.tensors), params: num(l.params), targets: num(l.loraTargetTensors) })), ...(outside ? [{ label: layerLabel(null), tensors: num(outside.tensors), params: num(outside.params), targets: num(outside.loraTargetTensors) }] : [])];
+  const layerRows = [...layers.map((l) => ({ label: `${stackOf(l) ? `${stackOf(l)} ` : ''}${layerLabel(num(l.layer))}`, tensors: num(l.tensors), params: num(l.params), targets: num(l.loraTargetTensors) })), ...(outside ? [{ label: layerLabel(null), tensors: num(outside.tensors), params: num(outside.params), targets: num(outside.loraTargetTensors) }] : [])];
   const item = (id: string, label: string, v: unknown, fmt: Parameters<typeof formatCell>[1]): SummaryItem => ({ id, label, text: formatCell(num(v), fmt), value: num(v) });
   const dtypeTensors = obj(s?.dtypes) ?? {};
   const dtypeParams = obj(s?.dtypeParams) ?? {};

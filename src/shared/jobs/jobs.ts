@@ -131,7 +131,7 @@ export const JOBS = {
     },
   },
   convert: {
-    summary: 'a PyTorch pickle checkpoint (.bin, .pt, .pth; a model or adapter folder) -> safetensors, bit for bit; a kohya / LyCORIS / diffusers LoRA file -> a PEFT adapter folder with the same fp32 merge',
+    summary: 'a PyTorch pickle checkpoint (.bin, .pt, .pth; a model or adapter folder) -> safetensors, bit for bit; an mlx-lm, AdaLoRA, VeRA or old-MergedLinear adapter, or a kohya / LyCORIS / diffusers LoRA file -> a PEFT adapter folder with the same fp32 merge',
     usage: 'convert --in PATH --out PATH [--base DIR]',
     options: { in: { kind: 'string', required: true }, out: { kind: 'string', required: true }, base: { kind: 'string' } },
   },

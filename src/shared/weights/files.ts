@@ -6,11 +6,15 @@
 
 /** An adapter folder's weights, safetensors first (PEFT writes both only when asked to). */
 export const ADAPTER_WEIGHTS = ['adapter_model.safetensors', 'adapter_model.bin'];
+/** mlx-lm's adapter weights, beside its own adapter_config.json (`lora_parameters`). */
+export const MLX_ADAPTER_WEIGHTS = 'adapters.safetensors';
+/** Any adapter folder's weights: PEFT's, then mlx-lm's. */
+export const ANY_ADAPTER_WEIGHTS = [...ADAPTER_WEIGHTS, MLX_ADAPTER_WEIGHTS];
 /** A model folder's weights in one file, and the indexes of sharded ones, safetensors first. */
 export const MODEL_WEIGHTS = ['model.safetensors', 'pytorch_model.bin'];
 export const SHARD_INDEXES = ['model.safetensors.index.json', 'pytorch_model.bin.index.json'];
 /** File names that mark a folder as a checkpoint (the extension's workspace scan looks for them). */
-export const CHECKPOINT_MARKERS = ['adapter_config.json', ...ADAPTER_WEIGHTS, ...MODEL_WEIGHTS, ...SHARD_INDEXES];
+export const CHECKPOINT_MARKERS = ['adapter_config.json', ...ANY_ADAPTER_WEIGHTS, ...MODEL_WEIGHTS, ...SHARD_INDEXES];
 
 /** Pickles that Hugging Face's Trainer writes beside a model's weights: training state, never weights, never unpickled. */
 const TRAINER_FILES = /^(training_args\.bin|optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth)$/;

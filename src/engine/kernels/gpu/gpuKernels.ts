@@ -6,8 +6,9 @@
  * recomputed here with the CPU's own functions; a tensor whose inputs the GPU cannot handle at all runs
  * on the CPU and says so through `warn`.
  */
-import { mergeDoraRange, mergeOperand, mergeRange, pairStatsRange, precisionRange, subtractRange, loraDeltaRows, addPrecisionStats, emptyPairStats, emptyPrecisionStats, addPairStats } from '../cpuMath';
+import { mergeDoraRange, mergeOperand, mergeRange, pairStatsRange, precisionRange, subtractRange, addPrecisionStats, emptyPairStats, emptyPrecisionStats, addPairStats } from '../cpuMath';
 import { CpuKernels } from '../cpu';
+import { loraRows } from '../wasm';
 import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from '../kernels';
 import { MergeRule } from '../../../shared/jobs/choices';
 import { FloatDtype } from '../../../shared/safetensors/dtypes';
@@ -268,7 +269,7 @@ export class GpuKernels implements Kernels {
     if (reason) {
       this.warn(`GPU: ${reason}; this delta is computed on the CPU`);
       this.hostTensors++;
-      loraDeltaRows(f, 0, m, out);
+      loraRows(f, 0, m, out);
       return out;
     }
     if (m === 0 || n === 0) return out;
@@ -304,7 +305,7 @@ export class GpuKernels implements Kernels {
       else for (let j = 0; j < n; j++) out.set(block.subarray(j * rows, (j + 1) * rows), j * m + row0);
       if (res.flagged === null) {
         this.hostTensors++;
-        loraDeltaRows(f, row0, row0 + rows, out);
+        loraRows(f, row0, row0 + rows, out);
         return;
       }
       this.hostElements += res.flagged!.length;

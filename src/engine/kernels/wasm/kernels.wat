@@ -169,4 +169,23 @@
         (br $ri_loop)))
 
       (local.set $t0 (i32.add (local.get $t0) (local.get $W)))
-      (br $tiles_loop)))))
+      (br $tiles_loop))))
+  ;; dst[i] = the fp32 value with bits src[i] << 16 (bf16 widened, exactly as half.ts's decodeBf16Array),
+  ;; i < n: src n u16 values, dst n fp32 values.
+  (func (export "bf16") (param $src i32) (param $n i32) (param $dst i32)
+    (local $i i32) (local $v v128) (local $o i32)
+    (block $v_done (loop $v_loop
+      (br_if $v_done (i32.gt_u (i32.add (local.get $i) (i32.const 8)) (local.get $n)))
+      (local.set $v (v128.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1)))))
+      (local.set $o (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2))))
+      (v128.store offset=0 (local.get $o) (i32x4.shl (i32x4.extend_low_i16x8_u (local.get $v)) (i32.const 16)))
+      (v128.store offset=16 (local.get $o) (i32x4.shl (i32x4.extend_high_i16x8_u (local.get $v)) (i32.const 16)))
+      (local.set $i (i32.add (local.get $i) (i32.const 8)))
+      (br $v_loop)))
+    (block $s_done (loop $s_loop
+      (br_if $s_done (i32.ge_u (local.get $i) (local.get $n)))
+      (i32.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+        (i32.shl (i32.load16_u (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1)))) (i32.const 16)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $s_loop))))
+)

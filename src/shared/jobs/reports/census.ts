@@ -1,5 +1,5 @@
 /** The report of `census` (its --json), as the engine writes it and the extension's panels read it. */
-import { Category } from '../../census/classify';
+import { Category, Stack } from '../../census/classify';
 import { TrainingMetadata } from '../../safetensors/trainingMetadata';
 
 export interface CensusTensor {
@@ -17,6 +17,8 @@ export interface CensusTensor {
   loraFactor?: true;
   /** The adapter replaces this tensor outright (modules_to_save, saved biases). */
   replaced: boolean;
+  /** Encoder-decoder models: the stack of the layer (see TensorClass). */
+  stack?: Stack;
   /** Image models: the pipeline component and the block (see TensorClass). */
   component?: string;
   block?: string | null;
@@ -44,6 +46,10 @@ export interface CensusAdapter {
   alphaPattern: Record<string, number>;
   modulesToSave: string[];
   layersToTransform: number[] | null;
+  /** The base the adapter names (`base_model_name_or_path`; mlx-lm's `model`; kohya's `ss_sd_model_name`). */
+  baseModel: string | null;
+  /** That base's snapshot in the Hugging Face cache (refs/main, else the newest), found on disk; null when not cached. */
+  cachedBase: string | null;
   /** LoRA modules: in the adapter's weights, or matched in the base when only adapter_config.json was given. */
   loraModules: number;
   /** Exact trainable parameters: every element the adapter stores (LoRA factors, DoRA magnitudes, saved modules); null without weights. */
@@ -68,7 +74,10 @@ export interface CensusReport {
     /** Elements (parameters), not tensors. */
     params: number;
     bytes: number;
+    /** Layers (blocks), counted per stack in an encoder-decoder (12 encoder + 12 decoder layers = 24). */
     layers: number;
+    /** Encoder-decoder models (an encoder and a decoder stack): layers per stack. */
+    stackLayers?: Partial<Record<Stack, number>>;
     loraTargetTensors: number;
     nonTargetTensors: number;
     loraTargetParams: number;
@@ -81,7 +90,8 @@ export interface CensusReport {
     /** Element counts per dtype. */
     dtypeParams: Record<string, number>;
   };
-  perLayer: Array<{ layer: number; tensors: number; params: number; loraTargetTensors: number }>;
+  /** Per layer, and per stack where the model has stacks (`stack` then says which). */
+  perLayer: Array<{ layer: number; stack?: Stack; tensors: number; params: number; loraTargetTensors: number }>;
   /** Image models: tensors per component and block (`unet` `down.1`, `transformer` `single.12`; block null outside blocks). */
   perBlock: Array<{ component: string; block: string | null; tensors: number; params: number; loraTargetTensors: number }>;
   /** Tensors and elements outside the blocks (embeddings, final norm, heads). */

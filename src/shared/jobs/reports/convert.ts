@@ -13,11 +13,11 @@ export interface ConvertReport {
   seconds: number;
 }
 
-/** `convert` of a kohya / LyCORIS / diffusers LoRA file to a PEFT adapter folder. */
+/** `convert` of an adapter that is not a PEFT folder (mlx-lm, AdaLoRA, VeRA, MergedLinear, kohya / LyCORIS / diffusers) to a PEFT adapter folder. */
 export interface AdapterConvertReport {
   in: string;
   out: string;
-  /** The input's format (kohya, diffusers) and the PEFT method written (LORA, LOHA, LOKR). */
+  /** The input's format (mlx-lm, AdaLoRA, VeRA, MergedLinear, kohya, lycoris, diffusers) and the PEFT method written (LORA, LOHA, LOKR). */
   from: string;
   peftType: string;
   modules: number;
