@@ -1,8 +1,12 @@
 /**
- * The engine process the extension forks (dist/engine-host.js): it runs the same jobs as the
- * `lora-lens` CLI (typed requests, src/shared/jobs), one at a time, with progress, warnings and the report going back over Node IPC
- * (src/shared/protocol.ts) and a cancel message aborting the job's signal.
+ * The engine host (dist/engine-host.js): runs the jobs of typed requests (src/shared/jobs), one at a time,
+ * with progress, warnings and the report going back as messages (src/shared/protocol.ts) and a cancel
+ * message aborting the job's signal. Two transports carry them:
+ * - Node IPC, when the extension forks it as a process;
+ * - a worker thread's port, when the `lora-lens` CLI runs its job here, so that its main thread stays
+ *   free to answer SIGINT and stop a job stuck in synchronous work (src/engine/cli/supervisor.ts).
  */
+import { parentPort } from 'node:worker_threads';
 import { version } from '../../package.json';
 import { ErrorKind, FromEngine, isToEngine, ProgressInfo, RunRequest } from '../shared/protocol';
 import { CancelledError, LensError } from './errors';
@@ -13,8 +17,10 @@ import { writeReportFile } from './util/outputs';
 /** Progress messages per job per second at most; the last one of a phase always goes. */
 const PROGRESS_INTERVAL_MS = 100;
 
+const port = parentPort;
 const send = (m: FromEngine): void => {
-  process.send?.(m);
+  if (port) port.postMessage(m);
+  else process.send?.(m);
 };
 
 const jobs = new Map<number, AbortController>();
@@ -55,7 +61,7 @@ async function run(req: RunRequest, abort: AbortController): Promise<void> {
   }
 }
 
-process.on('message', (m: unknown) => {
+function receive(m: unknown): void {
   if (!isToEngine(m)) return;
   if (m.type === 'cancel') {
     jobs.get(m.inReplyTo)?.abort();
@@ -64,12 +70,17 @@ process.on('message', (m: unknown) => {
   const abort = new AbortController();
   jobs.set(m.messageId, abort);
   queue = queue.then(() => run(m, abort)).finally(() => jobs.delete(m.messageId));
-});
+}
 
-// The extension went away: stop the running job (it removes its partial output), then leave.
-process.on('disconnect', () => {
-  for (const a of jobs.values()) a.abort();
-  void queue.finally(() => process.exit(0));
-});
+if (port) {
+  port.on('message', receive);
+} else {
+  process.on('message', receive);
+  // The extension went away: stop the running job (it removes its partial output), then leave.
+  process.on('disconnect', () => {
+    for (const a of jobs.values()) a.abort();
+    void queue.finally(() => process.exit(0));
+  });
+}
 
 send({ type: 'ready', pid: process.pid, version });

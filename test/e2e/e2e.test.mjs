@@ -326,7 +326,7 @@ uiTest('Explorer context menu opens a model in the Parameter Census tree', async
   await shot('census-tree');
 });
 
-uiTest('an adapter folder gets the adapter actions, and its census marks LoRA targets', async () => {
+uiTest('an adapter folder gets the adapter actions, and its census shows its factors', async () => {
   await showContainer('Explorer');
   await expandExplorer('adapters');
   const item = await contextMenu('tiny-llama-qv', 'Open Checkpoint in Census');
@@ -336,10 +336,11 @@ uiTest('an adapter folder gets the adapter actions, and its census marks LoRA ta
   assert.equal(await page.locator('.context-view .monaco-menu .action-label', { hasText: 'Extract Task Vector…' }).count(), 0);
   await clickMenuItem(item);
   await censusRow('tiny-llama-qv').waitFor({ timeout: 30000 });
+  // An adapter's own tensors are its lora_A / lora_B factors, never LoRA targets (those are the base's weights).
   const items = await censusItems();
-  const attention = items.find((i) => i.label.startsWith('Attention') && i.label.includes('LoRA targets'));
-  assert.ok(attention, JSON.stringify(items));
-  assert.equal(attention.label, 'Attention — 8 tensors, 8 LoRA targets');
+  const at = items.findIndex((i) => i.label === 'tiny-llama-qv');
+  assert.equal(items[at + 1]?.label, 'Attention — 8 tensors', JSON.stringify(items));
+  assert.match(items[at].description, /^adapter · 8 tensors · /);
 });
 
 uiTest('Compare from the palette: numbers in the panel, then cosine and norms in the tree', async () => {

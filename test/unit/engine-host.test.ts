@@ -1,11 +1,14 @@
 /** The engine process end to end: EngineProcess forking the built dist/engine-host.js (`npm run build` first). */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { JobRequest } from '../../src/shared/jobs/jobs';
 import { ProgressInfo } from '../../src/shared/protocol';
-import { EngineProcess, JobError, removePartials } from '../../src/extension/engine/engineProcess';
+import { EngineProcess, JobError } from '../../src/extension/engine/engineProcess';
+import { removeDeadPartialFiles, removeLeftoversOf } from '../../src/shared/leftovers';
 import { loraPair, peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 
 const HOST = path.resolve(__dirname, '../../../dist/engine-host.js');
@@ -136,10 +139,63 @@ test('a crashed engine fails its job as crashed, its partial output is removed, 
   }
 });
 
-test('removePartials removes only that process\'s partial siblings of an output', () => {
+test("removeLeftoversOf removes only that process's partials and lock beside an output; report temps of dead runs go", () => {
   const dir = tmpDir('lora-lens-partials-');
   const out = path.join(dir, 'out');
-  for (const n of ['.out.partial-42-abc', '.out.partial-43-abc', '.other.partial-42-x', 'out2']) fs.mkdirSync(path.join(dir, n));
-  removePartials(out, 42);
-  assert.deepEqual(fs.readdirSync(dir).sort(), ['.other.partial-42-x', '.out.partial-43-abc', 'out2']);
+  const host = os.hostname();
+  for (const n of ['.out.partial-42-abc', '.out.partial-43-abc', '.other.partial-42-x', 'out2', '..out.lock.partial-42-q1']) fs.mkdirSync(path.join(dir, n));
+  fs.writeFileSync(path.join(dir, '.out.lock.stale-42'), '');
+  fs.writeFileSync(path.join(dir, '.out.lock'), JSON.stringify({ pid: 42, host }));
+  fs.writeFileSync(path.join(dir, '.out.partial-42-notours!'), 'a user file that only looks alike');
+  removeLeftoversOf(out, 42);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['.other.partial-42-x', '.out.partial-42-notours!', '.out.partial-43-abc', 'out2']);
+  // A lock another job holds now stays.
+  fs.writeFileSync(path.join(dir, '.out.lock'), JSON.stringify({ pid: 43, host }));
+  removeLeftoversOf(out, 42);
+  assert.ok(fs.existsSync(path.join(dir, '.out.lock')));
+  // Report temps: files of dead processes go; a live process's, a folder, and a look-alike stay.
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+  const report = path.join(dir, 'r.json');
+  for (const n of [`.r.json.partial-${dead}-a1b2c3`, `.r.json.partial-${process.ppid}-a1b2c3`, '.r.json.partial-x-1', `.r.json.partial-${dead}-toolongname`]) fs.writeFileSync(path.join(dir, n), '{');
+  fs.mkdirSync(path.join(dir, `.r.json.partial-${dead}-d1r`));
+  removeDeadPartialFiles(report);
+  assert.deepEqual(fs.readdirSync(dir).filter((n) => n.startsWith('.r.json')).sort(), [`.r.json.partial-${dead}-d1r`, `.r.json.partial-${dead}-toolongname`, `.r.json.partial-${process.ppid}-a1b2c3`, '.r.json.partial-x-1'].sort());
 });
+
+test('tensor names reach the log, notifications and toasts with control characters escaped', async () => {
+  const evil = 'evil\u001b[2J\u202e.weight';
+  const dir = path.join(root, 'control');
+  writeModel(path.join(dir, 'base'), { model_type: 'llama' }, [
+    { name: 'model.layers.0.self_attn.q_proj.weight', shape: [8, 8] },
+    { name: evil, shape: [4], data: new Float32Array([1, NaN, 2, 3]) },
+  ]);
+  writeAdapter(path.join(dir, 'adapter'), peftConfig({ r: 2, target_modules: ['q_proj'] }), loraPair('model.layers.0.self_attn.q_proj', 2, 8, 8));
+  fs.writeFileSync(path.join(dir, 'bad.safetensors'), header({ [evil]: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, 4));
+  const { e, log } = engine();
+  try {
+    const progress: ProgressInfo[] = [];
+    const warnings: string[] = [];
+    await e.run({ job: 'merge', base: path.join(dir, 'base'), adapter: path.join(dir, 'adapter'), out: path.join(dir, 'merged'), dtype: 'bf16', device: 'cpu' }, {
+      onProgress: (p) => progress.push(p),
+      onLog: (_, m) => warnings.push(m),
+    }).done;
+    const err = await rejection(e.run({ job: 'census', path: path.join(dir, 'bad.safetensors') }).done);
+    assert.equal(err.kind, 'input');
+    const seen = [...log, ...warnings, err.message, ...progress.map((p) => `${p.phase} ${p.tensor ?? ''}`)];
+    assert.ok(warnings.some((w) => w.includes('evil\\x1b[2J\\u202e.weight')), warnings.join('\n'));
+    assert.ok(err.message.includes('evil\\x1b[2J\\u202e.weight'), err.message);
+    assert.ok(progress.some((p) => p.tensor?.includes('\\x1b')), 'the progress names the tensor, escaped');
+    // eslint-disable-next-line no-control-regex -- the point
+    for (const s of seen) assert.doesNotMatch(s, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/, s);
+  } finally {
+    e.dispose();
+  }
+});
+
+/** A safetensors file from a header object and `dataBytes` zero bytes of data. */
+function header(h: unknown, dataBytes: number): Buffer {
+  const json = Buffer.from(JSON.stringify(h), 'utf8');
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([len, json, Buffer.alloc(dataBytes)]);
+}

@@ -14,9 +14,10 @@ import * as fc from 'fast-check';
 import { blocksOf, BLOCK_ELEMENTS } from '../../src/engine/tensors/stream';
 import { TensorInfo } from '../../src/shared/safetensors/header';
 import { WRITE_FAULT_ENV } from '../../src/engine/safetensors/faults';
-import { loraPair, peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+import { loraPair, peftConfig, randomF32, TestTensor, tmpDir, writeAdapter, writeModel, writeWeights } from './helpers/builders';
 import { assertOneLineError, CLI, CliRun } from './helpers/cli';
 import { snapshot } from './helpers/files';
+import { writeSafetensorsFile } from './helpers/diffusion';
 
 /** Longest any one hostile run may take (a loaded 2-core machine included); a hang fails the run. */
 const RUN_LIMIT_MS = 20_000;
@@ -289,6 +290,33 @@ describe('hostile input: the examples of issue 10', () => {
     }
   });
 
+  it('kohya, LyCORIS and diffusers files that adapt nothing are exit 2 naming the module that did not match', () => {
+    const d = path.join(root, 'image-adapters');
+    writeWeights(path.join(d, 'base'), [{ name: 'down_blocks.0.attn.to_q.weight', shape: [8, 8] }, { name: 'down_blocks.0.attn.to_k.weight', shape: [8, 8] }]);
+    const k = 'lora_unet_down_blocks_0_attn_to_q';
+    const none = new Float32Array(0);
+    const files: Record<string, [TestTensor[], string]> = {
+      'kohya-rank0': [[{ name: `${k}.lora_down.weight`, shape: [0, 8], data: none }, { name: `${k}.lora_up.weight`, shape: [8, 0], data: none }], k],
+      'diffusers-rank0': [[{ name: 'unet.down_blocks.0.attn.to_q.lora.down.weight', shape: [0, 8], data: none }, { name: 'unet.down_blocks.0.attn.to_q.lora.up.weight', shape: [8, 0], data: none }], 'unet.down_blocks.0.attn.to_q'],
+      'lokr-empty': [[{ name: `${k}.lokr_w1`, shape: [0, 0], data: none }, { name: `${k}.lokr_w2`, shape: [8, 8] }], k],
+      'loha-rank0': [['hada_w1_a', 'hada_w2_a'].flatMap((a) => [{ name: `${k}.${a}`, shape: [8, 0], data: none }, { name: `${k}.${a.replace('_a', '_b')}`, shape: [0, 8], data: none }]), k],
+      'kohya-elsewhere': [[{ name: 'lora_unet_mid_block_attn_to_q.lora_down.weight', shape: [2, 8] }, { name: 'lora_unet_mid_block_attn_to_q.lora_up.weight', shape: [8, 2] }], 'lora_unet_mid_block_attn_to_q'],
+      'diffusers-elsewhere': [[{ name: 'unet.mid_block.attn.to_q.lora_A.weight', shape: [2, 8] }, { name: 'unet.mid_block.attn.to_q.lora_B.weight', shape: [8, 2] }], 'mid_block.attn.to_q'],
+      'alpha-only': [[{ name: `${k}.alpha`, shape: [], data: new Float32Array([4]) }], k],
+      empty: [[], 'empty.safetensors'],
+    };
+    for (const [name, [tensors]] of Object.entries(files)) writeSafetensorsFile(path.join(d, `${name}.safetensors`), tensors);
+    const before = snapshot(d);
+    for (const [name, [, module]] of Object.entries(files)) {
+      for (const job of [['merge', '--out', 'm', '--dtype', 'fp32'], ['precision']]) {
+        const r = run(d, [job[0], '--base', 'base', '--adapter', `${name}.safetensors`, ...job.slice(1), '--device', 'cpu']);
+        assertOneLineError(r, `${name}.safetensors`, module);
+      }
+    }
+    assert.deepEqual(snapshot(d), before);
+    assert.deepEqual(leftovers(d), []);
+  });
+
   it('adapter regexes: catastrophic ones answer at once, "[" and a pattern matching nothing are exit 2, lookaround works', () => {
     const set = (tm: unknown): void => {
       const file = path.join(dir, 'adapter', 'adapter_config.json');
@@ -305,6 +333,133 @@ describe('hostile input: the examples of issue 10', () => {
     const ok = merge();
     assert.equal(ok.status, 0, ok.stderr);
     set(['q_proj']);
+  });
+});
+
+describe('silent wrong answers: NaN and Inf are named, never shown as finite', () => {
+  const root = tmpDir('lora-lens-hostile-nonfinite-');
+  const q = 'model.layers.0.self_attn.q_proj.weight';
+  /** A fixture whose fine-tuned model holds Inf and NaN in q_proj (adapted) and Inf in the norm (not adapted). */
+  const dir = fixture(root, 'nonfinite');
+  const ftQ = new Float32Array(64).fill(3);
+  ftQ[5] = Infinity;
+  ftQ[9] = NaN;
+  const ftNorm = new Float32Array(8).fill(1);
+  ftNorm[2] = -Infinity;
+  writeModel(path.join(dir, 'ft-bad'), config, [
+    { name: q, shape: [8, 8], data: ftQ },
+    { name: 'model.layers.0.self_attn.v_proj.weight', shape: [8, 8] },
+    { name: 'model.norm.weight', shape: [8], data: ftNorm },
+  ]);
+  const json = (file: string): any => JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')); // eslint-disable-line @typescript-eslint/no-explicit-any
+
+  it('compare: a tensor holding Inf/NaN has no norm or cosine, is counted in the summary and named on stderr', () => {
+    const clean = run(dir, ['compare', '--base', 'base', '--adapter', 'adapter', '--finetuned', 'ft', '--out', 'cmp-clean', '--device', 'cpu']);
+    assert.equal(clean.status, 0, clean.stderr);
+    const r = run(dir, ['compare', '--base', 'base', '--adapter', 'adapter', '--finetuned', 'ft-bad', '--out', 'cmp', '--device', 'cpu']);
+    assert.equal(r.status, 0, r.stderr);
+    const rep = json('cmp/comparison_results.json');
+    const t = rep.tensors.find((x: { name: string }) => x.name === q);
+    assert.equal(t.taskVectorNonFinite, 2);
+    assert.equal(t.loraNonFinite, 0);
+    assert.equal(t.taskVectorNorm, null);
+    assert.equal(t.cosine, null);
+    assert.equal(t.maxAbsDiff, null);
+    assert.equal(t.withinTolerance, false);
+    // The finite side keeps its exact norm: the same as against a finite model.
+    const ref = json('cmp-clean/comparison_results.json').tensors.find((x: { name: string }) => x.name === q);
+    assert.equal(t.loraNorm, ref.loraNorm);
+    const norm = rep.tensors.find((x: { name: string }) => x.name === 'model.norm.weight');
+    assert.equal(norm.taskVectorNorm, null);
+    assert.equal(norm.taskVectorNonFinite, 1);
+    assert.equal(rep.summary.nonFiniteTensors, 2);
+    assert.equal(rep.summary.nonFiniteElements, 3);
+    assert.equal(rep.summary.taskVectorOnlyNorm, null);
+    assert.equal(rep.summary.cosineTensors, 0);
+    assert.equal(rep.summary.equivalent, false);
+    assert.deepEqual(rep.nonFinite, [{ name: q, elements: 2 }, { name: 'model.norm.weight', elements: 1 }]);
+    assert.match(r.stderr, new RegExp(`NaN or Inf in the task vector \\(finetuned minus base\\): 3 element\\(s\\) in 2 tensor\\(s\\), first '${q}' \\(2 elements\\)`));
+    assert.match(r.stdout, /2 tensor\(s\) hold NaN or Inf \(3 elements/);
+    assert.match(fs.readFileSync(path.join(dir, 'cmp', 'report.txt'), 'utf8'), new RegExp(`${q}  0 / 2`));
+  });
+
+  it("compare: NaN in lora_A makes the adapter's delta non-finite, named as the adapter's side", () => {
+    const d = fixture(root, 'nan-lora');
+    const pair = loraPair('model.layers.0.self_attn.q_proj', 2, 8, 8);
+    (pair[0].data as Float32Array)[3] = NaN; // A[0][3]: column 3 of ΔW, all 8 rows
+    writeAdapter(path.join(d, 'adapter'), peftConfig({ r: 2, target_modules: ['q_proj'] }), pair);
+    const r = run(d, ['compare', '--base', 'base', '--adapter', 'adapter', '--finetuned', 'ft', '--out', 'cmp', '--json', 'cmp.json', '--device', 'cpu']);
+    assert.equal(r.status, 0, r.stderr);
+    const t = JSON.parse(fs.readFileSync(path.join(d, 'cmp.json'), 'utf8')).tensors.find((x: { name: string }) => x.name === q);
+    assert.equal(t.loraNonFinite, 8);
+    assert.equal(t.loraNorm, null);
+    assert.ok(t.taskVectorNorm > 0);
+    assert.match(r.stderr, new RegExp(`NaN or Inf in the adapter's deltas: 8 element\\(s\\) in 1 tensor\\(s\\), first '${q}'`));
+  });
+
+  it('precision: NaN in the base is named with its count and left out of the figures, which stay numbers', () => {
+    const d = fixture(root, 'nan-base');
+    const w = new Float32Array(64).map((_, i) => 0.5 + i / 64);
+    w[0] = NaN;
+    w[1] = NaN;
+    writeModel(path.join(d, 'base'), config, [
+      { name: q, shape: [8, 8], data: w },
+      { name: 'model.layers.0.self_attn.v_proj.weight', shape: [8, 8] },
+      { name: 'model.norm.weight', shape: [8] },
+    ]);
+    const r = run(d, ['precision', '--base', 'base', '--adapter', 'adapter', '--json', 'p.json', '--device', 'cpu']);
+    assert.equal(r.status, 0, r.stderr);
+    const rep = JSON.parse(fs.readFileSync(path.join(d, 'p.json'), 'utf8'));
+    assert.deepEqual(rep.nonFinite, [{ name: q, elements: 2 }]);
+    for (const dt of ['fp16', 'bf16']) {
+      assert.equal(rep.dtypes[dt].nonFiniteTensors, 1);
+      assert.equal(rep.dtypes[dt].nonFiniteElements, 2);
+      assert.equal(typeof rep.dtypes[dt].deltaLostFraction, 'number');
+      assert.equal(typeof rep.dtypes[dt].recoveredRelErr, 'number');
+      assert.ok(Number.isFinite(rep.dtypes[dt].castArtifactNorm));
+    }
+    assert.match(r.stdout, new RegExp(`NaN or Inf in 2 element\\(s\\) of 1 tensor\\(s\\).*first '${q}' \\(2\\)`));
+    assert.doesNotMatch(r.stdout, /n\/a/);
+    assert.match(r.stderr, new RegExp(`first '${q}' \\(2 elements\\)`));
+    // All of the adapted tensor NaN: n/a, with the reason beside it.
+    writeModel(path.join(d, 'base'), config, [
+      { name: q, shape: [8, 8], data: new Float32Array(64).fill(NaN) },
+      { name: 'model.layers.0.self_attn.v_proj.weight', shape: [8, 8] },
+      { name: 'model.norm.weight', shape: [8] },
+    ]);
+    const all = run(d, ['precision', '--base', 'base', '--adapter', 'adapter', '--device', 'cpu']);
+    assert.equal(all.status, 0, all.stderr);
+    assert.match(all.stdout, /n\/a/);
+    assert.match(all.stdout, new RegExp(`NaN or Inf in 64 element\\(s\\) of 1 tensor\\(s\\).*first '${q}' \\(64\\)`));
+    assert.match(all.stdout, /n\/a: no adapted tensor with a non-zero finite delta to measure \(NaN or Inf: see above\)/);
+  });
+  it('compare --task-vector: a full model file is refused in one line; marked and unmarked task vectors are taken', () => {
+    const d = path.join(root, 'tv-or-model');
+    const base: Record<'q' | 'v' | 'norm', Float32Array> = { q: randomF32(64, 1, 0.5), v: randomF32(64, 2, 0.5), norm: new Float32Array(8).fill(1) };
+    const tau: typeof base = { q: randomF32(64, 3, 0.01), v: new Float32Array(64), norm: randomF32(8, 4, 0.01) };
+    const tensors = (x: typeof base): TestTensor[] => [
+      { name: q, shape: [8, 8], data: x.q },
+      { name: 'model.layers.0.self_attn.v_proj.weight', shape: [8, 8], data: x.v },
+      { name: 'model.norm.weight', shape: [8], data: x.norm },
+    ];
+    const plus = (a: Float32Array, b: Float32Array): Float32Array => a.map((v, i) => v + b[i]);
+    writeModel(path.join(d, 'base'), config, tensors(base));
+    writeModel(path.join(d, 'ft'), config, tensors({ q: plus(base.q, tau.q), v: base.v, norm: plus(base.norm, tau.norm) }));
+    writeWeights(path.join(d, 'other-tool'), tensors(tau)); // a task vector without LoRA Lens's mark
+    writeAdapter(path.join(d, 'adapter'), peftConfig({ r: 2, target_modules: ['q_proj'] }), loraPair('model.layers.0.self_attn.q_proj', 2, 8, 8));
+    assert.equal(run(d, ['extract', '--base', 'base', '--finetuned', 'ft', '--out', 'tv.safetensors', '--device', 'cpu']).status, 0);
+    const before = snapshot(d);
+    const compare = (tv: string, out: string): CliRun & { ms: number } => run(d, ['compare', '--base', 'base', '--adapter', 'adapter', '--task-vector', tv, '--out', out, '--device', 'cpu']);
+    for (const model of ['ft/model.safetensors', 'base/model.safetensors']) {
+      const r = compare(model, 'refused');
+      assertOneLineError(r, model, 'is a full model, not a task vector');
+      assert.equal(fs.existsSync(path.join(d, 'refused')), false);
+    }
+    for (const tv of ['tv.safetensors', 'other-tool/model.safetensors']) {
+      const r = compare(tv, `cmp-${path.dirname(tv)}`);
+      assert.equal(r.status, 0, `${tv}: ${r.stderr}`);
+    }
+    for (const [f, h] of Object.entries(before)) assert.equal(snapshot(d)[f], h);
   });
 });
 
@@ -358,6 +513,57 @@ describe('faults: a killed merge, SIGTERM while busy, a full disk', () => {
       assert.deepEqual(leftovers(dir), []);
       assert.equal(fs.existsSync(path.join(dir, 'full')), false);
     }
+    assert.deepEqual(snapshot(dir), inputs);
+  });
+
+  /** Starts `args` with the job hanging in synchronous code at its first output write; resolves once `ready` holds. */
+  async function hungJob(args: string[], ready: () => boolean): Promise<{ child: ReturnType<typeof spawn>; exited: Promise<number | null>; stderr: () => string }> {
+    const child = spawn(process.execPath, [CLI, ...args, '--device', 'cpu'], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, [WRITE_FAULT_ENV]: 'HANG@0' } });
+    let stderr = '';
+    child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+    cases++;
+    for (let i = 0; i < 2000 && !ready(); i++) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(ready(), `${args.join(' ')} never reached its output`);
+    await new Promise((r) => setTimeout(r, 200)); // well inside the hang
+    return { child, exited, stderr: () => stderr };
+  }
+  const partialIn = (folder: string, name: string) => (): boolean => fs.existsSync(folder) && fs.readdirSync(folder).some((f) => f.startsWith(`.${name}.partial-`));
+
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    it(`${signal} while a job is stuck in synchronous work: exit 130 within 2 s, its partial output, lock and new folders gone`, async () => {
+      const jobs: Array<[string[], () => boolean]> = [
+        [['merge', '--base', 'base', '--adapter', 'adapter', '--out', 'hung/deep/merged', '--dtype', 'bf16'], partialIn(path.join(dir, 'hung', 'deep'), 'merged')],
+        [['census', 'base', '--json', 'hung/r.json'], partialIn(path.join(dir, 'hung'), 'r.json')],
+      ];
+      for (const [args, ready] of jobs) {
+        const job = await hungJob(args, ready);
+        const t0 = Date.now();
+        job.child.kill(signal);
+        // A job that ignores the signal is killed after 10 s, and fails below.
+        const timer = setTimeout(() => job.child.kill('SIGKILL'), 10_000);
+        const code = await job.exited;
+        clearTimeout(timer);
+        const ms = Date.now() - t0;
+        assert.equal(code, 130, job.stderr());
+        assert.ok(ms < 2000, `${args[0]} answered ${signal} in ${ms} ms`);
+        assert.equal(job.stderr(), `lora-lens ${args[0]}: cancelled; nothing was written\n`);
+        assert.deepEqual(leftovers(dir), []);
+        assert.equal(fs.existsSync(path.join(dir, 'hung')), false, 'the folders the job created on the way to its output are removed');
+      }
+      assert.deepEqual(snapshot(dir), inputs);
+    });
+  }
+
+  it('kill -9 while writing a report leaves its temporary file; the next report to that path removes it', async () => {
+    const job = await hungJob(['census', 'base', '--json', 'report.json'], partialIn(dir, 'report.json'));
+    job.child.kill('SIGKILL');
+    await job.exited;
+    assert.equal(leftovers(dir).length, 1, 'the killed run left its temporary report');
+    const r = run(dir, ['census', 'base', '--json', 'report.json']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(leftovers(dir), []);
+    fs.rmSync(path.join(dir, 'report.json'));
     assert.deepEqual(snapshot(dir), inputs);
   });
 

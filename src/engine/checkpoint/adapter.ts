@@ -8,7 +8,7 @@ import { AdapterConfig, isTargetModule } from './adapterConfig';
 import { groupAdapter } from './adapterKeys';
 import { Checkpoint } from './checkpoint';
 import { diffusionFormat, diffusionLayout } from './diffusionAdapter';
-import { AdaptedModule, outputFactor } from './deltaRule';
+import { AdaptedModule, assertModuleHoldsElements, outputFactor } from './deltaRule';
 import { bytesToF32 } from '../safetensors/reader';
 
 /** An adapter tensor that replaces a base tensor outright (modules_to_save, saved biases). */
@@ -76,6 +76,7 @@ export function adapterLayout(adapter: Checkpoint, base?: Checkpoint): AdapterLa
   }
   const cfg = adapter.adapter;
   const { modules, replacements, warnings } = groupAdapter(adapter, cfg);
+  for (const m of modules) assertModuleHoldsElements(adapter.files[0], m.module, m.tensors);
   if (!base) return { modules, replacements, warnings };
   const names = new BaseNames(base);
   let flagDisagreements = 0;

@@ -29,6 +29,7 @@
  * A full replacement (modules_to_save, saved biases) is not a rule: see Replacement in adapter.ts.
  */
 import { TensorInfo } from '../../shared/safetensors/header';
+import { LensError } from '../errors';
 
 /**
  * How the fp32 factors A [rank, in] and B [out, rank] of a low-rank rule are formed. Each is exact: the
@@ -206,4 +207,13 @@ function baseRuleName(m: AdaptedModule): string {
     case 'scale':
       return 'IA³';
   }
+}
+
+/**
+ * A module whose factors hold no element (rank 0: lora_A [0, in]) adapts nothing: bad input naming it,
+ * as PEFT refuses r = 0, never a module merged as if it changed its tensor.
+ */
+export function assertModuleHoldsElements(file: string, module: string, tensors: TensorInfo[]): void {
+  const empty = tensors.find((t) => t.numel === 0);
+  if (empty) throw new LensError(file, `module '${module}' adapts nothing: its factor of shape ${JSON.stringify(empty.shape)} holds no element (rank 0; PEFT refuses r = 0)`, empty.name);
 }

@@ -24,7 +24,7 @@ import { TensorInfo } from '../../shared/safetensors/header';
 import { bytesToF32 } from '../safetensors/reader';
 import type { AdapterLayout } from './adapter';
 import { Checkpoint } from './checkpoint';
-import { AdaptedModule, Decomposition, DeltaRule, KronFactor } from './deltaRule';
+import { AdaptedModule, assertModuleHoldsElements, Decomposition, DeltaRule, KronFactor } from './deltaRule';
 import { KohyaNames, kohyaMiss } from './diffusionNames';
 
 export type DiffusionFormat = 'kohya' | 'diffusers';
@@ -260,6 +260,7 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
     const doraScale = p.roles.get('dora_scale');
     p.roles.delete('diff_b');
     p.roles.delete('dora_scale');
+    assertModuleHoldsElements(adapter.files[0], p.name, [...p.roles.values(), ...(diffB ? [diffB] : []), ...(doraScale ? [doraScale] : [])]);
     const fitted = ruleOf(adapter, p);
     const { rule, ia3Axis } = fitted;
     let { out, in: inn } = fitted;
@@ -277,13 +278,13 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
           continue;
         }
         if (m === null) throw new LensError(base.path, `kohya module '${p.name}' matches two modules of the base`, p.name);
-        if (m === undefined) throw new LensError(base.path, kohyaMiss(p.name), p.name);
+        if (m === undefined) throw new LensError(adapter.path, kohyaMiss(p.name, base.path), p.name);
         module = m;
         target = kohya.tensor(m, 'weight');
         bias = diffB ? kohya.tensor(m, 'bias') : undefined;
       } else {
         target = diffusersTarget(base, p.name);
-        if (!target) throw new LensError(base.path, `adapter targets module '${p.name}' but the base has no tensor '${p.name}.weight'`, `${p.name}.weight`);
+        if (!target) throw new LensError(adapter.path, `adapter targets module '${p.name}' but the base ${base.path} has no tensor '${p.name}.weight'`, `${p.name}.weight`);
         module = target.name.replace(/\.weight$/, '');
       }
       if (rule.kind === 'scale') {

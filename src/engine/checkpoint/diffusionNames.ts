@@ -98,6 +98,6 @@ export class KohyaNames {
 }
 
 /** Why a kohya name did not resolve, in words a user can act on. */
-export function kohyaMiss(name: string): string {
-  return `kohya module '${name}' matches no tensor of the base (no module whose path, with '.' written '_', gives this name, in the diffusers or the original UNet layout)`;
+export function kohyaMiss(name: string, base: string): string {
+  return `kohya module '${name}' matches no tensor of the base ${base} (no module whose path, with '.' written '_', gives this name, in the diffusers or the original UNet layout)`;
 }

@@ -1,14 +1,16 @@
+import * as path from 'node:path';
 import { version } from '../../../package.json';
-import { isJobName, JOB_NAMES, JOBS } from '../../shared/jobs/jobs';
+import { isJobName, JOB_NAMES, JobRequest, JOBS } from '../../shared/jobs/jobs';
 import { flagSpecs } from '../../shared/jobs/options';
-import { requestFromArgs } from '../../shared/jobs/request';
-import { CancelledError, LensError } from '../errors';
-import { runJob } from '../run';
-import { JobContext, Progress } from '../util/job';
+import { ParsedArgs, requestFromArgs } from '../../shared/jobs/request';
+import { LensError } from '../errors';
 import { escapeControl } from '../../shared/errors';
-import { asInputError } from '../../shared/files';
-import { writeReportFile } from '../util/outputs';
+import { ProgressInfo } from '../../shared/protocol';
 import { parseArgs } from './args';
+import { superviseJob } from './supervisor';
+
+/** The engine host beside this bundle (dist/engine-host.js): the job runs there, in a worker thread. */
+const ENGINE_HOST = path.join(__dirname, 'engine-host.js');
 
 function help(): string {
   const width = Math.max(...JOB_NAMES.map((n) => n.length));
@@ -25,7 +27,7 @@ function help(): string {
   ].join('\n');
 }
 
-function progressPrinter(): (p: Progress) => void {
+function progressPrinter(): (p: ProgressInfo) => void {
   if (!process.stderr.isTTY) return () => {};
   let last = 0;
   return (p) => {
@@ -60,13 +62,6 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const abort = new AbortController();
-  const onSigint = (): void => {
-    if (abort.signal.aborted) process.exit(130);
-    abort.abort();
-  };
-  process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigint);
   // On a terminal warnings show as they come; otherwise they are held until the command succeeds, so
   // that bad input is exactly one line on stderr (a warning before the error would be a second).
   const live = process.stderr.isTTY === true;
@@ -74,48 +69,48 @@ export async function main(argv: string[]): Promise<number> {
   const flushWarnings = (): void => {
     for (const w of held.splice(0)) process.stderr.write(w);
   };
+  let args: ParsedArgs;
+  let request: JobRequest;
   try {
-    const args = parseArgs(name, rest, flagSpecs(job), 'positional' in job ? 1 : 0);
-    const quiet = args.flags.quiet === true;
-    const ctx: JobContext = {
-      signal: abort.signal,
-      progress: quiet ? () => {} : progressPrinter(),
-      warn: (m) => {
+    args = parseArgs(name, rest, flagSpecs(job), 'positional' in job ? 1 : 0);
+    request = requestFromArgs(name, args);
+  } catch (e) {
+    if (!(e instanceof LensError)) throw e;
+    return badInput(name, e.message);
+  }
+  const quiet = args.flags.quiet === true;
+  const progress = quiet ? () => {} : progressPrinter();
+  const outcome = await superviseJob(ENGINE_HOST, request, {
+    progress,
+    log: (level, m) => {
+      if (level === 'warn') {
         const line = `warning: ${escapeControl(m, false)}\n`;
         if (live) process.stderr.write(line);
         else held.push(line);
-      },
-      log: (m) => {
-        if (!quiet && process.stderr.isTTY) process.stderr.write(`${escapeControl(m)}\n`);
-      },
-    };
-    const result = await runJob(requestFromArgs(name, args), ctx);
+      } else if (!quiet && process.stderr.isTTY) process.stderr.write(`${escapeControl(m)}\n`);
+    },
+  });
+  if (outcome.ok) {
     flushWarnings();
     const jsonOut = args.flags.json as string | undefined;
-    if (jsonOut !== undefined) {
-      const text = JSON.stringify(result.report, null, 2) + '\n';
-      if (jsonOut === '-') process.stdout.write(text);
-      else writeReportFile(jsonOut, text);
-    }
-    if (result.text && !quiet && jsonOut !== '-') process.stdout.write(escapeControl(result.text.endsWith('\n') ? result.text : result.text + '\n'));
+    if (jsonOut === '-') process.stdout.write(JSON.stringify(outcome.report, null, 2) + '\n');
+    const text = outcome.text;
+    if (text && !quiet && jsonOut !== '-') process.stdout.write(escapeControl(text.endsWith('\n') ? text : text + '\n'));
     return 0;
-  } catch (caught) {
-    const e = asInputError(caught);
-    if (e instanceof LensError) {
-      // Usage errors already name the command (`lora-lens merge: --out is required`).
-      const msg = escapeControl(e.message.replace(/\s*\n\s*/g, ' '), false);
-      process.stderr.write(msg.startsWith(`lora-lens ${name}: `) ? `${msg}\n` : `lora-lens ${name}: ${msg}\n`);
-      return 2;
-    }
-    flushWarnings();
-    if (e instanceof CancelledError) {
-      process.stderr.write(`lora-lens ${name}: cancelled; nothing was written\n`);
-      return 130;
-    }
-    process.stderr.write(`lora-lens ${name}: internal error: ${(e as Error).stack ?? e}\n`);
-    return 1;
-  } finally {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
   }
+  if (outcome.kind === 'input') return badInput(name, outcome.message);
+  flushWarnings();
+  if (outcome.kind === 'cancelled') {
+    process.stderr.write(`lora-lens ${name}: cancelled; nothing was written\n`);
+    return 130;
+  }
+  process.stderr.write(`lora-lens ${name}: internal error: ${outcome.message}\n`);
+  return 1;
+}
+
+/** Bad input: exit 2 and one line. Usage errors already name the command (`lora-lens merge: --out is required`). */
+function badInput(name: string, message: string): number {
+  const msg = escapeControl(message.replace(/\s*\n\s*/g, ' '), false);
+  process.stderr.write(msg.startsWith(`lora-lens ${name}: `) ? `${msg}\n` : `lora-lens ${name}: ${msg}\n`);
+  return 2;
 }

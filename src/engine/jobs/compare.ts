@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 import { classifyTensor } from '../../shared/census/classify';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
+import { assertTaskVector } from '../checkpoint/taskVector';
 import { LensError } from '../errors';
 import { Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype, isFloatDtype } from '../../shared/safetensors/dtypes';
@@ -19,9 +20,40 @@ import { withOutputDir } from '../util/outputDir';
 import { effectiveDelta, Factors } from '../tensors/delta';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { isHalf, outsideRounding } from './rounding';
-import { Accumulator, cosine, finite, relFroErr, swapSides, zeroStats } from '../tensors/stats';
+import { Accumulator, cosine, relFroErr, swapSides, zeroStats } from '../tensors/stats';
+import { finiteSumSq, NonFiniteTally } from '../tensors/finite';
 import { Block, blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from '../tensors/stream';
 import { CompareTensor, CompareSummary, CompareReport } from '../../shared/jobs/reports/compare';
+
+/**
+ * Each side's norm and NaN/Inf count over a tensor's blocks. Pair statistics skip an element where
+ * EITHER side is not finite, so in a block that met one, each side is summed again on its own: a
+ * finite side keeps its exact norm, a side holding NaN or Inf has no norm (null), never a finite one.
+ */
+class Sides {
+  loraSq = 0;
+  tvSq = 0;
+  loraNonFinite = 0;
+  tvNonFinite = 0;
+
+  add(s: PairStats, lora: Float32Array | null, tau: Float32Array | null): void {
+    if (s.nonFinite === 0) {
+      this.loraSq += s.aSq;
+      this.tvSq += s.bSq;
+      return;
+    }
+    if (lora) {
+      const f = finiteSumSq(lora);
+      this.loraSq += f.sumSq;
+      this.loraNonFinite += f.nonFinite;
+    }
+    if (tau) {
+      const f = finiteSumSq(tau);
+      this.tvSq += f.sumSq;
+      this.tvNonFinite += f.nonFinite;
+    }
+  }
+}
 
 /** Cosine above which a shared tensor counts as a perfect match. */
 export const PERFECT_COSINE = 0.9999;
@@ -59,6 +91,7 @@ export async function compareAdapter(basePath: string, adapterPath: string, sour
         throw new LensError(otherPath, `is a ${other.kind}, not a task vector file; use --finetuned for a model folder`);
       }
       if (other.kind === 'adapter') throw new LensError(otherPath, 'is a PEFT adapter folder; --finetuned needs a full model');
+      if (source.taskVector !== undefined) assertTaskVector(plan.base, other, otherPath);
       return await withOutputDir('compare', out, [basePath, adapterPath, otherPath], (dir) =>
         compareInto(dir.tmp, plan, other, source.taskVector !== undefined ? 'task-vector' : 'finetuned', opts, kernels, ctx),
       );
@@ -113,6 +146,10 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
   const deltaWriter = opts.saveDeltas ? new SafetensorsWriter(path.join(dir, 'lora_deltas.safetensors'), deltaSpecs, { format: 'pt' }) : undefined;
   const tensors: CompareTensor[] = [];
   let acc = new Accumulator();
+  let sides = new Sides();
+  // One tally per side: which tensors hold NaN or Inf, and how many elements.
+  const loraBad = new NonFiniteTally();
+  const tvBad = new NonFiniteTally();
   /** Elements of the current tensor outside its dtype's rounding (half-precision finetuned tensors). */
   let outside = 0;
   let done = 0;
@@ -128,13 +165,16 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
   const finishTensor = (step: Step, m: AdaptedModule | undefined): void => {
     if (step.block.last) {
       done++;
-      const entry = compareTensor(step.t.name, m !== undefined, step.rep !== undefined, acc.stats, opts.tolerance);
+      const entry = compareTensor(step.t.name, m !== undefined, step.rep !== undefined, acc.stats, sides, opts.tolerance);
+      loraBad.add(entry.name, entry.loraNonFinite);
+      tvBad.add(entry.name, entry.taskVectorNonFinite);
       if (mode === 'finetuned') {
         const half = step.other !== undefined && isHalf(step.other.dtype);
         entry.withinRounding = half ? outside === 0 && step.other !== undefined : entry.loraNonzero > 0 ? entry.withinTolerance : null;
       }
       if (entry.loraNonzero > 0 || entry.taskVectorNonzero > 0) tensors.push(entry);
       acc = new Accumulator();
+      sides = new Sides();
       outside = 0;
     }
     ctx.progress({ phase: 'compare', done, total, tensor: step.t.name });
@@ -165,8 +205,11 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
         lora = await kernels.subtract(r, w!, scratch.f32('delta', n));
       }
       if (tau && w && mode === 'finetuned' && isHalf(step.other!.dtype)) outside += outsideRounding(step.other!.dtype as FloatDtype, w, lora, tau, opts.tolerance);
-      if (lora) acc.add(await kernels.pairStats(lora, tau));
-      else if (tau) acc.add(swapSides(await kernels.pairStats(tau, null)));
+      const stats = lora ? await kernels.pairStats(lora, tau) : tau ? swapSides(await kernels.pairStats(tau, null)) : undefined;
+      if (stats) {
+        acc.add(stats);
+        sides.add(stats, lora, tau);
+      }
       if (deltaWriter && lora) deltaWriter.writePart(step.t.name, new Uint8Array(lora.buffer, lora.byteOffset, lora.byteLength));
       finishTensor(step, m);
     }
@@ -174,6 +217,13 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
   } catch (e) {
     deltaWriter?.abort();
     throw e;
+  }
+  for (const [tally, what] of [[loraBad, "the adapter's deltas"], [tvBad, mode === 'finetuned' ? 'the task vector (finetuned minus base)' : 'the task vector file']] as const) {
+    const w = tally.warning(what);
+    if (w) {
+      warnings.push(`${w}: no norm, cosine or max abs diff for such tensors`);
+      ctx.warn(warnings[warnings.length - 1]);
+    }
   }
   const summary = summarise(tensors, opts.tolerance, mode === 'finetuned' ? storedDtype(plan.base, other) : null);
   const files = ['comparison_results.json', 'report.txt', ...(deltaWriter ? ['lora_deltas.safetensors'] : [])];
@@ -189,6 +239,7 @@ export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpo
     shapeMismatches: mismatched,
     onlyInTaskVector,
     zeroModules,
+    nonFinite: tensors.filter((t) => t.loraNonFinite + t.taskVectorNonFinite > 0).map((t) => ({ name: t.name, elements: t.loraNonFinite + t.taskVectorNonFinite })),
     files,
     warnings,
     seconds: (performance.now() - t0) / 1000,
@@ -207,7 +258,7 @@ async function zeroTaskVector(kernels: Kernels, mode: 'task-vector' | 'finetuned
   return base !== undefined && other.dtype === b.tensor.dtype && sameBytes(base, o) && kernels.allFinite(other.dtype as FloatDtype, o);
 }
 
-function compareTensor(name: string, loraTarget: boolean, replaced: boolean, s: PairStats, tolerance: number): CompareTensor {
+function compareTensor(name: string, loraTarget: boolean, replaced: boolean, s: PairStats, sides: Sides, tolerance: number): CompareTensor {
   const maxAbsDiff = s.nonFinite > 0 ? null : s.maxAbsDiff;
   return {
     name,
@@ -217,8 +268,10 @@ function compareTensor(name: string, loraTarget: boolean, replaced: boolean, s: 
     cosine: cosine(s),
     maxAbsDiff,
     relFroErr: relFroErr(s),
-    loraNorm: finite(Math.sqrt(s.aSq)) ?? 0,
-    taskVectorNorm: finite(Math.sqrt(s.bSq)) ?? 0,
+    loraNorm: sides.loraNonFinite > 0 ? null : Math.sqrt(sides.loraSq),
+    taskVectorNorm: sides.tvNonFinite > 0 ? null : Math.sqrt(sides.tvSq),
+    loraNonFinite: sides.loraNonFinite,
+    taskVectorNonFinite: sides.tvNonFinite,
     loraNonzero: s.aNonzero,
     taskVectorNonzero: s.bNonzero,
     withinTolerance: maxAbsDiff !== null && maxAbsDiff <= tolerance,
@@ -240,6 +293,7 @@ function summarise(tensors: CompareTensor[], tolerance: number, mergedDtype: str
   const loraOnly = tensors.filter((t) => t.loraNonzero > 0 && t.taskVectorNonzero === 0);
   const tvOnly = tensors.filter((t) => t.loraNonzero === 0 && t.taskVectorNonzero > 0);
   const cosines = shared.map((t) => t.cosine).filter((c): c is number => c !== null);
+  const nonFinite = tensors.filter((t) => t.loraNonFinite + t.taskVectorNonFinite > 0);
   const adapted = [...shared, ...loraOnly];
   // reduce, not Math.max(...xs): there may be more tensors than a call takes arguments.
   const maxOf = (xs: (number | null)[]): number | null => (xs.length === 0 || xs.some((x) => x === null) ? null : (xs as number[]).reduce((a, x) => Math.max(a, x), -Infinity));
@@ -256,9 +310,12 @@ function summarise(tensors: CompareTensor[], tolerance: number, mergedDtype: str
     perfectMatches: shared.filter((t) => t.cosine !== null && t.cosine > PERFECT_COSINE).length,
     loraOnly: loraOnly.length,
     taskVectorOnly: tvOnly.length,
-    taskVectorOnlyNorm: Math.sqrt(tvOnly.reduce((a, t) => a + t.taskVectorNorm * t.taskVectorNorm, 0)),
+    taskVectorOnlyNorm: tvOnly.some((t) => t.taskVectorNorm === null) ? null : Math.sqrt(tvOnly.reduce((a, t) => a + t.taskVectorNorm! ** 2, 0)),
     meanCosine: cosines.length ? cosines.reduce((a, c) => a + c, 0) / cosines.length : null,
     minCosine: cosines.length ? cosines.reduce((a, c) => Math.min(a, c), Infinity) : null,
+    cosineTensors: cosines.length,
+    nonFiniteTensors: nonFinite.length,
+    nonFiniteElements: nonFinite.reduce((a, t) => a + t.loraNonFinite + t.taskVectorNonFinite, 0),
     maxAbsDiff: maxOf(adapted.map((t) => t.maxAbsDiff)),
     maxRelFroErr: maxOf(shared.map((t) => t.relFroErr)),
     tolerance,
@@ -285,6 +342,12 @@ function verdict(s: CompareSummary): string {
     lines.push(`EXPECTED LOSS at ${d}: every tensor the merged model changes is base + adapter rounded to ${d} (within the rounding any merge rule makes, plus ${fmt(s.tolerance)}); the strict check below fails only by that rounding.`);
   } else if (s.dtypeVerdict === 'NOT-EQUIVALENT' && d !== null && d !== 'fp32' && d !== 'fp64') {
     lines.push(`NOT EQUIVALENT even allowing for ${d} rounding: ${s.outsideRoundingTensors} tensor(s) differ from base + adapter by more than the rounding to ${d}.`);
+  }
+  if (s.nonFiniteTensors > 0) {
+    lines.push(
+      `${s.nonFiniteTensors} tensor(s) hold NaN or Inf (${s.nonFiniteElements} elements, listed under nonFinite): they have no cosine, norm or max abs diff, ` +
+        `are never within tolerance, and the mean cosine is over the other ${s.cosineTensors} shared tensor(s) only.`,
+    );
   }
   const strict = lines.length > 0 ? 'Strict check: ' : '';
   if (adapted === 0) {
@@ -322,17 +385,25 @@ export function compareText(r: CompareReport): string {
     `  perfect matches (cosine > ${PERFECT_COSINE}):  ${s.perfectMatches}`,
     `  adapter only:                        ${s.loraOnly}`,
     `  task vector only:                    ${s.taskVectorOnly} (norm ${fmt(s.taskVectorOnlyNorm)})`,
-    `mean cosine ${fmt(s.meanCosine, 6)}, min cosine ${fmt(s.minCosine, 6)}, max abs diff ${fmt(s.maxAbsDiff)}, max relative Frobenius error ${fmt(s.maxRelFroErr)}`,
+    ...(s.nonFiniteTensors > 0 ? [`  holding NaN or Inf:                  ${s.nonFiniteTensors} (${s.nonFiniteElements} elements)`] : []),
+    `mean cosine ${fmt(s.meanCosine, 6)} (over ${s.cosineTensors} shared tensors), min cosine ${fmt(s.minCosine, 6)}, max abs diff ${fmt(s.maxAbsDiff)}, max relative Frobenius error ${fmt(s.maxRelFroErr)}`,
   ];
   const worst = [...r.tensors].filter((t) => t.loraNonzero > 0).sort((a, b) => (b.maxAbsDiff ?? Infinity) - (a.maxAbsDiff ?? Infinity)).slice(0, 10);
   if (worst.length) {
     out.push('', 'adapted tensors, largest max abs diff first:');
     for (const t of worst) out.push(`  ${t.name}  cosine ${fmt(t.cosine, 6)}  max|diff| ${fmt(t.maxAbsDiff)}  relErr ${fmt(t.relFroErr)}  ||lora|| ${fmt(t.loraNorm)}  ||tau|| ${fmt(t.taskVectorNorm)}`);
   }
-  const outside = r.tensors.filter((t) => t.loraNonzero === 0).sort((a, b) => b.taskVectorNorm - a.taskVectorNorm).slice(0, 10);
+  // A norm that is not finite (null) sorts first.
+  const outside = r.tensors.filter((t) => t.loraNonzero === 0).sort((a, b) => (b.taskVectorNorm ?? Infinity) - (a.taskVectorNorm ?? Infinity) || 0).slice(0, 10);
   if (outside.length) {
     out.push('', 'changed outside the adapter, largest norm first:');
     for (const t of outside) out.push(`  ${t.name}  (${t.category})  ||tau|| ${fmt(t.taskVectorNorm)}`);
+  }
+  const bad = r.tensors.filter((t) => t.loraNonFinite + t.taskVectorNonFinite > 0);
+  if (bad.length) {
+    out.push('', 'tensors holding NaN or Inf (elements in the adapter delta / the task vector):');
+    for (const t of bad.slice(0, 10)) out.push(`  ${t.name}  ${t.loraNonFinite} / ${t.taskVectorNonFinite}`);
+    if (bad.length > 10) out.push(`  … ${bad.length - 10} more`);
   }
   if (r.warnings.length) out.push('', 'warnings:', ...r.warnings.map((w) => `  ${w}`));
   return out.join('\n') + '\n';

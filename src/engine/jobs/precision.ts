@@ -16,6 +16,7 @@ import { wholeTensor } from '../checkpoint/deltaRule';
 import { AdapterPlan, closePlan, planAdapter } from '../tensors/plan';
 import { Block, blockInfo, blocksOf, prefetched, readBlock, sameRows } from '../tensors/stream';
 import { finite } from '../tensors/stats';
+import { NonFiniteTally } from '../tensors/finite';
 import { HalfCliDtype, PrecisionFigures, PrecisionTensor, PrecisionDtype, PrecisionReport } from '../../shared/jobs/reports/precision';
 import { DEFAULT_RULE } from '../../shared/jobs/choices';
 
@@ -103,6 +104,13 @@ export async function precisionOf(plan: AdapterPlan, opts: PrecisionOptions, ker
     }
     ctx.progress({ phase: 'precision', done, total: floats.length, tensor: step.t.name });
   }
+  // A tensor's NaN/Inf elements under the worst dtype and rule (an overflow of fp16's range is fp16's alone).
+  const tally = new NonFiniteTally();
+  const worst = new Map<string, number>();
+  for (const t of tensors) worst.set(t.name, Math.max(worst.get(t.name) ?? 0, t.nonFiniteElements));
+  for (const [name, n] of worst) tally.add(name, n);
+  const nonFiniteWarning = tally.warning(`the base, the adapter's delta or their ${opts.dtypes.join('/')} merge`);
+  if (nonFiniteWarning) ctx.warn(`${nonFiniteWarning}; those elements are left out of the figures`);
   const dtypes: PrecisionReport['dtypes'] = {};
   for (const dtype of opts.dtypes) {
     const rules: PrecisionDtype['rules'] = {};
@@ -117,7 +125,8 @@ export async function precisionOf(plan: AdapterPlan, opts: PrecisionOptions, ker
     rules: opts.rules,
     dtypes,
     tensors,
-    warnings: plan.warnings,
+    nonFinite: tally.list,
+    warnings: nonFiniteWarning ? [...plan.warnings, `${nonFiniteWarning}; those elements are left out of the figures`] : plan.warnings,
     seconds: (performance.now() - t0) / 1000,
   };
 }
@@ -142,6 +151,8 @@ function figures(s: PrecisionStats, targeted: boolean): PrecisionFigures {
     changedElements: s.changed,
     deltaSq: adapted ? s.deltaSq : 0,
     recoveredErrSq: adapted ? s.recoveredErrSq : 0,
+    nonFiniteTensors: s.nonFinite > 0 ? 1 : 0,
+    nonFiniteElements: s.nonFinite,
   };
 }
 
@@ -162,6 +173,8 @@ function aggregate(ts: PrecisionFigures[]): PrecisionFigures {
     changedElements: sum((t) => t.changedElements),
     deltaSq,
     recoveredErrSq: sum((t) => t.recoveredErrSq),
+    nonFiniteTensors: sum((t) => t.nonFiniteTensors),
+    nonFiniteElements: sum((t) => t.nonFiniteElements),
   };
 }
 
@@ -186,6 +199,13 @@ export function precisionText(r: PrecisionReport): string {
         `${dtype.padEnd(6)} ${rule.padEnd(11)} ${String(f!.nonzeroTensors).padStart(15)}  ${`${f!.castArtifactTensors} (${f!.castArtifactNorm.toExponential(2)})`.padEnd(25)}  ` +
           `${`${f!.lostElements} / ${f!.deltaElements} (${pct(f!.deltaLostFraction)})`.padEnd(22)}  ${f!.recoveredRelErr === null ? 'n/a' : f!.recoveredRelErr.toExponential(2)}`,
       );
+      if (f!.nonFiniteTensors > 0) {
+        const first = r.tensors.find((t) => t.dtype === dtype && t.rule === rule && t.nonFiniteElements > 0)!;
+        out.push(
+          `       NaN or Inf in ${f!.nonFiniteElements} element(s) of ${f!.nonFiniteTensors} tensor(s) (in the base, the delta, or past ${dtype}'s range), ` +
+            `first '${first.name}' (${first.nonFiniteElements}): left out of the figures above`,
+        );
+      }
     }
   }
   out.push(
@@ -193,6 +213,8 @@ export function precisionText(r: PrecisionReport): string {
     'cast artifacts: tensors the adapter does not touch that differ from the fp32 base only because of the cast;',
     'delta elements lost: non-zero delta elements whose merged value equals the cast base (the delta was swallowed).',
   );
+  const na = Object.values(r.dtypes).some((d) => Object.values(d!.rules).some((f) => f!.deltaLostFraction === null || f!.recoveredRelErr === null));
+  if (na) out.push('n/a: no adapted tensor with a non-zero finite delta to measure' + (r.nonFinite.length ? ' (NaN or Inf: see above)' : ' (its deltas are all zero)') + '.');
   if (r.warnings.length) out.push('', 'warnings:', ...r.warnings.map((w) => `  ${w}`));
   return out.join('\n') + '\n';
 }

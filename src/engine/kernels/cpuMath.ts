@@ -258,7 +258,7 @@ export function addPairStats(s: PairStats, t: PairStats): PairStats {
 }
 
 export function emptyPrecisionStats(): PrecisionStats {
-  return { n: 0, deltaNonzero: 0, lost: 0, deltaSq: 0, recoveredErrSq: 0, changed: 0, changedSq: 0, castChanged: 0, castSq: 0 };
+  return { n: 0, deltaNonzero: 0, lost: 0, deltaSq: 0, recoveredErrSq: 0, changed: 0, changedSq: 0, castChanged: 0, castSq: 0, nonFinite: 0 };
 }
 
 export function precisionRange(w: Float32Array, d: Float32Array | null, dtype: HalfDtype, rule: MergeRule, i0: number, i1: number): PrecisionStats {
@@ -267,14 +267,19 @@ export function precisionRange(w: Float32Array, d: Float32Array | null, dtype: H
   for (let i = i0; i < i1; i++) {
     const x = w[i];
     const cast = roundHalf(dtype, x);
+    const dd = d === null ? 0 : d[i];
+    // With d = 0 every rule gives r(W).
+    const merged = dd === 0 ? cast : unhalf(dtype, mergeHalfElement(dtype, rule, x, dd));
+    // v - v is NaN exactly when v is NaN or infinite: such an element has no cast error or loss to measure.
+    if (x - x + (dd - dd) + (cast - cast) + (merged - merged) !== 0) {
+      s.nonFinite++;
+      continue;
+    }
     const castErr = cast - x;
     if (castErr !== 0) {
       s.castChanged++;
       s.castSq += castErr * castErr;
     }
-    const dd = d === null ? 0 : d[i];
-    // With d = 0 every rule gives r(W).
-    const merged = dd === 0 ? cast : unhalf(dtype, mergeHalfElement(dtype, rule, x, dd));
     const change = merged - x;
     if (change !== 0) {
       s.changed++;

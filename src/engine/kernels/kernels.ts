@@ -47,6 +47,11 @@ export interface PrecisionStats {
   /** Elements where r(W) != W, and sum of squares of (r(W) - W): the cast alone. */
   castChanged: number;
   castSq: number;
+  /**
+   * Elements where W, d, r(W) or the merge is NaN or infinite (an fp32 value past the half dtype's range
+   * casts to Inf): left out of every other figure, which would otherwise all be NaN.
+   */
+  nonFinite: number;
 }
 
 export interface LoraFactors {

@@ -3,6 +3,8 @@
  * `LORA_LENS_WRITE_FAULT=ENOSPC` fails every write of output bytes with that errno code,
  * `LORA_LENS_WRITE_FAULT=ENOSPC@N` once the process has written N bytes. Every output write goes
  * through `chargeWrite`, so a test sees exactly what a real full disk would do to a job.
+ * `HANG@N` instead spins in synchronous code for ever at that point (a job stuck mid-output, for tests
+ * that it still answers SIGINT and leaves nothing behind).
  */
 export const WRITE_FAULT_ENV = 'LORA_LENS_WRITE_FAULT';
 
@@ -15,6 +17,7 @@ export function chargeWrite(n: number, syscall = 'write'): void {
   const [code, after] = spec.split('@');
   written += n;
   if (after !== undefined && written <= Number(after)) return;
+  if (code === 'HANG') for (;;);
   const e = new Error(`${code}: injected write failure (${WRITE_FAULT_ENV})`) as NodeJS.ErrnoException;
   e.code = code;
   e.syscall = syscall;

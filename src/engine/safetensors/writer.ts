@@ -212,10 +212,10 @@ function writeFullyAsync(fd: number, bytes: Uint8Array, position: number): Promi
 export function writeFileAtomic(target: string, data: string | Uint8Array): void {
   const tmp = tempPathFor(target);
   try {
-    chargeWrite(data.length);
     // Synced before the rename, so that a full disk is an error here and never an empty file there.
     const fd = fs.openSync(tmp, 'wx');
     try {
+      chargeWrite(data.length);
       fs.writeFileSync(fd, data);
       fs.fsyncSync(fd);
     } finally {

@@ -27,6 +27,19 @@ export class NonFiniteTally {
   }
 }
 
+/** NaN and infinite elements of decoded values, and the float64 sum of squares of the finite ones. */
+export function finiteSumSq(x: Float32Array): { nonFinite: number; sumSq: number } {
+  let nonFinite = 0;
+  let sumSq = 0;
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    // v - v is NaN exactly when v is NaN or infinite.
+    if (v - v !== 0) nonFinite++;
+    else sumSq += v * v;
+  }
+  return { nonFinite, sumSq };
+}
+
 /** NaN and infinite elements of encoded float data (exponent bits all ones); 0 for other dtypes. */
 export function nonFiniteEncoded(data: Uint8Array, dtype: Dtype): number {
   const bytes = data.byteOffset % 4 === 0 ? data : data.slice();

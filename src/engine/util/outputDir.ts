@@ -26,6 +26,7 @@ import { tempPathFor } from '../safetensors/writer';
 import { chargeWrite } from '../safetensors/faults';
 import { fsErrorText, isFsError } from '../../shared/files';
 import { assertNotOverInputs, realish } from './outputs';
+import { lockPath, pidAlive } from '../../shared/leftovers';
 
 /** The file that says which job wrote an output folder, and which of its entries are that job's. */
 export const OUTPUT_MARKER = '.lora-lens-output.json';
@@ -89,21 +90,12 @@ function existingFolder(dir: string, job: string, shown: string): { kind: 'new' 
   return { kind: 'ours', entries: marker!.entries.filter((e) => entries.includes(e)) };
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** An exclusive lock on one output path, beside it. */
 class OutputLock {
   private readonly file: string;
 
   constructor(target: string, shown: string) {
-    this.file = path.join(path.dirname(target), `.${path.basename(target)}.lock`);
+    this.file = lockPath(target);
     const me = JSON.stringify({ pid: process.pid, host: os.hostname() });
     const busy = (owner: string): LensError => new LensError(shown, `another LoRA Lens job (${owner}) is writing this output now; wait for it to finish or give another --out`);
     for (let attempt = 0; attempt < 5; attempt++) {

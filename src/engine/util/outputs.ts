@@ -9,6 +9,7 @@ import { LensError } from '../errors';
 import { writeFileAtomic } from '../safetensors/writer';
 import { chargeWrite } from '../safetensors/faults';
 import { fsErrorText } from '../../shared/files';
+import { removeDeadPartialFiles } from '../../shared/leftovers';
 
 /** Flags that name files or folders a command reads. */
 export const INPUT_FLAGS = ['in', 'base', 'adapter', 'adapters', 'finetuned', 'task-vector', 'mask', 'dictionary', 'truth'] as const;
@@ -142,6 +143,8 @@ export function writeReportFile(target: string, text: string): void {
     if (st === undefined || st.isFile()) {
       const real = realish(target);
       fs.mkdirSync(path.dirname(real), { recursive: true });
+      // The temporary files of runs killed while writing this report go first.
+      removeDeadPartialFiles(real);
       writeFileAtomic(real, text);
     } else if (st.isCharacterDevice() || st.isFIFO()) {
       writeInPlace(target, text, st.isFIFO());

@@ -4,11 +4,12 @@
  * Plain Node, no `vscode` import, so unit tests drive it against the real engine.
  */
 import { ChildProcess, fork } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { JobName, JobReport, JobRequest } from '../../shared/jobs/jobs';
 import { argvOf } from '../../shared/jobs/request';
 import { ErrorKind, FromEngine, isFromEngine, ProgressInfo, ToEngine } from '../../shared/protocol';
+import { escapeControl } from '../../shared/errors';
+import { removeLeftoversOf } from '../../shared/leftovers';
 
 /** After a cancel, how long the engine gets to stop and clean up before it is killed. */
 const CANCEL_GRACE_MS = 10_000;
@@ -116,8 +117,8 @@ export class EngineProcess {
     });
     this.child = child;
     this.log(`engine started (pid ${child.pid})`);
-    child.stdout?.on('data', (b: Buffer) => this.log(b.toString().trimEnd()));
-    child.stderr?.on('data', (b: Buffer) => this.log(b.toString().trimEnd()));
+    child.stdout?.on('data', (b: Buffer) => this.log(escapeControl(b.toString().trimEnd())));
+    child.stderr?.on('data', (b: Buffer) => this.log(escapeControl(b.toString().trimEnd())));
     child.on('message', (m: unknown) => this.receive(m));
     child.on('error', (e) => this.log(`engine process error: ${e.message}`));
     child.on('exit', (code, signal) => {
@@ -142,7 +143,7 @@ export class EngineProcess {
     if (m.type === 'ready') return;
     const p = this.pending.get(m.inReplyTo);
     if (!p) return;
-    this.handle(m.inReplyTo, p, m);
+    this.handle(m.inReplyTo, p, shown(m));
   }
 
   private handle(id: number, p: Pending, m: Exclude<FromEngine, { type: 'ready' }>): void {
@@ -176,7 +177,7 @@ export class EngineProcess {
   private failAll(child: ChildProcess | undefined, kind: 'crashed' | 'cancelled', message: string): void {
     for (const [id, p] of this.pending) {
       this.settle(id, p);
-      if (child?.pid !== undefined) for (const out of p.opts.outputs ?? []) removePartials(out, child.pid);
+      if (child?.pid !== undefined) for (const out of p.opts.outputs ?? []) removeLeftoversOf(path.resolve(out), child.pid);
       if (p.cancelled) {
         this.log(`[job ${id}] cancelled`);
         p.reject(new JobError('cancelled', 'cancelled; nothing was written'));
@@ -188,17 +189,26 @@ export class EngineProcess {
   }
 }
 
-/** The engine writes `<dir>/.<name>.partial-<pid>-<random>` and renames it into place at the end. */
-export function removePartials(output: string, pid: number): void {
-  const dir = path.dirname(path.resolve(output));
-  const prefix = `.${path.basename(output)}.partial-${pid}-`;
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir);
-  } catch {
-    return;
+/**
+ * A message with every text the user sees (log, notifications, toasts) safe to show: tensor and file
+ * names can hold control characters (`ESC[2J`), shown as escapes as the CLI shows them. Reports stay as
+ * they are: they are data, and the panels draw them as text.
+ */
+function shown(m: Exclude<FromEngine, { type: 'ready' }>): Exclude<FromEngine, { type: 'ready' }> {
+  switch (m.type) {
+    case 'progress': {
+      const progress: ProgressInfo = { ...m.progress, phase: escapeControl(m.progress.phase, false) };
+      if (m.progress.tensor !== undefined) progress.tensor = escapeControl(m.progress.tensor, false);
+      return { ...m, progress };
+    }
+    case 'log':
+      return { ...m, message: escapeControl(m.message, false) };
+    case 'error':
+      // An internal error's stack keeps its lines.
+      return { ...m, message: escapeControl(m.message, m.kind === 'internal') };
+    case 'result':
+      return m.text === undefined ? m : { ...m, text: escapeControl(m.text) };
   }
-  for (const n of names) if (n.startsWith(prefix)) fs.rmSync(path.join(dir, n), { recursive: true, force: true });
 }
 
 function quote(a: string): string {

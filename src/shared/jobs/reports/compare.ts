@@ -10,8 +10,13 @@ export interface CompareTensor {
   cosine: number | null;
   maxAbsDiff: number | null;
   relFroErr: number | null;
-  loraNorm: number;
-  taskVectorNorm: number;
+  /** ||ΔW||_F; null when the adapter's delta holds NaN or Inf (`loraNonFinite`). */
+  loraNorm: number | null;
+  /** ||τ||_F; null when the task vector holds NaN or Inf (`taskVectorNonFinite`). */
+  taskVectorNorm: number | null;
+  /** NaN or infinite elements of each side (cosine, maxAbsDiff and relFroErr are null when either is non-zero). */
+  loraNonFinite: number;
+  taskVectorNonFinite: number;
   loraNonzero: number;
   taskVectorNonzero: number;
   withinTolerance: boolean;
@@ -29,9 +34,15 @@ export interface CompareSummary {
   perfectMatches: number;
   loraOnly: number;
   taskVectorOnly: number;
-  taskVectorOnlyNorm: number;
+  /** null when a tensor changed outside the adapter holds NaN or Inf. */
+  taskVectorOnlyNorm: number | null;
+  /** Over the shared tensors that have a cosine (`cosineTensors`; not those holding NaN or Inf). */
   meanCosine: number | null;
   minCosine: number | null;
+  cosineTensors: number;
+  /** Compared tensors holding NaN or Inf on either side, and their NaN/Inf elements. */
+  nonFiniteTensors: number;
+  nonFiniteElements: number;
   maxAbsDiff: number | null;
   maxRelFroErr: number | null;
   tolerance: number;
@@ -67,6 +78,8 @@ export interface CompareReport {
   files: string[];
   /** Adapter modules whose lora_B is all zeros: they change nothing. */
   zeroModules: string[];
+  /** Tensors holding NaN or Inf on either side, with their element counts (both sides together). */
+  nonFinite: { name: string; elements: number }[];
   warnings: string[];
   seconds: number;
 }

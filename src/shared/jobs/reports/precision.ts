@@ -19,6 +19,12 @@ export interface PrecisionFigures {
   /** Sums of squares of the delta and of the recovered delta's error, kept so that totals can be rebuilt. */
   deltaSq: number;
   recoveredErrSq: number;
+  /**
+   * Tensors with, and elements that are, NaN or infinite in the base, the delta, or the merge (an fp32
+   * value past the half dtype's range): left out of every other figure.
+   */
+  nonFiniteTensors: number;
+  nonFiniteElements: number;
 }
 
 export interface PrecisionTensor extends PrecisionFigures {
@@ -43,6 +49,8 @@ export interface PrecisionReport {
   rules: MergeRule[];
   dtypes: Partial<Record<HalfCliDtype, PrecisionDtype>>;
   tensors: PrecisionTensor[];
+  /** Tensors holding NaN or Inf (base, delta or merge; the worst dtype and rule), with element counts. */
+  nonFinite: { name: string; elements: number }[];
   warnings: string[];
   seconds: number;
 }
