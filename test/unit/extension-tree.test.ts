@@ -1,8 +1,13 @@
 /** The Parameter Census tree built from census and compare reports (src/extension/census/treeModel.ts). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import * as path from 'node:path';
 import { formatBytes, formatInt } from '../../src/shared/format';
 import { CheckpointEntry, checkpointNode, comparisonByName, formatCount, formatMetric, TreeNode } from '../../src/extension/census/treeModel';
+import { censusJob } from '../../src/engine/jobs/census';
+import { quietContext } from '../../src/engine/util/job';
+import { tmpDir } from './helpers/builders';
+import { clipTextTensors, sd15UnetTensors, writePipeline, writeSafetensorsFile } from './helpers/diffusion';
 
 const LAYERS = 30;
 /** A StarCoder2-like census report: 30 layers x (4 attention projections with bias + 4 MLP/norm) + embedding + final norm. */
@@ -117,6 +122,31 @@ test('a malformed report is refused; odd fields fall back', () => {
   const root = checkpointNode({ path: '/x/file.safetensors', report: { tensors: [{ name: 'w', shape: [2, 3], category: 'weird' }] } });
   assert.equal(root.children[0].label, 'Other — 1 tensor');
   assert.equal(root.children[0].children[0].description, '2×3 · ? · 6');
+});
+
+test('an image model: components, then UNet blocks in model order, then attention vs resnet vs time embedding', () => {
+  const root = tmpDir();
+  const pipe = writePipeline(path.join(root, 'sd15'), sd15UnetTensors({ channels: [8, 16, 32, 32], cross: 12, latent: 4 }), clipTextTensors({ hidden: 12, layers: 2, intermediate: 24, vocab: 50, positions: 7 }));
+  const lora = writeSafetensorsFile(path.join(root, 'lora', 'l.safetensors'), [
+    { name: 'lora_unet_down_blocks_1_resnets_0_conv1.lora_down.weight', shape: [2, 8, 3, 3] },
+    { name: 'lora_unet_down_blocks_1_resnets_0_conv1.lora_up.weight', shape: [16, 2, 1, 1] },
+  ]);
+  const tree = checkpointNode({ path: pipe, adapter: lora, report: censusJob(pipe, { adapter: lora }, quietContext()) });
+  assert.deepEqual(tree.children.map((c) => [c.kind, c.label.split(' — ')[0]]), [
+    ['component', 'Text encoder'],
+    ['component', 'UNet'],
+  ]);
+  const unet = child(tree, /^UNet/);
+  const blocks = unet.children.filter((c) => c.kind === 'block').map((c) => c.label.split(' — ')[0]);
+  assert.deepEqual(blocks, ['Down block 0', 'Down block 1', 'Down block 2', 'Down block 3', 'Mid block', 'Up block 0', 'Up block 1', 'Up block 2', 'Up block 3']);
+  assert.ok(child(unet, /^Time embedding — 4 tensors/).children.every((t) => t.tensor!.startsWith('unet.time_embedding.')));
+  const down1 = child(unet, /^Down block 1 — .*1 LoRA target/);
+  assert.deepEqual(down1.children.map((c) => c.label.split(' — ')[0]), ['Attention', 'ResNets', 'MLP', 'Norms']);
+  const conv1 = child(child(down1, /^ResNets/), /^resnets\.0\.conv1\.weight$/);
+  assert.deepEqual([conv1.tensor, conv1.contextValue], ['unet.down_blocks.1.resnets.0.conv1.weight', 'tensor.loraTarget']);
+  assert.match(conv1.tooltip, /\| block \| down\.1 \|/);
+  const te = child(tree, /^Text encoder/);
+  assert.deepEqual(te.children.filter((c) => c.kind === 'block').map((c) => c.label.split(' — ')[0]), ['Layer 0', 'Layer 1']);
 });
 
 test('number formats', () => {

@@ -287,6 +287,12 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
     if (base) {
       if (kohya) {
         const m = kohya.module(p.name);
+        const fused = m === undefined ? kohya.fused(p.name) : undefined;
+        if (fused) {
+          if (diffB || doraScale) throw new LensError(adapter.path, `fused FLUX projection ${p.name} with ${diffB ? 'diff_b' : 'dora_scale'}: its split onto ${fused.join(', ')} is not supported`, (diffB ?? doraScale)!.name);
+          modules.push(...splitRows(adapter, p.name, rule, inn, fused.map((f) => kohya.tensor(f, 'weight')!)));
+          continue;
+        }
         if (m === null) throw new LensError(base.path, `kohya module '${p.name}' matches two modules of the base`, p.name);
         if (m === undefined) throw new LensError(adapter.path, kohyaMiss(p.name, base.path), p.name);
         module = m;
@@ -318,6 +324,36 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
     }
   }
   return { modules, replacements: [], warnings: [] };
+}
+
+/**
+ * A LoRA on a fused FLUX projection (BFL `img_attn.qkv`, `linear1`) as one module per stacked base
+ * module: ΔW's rows are theirs in order, so each takes its rows of `up` (contiguous bytes of the file) and
+ * the whole `down`, at the same scale.
+ */
+function splitRows(adapter: Checkpoint, name: string, rule: DeltaRule, inn: number, targets: TensorInfo[]): AdaptedModule[] {
+  if (rule.kind !== 'low-rank' || rule.factors.form !== 'plain') {
+    throw new LensError(adapter.files[0], `fused FLUX projection ${name} holds ${rule.kind} factors; only LoRA (lora_down / lora_up) is split onto the diffusers modules ${targets.map((t) => t.name).join(', ')}`, name);
+  }
+  const { A, B } = rule.factors;
+  const total = targets.reduce((a, t) => a + rows(t), 0);
+  if (total !== rows(B) || targets.some((t) => t.numel !== rows(t) * inn)) {
+    throw new LensError(adapter.path, `fused delta of shape [${rows(B)}, ${inn}] does not split onto ${targets.map((t) => `${t.name} ${JSON.stringify(t.shape)}`).join(', ')}`, B.name);
+  }
+  const rowBytes = B.byteLength / rows(B);
+  let row0 = 0;
+  return targets.map((t) => {
+    const n = rows(t);
+    const slice: TensorInfo = {
+      ...B,
+      shape: [n, ...B.shape.slice(1)],
+      numel: (B.numel / rows(B)) * n,
+      offset: B.offset + row0 * rowBytes,
+      byteLength: n * rowBytes,
+    };
+    row0 += n;
+    return { module: t.name.replace(/\.weight$/, ''), rule: { ...rule, factors: { form: 'plain', A, B: slice } }, tensors: [A, slice], out: n, in: inn, base: t, transpose: false, embedding: false };
+  });
 }
 
 /**

@@ -14,12 +14,13 @@
  */
 import { TensorInfo } from '../../shared/safetensors/header';
 import { Checkpoint } from './checkpoint';
+import { diffusersToBfl } from './fluxLayout';
 import { diffusersToLdm, ldmToDiffusers } from './unetLayout';
 
 /** A base tensor-name prefix, the kohya prefixes that name modules under it, and which UNet layout it holds. */
-const KOHYA_ROOTS: Array<[RegExp, string[], ('ldm' | 'diffusers')?]> = [
+const KOHYA_ROOTS: Array<[RegExp, string[], ('ldm' | 'diffusers' | 'flux')?]> = [
   [/^unet\./, ['lora_unet_'], 'diffusers'],
-  [/^transformer\./, ['lora_unet_', 'lora_transformer_']],
+  [/^transformer\./, ['lora_unet_', 'lora_transformer_'], 'flux'],
   [/^text_encoder\./, ['lora_te_', 'lora_te1_']],
   [/^text_encoder_2\./, ['lora_te2_']],
   [/^text_encoder_3\./, ['lora_te3_']],
@@ -27,8 +28,8 @@ const KOHYA_ROOTS: Array<[RegExp, string[], ('ldm' | 'diffusers')?]> = [
   [/^cond_stage_model\.transformer\./, ['lora_te_', 'lora_te1_']],
   [/^conditioner\.embedders\.0\.transformer\./, ['lora_te1_']],
   // A component alone: a UNet or FLUX transformer (folder or single file), a CLIP text encoder.
-  [/^(?=(down_blocks|up_blocks|mid_block|conv_in|time_embedding|add_embedding)\.)/, ['lora_unet_'], 'diffusers'],
-  [/^(?=(double_blocks|single_blocks|img_in|txt_in|time_in|vector_in|guidance_in|final_layer|transformer_blocks|single_transformer_blocks|x_embedder|context_embedder|time_text_embed|norm_out|proj_out)\.)/, ['lora_unet_', 'lora_transformer_']],
+  [/^(?=(down_blocks|up_blocks|mid_block|conv_in|time_embedding|add_embedding)(\.|$))/, ['lora_unet_'], 'diffusers'],
+  [/^(?=(double_blocks|single_blocks|img_in|txt_in|time_in|vector_in|guidance_in|final_layer|transformer_blocks|single_transformer_blocks|x_embedder|context_embedder|time_text_embed|norm_out|proj_out)(\.|$))/, ['lora_unet_', 'lora_transformer_'], 'flux'],
   [/^(?=text_model\.)/, ['lora_te_', 'lora_te1_']],
 ];
 
@@ -36,6 +37,8 @@ const KOHYA_ROOTS: Array<[RegExp, string[], ('ldm' | 'diffusers')?]> = [
 export class KohyaNames {
   /** kohya module name -> the module path in the base (null when two modules spell the same name). */
   private readonly modules = new Map<string, string | null>();
+  /** kohya name of a fused FLUX projection (BFL `…_img_attn_qkv`) -> the base modules stacked in it, in row order. */
+  private readonly fusedParts = new Map<string, string[]>();
 
   constructor(private readonly base: Checkpoint) {
     const names = new Set(base.tensors.map((t) => t.name));
@@ -46,12 +49,23 @@ export class KohyaNames {
         const hit = re.exec(m[1]);
         if (!hit) continue;
         const path = m[1].slice(hit[0].length);
+        const flux = unet === 'flux' ? diffusersToBfl(path) : undefined;
+        if (flux && flux.parts > 1) {
+          for (const p of prefixes) {
+            const key = p + flux.bfl.replace(/\./g, '_');
+            const parts = this.fusedParts.get(key) ?? new Array<string>(flux.parts);
+            parts[flux.part] = m[1];
+            this.fusedParts.set(key, parts);
+          }
+        }
         const other =
           unet === 'ldm'
             ? ldmToDiffusers(path)
             : unet === 'diffusers'
               ? diffusersToLdm(path, (i) => [...names].some((n) => n.startsWith(`${hit[0]}up_blocks.${i}.attentions.`)))
-              : undefined;
+              : flux?.parts === 1
+                ? flux.bfl
+                : undefined;
         for (const local of other === undefined ? [path] : [path, other]) {
           for (const p of prefixes) this.add(p + local.replace(/\./g, '_'), m[1]);
         }
@@ -68,6 +82,13 @@ export class KohyaNames {
   /** The base module a kohya name denotes, or undefined (unknown) / null (ambiguous). */
   module(kohya: string): string | null | undefined {
     return this.modules.get(kohya);
+  }
+
+  /** The base modules a fused FLUX projection's kohya name stacks, in row order, when the base has them all. */
+  fused(kohya: string): string[] | undefined {
+    const parts = this.fusedParts.get(kohya);
+    // Array.from turns the holes of parts the base lacks into undefined (every() would skip them).
+    return parts && Array.from(parts).every((x) => x !== undefined) ? parts : undefined;
   }
 
   /** A module's parameter (`weight`, `bias`) in the base. */

@@ -17,6 +17,7 @@ import { readWeightsIndex } from '../../shared/weights/read';
 import { LensError } from '../errors';
 import { JobContext } from '../util/job';
 import { humanCount, isModelConfigFile } from './census';
+import { estimateDiffusion, isDiffusionAdapter } from './estimateDiffusion';
 import { EstimateModule, EstimateReport } from '../../shared/jobs/reports/estimate';
 
 export interface EstimateOptions {
@@ -73,6 +74,8 @@ function baseTensors(p: string): { tensors: BaseTensor[]; from: 'weights' | 'con
 type TargetConfig = { r: number; loraAlpha: number } & Pick<AdapterConfig, 'targetModules' | 'rankPattern' | 'alphaPattern' | 'layersToTransform' | 'layersPattern' | 'useDora' | 'modulesToSave'>;
 
 export function estimateJob(p: string, opts: EstimateOptions, ctx: JobContext): EstimateReport {
+  // A kohya / LyCORIS / diffusers file has no adapter_config.json: its modules and ranks are in its tensors.
+  if (opts.adapter !== undefined && isDiffusionAdapter(opts.adapter)) return estimateDiffusion(p, opts.adapter, ctx);
   let cfg: TargetConfig;
   let adapterFileParams: number | null = null;
   if (opts.adapter !== undefined) {

@@ -1,12 +1,15 @@
 /**
  * The Parameter Census tree as plain data: checkpoint -> category -> layer -> tensor, built from a
- * `census` report (and, once a comparison ran, its per-tensor numbers). No `vscode` import: the view
- * (censusView.ts) only maps these nodes onto TreeItems, and unit tests check labels and counts here.
+ * `census` report (and, once a comparison ran, its per-tensor numbers); an image model's (whose census
+ * gives each tensor a component and block) is checkpoint -> component -> block -> category -> tensor:
+ * UNet down / mid / up blocks, FLUX double / single blocks, text encoder layers, attention vs resnet vs
+ * time embedding. No `vscode` import: the view (censusView.ts) only maps these nodes onto TreeItems, and
+ * unit tests check labels and counts here.
  */
 import { formatBytes, formatInt } from '../../shared/format';
 
-export type Category = 'attention' | 'cross_attention' | 'mlp' | 'norm' | 'embedding' | 'final_norm' | 'other';
-const CATEGORY_ORDER: readonly Category[] = ['embedding', 'attention', 'cross_attention', 'mlp', 'norm', 'final_norm', 'other'];
+export type Category = 'attention' | 'cross_attention' | 'mlp' | 'norm' | 'embedding' | 'final_norm' | 'other' | 'resnet' | 'time_embedding' | 'vae';
+const CATEGORY_ORDER: readonly Category[] = ['embedding', 'time_embedding', 'attention', 'cross_attention', 'resnet', 'mlp', 'norm', 'final_norm', 'vae', 'other'];
 const CATEGORY_TITLES: Record<Category, string> = {
   attention: 'Attention',
   cross_attention: 'Cross-attention',
@@ -15,7 +18,33 @@ const CATEGORY_TITLES: Record<Category, string> = {
   embedding: 'Embeddings',
   final_norm: 'Final norm',
   other: 'Other',
+  resnet: 'ResNets',
+  time_embedding: 'Time embedding',
+  vae: 'VAE',
 };
+const COMPONENT_ORDER = ['text_encoder', 'text_encoder_2', 'text_encoder_3', 'unet', 'transformer', 'vae'];
+const COMPONENT_TITLES: Record<string, string> = {
+  text_encoder: 'Text encoder',
+  text_encoder_2: 'Text encoder 2',
+  text_encoder_3: 'Text encoder 3',
+  unet: 'UNet',
+  transformer: 'Transformer',
+  vae: 'VAE',
+};
+/** Block kinds (census `block`: `down.1`, `mid`, `double.7`, `layers.3`, …) in model order, with their titles. */
+const BLOCK_KINDS: Array<[string, string]> = [
+  ['layers', 'Layer'],
+  ['input', 'Input block'],
+  ['down', 'Down block'],
+  ['middle', 'Middle block'],
+  ['mid', 'Mid block'],
+  ['output', 'Output block'],
+  ['up', 'Up block'],
+  ['double', 'Double block'],
+  ['single', 'Single block'],
+  ['encoder', 'Encoder'],
+  ['decoder', 'Decoder'],
+];
 
 /** One tensor of a census report (CLI.md: census `tensors[]`). */
 export interface CensusTensor {
@@ -31,6 +60,9 @@ export interface CensusTensor {
   loraFactor: boolean;
   /** Encoder-decoder models: the stack of the layer (`encoder`, `decoder`); layers are numbered per stack. */
   stack: string | null;
+  /** Image models: the pipeline component (`unet`, `text_encoder`, `transformer`, `vae`) and block (`down.1`, `mid`). */
+  component: string | null;
+  block: string | null;
 }
 
 /** One tensor of a compare report (CLI.md: compare `tensors[]`). */
@@ -54,7 +86,7 @@ export interface CheckpointEntry {
   cosineThreshold?: number;
 }
 
-export type NodeKind = 'checkpoint' | 'category' | 'layer' | 'tensor';
+export type NodeKind = 'checkpoint' | 'component' | 'block' | 'category' | 'layer' | 'tensor';
 
 export interface TreeNode {
   kind: NodeKind;
@@ -64,7 +96,7 @@ export interface TreeNode {
   description: string;
   /** Markdown. */
   tooltip: string;
-  /** For `when` clauses of menus: `checkpoint`, `category`, `layer`, `tensor`, `tensor.loraTarget`. */
+  /** For `when` clauses of menus: `checkpoint`, `component`, `block`, `category`, `layer`, `tensor`, `tensor.loraTarget`. */
   contextValue: string;
   /** A codicon name. */
   icon: string;
@@ -96,6 +128,8 @@ export function censusTensors(report: unknown): CensusTensor[] {
       loraTarget: t.loraTarget === true,
       loraFactor: t.loraFactor === true,
       stack: typeof t.stack === 'string' ? t.stack : null,
+      component: typeof t.component === 'string' ? t.component : null,
+      block: typeof t.block === 'string' ? t.block : null,
     };
   });
 }
@@ -151,8 +185,18 @@ function elementsOf(tensors: CensusTensor[]): number {
   return tensors.reduce((a, t) => a + t.numel, 0);
 }
 
-/** The tensor name without its layer prefix (`model.layers.3.self_attn.q_proj.weight` -> `self_attn.q_proj.weight`). */
+/**
+ * The tensor name without its layer or block prefix (`model.layers.3.self_attn.q_proj.weight` ->
+ * `self_attn.q_proj.weight`; `unet.down_blocks.1.resnets.0.conv1.weight` -> `resnets.0.conv1.weight`).
+ */
 export function shortName(t: CensusTensor): string {
+  if (t.block !== null) {
+    const [kind, n] = t.block.split('.');
+    const names: Record<string, string> = { down: 'down_blocks', up: 'up_blocks', input: 'input_blocks', output: 'output_blocks', double: '(?:double_blocks|transformer_blocks)', single: '(?:single_blocks|single_transformer_blocks)', layers: '(?:layers|resblocks)', mid: 'mid_block', middle: 'middle_block' };
+    const prefix = names[kind];
+    const m = prefix ? new RegExp(`(?:^|[._])${prefix}${n === undefined ? '' : `[._]${n}`}[._]`).exec(t.name) : null;
+    return m ? t.name.slice(m.index + m[0].length) : t.name;
+  }
   if (t.layer === null) return t.name;
   const m = new RegExp(`(?:^|\\.)(?:layers|layer|h|blocks|block)\\.${t.layer}\\.`).exec(t.name);
   return m ? t.name.slice(m.index + m[0].length) : t.name;
@@ -175,7 +219,7 @@ function tensorNode(entry: CheckpointEntry, t: CensusTensor, parentId: string): 
     `| shape | [${t.shape.join(', ')}] |`,
     `| elements | ${formatInt(t.numel)} |`,
     `| category | ${CATEGORY_TITLES[t.category]} |`,
-    `| layer | ${t.layer ?? '—'} |`,
+    ...(t.component !== null ? [`| component | ${t.component} |`, `| block | ${t.block ?? '—'} |`] : [`| layer | ${t.layer ?? '—'} |`]),
     `| projection | ${t.projection ?? '—'} |`,
     `| LoRA target | ${t.loraTarget ? 'yes' : 'no'} |`,
     ...(t.loraFactor ? ['| adapter factor | yes |'] : []),
@@ -227,7 +271,7 @@ export function comparisonFlag(cmp: TensorComparison | undefined, threshold: num
   return undefined;
 }
 
-function groupNode(entry: CheckpointEntry, kind: 'category' | 'layer', id: string, title: string, tensors: CensusTensor[], children: TreeNode[]): TreeNode {
+function groupNode(entry: CheckpointEntry, kind: 'component' | 'block' | 'category' | 'layer', id: string, title: string, tensors: CensusTensor[], children: TreeNode[]): TreeNode {
   const elements = elementsOf(tensors);
   return {
     kind,
@@ -239,7 +283,7 @@ function groupNode(entry: CheckpointEntry, kind: 'category' | 'layer', id: strin
       'LoRA target',
     )}`,
     contextValue: kind,
-    icon: kind === 'category' ? 'symbol-namespace' : 'layers',
+    icon: { component: 'package', block: 'layers', category: 'symbol-namespace', layer: 'layers' }[kind],
     checkpoint: entry.path,
     children,
   };
@@ -270,6 +314,57 @@ function categoryNode(entry: CheckpointEntry, category: Category, tensors: Censu
   return groupNode(entry, 'category', id, CATEGORY_TITLES[category], tensors, children);
 }
 
+/** Tensors by category, in CATEGORY_ORDER, as category nodes under `parentId` (tensors directly inside). */
+function categoryGroups(entry: CheckpointEntry, parentId: string, tensors: CensusTensor[]): TreeNode[] {
+  return CATEGORY_ORDER.map((c) => [c, tensors.filter((t) => t.category === c)] as const)
+    .filter(([, ts]) => ts.length > 0)
+    .map(([c, ts]) => {
+      const id = `${parentId}/${c}`;
+      return groupNode(entry, 'category', id, CATEGORY_TITLES[c], ts, ts.map((t) => tensorNode(entry, t, id)));
+    });
+}
+
+/** Where a block sorts: its kind's place in BLOCK_KINDS, then its number. */
+function blockKey(block: string): [number, number, string] {
+  const [kind, n] = block.split('.');
+  const k = BLOCK_KINDS.findIndex(([b]) => b === kind);
+  return [k < 0 ? BLOCK_KINDS.length : k, n === undefined ? -1 : Number(n), block];
+}
+
+function blockTitle(block: string): string {
+  const [kind, n] = block.split('.');
+  const title = BLOCK_KINDS.find(([b]) => b === kind)?.[1];
+  return title === undefined ? block : n === undefined ? title : `${title} ${n}`;
+}
+
+/** One component of an image model: its tensors outside blocks by category, then its blocks in model order. */
+function componentNode(entry: CheckpointEntry, component: string | null, tensors: CensusTensor[]): TreeNode {
+  const id = `${entry.path}/${component ?? 'other'}`;
+  const byBlock = new Map<string, CensusTensor[]>();
+  for (const t of tensors) if (t.block !== null) byBlock.set(t.block, [...(byBlock.get(t.block) ?? []), t]);
+  const blocks = [...byBlock.entries()]
+    .sort(([a], [b]) => {
+      const [ka, kb] = [blockKey(a), blockKey(b)];
+      return ka[0] - kb[0] || ka[1] - kb[1] || ka[2].localeCompare(kb[2]);
+    })
+    .map(([block, ts]) => {
+      const blockId = `${id}/${block}`;
+      return groupNode(entry, 'block', blockId, blockTitle(block), ts, categoryGroups(entry, blockId, ts));
+    });
+  const title = component === null ? 'Other' : (COMPONENT_TITLES[component] ?? component);
+  return groupNode(entry, 'component', id, title, tensors, [...categoryGroups(entry, id, tensors.filter((t) => t.block === null)), ...blocks]);
+}
+
+/** An image model's components, in pipeline order (text encoders, UNet or transformer, VAE, then the rest). */
+function componentNodes(entry: CheckpointEntry, tensors: CensusTensor[]): TreeNode[] {
+  const components = [...new Set(tensors.map((t) => t.component))].sort((a, b) => {
+    const rank = (c: string | null): number =>
+      c === null ? COMPONENT_ORDER.length + 1 : COMPONENT_ORDER.includes(c) ? COMPONENT_ORDER.indexOf(c) : COMPONENT_ORDER.length;
+    return rank(a) - rank(b) || String(a).localeCompare(String(b));
+  });
+  return components.map((c) => componentNode(entry, c, tensors.filter((t) => t.component === c)));
+}
+
 function baseName(p: string): string {
   const parts = p.split(/[\\/]/).filter((s) => s !== '');
   return parts[parts.length - 1] ?? p;
@@ -287,9 +382,11 @@ export function checkpointNode(entry: CheckpointEntry): TreeNode {
   const description = [kind, plural(tensors.length, 'tensor'), `${formatCount(elements)} elements`, bytes !== undefined ? formatBytes(bytes) : undefined]
     .filter((s) => s !== undefined)
     .join(' · ');
-  const children = CATEGORY_ORDER.map((c) => [c, tensors.filter((t) => t.category === c)] as const)
-    .filter(([, ts]) => ts.length > 0)
-    .map(([c, ts]) => categoryNode(entry, c, ts));
+  const children = tensors.some((t) => t.component !== null)
+    ? componentNodes(entry, tensors)
+    : CATEGORY_ORDER.map((c) => [c, tensors.filter((t) => t.category === c)] as const)
+        .filter(([, ts]) => ts.length > 0)
+        .map(([c, ts]) => categoryNode(entry, c, ts));
   const tooltip = [
     `**${entry.path}**`,
     '',
