@@ -234,27 +234,10 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
     },
 
     'loraLens.extract': async (arg) => {
-      pickers.steps(3);
       const p = uriPath(arg);
-      let finetuned: string | undefined;
-      let base: string | undefined;
-      if (isModel(p)) {
-        // A model folder from the Explorer or the tree may be either side: ask which.
-        pickers.steps(4);
-        const role = await pickers.choice('extractRole', `What is ${name(p)}?`, [
-          { value: 'finetuned', label: 'The fine-tuned (or merged) model', detail: 'then pick its base model' },
-          { value: 'base', label: 'The base model', detail: 'then pick the fine-tuned (or merged) model' },
-        ], 'finetuned');
-        if (!role) return;
-        if (role === 'finetuned') finetuned = p;
-        else base = p;
-      }
-      if (finetuned) pickers.skip();
-      finetuned ??= await pickers.path('finetuned', 'Fine-tuned (or merged) model folder', ['model']);
-      if (!finetuned) return;
-      if (base) pickers.skip();
-      base ??= await pickers.path('base', 'Base model folder', ['model']);
-      if (!base) return;
+      const pair = await pickers.modelPair(3, isModel(p) ? { path: p, name: name(p) } : undefined);
+      if (!pair) return;
+      const { base, finetuned } = pair;
       const out = await pickers.output('Task vector file', name(finetuned), 'task-vector', finetuned, '.safetensors');
       if (!out) return;
       const r = await runner.run({

@@ -144,26 +144,10 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
     },
 
     'loraLens.extractLora': async (arg) => {
-      pickers.steps(4);
       const p = d.uriPath(arg);
-      let finetuned: string | undefined;
-      let base: string | undefined;
-      if (d.isModel(p)) {
-        pickers.steps(5);
-        const role = await pickers.choice('extractRole', `What is ${name(p)}?`, [
-          { value: 'finetuned', label: 'The fine-tuned (or merged) model', detail: 'then pick its base model' },
-          { value: 'base', label: 'The base model', detail: 'then pick the fine-tuned (or merged) model' },
-        ], 'finetuned');
-        if (!role) return;
-        if (role === 'finetuned') finetuned = p;
-        else base = p;
-      }
-      if (finetuned) pickers.skip();
-      finetuned ??= await pickers.path('finetuned', 'Fine-tuned (or merged) model folder', ['model']);
-      if (!finetuned) return;
-      if (base) pickers.skip();
-      base ??= await pickers.path('base', 'Base model folder', ['model']);
-      if (!base) return;
+      const pair = await pickers.modelPair(4, d.isModel(p) ? { path: p, name: name(p) } : undefined);
+      if (!pair) return;
+      const { base, finetuned } = pair;
       const picked = await pickers.choice('extractLoraTarget', 'Rank of the extracted LoRA', [
         ...[8, 16, 4, 32, 64].map((r) => ({ value: `r${r}`, label: `rank ${r}`, detail: 'the same rank for every changed linear weight' })),
         ...[0.9, 0.95, 0.99].map((e) => ({ value: `e${e}`, label: `energy ${percent(e)}`, detail: `per module, the smallest rank capturing ${percent(e)} of its task vector's energy` })),

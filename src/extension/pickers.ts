@@ -155,6 +155,32 @@ export class Pickers {
   }
 
   /** Several adapter folders (an UNMERGE dictionary); the last selection is preselected. */
+  /**
+   * The base and the fine-tuned (or merged) model of a two-model job. A model the command was started on
+   * (`clicked`, from the Explorer or the tree) may be either side, so the user is asked which; `steps`
+   * counts the job's questions without that one.
+   */
+  async modelPair(steps: number, clicked?: { path: string; name: string }): Promise<{ base: string; finetuned: string } | undefined> {
+    let finetuned: string | undefined;
+    let base: string | undefined;
+    this.steps(clicked ? steps + 1 : steps);
+    if (clicked) {
+      const role = await this.choice('extractRole', `What is ${clicked.name}?`, [
+        { value: 'finetuned', label: 'The fine-tuned (or merged) model', detail: 'then pick its base model' },
+        { value: 'base', label: 'The base model', detail: 'then pick the fine-tuned (or merged) model' },
+      ], 'finetuned');
+      if (!role) return undefined;
+      if (role === 'finetuned') finetuned = clicked.path;
+      else base = clicked.path;
+    }
+    if (finetuned) this.skip();
+    finetuned ??= await this.path('finetuned', 'Fine-tuned (or merged) model folder', ['model']);
+    if (!finetuned) return undefined;
+    if (base) this.skip();
+    base ??= await this.path('base', 'Base model folder', ['model']);
+    return base ? { base, finetuned } : undefined;
+  }
+
   async adapters(key: string, title: string): Promise<string[] | undefined> {
     await this.scanner.ready;
     const lastSet = new Set((this.last(key) ?? '').split('\n').filter((s) => s !== ''));

@@ -3,24 +3,19 @@
  * and kohya LoRA / LoCon / DoRA / fused FLUX modules whose trained elements follow from the base's shapes.
  */
 import * as assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { estimateJob } from '../../src/engine/jobs/estimate';
 import { quietContext } from '../../src/engine/util/job';
 import { FIXTURES, tmpDir } from './helpers/builders';
 import { runCli } from './helpers/cli';
-import { clipTextTensors, SD15_CLIP, SD15_UNET, sd15UnetTensors, writeSafetensorsFile, writeSparse } from './helpers/diffusion';
+import { clipTextTensors, SD15_CLIP, SD15_UNET, sd15UnetTensors, writeSafetensorsFile, writeSparseSd15 } from './helpers/diffusion';
 
 const ctx = quietContext();
 
 describe('estimate --adapter with kohya / LyCORIS files', () => {
   const root = tmpDir();
-  const pipe = path.join(root, 'sd15');
-  fs.mkdirSync(pipe, { recursive: true });
-  fs.writeFileSync(path.join(pipe, 'model_index.json'), JSON.stringify({ text_encoder: ['transformers', 'CLIPTextModel'], unet: ['diffusers', 'UNet2DConditionModel'] }));
-  writeSparse(path.join(pipe, 'unet', 'diffusion_pytorch_model.safetensors'), sd15UnetTensors(SD15_UNET, 'F16'));
-  writeSparse(path.join(pipe, 'text_encoder', 'model.safetensors'), clipTextTensors(SD15_CLIP, 'F16'));
+  const pipe = writeSparseSd15(path.join(root, 'sd15'));
   const baseParams = [...sd15UnetTensors(SD15_UNET), ...clipTextTensors(SD15_CLIP)].reduce((a, t) => a + t.shape.reduce((p, q) => p * q, 1), 0);
 
   it('the real LoKr: 350 modules, its 201,376 trained elements (the file less its 350 alphas) on SD1.5', () => {

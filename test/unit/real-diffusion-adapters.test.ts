@@ -25,22 +25,12 @@ import { closePlan, planAdapter } from '../../src/engine/tensors/plan';
 import { Block } from '../../src/engine/tensors/stream';
 import { Scratch } from '../../src/engine/safetensors/reader';
 import { FIXTURES, tmpDir } from './helpers/builders';
-import { clipTextTensors, SD15_CLIP, SD15_UNET, sd15UnetTensors, writeSparse } from './helpers/diffusion';
-import { matmul } from './helpers/tensors';
+import { SD15_UNET, sd15UnetTensors, writeSparse, writeSparseSd15 } from './helpers/diffusion';
+import { matmul, storedBytes } from './helpers/tensors';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
 const REAL = path.join(FIXTURES, 'real-adapters-2');
-
-function rawBytes(dir: string, name: string): Buffer {
-  const c = openCheckpoint(dir);
-  try {
-    const t = c.byName.get(name)!;
-    return Buffer.from(c.handles.readBytesSync(t, new Uint8Array(t.byteLength)));
-  } finally {
-    closeCheckpoint(c);
-  }
-}
 
 function readF32(dir: string, name: string): Float32Array {
   const c = openCheckpoint(dir);
@@ -102,7 +92,7 @@ describe('sd15-unet-peft-qkv-r4: PEFT LoRA on a Stable Diffusion 1.5 UNet (diffu
         }
       }
       const want = Buffer.from(encodeF16(expect, new Uint16Array(out * inn)).buffer);
-      assert.ok(want.equals(rawBytes(merged, `unet.${name}.weight`)), name);
+      assert.ok(want.equals(storedBytes(merged, `unet.${name}.weight`)), name);
     }
   });
 });
@@ -111,11 +101,7 @@ describe('sd-lycoris-lokr-kohya-fp16: LyCORIS LoKr in kohya naming, fp16, on SD1
   const file = path.join(REAL, 'sd-lycoris-lokr-kohya-fp16', 'smart_falcon_4_lokr.safetensors');
   const root = tmpDir();
   // A header-true SD1.5 pipeline: the true names and shapes of UNet and CLIP ViT-L/14 text encoder, the data a hole.
-  const pipe = path.join(root, 'sd15');
-  fs.mkdirSync(pipe, { recursive: true });
-  fs.writeFileSync(path.join(pipe, 'model_index.json'), JSON.stringify({ _class_name: 'StableDiffusionPipeline', text_encoder: ['transformers', 'CLIPTextModel'], unet: ['diffusers', 'UNet2DConditionModel'] }));
-  writeSparse(path.join(pipe, 'unet', 'diffusion_pytorch_model.safetensors'), sd15UnetTensors(SD15_UNET, 'F16'));
-  writeSparse(path.join(pipe, 'text_encoder', 'model.safetensors'), clipTextTensors(SD15_CLIP, 'F16'));
+  const pipe = writeSparseSd15(path.join(root, 'sd15'));
 
   it('census: 1,750 tensors, 350 LoKr modules (278 UNet, 72 text encoder), 201,726 parameters, its training metadata', () => {
     const r = censusJob(file, {}, ctx);
@@ -181,11 +167,7 @@ describe('the real LoKr converted to a PEFT LOKR adapter folder', () => {
   it('has the same 350 modules on the same base tensors with the same factors and scales', async () => {
     const file = path.join(REAL, 'sd-lycoris-lokr-kohya-fp16', 'smart_falcon_4_lokr.safetensors');
     const root = tmpDir();
-    const pipe = path.join(root, 'sd15');
-    fs.mkdirSync(pipe, { recursive: true });
-    fs.writeFileSync(path.join(pipe, 'model_index.json'), JSON.stringify({ text_encoder: ['transformers', 'CLIPTextModel'], unet: ['diffusers', 'UNet2DConditionModel'] }));
-    writeSparse(path.join(pipe, 'unet', 'diffusion_pytorch_model.safetensors'), sd15UnetTensors(SD15_UNET, 'F16'));
-    writeSparse(path.join(pipe, 'text_encoder', 'model.safetensors'), clipTextTensors(SD15_CLIP, 'F16'));
+    const pipe = writeSparseSd15(path.join(root, 'sd15'));
     const peft = path.join(root, 'peft');
     const rep = await convertAdapterJob(file, peft, pipe, ctx);
     assert.deepEqual([rep.peftType, rep.modules, rep.tensors], ['LOKR', 350, 1400]);

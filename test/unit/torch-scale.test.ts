@@ -12,12 +12,12 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { FIXTURES, peftConfig, randomF32, rng, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 import { findPython } from './helpers/python';
+import { storedBytes } from './helpers/tensors';
 
 const { python, skip } = findPython(['torch']);
 const SCRIPT = path.join(FIXTURES, 'pytorch', 'peft_merge.py');
@@ -35,16 +35,6 @@ function bytes(a: Float32Array): Buffer {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 }
 
-/** Raw bytes of one tensor of a merged folder. */
-function stored(dir: string, name: string): Buffer {
-  const c = openCheckpoint(dir);
-  try {
-    const t = c.byName.get(name)!;
-    return Buffer.from(c.handles.readBytesSync(t, new Uint8Array(t.byteLength)));
-  } finally {
-    closeCheckpoint(c);
-  }
-}
 
 interface Case {
   r: number;
@@ -81,12 +71,12 @@ async function check({ r, A, B, bias }: Case): Promise<void> {
     const merged = path.join(dir, `merged-${dtype}`);
     await mergeJob(base, adapter, merged, { dtype, rule: 'peft' }, new CpuKernels(), quietContext());
     const want = fs.readFileSync(path.join(io, `merged-${dtype}.bin`));
-    const got = stored(merged, `${Q}.weight`);
+    const got = storedBytes(merged, `${Q}.weight`);
     const width = dtype === 'fp32' ? 4 : 2;
     let differ = 0;
     for (let i = 0; i < want.length; i += width) if (want.compare(got, i, i + width, i, i + width) !== 0) differ++;
     assert.equal(differ, 0, `${dtype}: ${differ} of ${OUT * IN} elements differ from torch`);
-    if (bias) assert.ok(stored(merged, `${Q}.bias`).equals(fs.readFileSync(path.join(io, `bias-${dtype}.bin`))), `${dtype}: merged bias differs from torch`);
+    if (bias) assert.ok(storedBytes(merged, `${Q}.bias`).equals(fs.readFileSync(path.join(io, `bias-${dtype}.bin`))), `${dtype}: merged bias differs from torch`);
   }
 }
 

@@ -171,6 +171,15 @@ export function writeSparse(file: string, tensors: TestTensor[]): string {
   return file;
 }
 
+/** An SD1.5 diffusers folder (UNet + CLIP text encoder, fp16) with true headers and sparse data. */
+export function writeSparseSd15(dir: string): string {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'model_index.json'), JSON.stringify({ _class_name: 'StableDiffusionPipeline', text_encoder: ['transformers', 'CLIPTextModel'], unet: ['diffusers', 'UNet2DConditionModel'] }));
+  writeSparse(path.join(dir, 'unet', 'diffusion_pytorch_model.safetensors'), sd15UnetTensors(SD15_UNET, 'F16'));
+  writeSparse(path.join(dir, 'text_encoder', 'model.safetensors'), clipTextTensors(SD15_CLIP, 'F16'));
+  return dir;
+}
+
 /** Tensors renamed under a prefix (`model.diffusion_model.`, `unet.`). */
 export function prefixed(prefix: string, tensors: TestTensor[]): TestTensor[] {
   return tensors.map((t) => ({ ...t, name: prefix + t.name }));

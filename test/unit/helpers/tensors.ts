@@ -10,6 +10,17 @@ export function readAll(dir: string): Map<string, Float32Array> {
   return m;
 }
 
+/** The stored bytes of one tensor of a checkpoint, as they are on disk. */
+export function storedBytes(dir: string, name: string): Buffer {
+  const c = openCheckpoint(dir);
+  try {
+    const t = c.byName.get(name)!;
+    return Buffer.from(c.handles.readBytesSync(t, new Uint8Array(t.byteLength)));
+  } finally {
+    closeCheckpoint(c);
+  }
+}
+
 /** a [rows, k] @ b [k, cols], summed in float64 as k runs (the order the engine adds in). */
 export function matmul(a: ArrayLike<number>, b: ArrayLike<number>, rows: number, k: number, cols: number): Float64Array {
   const out = new Float64Array(rows * cols);
