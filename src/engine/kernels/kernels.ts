@@ -8,6 +8,7 @@
 import { MergeRule } from '../../shared/jobs/choices';
 import { FloatDtype } from '../../shared/safetensors/dtypes';
 import { TensorInfo } from '../../shared/safetensors/header';
+import { JobContext } from '../util/job';
 
 export type HalfDtype = 'F16' | 'BF16';
 export type MergeDtype = 'F32' | HalfDtype;
@@ -121,4 +122,17 @@ export interface Kernels {
    */
   maxAbsLoraInto?(acc: Float32Array, fs: LoraFactors[]): Promise<Float32Array>;
   dispose(): Promise<void>;
+}
+
+/**
+ * What a job that computes gets: the job context and the numeric backend the request chose, created on
+ * first use (a job checks its inputs first, so bad input fails before a GPU starts).
+ */
+export interface KernelContext extends JobContext {
+  kernels(): Promise<Kernels>;
+}
+
+/** `ctx` with the given backend (tests, benchmarks). */
+export function withKernels(ctx: JobContext, kernels: Kernels): KernelContext {
+  return { ...ctx, kernels: async () => kernels };
 }
