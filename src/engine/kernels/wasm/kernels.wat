@@ -171,20 +171,21 @@
       (local.set $t0 (i32.add (local.get $t0) (local.get $W)))
       (br $tiles_loop))))
 ;; The float32 pass of the certified mask (unmerge/certified.ts): out[i][j] = max(out[i][j], |f(z * scale)|)
-  ;; for rows [0, rows), z = sum_k b_ik a_kj summed in fp32 (f32x4, 32 columns at a time, k ascending). Not
-  ;; bit-identical to `lora`: its error is what certified.ts bounds, and the elements whose bound straddles
-  ;; the k-th value are recomputed exactly.
+  ;; for rows [0, rows), z = sum_k b_ik a_kj summed in fp32 (f32x4, k ascending). Not bit-identical to
+  ;; `lora`: its error is what certified.ts bounds, and the elements whose bound straddles the k-th value
+  ;; are recomputed exactly.
   ;;   a: A, r x n fp32 (row stride n)   b: B, rows x r fp32   out: rows x n fp32
   ;;   W: the column tile (a multiple of 32): A's r x W tile stays in the L1 cache while every row uses it.
   (func (export "lora32")
     (param $a i32) (param $b i32) (param $rows i32) (param $r i32) (param $n i32) (param $scale f32) (param $out i32) (param $W i32)
-    (local $t0 i32) (local $w i32) (local $i i32) (local $j i32) (local $k i32) (local $stride i32)
-    (local $p i32) (local $q i32) (local $bp i32) (local $o i32) (local $s f32) (local $x f32)
-    (local $sv v128) (local $bs v128)
+    (local $t0 i32) (local $w i32) (local $i i32) (local $j i32) (local $k i32) (local $stride i32) (local $rstride i32)
+    (local $p i32) (local $q i32) (local $bp i32) (local $o i32)
+    (local $sv v128) (local $bs v128) (local $bs2 v128) (local $x0 v128) (local $x1 v128)
     (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128)
     (local $c4 v128) (local $c5 v128) (local $c6 v128) (local $c7 v128)
     (local.set $sv (f32x4.splat (local.get $scale)))
     (local.set $stride (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $rstride (i32.shl (local.get $r) (i32.const 2)))
     (local.set $t0 (i32.const 0))
     (block $tiles_done (loop $tiles_loop
       (br_if $tiles_done (i32.ge_u (local.get $t0) (local.get $n)))
@@ -196,14 +197,76 @@
         (local.set $bp (i32.add (local.get $b) (i32.shl (i32.mul (local.get $i) (local.get $r)) (i32.const 2))))
         (local.set $o (i32.add (local.get $out) (i32.shl (i32.add (i32.mul (local.get $i) (local.get $n)) (local.get $t0)) (i32.const 2))))
         (local.set $j (i32.const 0))
-
-        ;; 32 columns at a time: eight independent f32x4 sums in registers.
+        (if (i32.lt_u (i32.add (local.get $i) (i32.const 1)) (local.get $rows))
+          (then
+        ;; Two rows, 16 columns at a time: each load of A serves both rows (eight f32x4 sums in registers).
+        (block $j16_done (loop $j16_loop
+          (br_if $j16_done (i32.gt_u (i32.add (local.get $j) (i32.const 16)) (local.get $w)))
+          (local.set $c0 (v128.const i64x2 0 0))
+          (local.set $c1 (v128.const i64x2 0 0))
+          (local.set $c2 (v128.const i64x2 0 0))
+          (local.set $c3 (v128.const i64x2 0 0))
+          (local.set $c4 (v128.const i64x2 0 0))
+          (local.set $c5 (v128.const i64x2 0 0))
+          (local.set $c6 (v128.const i64x2 0 0))
+          (local.set $c7 (v128.const i64x2 0 0))
+          (local.set $p (i32.add (local.get $a) (i32.shl (i32.add (local.get $t0) (local.get $j)) (i32.const 2))))
+          (local.set $q (local.get $bp))
+          (local.set $k (i32.const 0))
+          (block $k2_done (loop $k2_loop
+            (br_if $k2_done (i32.ge_u (local.get $k) (local.get $r)))
+            (local.set $bs (v128.load32_splat (local.get $q)))
+            (local.set $bs2 (v128.load32_splat (i32.add (local.get $q) (local.get $rstride))))
+            (local.set $x0 (v128.load offset=0 (local.get $p)))
+            (local.set $x1 (v128.load offset=16 (local.get $p)))
+            (local.set $c0 (f32x4.add (local.get $c0) (f32x4.mul (local.get $bs) (local.get $x0))))
+            (local.set $c4 (f32x4.add (local.get $c4) (f32x4.mul (local.get $bs2) (local.get $x0))))
+            (local.set $c1 (f32x4.add (local.get $c1) (f32x4.mul (local.get $bs) (local.get $x1))))
+            (local.set $c5 (f32x4.add (local.get $c5) (f32x4.mul (local.get $bs2) (local.get $x1))))
+            (local.set $x0 (v128.load offset=32 (local.get $p)))
+            (local.set $x1 (v128.load offset=48 (local.get $p)))
+            (local.set $c2 (f32x4.add (local.get $c2) (f32x4.mul (local.get $bs) (local.get $x0))))
+            (local.set $c6 (f32x4.add (local.get $c6) (f32x4.mul (local.get $bs2) (local.get $x0))))
+            (local.set $c3 (f32x4.add (local.get $c3) (f32x4.mul (local.get $bs) (local.get $x1))))
+            (local.set $c7 (f32x4.add (local.get $c7) (f32x4.mul (local.get $bs2) (local.get $x1))))
+            (local.set $p (i32.add (local.get $p) (local.get $stride)))
+            (local.set $q (i32.add (local.get $q) (i32.const 4)))
+            (local.set $k (i32.add (local.get $k) (i32.const 1)))
+            (br $k2_loop)))
+          (local.set $q (i32.add (local.get $o) (i32.shl (local.get $j) (i32.const 2))))
+          (v128.store offset=0 (local.get $q) (f32x4.pmax (v128.load offset=0 (local.get $q)) (f32x4.abs (f32x4.mul (local.get $c0) (local.get $sv)))))
+          (v128.store offset=16 (local.get $q) (f32x4.pmax (v128.load offset=16 (local.get $q)) (f32x4.abs (f32x4.mul (local.get $c1) (local.get $sv)))))
+          (v128.store offset=32 (local.get $q) (f32x4.pmax (v128.load offset=32 (local.get $q)) (f32x4.abs (f32x4.mul (local.get $c2) (local.get $sv)))))
+          (v128.store offset=48 (local.get $q) (f32x4.pmax (v128.load offset=48 (local.get $q)) (f32x4.abs (f32x4.mul (local.get $c3) (local.get $sv)))))
+          (local.set $q (i32.add (local.get $q) (local.get $stride)))
+          (v128.store offset=0 (local.get $q) (f32x4.pmax (v128.load offset=0 (local.get $q)) (f32x4.abs (f32x4.mul (local.get $c4) (local.get $sv)))))
+          (v128.store offset=16 (local.get $q) (f32x4.pmax (v128.load offset=16 (local.get $q)) (f32x4.abs (f32x4.mul (local.get $c5) (local.get $sv)))))
+          (v128.store offset=32 (local.get $q) (f32x4.pmax (v128.load offset=32 (local.get $q)) (f32x4.abs (f32x4.mul (local.get $c6) (local.get $sv)))))
+          (v128.store offset=48 (local.get $q) (f32x4.pmax (v128.load offset=48 (local.get $q)) (f32x4.abs (f32x4.mul (local.get $c7) (local.get $sv)))))
+          (local.set $j (i32.add (local.get $j) (i32.const 16)))
+          (br $j16_loop)))
+        ;; The rest of the tile, one column of each row at a time.
+        (block $jt_done (loop $jt_loop
+          (br_if $jt_done (i32.ge_u (local.get $j) (local.get $w)))
+          (call $col32 (local.get $a) (local.get $bp) (local.get $r) (local.get $stride) (local.get $scale)
+            (i32.add (local.get $t0) (local.get $j)) (i32.add (local.get $o) (i32.shl (local.get $j) (i32.const 2))))
+          (call $col32 (local.get $a) (i32.add (local.get $bp) (local.get $rstride)) (local.get $r) (local.get $stride) (local.get $scale)
+            (i32.add (local.get $t0) (local.get $j)) (i32.add (i32.add (local.get $o) (local.get $stride)) (i32.shl (local.get $j) (i32.const 2))))
+          (local.set $j (i32.add (local.get $j) (i32.const 1)))
+          (br $jt_loop)))
+            (local.set $i (i32.add (local.get $i) (i32.const 2))))
+          (else
+        ;; The last row of an odd count: 32 columns at a time (eight f32x4 sums in registers).
         (block $j32_done (loop $j32_loop
           (br_if $j32_done (i32.gt_u (i32.add (local.get $j) (i32.const 32)) (local.get $w)))
-          (local.set $c0 (v128.const i64x2 0 0)) (local.set $c1 (v128.const i64x2 0 0))
-          (local.set $c2 (v128.const i64x2 0 0)) (local.set $c3 (v128.const i64x2 0 0))
-          (local.set $c4 (v128.const i64x2 0 0)) (local.set $c5 (v128.const i64x2 0 0))
-          (local.set $c6 (v128.const i64x2 0 0)) (local.set $c7 (v128.const i64x2 0 0))
+          (local.set $c0 (v128.const i64x2 0 0))
+          (local.set $c1 (v128.const i64x2 0 0))
+          (local.set $c2 (v128.const i64x2 0 0))
+          (local.set $c3 (v128.const i64x2 0 0))
+          (local.set $c4 (v128.const i64x2 0 0))
+          (local.set $c5 (v128.const i64x2 0 0))
+          (local.set $c6 (v128.const i64x2 0 0))
+          (local.set $c7 (v128.const i64x2 0 0))
           (local.set $p (i32.add (local.get $a) (i32.shl (i32.add (local.get $t0) (local.get $j)) (i32.const 2))))
           (local.set $q (local.get $bp))
           (local.set $k (i32.const 0))
@@ -233,31 +296,29 @@
           (v128.store offset=112 (local.get $q) (f32x4.pmax (v128.load offset=112 (local.get $q)) (f32x4.abs (f32x4.mul (local.get $c7) (local.get $sv)))))
           (local.set $j (i32.add (local.get $j) (i32.const 32)))
           (br $j32_loop)))
-
-        ;; The rest of the tile one column at a time.
         (block $j1_done (loop $j1_loop
           (br_if $j1_done (i32.ge_u (local.get $j) (local.get $w)))
-          (local.set $s (f32.const 0))
-          (local.set $p (i32.add (local.get $a) (i32.shl (i32.add (local.get $t0) (local.get $j)) (i32.const 2))))
-          (local.set $q (local.get $bp))
-          (local.set $k (i32.const 0))
-          (block $k1_done (loop $k1_loop
-            (br_if $k1_done (i32.ge_u (local.get $k) (local.get $r)))
-            (local.set $s (f32.add (local.get $s) (f32.mul (f32.load (local.get $q)) (f32.load (local.get $p)))))
-            (local.set $p (i32.add (local.get $p) (local.get $stride)))
-            (local.set $q (i32.add (local.get $q) (i32.const 4)))
-            (local.set $k (i32.add (local.get $k) (i32.const 1)))
-            (br $k1_loop)))
-          (local.set $q (i32.add (local.get $o) (i32.shl (local.get $j) (i32.const 2))))
-          (local.set $x (f32.abs (f32.mul (local.get $s) (local.get $scale))))
-          (if (f32.gt (local.get $x) (f32.load (local.get $q))) (then (f32.store (local.get $q) (local.get $x))))
+          (call $col32 (local.get $a) (local.get $bp) (local.get $r) (local.get $stride) (local.get $scale)
+            (i32.add (local.get $t0) (local.get $j)) (i32.add (local.get $o) (i32.shl (local.get $j) (i32.const 2))))
           (local.set $j (i32.add (local.get $j) (i32.const 1)))
           (br $j1_loop)))
-
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))))
         (br $ri_loop)))
       (local.set $t0 (i32.add (local.get $t0) (local.get $W)))
       (br $tiles_loop))))
+
+  ;; One element of lora32: column j of the row whose B is at bp, folded into the fp32 at o.
+  (func $col32 (param $a i32) (param $bp i32) (param $r i32) (param $stride i32) (param $scale f32) (param $j i32) (param $o i32)
+    (local $s f32) (local $p i32) (local $k i32) (local $x f32)
+    (local.set $p (i32.add (local.get $a) (i32.shl (local.get $j) (i32.const 2))))
+    (block $k_done (loop $k_loop
+      (br_if $k_done (i32.ge_u (local.get $k) (local.get $r)))
+      (local.set $s (f32.add (local.get $s) (f32.mul (f32.load (i32.add (local.get $bp) (i32.shl (local.get $k) (i32.const 2)))) (f32.load (local.get $p)))))
+      (local.set $p (i32.add (local.get $p) (local.get $stride)))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br $k_loop)))
+    (local.set $x (f32.abs (f32.mul (local.get $s) (local.get $scale))))
+    (if (f32.gt (local.get $x) (f32.load (local.get $o))) (then (f32.store (local.get $o) (local.get $x)))))
 
   ;; dst[i] = the fp32 value with bits src[i] << 16 (bf16 widened, exactly as half.ts's decodeBf16Array),
   ;; i < n: src n u16 values, dst n fp32 values.
