@@ -8,6 +8,7 @@ import { adapterLayout } from '../checkpoint/adapter';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { AdaptedModule } from '../checkpoint/deltaRule';
 import { diffusionFormat } from '../checkpoint/diffusionAdapter';
+import { formatInt } from '../../shared/format';
 import { LensError } from '../errors';
 import { JobContext } from '../util/job';
 import { EstimateModule, EstimateReport } from '../../shared/jobs/reports/estimate';
@@ -74,7 +75,7 @@ export function estimateDiffusion(basePath: string, adapterPath: string, ctx: Jo
       const adapterFileParams = adapter.tensors.filter((t) => !CONFIG_SCALAR.test(t.name)).reduce((a, t) => a + t.numel, 0);
       const warnings = [...layout.warnings];
       if (adapterFileParams !== trainableParams) {
-        warnings.push(`the adapter's weights hold ${adapterFileParams.toLocaleString('en')} trained elements, not the ${trainableParams.toLocaleString('en')} its modules on this base use`);
+        warnings.push(`the adapter's weights hold ${formatInt(adapterFileParams)} trained elements, not the ${formatInt(trainableParams)} its modules on this base use`);
       }
       for (const w of warnings) ctx.warn(w);
       return {
