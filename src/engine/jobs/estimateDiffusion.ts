@@ -55,7 +55,8 @@ export function estimateDiffusion(basePath: string, adapterPath: string, ctx: Jo
       const counted = new Set<string>();
       const modules: EstimateModule[] = [];
       let doraParams = 0;
-      for (const m of layout.modules) {
+      // A fused base tensor's stacked parts (q, k, v in OpenCLIP's in_proj) are modules of their own.
+      for (const m of layout.modules.flatMap((x) => (x.rule.kind === 'stacked' ? x.rule.parts.map((p) => p.module) : [x]))) {
         let params = 0;
         for (const t of m.tensors) {
           const key = `${t.file}:${t.offset}:${t.byteLength}`;
@@ -66,7 +67,7 @@ export function estimateDiffusion(basePath: string, adapterPath: string, ctx: Jo
         const dora = m.decompose?.magnitude.numel ?? 0;
         doraParams += dora;
         const r = rankOf(m);
-        const scale = m.rule.kind === 'scale' ? 1 : m.rule.scale;
+        const scale = m.rule.kind === 'scale' || m.rule.kind === 'stacked' ? 1 : m.rule.scale;
         modules.push({ name: m.module, in: m.in, out: m.out, r, alpha: scale * r, params: params + dora });
       }
       const loraParams = modules.reduce((a, m) => a + m.params, 0) - doraParams;
