@@ -16,6 +16,8 @@ import { estimateDiffusion } from '../../src/engine/jobs/estimateDiffusion';
 import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { LensError } from '../../src/engine/errors';
+import { PrecisionReport } from '../../src/shared/jobs/reports/precision';
+import { ValidateReport } from '../../src/shared/jobs/reports/validate';
 import { quietContext } from '../../src/engine/util/job';
 import { randomF32, TestTensor, tmpDir, writeWeights } from './helpers/builders';
 import { assertOneLineError, runCli } from './helpers/cli';
@@ -170,6 +172,23 @@ describe("SDXL's second text encoder (OpenCLIP ViT-bigG): kohya and diffusers Lo
     await assert.rejects(convertAdapterJob(kohya, path.join(root, 'conv'), single, ctx), (e: unknown) => e instanceof LensError && /in_proj_weight/.test(e.message) && /diffusers layout/.test(e.message));
     const wide = writeSafetensorsFile(path.join(root, 'wide', 'l.safetensors'), kohyaLora(layer(0, 'self_attn_v_proj'), 2 * H, H, 90));
     assertOneLineError(runCli(['merge', '--base', single, '--adapter', wide, '--out', path.join(root, 'x'), '--dtype', 'fp16']), 'lora_te2_text_model_encoder_layers_0_self_attn_v_proj', 'in_proj_weight');
+  });
+
+  it('validate and precision on the single file: the stacked deltas compare exactly, and count the elements they hold', () => {
+    const out = path.join(root, 'validate');
+    const r = runCli(['validate', '--base', single, '--adapter', kohya, '--out', out, '--dtypes', 'fp32']);
+    assert.equal(r.status, 0, r.stderr);
+    const [fp32] = (JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as ValidateReport).dtypes;
+    assert.equal(fp32.status, 'PASS', fp32.verdict);
+    assert.equal(fp32.compare.shared, 5);
+    assert.equal(fp32.compare.perfectMatches, 5);
+    assert.equal(fp32.compare.equivalent, true);
+    const json = path.join(root, 'precision.json');
+    assert.equal(runCli(['precision', '--base', single, '--adapter', kohya, '--dtypes', 'bf16', '--json', json]).status, 0);
+    // 8 modules of 8·8 (fc1 8·16) delta elements: layer 1's k rows in in_proj hold none.
+    const rep = JSON.parse(fs.readFileSync(json, 'utf8')) as PrecisionReport;
+    assert.equal(rep.dtypes.bf16!.deltaElements, 7 * H * H + D.intermediate * H);
+    assert.equal(rep.dtypes.bf16!.adaptedTensors, 5);
   });
 
   it("resolves every te2 module on SDXL's header-true text tower (32 resblocks, width 1280)", () => {

@@ -10,6 +10,7 @@ import { Dtype } from '../../../src/shared/safetensors/dtypes';
 import { buildHeader, SafetensorsWriter } from '../../../src/engine/safetensors/writer';
 import { TestTensor, tensorBytes, writeWeights } from './builders';
 import { concatF32 } from './tensors';
+import { diffusersToLdm } from '../../../src/engine/checkpoint/unetLayout';
 
 export interface UnetDims {
   /** block_out_channels (SD1.5: 320, 640, 1280, 1280). */
@@ -312,4 +313,16 @@ export function bflFromDiffusers(d: Map<string, TestTensor>, double: number, sin
   put('final_layer.adaLN_modulation.1', ['norm_out.linear'], true);
   put('final_layer.linear', ['proj_out']);
   return t;
+}
+
+/** UNet tensors renamed to the original single-file layout (`model.diffusion_model.input_blocks…`), values kept. */
+export function ldmNames(unet: TestTensor[]): TestTensor[] {
+  const names = new Set(unet.map((t) => t.name));
+  const has = (i: number): boolean => [...names].some((n) => n.startsWith(`up_blocks.${i}.attentions.`));
+  return unet.map((t) => {
+    const module = t.name.replace(/\.(weight|bias)$/, '');
+    const ldm = diffusersToLdm(module, has);
+    if (ldm === undefined) throw new Error(`no original name for ${t.name}`);
+    return { ...t, name: `model.diffusion_model.${ldm}${t.name.slice(module.length)}` };
+  });
 }
