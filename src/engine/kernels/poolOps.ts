@@ -7,7 +7,7 @@ import { elementBytes, FloatDtype } from '../../shared/safetensors/dtypes';
 import { decodeF16Array } from '../../shared/safetensors/half';
 import { allFinite, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
-import { decodeBf16, foldLoraRows, loraRows } from './wasm';
+import { decodeBf16, foldLoraRows, loraRows, wasmLora } from './wasm';
 import { factorSingularValues, linalgOn } from './wasmLinalg';
 import { factorModule, ModuleFactors, ModuleSpec } from '../linalg/moduleFactors';
 import { MergeRule } from '../../shared/jobs/choices';
@@ -26,7 +26,7 @@ export type PoolOp =
   | { op: 'precision'; w: Float32Array; d: Float32Array | null; dtype: HalfDtype; rule: MergeRule; i0: number; i1: number }
   | { op: 'subtract'; a: Float32Array; b: Float32Array; out: Float32Array; i0: number; i1: number }
   | { op: 'maxAbsInto'; acc: Float32Array; x: Float32Array; i0: number; i1: number }
-  | { op: 'maxAbsLora'; fs: LoraFactors[]; acc: Float32Array; i0: number; i1: number }
+  | { op: 'maxAbsLora'; fs: LoraFactors[]; acc: Float32Array; float32: boolean; i0: number; i1: number }
   | { op: 'decodeHalf'; dtype: 'F16' | 'BF16'; raw: Uint8Array; out: Float32Array; i0: number; i1: number }
   | { op: 'allFinite'; dtype: FloatDtype; raw: Uint8Array; i0: number; i1: number }
   | LinalgOp;
@@ -60,7 +60,7 @@ export function runOp(m: PoolOp): PoolResult | Promise<PoolResult> {
     case 'maxAbsInto':
       return maxAbsRange(m.acc, m.x, m.i0, m.i1);
     case 'maxAbsLora':
-      return foldLoraRows(m.fs, m.i0, m.i1, m.acc);
+      return foldLoraRows(m.fs, m.i0, m.i1, m.acc, wasmLora(), m.float32);
     case 'decodeHalf': {
       const h = new Uint16Array(m.raw.buffer, m.raw.byteOffset + m.i0 * 2, m.i1 - m.i0);
       (m.dtype === 'F16' ? decodeF16Array : decodeBf16)(h, m.out.subarray(m.i0, m.i1));
