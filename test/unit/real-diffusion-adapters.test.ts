@@ -203,7 +203,7 @@ describe('sd-lycoris-lokr-kohya-fp16 merged end to end (LORA_LENS_LARGE_TESTS=1:
     const file = path.join(REAL, 'sd-lycoris-lokr-kohya-fp16', 'smart_falcon_4_lokr.safetensors');
     const root = tmpDir();
     const whole = writeSparseSd15(path.join(root, 'sd15'));
-    const targets = censusJob(whole, { adapter: file }, ctx).tensors.filter((t) => t.loraTarget);
+    const targets = censusJob({ path: whole, adapter: file }, ctx).tensors.filter((t) => t.loraTarget);
     assert.equal(targets.length, 350);
     // A partial pipeline of exactly the targets (true names and shapes, zeros): the merge writes only them.
     const pipe = path.join(root, 'targets');
@@ -215,7 +215,7 @@ describe('sd-lycoris-lokr-kohya-fp16 merged end to end (LORA_LENS_LARGE_TESTS=1:
     }
     fs.rmSync(whole, { recursive: true, force: true });
     const merged = path.join(root, 'merged');
-    const rep = await mergeJob(pipe, file, merged, { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob({ base: pipe, adapter: file, out: merged, dtype: 'fp16', rule: 'peft' }, withKernels(ctx, kernels));
     assert.equal(rep.loraTensors, 350);
     const plan = planAdapter(pipe, file, ctx);
     const out = openCheckpoint(merged);
