@@ -760,6 +760,7 @@ uiTest('light theme: panels, viewer and tree take the theme\'s colours, and char
   await viewerTab.locator('.action-label.codicon-close').click();
   await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 1, `iframe.webview.ready[src*="extensionId=${EXT_ID}"]`, { timeout: 20000 });
   assert.equal(await frames.count(), 1);
+  await page.mouse.move(1000, 600); // off the tab, whose tooltip would cover the panel's title
   await wv.locator('#panel[data-kind="stats"][data-state="ready"]').waitFor({ timeout: 60000 });
   assert.match(await wv.locator('#panel-title').innerText(), /^Statistics: model\.layers\.0\.self_attn\.q_proj\.weight \(tiny-llama\/model\)$/);
   await panelShot('panel-stats-light');
