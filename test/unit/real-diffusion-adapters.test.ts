@@ -235,7 +235,8 @@ describe('sd-lycoris-lokr-kohya-fp16 merged end to end (LORA_LENS_LARGE_TESTS=1:
         const want = new Float32Array(o1 * o2 * cols);
         for (let r = 0; r < o1 * o2; r++) {
           const [a1, a2] = [Math.floor(r / o2) * i1, (r % o2) * i2];
-          for (let c = 0; c < cols; c++) want[r * cols + c] = Math.fround(Math.fround(w1[a1 + Math.floor(c / i2)] * w2[a2 + (c % i2)]) * s);
+          // W + ΔW with W = +0 (which makes a -0 delta +0).
+          for (let c = 0; c < cols; c++) want[r * cols + c] = 0 + Math.fround(Math.fround(w1[a1 + Math.floor(c / i2)] * w2[a2 + (c % i2)]) * s);
         }
         const t = out.byName.get(m.base!.name)!;
         const got = Buffer.from(out.handles.readBytesSync(t, new Uint8Array(t.byteLength)));
