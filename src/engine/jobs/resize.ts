@@ -36,6 +36,7 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
   rankOrEnergy('resize', opts.rank, opts.energy);
   const source = openFactorAdapter(opts.adapter);
   try {
+    if (source.source !== 'peft') throw new LensError(opts.adapter, `a ${source.source} file: resize writes PEFT-style adapter folders from PEFT-style folders for now (convert it first: lora-lens convert)`);
     assertPlainLowRank(source, 'resize');
     const { checkpoint, layout } = source;
     const modules = source.lowRank;

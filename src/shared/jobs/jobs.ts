@@ -136,7 +136,9 @@ export const JOBS = {
     options: { in: { kind: 'string', required: true }, out: { kind: 'string', required: true }, base: { kind: 'string' } },
   },
   spectrum: {
-    summary: "singular values of every module's delta s·B@A, exactly (from the r×r core), and the rank it uses",
+    summary:
+      "singular values of every module's delta, exactly and without expanding it (LoRA from the r×r core, LoHa as a Khatri–Rao product, LoKr from its factors), and the rank it uses; " +
+      'any adapter the engine reads: a PEFT or mlx-lm folder, or a kohya / LyCORIS / diffusers file',
     usage: 'spectrum --adapter DIR [--json F]',
     options: { adapter: { kind: 'string', required: true } },
   },
