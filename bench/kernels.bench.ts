@@ -1,6 +1,7 @@
 /**
  * The CPU kernels one thread at a time: the LoRA expansion (3584 x 3584, rank 32, float64-exact) in
- * WebAssembly SIMD against the JavaScript reference, expanded and folded into a max; the top-k selection.
+ * WebAssembly SIMD against the JavaScript reference, expanded and folded into a max (exactly, and the certified
+ * mask's float32 pass); the top-k selection.
  * GFLOP/s count 2r flops per output element. Each figure is the median of 5 runs after a warm-up, by the
  * wall clock and by this process's CPU time (on a machine shared with other work, CPU time is the fairer
  * measure of one thread's speed).
@@ -8,7 +9,8 @@
 import * as os from 'node:os';
 import { loraDeltaRows } from '../src/engine/kernels/cpuMath';
 import { LoraFactors } from '../src/engine/kernels/kernels';
-import { foldLoraRows, loraRows } from '../src/engine/kernels/wasm';
+import { foldLoraRows, loraRows, wasmLora } from '../src/engine/kernels/wasm';
+import { certifiedTopK, exactMaxAbsAt, float32Bound } from '../src/engine/unmerge/certified';
 import { radixTopK, topK } from '../src/engine/unmerge/topk';
 
 const N = 3584;
@@ -56,6 +58,11 @@ function main(): void {
   row(`loraDelta ${N}x${N} r=${R}, JavaScript reference, 1 thread`, time(() => loraDeltaRows(f, 0, N, out)));
   const acc = new Float32Array(N * N);
   row(`max |delta| fold ${N}x${N} r=${R}, WebAssembly SIMD, 1 thread`, time(() => foldLoraRows([f], 0, N, acc)));
+  const acc32 = new Float32Array(N * N);
+  row(`max |delta| fold ${N}x${N} r=${R}, float32 pass of the certified mask, WebAssembly SIMD, 1 thread`, time(() => foldLoraRows([f], 0, N, acc32, wasmLora(), true)));
+  const bound = float32Bound([f])!;
+  const cert = time(() => certifiedTopK(acc32, 892, bound, (idx) => exactMaxAbsAt([f], idx)));
+  console.log(`certified top-k of the float32 pass (bound, candidates, exact recheck) k=892 of ${N * N}: ${cert.wall.toFixed(1)} ms wall, ${cert.cpu.toFixed(1)} ms CPU; bound setup ${time(() => float32Bound([f])).cpu.toFixed(1)} ms CPU`);
   const k = 892;
   const v = acc.map(Math.abs);
   const sel = (label: string, g: () => void): void => {

@@ -89,7 +89,8 @@ async function main(): Promise<void> {
     adapters.forEach((a, i) => adapter(a, 1000 + i));
     console.log(`generated base (sparse) and ${ADAPTERS} adapters in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
-    const ctx = quietContext();
+    // The job's log lines (the backend, how many modules the certified float32 pass decided) are printed.
+    const ctx = { ...quietContext(), log: (m: string) => console.log(`  ${m}`) };
     const kernels = await selectKernels('auto', ctx);
     const t1 = performance.now();
     const c1 = process.cpuUsage();

@@ -26,11 +26,12 @@ function draw(content: PanelContent): void {
   try {
     charts = renderPanel(app, panelModel(content), {
       exportJson: () => vscode.postMessage({ type: 'exportJson' }),
-      exportPng: (name, chart) => vscode.postMessage({ type: 'exportPng', name, dataUrl: chart.toBase64Image('image/png') }),
+      exportPng: (name, canvas) => vscode.postMessage({ type: 'exportPng', name, dataUrl: canvas.toDataURL('image/png') }),
       exportCsv: (section) => vscode.postMessage({ type: 'exportCsv', section }),
       exportHtml: () => vscode.postMessage({ type: 'exportHtml', body: exportedBody(), theme: themeVariables() }),
       openTensor: (name) => vscode.postMessage({ type: 'openTensor', name }),
       openInCensus: () => vscode.postMessage({ type: 'openInCensus' }),
+      tensorStats: (name) => vscode.postMessage({ type: 'tensorStats', name }),
     });
   } catch (e) {
     renderError(app, `This report cannot be drawn: ${e instanceof Error ? e.message : String(e)}`);
@@ -53,7 +54,7 @@ function exportedBody(): string {
     img.className = 'chart-image';
     c.replaceWith(img);
   });
-  copy.querySelectorAll('vscode-button, .section-tools, .header-tools, .filter-bar, #status').forEach((e) => e.remove());
+  copy.querySelectorAll('vscode-button, .section-tools, .header-tools, .filter-bar, #status, .row-action, .heatmap-tools select, .heatmap-tools label, .heatmap-hover').forEach((e) => e.remove());
   copy.querySelectorAll('tr[hidden]').forEach((r) => r.removeAttribute('hidden'));
   copy.querySelectorAll('details').forEach((d) => d.setAttribute('open', ''));
   copy.querySelectorAll('a').forEach((a) => a.replaceWith(...Array.from(a.childNodes)));

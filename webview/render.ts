@@ -7,14 +7,17 @@ import { formatCell } from '../src/shared/charts/format';
 import { PanelModel, Section, SummaryItem, TableSpec, valueCount } from '../src/shared/charts/model';
 import { sortedRowOrder } from '../src/shared/charts/sort';
 import { drawChart } from './charts';
+import { heatmapFigure } from './heatmap';
 
 export interface Actions {
   exportJson(): void;
-  exportPng(sectionId: string, chart: Chart): void;
+  /** Saves a drawn canvas (a chart, a heat map) as PNG. */
+  exportPng(sectionId: string, canvas: HTMLCanvasElement): void;
   exportCsv(sectionId: string): void;
   exportHtml(): void;
   openTensor(name: string): void;
   openInCensus(): void;
+  tensorStats(name: string): void;
 }
 
 function el<K extends keyof HTMLElementTagNameMap>(
@@ -95,7 +98,9 @@ function sortableHead(spec: TableSpec, body: HTMLElement, rows: HTMLElement[]): 
     });
     return th;
   });
-  return el('tr', {}, ...ths);
+  const tr = el('tr', {}, ...ths);
+  if (spec.tensorAction) tr.append(el('th', {}, el('span', { className: 'visually-hidden', text: 'Actions' })));
+  return tr;
 }
 
 function table(sectionId: string, caption: string, spec: TableSpec, actions: Actions): HTMLElement {
@@ -133,6 +138,14 @@ function table(sectionId: string, caption: string, spec: TableSpec, actions: Act
       if (column) td.dataset.key = column.key;
       tr.append(td);
     });
+    const tensor = spec.tensorColumn !== undefined ? row[spec.tensorColumn] : undefined;
+    if (spec.tensorAction && typeof tensor === 'string') {
+      const b = el('button', { className: 'row-action', text: spec.tensorAction.label });
+      b.type = 'button';
+      b.title = spec.tensorAction.title;
+      b.addEventListener('click', () => actions.tensorStats(tensor));
+      tr.append(el('td', {}, b));
+    }
     rows.push(tr);
   });
   body.append(...rows);
@@ -171,7 +184,7 @@ function filterBar(sectionId: string, spec: TableSpec, rows: HTMLElement[], f: {
  */
 function rovingFocus(t: HTMLTableElement): void {
   // Rows a filter hides are skipped.
-  const items = (): HTMLElement[] => Array.from(t.querySelectorAll<HTMLElement>('button.sort, tr:not([hidden]) > .tensor a'));
+  const items = (): HTMLElement[] => Array.from(t.querySelectorAll<HTMLElement>('button.sort, tr:not([hidden]) > .tensor a, tr:not([hidden]) > td > button.row-action'));
   const all = items();
   all.forEach((e, i) => (e.tabIndex = i === 0 ? 0 : -1));
   t.addEventListener('keydown', (e) => {
@@ -200,7 +213,7 @@ function section(s: Section, actions: Actions, charts: Chart[]): { root: HTMLEle
   const body = details;
   if (s.note) body.append(el('p', { className: 'note', text: s.note }));
   if (s.summary?.length) body.append(...summaryLists(s.summary));
-  const figure = el('div', { className: s.chart ? 'figure' : 'figure table-only' });
+  const figure = el('div', { className: s.chart || s.heatmap ? 'figure' : 'figure table-only' });
   let draw = (): void => undefined;
   let chart: Chart | undefined;
   if (s.chart) {
@@ -215,12 +228,19 @@ function section(s: Section, actions: Actions, charts: Chart[]): { root: HTMLEle
       charts.push(chart);
     };
   }
+  let heatmap: HTMLCanvasElement | undefined;
+  if (s.heatmap) {
+    const f = heatmapFigure(s.id, s.title, s.heatmap);
+    heatmap = f.canvas;
+    figure.append(f.root);
+  }
   const tools: HTMLElement[] = [];
-  if (s.chart) tools.push(button(`export-png-${s.id}`, 'Export PNG', `Save "${s.title}" as a PNG image`, () => chart && actions.exportPng(s.id, chart), true));
-  if (s.table) tools.push(button(`export-csv-${s.id}`, 'Export CSV', `Save the table of "${s.title}" as CSV`, () => actions.exportCsv(s.id), true));
+  const png = (): HTMLCanvasElement | undefined => chart?.canvas ?? heatmap;
+  if (s.chart || s.heatmap) tools.push(button(`export-png-${s.id}`, 'Export PNG', `Save "${s.title}" as a PNG image`, () => { const c = png(); if (c) actions.exportPng(s.id, c); }, true));
+  if (s.table || s.heatmap) tools.push(button(`export-csv-${s.id}`, 'Export CSV', `Save the table of "${s.title}" as CSV`, () => actions.exportCsv(s.id), true));
   if (tools.length) body.append(el('div', { className: 'section-tools' }, ...tools));
   if (s.table) figure.append(table(s.id, `${s.title} (data)`, s.table, actions));
-  if (s.chart || s.table) body.append(figure);
+  if (s.chart || s.table || s.heatmap) body.append(figure);
   return { root, draw };
 }
 

@@ -9,7 +9,8 @@ import { CliDtype } from '../shared/safetensors/dtypes';
 import { CensusReport } from '../shared/jobs/reports/census';
 import { JobResult } from './engine/engineProcess';
 import { JobRunner } from './engine/jobRunner';
-import { Pickers } from './pickers';
+import { Choice, Pickers } from './pickers';
+import { JobRequest } from '../shared/jobs/jobs';
 import { ReportKind, showReportPanel } from './panels';
 import { WARN_DELTA_LOST as LOSSY_FRACTION } from '../shared/charts/validate';
 import { formatBytes, formatInt } from '../shared/format';
@@ -87,6 +88,9 @@ export const CENSUS_STATE = 'loraLens.census';
 
 const cfg = (): vscode.WorkspaceConfiguration => vscode.workspace.getConfiguration('loraLens');
 const name = (p: string): string => path.basename(p).replace(/\.(safetensors|bin|pt|pth)$/, '');
+
+/** A tensor name short enough for a title: its last three parts. */
+const shortTensor = (t: string): string => t.split('.').slice(-3).join('.');
 
 /** The command ids with their handlers, registered by extension.ts (titles live in package.json). */
 export function commandHandlers(d: CommandDeps): Record<string, Handler> {
@@ -419,6 +423,41 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
 
     'loraLens.copyTensorName': async (arg) => {
       if (arg && !(arg instanceof vscode.Uri) && arg.tensor) await vscode.env.clipboard.writeText(arg.tensor);
+    },
+
+    /**
+     * A tensor's statistics, histogram and heat map: its values, or a ΔW — the adapter the census marks
+     * on this model, the module of an adapter's factor (on a base), or this model minus a base.
+     */
+    'loraLens.tensorStats': async (arg) => {
+      if (!arg || arg instanceof vscode.Uri || arg.tensor === undefined) return;
+      const { checkpoint, tensor } = arg;
+      const opened = census.reportOf(checkpoint);
+      const adapter = census.adapterOf(checkpoint);
+      const entry = opened === undefined ? undefined : censusTensors(opened).find((t) => t.name === tensor);
+      const isFactor = opened?.kind === 'adapter' || entry?.loraFactor === true;
+      const sources: Array<Choice & { value: 'values' | 'adapter' | 'module' | 'difference' }> = [
+        { value: 'values', label: 'Its values', detail: `${tensor} as stored in ${name(checkpoint)}` },
+        ...(adapter !== undefined && entry?.loraTarget ? [{ value: 'adapter' as const, label: `ΔW of ${name(adapter)}`, detail: 'the delta the adapter adds to this weight' }] : []),
+        ...(isFactor
+          ? [{ value: 'module' as const, label: 'ΔW of its module…', detail: "the delta this adapter adds to its base's weight (pick the base)" }]
+          : [{ value: 'difference' as const, label: 'Minus a base model…', detail: 'this model minus a base: what fine-tuning changed (pick the base)' }]),
+      ];
+      pickers.steps(2);
+      const source = await pickers.choice('statsSource', `Statistics of ${shortTensor(tensor)}`, sources, 'values');
+      if (!source) return;
+      let request: JobRequest<'stats'>;
+      if (source === 'values') request = { job: 'stats', model: checkpoint, tensor };
+      else if (source === 'adapter') request = { job: 'stats', adapter: adapter!, base: checkpoint, tensor };
+      else {
+        const base = source === 'module' ? await baseFor(checkpoint) : await pickers.path('base', 'Base model folder', ['model']);
+        if (!base) return;
+        request = source === 'module' ? { job: 'stats', adapter: checkpoint, base, tensor } : { job: 'stats', model: checkpoint, base, tensor };
+      }
+      const r = await runner.run({ title: `Statistics of ${shortTensor(tensor)}`, request });
+      if (!r) return;
+      const what = source === 'values' ? name(checkpoint) : source === 'difference' ? `${name(checkpoint)} − base` : `ΔW of ${name(request.adapter!)}`;
+      report('stats', r, `Statistics: ${r.report.tensor} (${what})`);
     },
 
     'loraLens.showCensusPanel': async (arg) => {

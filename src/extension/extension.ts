@@ -43,9 +43,11 @@ export function activate(context: vscode.ExtensionContext): void {
   for (const [id, handler] of Object.entries(handlers)) {
     context.subscriptions.push(
       vscode.commands.registerCommand(id, (arg?: unknown, selection?: unknown) =>
-        handler(
-          arg instanceof vscode.Uri || isTreeNode(arg) ? arg : undefined,
-          Array.isArray(selection) && selection.every((u) => u instanceof vscode.Uri) ? selection : undefined,
+        pickers.run(() =>
+          handler(
+            arg instanceof vscode.Uri || isTreeNode(arg) ? arg : undefined,
+            Array.isArray(selection) && selection.every((u) => u instanceof vscode.Uri) ? selection : undefined,
+          ),
         ).catch((e: unknown) => {
           output.error(`${id}: ${(e as Error).stack ?? e}`);
           void vscode.window.showErrorMessage(`LoRA Lens: ${(e as Error).message}`);
@@ -53,12 +55,20 @@ export function activate(context: vscode.ExtensionContext): void {
       ),
     );
   }
+  /** A tensor of a file in the census tree, the file opened there first if needed. */
+  const tensorNode = async (file: string, name: string): Promise<TreeNode | undefined> => {
+    if (census.reportOf(file) === undefined) await vscode.commands.executeCommand('loraLens.openInCensus', vscode.Uri.file(file));
+    return census.findTensor(name, file);
+  };
   const viewerLinks = {
     openInCensus: async (file: string) => void (await vscode.commands.executeCommand('loraLens.openInCensus', vscode.Uri.file(file))),
     revealTensor: async (file: string, name: string) => {
-      if (census.reportOf(file) === undefined) await vscode.commands.executeCommand('loraLens.openInCensus', vscode.Uri.file(file));
-      const node = census.findTensor(name, file);
+      const node = await tensorNode(file, name);
       if (node) await censusTree.reveal(node, { select: true, focus: true, expand: true });
+    },
+    tensorStats: async (file: string, name: string) => {
+      const node = await tensorNode(file, name);
+      if (node) await vscode.commands.executeCommand('loraLens.tensorStats', node);
     },
   };
   context.subscriptions.push(

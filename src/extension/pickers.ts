@@ -19,25 +19,83 @@ export interface Choice {
   description?: string;
 }
 
+/** The user pressed a question's Back button: `Pickers.run` asks the command's previous question again. */
+export class BackRequested extends Error {
+  constructor() {
+    super('back');
+  }
+}
+
 /**
  * The questions the commands ask: recognised adapter and model folders of the workspace first, the
  * last choice of each question on top (workspaceState), "Browse…" for anything else. Lists of folders
  * wait for the first workspace scan (busy, "Looking for checkpoints…") instead of showing a partial list.
  * A command announces how many questions it asks (`steps`), and each shows "k/n".
+ *
+ * Back: every question after the first has VS Code's Back button. A command is plain sequential code, so
+ * going back runs it again (`run`) with the answers before the previous question replayed silently; the
+ * previous question is asked anew, its last answer on top. Only a command's opening questions can be
+ * replayed: once `steps` starts a new series after answers (a follow-up after a job ran), Back is not offered.
  */
 export class Pickers {
   private step = 0;
   private totalSteps: number | undefined;
+  /** Answers given (or replayed) in this run of the command, and those still to replay. */
+  private answers: unknown[] = [];
+  private replay: unknown[] = [];
+  private replayable = true;
 
   constructor(
     private readonly state: vscode.Memento,
     private readonly scanner: WorkspaceScanner,
   ) {}
 
+  /**
+   * Runs a command's questions and work; Back in a question reruns it, replaying the answers before the
+   * previous question.
+   */
+  async run(command: () => Promise<void>): Promise<void> {
+    this.answers = [];
+    this.replay = [];
+    for (;;) {
+      this.step = 0;
+      this.totalSteps = undefined;
+      this.replayable = true;
+      try {
+        return await command();
+      } catch (e) {
+        if (!(e instanceof BackRequested)) throw e;
+        this.replay = this.answers.slice(0, -1);
+        this.answers = [];
+      }
+    }
+  }
+
   /** The next questions are `total` steps of one command (shown as "1/4", "2/4"…). */
   steps(total: number): void {
     this.step = 0;
     this.totalSteps = total;
+    if (this.answers.length > 0) this.replayable = false;
+  }
+
+  /** An answer: replayed after a Back, else asked (and kept for a later Back). */
+  private async answer<T>(ask: () => Promise<T | undefined>): Promise<T | undefined> {
+    if (this.replay.length > 0) {
+      this.nextStep();
+      const v = this.replay.shift() as T;
+      this.answers.push(v);
+      return v;
+    }
+    const v = await ask();
+    if (v !== undefined) this.answers.push(v);
+    return v;
+  }
+
+  /** Offers Back on `input` when there is a question to go back to; pressing it rejects with BackRequested. */
+  private backButton(input: vscode.QuickPick<vscode.QuickPickItem> | vscode.InputBox, back: () => void): void {
+    if (!this.replayable || this.answers.length === 0) return;
+    input.buttons = [vscode.QuickInputButtons.Back];
+    input.onDidTriggerButton((b) => b === vscode.QuickInputButtons.Back && back());
   }
 
   /** A question the command skips (the Explorer gave its answer): the next one still shows its own number. */
@@ -96,8 +154,13 @@ export class Pickers {
       });
     }
     fill();
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       let done = false;
+      this.backButton(qp, () => {
+        done = true;
+        reject(new BackRequested());
+        qp.hide();
+      });
       qp.onDidAccept(() => {
         const picked = qp.canSelectMany ? qp.selectedItems : qp.activeItems.slice(0, 1);
         if (picked.length === 0 || qp.busy) return;
@@ -117,7 +180,11 @@ export class Pickers {
    * One path: `key` names the question (remembered per question), `kinds` the folders offered,
    * `files` adds a "Browse for a .safetensors file…" entry (a task vector, a single-file checkpoint).
    */
-  async path(key: string, title: string, kinds: FolderKind[], opts: { files?: boolean; preferred?: string } = {}): Promise<string | undefined> {
+  path(key: string, title: string, kinds: FolderKind[], opts: { files?: boolean; preferred?: string } = {}): Promise<string | undefined> {
+    return this.answer(() => this.askPath(key, title, kinds, opts));
+  }
+
+  private async askPath(key: string, title: string, kinds: FolderKind[], opts: { files?: boolean; preferred?: string }): Promise<string | undefined> {
     const last = this.last(key);
     const items = (): PathItem[] => {
       const list: PathItem[] = this.candidates(kinds).map((c) => ({
@@ -181,7 +248,11 @@ export class Pickers {
     return base ? { base, finetuned } : undefined;
   }
 
-  async adapters(key: string, title: string): Promise<string[] | undefined> {
+  adapters(key: string, title: string): Promise<string[] | undefined> {
+    return this.answer(() => this.askAdapters(key, title));
+  }
+
+  private async askAdapters(key: string, title: string): Promise<string[] | undefined> {
     await this.scanner.ready;
     const lastSet = new Set((this.last(key) ?? '').split('\n').filter((s) => s !== ''));
     const items = (): PathItem[] =>
@@ -205,7 +276,11 @@ export class Pickers {
   }
 
   /** One of fixed choices, the setting's default (or the last choice) first. */
-  async choice<T extends string>(key: string, title: string, choices: Array<Choice & { value: T }>, fallback: T): Promise<T | undefined> {
+  choice<T extends string>(key: string, title: string, choices: Array<Choice & { value: T }>, fallback: T): Promise<T | undefined> {
+    return this.answer(() => this.askChoice(key, title, choices, fallback));
+  }
+
+  private async askChoice<T extends string>(key: string, title: string, choices: Array<Choice & { value: T }>, fallback: T): Promise<T | undefined> {
     const last = this.last(key);
     const first = last ?? fallback;
     const items = choices.map((c) => ({
@@ -221,7 +296,11 @@ export class Pickers {
   }
 
   /** Several of fixed choices (`picked` preselected), the last selection preselected instead when there is one. */
-  async many(key: string, title: string, choices: Array<Choice & { picked?: boolean }>): Promise<string[] | undefined> {
+  many(key: string, title: string, choices: Array<Choice & { picked?: boolean }>): Promise<string[] | undefined> {
+    return this.answer(() => this.askMany(key, title, choices));
+  }
+
+  private async askMany(key: string, title: string, choices: Array<Choice & { picked?: boolean }>): Promise<string[] | undefined> {
     const last = this.last(key)?.split(',');
     const lastSet = last ? new Set(last) : undefined;
     const useLast = lastSet !== undefined && choices.some((c) => lastSet.has(c.value));
@@ -260,8 +339,13 @@ export class Pickers {
       if (opts.describe && box.validationMessage === undefined) box.prompt = opts.describe(box.value);
     };
     check();
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       let done = false;
+      this.backButton(box, () => {
+        done = true;
+        reject(new BackRequested());
+        box.hide();
+      });
       box.onDidChangeValue(check);
       box.onDidAccept(() => {
         if (opts.validate?.(box.value)) return;
@@ -277,7 +361,18 @@ export class Pickers {
     });
   }
 
-  async number(key: string, title: string, fallback: number, min = 1, max = Infinity, describe?: (n: number) => string): Promise<number | undefined> {
+  number(key: string, title: string, fallback: number, min = 1, max = Infinity, describe?: (n: number) => string): Promise<number | undefined> {
+    return this.answer(() => this.askNumber(key, title, fallback, min, max, describe));
+  }
+
+  private async askNumber(
+    key: string,
+    title: string,
+    fallback: number,
+    min: number,
+    max: number,
+    describe?: (n: number) => string,
+  ): Promise<number | undefined> {
     const v = await this.input({
       title,
       describe: describe && ((s) => describe(Number(s))),
@@ -290,7 +385,17 @@ export class Pickers {
   }
 
   /** Free text checked by `validate` (an error message, or undefined when the text will do). */
-  async text(key: string, title: string, fallback: string, validate: (s: string) => string | undefined, prompt?: string): Promise<string | undefined> {
+  text(key: string, title: string, fallback: string, validate: (s: string) => string | undefined, prompt?: string): Promise<string | undefined> {
+    return this.answer(() => this.askText(key, title, fallback, validate, prompt));
+  }
+
+  private async askText(
+    key: string,
+    title: string,
+    fallback: string,
+    validate: (s: string) => string | undefined,
+    prompt?: string,
+  ): Promise<string | undefined> {
     const last = this.last(key);
     const v = await this.input({ title, prompt, value: last !== undefined && validate(last) === undefined ? last : fallback, validate });
     if (v !== undefined) this.remember(key, v);
@@ -301,7 +406,11 @@ export class Pickers {
    * The output path from the loraLens.outputFolderPattern setting, shown for confirmation. Variables:
    * ${workspaceFolder}, ${name} (the main input's folder name), ${job} (merged-bf16, compare…).
    */
-  async output(title: string, name: string, job: string, near: string, ext = ''): Promise<string | undefined> {
+  output(title: string, name: string, job: string, near: string, ext = ''): Promise<string | undefined> {
+    return this.answer(() => this.askOutput(title, name, job, near, ext));
+  }
+
+  private async askOutput(title: string, name: string, job: string, near: string, ext: string): Promise<string | undefined> {
     const pattern = vscode.workspace.getConfiguration('loraLens').get<string>('outputFolderPattern', '${workspaceFolder}/lora-lens-out/${name}-${job}');
     const ws =
       vscode.workspace.getWorkspaceFolder(vscode.Uri.file(near))?.uri.fsPath ?? vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? path.dirname(near);

@@ -8,7 +8,7 @@ import { JobName } from './jobs/jobs';
 import { parseWeightsView, WeightsView } from './weights/view';
 
 /** The jobs whose reports have a panel. */
-export const REPORT_KINDS = ['compare', 'validate', 'precision', 'mask', 'decompose', 'census', 'spectrum', 'resize', 'extract-lora', 'combine'] as const satisfies readonly JobName[];
+export const REPORT_KINDS = ['compare', 'validate', 'precision', 'mask', 'decompose', 'census', 'spectrum', 'resize', 'extract-lora', 'combine', 'stats'] as const satisfies readonly JobName[];
 export type ReportKind = (typeof REPORT_KINDS)[number];
 
 export function isReportKind(x: unknown): x is ReportKind {
@@ -52,6 +52,8 @@ export type WebviewMessage =
   | { type: 'exportPng'; name: string; dataUrl: string }
   /** The user picked a tensor in a table: reveal it in the census tree. */
   | { type: 'openTensor'; name: string }
+  /** The viewer's per-tensor "Statistics": the tensor's statistics, histogram and heat map. */
+  | { type: 'tensorStats'; name: string }
   /** The viewer's "Open in Census": open its file in the census tree. */
   | { type: 'openInCensus' }
   /** Save one section's table as CSV (built by the host from the content it holds). */
@@ -88,10 +90,11 @@ export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
       if (typeof dataUrl !== 'string' || dataUrl.length > MAX_PNG_DATA_URL || !PNG_DATA_URL.test(dataUrl)) return null;
       return { type: 'exportPng', name, dataUrl };
     }
-    case 'openTensor': {
+    case 'openTensor':
+    case 'tensorStats': {
       const { name } = m;
       if (typeof name !== 'string' || name.length === 0 || name.length > MAX_TENSOR_NAME) return null;
-      return { type: 'openTensor', name };
+      return { type: m.type, name };
     }
     case 'exportCsv': {
       const { section } = m;

@@ -412,7 +412,7 @@ uiTest('Compare from the palette: numbers in the panel, then cosine and norms in
   assert.match(await row.getAttribute('aria-label'), /model\.layers\.0\.self_attn\.v_proj\.weight/);
 });
 
-uiTest('a tensor\'s context menu: copy its name, charts, LoRA targets, reveal', async () => {
+uiTest('a tensor\'s context menu: copy its name, statistics, charts, LoRA targets, reveal', async () => {
   await palette('View: Close All Editors');
   await showContainer('LoRA Lens');
   const row = censusRows().filter({ has: page.locator('.label-name', { hasText: /^self_attn\.q_proj\.weight$/ }) }).first();
@@ -420,13 +420,64 @@ uiTest('a tensor\'s context menu: copy its name, charts, LoRA targets, reveal', 
   await row.click({ button: 'right' });
   const menu = page.locator('.context-view .monaco-menu');
   await menu.waitFor({ timeout: 10000 });
-  for (const entry of ['Copy Tensor Name', 'Show Census Charts', 'Show LoRA Targets of an Adapter…', 'Reveal in Explorer']) {
+  for (const entry of ['Copy Tensor Name', 'Show Tensor Statistics…', 'Show Census Charts', 'Show LoRA Targets of an Adapter…', 'Reveal in Explorer']) {
     assert.equal(await menu.locator('.action-label', { hasText: entry }).count(), 1, entry);
   }
   await shot('tensor-context-menu');
   await clickMenuItem(menu.locator('.action-label', { hasText: 'Show Census Charts' }));
   await webview().locator('#panel[data-kind="census"][data-state="ready"]').waitFor({ timeout: 30000 });
   assert.match(await webview().locator('#panel-title').innerText(), /^Census: tiny-llama$/);
+  await palette('View: Close All Editors');
+});
+
+/** Opens a q_proj tensor's statistics from its inline action in the census tree; resolves at the first question. */
+async function tensorStatsFromTree() {
+  await showContainer('LoRA Lens');
+  const row = censusRows().filter({ has: page.locator('.label-name', { hasText: /^self_attn\.q_proj\.weight$/ }) }).first();
+  await row.waitFor({ timeout: 20000 });
+  await row.hover();
+  await row.locator('.action-label[aria-label="Show Tensor Statistics…"]').click();
+  await asked('Statistics of self_attn.q_proj.weight');
+}
+
+uiTest('tensor statistics from the tree: Back returns to the first question; histogram and heat map of the adapter\'s ΔW', async () => {
+  await palette('View: Close All Editors');
+  await tensorStatsFromTree();
+  await asked('(1/2)');
+  // The base was opened with the adapter (by Compare): its ΔW on this weight is offered.
+  for (const label of ['Its values', 'ΔW of tiny-llama-qv', 'Minus a base model…']) {
+    await quickInput().locator('.monaco-list-row .label-name', { hasText: label }).first().waitFor({ timeout: 10000 });
+  }
+  assert.equal(await quickInput().locator('.action-label.codicon-quick-input-back:visible').count(), 0, 'no Back on the first question');
+  await pick('Statistics of self_attn.q_proj.weight', 'Minus a base model…');
+  await asked('Base model folder (2/2)');
+  await shot('picker-back');
+  await quickInput().locator('.action-label.codicon-quick-input-back').first().click();
+  await asked('Statistics of self_attn.q_proj.weight (1/2)');
+  await pick('Statistics of self_attn.q_proj.weight', 'ΔW of tiny-llama-qv');
+  const wv = webview();
+  await wv.locator('#panel[data-kind="stats"][data-state="ready"]').waitFor({ timeout: 60000 });
+  assert.match(await wv.locator('#panel-title').innerText(), /^Statistics: model\.layers\.\d\.self_attn\.q_proj\.weight \(ΔW of tiny-llama-qv\)$/);
+  assert.equal(Number(await wv.locator('#summary-elements').getAttribute('data-value')), 4096);
+  assert.equal(Number(await wv.locator('#summary-non-finite').getAttribute('data-value')), 0);
+  assert.ok(Number(await wv.locator('canvas#chart-histogram').getAttribute('data-points')) > 10);
+  const heat = wv.locator('canvas#heatmap-heatmap');
+  assert.deepEqual([await heat.getAttribute('data-rows'), await heat.getAttribute('data-cols')], ['64', '64']);
+  const maxOfMax = Number(await heat.getAttribute('data-max'));
+  assert.ok(maxOfMax > 0);
+  // Each cell is one element here: the mean |x| layer has the same largest value; the pixels are drawn.
+  await wv.locator('#heatmap-layer-heatmap').selectOption({ label: 'mean |x|' });
+  assert.equal(Number(await heat.getAttribute('data-max')), maxOfMax);
+  const distinct = await heat.evaluate((c) => new Set(Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 4 === 0))).size);
+  assert.ok(distinct > 20, `a ramp of colours, not a flat canvas: ${distinct}`);
+  await wv.locator('#heatmap-layer-heatmap').selectOption({ label: 'max |x|' });
+  await panelShot('panel-stats');
+  await wv.locator('#export-csv-heatmap').click();
+  const csv = await answerSaveDialog('stats-heatmap.csv');
+  await wv.locator('#status', { hasText: `Saved ${csv}` }).waitFor({ timeout: 20000 });
+  const lines = fs.readFileSync(csv, 'utf8').trim().split('\r\n');
+  assert.equal(lines[0], 'first row,last row,first column,last column,max |x|,mean |x|');
+  assert.equal(lines.length, 1 + 64 * 64);
   await palette('View: Close All Editors');
 });
 
@@ -698,6 +749,12 @@ uiTest('light theme: panels, viewer and tree take the theme\'s colours, and char
   const verdict = await wv.locator('#verdict').evaluate((v) => getComputedStyle(v).color);
   assert.ok(luminance(rgb(verdict)) < 0.4, `the verdict reads on a light page: ${verdict}`);
   await panelShot('safetensors-viewer-light');
+  // The viewer's per-tensor Statistics: the tensor's values, drawn in the light theme.
+  await wv.locator('#table-tensors tr', { hasText: 'model.layers.0.self_attn.q_proj.weight' }).locator('button.row-action').click();
+  await pick('Statistics of self_attn.q_proj.weight', 'Its values');
+  await wv.locator('#panel[data-kind="stats"][data-state="ready"]').waitFor({ timeout: 60000 });
+  assert.match(await wv.locator('#panel-title').innerText(), /^Statistics: model\.layers\.0\.self_attn\.q_proj\.weight \(tiny-llama\)$/);
+  await panelShot('panel-stats-light');
   await showContainer('LoRA Lens');
   await shot('census-tree-light');
 });
@@ -715,6 +772,11 @@ uiTest('high contrast: panels, tree and viewer read in the high-contrast themes'
     await webview().locator('#panel[data-kind="census"][data-state="ready"]').waitFor({ timeout: 30000 });
     await webview().locator('body.vscode-high-contrast, body.vscode-high-contrast-light').waitFor({ timeout: 20000 });
     await panelShot(`panel-census-${suffix}`);
+    await palette('View: Close All Editors');
+    await tensorStatsFromTree();
+    await pick('Statistics of self_attn.q_proj.weight', 'ΔW of tiny-llama-qv');
+    await webview().locator('#panel[data-kind="stats"][data-state="ready"]').waitFor({ timeout: 60000 });
+    await panelShot(`panel-stats-${suffix}`);
   }
 });
 

@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as path from 'node:path';
-import { formatBytes, formatInt } from '../../src/shared/format';
-import { CheckpointEntry, checkpointNode, comparisonByName, formatCount, formatMetric, TreeNode } from '../../src/extension/census/treeModel';
+import { formatBytes, formatCount, formatInt } from '../../src/shared/format';
+import { CheckpointEntry, checkpointNode, comparisonByName, formatMetric, TreeNode } from '../../src/extension/census/treeModel';
 import { censusJob } from '../../src/engine/jobs/census';
 import { quietContext } from '../../src/engine/util/job';
 import { tmpDir } from './helpers/builders';
@@ -151,8 +151,12 @@ test('an image model: components, then UNet blocks in model order, then attentio
 
 test('number formats', () => {
   assert.equal(formatCount(3_030_000_000), '3.03 B');
-  assert.equal(formatCount(999_999), '999,999');
-  assert.equal(formatCount(12_345_678), '12.3 M');
+  assert.equal(formatCount(999_999), '1.00 M');
+  assert.equal(formatCount(4096), '4.1 K');
+  assert.equal(formatCount(512), '512');
+  assert.equal(formatCount(12_345_678), '12.35 M');
+  assert.equal(formatCount(999_960), '1.00 M', 'the unit is chosen after rounding');
+  assert.equal(formatCount(2.5e12), '2.50 T');
   assert.equal(formatMetric(null), 'n/a');
   assert.equal(formatMetric(1.5e-7), '1.500e-7');
   assert.equal(formatMetric(0.123456), '0.1235');

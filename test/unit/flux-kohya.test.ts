@@ -13,45 +13,11 @@ import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { randomF32, TestTensor, tmpDir, writeWeights } from './helpers/builders';
 import { assertOneLineError, runCli } from './helpers/cli';
-import { writeSafetensorsFile, writeSparse } from './helpers/diffusion';
+import { fluxTensors, writeSafetensorsFile, writeSparse } from './helpers/diffusion';
 import { matmul, readAll } from './helpers/tensors';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
-
-/** FluxTransformer2DModel's tensors (diffusers names): hidden H, `double` and `single` blocks, latent channels C. */
-function fluxTensors(H: number, double: number, single: number, C: number, dtype: 'F32' | 'BF16' = 'F32'): TestTensor[] {
-  const t: TestTensor[] = [];
-  const lin = (m: string, o: number, i: number): void => void t.push({ name: `${m}.weight`, shape: [o, i], dtype }, { name: `${m}.bias`, shape: [o], dtype });
-  lin('x_embedder', H, C);
-  lin('context_embedder', H, 2 * H);
-  for (const e of ['timestep_embedder', 'guidance_embedder']) {
-    lin(`time_text_embed.${e}.linear_1`, H, 256);
-    lin(`time_text_embed.${e}.linear_2`, H, H);
-  }
-  lin('time_text_embed.text_embedder.linear_1', H, 3 * H);
-  lin('time_text_embed.text_embedder.linear_2', H, H);
-  for (let n = 0; n < double; n++) {
-    const b = `transformer_blocks.${n}`;
-    for (const p of ['to_q', 'to_k', 'to_v', 'add_q_proj', 'add_k_proj', 'add_v_proj', 'to_out.0', 'to_add_out']) lin(`${b}.attn.${p}`, H, H);
-    lin(`${b}.norm1.linear`, 6 * H, H);
-    lin(`${b}.norm1_context.linear`, 6 * H, H);
-    lin(`${b}.ff.net.0.proj`, 4 * H, H);
-    lin(`${b}.ff.net.2`, H, 4 * H);
-    lin(`${b}.ff_context.net.0.proj`, 4 * H, H);
-    lin(`${b}.ff_context.net.2`, H, 4 * H);
-  }
-  for (let n = 0; n < single; n++) {
-    const b = `single_transformer_blocks.${n}`;
-    for (const p of ['to_q', 'to_k', 'to_v']) lin(`${b}.attn.${p}`, H, H);
-    lin(`${b}.proj_mlp`, 4 * H, H);
-    lin(`${b}.proj_out`, H, 5 * H);
-    lin(`${b}.norm.linear`, 3 * H, H);
-  }
-  lin('norm_out.linear', 2 * H, H);
-  lin('proj_out', C, H);
-  return t;
-}
 
 describe('kohya FLUX LoRAs on a diffusers FLUX transformer', () => {
   const root = tmpDir();

@@ -30,6 +30,7 @@ const FLAGS: Record<string, string[]> = {
   resize: ['adapter:string', 'out:string', 'rank:number', 'energy:number'],
   'extract-lora': ['base:string', 'finetuned:string', 'out:string', 'rank:number', 'energy:number', 'oversample:number', 'power-iterations:number'],
   combine: ['adapters:list', 'weights:string', 'out:string', 'rank:number'],
+  stats: ['model:string', 'base:string', 'adapter:string', 'tensor:string', 'bins:number', 'grid:number'],
 };
 
 /** `name:kind[:choice|choice][=default]` as a flag spec. */
@@ -43,7 +44,7 @@ function spec(w: string): [string, FlagSpec] {
 }
 
 test('the flags derived from the declarations are the CLI flags, in order', () => {
-  assert.deepEqual(JOB_NAMES, ['census', 'estimate', 'merge', 'extract', 'compare', 'precision', 'validate', 'mask', 'compress', 'decompose', 'convert', 'spectrum', 'resize', 'extract-lora', 'combine']);
+  assert.deepEqual(JOB_NAMES, ['census', 'estimate', 'merge', 'extract', 'compare', 'precision', 'validate', 'mask', 'compress', 'decompose', 'convert', 'spectrum', 'resize', 'extract-lora', 'combine', 'stats']);
   for (const name of JOB_NAMES) {
     const got = Object.entries(flagSpecs(JOBS[name])).map(([f, s]) => [f, { ...s, ...(s.choices ? { choices: [...s.choices] } : {}) }]);
     assert.deepEqual(got, [...FLAGS[name], ...COMMON].map(spec), name);
@@ -64,6 +65,7 @@ const requests: JobRequest[] = [
   { job: 'resize', adapter: '/a', out: '/o', energy: 0.9 },
   { job: 'extract-lora', base: '/b', finetuned: '/f', out: '/o', rank: 16, powerIterations: 3 },
   { job: 'combine', adapters: ['/a1', '/a2'], weights: '0.5,2', out: '/o', rank: 8 },
+  { job: 'stats', adapter: '/a', base: '/b', tensor: 'model.layers.0.self_attn.q_proj.weight', bins: 64, grid: 32 },
 ];
 
 test('a request survives its command line: argv, parsed, is the same request with the defaults applied', () => {

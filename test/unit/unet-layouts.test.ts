@@ -8,32 +8,20 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { diffusersToLdm, ldmToDiffusers } from '../../src/engine/checkpoint/unetLayout';
+import { ldmToDiffusers } from '../../src/engine/checkpoint/unetLayout';
 import { censusJob } from '../../src/engine/jobs/census';
 import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { FIXTURES, randomF32, TestTensor, tmpDir, writeWeights } from './helpers/builders';
 import { assertOneLineError, runCli } from './helpers/cli';
-import { clipTextTensors, prefixed, SD15_CLIP, SD15_UNET, sd15UnetTensors, writePipeline, writeSafetensorsFile, writeSparse } from './helpers/diffusion';
+import { clipTextTensors, ldmNames, prefixed, SD15_CLIP, SD15_UNET, sd15UnetTensors, writePipeline, writeSafetensorsFile, writeSparse } from './helpers/diffusion';
 import { matmul, readAll } from './helpers/tensors';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
 const UNET = { channels: [8, 16, 32, 32] as [number, number, number, number], cross: 12, latent: 4 };
 const CLIP = { hidden: 12, layers: 2, intermediate: 24, vocab: 50, positions: 7 };
-
-/** The UNet tensors renamed to the original layout (`hasAttention` from the diffusers names themselves). */
-function ldmNames(unet: TestTensor[]): TestTensor[] {
-  const names = new Set(unet.map((t) => t.name));
-  const has = (i: number): boolean => [...names].some((n) => n.startsWith(`up_blocks.${i}.attentions.`));
-  return unet.map((t) => {
-    const module = t.name.replace(/\.(weight|bias)$/, '');
-    const ldm = diffusersToLdm(module, has);
-    if (ldm === undefined) throw new Error(`no original name for ${t.name}`);
-    return { ...t, name: `model.diffusion_model.${ldm}${t.name.slice(module.length)}` };
-  });
-}
 
 describe('the original and diffusers layouts of a Stable Diffusion UNet', () => {
   const unet = sd15UnetTensors(SD15_UNET);

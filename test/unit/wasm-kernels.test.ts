@@ -70,7 +70,7 @@ test('wasm loraDelta rows: bit-identical to loraDeltaRows at every shape class',
         const want = new Float32Array(out * inn);
         loraDeltaRows(f, 0, out, want);
         const got = new Float32Array(out * inn).fill(7);
-        wasm!.rows([f], 0, out, got, false);
+        wasm!.rows([f], 0, out, got, 'write');
         if (out > 1 && r >= 4 && inn >= 2 && !transpose) assert.equal(want[inn + 1], Math.fround(2 * scale), 'the order-sensitive sum');
         assertSameBits(got, want, `${out}x${inn} r=${r} transpose=${transpose} scale=${scale}`);
         // A slice of rows leaves the others alone.
@@ -78,7 +78,7 @@ test('wasm loraDelta rows: bit-identical to loraDeltaRows at every shape class',
         const ref = part.slice();
         const r0 = Math.floor(out / 3), r1 = Math.max(r0, out - 1);
         loraDeltaRows(f, r0, r1, ref);
-        wasm!.rows([f], r0, r1, part, false);
+        wasm!.rows([f], r0, r1, part, 'write');
         assertSameBits(part, ref, `rows [${r0}, ${r1}) of ${out}x${inn}`);
       }
     }
@@ -90,7 +90,7 @@ test('wasm loraDelta rows: blocks of rows larger than one call (many rows, wide 
   const want = new Float32Array(f.out * f.in);
   loraDeltaRows(f, 0, f.out, want);
   const got = new Float32Array(f.out * f.in);
-  wasm!.rows([f], 0, f.out, got, false);
+  wasm!.rows([f], 0, f.out, got, 'write');
   assertSameBits(got, want, '300x448');
 });
 
@@ -109,7 +109,7 @@ test('wasm fold: max over adapters of |delta| equals loraDeltaRows then maxAbsRa
         maxAbsRange(want, delta, 0, want.length);
       }
       const got = start.slice();
-      wasm!.rows(sets, 0, out, got, true);
+      wasm!.rows(sets, 0, out, got, 'fold');
       assertSameBits(got, want, `fold ${out}x${inn} r=${r} transpose=${transpose}`);
       // The JavaScript fold (where the module is missing), on a slice of rows and the rest.
       const js = start.slice();

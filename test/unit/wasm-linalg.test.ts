@@ -1,9 +1,10 @@
 /**
  * The low-rank toolbox's WebAssembly kernels (kernels/wasm/linalg.wat) against their JavaScript
- * references (linalg/products.ts): bit for bit, on the calling thread and through the worker pool, at
- * every shape class each kernel treats apart (row blocks of 3 with 1 or 2 rows left over, contraction
- * tiles, padded columns, odd panel and row lengths, Gram columns not a multiple of 4, Jacobi columns of odd length), on values whose
- * sums depend on their order. Then the jobs' own entry points: spectrum's module op, extract's operator.
+ * references (linalg/products.ts, linalg/taskVector.ts): bit for bit, on the calling thread and through
+ * the worker pool, at every shape class each kernel treats apart (row blocks of 3 with 1 or 2 rows left
+ * over, contraction tiles, padded columns, odd panel and row lengths, Gram columns not a multiple of 4,
+ * Jacobi columns of odd length), on values whose sums depend on their order. Then the jobs' own entry
+ * points: spectrum's module op, extract's module op and read pass.
  */
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -12,9 +13,15 @@ import { Arena, GEMM_COLUMNS, LinalgWasm, linalgModule } from '../../src/engine/
 import { fromRows, transpose } from '../../src/engine/linalg/dense';
 import { productSingularValues } from '../../src/engine/linalg/lowrank';
 import { jacobiSweeps, svd } from '../../src/engine/linalg/svd';
-import { gemmRef, GRAM_PANEL, gramRef, residualRowsRef } from '../../src/engine/linalg/products';
-import { denseOperator, gaussian } from '../../src/engine/linalg/randomized';
+import { gemmRef, GRAM_PANEL, gramRef, residualRowsRef, residualSqRef } from '../../src/engine/linalg/products';
+import { factorModule, ModuleSpec } from '../../src/engine/linalg/moduleFactors';
+import { denseOperator } from '../../src/engine/linalg/randomized';
 import { randomF32 } from './helpers/builders';
+import { countExponents, taskVectorRef } from '../../src/engine/linalg/taskVector';
+import { bytesToF32 } from '../../src/engine/safetensors/reader';
+import { encodeBf16, encodeF16 } from '../../src/shared/safetensors/half';
+import { FloatDtype } from '../../src/shared/safetensors/dtypes';
+import { TensorInfo } from '../../src/shared/safetensors/header';
 
 const compiled = linalgModule();
 
@@ -148,24 +155,30 @@ test('wasm Jacobi sweeps: bit-identical to jacobiSweeps (odd and even rows, wide
   }
 });
 
-test('LinalgPool on workers: the operator and the residual equal the JavaScript references bit for bit', async () => {
+test('LinalgPool.factorModule on workers, two modules at once: the same bits as the JavaScript references (rank and energy, Linear and Conv1D)', async () => {
   const pool = new LinalgPool(2);
   try {
-    const [m, n, l] = [301, 97, 11];
-    const tau = pool.floats(m * n);
-    tau.set(values(m * n, 5));
-    const op = pool.operator(tau, m, n);
-    const ref = denseOperator(tau.slice(), m, n);
-    const X = gaussian(n, l, 1);
-    const Y = gaussian(m, l, 2);
-    assertSameBits((await op.times(X)).data, (await ref.times(X)).data, 'M·X');
-    assertSameBits((await op.timesT(Y)).data, (await ref.timesT(Y)).data, 'Mᵀ·Y');
-    const k = 5;
-    const P = values(m * k, 6);
-    const Qt = values(k * n, 7);
-    const rows = new Float64Array(m);
-    residualRowsRef(tau, P, Qt, m, k, n, rows);
-    assert.equal(await pool.residualSq(tau, m, n, P, Qt, k), rows.reduce((a, x) => a + x, 0));
+    const [m, n] = [301, 97];
+    const src = values(m * n, 5);
+    const base = { m, n, oversample: 8, powerIterations: 2, seed: 3, transposed: false, normSq: src.reduce((a, x) => a + x * x, 0) };
+    const specs: ModuleSpec[] = [
+      { ...base, rank: 7 },
+      { ...base, rank: 13, transposed: true },
+      { ...base, energy: 0.999 },
+    ];
+    const taus = specs.map(() => pool.floats(m * n).fill(0));
+    taus.forEach((t) => t.set(src));
+    const got = await Promise.all(specs.map((spec, i) => pool.factorModule(taus[i], spec)));
+    for (const [i, spec] of specs.entries()) {
+      const want = await factorModule(denseOperator(src, m, n), (P, Qt, k) => residualSqRef(src, P, Qt, m, k, n), spec);
+      const label = JSON.stringify({ rank: spec.rank, energy: spec.energy, transposed: spec.transposed });
+      assert.equal(got[i].k, want.k, label);
+      assertSameBits(got[i].s, want.s, `σ ${label}`);
+      assertSameBits(Float64Array.from(got[i].A), Float64Array.from(want.A), `A ${label}`);
+      assertSameBits(Float64Array.from(got[i].B), Float64Array.from(want.B), `B ${label}`);
+      assert.equal(got[i].residualSq, want.residualSq, label);
+      pool.release(taus[i]);
+    }
   } finally {
     await pool.dispose();
   }
@@ -194,4 +207,60 @@ test('LinalgPool spectrum of factors: equals the Householder product spectrum to
   } finally {
     await pool.dispose();
   }
+});
+
+/** x stored as `dtype`'s raw bytes. */
+function raw(dtype: 'F32' | 'BF16' | 'F16', x: Float32Array): Uint8Array {
+  if (dtype === 'F32') return new Uint8Array(x.slice().buffer);
+  const h = new Uint16Array(x.length);
+  (dtype === 'BF16' ? encodeBf16 : encodeF16)(x, h);
+  return new Uint8Array(h.buffer);
+}
+
+test('task vector blocks: the same bits as taskVectorRef for fp32, bf16 (WebAssembly) and fp16 on either side, remainders, and a stop at the first NaN or Inf', () => {
+  const pool = new LinalgPool(1);
+  const dtypes = ['F32', 'BF16', 'F16'] as const;
+  for (const n of [1, 3, 4, 7, 1000, 4099])
+    for (const wt of dtypes)
+      for (const ft of dtypes)
+        for (const bad of [-1, 0, n - 1, Math.floor(n / 2)]) {
+          const w = values(n, n + 1);
+          const f = values(n, n + 2);
+          for (let i = 0; i < n; i += 5) f[i] = w[i]; // exact zeros
+          if (bad >= 0) (bad % 2 ? w : f)[bad] = bad % 3 ? NaN : -Infinity;
+          const [rw, rf] = [raw(wt, w), raw(ft, f)];
+          const sw = pool.staging('base', rw.byteLength);
+          const sf = pool.staging('ft', rf.byteLength);
+          sw.set(rw);
+          sf.set(rf);
+          const out = pool.floats(n, false);
+          const acc = { normSq: 0.5 };
+          const got = pool.taskVectorBlock(wt, sw, ft, sf, n, out, acc);
+          const decode = (d: FloatDtype, r: Uint8Array): Float32Array => bytesToF32({ dtype: d, numel: n } as TensorInfo, r, new Float32Array(n));
+          const want = new Float32Array(n);
+          const wantAcc = { normSq: 0.5 };
+          const label = `${wt}−${ft} n=${n} bad=${bad}`;
+          assert.equal(got, taskVectorRef(decode(wt, rw), decode(ft, rf), want, wantAcc), label);
+          assert.equal(acc.normSq, wantAcc.normSq, label);
+          const upTo = got < 0 ? n : got;
+          assertSameBits(Float64Array.from(out.subarray(0, upTo)), Float64Array.from(want.subarray(0, upTo)), label);
+          pool.release(out);
+        }
+});
+
+test('exponent histograms: WebAssembly equals countExponents, bf16 and fp16, remainders', () => {
+  const pool = new LinalgPool(1);
+  for (const dtype of ['BF16', 'F16'] as const)
+    for (const n of [1, 5, 8, 1003]) {
+      const r = raw(dtype, values(n, n));
+      const staged = pool.staging('ft', r.byteLength);
+      staged.set(r);
+      const got = new Float64Array(256).fill(2);
+      pool.countExponents(dtype, staged, got);
+      pool.countExponents(dtype, staged, got);
+      const want = new Float64Array(256).fill(2);
+      countExponents(dtype, r, want);
+      countExponents(dtype, r, want);
+      assert.deepEqual(got, want, `${dtype} n=${n}`);
+    }
 });

@@ -12,6 +12,7 @@ test('well-formed webview messages parse to their typed form, extra fields dropp
   assert.deepEqual(parseWebviewMessage({ type: 'exportJson' }), { type: 'exportJson' });
   assert.deepEqual(parseWebviewMessage({ type: 'exportPng', name: 'max-abs-diff', dataUrl: PNG }), { type: 'exportPng', name: 'max-abs-diff', dataUrl: PNG });
   assert.deepEqual(parseWebviewMessage({ type: 'openTensor', name: 'model.layers.0.self_attn.q_proj.weight' }), { type: 'openTensor', name: 'model.layers.0.self_attn.q_proj.weight' });
+  assert.deepEqual(parseWebviewMessage({ type: 'tensorStats', name: 'lm_head.weight', x: 1 }), { type: 'tensorStats', name: 'lm_head.weight' });
 });
 
 test('malformed webview messages are refused', () => {
@@ -32,6 +33,8 @@ test('malformed webview messages are refused', () => {
     { type: 'openTensor', name: '' },
     { type: 'openTensor', name: 7 },
     { type: 'openTensor', name: 'x'.repeat(2000) },
+    { type: 'tensorStats', name: '' },
+    { type: 'tensorStats' },
   ]) {
     assert.equal(parseWebviewMessage(bad), null, JSON.stringify(bad));
   }

@@ -24,6 +24,9 @@
  * - `scale` (IA³): not additive: W' = W ⊙ l, l scaling the output features (rows of ΔW's orientation),
  *   the input features (`feedforward_modules`; a convolution's input channel spans kh·kw columns), or
  *   every element (a 1-D bias). LyCORIS stores l − 1 (`weight`, W' = W ⊙ (1 + weight)).
+ * - `stacked`: several modules' deltas stacked by rows into one fused base tensor (OpenCLIP's
+ *   `in_proj_weight` holds q, k and v; BFL FLUX's `img_attn.qkv` and `linear1` likewise): each part's
+ *   delta, computed as its own rule computes it, lands on its rows; rows no part adapts are unchanged.
  * Weight decomposition (LyCORIS `dora_scale`, on any additive rule): W' = (W + ΔW) · m / (||W + ΔW|| + eps),
  * see Decomposition; PEFT's DoRA is the low-rank rule's `magnitude`.
  * A full replacement (modules_to_save, saved biases) is not a rule: see Replacement in adapter.ts.
@@ -130,7 +133,20 @@ export interface ScaleRule {
   offsetOne?: boolean;
 }
 
-export type DeltaRule = LowRankRule | HadamardRule | KroneckerRule | DenseRule | ScaleRule;
+/** One module's delta on a range of a fused base tensor. */
+export interface StackedPart {
+  /** The base tensor's element where the part's rows begin (its first row times the row length). */
+  offset: number;
+  /** The part's own module: an additive rule, its ΔW [out, in] (no base of its own, never transposed). */
+  module: AdaptedModule;
+}
+
+export interface StackedRule {
+  kind: 'stacked';
+  parts: StackedPart[];
+}
+
+export type DeltaRule = LowRankRule | HadamardRule | KroneckerRule | DenseRule | ScaleRule | StackedRule;
 
 /** What one adapter module does to one base tensor. */
 export interface AdaptedModule {
@@ -206,6 +222,8 @@ function baseRuleName(m: AdaptedModule): string {
       return 'full diff';
     case 'scale':
       return 'IA³';
+    case 'stacked':
+      return `${[...new Set(r.parts.map((p) => ruleName(p.module)))].join(' + ')} (${r.parts.length} stacked)`;
   }
 }
 

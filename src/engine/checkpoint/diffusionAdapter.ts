@@ -25,7 +25,7 @@ import { bytesToF32 } from '../safetensors/reader';
 import type { AdapterLayout } from './adapter';
 import { Checkpoint } from './checkpoint';
 import { AdaptedModule, assertModuleHoldsElements, Decomposition, DeltaRule, KronFactor } from './deltaRule';
-import { KohyaNames, kohyaMiss } from './diffusionNames';
+import { BaseModuleNames, kohyaMiss } from './diffusionNames';
 
 export type DiffusionFormat = 'kohya' | 'diffusers';
 
@@ -247,7 +247,7 @@ function ruleOf(c: Checkpoint, p: Parts): { rule: DeltaRule; out: number; in: nu
   return bad(`module ${p.name} has no delta`, [...r.values()][0]);
 }
 
-/** Where a diffusers-format module name is in the base: as it is, without its component, or under a component. */
+/** Where a diffusers-format module name is in the base as it is spelled: as it is, without its component, or under `unet.`. */
 function diffusersTarget(base: Checkpoint, name: string): TensorInfo | undefined {
   const direct = base.byName.get(`${name}.weight`);
   if (direct) return direct;
@@ -263,14 +263,25 @@ function diffusersModule(name: string): string {
   return /^(unet|text_encoder(_\d)?|transformer)\./.test(name) ? name : `unet.${name}`;
 }
 
+/** A module fitted to a row part of a fused base tensor, waiting for the other parts stacked with it. */
+interface PartModule {
+  name: string;
+  part: number;
+  parts: number;
+  module: AdaptedModule;
+  diffB?: TensorInfo;
+}
+
 /**
  * Reads an image-model adapter file into modules, fitted to `base` when given: each module's base tensor
  * found by name, its shape checked (a convolution seen as [out, in·kh·kw]), a `diff_b` as its own dense
- * module on the bias.
+ * module on the bias. Modules that are row parts of one fused base tensor (q, k, v in OpenCLIP's
+ * in_proj; diffusers FLUX names on a BFL file) become one stacked module on it.
  */
 export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, base?: Checkpoint): AdapterLayout {
-  const kohya = base && format === 'kohya' ? new KohyaNames(base) : undefined;
+  const names = base ? new BaseModuleNames(base) : undefined;
   const modules: AdaptedModule[] = [];
+  const stacks = new Map<string, PartModule[]>();
   for (const p of groupKeys(adapter, format)) {
     const diffB = p.roles.get('diff_b');
     const doraScale = p.roles.get('dora_scale');
@@ -284,25 +295,40 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
     let module = format === 'kohya' ? p.name : diffusersModule(p.name);
     let target: TensorInfo | undefined;
     let bias: TensorInfo | undefined;
-    if (base) {
-      if (kohya) {
-        const m = kohya.module(p.name);
-        const fused = m === undefined ? kohya.fused(p.name) : undefined;
+    if (base && names) {
+      const direct = format === 'diffusers' ? diffusersTarget(base, p.name) : undefined;
+      const key = format === 'kohya' ? p.name : module;
+      const m = direct ? direct.name.replace(/\.weight$/, '') : names.module(key);
+      if (m === undefined && format === 'kohya') {
+        const fused = names.fused(p.name);
         if (fused) {
           if (diffB || doraScale) throw new LensError(adapter.path, `fused FLUX projection ${p.name} with ${diffB ? 'diff_b' : 'dora_scale'}: its split onto ${fused.join(', ')} is not supported`, (diffB ?? doraScale)!.name);
-          modules.push(...splitRows(adapter, p.name, rule, inn, fused.map((f) => kohya.tensor(f, 'weight')!)));
+          modules.push(...splitRows(adapter, p.name, rule, inn, fused.map((f) => names.tensor(f, 'weight')!)));
           continue;
         }
-        if (m === null) throw new LensError(base.path, `kohya module '${p.name}' matches two modules of the base`, p.name);
-        if (m === undefined) throw new LensError(adapter.path, kohyaMiss(p.name, base.path), p.name);
-        module = m;
-        target = kohya.tensor(m, 'weight');
-        bias = diffB ? kohya.tensor(m, 'bias') : undefined;
-      } else {
-        target = diffusersTarget(base, p.name);
-        if (!target) throw new LensError(adapter.path, `adapter targets module '${p.name}' but the base ${base.path} has no tensor '${p.name}.weight'`, `${p.name}.weight`);
-        module = target.name.replace(/\.weight$/, '');
       }
+      const part = m === undefined ? names.part(key) : undefined;
+      if (part) {
+        if (doraScale || rule.kind === 'scale') {
+          throw new LensError(adapter.path, `${p.name} is ${doraScale ? 'a weight-decomposed (dora_scale)' : 'an (IA)³'} module on rows of the fused base tensor ${names.tensor(part.module, 'weight')!.name}, whose norms and scales span other modules' rows: not supported`, (doraScale ?? tensors[0]).name);
+        }
+        const list = stacks.get(part.module) ?? [];
+        const own: AdaptedModule = { module: p.name, rule, tensors, out, in: inn, transpose: false, embedding: false };
+        list.push({ name: p.name, part: part.part, parts: part.parts, module: own, diffB });
+        stacks.set(part.module, list);
+        continue;
+      }
+      if (m === null || part === null) throw new LensError(base.path, `${format} module '${p.name}' matches two modules of the base`, p.name);
+      if (m === undefined) {
+        throw new LensError(
+          adapter.path,
+          format === 'kohya' ? kohyaMiss(p.name, base.path) : `adapter targets module '${p.name}' but the base ${base.path} has no tensor '${p.name}.weight' (in any layout of it)`,
+          format === 'kohya' ? p.name : `${p.name}.weight`,
+        );
+      }
+      module = m;
+      target = direct ?? names.tensor(m, 'weight');
+      bias = diffB ? names.tensor(m, 'bias') : undefined;
       if (rule.kind === 'scale') {
         [out, inn] = [rows(target!), target!.numel / rows(target!)];
         rule.axis = ia3Axis ?? (rule.vector.numel === out ? 'out' : 'in');
@@ -320,10 +346,57 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
       if (base && (!bias || bias.numel !== diffB.numel)) {
         throw new LensError(adapter.path, `diff_b of ${diffB.numel} values has no bias of that size in the base`, diffB.name);
       }
-      modules.push({ module: `${module}.bias`, rule: { kind: 'dense', diff: diffB, scale: 1 }, tensors: [diffB], out: diffB.numel, in: 1, base: bias, transpose: false, embedding: false });
+      modules.push(biasModule(`${module}.bias`, diffB, bias));
     }
   }
+  for (const [fused, parts] of stacks) modules.push(...stacked(adapter, fused, parts, names!));
   return { modules, replacements: [], warnings: [] };
+}
+
+/** A full `diff_b`: a dense module on the bias. */
+function biasModule(module: string, diffB: TensorInfo, bias: TensorInfo | undefined): AdaptedModule {
+  return { module, rule: { kind: 'dense', diff: diffB, scale: 1 }, tensors: [diffB], out: diffB.numel, in: 1, base: bias, transpose: false, embedding: false };
+}
+
+/**
+ * The modules that are row parts of one fused base module, as one stacked module on its weight (and one on
+ * its bias for their diff_b): q, k and v each take `in` rows (the model width), in that order, and a
+ * fourth part (FLUX's proj_mlp in linear1) the rows after them.
+ */
+function stacked(adapter: Checkpoint, fused: string, parts: PartModule[], names: BaseModuleNames): AdaptedModule[] {
+  const weight = names.tensor(fused, 'weight')!;
+  const total = rows(weight);
+  const cols = weight.numel / total;
+  const n = parts[0].parts;
+  const range = (i: number): [number, number] => (i < 3 ? [i * cols, (i + 1) * cols] : [3 * cols, total]);
+  if (n < 3 || n > 4 || (n === 3 && total !== 3 * cols) || (n === 4 && total <= 3 * cols)) {
+    throw new LensError(adapter.path, `base tensor of shape ${JSON.stringify(weight.shape)} does not stack ${n} projections of width ${cols}`, weight.name);
+  }
+  const seen = new Set<number>();
+  for (const p of parts) {
+    const [r0, r1] = range(p.part);
+    if (seen.has(p.part)) throw new LensError(adapter.path, `two adapter modules target rows ${r0}..${r1} of ${weight.name}`, p.name);
+    seen.add(p.part);
+    if (p.module.out !== r1 - r0 || p.module.in !== cols) {
+      throw new LensError(adapter.path, `${p.name}: delta of shape [${p.module.out}, ${p.module.in}] does not fit rows ${r0}..${r1} of base tensor ${weight.name} ${JSON.stringify(weight.shape)}`, p.name);
+    }
+  }
+  parts.sort((a, b) => a.part - b.part);
+  const stack = (module: string, t: TensorInfo, of: (p: PartModule) => AdaptedModule | undefined, rowLength: number): AdaptedModule => {
+    const members = parts.flatMap((p) => {
+      const m = of(p);
+      return m ? [{ offset: range(p.part)[0] * rowLength, module: m }] : [];
+    });
+    return { module, rule: { kind: 'stacked', parts: members }, tensors: members.flatMap((m) => m.module.tensors), out: rows(t), in: t.numel / rows(t), base: t, transpose: false, embedding: false };
+  };
+  const out = [stack(fused, weight, (p) => ({ ...p.module, module: `${fused}[${range(p.part).join(':')}]` }), cols)];
+  if (parts.some((p) => p.diffB)) {
+    const bias = names.tensor(fused, 'bias');
+    const bad = parts.find((p) => p.diffB && (!bias || p.diffB.numel !== p.module.out));
+    if (bad || !bias) throw new LensError(adapter.path, `diff_b of ${bad?.diffB?.numel} values has no bias rows of that size in ${fused}`, bad?.diffB?.name);
+    out.push(stack(bias.name, bias, (p) => p.diffB && biasModule(`${fused}.bias[${range(p.part).join(':')}]`, p.diffB, undefined), 1));
+  }
+  return out;
 }
 
 /**

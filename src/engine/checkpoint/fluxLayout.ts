@@ -4,7 +4,8 @@
  * as diffusers' FLUX conversion relates them. Fused BFL projections are several diffusers modules stacked by
  * rows: `img_attn.qkv` is to_q, to_k, to_v; a single block's `linear1` is to_q, to_k, to_v and proj_mlp.
  * `final_layer.adaLN_modulation.1` is left out: diffusers' norm_out swaps its two halves, which no row slice
- * expresses.
+ * expresses. Both directions are read: a BFL name onto a diffusers transformer, and a diffusers name onto a
+ * BFL single file (its module then one row block of the fused BFL tensor).
  */
 
 /** Inside double block N: BFL name -> the diffusers module(s), in row order. */
@@ -58,5 +59,23 @@ export function diffusersToBfl(path: string): BflPlace | undefined {
   };
   const m = /^(transformer_blocks|single_transformer_blocks)\.(\d+)\.(.+)$/.exec(path);
   if (m) return m[1] === 'transformer_blocks' ? find(DOUBLE, m[3], `double_blocks.${m[2]}.`) : find(SINGLE, m[3], `single_blocks.${m[2]}.`);
+  return find(TOP, path, '');
+}
+
+/** A diffusers FLUX module in a BFL module: its path and its row part (of `parts`, q, k, v then an MLP's rest). */
+export interface DiffusersPlace {
+  diffusers: string;
+  part: number;
+  parts: number;
+}
+
+/** The diffusers FluxTransformer2DModel modules a BFL module path is (stacked by rows when several), or undefined. */
+export function bflToDiffusers(path: string): DiffusersPlace[] | undefined {
+  const find = (table: Array<[string, string[]]>, local: string, prefix: string): DiffusersPlace[] | undefined => {
+    const hit = table.find(([bfl]) => bfl === local);
+    return hit?.[1].map((d, part) => ({ diffusers: prefix + d, part, parts: hit[1].length }));
+  };
+  const m = /^(double_blocks|single_blocks)\.(\d+)\.(.+)$/.exec(path);
+  if (m) return m[1] === 'double_blocks' ? find(DOUBLE, m[3], `transformer_blocks.${m[2]}.`) : find(SINGLE, m[3], `single_transformer_blocks.${m[2]}.`);
   return find(TOP, path, '');
 }

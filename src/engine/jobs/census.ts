@@ -18,7 +18,7 @@ import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
 import { trainingMetadata, trainingMetadataLines } from '../../shared/safetensors/trainingMetadata';
 import { byteSize } from '../../shared/safetensors/dtypes';
-import { formatBytes } from '../../shared/format';
+import { formatBytes, formatCount, formatInt } from '../../shared/format';
 import { JobContext } from '../util/job';
 import { CensusTensor, Totals, CensusAdapter, CensusReport } from '../../shared/jobs/reports/census';
 
@@ -315,28 +315,18 @@ export function censusJob(p: string, opts: CensusOptions, ctx: JobContext): Cens
   }
 }
 
-const int = (n: number): string => n.toLocaleString('en');
-
-/** "3.03 B" style sizes next to exact counts. */
-export function humanCount(n: number): string {
-  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} B`;
-  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} K`;
-  return String(n);
-}
-
 export function censusText(r: CensusReport): string {
   const s = r.summary;
   const pct = (x: number): string => (s.params > 0 ? `${((100 * x) / s.params).toFixed(2)}%` : '-');
   const what = [r.kind, r.modelType, r.architecture].filter((x) => x !== null).join(', ');
   const lines = [
     `census of ${r.path} (${what}; ${r.kind === 'config' ? 'layout from config.json, no weights' : `${r.files.length} file${r.files.length === 1 ? '' : 's'}`})`,
-    `  ${int(s.tensors)} tensors, ${int(s.params)} elements (${humanCount(s.params)}), ${formatBytes(s.bytes)} of data, ${s.layers} layers${s.stackLayers ? ` (${Object.entries(s.stackLayers).map(([k, v]) => `${v} ${k}`).join(' + ')})` : ''}`,
-    `  dtypes: ${Object.entries(s.dtypes).map(([d, n]) => `${d} ${int(n)} tensors / ${int(s.dtypeParams[d])} elements`).join('; ')}`,
+    `  ${formatInt(s.tensors)} tensors, ${formatInt(s.params)} elements (${formatCount(s.params)}), ${formatBytes(s.bytes)} of data, ${s.layers} layers${s.stackLayers ? ` (${Object.entries(s.stackLayers).map(([k, v]) => `${v} ${k}`).join(' + ')})` : ''}`,
+    `  dtypes: ${Object.entries(s.dtypes).map(([d, n]) => `${d} ${formatInt(n)} tensors / ${formatInt(s.dtypeParams[d])} elements`).join('; ')}`,
     '',
     `  ${'category'.padEnd(14)}${'tensors'.padStart(9)}${'elements'.padStart(17)}${'share'.padStart(9)}`,
     ...CATEGORIES.filter((c) => (s.categories[c] ?? 0) > 0).map(
-      (c) => `  ${c.padEnd(14)}${int(s.categories[c] ?? 0).padStart(9)}${int(s.categoryParams[c] ?? 0).padStart(17)}${pct(s.categoryParams[c] ?? 0).padStart(9)}`,
+      (c) => `  ${c.padEnd(14)}${formatInt(s.categories[c] ?? 0).padStart(9)}${formatInt(s.categoryParams[c] ?? 0).padStart(17)}${pct(s.categoryParams[c] ?? 0).padStart(9)}`,
     ),
   ];
   if (r.perBlock.length > 0) {
@@ -346,16 +336,16 @@ export function censusText(r: CensusReport): string {
     for (const [component, bs] of byComponent) {
       const total = bs.reduce((a, b) => a + b.params, 0);
       const inBlocks = bs.filter((b) => b.block !== null);
-      lines.push(`  ${component}: ${int(bs.reduce((a, b) => a + b.tensors, 0))} tensors, ${int(total)} elements; ${inBlocks.length} blocks (${inBlocks.map((b) => b.block).join(', ')})`);
+      lines.push(`  ${component}: ${formatInt(bs.reduce((a, b) => a + b.tensors, 0))} tensors, ${formatInt(total)} elements; ${inBlocks.length} blocks (${inBlocks.map((b) => b.block).join(', ')})`);
     }
   }
   if (r.perLayer.length > 0) {
     const first = r.perLayer[0];
     const uniform = r.perLayer.every((l) => l.tensors === first.tensors && l.params === first.params);
     lines.push('');
-    if (uniform) lines.push(`  per layer: ${int(first.tensors)} tensors, ${int(first.params)} elements (all ${r.perLayer.length} layers alike)`);
-    else lines.push('  per layer (tensors / elements):', ...r.perLayer.map((l) => `    ${l.stack ? `${l.stack} ` : ''}layer ${String(l.layer).padStart(3)}: ${int(l.tensors)} / ${int(l.params)}`));
-    lines.push(`  outside the layers: ${int(r.outsideLayers.tensors)} tensors, ${int(r.outsideLayers.params)} elements`);
+    if (uniform) lines.push(`  per layer: ${formatInt(first.tensors)} tensors, ${formatInt(first.params)} elements (all ${r.perLayer.length} layers alike)`);
+    else lines.push('  per layer (tensors / elements):', ...r.perLayer.map((l) => `    ${l.stack ? `${l.stack} ` : ''}layer ${String(l.layer).padStart(3)}: ${formatInt(l.tensors)} / ${formatInt(l.params)}`));
+    lines.push(`  outside the layers: ${formatInt(r.outsideLayers.tensors)} tensors, ${formatInt(r.outsideLayers.params)} elements`);
   }
   if (r.trainingMetadata) lines.push('', '  training metadata (kohya-ss):', ...trainingMetadataLines(r.trainingMetadata).map((l) => `    ${l}`));
   const a = r.adapter;
@@ -364,11 +354,11 @@ export function censusText(r: CensusReport): string {
     lines.push('', `  adapter ${a.path}: r=${a.r} alpha=${a.alpha} targets=${targets}${a.useRslora ? ' rsLoRA' : ''}${a.useDora ? ' DoRA' : ''}`);
     if (a.cachedBase) lines.push(`    base ${a.baseModel}: in the Hugging Face cache at ${a.cachedBase}`);
     if (a.trainableParams !== null) {
-      lines.push(`    trainable parameters: ${int(a.trainableParams)} (${int(a.loraParams!)} in LoRA factors of ${a.loraModules} modules, ${a.savedTensors} saved tensors)`);
+      lines.push(`    trainable parameters: ${formatInt(a.trainableParams)} (${formatInt(a.loraParams!)} in LoRA factors of ${a.loraModules} modules, ${a.savedTensors} saved tensors)`);
     }
   }
   if (a || s.loraTargetTensors > 0) {
-    lines.push(`  LoRA targets: ${int(s.loraTargetTensors)} tensors (${int(s.loraTargetParams)} elements); not targeted: ${int(s.nonTargetTensors)} tensors`);
+    lines.push(`  LoRA targets: ${formatInt(s.loraTargetTensors)} tensors (${formatInt(s.loraTargetParams)} elements); not targeted: ${formatInt(s.nonTargetTensors)} tensors`);
   }
   return lines.join('\n');
 }

@@ -152,6 +152,10 @@ export async function convertAdapterJob(inPath: string, out: string, basePath: s
     // VeRA's modules take the first `in` columns of the shared vera_A: only the base says how many.
     if (format === 'VERA' && !base) throw new LensError(inPath, "VeRA modules use the first in-features columns of the shared vera_A, which only the base knows: give --base");
     const layout = adapterLayout(adapter, base);
+    const fused = layout.modules.find((m) => m.rule.kind === 'stacked');
+    if (fused) {
+      throw new LensError(inPath, `some of its modules are row blocks of the base's fused tensor ${fused.base!.name}, which PEFT cannot target one by one: convert against the base in the diffusers layout`);
+    }
     const modules = layout.modules.filter((m) => rankOf(m) > 0);
     const kinds = [...new Set(modules.map((m) => m.rule.kind))];
     if (kinds.length !== 1 || PEFT_TYPE[kinds[0]] === undefined) {

@@ -14,9 +14,10 @@ import { AdapterConfig, effectiveModulesToSave, isSavedModule, MAX_RANK, parseAd
 import { adapterWeights, closeCheckpoint, folderHoldsWeights, openCheckpoint } from '../checkpoint/checkpoint';
 import { readJson } from '../checkpoint/json';
 import { readWeightsIndex } from '../../shared/weights/read';
+import { formatCount, formatInt } from '../../shared/format';
 import { LensError } from '../errors';
 import { JobContext } from '../util/job';
-import { humanCount, isModelConfigFile } from './census';
+import { isModelConfigFile } from './census';
 import { estimateDiffusion, isDiffusionAdapter } from './estimateDiffusion';
 import { EstimateModule, EstimateReport } from '../../shared/jobs/reports/estimate';
 
@@ -138,7 +139,7 @@ export function estimateJob(p: string, opts: EstimateOptions, ctx: JobContext): 
   if (!Number.isSafeInteger(trainableParams)) throw new LensError(p, `the count of trainable parameters exceeds 2^53 and cannot be exact (r ${cfg.r}); not a real configuration`);
   const baseParams = base.tensors.reduce((a, t) => a + t.numel, 0);
   if (adapterFileParams !== null && adapterFileParams !== trainableParams) {
-    warnings.push(`the adapter's weights hold ${adapterFileParams.toLocaleString('en')} elements, not the ${trainableParams.toLocaleString('en')} this base's shapes give: it was trained on another base, or saves extra tensors`);
+    warnings.push(`the adapter's weights hold ${formatInt(adapterFileParams)} elements, not the ${formatInt(trainableParams)} this base's shapes give: it was trained on another base, or saves extra tensors`);
   }
   for (const w of warnings) ctx.warn(w);
   return {
@@ -163,7 +164,6 @@ export function estimateJob(p: string, opts: EstimateOptions, ctx: JobContext): 
 }
 
 export function estimateText(r: EstimateReport): string {
-  const int = (n: number): string => n.toLocaleString('en');
   const targets = Array.isArray(r.targets) ? r.targets.join(',') : r.targets;
   // Group modules of the same projection and shape: one line per kind, not one per layer.
   const groups = new Map<string, { count: number; params: number; in: number; out: number; r: number }>();
@@ -177,12 +177,12 @@ export function estimateText(r: EstimateReport): string {
   const lines = [
     `estimate for ${r.model} (${r.modelType ?? 'unknown model type'}; shapes from ${r.shapesFrom === 'weights' ? 'the weights' : 'config.json'})`,
     `  r=${r.r} alpha=${r.alpha} targets=${targets}${r.useDora ? ' DoRA' : ''}`,
-    `  trainable parameters: ${int(r.trainableParams)} (${humanCount(r.trainableParams)}) = ${r.percent.toFixed(4)}% of the base's ${int(r.baseParams)} (${humanCount(r.baseParams)})`,
-    `  ${r.modules.length} LoRA modules, ${int(r.loraParams)} in LoRA factors` +
-      (r.doraParams > 0 ? `, ${int(r.doraParams)} in DoRA magnitudes` : '') +
-      (r.savedParams > 0 ? `, ${int(r.savedParams)} in ${r.modulesToSave.length} saved modules` : ''),
-    ...[...groups].map(([k, g]) => `    ${g.count} x ${k}: ${int(g.params / g.count)} each, ${int(g.params)} in all`),
+    `  trainable parameters: ${formatInt(r.trainableParams)} (${formatCount(r.trainableParams)}) = ${r.percent.toFixed(4)}% of the base's ${formatInt(r.baseParams)} (${formatCount(r.baseParams)})`,
+    `  ${r.modules.length} LoRA modules, ${formatInt(r.loraParams)} in LoRA factors` +
+      (r.doraParams > 0 ? `, ${formatInt(r.doraParams)} in DoRA magnitudes` : '') +
+      (r.savedParams > 0 ? `, ${formatInt(r.savedParams)} in ${r.modulesToSave.length} saved modules` : ''),
+    ...[...groups].map(([k, g]) => `    ${g.count} x ${k}: ${formatInt(g.params / g.count)} each, ${formatInt(g.params)} in all`),
   ];
-  if (r.adapterFileParams !== null) lines.push(`  the adapter's weights hold ${int(r.adapterFileParams)} elements${r.adapterFileParams === r.trainableParams ? ' (matches)' : ''}`);
+  if (r.adapterFileParams !== null) lines.push(`  the adapter's weights hold ${formatInt(r.adapterFileParams)} elements${r.adapterFileParams === r.trainableParams ? ' (matches)' : ''}`);
   return lines.join('\n');
 }

@@ -8,6 +8,7 @@ import { adapterLayout } from '../checkpoint/adapter';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { AdaptedModule } from '../checkpoint/deltaRule';
 import { diffusionFormat } from '../checkpoint/diffusionAdapter';
+import { formatInt } from '../../shared/format';
 import { LensError } from '../errors';
 import { JobContext } from '../util/job';
 import { EstimateModule, EstimateReport } from '../../shared/jobs/reports/estimate';
@@ -54,7 +55,8 @@ export function estimateDiffusion(basePath: string, adapterPath: string, ctx: Jo
       const counted = new Set<string>();
       const modules: EstimateModule[] = [];
       let doraParams = 0;
-      for (const m of layout.modules) {
+      // A fused base tensor's stacked parts (q, k, v in OpenCLIP's in_proj) are modules of their own.
+      for (const m of layout.modules.flatMap((x) => (x.rule.kind === 'stacked' ? x.rule.parts.map((p) => p.module) : [x]))) {
         let params = 0;
         for (const t of m.tensors) {
           const key = `${t.file}:${t.offset}:${t.byteLength}`;
@@ -65,7 +67,7 @@ export function estimateDiffusion(basePath: string, adapterPath: string, ctx: Jo
         const dora = m.decompose?.magnitude.numel ?? 0;
         doraParams += dora;
         const r = rankOf(m);
-        const scale = m.rule.kind === 'scale' ? 1 : m.rule.scale;
+        const scale = m.rule.kind === 'scale' || m.rule.kind === 'stacked' ? 1 : m.rule.scale;
         modules.push({ name: m.module, in: m.in, out: m.out, r, alpha: scale * r, params: params + dora });
       }
       const loraParams = modules.reduce((a, m) => a + m.params, 0) - doraParams;
@@ -74,7 +76,7 @@ export function estimateDiffusion(basePath: string, adapterPath: string, ctx: Jo
       const adapterFileParams = adapter.tensors.filter((t) => !CONFIG_SCALAR.test(t.name)).reduce((a, t) => a + t.numel, 0);
       const warnings = [...layout.warnings];
       if (adapterFileParams !== trainableParams) {
-        warnings.push(`the adapter's weights hold ${adapterFileParams.toLocaleString('en')} trained elements, not the ${trainableParams.toLocaleString('en')} its modules on this base use`);
+        warnings.push(`the adapter's weights hold ${formatInt(adapterFileParams)} trained elements, not the ${formatInt(trainableParams)} its modules on this base use`);
       }
       for (const w of warnings) ctx.warn(w);
       return {

@@ -29,7 +29,8 @@ import { MASK_FORMAT, MaskJson, MaskModule } from '../../shared/jobs/reports/mas
 import { MASK_JSON, MASK_ORDER, MASK_TENSORS } from '../unmerge/maskFile';
 import { naturalCompare, uniqueNames } from '../unmerge/names';
 import { BaseModule, KernelsSource, resolveKernels } from '../unmerge/sources';
-import { topK } from '../unmerge/topk';
+import { certifiedTopK, exactMaxAbsAt, Float32Bound, float32Bound } from '../unmerge/certified';
+import { TopK, topK } from '../unmerge/topk';
 
 export interface MaskOptions {
   base: string;
@@ -103,6 +104,7 @@ export async function maskJob(o: MaskOptions, kernelsSource: KernelsSource, ctx:
           aggregate(modules[i], factors, kernels, new BaseModule(base, modules[i], perParity[i % 2]), perParity[i % 2], scratch);
         let factors = await factorsOf(modules[0], dict);
         let pending = start(0, factors);
+        const certified = { modules: 0, rechecked: 0 };
         for (let i = 0; i < M; i++) {
           throwIfCancelled(ctx);
           ctx.progress({ phase: 'mask', done: i, total: M, tensor: modules[i].name });
@@ -116,10 +118,18 @@ export async function maskJob(o: MaskOptions, kernelsSource: KernelsSource, ctx:
             pending = start(i + 1, factors);
             pending.catch(() => undefined);
           }
-          const mask = selectModule(modules[i], done, scratch);
+          // Where the float32 pass cannot decide, the exact expansion runs once the next module's pass is done (the backends' staging is then free).
+          const inFlight = pending;
+          const exactly = async (): Promise<void> => {
+            await inFlight.catch(() => undefined);
+            done.acc.fill(0);
+            await kernels.maxAbsLoraInto!(done.acc, done.factors);
+          };
+          const mask = await selectModule(modules[i], done, scratch, exactly, certified);
           writer.write(modules[i].name, mask);
         }
         ctx.progress({ phase: 'mask', done: M, total: M });
+        if (certified.modules > 0) ctx.log(`mask: ${certified.modules} of ${M} modules selected from the certified float32 pass, ${certified.rechecked} elements recomputed exactly`);
         writer.finish();
       } catch (e) {
         writer.abort();
@@ -149,9 +159,13 @@ async function factorsOf(m: MaskModule, dict: DictAdapter[]): Promise<ModuleFact
 }
 
 interface Aggregate extends ModuleFactors {
-  /** max_a |delta_a| of the module. */
+  /** max_a |delta_a| of the module; with `bound`, the float32 pass's approximation of it. */
   acc: Float32Array;
   dora: Array<Dora | undefined>;
+  /** Whether `acc` is the float32 pass of the certified selection (certified.ts) rather than exact. */
+  float32: boolean;
+  /** Its error bound; undefined where it cannot be certified (the exact expansion then runs). */
+  bound?: Float32Bound;
 }
 
 /**
@@ -168,8 +182,11 @@ async function aggregate(m: MaskModule, mf: ModuleFactors, kernels: Kernels, bas
   const plain = users.map((_, a) => a).filter((a) => !wholeTensor(users[a].byBase.get(m.name)!));
   const same = (a: number): boolean => (['out', 'in', 'transpose'] as const).every((key) => factors[a][key] === factors[plain[0]][key]);
   const fusedOnes = kernels.maxAbsLoraInto ? plain.filter(same) : [];
-  let folded: Promise<unknown> = fusedOnes.length > 0 ? kernels.maxAbsLoraInto!(acc, fusedOnes.map((a) => factors[a])) : Promise.resolve();
+  // The certified two-pass selection where every adapter is folded at once (its bound needs all of them).
+  const float32 = fusedOnes.length === users.length;
+  let folded: Promise<unknown> = fusedOnes.length > 0 ? kernels.maxAbsLoraInto!(acc, fusedOnes.map((a) => factors[a]), float32) : Promise.resolve();
   folded.catch(() => undefined); // a failure surfaces where it is awaited, not as an unhandled rejection
+  const bound = float32 ? float32Bound(factors) : undefined; // while the pass runs
   for (const a of fusedOnes) users[a].normSq += loraNormSq(factors[a]);
   // Two delta buffers: adapter a + 1 expands while |delta_a| is folded into acc, which a worker backend runs at once.
   const folds: Array<Promise<unknown>> = [];
@@ -196,12 +213,30 @@ async function aggregate(m: MaskModule, mf: ModuleFactors, kernels: Kernels, bas
     folds[t] = folded;
   }
   await folded;
-  return { ...mf, acc, dora };
+  return { ...mf, acc, dora, float32, bound };
 }
 
-/** Selects the module's top k from its aggregate, adds each adapter's kept squared norm, and returns the BOOL mask bytes. */
-function selectModule(m: MaskModule, g: Aggregate, scratch: Scratch): Uint8Array {
-  const sel = topK(g.acc, m.selected);
+/**
+ * Selects the module's top k from its aggregate (from the certified float32 pass where there is one, else
+ * after `exactly` has made it exact), adds each adapter's kept squared norm, and returns the BOOL mask bytes.
+ */
+async function selectModule(
+  m: MaskModule,
+  g: Aggregate,
+  scratch: Scratch,
+  exactly: () => Promise<void>,
+  certified: { modules: number; rechecked: number },
+): Promise<Uint8Array> {
+  let sel: TopK | undefined;
+  if (g.float32) {
+    const c = g.bound && certifiedTopK(g.acc, m.selected, g.bound, (indices) => exactMaxAbsAt(g.factors, indices));
+    if (c) {
+      certified.modules++;
+      certified.rechecked += c.rechecked;
+      sel = c;
+    } else await exactly();
+  }
+  sel ??= topK(g.acc, m.selected);
   if (sel.nonFinite > 0) throw new LensError(g.users[0].ckpt.path, `${sel.nonFinite} delta elements of ${m.name} overflow fp32 (adapters: ${m.adapters.join(', ')})`, m.name);
   m.threshold = sel.threshold;
   const values = new Float32Array(sel.indices.length);

@@ -77,8 +77,8 @@ export class CpuKernels implements Kernels {
     return acc;
   }
 
-  async maxAbsLoraInto(acc: Float32Array, fs: LoraFactors[]): Promise<Float32Array> {
-    if (fs.length > 0) foldLoraRows(fs, 0, fs[0].out, acc);
+  async maxAbsLoraInto(acc: Float32Array, fs: LoraFactors[], float32 = false): Promise<Float32Array> {
+    if (fs.length > 0) foldLoraRows(fs, 0, fs[0].out, acc, wasmLora(), float32);
     return acc;
   }
 

@@ -114,7 +114,9 @@ export interface Kernels {
    * maxAbsInto(acc, loraDelta(f)) for each factor set `f` (all of one out x in shape and orientation; ranks and scales may differ), without the deltas in
    * memory: the CPU backends fold each block of rows while it is in the cache. Optional: a backend
    * without it is given the deltas one at a time.
+   * `float32`: fold instead an approximation whose error certified.ts bounds (B @ A summed in fp32 in any
+   * order, then times the fp32 scale), the first pass of the certified mask; exact values qualify too.
    */
-  maxAbsLoraInto?(acc: Float32Array, fs: LoraFactors[]): Promise<Float32Array>;
+  maxAbsLoraInto?(acc: Float32Array, fs: LoraFactors[], float32?: boolean): Promise<Float32Array>;
   dispose(): Promise<void>;
 }

@@ -1,17 +1,22 @@
 /**
- * The low-rank toolbox's heavy products for one job: in WebAssembly SIMD on a shared memory, spread over
- * worker threads (a product's rows in one slice per worker; whole modules of a spectrum one per worker,
- * as they come), or, where the module or the worker script is missing, in the JavaScript references
- * on the calling thread. Either way the same bits (linalg/products.ts). Dispose it at the job's end.
+ * The low-rank toolbox's heavy work for one job: in WebAssembly SIMD on a shared memory, spread over
+ * worker threads (whole modules of a spectrum or of an extraction, one per worker, as they come), or,
+ * where the module or the worker script is missing, in the JavaScript references on the calling
+ * thread. Either way the same bits (linalg/products.ts). Dispose it at the job's end.
  */
 import * as os from 'node:os';
-import { fromRows, Mat, transpose, zeros } from '../linalg/dense';
-import { gemmRef, residualRowsRef } from '../linalg/products';
+import { fromRows, transpose } from '../linalg/dense';
+import { residualSqRef } from '../linalg/products';
 import { productSingularValues } from '../linalg/lowrank';
-import { LinearOperator } from '../linalg/randomized';
+import { denseOperator } from '../linalg/randomized';
+import { factorModule, ModuleFactors, ModuleSpec, sketchColumns } from '../linalg/moduleFactors';
 import { WorkerPool, workerScript } from './pool';
 import { LinalgOp, PoolResult, runOp } from './poolOps';
-import { Arena, forgetLinalg, GEMM_COLUMNS, LinalgWasm, linalgModule, linalgOn } from './wasmLinalg';
+import { Arena, forgetLinalg, HIST_BYTES, LinalgWasm, linalgModule, linalgOn } from './wasmLinalg';
+import { countExponents, taskVectorRef } from '../linalg/taskVector';
+import { bytesToF32, Scratch } from '../safetensors/reader';
+import { FloatDtype } from '../../shared/safetensors/dtypes';
+import { TensorInfo } from '../../shared/safetensors/header';
 
 type WithoutId<T> = T extends unknown ? Omit<T, 'mem'> : never;
 type Op = WithoutId<Exclude<LinalgOp, { op: 'linalgMemory' }>>;
@@ -23,6 +28,10 @@ export class LinalgPool {
   private readonly script = workerScript();
   /** Where each array handed out by floats() lives in the arena. */
   private readonly blocks = new WeakMap<Float32Array, number>();
+  /** staging()'s blocks by slot: the byte offset in the arena (none without one) and the whole view. */
+  private readonly staged = new Map<string, { at: number | undefined; view: Uint8Array }>();
+  private readonly fallback = new Scratch();
+  private stateAt: number | undefined;
 
   constructor(readonly threads = Math.min(16, Math.max(1, os.availableParallelism()))) {
     this.arena = linalgModule() ? new Arena() : undefined;
@@ -33,12 +42,13 @@ export class LinalgPool {
     return `WebAssembly SIMD, ${this.script ? `${this.threads} worker thread${this.threads === 1 ? '' : 's'}` : '1 thread'}`;
   }
 
-  /** n fp32 zeros for a matrix the kernels will read: in the shared memory where it can hold them. */
-  floats(n: number): Float32Array {
+  /** n fp32 values (zeros, unless `zeroed` is false and the caller writes every one) for a matrix the kernels will read: in the shared memory where it can hold them. */
+  floats(n: number, zeroed = true): Float32Array {
     const at = this.arena?.alloc(n * 4);
     if (at === undefined) return new Float32Array(n);
     // A block may have held an earlier matrix.
-    const x = this.arena!.f32(at, n).fill(0);
+    const x = this.arena!.f32(at, n);
+    if (zeroed) x.fill(0);
     this.blocks.set(x, at);
     return x;
   }
@@ -49,6 +59,60 @@ export class LinalgPool {
     if (at !== undefined) return linalgOn(this.arena!.id, this.arena!.memory).firstNonFinite(at, x.length);
     for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) return i;
     return -1;
+  }
+
+  /**
+   * `bytes` bytes to read a tensor block into, for taskVectorBlock() and countExponents(): one block per
+   * slot, reused (grown when asked for more), in the shared memory where it can hold it.
+   */
+  staging(slot: string, bytes: number): Uint8Array {
+    const have = this.staged.get(slot);
+    if (have !== undefined && have.view.byteLength >= bytes) return have.view.subarray(0, bytes);
+    if (have?.at !== undefined) this.arena!.free(have.at);
+    const size = Math.max(bytes, Math.ceil((have?.view.byteLength ?? 0) * 1.25), 64);
+    const at = this.arena?.alloc(size);
+    const view = at === undefined ? new Uint8Array(size) : this.arena!.u8(at, size);
+    this.staged.set(slot, { at, view });
+    return view.subarray(0, bytes);
+  }
+
+  /** The byte offset in the shared memory of a view of it (from staging() or floats()), or undefined. */
+  private offsetOf(x: ArrayBufferView): number | undefined {
+    return this.arena?.holds(x) ? x.byteOffset : undefined;
+  }
+
+  /** The counters and the running sum of taskVectorBlock() and countExponents() in the shared memory. */
+  private state(): number {
+    this.stateAt ??= this.arena!.alloc(16 + HIST_BYTES)!;
+    return this.stateAt;
+  }
+
+  /**
+   * taskVectorRef on raw blocks `w` and `f` (dtypes `wt` and `ft`, n values each) into `out` (n fp32):
+   * in WebAssembly when all three are in the shared memory (from staging() and floats()) and the
+   * inputs are fp32 or bf16, else decoded and in JavaScript.
+   */
+  taskVectorBlock(wt: FloatDtype, w: Uint8Array, ft: FloatDtype, f: Uint8Array, n: number, out: Float32Array, acc: { normSq: number }): number {
+    const [wo, fo, oo] = [this.offsetOf(w), this.offsetOf(f), this.offsetOf(out)];
+    const fast = (d: FloatDtype, at: number | undefined): boolean => at !== undefined && ((d === 'F32' && at % 4 === 0) || (d === 'BF16' && at % 2 === 0));
+    if (oo === undefined || !fast(wt, wo) || !fast(ft, fo)) {
+      const decode = (d: FloatDtype, raw: Uint8Array, slot: string): Float32Array =>
+        bytesToF32({ dtype: d, numel: n } as TensorInfo, raw, this.fallback.f32(slot, n));
+      return taskVectorRef(decode(wt, w, 'w'), decode(ft, f, 'f'), out, acc);
+    }
+    const sum = this.state();
+    const k = linalgOn(this.arena!.id, this.arena!.memory);
+    this.arena!.f64(sum, 1)[0] = acc.normSq;
+    const bad = k.taskVector(wo!, wt === 'BF16', fo!, ft === 'BF16', n, oo, sum);
+    acc.normSq = this.arena!.f64(sum, 1)[0];
+    return bad;
+  }
+
+  /** countExponents of a raw half-precision block into `hist`: in WebAssembly when the block is from staging(). */
+  countExponents(dtype: 'F16' | 'BF16', raw: Uint8Array, hist: Float64Array): void {
+    const at = this.offsetOf(raw);
+    if (at === undefined || raw.byteOffset % 2 !== 0) return countExponents(dtype, raw, hist);
+    linalgOn(this.arena!.id, this.arena!.memory).countExponents(dtype, at, raw.byteLength / 2, this.state() + 16, hist);
   }
 
   /** Gives back an array from floats(). */
@@ -74,70 +138,23 @@ export class LinalgPool {
     }
   }
 
-  /** The m × n fp32 matrix `tau` (from floats()) as an operator: M·X and Mᵀ·Y in gemm order (gemmRef). */
-  operator(tau: Float32Array, m: number, n: number): LinearOperator {
-    return {
-      rows: m,
-      cols: n,
-      times: (X) => this.product(tau, m, n, n, 1, X),
-      timesT: (Y) => this.product(tau, n, m, 1, n, Y),
-    };
-  }
-
-  /** M·X for M rows × K with M[i][k] = tau[i·sr + k·sk]. */
-  private async product(tau: Float32Array, rows: number, K: number, sr: number, sk: number, X: Mat): Promise<Mat> {
-    const l = X.cols;
-    const lp = Math.ceil(l / GEMM_COLUMNS) * GEMM_COLUMNS;
+  /**
+   * extract-lora's work on one module (linalg/moduleFactors.ts) for the m × n fp32 τ `tau` (from
+   * floats(); keep it until this settles): on one worker, so that modules run side by side, or in the
+   * JavaScript references on this thread.
+   */
+  async factorModule(tau: Float32Array, spec: ModuleSpec): Promise<ModuleFactors> {
     const t = this.blocks.get(tau);
-    const xb = t !== undefined ? this.arena!.alloc(K * lp * 8) : undefined;
-    const yb = xb !== undefined ? this.arena!.alloc(rows * lp * 8) : undefined;
-    const Y = zeros(rows, l);
-    try {
-      if (yb === undefined) {
-        gemmRef(tau, sr, sk, rows, K, X.data, l, l, Y.data, l);
-        return Y;
-      }
-      const x = this.arena!.f64(xb!, K * lp);
-      x.fill(0);
-      for (let k = 0; k < K; k++) x.set(X.data.subarray(k * l, (k + 1) * l), k * lp);
-      await this.rows(rows, (i0, i1) => ({ op: 'gemm', M: t! + i0 * sr * 4, sr, sk, rows: i1 - i0, K, X: xb!, lp, Y: yb + i0 * lp * 8 }));
-      const y = this.arena!.f64(yb, rows * lp);
-      for (let i = 0; i < rows; i++) Y.data.set(y.subarray(i * lp, i * lp + l), i * l);
-      return Y;
-    } finally {
-      if (xb !== undefined) this.arena!.free(xb);
-      if (yb !== undefined) this.arena!.free(yb);
+    const ws = t !== undefined ? this.arena!.alloc(LinalgWasm.workspaceBytes(spec.m, spec.n, sketchColumns(spec))) : undefined;
+    if (ws === undefined) {
+      const { m, n } = spec;
+      return factorModule(denseOperator(tau, m, n), (P, Qt, k) => residualSqRef(tau, P, Qt, m, k, n), spec);
     }
-  }
-
-  /** ‖tau − P·Qt‖²_F (tau m × n from floats(), P m × k, Qt k × n), as Σ_i of residualRowsRef's row sums in row order. */
-  async residualSq(tau: Float32Array, m: number, n: number, P: Float32Array, Qt: Float32Array, k: number): Promise<number> {
-    const rowSums = new Float64Array(m);
-    const t = this.blocks.get(tau);
-    const p = t !== undefined ? this.arena!.alloc(m * k * 4) : undefined;
-    const q = p !== undefined ? this.arena!.alloc(k * n * 4) : undefined;
-    const o = q !== undefined ? this.arena!.alloc(m * 8) : undefined;
     try {
-      if (o === undefined) residualRowsRef(tau, P, Qt, m, k, n, rowSums);
-      else {
-        this.arena!.f32(p!, m * k).set(P.subarray(0, m * k));
-        this.arena!.f32(q!, k * n).set(Qt.subarray(0, k * n));
-        await this.rows(m, (i0, i1) => ({ op: 'residual', tau: t! + i0 * n * 4, P: p! + i0 * k * 4, Qt: q!, rows: i1 - i0, k, n, out: o + i0 * 8 }));
-        rowSums.set(this.arena!.f64(o, m));
-      }
+      return (await this.runOne({ op: 'factorModule', tau: t!, ws, spec })) as ModuleFactors;
     } finally {
-      for (const b of [p, q, o]) if (b !== undefined) this.arena!.free(b);
+      this.arena!.free(ws);
     }
-    let sum = 0;
-    for (const x of rowSums) sum += x;
-    return sum;
-  }
-
-  /** One op per worker over a slice of [0, rows) each. */
-  private async rows(rows: number, op: (i0: number, i1: number) => Op): Promise<void> {
-    const parts = Math.max(1, Math.min(this.threads, Math.floor(rows / 3)));
-    const bound = (p: number): number => Math.floor((p * rows) / parts);
-    await Promise.all(Array.from({ length: parts }, (_, p) => this.runOne(op(bound(p), bound(p + 1)))));
   }
 
   private async runOne(op: Op): Promise<PoolResult> {

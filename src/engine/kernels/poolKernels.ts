@@ -128,16 +128,16 @@ export class WorkerKernels implements Kernels {
   }
 
   /** Slices of rows on the workers, each folding every factor set's delta block by block (see WasmLora.rows). */
-  async maxAbsLoraInto(acc: Float32Array, fs: LoraFactors[]): Promise<Float32Array> {
+  async maxAbsLoraInto(acc: Float32Array, fs: LoraFactors[], float32 = false): Promise<Float32Array> {
     if (fs.length === 0) return acc;
     const m = fs[0].out;
     const parts = Math.min(this.threads, Math.floor((m * fs[0].in * fs.length) / PARALLEL_MIN), m);
-    if (parts <= 1) return this.local.maxAbsLoraInto(acc, fs);
+    if (parts <= 1) return this.local.maxAbsLoraInto(acc, fs, float32);
     const target = isShared(acc) ? acc : this.staging.f32('acc', acc.length);
     if (target !== acc) target.set(acc);
     const shared = fs.map((f, s) => ({ ...f, A: this.shared(`A${s}`, f.A), B: this.shared(`B${s}`, f.B) }));
     const rows = (p: number): number => Math.floor((p * m) / parts);
-    await this.workers().run(Array.from({ length: parts }, (_, p) => ({ op: 'maxAbsLora', fs: shared, acc: target, i0: rows(p), i1: rows(p + 1) })));
+    await this.workers().run(Array.from({ length: parts }, (_, p) => ({ op: 'maxAbsLora', fs: shared, acc: target, float32, i0: rows(p), i1: rows(p + 1) })));
     if (target !== acc) acc.set(target);
     return acc;
   }

@@ -7,8 +7,9 @@ import { elementBytes, FloatDtype } from '../../shared/safetensors/dtypes';
 import { decodeF16Array } from '../../shared/safetensors/half';
 import { allFinite, maxAbsRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
 import { HalfDtype, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
-import { decodeBf16, foldLoraRows, loraRows } from './wasm';
+import { decodeBf16, foldLoraRows, loraRows, wasmLora } from './wasm';
 import { factorSingularValues, linalgOn } from './wasmLinalg';
+import { factorModule, ModuleFactors, ModuleSpec } from '../linalg/moduleFactors';
 import { MergeRule } from '../../shared/jobs/choices';
 
 /**
@@ -25,7 +26,7 @@ export type PoolOp =
   | { op: 'precision'; w: Float32Array; d: Float32Array | null; dtype: HalfDtype; rule: MergeRule; i0: number; i1: number }
   | { op: 'subtract'; a: Float32Array; b: Float32Array; out: Float32Array; i0: number; i1: number }
   | { op: 'maxAbsInto'; acc: Float32Array; x: Float32Array; i0: number; i1: number }
-  | { op: 'maxAbsLora'; fs: LoraFactors[]; acc: Float32Array; i0: number; i1: number }
+  | { op: 'maxAbsLora'; fs: LoraFactors[]; acc: Float32Array; float32: boolean; i0: number; i1: number }
   | { op: 'decodeHalf'; dtype: 'F16' | 'BF16'; raw: Uint8Array; out: Float32Array; i0: number; i1: number }
   | { op: 'allFinite'; dtype: FloatDtype; raw: Uint8Array; i0: number; i1: number }
   | LinalgOp;
@@ -37,15 +38,14 @@ export type PoolOp =
 export type LinalgOp = { mem: number } & (
   | { op: 'linalgMemory'; memory: WebAssembly.Memory }
   | { op: 'factorSpectrum'; a: number; b: number; r: number; inn: number; out: number; scratch: number }
-  | { op: 'gemm'; M: number; sr: number; sk: number; rows: number; K: number; X: number; lp: number; Y: number }
-  | { op: 'residual'; tau: number; P: number; Qt: number; rows: number; k: number; n: number; out: number }
+  | { op: 'factorModule'; tau: number; ws: number; spec: ModuleSpec }
 );
 
-/** What an op returns: nothing (it wrote its output range), the statistics of each chunk of its range, or a yes/no. */
-export type PoolResult = void | PairStats[] | PrecisionStats[] | boolean | Float64Array;
+/** What an op returns: nothing (it wrote its output range), the statistics of each chunk of its range, a yes/no, or a module's factors. */
+export type PoolResult = void | PairStats[] | PrecisionStats[] | boolean | Float64Array | ModuleFactors;
 
-/** Runs one op on the calling thread. `i0` of a statistics op is at a chunk boundary. */
-export function runOp(m: PoolOp): PoolResult {
+/** Runs one op on the calling thread (a module's factorization: asynchronously). `i0` of a statistics op is at a chunk boundary. */
+export function runOp(m: PoolOp): PoolResult | Promise<PoolResult> {
   switch (m.op) {
     case 'loraDelta':
       return loraRows(m.f, m.i0, m.i1, m.out);
@@ -60,7 +60,7 @@ export function runOp(m: PoolOp): PoolResult {
     case 'maxAbsInto':
       return maxAbsRange(m.acc, m.x, m.i0, m.i1);
     case 'maxAbsLora':
-      return foldLoraRows(m.fs, m.i0, m.i1, m.acc);
+      return foldLoraRows(m.fs, m.i0, m.i1, m.acc, wasmLora(), m.float32);
     case 'decodeHalf': {
       const h = new Uint16Array(m.raw.buffer, m.raw.byteOffset + m.i0 * 2, m.i1 - m.i0);
       (m.dtype === 'F16' ? decodeF16Array : decodeBf16)(h, m.out.subarray(m.i0, m.i1));
@@ -75,10 +75,11 @@ export function runOp(m: PoolOp): PoolResult {
       return;
     case 'factorSpectrum':
       return factorSingularValues(linalgOn(m.mem), m.a, m.b, m.r, m.inn, m.out, m.scratch);
-    case 'gemm':
-      return linalgOn(m.mem).gemm(m.M, m.sr, m.sk, m.rows, m.K, m.X, m.lp, m.Y);
-    case 'residual':
-      return linalgOn(m.mem).residual(m.tau, m.P, m.Qt, m.rows, m.k, m.n, m.out);
+    case 'factorModule': {
+      const w = linalgOn(m.mem);
+      const { m: rows, n } = m.spec;
+      return factorModule(w.operator(m.tau, rows, n, m.ws), (P, Qt, k) => w.residualSq(m.tau, rows, n, P, Qt, k, m.ws), m.spec);
+    }
   }
 }
 

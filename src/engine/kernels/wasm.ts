@@ -21,6 +21,7 @@ function wasmFile(): string | undefined {
 interface Exports {
   memory: WebAssembly.Memory;
   bf16(src: number, n: number, dst: number): void;
+  lora32(a: number, b: number, rows: number, r: number, n: number, scale: number, out: number, W: number): void;
   lora(
     a: number,
     b: number,
@@ -42,6 +43,11 @@ interface Exports {
 const BLOCK_ELEMENTS = 1 << 16;
 /** A's column tile in float64 is about this many bytes (r x W x 8), W a multiple of 16. */
 const TILE_BYTES = 32 << 10;
+/** The float32 pass's tile of A (r x W x 4), W a multiple of 32: in the L1 cache beside the output row. */
+const TILE_BYTES_32 = 16 << 10;
+
+/** What `rows` does with each delta block: write it (one set), fold it exactly, or fold its float32 approximation. */
+export type RowsMode = 'write' | 'fold' | 'fold32';
 
 /** bf16 values decoded per call: the block in and out stays in the L2 cache. */
 const DECODE_BLOCK = 1 << 15;
@@ -60,16 +66,18 @@ export class WasmLora {
   /**
    * Rows [row0, row1) of every factor set's delta (all of one out x in shape and orientation, each of
    * its own rank and scale), written into `out` (one set; the whole tensor, as loraDeltaRows writes) or
-   * folded into it: out[i] = max(out[i], |delta[i]|) per set in turn, as maxAbsRange does.
+   * folded into it: out[i] = max(out[i], |delta[i]|) per set in turn, as maxAbsRange does. `fold32`
+   * folds the float32 approximation instead (lora32 in kernels.wat; certified.ts bounds its error).
    */
-  rows(fs: LoraFactors[], row0: number, row1: number, out: Float32Array, fold: boolean): void {
+  rows(fs: LoraFactors[], row0: number, row1: number, out: Float32Array, mode: RowsMode): void {
     if (fs.length === 0 || row1 <= row0) return;
     const { in: n, out: m, transpose } = fs[0];
     if (fs.some((f) => f.in !== n || f.out !== m || f.transpose !== transpose)) throw new Error('folded LoRA deltas must have one shape and orientation');
+    const exact = mode !== 'fold32';
     const rMax = Math.max(1, ...fs.map((f) => f.r));
-    const W = Math.max(16, Math.floor(TILE_BYTES / (8 * rMax) / 16) * 16);
+    const W = exact ? Math.max(16, Math.floor(TILE_BYTES / (8 * rMax) / 16) * 16) : Math.max(32, Math.floor(TILE_BYTES_32 / (4 * rMax) / 32) * 32);
     const R = Math.max(1, Math.min(row1 - row0, Math.floor(BLOCK_ELEMENTS / Math.max(1, n))));
-    // Layout: each set's A and its block of B, then nks, koff, bval, A's tile in float64, the output rows.
+    // Layout: each set's A and its block of B, then (exact) nks, koff, bval, A's tile in float64, then the output rows.
     const pA: number[] = [];
     const pB: number[] = [];
     let p = 0;
@@ -83,16 +91,17 @@ export class WasmLora {
     const pKoff = pNks + align(R * 4, 16);
     const pBval = pKoff + align(R * rMax * 4, 16);
     const pAt = pBval + align(R * rMax * 8, 16);
-    const pOut = pAt + align(rMax * W * 8, 16);
+    const pOut = exact ? pAt + align(rMax * W * 8, 16) : p;
     const f32 = new Float32Array(this.memory(pOut + R * n * 4).buffer);
     fs.forEach((f, s) => f32.set(f.A.subarray(0, f.r * n), pA[s] >> 2));
     for (let i0 = row0; i0 < row1; i0 += R) {
       const rows = Math.min(R, row1 - i0);
       const block = f32.subarray(pOut >> 2, (pOut >> 2) + rows * n);
-      if (fold) gather(out, block, i0, rows, n, m, transpose);
+      if (mode !== 'write') gather(out, block, i0, rows, n, m, transpose);
       fs.forEach((f, s) => {
         f32.set(f.B.subarray(i0 * f.r, (i0 + rows) * f.r), pB[s] >> 2);
-        this.x.lora(pA[s], pB[s], rows, f.r, n, f.scale, pOut, fold ? 1 : 0, pNks, pKoff, pBval, pAt, W);
+        if (exact) this.x.lora(pA[s], pB[s], rows, f.r, n, f.scale, pOut, mode === 'fold' ? 1 : 0, pNks, pKoff, pBval, pAt, W);
+        else this.x.lora32(pA[s], pB[s], rows, f.r, n, Math.fround(f.scale), pOut, W);
       });
       scatter(block, out, i0, rows, n, m, transpose);
     }
@@ -149,7 +158,7 @@ export function wasmLora(): WasmLora | undefined {
 
 /** Rows [row0, row1) of the LoRA delta into `out` (loraDeltaRows' result): in WebAssembly where it loads (`w` null: in JavaScript). */
 export function loraRows(f: LoraFactors, row0: number, row1: number, out: Float32Array, w: WasmLora | null | undefined = wasmLora()): void {
-  if (w) w.rows([f], row0, row1, out, false);
+  if (w) w.rows([f], row0, row1, out, 'write');
   else loraDeltaRows(f, row0, row1, out);
 }
 
@@ -159,9 +168,19 @@ export function decodeBf16(src: Uint16Array, out: Float32Array): Float32Array {
   return w ? w.decodeBf16(src, out) : decodeBf16Array(src, out);
 }
 
-/** Rows [row0, row1) of maxAbsInto(acc, loraDelta(f)) for each f in turn: in WebAssembly where it loads (`w` null: in JavaScript). */
-export function foldLoraRows(fs: LoraFactors[], row0: number, row1: number, acc: Float32Array, w: WasmLora | null | undefined = wasmLora()): void {
-  if (w) return w.rows(fs, row0, row1, acc, true);
+/**
+ * Rows [row0, row1) of maxAbsInto(acc, loraDelta(f)) for each f in turn: in WebAssembly where it loads
+ * (`w` null: in JavaScript). `float32`: the float32 approximation in WebAssembly (the exact values in JavaScript).
+ */
+export function foldLoraRows(
+  fs: LoraFactors[],
+  row0: number,
+  row1: number,
+  acc: Float32Array,
+  w: WasmLora | null | undefined = wasmLora(),
+  float32 = false,
+): void {
+  if (w) return w.rows(fs, row0, row1, acc, float32 ? 'fold32' : 'fold');
   const delta = new Float32Array(acc.length);
   for (const f of fs) {
     loraDeltaRows(f, row0, row1, delta);

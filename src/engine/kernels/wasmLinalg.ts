@@ -5,9 +5,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fromRows, Mat, transpose } from '../linalg/dense';
+import { fromRows, Mat, transpose, zeros } from '../linalg/dense';
 import { coreSingularValues, rFactorFromGram } from '../linalg/lowrank';
 import { GRAM_PANEL } from '../linalg/products';
+import { LinearOperator } from '../linalg/randomized';
 import { EPS, Sweeps } from '../linalg/svd';
 
 interface Exports {
@@ -17,12 +18,16 @@ interface Exports {
   syrk(P: number, cp: number, len: number, G: number): void;
   gemm(M: number, sr: number, sk: number, rows: number, K: number, X: number, lp: number, Y: number, kt: number): void;
   residual(tau: number, P: number, Qt: number, rows: number, k: number, n: number, out: number): void;
+  taskvec(w: number, wbf: number, f: number, fbf: number, n: number, out: number, sum: number): number;
+  hist16(p: number, n: number, shift: number, mask: number, hist: number): void;
 }
 
 /** A product's contraction in tiles of this many steps: a block's rows of M stay in the L1 cache meanwhile. */
 const GEMM_TILE = 256;
 /** The gemm kernel's column block: X and Y have their columns padded to a multiple of it. */
 export const GEMM_COLUMNS = 6;
+/** hist16's counters: four histograms of 256 i32 bins. */
+export const HIST_BYTES = 4 * 256 * 4;
 /** The shared memory's limit: 64 Ki pages of 64 KiB, all that a 32-bit WebAssembly memory can address. */
 const MAX_PAGES = 65536;
 
@@ -93,6 +98,60 @@ export class LinalgWasm {
   residual(tau: number, P: number, Qt: number, rows: number, k: number, n: number, out: number): void {
     this.x.residual(tau, P, Qt, rows, k, n, out);
   }
+
+  /** taskVectorRef on byte offsets (w and f fp32, or bf16 where wbf / fbf), the running sum as a float64 at `sum`. */
+  taskVector(w: number, wbf: boolean, f: number, fbf: boolean, n: number, out: number, sum: number): number {
+    return this.x.taskvec(w, wbf ? 1 : 0, f, fbf ? 1 : 0, n, out, sum);
+  }
+
+  /** countExponents of n half-precision values at byte offset p into `hist`, through HIST_BYTES of zeroed counters at `counters` (zeroed again after). */
+  countExponents(dtype: 'F16' | 'BF16', p: number, n: number, counters: number, hist: Float64Array): void {
+    const [shift, mask] = dtype === 'BF16' ? [7, 0xff] : [10, 0x1f];
+    this.x.hist16(p, n, shift, mask, counters);
+    const c = new Int32Array(this.memory.buffer, counters, HIST_BYTES / 4);
+    for (let b = 0; b <= mask; b++) hist[b] += c[b] + c[256 + b] + c[512 + b] + c[768 + b];
+    c.fill(0);
+  }
+
+  /** Bytes of workspace that operator() and residualSq() need for an m × n τ and sketches of up to l columns. */
+  static workspaceBytes(m: number, n: number, l: number): number {
+    return align((m + n) * Math.ceil(l / GEMM_COLUMNS) * GEMM_COLUMNS * 8) + 64;
+  }
+
+  /** The m × n fp32 matrix at byte offset `tau` as an operator on this thread (gemmRef's bits), X and Y placed at `ws`. */
+  operator(tau: number, m: number, n: number, ws: number): LinearOperator {
+    const product = (rows: number, K: number, sr: number, sk: number, X: Mat): Mat => {
+      const l = X.cols;
+      const lp = Math.ceil(l / GEMM_COLUMNS) * GEMM_COLUMNS;
+      const yb = ws + align(K * lp * 8);
+      const x = new Float64Array(this.memory.buffer, ws, K * lp);
+      if (lp === l) x.set(X.data);
+      else {
+        x.fill(0);
+        for (let k = 0; k < K; k++) x.set(X.data.subarray(k * l, (k + 1) * l), k * lp);
+      }
+      this.gemm(tau, sr, sk, rows, K, ws, lp, yb);
+      const y = new Float64Array(this.memory.buffer, yb, rows * lp);
+      const Y = zeros(rows, l);
+      if (lp === l) Y.data.set(y);
+      else for (let i = 0; i < rows; i++) Y.data.set(y.subarray(i * lp, i * lp + l), i * l);
+      return Y;
+    };
+    return { rows: m, cols: n, times: (X) => product(m, n, n, 1, X), timesT: (Y) => product(n, m, 1, n, Y) };
+  }
+
+  /** ‖τ − P·Qt‖²_F (τ m × n at byte offset `tau`, P m × k, Qt k × n) as Σ_i of residualRowsRef's row sums in row order, P and Qt copied to `ws`. */
+  residualSq(tau: number, m: number, n: number, P: Float32Array, Qt: Float32Array, k: number, ws: number): number {
+    const p = ws;
+    const q = p + align(m * k * 4);
+    const o = q + align(k * n * 4);
+    new Float32Array(this.memory.buffer, p, m * k).set(P.subarray(0, m * k));
+    new Float32Array(this.memory.buffer, q, k * n).set(Qt.subarray(0, k * n));
+    this.residual(tau, p, q, m, k, n, o);
+    let sum = 0;
+    for (const x of new Float64Array(this.memory.buffer, o, m)) sum += x;
+    return sum;
+  }
 }
 
 /**
@@ -138,6 +197,7 @@ let nextId = 1;
 export class Arena {
   readonly id = nextId++;
   readonly memory = new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
+  private readonly buffers = new WeakSet<ArrayBufferLike>();
   /** Live blocks, [start, end) in bytes, by start. */
   private readonly used: [number, number][] = [];
 
@@ -163,10 +223,26 @@ export class Arena {
   }
 
   f32(at: number, n: number): Float32Array {
-    return new Float32Array(this.memory.buffer, at, n);
+    return new Float32Array(this.buffer(), at, n);
   }
 
   f64(at: number, n: number): Float64Array {
-    return new Float64Array(this.memory.buffer, at, n);
+    return new Float64Array(this.buffer(), at, n);
+  }
+
+  u8(at: number, n: number): Uint8Array {
+    return new Uint8Array(this.buffer(), at, n);
+  }
+
+  /** Whether `x` is a view of this memory (then its byteOffset is its address in it). */
+  holds(x: ArrayBufferView): boolean {
+    return this.buffers.has(x.buffer);
+  }
+
+  /** The memory's current buffer (a new object after each growth), remembered for holds(). */
+  private buffer(): ArrayBufferLike {
+    const b = this.memory.buffer;
+    this.buffers.add(b);
+    return b;
   }
 }

@@ -30,12 +30,10 @@ if (port) {
       buffers.delete(m.forget);
       return;
     }
-    let reply: WorkerReply;
-    try {
-      reply = { id: m.id, result: runOp(mapArrays(m.op, isWire, fromWire) as unknown as PoolOp) };
-    } catch (e) {
-      reply = { id: m.id, error: (e as Error).stack ?? String(e) };
-    }
-    port.postMessage(reply);
+    // An op that returns a promise (a module's factorization) is answered when it settles.
+    new Promise((resolve) => resolve(runOp(mapArrays(m.op, isWire, fromWire) as unknown as PoolOp))).then(
+      (result) => port.postMessage({ id: m.id, result } satisfies WorkerReply),
+      (e: unknown) => port.postMessage({ id: m.id, error: (e as Error).stack ?? String(e) } satisfies WorkerReply),
+    );
   });
 }

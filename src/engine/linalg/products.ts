@@ -92,3 +92,12 @@ export function residualRowsRef(tau: Float32Array, P: Float32Array, Qt: Float32A
     out[i] = sum;
   }
 }
+
+/** ‖tau − P·Qt‖²_F: Σ_i of residualRowsRef's row sums, in row order. */
+export function residualSqRef(tau: Float32Array, P: Float32Array, Qt: Float32Array, m: number, k: number, n: number): number {
+  const rows = new Float64Array(m);
+  residualRowsRef(tau, P, Qt, m, k, n, rows);
+  let sum = 0;
+  for (const x of rows) sum += x;
+  return sum;
+}

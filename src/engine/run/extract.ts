@@ -1,12 +1,13 @@
 import { need } from '../../shared/jobs/request';
 import { extractJob } from '../jobs/extract';
+import { formatInt } from '../../shared/format';
 import { Runner } from './runner';
 
 export const extract: Runner<'extract'> = async (req, ctx) => {
   const r = await extractJob(need(req, 'base'), need(req, 'finetuned'), need(req, 'out'), await ctx.kernels(), ctx);
   const s = r.summary;
   const text = [
-    `task vector: ${s.nonzeroTensors} non-zero tensors, ${s.zeroTensors} zero, of ${s.tensors}; ${s.nonzeroElements.toLocaleString('en')} non-zero elements of ${s.elements.toLocaleString('en')}; norm ${s.l2Norm.toExponential(3)}`,
+    `task vector: ${s.nonzeroTensors} non-zero tensors, ${s.zeroTensors} zero, of ${s.tensors}; ${formatInt(s.nonzeroElements)} non-zero elements of ${formatInt(s.elements)}; norm ${s.l2Norm.toExponential(3)}`,
     ...(s.nonFiniteTensors ? [`NaN/Inf in ${s.nonFiniteTensors} tensor(s): ${r.nonFinite.slice(0, 5).map((x) => `${x.name} (${x.elements})`).join(', ')}`] : []),
     `wrote ${r.out}`,
   ];

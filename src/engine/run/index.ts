@@ -22,9 +22,10 @@ import { merge } from './merge';
 import { precision } from './precision';
 import { combine, extractLora, resize, spectrum } from './lowrank';
 import { JobOutcome, RunContext, Runner } from './runner';
+import { stats } from './stats';
 import { validate } from './validate';
 
-const RUNNERS: { [K in JobName]: Runner<K> } = { census, estimate, merge, extract, compare, precision, validate, mask, compress, decompose, convert, spectrum, resize, 'extract-lora': extractLora, combine };
+const RUNNERS: { [K in JobName]: Runner<K> } = { census, estimate, merge, extract, compare, precision, validate, mask, compress, decompose, convert, spectrum, resize, 'extract-lora': extractLora, combine, stats };
 
 /** `request` is checked here: from the CLI it is parsed argv, from the engine process whatever came over IPC. */
 export async function runJob(request: JobRequest | unknown, ctx: JobContext): Promise<JobOutcome> {

@@ -5,6 +5,7 @@ import { combineJob } from '../jobs/combine';
 import { extractLoraJob } from '../jobs/extractLora';
 import { resizeJob } from '../jobs/resize';
 import { spectrumJob } from '../jobs/spectrum';
+import { formatInt } from '../../shared/format';
 import { Runner } from './runner';
 
 function fmt(x: number): string {
@@ -30,7 +31,7 @@ export const resize: Runner<'resize'> = async (req, ctx) => {
   );
   const s = r.summary;
   const text = [
-    `${s.modules} modules resized: ${s.fromParams.toLocaleString('en')} -> ${s.params.toLocaleString('en')} parameters; mean energy kept ${(100 * s.meanEnergyKept).toFixed(2)}%, largest relative error ${fmt(s.maxRelError)}`,
+    `${s.modules} modules resized: ${formatInt(s.fromParams)} -> ${formatInt(s.params)} parameters; mean energy kept ${(100 * s.meanEnergyKept).toFixed(2)}%, largest relative error ${fmt(s.maxRelError)}`,
     ...r.modules.map((m) => `  ${m.name}: rank ${m.fromRank} -> ${m.rank}, energy kept ${(100 * m.energyKept).toFixed(2)}%, relError ${fmt(m.relError)} (optimum ${fmt(m.optimalRelError)})`),
     `wrote ${r.out}`,
   ];
@@ -53,7 +54,7 @@ export const extractLora: Runner<'extract-lora'> = async (req, ctx) => {
   const s = r.summary;
   const noisy = r.modules.filter((m) => m.roundingNoise);
   const text = [
-    `${s.modules} modules extracted (${s.params.toLocaleString('en')} parameters), ${s.unchanged} linear weights unchanged, ${s.notCaptured} changed tensors not captured; mean energy kept ${(100 * s.meanEnergyKept).toFixed(2)}%, largest relative error ${fmt(s.maxRelError)}`,
+    `${s.modules} modules extracted (${formatInt(s.params)} parameters), ${s.unchanged} linear weights unchanged, ${s.notCaptured} changed tensors not captured; mean energy kept ${(100 * s.meanEnergyKept).toFixed(2)}%, largest relative error ${fmt(s.maxRelError)}`,
     ...r.modules.map(
       (m) =>
         `  ${m.name}: rank ${m.rank}, energy kept ${(100 * m.energyKept).toFixed(2)}%, relError ${fmt(m.relError)}` +
@@ -77,7 +78,7 @@ export const combine: Runner<'combine'> = async (req, ctx) => {
   const r = await combineJob({ adapters: need(req, 'adapters'), weights, out: need(req, 'out'), rank: req.rank }, ctx);
   const s = r.summary;
   const text = [
-    `${s.modules} modules from ${r.adapters.length} adapter(s), weights ${r.weights.join(', ')}${r.rank === null ? ', exact' : `, best rank ${r.rank}`}: ${s.params.toLocaleString('en')} parameters; largest relative error ${fmt(s.maxRelError)}`,
+    `${s.modules} modules from ${r.adapters.length} adapter(s), weights ${r.weights.join(', ')}${r.rank === null ? ', exact' : `, best rank ${r.rank}`}: ${formatInt(s.params)} parameters; largest relative error ${fmt(s.maxRelError)}`,
     ...r.modules.map((m) => `  ${m.name}: rank ${m.rank}${m.exact ? ' (exact)' : `, energy kept ${(100 * m.energyKept).toFixed(2)}%`}, relError ${fmt(m.relError)}`),
     `wrote ${r.out}`,
   ];

@@ -1,6 +1,7 @@
 import { need } from '../../shared/jobs/request';
 import { maskJob } from '../jobs/mask';
 import { MASK_JSON, MASK_TENSORS } from '../unmerge/maskFile';
+import { formatInt } from '../../shared/format';
 import { Runner } from './runner';
 
 export const mask: Runner<'mask'> = async (req, ctx) => {
@@ -8,7 +9,7 @@ export const mask: Runner<'mask'> = async (req, ctx) => {
   const report = await maskJob({ base, adapters, budget, out }, ctx.kernels, ctx);
   const pct = (x: number | null): string => (x === null ? 'n/a (zero delta)' : `${(100 * x).toFixed(2)}%`);
   const text = [
-    `mask: ${report.selected.toLocaleString('en')} of ${report.elements.toLocaleString('en')} elements kept in ${report.modules} modules (k = ${report.k} per module, budget ${report.budget})`,
+    `mask: ${formatInt(report.selected)} of ${formatInt(report.elements)} elements kept in ${report.modules} modules (k = ${report.k} per module, budget ${report.budget})`,
     `per projection: ${Object.entries(report.perProjection).map(([p, n]) => `${p} ${n}`).join(', ')}`,
     'norm kept per adapter (||mask * delta|| / ||delta||):',
     ...Object.entries(report.normPreservation).map(([n, x]) => `  ${n}: ${pct(x)}`),

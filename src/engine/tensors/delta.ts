@@ -4,7 +4,7 @@
  * LoKr's Kronecker products, a dense diff; and where the result needs the base weight (DoRA, IA³), the
  * merged tensor and the delta an fp32 merge adds. DoRA modules are handled whole (their norms span it).
  */
-import { AdaptedModule, decomposition, KronFactor, wholeTensor } from '../checkpoint/deltaRule';
+import { AdaptedModule, decomposition, KronFactor, StackedPart, wholeTensor } from '../checkpoint/deltaRule';
 import { Checkpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { roundHalf } from '../kernels/cpuMath';
@@ -34,10 +34,13 @@ export interface Prepared {
 
 const EMPTY = new Float32Array(0);
 
+/** Modules whose factors stay prepared: a stacked tensor's parts (FLUX's linear1 stacks four) and the tensor itself. */
+const KEPT_MODULES = 8;
+
 /** Reads small adapter tensors (factors, magnitudes) as fp32, keeping only the current module's. */
 export class Factors {
-  private module: AdaptedModule | undefined;
-  private prepared: Prepared = { A: EMPTY, B: EMPTY, rank: 0 };
+  /** The prepared factors of the last few modules: a fused tensor's stacked parts take turns, block by block. */
+  private readonly prepared = new Map<AdaptedModule, Prepared>();
 
   /** `shared`: factors in SharedArrayBuffers, for the CPU backend's worker threads. */
   constructor(
@@ -46,11 +49,13 @@ export class Factors {
   ) {}
 
   get(m: AdaptedModule): Prepared {
-    if (this.module !== m) {
-      this.prepared = prepare(m, (t) => this.read(t), (n) => this.alloc(n));
-      this.module = m;
+    let p = this.prepared.get(m);
+    if (p === undefined) {
+      if (this.prepared.size >= KEPT_MODULES) this.prepared.clear();
+      p = prepare(m, (t) => this.read(t), (n) => this.alloc(n));
+      this.prepared.set(m, p);
     }
-    return this.prepared;
+    return p;
   }
 
   private alloc(n: number): Float32Array {
@@ -146,6 +151,9 @@ function prepareRule(m: AdaptedModule, read: (t: TensorInfo) => Float32Array, al
       return { A: EMPTY, B: EMPTY, rank: 0, w1: kronFactor(r.w1, read, alloc), w2: kronFactor(r.w2, read, alloc) };
     case 'dense':
       return { A: EMPTY, B: EMPTY, rank: 0, values: read(r.diff) };
+    case 'stacked':
+      // Each part prepares its own factors when its rows are computed.
+      return { A: EMPTY, B: EMPTY, rank: 0 };
     case 'scale': {
       const v = read(r.vector);
       // LyCORIS's `weight * multiplier + 1`, in fp32.
@@ -281,9 +289,28 @@ export async function deltaBlock(kernels: Kernels, factors: Factors, m: AdaptedM
       for (let i = 0; i < b.numel; i++) out[i] = v[b.start + i] * s;
       return out;
     }
+    case 'stacked':
+      return stackedBlock(kernels, factors, r.parts, b, out, scratch);
     case 'scale':
       throw new Error('IA³ has no additive delta of its own: use effectiveDelta');
   }
+}
+
+/**
+ * The rows of block `b` of a fused tensor from the parts stacked in it, each part's delta as its rule
+ * computes it. Rows no part adapts get -0, which leaves every W as it is (W + -0 = W, -0 included).
+ */
+async function stackedBlock(kernels: Kernels, factors: Factors, parts: StackedPart[], b: Block, out: Float32Array, scratch: Scratch): Promise<Float32Array> {
+  const d = out.subarray(0, b.numel).fill(-0);
+  for (const { offset, module } of parts) {
+    const lo = Math.max(b.start, offset);
+    const hi = Math.min(b.start + b.numel, offset + module.out * module.in);
+    if (lo >= hi) continue;
+    const cols = module.in;
+    const sub: Block = { ...b, row0: (lo - offset) / cols, row1: (hi - offset) / cols, rowElements: cols, start: lo - offset, numel: hi - lo, partial: false };
+    d.set((await deltaBlock(kernels, factors, module, sub, scratch.f32('delta-stacked', hi - lo), scratch)).subarray(0, hi - lo), lo - b.start);
+  }
+  return d;
 }
 
 /** kron(w1, w2) · scale for the block's base rows, transposed where the base stores [in, out]. */

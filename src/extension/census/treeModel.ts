@@ -6,7 +6,7 @@
  * time embedding. No `vscode` import: the view (censusView.ts) only maps these nodes onto TreeItems, and
  * unit tests check labels and counts here.
  */
-import { formatBytes, formatInt } from '../../shared/format';
+import { formatBytes, formatCount, formatInt } from '../../shared/format';
 
 export type Category = 'attention' | 'cross_attention' | 'mlp' | 'norm' | 'embedding' | 'final_norm' | 'other' | 'resnet' | 'time_embedding' | 'vae';
 const CATEGORY_ORDER: readonly Category[] = ['embedding', 'time_embedding', 'attention', 'cross_attention', 'resnet', 'mlp', 'norm', 'final_norm', 'vae', 'other'];
@@ -151,19 +151,6 @@ export function comparisonByName(report: unknown): Map<string, TensorComparison>
     });
   }
   return out;
-}
-
-/** 3,030,000,000 -> "3.03 B"; below a million the exact count. */
-export function formatCount(n: number): string {
-  if (n < 1e6) return formatInt(n);
-  for (const [v, unit] of [
-    [1e12, 'T'],
-    [1e9, 'B'],
-    [1e6, 'M'],
-  ] as const) {
-    if (n >= v) return `${(n / v).toPrecision(3)} ${unit}`;
-  }
-  return formatInt(n);
 }
 
 /** A metric for a tree description: 4 significant digits, exponent when tiny; cosine keeps 6 decimals. */

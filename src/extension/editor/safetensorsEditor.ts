@@ -14,6 +14,8 @@ export interface ViewerLinks {
   openInCensus(file: string): Promise<void>;
   /** Reveals a tensor of `file` in the census tree, opening the file there first if needed. */
   revealTensor(file: string, name: string): Promise<void>;
+  /** A tensor's statistics (the census tree's "Show Tensor Statistics…" on it). */
+  tensorStats(file: string, name: string): Promise<void>;
 }
 
 /** The viewer's content: the file's tensor index, or why it cannot be read. */
@@ -55,6 +57,7 @@ export class SafetensorsEditorProvider implements vscode.CustomReadonlyEditorPro
       (name) => void this.links.revealTensor(file, name).catch(report),
       () => undefined,
       () => void this.links.openInCensus(file).catch(report),
+      (name) => void this.links.tensorStats(file, name).catch(report),
     );
   }
 }

@@ -6,7 +6,7 @@
  * tests drive it. The weights viewer (a custom editor) uses it too.
  */
 import * as path from 'node:path';
-import { tableCsv } from '../../shared/charts/csv';
+import { sectionCsv } from '../../shared/charts/csv';
 import { panelModel } from '../../shared/charts/panels';
 import { ExportKind, HostMessage, PanelContent, parseWebviewMessage, WebviewMessage } from '../../shared/webviewProtocol';
 import { escapeHtml } from './html';
@@ -18,6 +18,8 @@ export interface PanelIo {
   openTensor(name: string): void;
   /** The weights viewer: open its file in the census tree. */
   openInCensus?(): void;
+  /** The weights viewer: a tensor's statistics. */
+  tensorStats?(name: string): void;
   /** The panels' stylesheet, inlined into an HTML report. */
   stylesheet(): string;
   /** After an HTML report is saved: offer to open it in the browser. */
@@ -68,8 +70,9 @@ export class PanelController {
         await this.save('png', `${stem}-${m.name}.png`, Uint8Array.from(Buffer.from(m.dataUrl.slice(m.dataUrl.indexOf(',') + 1), 'base64')));
         return;
       case 'exportCsv': {
-        const table = panelModel(this.content).sections.find((s) => s.id === m.section)?.table;
-        if (table) await this.save('csv', `${stem}-${m.section}.csv`, utf8(tableCsv(table)));
+        const section = panelModel(this.content).sections.find((s) => s.id === m.section);
+        const csv = section && sectionCsv(section);
+        if (csv !== undefined) await this.save('csv', `${stem}-${m.section}.csv`, utf8(csv));
         return;
       }
       case 'exportHtml': {
@@ -82,6 +85,9 @@ export class PanelController {
         return;
       case 'openInCensus':
         this.io.openInCensus?.();
+        return;
+      case 'tensorStats':
+        this.io.tensorStats?.(m.name);
         return;
     }
   }

@@ -30,12 +30,14 @@ export class ReportPanel {
     onOpenTensor: (name: string) => void,
     onDispose: () => void,
     onOpenInCensus?: () => void,
+    onTensorStats?: (name: string) => void,
   ) {
     this.controller = new PanelController(content, {
       post: (m) => void panel.webview.postMessage(m),
       saveAs: (fileName, kind, bytes) => saveAs(fileName, FILTERS[kind], bytes),
       openTensor: onOpenTensor,
       openInCensus: onOpenInCensus,
+      tensorStats: onTensorStats,
       stylesheet: () => fs.readFileSync(vscode.Uri.joinPath(extensionUri, 'dist', 'webview.css').fsPath, 'utf8'),
       savedHtml: (file) =>
         void vscode.window.showInformationMessage(`Saved the report as ${file}: one file, charts included.`, 'Open in Browser').then(

@@ -93,8 +93,27 @@ export interface TableSpec {
   rowIds?: string[];
   /** Index of a column holding tensor names: its cells link to the census tree. */
   tensorColumn?: number;
+  /** A last column with a button per row acting on the row's tensor (the viewer's "Statistics"). */
+  tensorAction?: { label: string; title: string };
   /** A filter box over the rows (any cell's text); `noun` names the rows in its count ("2 of 21 tensors"). */
   filter?: { label: string; noun: string };
+}
+
+/**
+ * A matrix of cells drawn as colours (a tensor's |x| downsampled): each layer is one reading of the
+ * same cells (max |x|, mean |x|) that the page can switch between; null cells have no finite value.
+ */
+export interface HeatmapSpec {
+  rows: number;
+  cols: number;
+  layers: Array<{ label: string; values: Array<number | null> }>;
+  /** Elements per cell along each axis, and the matrix's extent, for the axes and the hover text. */
+  cellRows: number;
+  cellCols: number;
+  matrixRows: number;
+  matrixCols: number;
+  x: string;
+  y: string;
 }
 
 export interface Section {
@@ -107,6 +126,7 @@ export interface Section {
   summary?: SummaryItem[];
   chart?: ChartSpec;
   table?: TableSpec;
+  heatmap?: HeatmapSpec;
 }
 
 export interface PanelModel {

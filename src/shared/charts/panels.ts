@@ -5,6 +5,7 @@ import { equivalencePanel } from './equivalence';
 import { combinePanel, extractLoraPanel, resizePanel, spectrumPanel } from './lowrank';
 import { PanelModel, withoutOneBarCharts } from './model';
 import { precisionPanel } from './precision';
+import { statsPanel } from './stats';
 import { decomposePanel, maskPanel } from './unmerge';
 import { validatePanel } from './validate';
 import { weightsPanel } from './weights';
@@ -35,6 +36,8 @@ function kindModel(c: PanelContent): PanelModel {
       return extractLoraPanel(c.report, c.title);
     case 'combine':
       return combinePanel(c.report, c.title);
+    case 'stats':
+      return statsPanel(c.report, c.title);
     case 'weights':
       return weightsPanel(c.weights);
   }

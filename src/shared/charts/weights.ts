@@ -65,6 +65,7 @@ function tensorsSection(h: NonNullable<WeightsView['index']>): Section {
         return [i, t.name, t.dtype, `[${t.shape.join(', ')}]`, t.numel, t.byteLength, t.begin, t.begin + t.byteLength, category];
       }),
       tensorColumn: 1,
+      tensorAction: { label: 'Statistics', title: 'Statistics, histogram and heat map of this tensor' },
       filter: { label: 'Filter by name, dtype, shape, category', noun: 'tensors' },
     },
   };

@@ -17,6 +17,7 @@ import { CombineReport, ExtractLoraReport, ResizeReport, SpectrumReport } from '
 import { MaskJson } from './reports/mask';
 import { MergeReport } from './reports/merge';
 import { PrecisionReport } from './reports/precision';
+import { StatsReport } from './reports/stats';
 import { ValidateReport } from './reports/validate';
 
 const DTYPE_NAMES = Object.keys(CLI_DTYPES) as CliDtype[];
@@ -165,6 +166,18 @@ export const JOBS = {
     usage: 'combine --adapters DIR… [--weights w,…] --out DIR [--rank R] [--json F]',
     options: { adapters: { kind: 'list', required: true }, weights: { kind: 'string' }, out: { kind: 'string', required: true }, rank: { kind: 'number' } },
   },
+  stats: {
+    summary: "one tensor's min, max, mean, std, NaN/Inf counts, histogram and |x| heat map: its values, fine-tuned minus base, or an adapter's ΔW",
+    usage: 'stats (--model PATH [--base PATH] | --adapter DIR --base DIR) --tensor NAME [--bins N] [--grid N] [--json F]',
+    options: {
+      model: { kind: 'string' },
+      base: { kind: 'string' },
+      adapter: { kind: 'string' },
+      tensor: { kind: 'string', required: true },
+      bins: { kind: 'number' },
+      grid: { kind: 'number' },
+    },
+  },
 } as const satisfies Record<string, JobDeclaration>;
 
 export type JobName = keyof typeof JOBS;
@@ -187,6 +200,7 @@ export interface JobReports {
   resize: ResizeReport;
   'extract-lora': ExtractLoraReport;
   combine: CombineReport;
+  stats: StatsReport;
 }
 export type JobReport<K extends JobName = JobName> = JobReports[K];
 

@@ -9,6 +9,8 @@ import * as path from 'node:path';
 import { Dtype } from '../../../src/shared/safetensors/dtypes';
 import { buildHeader, SafetensorsWriter } from '../../../src/engine/safetensors/writer';
 import { TestTensor, tensorBytes, writeWeights } from './builders';
+import { concatF32 } from './tensors';
+import { diffusersToLdm } from '../../../src/engine/checkpoint/unetLayout';
 
 export interface UnetDims {
   /** block_out_channels (SD1.5: 320, 640, 1280, 1280). */
@@ -192,4 +194,135 @@ export function writeSafetensorsFile(file: string, tensors: TestTensor[], metada
   for (const t of tensors) w.write(t.name, tensorBytes(t));
   w.finish();
   return file;
+}
+
+/**
+ * An OpenCLIP text tower as SD 2.x and SDXL single files hold it (under `cond_stage_model.model.` /
+ * `conditioner.embedders.1.model.`), from a transformers CLIPTextModel(WithProjection) state dict with
+ * values: MultiheadAttention's `in_proj_weight` / `in_proj_bias` are q_proj, k_proj, v_proj stacked by rows.
+ */
+export function openClipFromHf(prefix: string, hf: Map<string, TestTensor>, d: ClipDims): TestTensor[] {
+  const t: TestTensor[] = [];
+  const copy = (name: string, from: string): void => void t.push({ ...hf.get(from)!, name: prefix + name });
+  const cat = (name: string, from: string[], shape: number[]): void => {
+    const parts = from.map((n) => hf.get(n)!.data);
+    const fused: TestTensor = { name: prefix + name, shape, dtype: hf.get(from[0])!.dtype };
+    // Without values (a header-true sparse file) only the names and shapes matter.
+    if (parts.every((p) => p instanceof Float32Array)) fused.data = concatF32(parts);
+    t.push(fused);
+  };
+  copy('token_embedding.weight', 'text_model.embeddings.token_embedding.weight');
+  t.push({ ...hf.get('text_model.embeddings.position_embedding.weight')!, name: `${prefix}positional_embedding` });
+  for (let i = 0; i < d.layers; i++) {
+    const l = `text_model.encoder.layers.${i}`;
+    const r = `transformer.resblocks.${i}`;
+    const qkv = ['q_proj', 'k_proj', 'v_proj'];
+    cat(`${r}.attn.in_proj_weight`, qkv.map((p) => `${l}.self_attn.${p}.weight`), [3 * d.hidden, d.hidden]);
+    cat(`${r}.attn.in_proj_bias`, qkv.map((p) => `${l}.self_attn.${p}.bias`), [3 * d.hidden]);
+    for (const p of ['weight', 'bias']) {
+      copy(`${r}.attn.out_proj.${p}`, `${l}.self_attn.out_proj.${p}`);
+      copy(`${r}.ln_1.${p}`, `${l}.layer_norm1.${p}`);
+      copy(`${r}.ln_2.${p}`, `${l}.layer_norm2.${p}`);
+      copy(`${r}.mlp.c_fc.${p}`, `${l}.mlp.fc1.${p}`);
+      copy(`${r}.mlp.c_proj.${p}`, `${l}.mlp.fc2.${p}`);
+    }
+  }
+  copy('ln_final.weight', 'text_model.final_layer_norm.weight');
+  copy('ln_final.bias', 'text_model.final_layer_norm.bias');
+  return t;
+}
+
+/** FluxTransformer2DModel's tensors (diffusers names): hidden H, `double` and `single` blocks, latent channels C. */
+export function fluxTensors(H: number, double: number, single: number, C: number, dtype: 'F32' | 'BF16' = 'F32'): TestTensor[] {
+  const t: TestTensor[] = [];
+  const lin = (m: string, o: number, i: number): void => void t.push({ name: `${m}.weight`, shape: [o, i], dtype }, { name: `${m}.bias`, shape: [o], dtype });
+  lin('x_embedder', H, C);
+  lin('context_embedder', H, 2 * H);
+  for (const e of ['timestep_embedder', 'guidance_embedder']) {
+    lin(`time_text_embed.${e}.linear_1`, H, 256);
+    lin(`time_text_embed.${e}.linear_2`, H, H);
+  }
+  lin('time_text_embed.text_embedder.linear_1', H, 3 * H);
+  lin('time_text_embed.text_embedder.linear_2', H, H);
+  for (let n = 0; n < double; n++) {
+    const b = `transformer_blocks.${n}`;
+    for (const p of ['to_q', 'to_k', 'to_v', 'add_q_proj', 'add_k_proj', 'add_v_proj', 'to_out.0', 'to_add_out']) lin(`${b}.attn.${p}`, H, H);
+    lin(`${b}.norm1.linear`, 6 * H, H);
+    lin(`${b}.norm1_context.linear`, 6 * H, H);
+    lin(`${b}.ff.net.0.proj`, 4 * H, H);
+    lin(`${b}.ff.net.2`, H, 4 * H);
+    lin(`${b}.ff_context.net.0.proj`, 4 * H, H);
+    lin(`${b}.ff_context.net.2`, H, 4 * H);
+  }
+  for (let n = 0; n < single; n++) {
+    const b = `single_transformer_blocks.${n}`;
+    for (const p of ['to_q', 'to_k', 'to_v']) lin(`${b}.attn.${p}`, H, H);
+    lin(`${b}.proj_mlp`, 4 * H, H);
+    lin(`${b}.proj_out`, H, 5 * H);
+    lin(`${b}.norm.linear`, 3 * H, H);
+  }
+  lin('norm_out.linear', 2 * H, H);
+  lin('proj_out', C, H);
+  return t;
+}
+
+/**
+ * The same FLUX transformer as Black Forest Labs' single file names it (`double_blocks.N.img_attn.qkv`, …),
+ * from diffusers-named tensors with values: fused projections stack their diffusers modules by rows (q, k,
+ * v, then single blocks' proj_mlp); `final_layer.adaLN_modulation.1` is norm_out.linear with its two halves
+ * swapped, as diffusers' conversion does.
+ */
+export function bflFromDiffusers(d: Map<string, TestTensor>, double: number, single: number): TestTensor[] {
+  const t: TestTensor[] = [];
+  const put = (bfl: string, from: string[], swapHalves = false): void => {
+    for (const p of ['weight', 'bias']) {
+      const parts = from.map((f) => d.get(`${f}.${p}`)!);
+      const values = parts.map((x) => x.data as Float32Array);
+      if (swapHalves) values.splice(0, 1, values[0].subarray(values[0].length / 2), values[0].subarray(0, values[0].length / 2));
+      const data = concatF32(values);
+      const rows = parts.reduce((a, x) => a + x.shape[0], 0);
+      t.push({ name: `${bfl}.${p}`, shape: [rows, ...parts[0].shape.slice(1)], data, dtype: parts[0].dtype });
+    }
+  };
+  put('img_in', ['x_embedder']);
+  put('txt_in', ['context_embedder']);
+  for (const [bfl, e] of [['time_in', 'timestep_embedder'], ['vector_in', 'text_embedder'], ['guidance_in', 'guidance_embedder']]) {
+    put(`${bfl}.in_layer`, [`time_text_embed.${e}.linear_1`]);
+    put(`${bfl}.out_layer`, [`time_text_embed.${e}.linear_2`]);
+  }
+  for (let n = 0; n < double; n++) {
+    const b = `transformer_blocks.${n}`;
+    const o = `double_blocks.${n}`;
+    put(`${o}.img_attn.qkv`, ['to_q', 'to_k', 'to_v'].map((x) => `${b}.attn.${x}`));
+    put(`${o}.img_attn.proj`, [`${b}.attn.to_out.0`]);
+    put(`${o}.img_mlp.0`, [`${b}.ff.net.0.proj`]);
+    put(`${o}.img_mlp.2`, [`${b}.ff.net.2`]);
+    put(`${o}.img_mod.lin`, [`${b}.norm1.linear`]);
+    put(`${o}.txt_attn.qkv`, ['add_q_proj', 'add_k_proj', 'add_v_proj'].map((x) => `${b}.attn.${x}`));
+    put(`${o}.txt_attn.proj`, [`${b}.attn.to_add_out`]);
+    put(`${o}.txt_mlp.0`, [`${b}.ff_context.net.0.proj`]);
+    put(`${o}.txt_mlp.2`, [`${b}.ff_context.net.2`]);
+    put(`${o}.txt_mod.lin`, [`${b}.norm1_context.linear`]);
+  }
+  for (let n = 0; n < single; n++) {
+    const b = `single_transformer_blocks.${n}`;
+    put(`single_blocks.${n}.linear1`, [...['to_q', 'to_k', 'to_v'].map((x) => `${b}.attn.${x}`), `${b}.proj_mlp`]);
+    put(`single_blocks.${n}.linear2`, [`${b}.proj_out`]);
+    put(`single_blocks.${n}.modulation.lin`, [`${b}.norm.linear`]);
+  }
+  put('final_layer.adaLN_modulation.1', ['norm_out.linear'], true);
+  put('final_layer.linear', ['proj_out']);
+  return t;
+}
+
+/** UNet tensors renamed to the original single-file layout (`model.diffusion_model.input_blocks…`), values kept. */
+export function ldmNames(unet: TestTensor[]): TestTensor[] {
+  const names = new Set(unet.map((t) => t.name));
+  const has = (i: number): boolean => [...names].some((n) => n.startsWith(`up_blocks.${i}.attentions.`));
+  return unet.map((t) => {
+    const module = t.name.replace(/\.(weight|bias)$/, '');
+    const ldm = diffusersToLdm(module, has);
+    if (ldm === undefined) throw new Error(`no original name for ${t.name}`);
+    return { ...t, name: `model.diffusion_model.${ldm}${t.name.slice(module.length)}` };
+  });
 }

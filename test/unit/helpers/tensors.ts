@@ -31,3 +31,14 @@ export function matmul(a: ArrayLike<number>, b: ArrayLike<number>, rows: number,
   }
   return out;
 }
+
+/** Arrays stacked end to end (row blocks of a fused tensor). */
+export function concatF32(parts: ArrayLike<number>[]): Float32Array {
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}

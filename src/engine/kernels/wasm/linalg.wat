@@ -351,4 +351,76 @@
           (local.set $sum (f64.add (local.get $sum) (f64.mul (local.get $x) (local.get $x))))))
       (f64.store (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 3))) (local.get $sum))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br $i_loop)))))
+      (br $i_loop))))
+  ;; The fp32 value at element i of p: bf16 widened (bits << 16) when $bf, else fp32.
+  (func $load1 (param $p i32) (param $bf i32) (param $i i32) (result f32)
+    (if (result f32) (local.get $bf)
+      (then (f32.reinterpret_i32 (i32.shl (i32.load16_u (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 1)))) (i32.const 16))))
+      (else (f32.load (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 2)))))))
+
+  ;; A task vector's block (extractLora.ts's taskVectorRef): out[i] = f[i] − w[i] in fp32 for i < n (w and
+  ;; f fp32, or bf16 where $wbf / $fbf), and the float64 at $sum += out[i]² in ascending i. Stops at the
+  ;; first difference that is NaN or infinite and returns its index (the sum then stands before it), else -1.
+  (func (export "taskvec") (param $w i32) (param $wbf i32) (param $f i32) (param $fbf i32) (param $n i32) (param $out i32) (param $sum i32) (result i32)
+    (local $i i32) (local $d v128) (local $lo v128) (local $hi v128) (local $mask v128) (local $s f64) (local $x f32)
+    (local.set $mask (i32x4.splat (i32.const 0x7f800000)))
+    (local.set $s (f64.load (local.get $sum)))
+    (block $v_done (loop $v_loop
+      (br_if $v_done (i32.gt_u (i32.add (local.get $i) (i32.const 4)) (local.get $n)))
+      (local.set $d (f32x4.sub
+        (if (result v128) (local.get $fbf)
+          (then (i32x4.shl (i32x4.extend_low_i16x8_u (v128.load64_zero (i32.add (local.get $f) (i32.shl (local.get $i) (i32.const 1))))) (i32.const 16)))
+          (else (v128.load (i32.add (local.get $f) (i32.shl (local.get $i) (i32.const 2))))))
+        (if (result v128) (local.get $wbf)
+          (then (i32x4.shl (i32x4.extend_low_i16x8_u (v128.load64_zero (i32.add (local.get $w) (i32.shl (local.get $i) (i32.const 1))))) (i32.const 16)))
+          (else (v128.load (i32.add (local.get $w) (i32.shl (local.get $i) (i32.const 2))))))))
+      (br_if $v_done (v128.any_true (i32x4.eq (v128.and (local.get $d) (local.get $mask)) (local.get $mask))))
+      (v128.store (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))) (local.get $d))
+      (local.set $lo (f64x2.promote_low_f32x4 (local.get $d)))
+      (local.set $hi (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $d) (local.get $d))))
+      (local.set $lo (f64x2.mul (local.get $lo) (local.get $lo)))
+      (local.set $hi (f64x2.mul (local.get $hi) (local.get $hi)))
+      (local.set $s (f64.add (local.get $s) (f64x2.extract_lane 0 (local.get $lo))))
+      (local.set $s (f64.add (local.get $s) (f64x2.extract_lane 1 (local.get $lo))))
+      (local.set $s (f64.add (local.get $s) (f64x2.extract_lane 0 (local.get $hi))))
+      (local.set $s (f64.add (local.get $s) (f64x2.extract_lane 1 (local.get $hi))))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $v_loop)))
+    ;; The last values, and the group of four that holds a non-finite one.
+    (block $s_done (loop $s_loop
+      (br_if $s_done (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $x (f32.sub (call $load1 (local.get $f) (local.get $fbf) (local.get $i)) (call $load1 (local.get $w) (local.get $wbf) (local.get $i))))
+      (if (i32.eq (i32.and (i32.reinterpret_f32 (local.get $x)) (i32.const 0x7f800000)) (i32.const 0x7f800000))
+        (then (f64.store (local.get $sum) (local.get $s)) (return (local.get $i))))
+      (f32.store (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))) (local.get $x))
+      (local.set $s (f64.add (local.get $s) (f64.mul (f64.promote_f32 (local.get $x)) (f64.promote_f32 (local.get $x)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $s_loop)))
+    (f64.store (local.get $sum) (local.get $s))
+    (i32.const -1))
+
+  ;; Counts n 16-bit values at p by (h >> shift) & mask (a half-precision exponent) into four i32
+  ;; histograms of 256 bins at $hist, value i into histogram i mod 4 (the counts do not wait on each other).
+  (func (export "hist16") (param $p i32) (param $n i32) (param $shift i32) (param $mask i32) (param $hist i32)
+    (local $i i32) (local $a i32) (local $end i32)
+    (local.set $end (i32.add (local.get $p) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 1))))
+    (block $v_done (loop $v_loop
+      (br_if $v_done (i32.ge_u (local.get $p) (local.get $end)))
+      (local.set $a (i32.add (local.get $hist) (i32.shl (i32.and (i32.shr_u (i32.load16_u offset=0 (local.get $p)) (local.get $shift)) (local.get $mask)) (i32.const 2))))
+      (i32.store offset=0 (local.get $a) (i32.add (i32.load offset=0 (local.get $a)) (i32.const 1)))
+      (local.set $a (i32.add (local.get $hist) (i32.shl (i32.and (i32.shr_u (i32.load16_u offset=2 (local.get $p)) (local.get $shift)) (local.get $mask)) (i32.const 2))))
+      (i32.store offset=1024 (local.get $a) (i32.add (i32.load offset=1024 (local.get $a)) (i32.const 1)))
+      (local.set $a (i32.add (local.get $hist) (i32.shl (i32.and (i32.shr_u (i32.load16_u offset=4 (local.get $p)) (local.get $shift)) (local.get $mask)) (i32.const 2))))
+      (i32.store offset=2048 (local.get $a) (i32.add (i32.load offset=2048 (local.get $a)) (i32.const 1)))
+      (local.set $a (i32.add (local.get $hist) (i32.shl (i32.and (i32.shr_u (i32.load16_u offset=6 (local.get $p)) (local.get $shift)) (local.get $mask)) (i32.const 2))))
+      (i32.store offset=3072 (local.get $a) (i32.add (i32.load offset=3072 (local.get $a)) (i32.const 1)))
+      (local.set $p (i32.add (local.get $p) (i32.const 8)))
+      (br $v_loop)))
+    (local.set $end (i32.add (local.get $end) (i32.shl (i32.and (local.get $n) (i32.const 3)) (i32.const 1))))
+    (block $s_done (loop $s_loop
+      (br_if $s_done (i32.ge_u (local.get $p) (local.get $end)))
+      (local.set $a (i32.add (local.get $hist) (i32.shl (i32.and (i32.shr_u (i32.load16_u (local.get $p)) (local.get $shift)) (local.get $mask)) (i32.const 2))))
+      (i32.store (local.get $a) (i32.add (i32.load (local.get $a)) (i32.const 1)))
+      (local.set $p (i32.add (local.get $p) (i32.const 2)))
+      (br $s_loop))))
+)
