@@ -49,6 +49,7 @@ export function lowRankRule(m: AdaptedModule): LowRankRule {
 /** Why a module has no factor form here, or undefined when it has one. */
 function noFactorForm(m: AdaptedModule): string | undefined {
   if (m.rule.kind === 'scale') return '(IA)³ scales the base weight: its delta needs the base, which spectrum and resize do not read';
+  if (m.rule.kind === 'stacked') return 'parts stacked into a fused base tensor';
   if (m.rule.kind === 'dense' && Math.min(m.out, m.in) > DENSE_MAX_SIDE) {
     return `a full diff of [${m.out}, ${m.in}]: its exact spectrum needs a dense SVD of more than ${DENSE_MAX_SIDE} columns, which LoRA Lens does not run`;
   }
@@ -210,7 +211,8 @@ export function readFactors(c: Checkpoint, m: AdaptedModule): { L: Mat; R: Mat }
     for (let i = 0; i < L.data.length; i++) L.data[i] *= scale;
     return { L, R: kron(f1.R, f2.R) };
   }
-  if (r.kind === 'scale') throw new Error(`${m.module}: (IA)³ has no factor form`);
+  // Stacked parts are a base's fused tensor: spectrum and resize read adapters without a base, so never see one.
+  if (r.kind === 'scale' || r.kind === 'stacked') throw new Error(`${m.module}: ${ruleName(m)} has no factor form`);
   const p = readFactorArrays(c, m);
   if (r.kind === 'dense') {
     const D = mat(p.values!, m.out, m.in);
