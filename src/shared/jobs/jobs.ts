@@ -144,7 +144,10 @@ export const JOBS = {
     options: { adapter: { kind: 'string', required: true } },
   },
   resize: {
-    summary: "a PEFT adapter whose every delta is the best rank-R (or smallest rank keeping energy E) approximation of the original's",
+    summary:
+      "an adapter whose every delta is the best rank-R (or smallest rank keeping energy E) approximation of the original's: from a PEFT or mlx-lm folder a PEFT LoRA folder " +
+      '(per-module ranks through rank_pattern / alpha_pattern); from a kohya / LyCORIS / diffusers file (LoRA, LoCon, LoHa, LoKr, full diff) one LoRA file of the same name and naming in DIR, ' +
+      'per-module rank and alpha = rank',
     usage: 'resize --adapter DIR --out DIR (--rank R | --energy E) [--json F]',
     options: { adapter: { kind: 'string', required: true }, out: { kind: 'string', required: true }, rank: { kind: 'number' }, energy: { kind: 'number' } },
   },
