@@ -29,13 +29,8 @@ function whyNotDebianX64() {
 }
 const unsupported = whyNotDebianX64();
 
-function gpuTests() {
-  if (unsupported) {
-    console.log(`\nGPU tests SKIPPED: ${unsupported}; scripts/setup-lavapipe.sh installs its CPU Vulkan driver from Debian's packages. CI runs them.`);
-    return;
-  }
-  const files = readdirSync('out/test/unit').filter((f) => /^gpu.*\.test\.js$/.test(f)).map((f) => join('out/test/unit', f));
-  if (files.length === 0) return;
+/** lavapipe's environment (scripts/setup-lavapipe.sh), for the GPU tests and for an installed platform .vsix's engine. */
+function lavapipe() {
   console.log('\n$ scripts/setup-lavapipe.sh');
   const setup = spawnSync('bash', ['scripts/setup-lavapipe.sh'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   if (setup.status !== 0) {
@@ -43,20 +38,34 @@ function gpuTests() {
     process.exit(1);
   }
   const vars = Object.fromEntries(setup.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
-  const runtime = mkdtempSync(join(tmpdir(), 'lora-lens-xdg-'));
-  try {
-    run(process.execPath, ['--test', '--test-reporter=spec', ...files], {
-      env: {
-        ...process.env, ...vars, XDG_RUNTIME_DIR: runtime, MESA_SHADER_CACHE_DIR: join(process.cwd(), '.lavapipe', 'shader-cache'),
-        LORA_LENS_ALLOW_SOFTWARE_GPU: '1', LORA_LENS_GPU_TESTS: 'required',
-      },
-    });
-  } finally {
-    rmSync(runtime, { recursive: true, force: true });
+  return { ...vars, MESA_SHADER_CACHE_DIR: join(process.cwd(), '.lavapipe', 'shader-cache') };
+}
+
+if (unsupported) {
+  console.log(`\nGPU tests SKIPPED: ${unsupported}; scripts/setup-lavapipe.sh installs its CPU Vulkan driver from Debian's packages. CI runs them.`);
+} else {
+  const files = readdirSync('out/test/unit').filter((f) => /^gpu.*\.test\.js$/.test(f)).map((f) => join('out/test/unit', f));
+  if (files.length > 0) {
+    const runtime = mkdtempSync(join(tmpdir(), 'lora-lens-xdg-'));
+    try {
+      run(process.execPath, ['--test', '--test-reporter=spec', ...files], {
+        env: { ...process.env, ...lavapipe(), XDG_RUNTIME_DIR: runtime, LORA_LENS_ALLOW_SOFTWARE_GPU: '1', LORA_LENS_GPU_TESTS: 'required' },
+      });
+    } finally {
+      rmSync(runtime, { recursive: true, force: true });
+    }
   }
 }
-gpuTests();
 if (existsSync('test/e2e/run.mjs')) {
   if (unsupported && process.env.LORA_LENS_SKIP_E2E !== '1') console.log(`\nEnd-to-end tests SKIPPED: ${unsupported}; test/e2e/setup.sh installs Debian's chromium with apt-get. CI runs them.`);
-  else run(process.execPath, ['test/e2e/run.mjs']);
+  // An installed .vsix (E2E_VSIX) is also checked for the GPU its engine finds: lavapipe's, on a machine without
+  // one. Only that engine gets lavapipe's environment (E2E_GPU_ENV), not code-server or the browser.
+  else if (process.env.E2E_VSIX && !unsupported) {
+    const runtime = mkdtempSync(join(tmpdir(), 'lora-lens-xdg-'));
+    try {
+      run(process.execPath, ['test/e2e/run.mjs'], { env: { ...process.env, E2E_GPU_ENV: JSON.stringify({ ...lavapipe(), XDG_RUNTIME_DIR: runtime }) } });
+    } finally {
+      rmSync(runtime, { recursive: true, force: true });
+    }
+  } else run(process.execPath, ['test/e2e/run.mjs']);
 }

@@ -1,7 +1,8 @@
 // LoRA Lens inside a real VS Code (code-server 4.100.3), driven headless through Debian's chromium with
 // playwright-core. The extension is the repository itself (built dist/), linked into a fresh extensions
 // folder; the workspace holds checkpoints written by fixtures.mjs. Run through run.mjs.
-// Env: CODE_SERVER, CHROMIUM, SHOT_DIR, KEEP_TMP=1, E2E_VSIX (install that .vsix instead of linking the repository).
+// Env: CODE_SERVER, CHROMIUM, SHOT_DIR, KEEP_TMP=1, E2E_VSIX (install that .vsix instead of linking the repository),
+// E2E_GPU_ENV (JSON: extra environment for the installed engine's GPU check).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -959,3 +960,22 @@ uiTest('Try the Demo writes the demo checkpoints into the workspace and opens th
   assert.match(base.description, /483 tensors/, JSON.stringify(base));
   await palette('Notifications: Clear All Notifications');
 });
+
+// The installed .vsix as a user has it (E2E_VSIX), run outside VS Code: a platform .vsix carries Dawn beside
+// its bundles, so its engine finds the GPU with --device auto and no node_modules (run-tests.mjs gives it
+// lavapipe's environment); the generic .vsix carries none and computes on the CPU.
+test('the installed extension\'s engine: a platform .vsix finds the GPU with --device auto, the generic one stays on the CPU',
+  { skip: process.env.E2E_VSIX ? false : 'tests an installed .vsix (set E2E_VSIX)' }, () => {
+    const extensions = path.join(tmp, 'extensions');
+    const dir = fs.readdirSync(extensions).find((d) => d.toLowerCase().startsWith(`${EXT_ID}-`));
+    assert.ok(dir, `the .vsix is installed in ${extensions}`);
+    const installed = path.join(extensions, dir);
+    assert.ok(!fs.existsSync(path.join(installed, 'node_modules')), 'a plain install has no node_modules');
+    const dawn = path.join(installed, 'dist', 'dawn', `${process.platform}-${process.arch}`, 'dawn.node');
+    const report = path.join(tmp, 'installed-device.json');
+    execFileSync(process.execPath, [path.join(installed, 'dist', 'cli.js'), 'precision', '--base', fx.base, '--adapter', fx.adapter, '--dtypes', 'fp16', '--json', report, '--device', 'auto'],
+      { env: { ...env(), ...JSON.parse(process.env.E2E_GPU_ENV ?? '{}'), LORA_LENS_ALLOW_SOFTWARE_GPU: '1' }, stdio: 'pipe' });
+    const { device } = JSON.parse(fs.readFileSync(report, 'utf8'));
+    if (fs.existsSync(dawn)) assert.doesNotMatch(device, /^CPU/, `the platform .vsix's engine found no GPU: ${device}`);
+    else assert.match(device, /^CPU/, 'the generic .vsix computes on the CPU');
+  });

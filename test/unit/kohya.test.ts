@@ -168,7 +168,7 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
     assert.deepEqual(r.tensors.filter((t) => t.loraTarget).map((t) => t.name).sort(), [...expected.keys()].sort());
   });
 
-  it('a module the base does not have is bad input naming it; cloneofsimo and norm-tuning files are refused in one line', () => {
+  it('a module the base does not have is bad input naming it; cloneofsimo, norm-tuning and OFT files are refused in one line', () => {
     const stray = writeSafetensorsFile(path.join(root, 'stray', 'stray.safetensors'), [
       { name: 'lora_unet_down_blocks_9_resnets_0_conv1.lora_down.weight', shape: [2, 8] },
       { name: 'lora_unet_down_blocks_9_resnets_0_conv1.lora_up.weight', shape: [8, 2] },
@@ -181,6 +181,14 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
       { name: 'lora_unet_conv_norm_out.b_norm', shape: [8] },
     ]);
     assertOneLineError(runCli(['census', norms]), 'lora_unet_conv_norm_out.', 'w_norm');
+    // kohya-ss OFT (oft_blocks [blocks, size, size] + alpha) and LyCORIS BOFT ([m, blocks, size, size]).
+    for (const shape of [[4, 2, 2], [2, 4, 2, 2]]) {
+      const oft = writeSafetensorsFile(path.join(root, `oft${shape.length}`, 'o.safetensors'), [
+        { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.oft_blocks', shape },
+        { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.alpha', shape: [] },
+      ]);
+      assertOneLineError(runCli(['merge', '--base', pipe, '--adapter', oft, '--out', path.join(root, 'y'), '--dtype', 'fp16']), 'lora_unet_down_blocks_0_attentions_0_proj_in.oft_blocks', 'OFT / BOFT', 'not merged');
+    }
   });
 });
 

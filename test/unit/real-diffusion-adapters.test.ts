@@ -195,3 +195,56 @@ describe('the real LoKr converted to a PEFT LOKR adapter folder', () => {
   });
 });
 
+
+describe('sd-lycoris-lokr-kohya-fp16 merged end to end (LORA_LENS_LARGE_TESTS=1: writes 1.9 GB)', () => {
+  const large = process.env.LORA_LENS_LARGE_TESTS === '1';
+  it('every element of its 350 merged tensors is r_fp16(kron(w1, w2) · scale), onto the true-shaped targets of SD1.5', { skip: !large && 'set LORA_LENS_LARGE_TESTS=1' }, async () => {
+    const file = path.join(REAL, 'sd-lycoris-lokr-kohya-fp16', 'smart_falcon_4_lokr.safetensors');
+    const root = tmpDir();
+    const whole = writeSparseSd15(path.join(root, 'sd15'));
+    const targets = censusJob(whole, { adapter: file }, ctx).tensors.filter((t) => t.loraTarget);
+    assert.equal(targets.length, 350);
+    // A partial pipeline of exactly the targets (true names and shapes, zeros): the merge writes only them.
+    const pipe = path.join(root, 'targets');
+    fs.mkdirSync(pipe, { recursive: true });
+    fs.writeFileSync(path.join(pipe, 'model_index.json'), fs.readFileSync(path.join(whole, 'model_index.json')));
+    for (const [component, stem] of [['unet', 'diffusion_pytorch_model'], ['text_encoder', 'model']]) {
+      const mine = targets.filter((t) => t.name.startsWith(`${component}.`));
+      writeSparse(path.join(pipe, component, `${stem}.safetensors`), mine.map((t) => ({ name: t.name.slice(component.length + 1), shape: t.shape, dtype: 'F16' as const })));
+    }
+    fs.rmSync(whole, { recursive: true, force: true });
+    const merged = path.join(root, 'merged');
+    const rep = await mergeJob(pipe, file, merged, { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
+    assert.equal(rep.loraTensors, 350);
+    const plan = planAdapter(pipe, file, ctx);
+    const out = openCheckpoint(merged);
+    try {
+      const factors = new Factors(plan.adapter);
+      let elements = 0;
+      for (const m of plan.modules) {
+        const rule = m.rule;
+        if (rule.kind !== 'kronecker' || !('a' in rule.w1) || !('a' in rule.w2)) throw new Error(`${m.module}: w1 and w2 are both split in this file`);
+        const [w1a, w1b, w2a, w2b] = [rule.w1.a, rule.w1.b, rule.w2.a, rule.w2.b].map((t) => factors.read(t));
+        const [o1, i1] = rule.shape1;
+        const [o2, i2] = rule.shape2;
+        const w1 = Float32Array.from(matmul(w1a, w1b, o1, rule.w1.b.shape[0], i1));
+        const w2 = Float32Array.from(matmul(w2a, w2b, o2, rule.w2.b.shape[0], i2));
+        const s = Math.fround(rule.scale);
+        const cols = i1 * i2;
+        const want = new Float32Array(o1 * o2 * cols);
+        for (let r = 0; r < o1 * o2; r++) {
+          const [a1, a2] = [Math.floor(r / o2) * i1, (r % o2) * i2];
+          for (let c = 0; c < cols; c++) want[r * cols + c] = Math.fround(Math.fround(w1[a1 + Math.floor(c / i2)] * w2[a2 + (c % i2)]) * s);
+        }
+        const t = out.byName.get(m.base!.name)!;
+        const got = Buffer.from(out.handles.readBytesSync(t, new Uint8Array(t.byteLength)));
+        assert.ok(got.equals(Buffer.from(encodeF16(want, new Uint16Array(want.length)).buffer)), m.module);
+        elements += want.length;
+      }
+      assert.equal(elements, 941_940_736);
+    } finally {
+      closePlan(plan);
+      closeCheckpoint(out);
+    }
+  });
+});

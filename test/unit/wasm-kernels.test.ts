@@ -85,6 +85,30 @@ test('wasm loraDelta rows: bit-identical to loraDeltaRows at every shape class',
   }
 });
 
+test('wasm loraDelta rows: neighbouring rows with the same nonzero factors (the two-row block), bit-identical when written and folded', () => {
+  let seed = 500;
+  for (const [out, inn, r] of [[40, 300, 32], [9, 33, 8], [33, 257, 17], [6, 1000, 64], [2, 12, 130], [7, 9, 4]] as Array<[number, number, number]>) {
+    for (const transpose of [false, true]) {
+      const f = factors(out, inn, r, seed++, transpose, 1 / 3);
+      // The same zero columns in every row; the -0 entries and specials of factors() still set some rows apart.
+      const fill = randomF32(out * r, seed, 0.05);
+      for (let i = 0; i < f.B.length; i++) if (f.B[i] === 0 && !Object.is(f.B[i], -0)) f.B[i] = fill[i] || 0.01;
+      for (let i = 0; i < out; i++) for (let k = 0; k < r; k += 5) f.B[i * r + k] = 0;
+      const want = new Float32Array(out * inn);
+      loraDeltaRows(f, 0, out, want);
+      const got = new Float32Array(out * inn).fill(7);
+      wasm!.rows([f], 0, out, got, 'write');
+      assertSameBits(got, want, `${out}x${inn} r=${r} transpose=${transpose}`);
+      const start = randomF32(out * inn, seed, 0.01).map(Math.abs);
+      const folded = start.slice();
+      maxAbsRange(folded, want, 0, folded.length);
+      const fold = start.slice();
+      wasm!.rows([f], 0, out, fold, 'fold');
+      assertSameBits(fold, folded, `fold ${out}x${inn} r=${r} transpose=${transpose}`);
+    }
+  }
+});
+
 test('wasm loraDelta rows: blocks of rows larger than one call (many rows, wide rows)', () => {
   const f = factors(300, 3584 / 8, 32, 99);
   const want = new Float32Array(f.out * f.in);

@@ -13,6 +13,7 @@ import { Arena, GEMM_COLUMNS, LinalgWasm, linalgModule } from '../../src/engine/
 import { fromRows, transpose } from '../../src/engine/linalg/dense';
 import { productSingularValues } from '../../src/engine/linalg/lowrank';
 import { jacobiSweeps, svd } from '../../src/engine/linalg/svd';
+import { householderQR } from '../../src/engine/linalg/qr';
 import { gemmRef, GRAM_PANEL, gramRef, residualRowsRef, residualSqRef } from '../../src/engine/linalg/products';
 import { factorModule, ModuleSpec } from '../../src/engine/linalg/moduleFactors';
 import { denseOperator } from '../../src/engine/linalg/randomized';
@@ -122,7 +123,12 @@ test('wasm residual rows: bit-identical to residualRowsRef (8-column blocks, pai
     const P = values(m * k, 2 + n);
     const Qt = values(k * n, 3 + n);
     const out = arena.alloc(m * 8)!;
-    w.residual(placed(arena, tau), placed(arena, P), placed(arena, Qt), m, k, n, out);
+    const wide = (x: Float32Array): number => {
+      const at = arena.alloc(x.length * 8)!;
+      arena.f64(at, x.length).set(x);
+      return at;
+    };
+    w.residual(placed(arena, tau), wide(P), wide(Qt), m, k, n, out);
     const want = new Float64Array(m);
     residualRowsRef(tau, P, Qt, m, k, n, want);
     assertSameBits(arena.f64(out, m).slice(), want, `${m}x${n} rank ${k}`);
@@ -152,6 +158,32 @@ test('wasm Jacobi sweeps: bit-identical to jacobiSweeps (odd and even rows, wide
     assertSameBits(u, want, `${m}x${n}`);
     assertSameBits(svd(M, false, w.sweeps(scratch)).s, svd(M, false).s, `σ ${m}x${n}`);
     arena.free(scratch);
+  }
+});
+
+test('wasm Householder QR: bit-identical to householderColumns (tall, wide, square, every length mod 4, a zero and a repeated column)', () => {
+  const arena = new Arena();
+  const w = new LinalgWasm(arena.memory, compiled!);
+  for (const [m, n] of [
+    [1, 1],
+    [2, 3],
+    [5, 2],
+    [7, 7],
+    [33, 6],
+    [300, 24],
+    [301, 25],
+    [302, 13],
+    [12, 40],
+  ]) {
+    const X = fromRows(m, n, values(m * n, m + 3 * n));
+    if (n > 3) for (let i = 0; i < m; i++) X.data[i * n + 1] = 0;
+    if (n > 4) for (let i = 0; i < m; i++) X.data[i * n + 4] = X.data[i * n + 2];
+    const ws = arena.alloc(LinalgWasm.workspaceBytes(m, n, n))!;
+    const got = householderQR(X, w.householderColumns(ws));
+    const want = householderQR(X);
+    assertSameBits(got.Q.data, want.Q.data, `Q ${m}x${n}`);
+    assertSameBits(got.R.data, want.R.data, `R ${m}x${n}`);
+    arena.free(ws);
   }
 });
 

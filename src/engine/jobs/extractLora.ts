@@ -135,19 +135,29 @@ export async function extractLoraJob(opts: ExtractLoraOptions, ctx: JobContext):
       while (inflight.size > 0 && (all || inflight.size >= products.threads)) await Promise.race(inflight);
       if (failures.length) throw failures[0];
     };
+    const progress = (p: TensorPair): void => ctx.progress({ phase: 'extract-lora', done: ++done, total: pairing.pairs.length, tensor: p.name });
+    // Tensors that are not linear weights (norms, biases, embeddings: at most listed) are read while
+    // every worker is busy, and the rest at the end.
+    const others: TensorPair[] = [];
+    const readOther = async (p: TensorPair): Promise<void> => {
+      throwIfCancelled(ctx);
+      const tv = await taskVector(base, ft, p, products, undefined, undefined);
+      if (tv.changed) notCaptured.push({ name: p.name, l2Norm: Math.sqrt(tv.normSq), category: classifyTensor(p.name).category, shape: p.base.shape });
+      progress(p);
+    };
     for (const p of pairing.pairs) {
       throwIfCancelled(ctx);
-      const linear = isLinearWeight(p);
+      if (!isLinearWeight(p)) {
+        others.push(p);
+        continue;
+      }
       const half = p.other.dtype === 'F16' || p.other.dtype === 'BF16' ? p.other.dtype : undefined;
-      const hist = linear && half ? new Float64Array(256) : undefined;
-      const tv = await taskVector(base, ft, p, products, linear ? (n) => products.floats(n, false) : undefined, hist);
+      const hist = half ? new Float64Array(256) : undefined;
+      const tv = await taskVector(base, ft, p, products, (n) => products.floats(n, false), hist);
       let handedOver = false;
       try {
-        if (!tv.changed) {
-          if (linear) unchanged++;
-        } else if (!linear) {
-          notCaptured.push({ name: p.name, l2Norm: Math.sqrt(tv.normSq), category: classifyTensor(p.name).category, shape: p.base.shape });
-        } else {
+        if (!tv.changed) unchanged++;
+        else {
           const [m, n] = p.base.shape;
           const module = p.name.slice(0, -'.weight'.length);
           if (opts.rank !== undefined && opts.rank > Math.min(m, n)) {
@@ -180,6 +190,7 @@ export async function extractLoraJob(opts: ExtractLoraOptions, ctx: JobContext):
             };
             return { module: record, spec: { module, embedding: false, out, in: inn, rank: f.k }, A: f.A, B: f.B };
           };
+          while (inflight.size >= products.threads && others.length > 0) await readOther(others.shift()!);
           await settled(false);
           const index = records.length;
           records.length++;
@@ -208,10 +219,13 @@ export async function extractLoraJob(opts: ExtractLoraOptions, ctx: JobContext):
       } finally {
         if (!handedOver) products.release(tv.tau);
       }
-      ctx.progress({ phase: 'extract-lora', done: ++done, total: pairing.pairs.length, tensor: p.name });
+      progress(p);
       await new Promise((r) => setImmediate(r));
     }
+    for (const p of others) await readOther(p);
     await settled(true);
+    const order = new Map(pairing.pairs.map((p, i) => [p.name, i]));
+    notCaptured.sort((a, b) => order.get(a.name)! - order.get(b.name)!);
     const modules = records.map((r) => r.module);
     if (modules.length === 0) {
       throw new LensError(opts.finetuned, `no 2-D linear weight differs from the base ${opts.base}${notCaptured.length ? ` (only ${notCaptured.length} other tensor(s) changed, first ${notCaptured[0].name})` : ''}: there is nothing for a LoRA to hold`);

@@ -9,6 +9,7 @@ import { fromRows, Mat, transpose, zeros } from '../linalg/dense';
 import { coreSingularValues, rFactorFromGram } from '../linalg/lowrank';
 import { GRAM_PANEL } from '../linalg/products';
 import { LinearOperator } from '../linalg/randomized';
+import { HouseholderColumns } from '../linalg/qr';
 import { EPS, Sweeps } from '../linalg/svd';
 
 interface Exports {
@@ -18,6 +19,7 @@ interface Exports {
   syrk(P: number, cp: number, len: number, G: number): void;
   gemm(M: number, sr: number, sk: number, rows: number, K: number, X: number, lp: number, Y: number, kt: number): void;
   residual(tau: number, P: number, Qt: number, rows: number, k: number, n: number, out: number): void;
+  householder(w: number, m: number, n: number, tau: number, diag: number, q: number): void;
   taskvec(w: number, wbf: number, f: number, fbf: number, n: number, out: number, sum: number): number;
   hist16(p: number, n: number, shift: number, mask: number, hist: number): void;
 }
@@ -94,7 +96,7 @@ export class LinalgWasm {
     if (rows > 0) this.x.gemm(M, sr, sk, rows, K, X, lp, Y, GEMM_TILE);
   }
 
-  /** residualRowsRef on byte offsets. */
+  /** residualRowsRef on byte offsets, P and Qt widened to float64 (exactly) beforehand. */
   residual(tau: number, P: number, Qt: number, rows: number, k: number, n: number, out: number): void {
     this.x.residual(tau, P, Qt, rows, k, n, out);
   }
@@ -113,9 +115,24 @@ export class LinalgWasm {
     c.fill(0);
   }
 
-  /** Bytes of workspace that operator() and residualSq() need for an m × n τ and sketches of up to l columns. */
+  /** Bytes of workspace that operator() (its products and QRs) and residualSq() need for an m × n τ and sketches of up to l columns. */
   static workspaceBytes(m: number, n: number, l: number): number {
-    return align((m + n) * Math.ceil(l / GEMM_COLUMNS) * GEMM_COLUMNS * 8) + 64;
+    return align(2 * (m + n + 1) * Math.ceil(l / GEMM_COLUMNS) * GEMM_COLUMNS * 8) + 64;
+  }
+
+  /** qr.ts's householderColumns in WebAssembly, the matrices copied to `ws` and back. */
+  householderColumns(ws: number): HouseholderColumns {
+    return (w, m, n, tau, diag) => {
+      const p = Math.min(m, n);
+      const [tb, db, qb] = [ws + align(m * n * 8), ws + align(m * n * 8) + align(p * 8), ws + align(m * n * 8) + 2 * align(p * 8)];
+      new Float64Array(this.memory.buffer, ws, m * n).set(w);
+      new Float64Array(this.memory.buffer, tb, (qb - tb) / 8 + m * p).fill(0);
+      this.x.householder(ws, m, n, tb, db, qb);
+      w.set(new Float64Array(this.memory.buffer, ws, m * n));
+      tau.set(new Float64Array(this.memory.buffer, tb, p));
+      diag.set(new Float64Array(this.memory.buffer, db, p));
+      return new Float64Array(this.memory.buffer, qb, m * p).slice();
+    };
   }
 
   /** The m × n fp32 matrix at byte offset `tau` as an operator on this thread (gemmRef's bits), X and Y placed at `ws`. */
@@ -137,16 +154,16 @@ export class LinalgWasm {
       else for (let i = 0; i < rows; i++) Y.data.set(y.subarray(i * lp, i * lp + l), i * l);
       return Y;
     };
-    return { rows: m, cols: n, times: (X) => product(m, n, n, 1, X), timesT: (Y) => product(n, m, 1, n, Y) };
+    return { rows: m, cols: n, times: (X) => product(m, n, n, 1, X), timesT: (Y) => product(n, m, 1, n, Y), columns: this.householderColumns(ws) };
   }
 
-  /** ‖τ − P·Qt‖²_F (τ m × n at byte offset `tau`, P m × k, Qt k × n) as Σ_i of residualRowsRef's row sums in row order, P and Qt copied to `ws`. */
+  /** ‖τ − P·Qt‖²_F (τ m × n at byte offset `tau`, P m × k, Qt k × n) as Σ_i of residualRowsRef's row sums in row order, P and Qt widened into `ws`. */
   residualSq(tau: number, m: number, n: number, P: Float32Array, Qt: Float32Array, k: number, ws: number): number {
     const p = ws;
-    const q = p + align(m * k * 4);
-    const o = q + align(k * n * 4);
-    new Float32Array(this.memory.buffer, p, m * k).set(P.subarray(0, m * k));
-    new Float32Array(this.memory.buffer, q, k * n).set(Qt.subarray(0, k * n));
+    const q = p + align(m * k * 8);
+    const o = q + align(k * n * 8);
+    new Float64Array(this.memory.buffer, p, m * k).set(P.subarray(0, m * k));
+    new Float64Array(this.memory.buffer, q, k * n).set(Qt.subarray(0, k * n));
     this.residual(tau, p, q, m, k, n, o);
     let sum = 0;
     for (const x of new Float64Array(this.memory.buffer, o, m)) sum += x;

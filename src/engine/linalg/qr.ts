@@ -11,21 +11,43 @@ export interface QR {
   R: Mat;
 }
 
-/** X = Q R for X m × n. */
-export function householderQR(X: Mat): QR {
-  const m = X.rows;
-  const n = X.cols;
+/**
+ * Σ a[ao + i]·b[bo + i] for i < len in four sums by i mod 4 (a last pair into sums 0 and 1, a last
+ * value into sum 0), then (s0 + s2) + (s1 + s3): the order of the WebAssembly kernel's two f64x2 sums.
+ */
+function dot(a: Float64Array, ao: number, b: Float64Array, bo: number, len: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let i = 0;
+  for (; i + 4 <= len; i += 4) {
+    s0 += a[ao + i] * b[bo + i];
+    s1 += a[ao + i + 1] * b[bo + i + 1];
+    s2 += a[ao + i + 2] * b[bo + i + 2];
+    s3 += a[ao + i + 3] * b[bo + i + 3];
+  }
+  if (i + 2 <= len) {
+    s0 += a[ao + i] * b[bo + i];
+    s1 += a[ao + i + 1] * b[bo + i + 1];
+    i += 2;
+  }
+  if (i < len) s0 += a[ao + i] * b[bo + i];
+  return s0 + s2 + (s1 + s3);
+}
+
+/**
+ * The reflections of a Householder QR on the m × n column-major matrix w, in place (R above the
+ * diagonal, the reflectors from it down), with tau and diag (min(m, n) zeros each) filled in; returns
+ * Q's min(m, n) columns of m (column-major). The WebAssembly kernel `householder` does the same bits.
+ */
+export type HouseholderColumns = (w: Float64Array, m: number, n: number, tau: Float64Array, diag: Float64Array) => Float64Array;
+
+export const householderColumns: HouseholderColumns = (w, m, n, tau, diag) => {
   const p = Math.min(m, n);
-  // Column-major working copy: every reflection runs down contiguous columns.
-  const w = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) w[j * m + i] = X.data[i * n + j];
-  const tau = new Float64Array(p);
-  const diag = new Float64Array(p);
   for (let k = 0; k < p; k++) {
     const vk = k * m;
-    let norm2 = 0;
-    for (let i = k; i < m; i++) norm2 += w[vk + i] * w[vk + i];
-    const norm = Math.sqrt(norm2);
+    const norm = Math.sqrt(dot(w, vk + k, w, vk + k, m - k));
     if (norm === 0) continue; // H_k = I; R_kk = 0
     const x0 = w[vk + k];
     const alpha = x0 >= 0 ? -norm : norm;
@@ -35,16 +57,9 @@ export function householderQR(X: Mat): QR {
     tau[k] = 1 / (norm * (norm + Math.abs(x0)));
     for (let j = k + 1; j < n; j++) {
       const cj = j * m;
-      let s = 0;
-      for (let i = k; i < m; i++) s += w[vk + i] * w[cj + i];
-      s *= tau[k];
+      const s = dot(w, vk + k, w, cj + k, m - k) * tau[k];
       if (s !== 0) for (let i = k; i < m; i++) w[cj + i] -= s * w[vk + i];
     }
-  }
-  const R = zeros(p, n);
-  for (let k = 0; k < p; k++) {
-    R.data[k * n + k] = diag[k];
-    for (let j = k + 1; j < n; j++) R.data[k * n + j] = w[j * m + k];
   }
   // Q = H_0 … H_{p-1} [I_p; 0], accumulated backwards so each reflection touches only columns ≥ k.
   const q = new Float64Array(m * p);
@@ -54,11 +69,28 @@ export function householderQR(X: Mat): QR {
     const vk = k * m;
     for (let j = k; j < p; j++) {
       const cj = j * m;
-      let s = 0;
-      for (let i = k; i < m; i++) s += w[vk + i] * q[cj + i];
-      s *= tau[k];
+      const s = dot(w, vk + k, q, cj + k, m - k) * tau[k];
       if (s !== 0) for (let i = k; i < m; i++) q[cj + i] -= s * w[vk + i];
     }
+  }
+  return q;
+};
+
+/** X = Q R for X m × n, the reflections by `columns` (the JavaScript reference, or a thread's WebAssembly). */
+export function householderQR(X: Mat, columns: HouseholderColumns = householderColumns): QR {
+  const m = X.rows;
+  const n = X.cols;
+  const p = Math.min(m, n);
+  // Column-major working copy: every reflection runs down contiguous columns.
+  const w = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) w[j * m + i] = X.data[i * n + j];
+  const tau = new Float64Array(p);
+  const diag = new Float64Array(p);
+  const q = columns(w, m, n, tau, diag);
+  const R = zeros(p, n);
+  for (let k = 0; k < p; k++) {
+    R.data[k * n + k] = diag[k];
+    for (let j = k + 1; j < n; j++) R.data[k * n + j] = w[j * m + k];
   }
   const Q = zeros(m, p);
   for (let i = 0; i < m; i++) for (let j = 0; j < p; j++) Q.data[i * p + j] = q[j * m + i];

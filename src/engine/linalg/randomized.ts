@@ -7,7 +7,7 @@
  */
 import { Mat, matmul, transpose, zeros } from './dense';
 import { gemmRef } from './products';
-import { householderQR } from './qr';
+import { HouseholderColumns, householderQR, QR } from './qr';
 import { svd } from './svd';
 
 /** A matrix rows × cols known by its products with tall matrices. */
@@ -18,6 +18,8 @@ export interface LinearOperator {
   times(X: Mat): Mat | Promise<Mat>;
   /** Mᵀ·Y, Y rows × l. */
   timesT(Y: Mat): Mat | Promise<Mat>;
+  /** The QR reflections to use on the operator's thread (its WebAssembly), where not the JavaScript reference. */
+  columns?: HouseholderColumns;
 }
 
 export interface RandomizedOptions {
@@ -61,13 +63,14 @@ export function gaussian(rows: number, cols: number, seed: number): Mat {
 /** The top `l` = min(rank + oversample, rows, cols) singular triplets of `op`. */
 export async function randomizedSVD(op: LinearOperator, rank: number, opts: RandomizedOptions = RANDOMIZED_DEFAULTS): Promise<TruncatedSVD> {
   const l = Math.min(rank + opts.oversample, op.rows, op.cols);
-  let Q = householderQR(await op.times(gaussian(op.cols, l, opts.seed))).Q;
+  const qr = (X: Mat): QR => householderQR(X, op.columns);
+  let Q = qr(await op.times(gaussian(op.cols, l, opts.seed))).Q;
   for (let i = 0; i < opts.powerIterations; i++) {
-    const Z = householderQR(await op.timesT(Q)).Q;
-    Q = householderQR(await op.times(Z)).Q;
+    const Z = qr(await op.timesT(Q)).Q;
+    Q = qr(await op.times(Z)).Q;
   }
   // M ≈ Q Qᵀ M = Q Zᵀ with Z = MᵀQ = Q_Z R_Z, so M ≈ Q R_Zᵀ Q_Zᵀ and the SVD of the l × l R_Zᵀ finishes it.
-  const z = householderQR(await op.timesT(Q));
+  const z = qr(await op.timesT(Q));
   const small = svd(transpose(z.R));
   return { U: matmul(Q, small.U), s: small.s, V: matmul(z.Q, small.V) };
 }

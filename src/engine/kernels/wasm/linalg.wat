@@ -271,20 +271,20 @@
       (local.set $i (i32.add (local.get $i) (i32.const 3)))
       (br $i_loop))))
 
-  ;; out[i] = ‖tau_i − P_i Qt‖² for rows i < rows: tau rows x n, P rows x k, Qt k x n, all fp32 row-major,
-  ;; out float64. Each approximated element is Σ_c f64(P[i][c]) f64(Qt[c][j]) in ascending c from +0;
-  ;; the squared differences are summed in two lanes (even and odd j, each in ascending j, the last
-  ;; column of an odd n apart), then lane 0 + lane 1 (+ the odd column's square).
+  ;; out[i] = ‖tau_i − P_i Qt‖² for rows i < rows: tau rows x n fp32, P rows x k and Qt k x n float64 (fp32
+  ;; values widened), all row-major; out float64. Each approximated element is Σ_c P[i][c] Qt[c][j] in
+  ;; ascending c from +0; the squared differences are summed in two lanes (even and odd j, each in
+  ;; ascending j, the last column of an odd n apart), then lane 0 + lane 1 (+ the odd column's square).
   (func (export "residual") (param $tau i32) (param $P i32) (param $Qt i32) (param $rows i32) (param $k i32) (param $n i32) (param $out i32)
     (local $i i32) (local $j i32) (local $c i32) (local $pr i32) (local $q i32) (local $t i32) (local $nb i32)
     (local $s v128) (local $acc v128) (local $r0 v128) (local $r1 v128) (local $r2 v128) (local $r3 v128)
     (local $d v128) (local $x f64) (local $sum f64)
-    (local.set $nb (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $nb (i32.shl (local.get $n) (i32.const 3)))
     (local.set $i (i32.const 0))
     (block $i_done (loop $i_loop
       (br_if $i_done (i32.ge_u (local.get $i) (local.get $rows)))
-      (local.set $pr (i32.add (local.get $P) (i32.shl (i32.mul (local.get $i) (local.get $k)) (i32.const 2))))
-      (local.set $t (i32.add (local.get $tau) (i32.mul (local.get $i) (local.get $nb))))
+      (local.set $pr (i32.add (local.get $P) (i32.shl (i32.mul (local.get $i) (local.get $k)) (i32.const 3))))
+      (local.set $t (i32.add (local.get $tau) (i32.shl (i32.mul (local.get $i) (local.get $n)) (i32.const 2))))
       (local.set $acc (v128.const i64x2 0 0))
       (local.set $j (i32.const 0))
       ;; Eight columns at a time: four f64x2 sums of the approximation.
@@ -292,15 +292,15 @@
         (br_if $j8_done (i32.gt_u (i32.add (local.get $j) (i32.const 8)) (local.get $n)))
         (local.set $r0 (v128.const i64x2 0 0)) (local.set $r1 (v128.const i64x2 0 0))
         (local.set $r2 (v128.const i64x2 0 0)) (local.set $r3 (v128.const i64x2 0 0))
-        (local.set $q (i32.add (local.get $Qt) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $q (i32.add (local.get $Qt) (i32.shl (local.get $j) (i32.const 3))))
         (local.set $c (i32.const 0))
         (block $c_done (loop $c_loop
           (br_if $c_done (i32.ge_u (local.get $c) (local.get $k)))
-          (local.set $s (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $pr) (i32.shl (local.get $c) (i32.const 2)))))))
-          (local.set $r0 (f64x2.add (local.get $r0) (f64x2.mul (local.get $s) (f64x2.promote_low_f32x4 (v128.load64_zero offset=0 (local.get $q))))))
-          (local.set $r1 (f64x2.add (local.get $r1) (f64x2.mul (local.get $s) (f64x2.promote_low_f32x4 (v128.load64_zero offset=8 (local.get $q))))))
-          (local.set $r2 (f64x2.add (local.get $r2) (f64x2.mul (local.get $s) (f64x2.promote_low_f32x4 (v128.load64_zero offset=16 (local.get $q))))))
-          (local.set $r3 (f64x2.add (local.get $r3) (f64x2.mul (local.get $s) (f64x2.promote_low_f32x4 (v128.load64_zero offset=24 (local.get $q))))))
+          (local.set $s (v128.load64_splat (i32.add (local.get $pr) (i32.shl (local.get $c) (i32.const 3)))))
+          (local.set $r0 (f64x2.add (local.get $r0) (f64x2.mul (local.get $s) (v128.load offset=0 (local.get $q)))))
+          (local.set $r1 (f64x2.add (local.get $r1) (f64x2.mul (local.get $s) (v128.load offset=16 (local.get $q)))))
+          (local.set $r2 (f64x2.add (local.get $r2) (f64x2.mul (local.get $s) (v128.load offset=32 (local.get $q)))))
+          (local.set $r3 (f64x2.add (local.get $r3) (f64x2.mul (local.get $s) (v128.load offset=48 (local.get $q)))))
           (local.set $q (i32.add (local.get $q) (local.get $nb)))
           (local.set $c (i32.add (local.get $c) (i32.const 1)))
           (br $c_loop)))
@@ -319,12 +319,12 @@
       (block $j2_done (loop $j2_loop
         (br_if $j2_done (i32.gt_u (i32.add (local.get $j) (i32.const 2)) (local.get $n)))
         (local.set $r0 (v128.const i64x2 0 0))
-        (local.set $q (i32.add (local.get $Qt) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $q (i32.add (local.get $Qt) (i32.shl (local.get $j) (i32.const 3))))
         (local.set $c (i32.const 0))
         (block $c2_done (loop $c2_loop
           (br_if $c2_done (i32.ge_u (local.get $c) (local.get $k)))
-          (local.set $s (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $pr) (i32.shl (local.get $c) (i32.const 2)))))))
-          (local.set $r0 (f64x2.add (local.get $r0) (f64x2.mul (local.get $s) (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $q))))))
+          (local.set $s (v128.load64_splat (i32.add (local.get $pr) (i32.shl (local.get $c) (i32.const 3)))))
+          (local.set $r0 (f64x2.add (local.get $r0) (f64x2.mul (local.get $s) (v128.load (local.get $q)))))
           (local.set $q (i32.add (local.get $q) (local.get $nb)))
           (local.set $c (i32.add (local.get $c) (i32.const 1)))
           (br $c2_loop)))
@@ -337,13 +337,13 @@
       (if (i32.lt_u (local.get $j) (local.get $n))
         (then
           (local.set $x (f64.const 0))
-          (local.set $q (i32.add (local.get $Qt) (i32.shl (local.get $j) (i32.const 2))))
+          (local.set $q (i32.add (local.get $Qt) (i32.shl (local.get $j) (i32.const 3))))
           (local.set $c (i32.const 0))
           (block $c1_done (loop $c1_loop
             (br_if $c1_done (i32.ge_u (local.get $c) (local.get $k)))
             (local.set $x (f64.add (local.get $x) (f64.mul
-              (f64.promote_f32 (f32.load (i32.add (local.get $pr) (i32.shl (local.get $c) (i32.const 2)))))
-              (f64.promote_f32 (f32.load (local.get $q))))))
+              (f64.load (i32.add (local.get $pr) (i32.shl (local.get $c) (i32.const 3))))
+              (f64.load (local.get $q)))))
             (local.set $q (i32.add (local.get $q) (local.get $nb)))
             (local.set $c (i32.add (local.get $c) (i32.const 1)))
             (br $c1_loop)))
@@ -352,6 +352,7 @@
       (f64.store (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 3))) (local.get $sum))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br $i_loop))))
+
   ;; The fp32 value at element i of p: bf16 widened (bits << 16) when $bf, else fp32.
   (func $load1 (param $p i32) (param $bf i32) (param $i i32) (result f32)
     (if (result f32) (local.get $bf)
@@ -423,4 +424,100 @@
       (i32.store (local.get $a) (i32.add (i32.load (local.get $a)) (i32.const 1)))
       (local.set $p (i32.add (local.get $p) (i32.const 2)))
       (br $s_loop))))
+
+  ;; Σ a[i] b[i] for i < len (float64, byte offsets a and b) in qr.ts's dot order: four sums by i mod 4
+  ;; (two f64x2), a last pair into sums 0 and 1, a last value into sum 0; then (s0 + s2) + (s1 + s3).
+  (func $dot (param $a i32) (param $b i32) (param $len i32) (result f64)
+    (local $end i32) (local $acc0 v128) (local $acc1 v128)
+    (local.set $end (i32.add (local.get $a) (i32.shl (i32.and (local.get $len) (i32.const -4)) (i32.const 3))))
+    (block $v_done (loop $v_loop
+      (br_if $v_done (i32.ge_u (local.get $a) (local.get $end)))
+      (local.set $acc0 (f64x2.add (local.get $acc0) (f64x2.mul (v128.load offset=0 (local.get $a)) (v128.load offset=0 (local.get $b)))))
+      (local.set $acc1 (f64x2.add (local.get $acc1) (f64x2.mul (v128.load offset=16 (local.get $a)) (v128.load offset=16 (local.get $b)))))
+      (local.set $a (i32.add (local.get $a) (i32.const 32)))
+      (local.set $b (i32.add (local.get $b) (i32.const 32)))
+      (br $v_loop)))
+    (if (i32.and (local.get $len) (i32.const 2))
+      (then
+        (local.set $acc0 (f64x2.add (local.get $acc0) (f64x2.mul (v128.load (local.get $a)) (v128.load (local.get $b)))))
+        (local.set $a (i32.add (local.get $a) (i32.const 16)))
+        (local.set $b (i32.add (local.get $b) (i32.const 16)))))
+    (if (i32.and (local.get $len) (i32.const 1))
+      (then
+        (local.set $acc0 (f64x2.replace_lane 0 (local.get $acc0)
+          (f64.add (f64x2.extract_lane 0 (local.get $acc0)) (f64.mul (f64.load (local.get $a)) (f64.load (local.get $b))))))))
+    (local.set $acc0 (f64x2.add (local.get $acc0) (local.get $acc1)))
+    (f64.add (f64x2.extract_lane 0 (local.get $acc0)) (f64x2.extract_lane 1 (local.get $acc0))))
+
+  ;; y[i] -= s x[i] for i < len (float64, byte offsets).
+  (func $axpy (param $y i32) (param $x i32) (param $s f64) (param $len i32)
+    (local $end i32) (local $sv v128)
+    (local.set $sv (f64x2.splat (local.get $s)))
+    (local.set $end (i32.add (local.get $y) (i32.shl (i32.and (local.get $len) (i32.const -2)) (i32.const 3))))
+    (block $v_done (loop $v_loop
+      (br_if $v_done (i32.ge_u (local.get $y) (local.get $end)))
+      (v128.store (local.get $y) (f64x2.sub (v128.load (local.get $y)) (f64x2.mul (local.get $sv) (v128.load (local.get $x)))))
+      (local.set $y (i32.add (local.get $y) (i32.const 16)))
+      (local.set $x (i32.add (local.get $x) (i32.const 16)))
+      (br $v_loop)))
+    (if (i32.and (local.get $len) (i32.const 1))
+      (then (f64.store (local.get $y) (f64.sub (f64.load (local.get $y)) (f64.mul (local.get $s) (f64.load (local.get $x))))))))
+
+  ;; The reflections of qr.ts's householderColumns on the m x n column-major float64 matrix at $w (in
+  ;; place), tau and diag (p = min(m, n) float64 each, zeroed), then Q's m x p columns at $q (zeroed).
+  (func (export "householder") (param $w i32) (param $m i32) (param $n i32) (param $tau i32) (param $diag i32) (param $q i32)
+    (local $p i32) (local $k i32) (local $j i32) (local $len i32) (local $vk i32) (local $cj i32) (local $colb i32)
+    (local $norm f64) (local $x0 f64) (local $alpha f64) (local $t f64) (local $s f64)
+    (local.set $p (select (local.get $m) (local.get $n) (i32.lt_u (local.get $m) (local.get $n))))
+    (local.set $colb (i32.shl (local.get $m) (i32.const 3)))
+    (block $k_done (loop $k_loop
+      (br_if $k_done (i32.ge_u (local.get $k) (local.get $p)))
+      (local.set $vk (i32.add (local.get $w) (i32.shl (i32.add (i32.mul (local.get $k) (local.get $m)) (local.get $k)) (i32.const 3))))
+      (local.set $len (i32.sub (local.get $m) (local.get $k)))
+      (local.set $norm (f64.sqrt (call $dot (local.get $vk) (local.get $vk) (local.get $len))))
+      (if (f64.ne (local.get $norm) (f64.const 0))
+        (then
+          (local.set $x0 (f64.load (local.get $vk)))
+          (local.set $alpha (select (f64.neg (local.get $norm)) (local.get $norm) (f64.ge (local.get $x0) (f64.const 0))))
+          (f64.store (i32.add (local.get $diag) (i32.shl (local.get $k) (i32.const 3))) (local.get $alpha))
+          (f64.store (local.get $vk) (f64.sub (local.get $x0) (local.get $alpha)))
+          (local.set $t (f64.div (f64.const 1) (f64.mul (local.get $norm) (f64.add (local.get $norm) (f64.abs (local.get $x0))))))
+          (f64.store (i32.add (local.get $tau) (i32.shl (local.get $k) (i32.const 3))) (local.get $t))
+          (local.set $j (i32.add (local.get $k) (i32.const 1)))
+          (local.set $cj (i32.add (local.get $vk) (local.get $colb)))
+          (block $j_done (loop $j_loop
+            (br_if $j_done (i32.ge_u (local.get $j) (local.get $n)))
+            (local.set $s (f64.mul (call $dot (local.get $vk) (local.get $cj) (local.get $len)) (local.get $t)))
+            (if (f64.ne (local.get $s) (f64.const 0)) (then (call $axpy (local.get $cj) (local.get $vk) (local.get $s) (local.get $len))))
+            (local.set $cj (i32.add (local.get $cj) (local.get $colb)))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $j_loop)))))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br $k_loop)))
+    ;; Q = H_0 ... H_{p-1} [I_p; 0], backwards.
+    (local.set $j (i32.const 0))
+    (block $i_done (loop $i_loop
+      (br_if $i_done (i32.ge_u (local.get $j) (local.get $p)))
+      (f64.store (i32.add (local.get $q) (i32.shl (i32.add (i32.mul (local.get $j) (local.get $m)) (local.get $j)) (i32.const 3))) (f64.const 1))
+      (local.set $j (i32.add (local.get $j) (i32.const 1)))
+      (br $i_loop)))
+    (local.set $k (local.get $p))
+    (block $b_done (loop $b_loop
+      (br_if $b_done (i32.eqz (local.get $k)))
+      (local.set $k (i32.sub (local.get $k) (i32.const 1)))
+      (local.set $t (f64.load (i32.add (local.get $tau) (i32.shl (local.get $k) (i32.const 3)))))
+      (if (f64.ne (local.get $t) (f64.const 0))
+        (then
+          (local.set $vk (i32.add (local.get $w) (i32.shl (i32.add (i32.mul (local.get $k) (local.get $m)) (local.get $k)) (i32.const 3))))
+          (local.set $len (i32.sub (local.get $m) (local.get $k)))
+          (local.set $j (local.get $k))
+          (local.set $cj (i32.add (local.get $q) (i32.shl (i32.add (i32.mul (local.get $k) (local.get $m)) (local.get $k)) (i32.const 3))))
+          (block $j_done (loop $j_loop
+            (br_if $j_done (i32.ge_u (local.get $j) (local.get $p)))
+            (local.set $s (f64.mul (call $dot (local.get $vk) (local.get $cj) (local.get $len)) (local.get $t)))
+            (if (f64.ne (local.get $s) (f64.const 0)) (then (call $axpy (local.get $cj) (local.get $vk) (local.get $s) (local.get $len))))
+            (local.set $cj (i32.add (local.get $cj) (local.get $colb)))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $j_loop)))))
+      (br $b_loop))))
 )
