@@ -215,7 +215,7 @@ function section(s: Section, actions: Actions, charts: Chart[]): { root: HTMLEle
   const body = details;
   if (s.note) body.append(el('p', { className: 'note', text: s.note }));
   if (s.summary?.length) body.append(...summaryLists(s.summary));
-  const figure = el('div', { className: s.chart || s.heatmap ? 'figure' : 'figure table-only' });
+  const figure = el('div', { className: s.chart ? 'figure' : s.heatmap && !s.table ? 'figure heatmap-only' : 'figure table-only' });
   let draw = (): void => undefined;
   let chart: Chart | undefined;
   if (s.chart) {

@@ -89,6 +89,9 @@ export const CENSUS_STATE = 'loraLens.census';
 
 const cfg = (): vscode.WorkspaceConfiguration => vscode.workspace.getConfiguration('loraLens');
 const name = (p: string): string => path.basename(p).replace(/\.(safetensors|bin|pt|pth)$/, '');
+/** A checkpoint's name in a title; a standard weights file (`model.safetensors`) with its folder's. */
+const weightsName = (p: string): string =>
+  /^(model|adapter_model|pytorch_model|diffusion_pytorch_model)([.-]|$)/.test(name(p)) ? `${path.basename(path.dirname(p))}/${name(p)}` : name(p);
 
 /** A tensor name short enough for a title: its last three parts. */
 const shortTensor = (t: string): string => t.split('.').slice(-3).join('.');
@@ -457,7 +460,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       }
       const r = await runner.run({ title: `Statistics of ${shortTensor(tensor)}`, request });
       if (!r) return;
-      const what = source === 'values' ? name(checkpoint) : source === 'difference' ? `${name(checkpoint)} − base` : `ΔW of ${name(request.adapter!)}`;
+      const what = source === 'values' ? weightsName(checkpoint) : source === 'difference' ? `${weightsName(checkpoint)} − base` : `ΔW of ${weightsName(request.adapter!)}`;
       report('stats', r, `Statistics: ${r.report.tensor} (${what})`);
     },
 
