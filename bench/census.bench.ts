@@ -28,7 +28,7 @@ try {
   let summary;
   for (let i = 0; i < RUNS; i++) {
     const s = performance.now();
-    summary = censusJob(model.dir, { adapter: adapter.dir }, quietContext()).summary;
+    summary = censusJob({ path: model.dir, adapter: adapter.dir }, quietContext()).summary;
     times.push(performance.now() - s);
   }
   const first = times[0];

@@ -165,12 +165,13 @@ async function kernels(gpu: GpuKernels, cpu: Kernels): Promise<void> {
   }
   const rowsDora = quick ? 256 : 4096, colsDora = N / rowsDora;
   const factor = random(rowsDora, 5, 1).map((x) => 1 + Math.abs(x));
+  const dora = { w, d, rows: rowsDora, cols: colsDora, featureIsColumn: false, dtype: 'BF16', rule: 'peft' } as const;
   rows.push(
     [`merge bf16 peft, ${N} elements`, (k) => k.merge(w, d, 'BF16', 'peft', out), N * 10, 0],
     [`merge fp16 fp32-cast, ${N} elements`, (k) => k.merge(w, d, 'F16', 'fp32-cast', out), N * 10, 0],
     [`merge fp32, ${N} elements`, (k) => k.merge(w, d, 'F32', 'peft', out), N * 12, 0],
-    [`doraNorms bf16 ${rowsDora}x${colsDora}`, (k) => k.doraNorms(w, d, rowsDora, colsDora, false, 'BF16', 'peft'), N * 8, 0],
-    [`mergeDora bf16 ${rowsDora}x${colsDora}`, (k) => k.mergeDora(w, d, factor, colsDora, false, 'BF16', 'peft', out), N * 10, 0],
+    [`doraNorms bf16 ${rowsDora}x${colsDora}`, (k) => k.doraNorms(dora), N * 8, 0],
+    [`mergeDora bf16 ${rowsDora}x${colsDora}`, (k) => k.mergeDora(dora, factor, out), N * 10, 0],
     [`pairStats, ${N} elements`, (k) => k.pairStats(w, d), N * 8, 0],
     [`precision bf16 peft, ${N} elements`, (k) => k.precision(w, d, 'BF16', 'peft'), N * 8, 0],
     [`subtract, ${N} elements`, (k) => k.subtract(w, d, new Float32Array(out.buffer, 0, N)), N * 12, 0],

@@ -22,6 +22,7 @@ import { writeSyntheticAdapter } from '../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../src/engine/synthetic/configs';
 import { writeSyntheticModel } from '../src/engine/synthetic/model';
 import { quietContext } from '../src/engine/util/job';
+import { withKernels } from '../src/engine/kernels/kernels';
 
 const QWEN2_7B = {
   architectures: ['Qwen2ForCausalLM'],
@@ -106,7 +107,7 @@ async function benchExtract(root: string): Promise<void> {
   const ctx = quietContext();
   const k = cpuKernels(ctx);
   const merged = path.join(root, 'merged');
-  await mergeJob(model.dir, adapter.dir, merged, { dtype: 'bf16', rule: 'peft' }, k, ctx);
+  await mergeJob({ base: model.dir, adapter: adapter.dir, out: merged, dtype: 'bf16', rule: 'peft' }, withKernels(ctx, k));
   await k.dispose();
   console.log(`model: StarCoder2-3B shapes, 7 of 30 layers, ${(model.dataBytes / 1e9).toFixed(2)} GB bf16; finetuned = its bf16 merge with a rank-8 q/k/v/o adapter`);
   const t0 = performance.now();

@@ -15,6 +15,7 @@ import { selectKernels } from '../src/engine/kernels/select';
 import { buildHeader, SafetensorsWriter, TensorSpec } from '../src/engine/safetensors/writer';
 import { quietContext } from '../src/engine/util/job';
 import { findPython } from '../test/unit/helpers/python';
+import { withKernels } from '../src/engine/kernels/kernels';
 
 const HIDDEN = 3584;
 const KV = 512;
@@ -94,7 +95,7 @@ async function main(): Promise<void> {
     const kernels = await selectKernels('auto', ctx);
     const t1 = performance.now();
     const c1 = process.cpuUsage();
-    const mask = await maskJob({ base: path.join(root, 'base'), adapters, budget: 100_000, out: path.join(root, 'mask') }, kernels, ctx);
+    const mask = await maskJob({ base: path.join(root, 'base'), adapters, budget: 100_000, out: path.join(root, 'mask') }, withKernels(ctx, kernels));
     const maskS = (performance.now() - t1) / 1000;
     const c = process.cpuUsage(c1);
     const maskCpuS = (c.user + c.system) / 1e6;
@@ -104,9 +105,20 @@ async function main(): Promise<void> {
 
     const t2 = performance.now();
     const d = await decomposeJob(
-      { mask: path.join(root, 'mask'), base: path.join(root, 'base'), dictionary: adapters, target: adapters[3], method: 'omp', tol: 1e-6, supportThreshold: 1e-3, minT: 5, lambda: 1e-3, positive: true, maxResidual: 0.1 },
-      kernels,
-      ctx,
+      {
+        mask: path.join(root, 'mask'),
+        base: path.join(root, 'base'),
+        dictionary: adapters,
+        target: adapters[3],
+        method: 'omp',
+        tol: 1e-6,
+        supportThreshold: 1e-3,
+        minT: 5,
+        lambda: 1e-3,
+        positive: true,
+        maxResidual: 0.1,
+      },
+      withKernels(ctx, kernels),
     );
     console.log(`decompose (omp, adapter target, masked values only): support [${d.support.join(', ')}], relative residual ${d.relativeResidual.toExponential(2)} in ${((performance.now() - t2) / 1000).toFixed(2)} s`);
     console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB; load average at end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);

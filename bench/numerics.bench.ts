@@ -21,6 +21,7 @@ import { writeSyntheticAdapter } from '../src/engine/synthetic/adapter';
 import { STARCODER2_3B } from '../src/engine/synthetic/configs';
 import { writeSyntheticModel } from '../src/engine/synthetic/model';
 import { quietContext } from '../src/engine/util/job';
+import { withKernels } from '../src/engine/kernels/kernels';
 
 const LAYERS = Number(process.env.BENCH_LAYERS ?? 7);
 
@@ -85,15 +86,24 @@ async function main(): Promise<void> {
     readS = await timed('plain sequential read (base)', model.dataBytes, undefined, () => plainRead(model.dir));
     await timed('  floor: read in 16 MiB chunks', model.dataBytes, readS, () => chunkedRead(model.dir));
     const writeS = await timed('  plain write of as much, one fsync', model.dataBytes, readS, () => durableWrite(path.join(root, 'floor'), model.dataBytes));
-    const mergeS = await timed('merge bf16 (peft)', model.dataBytes, readS, () => mergeJob(model.dir, adapter.dir, path.join(root, 'merged'), { dtype: 'bf16', rule: 'peft' }, k, ctx));
+    const mergeS = await timed('merge bf16 (peft)', model.dataBytes, readS, () => mergeJob(
+      { base: model.dir, adapter: adapter.dir, out: path.join(root, 'merged'), dtype: 'bf16', rule: 'peft' },
+      withKernels(ctx, k),
+    ));
     const readBoth = await timed('plain read (base + merged)', 2 * model.dataBytes, undefined, async () => {
       await plainRead(model.dir);
       await plainRead(path.join(root, 'merged'));
     });
     await timed('  floor: both read in 16 MiB chunks', 2 * model.dataBytes, readBoth, () => chunkedRead(model.dir) + chunkedRead(path.join(root, 'merged')));
-    const extractS = await timed('extract (base, merged)', 2 * model.dataBytes, readBoth, () => extractJob(model.dir, path.join(root, 'merged'), path.join(root, 'tv.safetensors'), k, ctx));
+    const extractS = await timed('extract (base, merged)', 2 * model.dataBytes, readBoth, () => extractJob(
+      { base: model.dir, finetuned: path.join(root, 'merged'), out: path.join(root, 'tv.safetensors') },
+      withKernels(ctx, k),
+    ));
     fs.rmSync(path.join(root, 'tv.safetensors'));
-    const compareS = await timed('compare --finetuned (base, merged)', 2 * model.dataBytes, readBoth, () => compareJob(model.dir, adapter.dir, { finetuned: path.join(root, 'merged') }, path.join(root, 'cmp'), { tolerance: 1e-5, saveDeltas: false }, k, ctx));
+    const compareS = await timed('compare --finetuned (base, merged)', 2 * model.dataBytes, readBoth, () => compareJob(
+      { base: model.dir, adapter: adapter.dir, finetuned: path.join(root, 'merged'), out: path.join(root, 'cmp'), tolerance: 1e-5, saveDeltas: false },
+      withKernels(ctx, k),
+    ));
     console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GB`);
     console.log(
       `merge took ${(mergeS / readS).toFixed(2)}x the plain read (a plain write of its output with one fsync took ${(writeS / readS).toFixed(2)}x); ` +

@@ -22,6 +22,7 @@ import { STARCODER2_3B } from '../src/engine/synthetic/configs';
 import { writeSyntheticModel } from '../src/engine/synthetic/model';
 import { quietContext } from '../src/engine/util/job';
 import { writeTorchZip, ZipTensor } from './torchZip';
+import { withKernels } from '../src/engine/kernels/kernels';
 
 const CENSUS_RUNS = 10;
 const MERGE_LAYERS = Number(process.env.BENCH_PICKLE_LAYERS ?? 2);
@@ -61,7 +62,7 @@ function censusTimes(dir: string): { median: number; first: number; best: number
   let tensors = 0;
   for (let i = 0; i < CENSUS_RUNS; i++) {
     const s = performance.now();
-    tensors = censusJob(dir, {}, quietContext()).summary.tensors;
+    tensors = censusJob({ path: dir }, quietContext()).summary.tensors;
     times.push(performance.now() - s);
   }
   const first = times[0];
@@ -110,7 +111,7 @@ async function main(): Promise<void> {
       for (const which of ['st', 'bin'] as const) {
         const out = path.join(root, `merged-${which}`);
         const s = performance.now();
-        await mergeJob(path.join(root, `base-${which}`), adapter.dir, out, { dtype: 'bf16', rule: 'peft' }, k, ctx);
+        await mergeJob({ base: path.join(root, `base-${which}`), adapter: adapter.dir, out, dtype: 'bf16', rule: 'peft' }, withKernels(ctx, k));
         const t = (performance.now() - s) / 1000;
         best[which] = Math.min(best[which], t);
         console.log(`  run ${i + 1} from ${which === 'bin' ? 'pytorch_model.bin' : 'model.safetensors'}: ${t.toFixed(2)} s`);

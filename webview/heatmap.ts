@@ -72,7 +72,8 @@ export function heatmapFigure(id: string, title: string, h: HeatmapSpec): { root
   const lo = el('span', undefined, '0');
   const hi = el('span');
   const legend = el('div', 'heatmap-legend');
-  legend.append(lo, legendRamp, hi, el('span', undefined, `· rows ↓ 0–${h.matrixRows - 1} (${h.y || 'row'}) · columns → 0–${h.matrixCols - 1} (${h.x})`));
+  legend.append(lo, legendRamp, hi);
+  const axes = el('p', 'heatmap-axes', `Rows ↓ 0–${h.matrixRows - 1}${h.y ? `: ${h.y}` : ''} · columns → 0–${h.matrixCols - 1}${h.x ? `: ${h.x}` : ''}`);
   const hover = el('div', 'heatmap-hover');
   hover.id = `heatmap-hover-${id}`;
   hover.setAttribute('aria-live', 'polite');
@@ -127,6 +128,6 @@ export function heatmapFigure(id: string, title: string, h: HeatmapSpec): { root
   canvas.addEventListener('mouseleave', () => (hover.textContent = ''));
   paint();
   const root = el('div', 'heatmap-box');
-  root.append(tools, canvas, hover);
+  root.append(tools, axes, canvas, hover);
   return { root, canvas };
 }

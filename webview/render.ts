@@ -17,6 +17,8 @@ export interface Actions {
   exportHtml(): void;
   openTensor(name: string): void;
   openInCensus(): void;
+  /** The spectrum panel's "Resize…": resize its adapter. */
+  resize(): void;
   tensorStats(name: string): void;
 }
 
@@ -213,7 +215,7 @@ function section(s: Section, actions: Actions, charts: Chart[]): { root: HTMLEle
   const body = details;
   if (s.note) body.append(el('p', { className: 'note', text: s.note }));
   if (s.summary?.length) body.append(...summaryLists(s.summary));
-  const figure = el('div', { className: s.chart || s.heatmap ? 'figure' : 'figure table-only' });
+  const figure = el('div', { className: s.chart ? 'figure' : s.heatmap && !s.table ? 'figure heatmap-only' : 'figure table-only' });
   let draw = (): void => undefined;
   let chart: Chart | undefined;
   if (s.chart) {
@@ -275,6 +277,7 @@ export function renderPanel(app: HTMLElement, m: PanelModel, actions: Actions): 
     el('h1', { id: 'panel-title', text: m.heading }),
     el('div', { className: 'header-tools' },
       ...(m.openInCensus ? [button('open-in-census', 'Open in Census', 'Open this file in the Parameter Census tree', () => actions.openInCensus())] : []),
+      ...(m.resize ? [button('resize', 'Resize…', 'Write this adapter at a lower rank: pick a rank or an energy, with the error and size of each shown first', () => actions.resize())] : []),
       button('export-html', 'Export HTML Report', 'Save the whole panel as one HTML file (charts as images), to attach to an issue or a model card', () => actions.exportHtml()),
       button('export-json', 'Export JSON', 'Save the report as JSON', () => actions.exportJson(), true),
     ),

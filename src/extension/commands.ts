@@ -6,7 +6,8 @@ import { CensusView } from './census/censusView';
 import { TreeNode } from './census/treeModel';
 import { DECOMPOSE_METHODS, DecomposeMethod, DEFAULT_RULE, DEFAULT_TOLERANCE, MERGE_RULES, MergeRule } from '../shared/jobs/choices';
 import { CliDtype } from '../shared/safetensors/dtypes';
-import { CensusReport } from '../shared/jobs/reports/census';
+import { CensusReport, readCensusReport } from '../shared/jobs/reports/census';
+import { readPrecisionReport } from '../shared/jobs/reports/precision';
 import { JobResult } from './engine/engineProcess';
 import { JobRunner } from './engine/jobRunner';
 import { Choice, Pickers } from './pickers';
@@ -88,6 +89,9 @@ export const CENSUS_STATE = 'loraLens.census';
 
 const cfg = (): vscode.WorkspaceConfiguration => vscode.workspace.getConfiguration('loraLens');
 const name = (p: string): string => path.basename(p).replace(/\.(safetensors|bin|pt|pth)$/, '');
+/** A checkpoint's name in a title; a standard weights file (`model.safetensors`) with its folder's. */
+const weightsName = (p: string): string =>
+  /^(model|adapter_model|pytorch_model|diffusion_pytorch_model)([.-]|$)/.test(name(p)) ? `${path.basename(path.dirname(p))}/${name(p)}` : name(p);
 
 /** A tensor name short enough for a title: its last three parts. */
 const shortTensor = (t: string): string => t.split('.').slice(-3).join('.');
@@ -161,16 +165,16 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
    * what is free there; refuses what does not fit. Resolves to whether to keep, or undefined (cancelled).
    */
   const askKeepModels = async (base: string, out: string): Promise<boolean | undefined> => {
-    const params = ((await censusOf(base)) as { summary?: { params?: number } } | undefined)?.summary?.params;
+    const params = readCensusReport(await censusOf(base)).summary?.params ?? null;
     const free = freeBytes(out);
-    const size = (perParam: number): string => (params === undefined ? 'an unknown amount' : `about ${formatBytes(params * perParam)}`);
+    const size = (perParam: number): string => (params === null ? 'an unknown amount' : `about ${formatBytes(params * perParam)}`);
     const freeText = free === undefined ? '' : ` (${formatBytes(free)} free)`;
     const keep = await pickers.choice('validateKeep', 'Keep the merged models and task vectors?', [
       { value: 'reports', label: 'Reports only', detail: `Checked, then removed: ${size(VALIDATE_PEAK_BYTES_PER_PARAM)} needed while it runs${freeText}.` },
       { value: 'keep', label: 'Keep the merged models and task vectors', detail: `Writes ${size(VALIDATE_KEEP_BYTES_PER_PARAM)} into ${vscode.workspace.asRelativePath(out)}${freeText}.` },
     ], 'reports');
     if (keep === undefined) return undefined;
-    const need = params === undefined ? undefined : params * (keep === 'keep' ? VALIDATE_KEEP_BYTES_PER_PARAM : VALIDATE_PEAK_BYTES_PER_PARAM);
+    const need = params === null ? undefined : params * (keep === 'keep' ? VALIDATE_KEEP_BYTES_PER_PARAM : VALIDATE_PEAK_BYTES_PER_PARAM);
     if (need !== undefined && free !== undefined && need > free) {
       void vscode.window.showErrorMessage(`LoRA Lens: validating ${keep === 'keep' ? 'and keeping the models ' : ''}needs about ${formatBytes(need)} on the disk of ${out}, and only ${formatBytes(free)} are free.`);
       return undefined;
@@ -290,10 +294,10 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       if (!r) return;
       report('precision', r, `Precision: ${name(adapter)} on ${name(base)}`);
       // A lossy half-precision merge: offer the lossless one.
-      const dtypes = (r.report as { dtypes?: Record<string, { deltaLostFraction?: number | null }> }).dtypes ?? {};
-      const worst = Object.entries(dtypes).filter(([, v]) => typeof v?.deltaLostFraction === 'number' && v.deltaLostFraction >= LOSSY_FRACTION);
+      const lost = Object.entries(readPrecisionReport(r.report).dtypes).map(([k, v]) => [k, v.deltaLostFraction ?? 0] as const);
+      const worst = lost.filter(([, f]) => f >= LOSSY_FRACTION);
       if (worst.length === 0) return;
-      const text = worst.map(([k, v]) => `${k} ${(100 * v.deltaLostFraction!).toPrecision(2)}%`).join(', ');
+      const text = worst.map(([k, f]) => `${k} ${(100 * f).toPrecision(2)}%`).join(', ');
       const a = await vscode.window.showWarningMessage(`Merging ${name(adapter)} at half precision loses part of its delta (${text} of the non-zero elements).`, 'Merge at fp32 Instead');
       if (a) {
         pickers.steps(1);
@@ -456,7 +460,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       }
       const r = await runner.run({ title: `Statistics of ${shortTensor(tensor)}`, request });
       if (!r) return;
-      const what = source === 'values' ? name(checkpoint) : source === 'difference' ? `${name(checkpoint)} − base` : `ΔW of ${name(request.adapter!)}`;
+      const what = source === 'values' ? weightsName(checkpoint) : source === 'difference' ? `${weightsName(checkpoint)} − base` : `ΔW of ${weightsName(request.adapter!)}`;
       report('stats', r, `Statistics: ${r.report.tensor} (${what})`);
     },
 

@@ -753,8 +753,17 @@ uiTest('light theme: panels, viewer and tree take the theme\'s colours, and char
   // The viewer's per-tensor Statistics: the tensor's values, drawn in the light theme.
   await wv.locator('#table-tensors tr', { hasText: 'model.layers.0.self_attn.q_proj.weight' }).locator('button.row-action').click();
   await pick('Statistics of self_attn.q_proj.weight', 'Its values');
+  // The panel opens beside the viewer; with the viewer closed, the page holds one webview again.
+  const frames = page.locator(`iframe.webview.ready[src*="extensionId=${EXT_ID}"]`);
+  await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 2, `iframe.webview.ready[src*="extensionId=${EXT_ID}"]`, { timeout: 60000 });
+  const viewerTab = page.locator('.tabs-container .tab', { hasText: 'model.safetensors' }).first();
+  await viewerTab.hover();
+  await viewerTab.locator('.action-label.codicon-close').click();
+  await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 1, `iframe.webview.ready[src*="extensionId=${EXT_ID}"]`, { timeout: 20000 });
+  assert.equal(await frames.count(), 1);
+  await page.mouse.move(1000, 600); // off the tab, whose tooltip would cover the panel's title
   await wv.locator('#panel[data-kind="stats"][data-state="ready"]').waitFor({ timeout: 60000 });
-  assert.match(await wv.locator('#panel-title').innerText(), /^Statistics: model\.layers\.0\.self_attn\.q_proj\.weight \(tiny-llama\)$/);
+  assert.match(await wv.locator('#panel-title').innerText(), /^Statistics: model\.layers\.0\.self_attn\.q_proj\.weight \(tiny-llama\/model\)$/);
   await panelShot('panel-stats-light');
   await showContainer('LoRA Lens');
   await shot('census-tree-light');
@@ -959,6 +968,18 @@ uiTest('Try the Demo writes the demo checkpoints into the workspace and opens th
   const base = (await censusItems()).find((i) => i.label === 'base');
   assert.match(base.description, /483 tensors/, JSON.stringify(base));
   await palette('Notifications: Clear All Notifications');
+});
+
+uiTest('an adapter folder moved into the workspace from outside VS Code (one rename) is recognised: the adapter actions appear', async () => {
+  await palette('View: Close All Editors');
+  // A checkpoint folder moved in whole is one watcher event for the folder, none for its marker files.
+  const outside = path.join(tmp, 'outside-adapter');
+  fs.cpSync(fx.adapter, outside, { recursive: true });
+  fs.renameSync(outside, path.join(ws, 'adapters', 'moved-in'));
+  await showContainer('Explorer');
+  await expandExplorer('adapters');
+  await contextMenu('moved-in', 'Merge LoRA Adapter…');
+  await page.keyboard.press('Escape');
 });
 
 // The installed .vsix as a user has it (E2E_VSIX), run outside VS Code: a platform .vsix carries Dawn beside

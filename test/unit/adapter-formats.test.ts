@@ -17,6 +17,7 @@ import { quietContext } from '../../src/engine/util/job';
 import { lowRank, peftConfig, randomF32, TestTensor, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 import { readAll, matmul } from './helpers/tensors';
 import { assertOneLineError, runCli } from './helpers/cli';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const kernels = new CpuKernels();
 const root = tmpDir();
@@ -40,7 +41,7 @@ const plus = (w: Float32Array, d: ArrayLike<number>): Float32Array => w.map((x, 
 
 async function merged(adapter: string): Promise<Map<string, Float32Array>> {
   const out = path.join(root, `out${n++}`);
-  await mergeJob(BASE, adapter, out, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+  await mergeJob({ base: BASE, adapter, out, dtype: 'fp32', rule: 'peft' }, withKernels(quietContext(), kernels));
   return readAll(out);
 }
 
@@ -198,7 +199,7 @@ describe('adapter formats merged by their own formulas', () => {
     ] as TestTensor[]);
     const out = path.join(root, `out${n++}`);
     const ctx = quietContext();
-    await mergeJob(headBase, dir, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    await mergeJob({ base: headBase, adapter: dir, out, dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
     assert.deepEqual(readAll(out).get('score.weight'), plus(saved, matmul(B, A, 3, 2, 6).map((x) => x * 2)));
     assert.ok(ctx.warnings.some((w) => /original_module/.test(w)), ctx.warnings.join('\n'));
   });
@@ -223,7 +224,7 @@ describe('adapter formats merged by their own formulas', () => {
       }
     }
     const out = path.join(root, `out${n++}`);
-    await mergeJob(qkvBase, dir, out, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+    await mergeJob({ base: qkvBase, adapter: dir, out, dtype: 'fp32', rule: 'peft' }, withKernels(quietContext(), kernels));
     assert.deepEqual(readAll(out).get('h.0.self_attention.query_key_value.weight'), plus(fused, d));
   });
 
@@ -235,9 +236,12 @@ describe('adapter formats merged by their own formulas', () => {
       { name: `${P}${L}.self_attn.k_proj.lora_B.weight`, shape: [4, 2], data: new Float32Array(8) },
     ]);
     const ft = path.join(root, `out${n++}`);
-    await mergeJob(BASE, dir, ft, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+    await mergeJob({ base: BASE, adapter: dir, out: ft, dtype: 'fp32', rule: 'peft' }, withKernels(quietContext(), kernels));
     const ctx = quietContext();
-    const r = await compareJob(BASE, dir, { finetuned: ft }, path.join(root, `cmp${n++}`), { tolerance: 1e-6, saveDeltas: false }, kernels, ctx);
+    const r = await compareJob(
+      { base: BASE, adapter: dir, finetuned: ft, out: path.join(root, `cmp${n++}`), tolerance: 1e-6, saveDeltas: false },
+      withKernels(ctx, kernels),
+    );
     assert.deepEqual(r.zeroModules, [`${L}.self_attn.k_proj`]);
     assert.ok(r.warnings.includes(`1 module has all-zero lora_B: it changes nothing (${L}.self_attn.k_proj)`), r.warnings.join('\n'));
     assert.deepEqual(r.tensors.map((t) => t.name), [`${L}.self_attn.q_proj.weight`]);
@@ -257,14 +261,17 @@ describe('adapter formats merged by their own formulas', () => {
     assert.deepEqual(m.get(`${L}.self_attn.k_proj.weight`), plus(W('self_attn.k_proj'), matmul(B, A, 4, 2, 6).map((x) => Math.fround(x) * 1.5)));
     assert.deepEqual(m.get(`${L}.self_attn.k_proj.bias`), plus(base.get(`${L}.self_attn.k_proj.bias`)!, lb.map((x) => x * 1.5)));
     assertUntouched(m, [`${L}.self_attn.k_proj.weight`, `${L}.self_attn.k_proj.bias`]);
-    const census = censusJob(BASE, { adapter: dir }, quietContext());
+    const census = censusJob({ path: BASE, adapter: dir }, quietContext());
     assert.deepEqual(census.tensors.filter((t) => t.loraTarget).map((t) => t.name), [`${L}.self_attn.k_proj.weight`, `${L}.self_attn.k_proj.bias`]);
     assert.deepEqual(census.warnings, []);
-    const own = censusJob(dir, {}, quietContext());
+    const own = censusJob({ path: dir }, quietContext());
     assert.ok(own.tensors.every((t) => t.loraFactor === true && !t.replaced), 'lora_B.bias is one of the module\'s factors, not a saved tensor');
     const ft = path.join(root, `out${n++}`);
-    await mergeJob(BASE, dir, ft, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
-    const r = await compareJob(BASE, dir, { finetuned: ft }, path.join(root, `cmp${n++}`), { tolerance: 1e-6, saveDeltas: false }, kernels, quietContext());
+    await mergeJob({ base: BASE, adapter: dir, out: ft, dtype: 'fp32', rule: 'peft' }, withKernels(quietContext(), kernels));
+    const r = await compareJob(
+      { base: BASE, adapter: dir, finetuned: ft, out: path.join(root, `cmp${n++}`), tolerance: 1e-6, saveDeltas: false },
+      withKernels(quietContext(), kernels),
+    );
     assert.deepEqual(r.tensors.map((t) => [t.name, t.loraTarget]).sort(), [[`${L}.self_attn.k_proj.bias`, true], [`${L}.self_attn.k_proj.weight`, true]]);
     assert.equal(r.summary.equivalent, true);
     // resize writes factors only: it refuses rather than drop the bias.

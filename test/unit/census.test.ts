@@ -135,7 +135,7 @@ describe('census', () => {
   const qkvo = writeSyntheticAdapter(path.join(root, 'qkvo'), { ...STARCODER2_3B, vocab_size: 2 }, { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], r: 8, alpha: 16 });
 
   it('StarCoder2-3B, header-true sparse (6 GB at bf16): 483 tensors, 120 q/k/v/o targets, 363 others', () => {
-    const r = censusJob(sc2, { adapter: qkvo.dir }, quietContext());
+    const r = censusJob({ path: sc2, adapter: qkvo.dir }, quietContext());
     assert.equal(r.kind, 'model');
     assert.equal(r.modelType, 'starcoder2');
     assert.equal(r.summary.tensors, 483);
@@ -163,8 +163,8 @@ describe('census', () => {
   it('the same census from a sharded checkpoint, with its files listed', () => {
     const dir = path.join(root, 'sc2-sharded');
     writeSyntheticModel(dir, STARCODER2_3B, { sparse: true, shardBytes: 2e9 });
-    const r = censusJob(dir, { adapter: qkvo.dir }, quietContext());
-    const one = censusJob(sc2, { adapter: qkvo.dir }, quietContext());
+    const r = censusJob({ path: dir, adapter: qkvo.dir }, quietContext());
+    const one = censusJob({ path: sc2, adapter: qkvo.dir }, quietContext());
     assert.equal(r.kind, 'sharded-model');
     assert.equal(r.files.length, 4);
     assert.deepEqual(r.summary, one.summary);
@@ -172,7 +172,7 @@ describe('census', () => {
   });
 
   it('a config-only adapter (adapter_config.json, no weights) marks targets by PEFT matching', () => {
-    const r = censusJob(sc2, { adapter: path.join(FIXTURES, 'real-adapters', '_config-only', 'starcoder2-3b-qv-r8') }, quietContext());
+    const r = censusJob({ path: sc2, adapter: path.join(FIXTURES, 'real-adapters', '_config-only', 'starcoder2-3b-qv-r8') }, quietContext());
     assert.equal(r.summary.loraTargetTensors, 60);
     assert.equal(r.adapter!.trainableParams, null);
     assert.equal(r.adapter!.loraModules, 60);
@@ -182,15 +182,15 @@ describe('census', () => {
     const cfg = path.join(root, 'config-only');
     fs.mkdirSync(cfg);
     fs.writeFileSync(path.join(cfg, 'config.json'), JSON.stringify(STARCODER2_3B));
-    const r = censusJob(cfg, { targets: ['c_fc', 'c_proj'] }, quietContext());
+    const r = censusJob({ path: cfg, targets: ['c_fc', 'c_proj'] }, quietContext());
     assert.equal(r.kind, 'config');
     assert.equal(r.summary.tensors, 483);
     assert.equal(r.summary.loraTargetTensors, 60);
-    assert.equal(censusJob(path.join(FIXTURES, 'base-configs', 'gemma-2b.json'), {}, quietContext()).summary.params, 2_506_172_416);
+    assert.equal(censusJob({ path: path.join(FIXTURES, 'base-configs', 'gemma-2b.json') }, quietContext()).summary.params, 2_506_172_416);
   });
 
   it('an adapter folder: its own tensors, classified as the modules they adapt, factors and not targets (as a bare file)', () => {
-    const r = censusJob(qkvo.dir, {}, quietContext());
+    const r = censusJob({ path: qkvo.dir }, quietContext());
     assert.equal(r.kind, 'adapter');
     assert.equal(r.summary.tensors, 240);
     assert.equal(r.summary.loraTargetTensors, 0);
@@ -214,7 +214,7 @@ describe('real adapters on bases of their true shapes', () => {
 
   it('gpt2 (GPT2ForSequenceClassification, c_attn, fan_in_fan_out=true on Conv1D; the score head is saved)', () => {
     const b = base('gpt2', { ...baseConfig('gpt2.json'), architectures: ['GPT2ForSequenceClassification'], id2label: { 0: 'a', 1: 'b', 2: 'c', 3: 'd', 4: 'e', 5: 'f' } });
-    const r = censusJob(b, { adapter: real('gpt2-seqcls-cattn-r8') }, quietContext());
+    const r = censusJob({ path: b, adapter: real('gpt2-seqcls-cattn-r8') }, quietContext());
     assert.equal(r.summary.loraTargetTensors, 12);
     assert.ok(r.tensors.filter((t) => t.loraTarget).every((t) => /^transformer\.h\.\d+\.attn\.c_attn\.weight$/.test(t.name)));
     assert.deepEqual(r.tensors.filter((t) => t.replaced).map((t) => t.name), ['score.weight']);
@@ -227,7 +227,7 @@ describe('real adapters on bases of their true shapes', () => {
   });
 
   it('gpt2 on the LM-head base: c_attn found through the transformer. prefix, score is new', () => {
-    const r = censusJob(base('gpt2-lm', baseConfig('gpt2.json')), { adapter: real('gpt2-seqcls-cattn-r8') }, quietContext());
+    const r = censusJob({ path: base('gpt2-lm', baseConfig('gpt2.json')), adapter: real('gpt2-seqcls-cattn-r8') }, quietContext());
     assert.equal(r.summary.loraTargetTensors, 12);
     assert.equal(r.tensors.filter((t) => t.replaced).length, 0);
     assert.ok(r.warnings.some((w) => /score\.weight.*absent from the base/.test(w)));
@@ -240,7 +240,7 @@ describe('real adapters on bases of their true shapes', () => {
     const cfg = JSON.parse(fs.readFileSync(path.join(real('gpt2-seqcls-cattn-r8'), 'adapter_config.json'), 'utf8'));
     fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({ ...cfg, fan_in_fan_out: false }));
     const ctx = quietContext();
-    const r = censusJob(base('gpt2-flag-base', baseConfig('gpt2.json')), { adapter: dir }, ctx);
+    const r = censusJob({ path: base('gpt2-flag-base', baseConfig('gpt2.json')), adapter: dir }, ctx);
     assert.equal(r.summary.loraTargetTensors, 12);
     assert.ok(r.warnings.some((w) => /fan_in_fan_out=false .* contradicts the base for 12 module/.test(w)), r.warnings.join('\n'));
     assert.deepEqual(ctx.warnings, r.warnings);
@@ -248,7 +248,7 @@ describe('real adapters on bases of their true shapes', () => {
 
   it('distilbert (seq-cls): q_lin/v_lin targets, classifier and pre_classifier replaced (modules_to_save suffix match)', () => {
     const b = base('distilbert', { ...baseConfig('distilbert-base-uncased.json'), architectures: ['DistilBertForSequenceClassification'], id2label: { 0: 'neg', 1: 'pos' } });
-    const r = censusJob(b, { adapter: real('distilbert-seqcls-qv-mts') }, quietContext());
+    const r = censusJob({ path: b, adapter: real('distilbert-seqcls-qv-mts') }, quietContext());
     assert.equal(r.summary.loraTargetTensors, 12);
     assert.deepEqual(r.tensors.filter((t) => t.replaced).map((t) => t.name).sort(), ['classifier.bias', 'classifier.weight', 'pre_classifier.bias', 'pre_classifier.weight']);
     assert.equal(r.adapter!.savedTensors, 4);
@@ -256,21 +256,21 @@ describe('real adapters on bases of their true shapes', () => {
   });
 
   it('llama 3.2 1B: q/v with GQA-narrow v (out 512)', () => {
-    const r = censusJob(base('llama', baseConfig('Llama-3.2-1B.json')), { adapter: real('llama3.2-1b-qv-r8') }, quietContext());
+    const r = censusJob({ path: base('llama', baseConfig('Llama-3.2-1B.json')), adapter: real('llama3.2-1b-qv-r8') }, quietContext());
     assert.equal(r.summary.tensors, 146);
     assert.equal(r.summary.loraTargetTensors, 32);
     assert.equal(r.adapter!.trainableParams, 16 * (8 * (2048 + 2048) + 8 * (2048 + 512)));
   });
 
   it('qwen2.5 0.5B: q/v with GQA-narrow v (out 128); q/k/v biases are not targets', () => {
-    const r = censusJob(base('qwen', baseConfig('Qwen2.5-0.5B-Instruct.json')), { adapter: real('qwen2.5-0.5b-instruct-qv-r8') }, quietContext());
+    const r = censusJob({ path: base('qwen', baseConfig('Qwen2.5-0.5B-Instruct.json')), adapter: real('qwen2.5-0.5b-instruct-qv-r8') }, quietContext());
     assert.equal(r.summary.loraTargetTensors, 48);
     assert.ok(r.tensors.filter((t) => t.loraTarget).every((t) => t.name.endsWith('_proj.weight')));
     assert.equal(r.adapter!.trainableParams, 24 * (8 * (896 + 896) + 8 * (896 + 128)));
   });
 
   it('gemma3 270m: q/k/v/o with head_dim 256 (q 640 -> 1024, o 1024 -> 640)', () => {
-    const r = censusJob(base('gemma3', GEMMA3_270M), { adapter: real('gemma3-270m-it-qkvo-r4') }, quietContext());
+    const r = censusJob({ path: base('gemma3', GEMMA3_270M), adapter: real('gemma3-270m-it-qkvo-r4') }, quietContext());
     assert.equal(r.summary.tensors, 236);
     assert.equal(r.summary.loraTargetTensors, 72);
     assert.deepEqual(r.warnings, []);
@@ -279,7 +279,7 @@ describe('real adapters on bases of their true shapes', () => {
 
   it('an adapter that does not fit its base is a LensError naming the tensor', () => {
     assert.throws(
-      () => censusJob(base('qwen-wrong', baseConfig('Qwen2.5-0.5B-Instruct.json')), { adapter: real('llama3.2-1b-qv-r8') }, quietContext()),
+      () => censusJob({ path: base('qwen-wrong', baseConfig('Qwen2.5-0.5B-Instruct.json')), adapter: real('llama3.2-1b-qv-r8') }, quietContext()),
       (e: Error) => e.name === 'LensError' && /model\.layers\.0\.self_attn\.q_proj\.weight/.test(e.message) && /does not fit|has no tensor/.test(e.message),
     );
   });

@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { maskJob } from '../../src/engine/jobs/mask';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { loraDeltaRows, maxAbsRange } from '../../src/engine/kernels/cpuMath';
-import { Kernels, LoraFactors } from '../../src/engine/kernels/kernels';
+import { Kernels, LoraFactors, withKernels } from '../../src/engine/kernels/kernels';
 import { WorkerKernels } from '../../src/engine/kernels/poolKernels';
 import { foldLoraRows, wasmLora } from '../../src/engine/kernels/wasm';
 import { certifiedTopK, exactMaxAbsAt, float32Bound } from '../../src/engine/unmerge/certified';
@@ -234,7 +234,7 @@ test('mask job: the certified default writes the float64 path\'s mask byte for b
     const log: string[] = [];
     const ctx = { ...quietContext(), log: (m: string) => log.push(m) };
     const out = path.join(root, name);
-    const report = await maskJob({ base, adapters, budget, out }, kernels, ctx);
+    const report = await maskJob({ base, adapters, budget, out }, withKernels(ctx, kernels));
     return { bytes: fs.readFileSync(path.join(out, 'mask.safetensors')), log, json: { ...report, device: undefined } };
   };
   const want = await run(exactOnly, 'exact');

@@ -14,6 +14,7 @@ import { MergeRule } from '../../src/shared/jobs/choices';
 import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { quietContext } from '../../src/engine/util/job';
 import { peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const kernels = new CpuKernels();
 const ctx = quietContext();
@@ -40,8 +41,11 @@ test('compare of a half-precision merge: EXPECTED-LOSS for every rule and dtype,
   for (const dtype of ['bf16', 'fp16'] as const) {
     for (const rule of ['peft', 'peft-safe', 'fp32-cast'] as MergeRule[]) {
       const merged = path.join(root, `m-${dtype}-${rule}`);
-      await mergeJob(base, adapter, merged, { dtype, rule }, kernels, ctx);
-      const r = await compareJob(base, adapter, { finetuned: merged }, path.join(root, `c-${dtype}-${rule}`), { tolerance: 1e-5, saveDeltas: false }, kernels, ctx);
+      await mergeJob({ base, adapter, out: merged, dtype, rule }, withKernels(ctx, kernels));
+      const r = await compareJob(
+        { base, adapter, finetuned: merged, out: path.join(root, `c-${dtype}-${rule}`), tolerance: 1e-5, saveDeltas: false },
+        withKernels(ctx, kernels),
+      );
       const s = r.summary;
       assert.equal(s.mergedDtype, dtype);
       assert.equal(s.equivalent, false, `${dtype} ${rule}: the rounding exceeds 1e-5, strictly`);
@@ -59,8 +63,8 @@ test('compare of an fp32 merge is EQUIVALENT both ways; of a task vector file it
   const root = tmpDir();
   const { base, adapter } = fixture(root);
   const merged = path.join(root, 'm32');
-  await mergeJob(base, adapter, merged, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
-  const r = await compareJob(base, adapter, { finetuned: merged }, path.join(root, 'c32'), { tolerance: 1e-5, saveDeltas: false }, kernels, ctx);
+  await mergeJob({ base, adapter, out: merged, dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
+  const r = await compareJob({ base, adapter, finetuned: merged, out: path.join(root, 'c32'), tolerance: 1e-5, saveDeltas: false }, withKernels(ctx, kernels));
   assert.equal(r.summary.mergedDtype, 'fp32');
   assert.equal(r.summary.equivalent, true);
   assert.equal(r.summary.dtypeVerdict, 'EQUIVALENT');
@@ -71,7 +75,7 @@ test('compare: a bf16 model changed by more than bf16 rounding is NOT-EQUIVALENT
   const root = tmpDir();
   const { base, adapter, W } = fixture(root);
   const merged = path.join(root, 'mbf16');
-  await mergeJob(base, adapter, merged, { dtype: 'bf16', rule: 'peft' }, kernels, ctx);
+  await mergeJob({ base, adapter, out: merged, dtype: 'bf16', rule: 'peft' }, withKernels(ctx, kernels));
   // A "fine-tuned" bf16 model: the same merge, with one q_proj element moved by 5% (many bf16 ulps).
   const tampered = path.join(root, 'tampered');
   const c = openCheckpoint(merged);
@@ -80,7 +84,7 @@ test('compare: a bf16 model changed by more than bf16 rounding is NOT-EQUIVALENT
   const q = m.get(Q)!;
   q[5] = q[5] + 0.05 * Math.abs(W[5]) + 0.01;
   writeModel(tampered, { ...LLAMA, torch_dtype: 'bfloat16' }, [...m].map(([name, data]) => ({ name, dtype: 'BF16' as const, shape: name === Q ? [16, 16] : name.includes('embed') ? [8, 16] : [16], data })));
-  const r = await compareJob(base, adapter, { finetuned: tampered }, path.join(root, 'ct'), { tolerance: 1e-5, saveDeltas: false }, kernels, ctx);
+  const r = await compareJob({ base, adapter, finetuned: tampered, out: path.join(root, 'ct'), tolerance: 1e-5, saveDeltas: false }, withKernels(ctx, kernels));
   assert.equal(r.summary.dtypeVerdict, 'NOT-EQUIVALENT');
   assert.equal(r.summary.outsideRoundingTensors, 1);
   assert.equal(r.tensors.find((t) => t.name === Q)?.withinRounding, false);

@@ -13,6 +13,7 @@ import { extractJob } from '../../src/engine/jobs/extract';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const HOST = path.resolve(__dirname, '../../../dist/engine-host.js');
 
@@ -31,7 +32,10 @@ describe('contract edges', () => {
       const own = writeModel(path.join(root, 'base-for-extract'), { model_type: 'llama' }, tensors);
       const weights = path.join(own, 'model.safetensors');
       const before = fs.readFileSync(weights);
-      await assert.rejects(extractJob(own, ft, weights, new CpuKernels(), quietContext()), (e: Error) => e.name === 'LensError');
+      await assert.rejects(extractJob(
+        { base: own, finetuned: ft, out: weights },
+        withKernels(quietContext(), new CpuKernels()),
+      ), (e: Error) => e.name === 'LensError');
       assert.deepEqual(fs.readFileSync(weights), before);
     },
   );
@@ -44,7 +48,10 @@ describe('contract edges', () => {
         { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', shape: [1, 4] },
         { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', shape: [4, 1], data: new Float32Array(4) },
       ]);
-      const r = await compareJob(base, zero, { finetuned: base }, path.join(root, 'cmp'), { tolerance: 1e-5, saveDeltas: false }, new CpuKernels(), quietContext());
+      const r = await compareJob(
+        { base, adapter: zero, finetuned: base, out: path.join(root, 'cmp'), tolerance: 1e-5, saveDeltas: false },
+        withKernels(quietContext(), new CpuKernels()),
+      );
       assert.equal(r.summary.shared, 0);
       assert.equal(r.summary.equivalent, true);
     },

@@ -18,6 +18,7 @@ import { OUTPUT_MARKER } from '../../src/engine/util/outputDir';
 import { assertOneLineError, runCli } from './helpers/cli';
 import { FIXTURES, randomF32, rng, tmpDir, writeAdapter, writeModel, writeWeights } from './helpers/builders';
 import { readAll } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const kernels = new CpuKernels();
 const root = tmpDir();
@@ -27,7 +28,7 @@ let n = 0;
 /** The fp32 merged tensors of `adapter` on `base`, as raw bytes by name. */
 async function mergedBytes(base: string, adapter: string): Promise<Map<string, Buffer>> {
   const out = path.join(root, `merged${n++}`);
-  await mergeJob(base, adapter, out, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+  await mergeJob({ base, adapter, out, dtype: 'fp32', rule: 'peft' }, withKernels(quietContext(), kernels));
   const c = openCheckpoint(out);
   try {
     return new Map(c.tensors.map((t) => [t.name, Buffer.from(c.handles.readBytesSync(t, new Uint8Array(t.byteLength)))]));

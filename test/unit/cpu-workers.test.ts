@@ -15,7 +15,7 @@ import { extractJob } from '../../src/engine/jobs/extract';
 import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { allFinite, allZeroBytes } from '../../src/engine/kernels/cpuMath';
-import { HalfDtype, MergeDtype, PairStats, PrecisionStats } from '../../src/engine/kernels/kernels';
+import { HalfDtype, MergeDtype, PairStats, PrecisionStats, withKernels } from '../../src/engine/kernels/kernels';
 import { MERGE_RULES } from '../../src/shared/jobs/choices';
 import { PARALLEL_MIN, WorkerKernels } from '../../src/engine/kernels/poolKernels';
 import { STATS_CHUNK } from '../../src/engine/kernels/poolOps';
@@ -213,12 +213,12 @@ test('merge, extract and compare on the worker backend: the same files and repor
   try {
     for (const dtype of ['bf16', 'fp16', 'fp32'] as const) {
       const [a, b] = [path.join(root, `m-${dtype}-cpu`), path.join(root, `m-${dtype}-workers`)];
-      await mergeJob(base, adapter, a, { dtype, rule: 'peft' }, cpu, ctx);
-      await mergeJob(base, adapter, b, { dtype, rule: 'peft' }, k, ctx);
+      await mergeJob({ base, adapter, out: a, dtype, rule: 'peft' }, withKernels(ctx, cpu));
+      await mergeJob({ base, adapter, out: b, dtype, rule: 'peft' }, withKernels(ctx, k));
       assert.ok(fs.readFileSync(path.join(a, 'model.safetensors')).equals(fs.readFileSync(path.join(b, 'model.safetensors'))), `merge ${dtype}`);
     }
-    const e1 = await extractJob(base, ft, path.join(root, 'tv-cpu.safetensors'), cpu, ctx);
-    const e2 = await extractJob(base, ft, path.join(root, 'tv-workers.safetensors'), k, ctx);
+    const e1 = await extractJob({ base, finetuned: ft, out: path.join(root, 'tv-cpu.safetensors') }, withKernels(ctx, cpu));
+    const e2 = await extractJob({ base, finetuned: ft, out: path.join(root, 'tv-workers.safetensors') }, withKernels(ctx, k));
     assert.ok(fs.readFileSync(path.join(root, 'tv-cpu.safetensors')).equals(fs.readFileSync(path.join(root, 'tv-workers.safetensors'))));
     assert.deepEqual(close(strip(e2)), close(strip(e1)));
     // The embedding is bitwise the same on both sides but holds NaN and inf: its task vector is not zero.
@@ -226,8 +226,11 @@ test('merge, extract and compare on the worker backend: the same files and repor
     assert.deepEqual(e1.tensors.filter((t) => t.nonzeroElements > 0).map((t) => t.name), ['model.embed_tokens.weight', 'model.layers.0.self_attn.q_proj.weight', 'model.layers.0.input_layernorm.weight']);
     for (const source of [{ finetuned: ft }, { taskVector: path.join(root, 'tv-cpu.safetensors') }]) {
       const tag = source.finetuned ? 'ft' : 'tv';
-      const c1 = await compareJob(base, adapter, source, path.join(root, `c-${tag}-cpu`), { tolerance: 1e-5, saveDeltas: true }, cpu, ctx);
-      const c2 = await compareJob(base, adapter, source, path.join(root, `c-${tag}-workers`), { tolerance: 1e-5, saveDeltas: true }, k, ctx);
+      const c1 = await compareJob({ base, adapter, ...source, out: path.join(root, `c-${tag}-cpu`), tolerance: 1e-5, saveDeltas: true }, withKernels(ctx, cpu));
+      const c2 = await compareJob(
+        { base, adapter, ...source, out: path.join(root, `c-${tag}-workers`), tolerance: 1e-5, saveDeltas: true },
+        withKernels(ctx, k),
+      );
       assert.deepEqual(close(strip(c2)), close(strip(c1)), tag);
       assert.ok(fs.readFileSync(path.join(root, `c-${tag}-cpu`, 'lora_deltas.safetensors')).equals(fs.readFileSync(path.join(root, `c-${tag}-workers`, 'lora_deltas.safetensors'))));
     }
@@ -239,12 +242,14 @@ test('merge, extract and compare on the worker backend: the same files and repor
 
 test('worker kernels never keep the process alive: idle, cancelled mid-job, or disposed', () => {
   const pool = require.resolve('../../src/engine/kernels/poolKernels');
+  const kernels = require.resolve('../../src/engine/kernels/kernels');
   const job = require.resolve('../../src/engine/jobs/extract');
   const util = require.resolve('../../src/engine/util/job');
   const root = tmpDir();
   const { base, ft } = fixture(root);
   const script = `
     const { WorkerKernels } = require(${JSON.stringify(pool)});
+    const { withKernels } = require(${JSON.stringify(kernels)});
     const { extractJob } = require(${JSON.stringify(job)});
     const { quietContext } = require(${JSON.stringify(util)});
     (async () => {
@@ -254,7 +259,8 @@ test('worker kernels never keep the process alive: idle, cancelled mid-job, or d
       const ac = new AbortController();
       const ctx = quietContext(ac.signal);
       ctx.progress = () => ac.abort();
-      await extractJob(${JSON.stringify(base)}, ${JSON.stringify(ft)}, ${JSON.stringify(path.join(root, 'tv.safetensors'))}, k, ctx).catch((e) => console.log(e.name));
+      const opts = { base: ${JSON.stringify(base)}, finetuned: ${JSON.stringify(ft)}, out: ${JSON.stringify(path.join(root, 'tv.safetensors'))} };
+      await extractJob(opts, withKernels(ctx, k)).catch((e) => console.log(e.name));
       if (process.argv[1] === 'dispose') await k.dispose();
       console.log('done');
     })();`;

@@ -18,6 +18,7 @@ import { OUTPUT_MARKER } from '../../src/engine/util/outputDir';
 import { peftConfig, randomF32, tmpDir, writeAdapter, writeWeights } from './helpers/builders';
 import { clipTextTensors, SD15_UNET, sd15UnetTensors, writePipeline, writeSparse } from './helpers/diffusion';
 import { readAll } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -29,7 +30,7 @@ describe('Stable Diffusion 1.5 UNet at its true shapes (header-true sparse file)
   const file = writeSparse(path.join(root, 'unet', 'diffusion_pytorch_model.safetensors'), sd15UnetTensors(SD15_UNET));
 
   it('686 tensors and 859,520,964 parameters, by category and block', () => {
-    const r = censusJob(path.dirname(file), {}, ctx);
+    const r = censusJob({ path: path.dirname(file) }, ctx);
     assert.equal(r.summary.tensors, 686);
     assert.equal(r.summary.params, 859_520_964);
     assert.deepEqual(r.summary.categories, { attention: 224, mlp: 64, norm: 216, embedding: 0, final_norm: 2, other: 4, resnet: 172, time_embedding: 4 });
@@ -112,7 +113,7 @@ describe('a diffusers pipeline folder', () => {
   });
 
   it('census: the text encoder and the UNet side by side', () => {
-    const r = censusJob(pipe, {}, ctx);
+    const r = censusJob({ path: pipe }, ctx);
     assert.equal(r.kind, 'diffusers');
     const teBlocks = r.perBlock.filter((b) => b.component === 'text_encoder');
     assert.deepEqual(teBlocks.map((b) => [b.block, b.tensors]), [[null, 4], ['layers.0', 16], ['layers.1', 16]]);
@@ -132,7 +133,7 @@ describe('a diffusers pipeline folder', () => {
       { name: `base_model.model.${module}.lora_B.weight`, shape: [out, r], data: B },
     ]);
     const dest = path.join(root, 'merged');
-    const rep = await mergeJob(pipe, adapter, dest, { dtype: 'fp32', rule: 'peft', shardSize: 40_000 }, kernels, ctx);
+    const rep = await mergeJob({ base: pipe, adapter, out: dest, dtype: 'fp32', rule: 'peft', shardSize: 40_000 }, withKernels(ctx, kernels));
     assert.equal(rep.loraTensors, 1);
     assert.ok(rep.files.includes('text_encoder/model.safetensors'));
     assert.ok(rep.files.some((f) => /^unet\/diffusion_pytorch_model-00001-of-\d{5}\.safetensors$/.test(f)));
@@ -165,7 +166,7 @@ describe('a diffusers pipeline folder', () => {
       { name: `base_model.model.${module}.lora_A.weight`, shape: [2, 32] },
       { name: `base_model.model.${module}.lora_B.weight`, shape: [8, 2] },
     ]);
-    const rep = await mergeJob(file, adapter, path.join(root, 'merged-single'), { dtype: 'bf16', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob({ base: file, adapter, out: path.join(root, 'merged-single'), dtype: 'bf16', rule: 'peft' }, withKernels(ctx, kernels));
     assert.deepEqual(rep.files, ['my-unet.safetensors']);
     assert.deepEqual(fs.readdirSync(path.join(root, 'merged-single')).filter((f) => f !== OUTPUT_MARKER), ['my-unet.safetensors']);
   });

@@ -48,7 +48,7 @@ describe('encoder-decoder models in the census', () => {
   });
 
   it('the real whisper-small q/v adapter: 48 self-attention and 24 cross-attention modules, 12 encoder and 12 decoder layers', () => {
-    const r = censusJob(real('whisper-small-qv-r8'), {}, quietContext());
+    const r = censusJob({ path: real('whisper-small-qv-r8') }, quietContext());
     const modules = (cat: string): number => r.tensors.filter((t) => t.category === cat && t.name.endsWith('lora_A.weight')).length;
     assert.deepEqual([modules('attention'), modules('cross_attention'), modules('other')], [48, 24, 0]);
     assert.deepEqual([r.summary.layers, r.summary.stackLayers], [24, { encoder: 12, decoder: 12 }]);
@@ -58,7 +58,7 @@ describe('encoder-decoder models in the census', () => {
   });
 
   it("the census tree gives each stack its layers (Encoder layer 3 and Decoder layer 3 are two nodes) and a Cross-attention category", () => {
-    const r = censusJob(real('whisper-small-qv-r8'), {}, quietContext());
+    const r = censusJob({ path: real('whisper-small-qv-r8') }, quietContext());
     const root = checkpointNode({ path: r.path, report: r });
     assert.deepEqual(root.children.map((c) => c.label.split(' — ')[0]), ['Attention', 'Cross-attention']);
     const attention = root.children[0];
@@ -68,12 +68,12 @@ describe('encoder-decoder models in the census', () => {
   });
 
   it('the real flan-t5-base q/v adapter (adapter_model.bin): SelfAttention in both stacks, EncDecAttention in the decoder', () => {
-    const r = censusJob(real('flan-t5-base-seq2seq-qv-r8-bin'), {}, quietContext());
+    const r = censusJob({ path: real('flan-t5-base-seq2seq-qv-r8-bin') }, quietContext());
     const modules = (cat: string): number => r.tensors.filter((t) => t.category === cat && /lora_A/.test(t.name)).length;
     assert.deepEqual([modules('attention'), modules('cross_attention'), modules('other')], [48, 24, 0]);
     assert.deepEqual(r.summary.stackLayers, { encoder: 12, decoder: 12 });
     // A decoder-only census keeps no stacks.
-    const llama = censusJob(path.join(FIXTURES, 'real-adapters', 'llama3.2-1b-qv-r8'), {}, quietContext());
+    const llama = censusJob({ path: path.join(FIXTURES, 'real-adapters', 'llama3.2-1b-qv-r8') }, quietContext());
     assert.equal(llama.summary.stackLayers, undefined);
     assert.ok(llama.perLayer.every((l) => l.stack === undefined));
   });

@@ -20,7 +20,7 @@ describe('estimate --adapter with kohya / LyCORIS files', () => {
 
   it('the real LoKr: 350 modules, its 201,376 trained elements (the file less its 350 alphas) on SD1.5', () => {
     const lokr = path.join(FIXTURES, 'real-adapters-2', 'sd-lycoris-lokr-kohya-fp16', 'smart_falcon_4_lokr.safetensors');
-    const r = estimateJob(pipe, { adapter: lokr }, ctx);
+    const r = estimateJob({ path: pipe, adapter: lokr }, ctx);
     assert.equal(r.modules.length, 350);
     assert.deepEqual([r.trainableParams, r.adapterFileParams, r.warnings], [201_726 - 350, 201_726 - 350, []]);
     assert.equal(r.baseParams, baseParams);
@@ -36,7 +36,7 @@ describe('estimate --adapter with kohya / LyCORIS files', () => {
       { name: `${m}.alpha`, dtype: 'F16', shape: [], data: new Float32Array([4]) },
       { name: `${m}.dora_scale`, shape: [640, 1, 1, 1], data: new Float32Array(640).fill(1) },
     ]);
-    const r = estimateJob(pipe, { adapter: file }, ctx);
+    const r = estimateJob({ path: pipe, adapter: file }, ctx);
     assert.deepEqual(r.modules, [{ name: 'unet.down_blocks.1.resnets.0.conv1', in: 320 * 9, out: 640, r: 8, alpha: 4, params: 8 * (320 * 9 + 640) + 640 }]);
     assert.deepEqual([r.loraParams, r.doraParams, r.useDora], [8 * (320 * 9 + 640), 640, true]);
     const cli = runCli(['estimate', pipe, '--adapter', file]);

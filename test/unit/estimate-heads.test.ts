@@ -26,7 +26,7 @@ describe('estimate: the heads a classification adapter saves', () => {
 
   it('GPT-2 SEQ_CLS (modules_to_save null): the 6-label score head counts, and the total is what the weights hold', () => {
     const cfg = write('gpt2-seqcls.json', { ...baseConfig('gpt2.json'), architectures: ['GPT2ForSequenceClassification'], id2label: { 0: 'a', 1: 'b', 2: 'c', 3: 'd', 4: 'e', 5: 'f' } });
-    const r = estimateJob(cfg, { adapter: real('gpt2-seqcls-cattn-r8') }, quietContext());
+    const r = estimateJob({ path: cfg, adapter: real('gpt2-seqcls-cattn-r8') }, quietContext());
     assert.deepEqual(r.modulesToSave, [{ name: 'score', params: 6 * 768 }]);
     assert.equal(r.trainableParams, 12 * 8 * (768 + 2304) + 6 * 768);
     assert.equal(r.trainableParams, r.adapterFileParams);
@@ -35,7 +35,7 @@ describe('estimate: the heads a classification adapter saves', () => {
 
   it("DistilBERT SEQ_CLS with modules_to_save ['classifier', 'score']: pre_classifier is saved too, as PEFT's suffix match does", () => {
     const cfg = write('distilbert-seqcls.json', { ...baseConfig('distilbert-base-uncased.json'), architectures: ['DistilBertForSequenceClassification'], id2label: { 0: 'NEG', 1: 'POS' } });
-    const r = estimateJob(cfg, { adapter: real('distilbert-seqcls-qv-mts') }, quietContext());
+    const r = estimateJob({ path: cfg, adapter: real('distilbert-seqcls-qv-mts') }, quietContext());
     assert.deepEqual(r.modulesToSave, [
       { name: 'pre_classifier', params: 768 * 768 + 768 },
       { name: 'classifier', params: 2 * 768 + 2 },

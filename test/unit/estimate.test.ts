@@ -14,7 +14,7 @@ const ctx = quietContext;
 
 describe('estimate', () => {
   it('gemma-2b, r=8 on q,k,v,o: 1,843,200, not the square-projection 20,643,840', () => {
-    const r = estimateJob(config('gemma-2b.json'), { r: 8, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] }, ctx());
+    const r = estimateJob({ path: config('gemma-2b.json'), r: 8, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] }, ctx());
     // hidden 2048, 8 heads x head_dim 256 = 2048 (q, o), 1 KV head x 256 = 256 (k, v); 18 layers:
     //   q: 8 * (2048 + 2048) = 32,768   k: 8 * (2048 + 256) = 18,432
     //   v: 8 * (2048 + 256)  = 18,432   o: 8 * (2048 + 2048) = 32,768
@@ -32,8 +32,8 @@ describe('estimate', () => {
   it('the same figures from a model folder\'s headers as from its config.json', () => {
     const dir = path.join(tmpDir(), 'sc2');
     writeSyntheticModel(dir, STARCODER2_3B, { sparse: true });
-    const fromWeights = estimateJob(dir, { r: 16, alpha: 32, targets: ['q_proj', 'v_proj', 'c_fc'] }, ctx());
-    const fromConfig = estimateJob(path.join(dir, 'config.json'), { r: 16, alpha: 32, targets: ['q_proj', 'v_proj', 'c_fc'] }, ctx());
+    const fromWeights = estimateJob({ path: dir, r: 16, alpha: 32, targets: ['q_proj', 'v_proj', 'c_fc'] }, ctx());
+    const fromConfig = estimateJob({ path: path.join(dir, 'config.json'), r: 16, alpha: 32, targets: ['q_proj', 'v_proj', 'c_fc'] }, ctx());
     assert.equal(fromWeights.shapesFrom, 'weights');
     assert.equal(fromConfig.shapesFrom, 'config');
     assert.deepEqual({ ...fromWeights, model: '', shapesFrom: '' }, { ...fromConfig, model: '', shapesFrom: '' });
@@ -57,7 +57,7 @@ describe('estimate', () => {
         }),
       ),
     );
-    const r = estimateJob(config('Llama-3.2-1B.json'), { adapter: dir }, ctx());
+    const r = estimateJob({ path: config('Llama-3.2-1B.json'), adapter: dir }, ctx());
     assert.deepEqual(
       r.modules.map((m) => [m.name, m.r, m.alpha, m.params]),
       [
@@ -78,12 +78,12 @@ describe('estimate', () => {
       ['Llama-3.2-1B.json', 'llama3.2-1b-qv-r8'],
       ['Qwen2.5-0.5B-Instruct.json', 'qwen2.5-0.5b-instruct-qv-r8'],
     ]) {
-      const r = estimateJob(config(base), { adapter: path.join(FIXTURES, 'real-adapters', adapter) }, ctx());
+      const r = estimateJob({ path: config(base), adapter: path.join(FIXTURES, 'real-adapters', adapter) }, ctx());
       assert.equal(r.trainableParams, r.adapterFileParams, adapter);
       assert.deepEqual(r.warnings, []);
     }
     // The GPT-2 adapter also saves its 6-label score head (6 x 768), which the config does not list.
-    const g = estimateJob(config('gpt2.json'), { adapter: path.join(FIXTURES, 'real-adapters', 'gpt2-seqcls-cattn-r8') }, ctx());
+    const g = estimateJob({ path: config('gpt2.json'), adapter: path.join(FIXTURES, 'real-adapters', 'gpt2-seqcls-cattn-r8') }, ctx());
     assert.equal(g.trainableParams, 12 * 8 * (768 + 2304));
     assert.equal(g.adapterFileParams, g.trainableParams + 6 * 768);
     assert.equal(g.warnings.length, 1);
@@ -94,7 +94,7 @@ describe('estimate', () => {
     const opts = { targets: ['q_proj', 'k_proj', 'c_proj'], r: 8, rankPattern: { k_proj: 2 }, useDora: true, modulesToSave: ['model.norm'], layersToTransform: [1, 2] };
     writeSyntheticAdapter(path.join(root, 'a'), STARCODER2_3B, opts);
     fs.writeFileSync(path.join(root, 'config.json'), JSON.stringify(STARCODER2_3B));
-    const r = estimateJob(path.join(root, 'config.json'), { adapter: path.join(root, 'a') }, ctx());
+    const r = estimateJob({ path: path.join(root, 'config.json'), adapter: path.join(root, 'a') }, ctx());
     assert.equal(r.modules.length, 6);
     assert.equal(r.savedParams, 2 * 3072);
     assert.equal(r.trainableParams, r.adapterFileParams);
@@ -103,14 +103,14 @@ describe('estimate', () => {
   });
 
   it('all-linear leaves out the output head and embeddings; a null target_modules takes PEFT\'s default', () => {
-    const all = estimateJob(config('Qwen2.5-0.5B-Instruct.json'), { r: 4, targets: ['all-linear'] }, ctx());
+    const all = estimateJob({ path: config('Qwen2.5-0.5B-Instruct.json'), r: 4, targets: ['all-linear'] }, ctx());
     assert.equal(all.modules.length, 24 * 7);
     const dir = tmpDir();
     fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(peftConfig({ r: 4, target_modules: null })));
-    const d = estimateJob(config('Qwen2.5-0.5B-Instruct.json'), { adapter: dir }, ctx());
+    const d = estimateJob({ path: config('Qwen2.5-0.5B-Instruct.json'), adapter: dir }, ctx());
     assert.deepEqual(d.targets, ['q_proj', 'v_proj']);
     assert.equal(d.modules.length, 48);
-    assert.throws(() => estimateJob(config('distilbert-base-uncased.json'), { adapter: dir }, ctx()), /no default targets for model type "distilbert"/);
+    assert.throws(() => estimateJob({ path: config('distilbert-base-uncased.json'), adapter: dir }, ctx()), /no default targets for model type "distilbert"/);
   });
 
   it('equals the trainable parameters PEFT itself counts (golden from test/fixtures/layouts/peft_estimates.py)', () => {
@@ -128,15 +128,15 @@ describe('estimate', () => {
       const adapter = path.join(dir, `adapter${i}`);
       fs.mkdirSync(adapter);
       fs.writeFileSync(path.join(adapter, 'adapter_config.json'), JSON.stringify(peftConfig(c.lora)));
-      const r = estimateJob(base, { adapter }, ctx());
+      const r = estimateJob({ path: base, adapter }, ctx());
       assert.equal(r.trainableParams, c.trainableParams, `${c.base} ${JSON.stringify(c.lora)}`);
       assert.equal(r.baseParams, c.baseParams, c.base);
     });
   });
 
   it('bad input is a LensError', () => {
-    assert.throws(() => estimateJob(config('gpt2.json'), {}, ctx()), (e: Error) => e.name === 'LensError' && /--adapter DIR, or --r N/.test(e.message));
-    assert.throws(() => estimateJob(config('gpt2.json'), { r: 0, targets: ['c_attn'] }, ctx()), /positive integer/);
-    assert.throws(() => estimateJob(path.join(FIXTURES, 'nope'), { r: 2, targets: ['x'] }, ctx()), /no such file/);
+    assert.throws(() => estimateJob({ path: config('gpt2.json') }, ctx()), (e: Error) => e.name === 'LensError' && /--adapter DIR, or --r N/.test(e.message));
+    assert.throws(() => estimateJob({ path: config('gpt2.json'), r: 0, targets: ['c_attn'] }, ctx()), /positive integer/);
+    assert.throws(() => estimateJob({ path: path.join(FIXTURES, 'nope'), r: 2, targets: ['x'] }, ctx()), /no such file/);
   });
 });

@@ -131,7 +131,7 @@ test('an image model: components, then UNet blocks in model order, then attentio
     { name: 'lora_unet_down_blocks_1_resnets_0_conv1.lora_down.weight', shape: [2, 8, 3, 3] },
     { name: 'lora_unet_down_blocks_1_resnets_0_conv1.lora_up.weight', shape: [16, 2, 1, 1] },
   ]);
-  const tree = checkpointNode({ path: pipe, adapter: lora, report: censusJob(pipe, { adapter: lora }, quietContext()) });
+  const tree = checkpointNode({ path: pipe, adapter: lora, report: censusJob({ path: pipe, adapter: lora }, quietContext()) });
   assert.deepEqual(tree.children.map((c) => [c.kind, c.label.split(' — ')[0]]), [
     ['component', 'Text encoder'],
     ['component', 'UNet'],

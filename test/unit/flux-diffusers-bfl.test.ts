@@ -14,6 +14,7 @@ import { randomF32, TestTensor, tmpDir, writeWeights } from './helpers/builders'
 import { assertOneLineError, runCli } from './helpers/cli';
 import { bflFromDiffusers, fluxTensors, writeSafetensorsFile } from './helpers/diffusion';
 import { readAll } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -64,8 +65,8 @@ describe('diffusers-named FLUX LoRAs on a BFL single file', () => {
 
   it('merges onto the BFL file as onto the diffusers transformer, each fused tensor row by row (bf16 and fp32)', async () => {
     for (const dtype of ['bf16', 'fp32'] as const) {
-      await mergeJob(folder, file, path.join(root, `d-${dtype}`), { dtype, rule: 'peft' }, kernels, ctx);
-      const rep = await mergeJob(single, file, path.join(root, `b-${dtype}`), { dtype, rule: 'peft' }, kernels, ctx);
+      await mergeJob({ base: folder, adapter: file, out: path.join(root, `d-${dtype}`), dtype, rule: 'peft' }, withKernels(ctx, kernels));
+      const rep = await mergeJob({ base: single, adapter: file, out: path.join(root, `b-${dtype}`), dtype, rule: 'peft' }, withKernels(ctx, kernels));
       // qkv of block 0, txt qkv of block 1, linear1 of both single blocks, and 4 modules one to one.
       assert.equal(rep.loraTensors, 8);
       const want = asBfl(path.join(root, `d-${dtype}`));
@@ -80,8 +81,8 @@ describe('diffusers-named FLUX LoRAs on a BFL single file', () => {
       { name: 'lora_transformer_single_transformer_blocks_0_attn_to_k.lora_down.weight', shape: [2, H], data: randomF32(2 * H, 90, 0.5) },
       { name: 'lora_transformer_single_transformer_blocks_0_attn_to_k.lora_up.weight', shape: [H, 2], data: randomF32(2 * H, 91, 0.5) },
     ]);
-    await mergeJob(folder, kohya, path.join(root, 'kd'), { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
-    const rep = await mergeJob(single, kohya, path.join(root, 'kb'), { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
+    await mergeJob({ base: folder, adapter: kohya, out: path.join(root, 'kd'), dtype: 'fp16', rule: 'peft' }, withKernels(ctx, kernels));
+    const rep = await mergeJob({ base: single, adapter: kohya, out: path.join(root, 'kb'), dtype: 'fp16', rule: 'peft' }, withKernels(ctx, kernels));
     assert.equal(rep.loraTensors, 1);
     const got = readAll(path.join(root, 'kb'));
     for (const [name, w] of asBfl(path.join(root, 'kd'))) assert.ok(Buffer.from(got.get(name)!.buffer).equals(Buffer.from(w.buffer)), name);

@@ -15,6 +15,7 @@ import { randomF32, TestTensor, tmpDir, writeWeights } from './helpers/builders'
 import { assertOneLineError, runCli } from './helpers/cli';
 import { fluxTensors, writeSafetensorsFile, writeSparse } from './helpers/diffusion';
 import { matmul, readAll } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -53,7 +54,7 @@ describe('kohya FLUX LoRAs on a diffusers FLUX transformer', () => {
 
   it('merges each fused projection onto its stacked modules, and the renamed ones, bit for bit', async () => {
     const out = path.join(root, 'merged');
-    const rep = await mergeJob(base, file, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob({ base, adapter: file, out, dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
     assert.equal(rep.loraTensors, expected.size);
     assert.equal(expected.size, 13);
     const merged = readAll(out);
@@ -68,7 +69,7 @@ describe('kohya FLUX LoRAs on a diffusers FLUX transformer', () => {
     for (let n = 0; n < 19; n++) adapter.push({ name: `lora_unet_double_blocks_${n}_img_attn_qkv.lora_down.weight`, shape: [16, 3072], dtype: 'BF16' }, { name: `lora_unet_double_blocks_${n}_img_attn_qkv.lora_up.weight`, shape: [9216, 16], dtype: 'BF16' });
     for (let n = 0; n < 38; n++) adapter.push({ name: `lora_unet_single_blocks_${n}_linear1.lora_down.weight`, shape: [16, 3072], dtype: 'BF16' }, { name: `lora_unet_single_blocks_${n}_linear1.lora_up.weight`, shape: [21504, 16], dtype: 'BF16' });
     const lora = writeSparse(path.join(root, 'dev-lora', 'l.safetensors'), adapter);
-    const rep = censusJob(dev, { adapter: lora }, ctx);
+    const rep = censusJob({ path: dev, adapter: lora }, ctx);
     assert.equal(rep.summary.loraTargetTensors, 19 * 3 + 38 * 4);
     fs.rmSync(dev, { recursive: true, force: true });
   });

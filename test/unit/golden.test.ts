@@ -14,6 +14,7 @@ import { mergeJob } from '../../src/engine/jobs/merge';
 import { CliDtype } from '../../src/shared/safetensors/dtypes';
 import { quietContext } from '../../src/engine/util/job';
 import { tmpDir } from './helpers/builders';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const GOLDEN = path.resolve(__dirname, '../../../test/golden');
 
@@ -41,7 +42,7 @@ function maxUlpDiff(a: Uint8Array, b: Uint8Array, bytes: number): number {
 
 async function merged(c: Manifest['cases'][number], dtype: CliDtype, rule: MergeRule): Promise<ReturnType<typeof openCheckpoint>> {
   const out = path.join(tmpDir(), 'merged');
-  await mergeJob(path.join(GOLDEN, c.base), path.join(GOLDEN, c.adapter), out, { dtype, rule }, kernels, quietContext());
+  await mergeJob({ base: path.join(GOLDEN, c.base), adapter: path.join(GOLDEN, c.adapter), out, dtype, rule }, withKernels(quietContext(), kernels));
   return openCheckpoint(out);
 }
 

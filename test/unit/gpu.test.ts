@@ -295,10 +295,11 @@ describe('GPU backend agrees with the CPU', () => {
     dtype: MergeDtype,
     rule: (typeof MERGE_RULES)[number],
   ): Promise<{ norms: Float64Array; factor: Float32Array; out: Uint8Array }> {
-    const norms = await k.doraNorms(w, d, rows, cols, col, dtype, rule);
+    const v = { w, d, rows, cols, featureIsColumn: col, dtype, rule };
+    const norms = await k.doraNorms(v);
     const factor = new Float32Array(norms.length);
     for (let i = 0; i < factor.length; i++) factor[i] = mag[i] / Math.fround(norms[i]);
-    const out = await k.mergeDora(w, d, factor, cols, col, dtype, rule, new Uint8Array(w.length * (dtype === 'F32' ? 4 : 2)));
+    const out = await k.mergeDora(v, factor, new Uint8Array(w.length * (dtype === 'F32' ? 4 : 2)));
     return { norms, factor, out };
   }
 

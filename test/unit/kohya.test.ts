@@ -18,6 +18,7 @@ import { assertOneLineError, runCli } from './helpers/cli';
 import { randomF32, TestTensor, tmpDir, writeWeights } from './helpers/builders';
 import { clipTextTensors, sd15UnetTensors, writePipeline, writeSafetensorsFile } from './helpers/diffusion';
 import { readAll, matmul } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -143,7 +144,7 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
 
   it('merges every module bit for bit as its format computes it, and nothing else', async () => {
     const out = path.join(root, 'merged');
-    const rep = await mergeJob(pipe, file, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob({ base: pipe, adapter: file, out, dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
     assert.equal(rep.loraTensors, expected.size);
     const merged = readAll(out);
     for (const [name, want] of expected) assert.ok(Buffer.from(merged.get(name)!.buffer).equals(Buffer.from(want.buffer)), name);
@@ -151,7 +152,7 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
   });
 
   it('census of the file: its modules, methods and kohya training metadata', () => {
-    const r = censusJob(file, {}, ctx);
+    const r = censusJob({ path: file }, ctx);
     assert.equal(r.adapter!.loraModules, 8);
     assert.equal(r.adapter!.method, 'kohya LoRA + LoHa + LoKr + full diff');
     assert.deepEqual([r.adapter!.r, r.adapter!.alpha], [4, 2]);
@@ -164,11 +165,11 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
   });
 
   it('census --adapter marks the base tensors the file adapts', () => {
-    const r = censusJob(pipe, { adapter: file }, ctx);
+    const r = censusJob({ path: pipe, adapter: file }, ctx);
     assert.deepEqual(r.tensors.filter((t) => t.loraTarget).map((t) => t.name).sort(), [...expected.keys()].sort());
   });
 
-  it('a module the base does not have is bad input naming it; cloneofsimo and norm-tuning files are refused in one line', () => {
+  it('a module the base does not have is bad input naming it; cloneofsimo, norm-tuning and OFT files are refused in one line', () => {
     const stray = writeSafetensorsFile(path.join(root, 'stray', 'stray.safetensors'), [
       { name: 'lora_unet_down_blocks_9_resnets_0_conv1.lora_down.weight', shape: [2, 8] },
       { name: 'lora_unet_down_blocks_9_resnets_0_conv1.lora_up.weight', shape: [8, 2] },
@@ -181,6 +182,14 @@ describe('kohya-ss and LyCORIS files on a diffusers pipeline', () => {
       { name: 'lora_unet_conv_norm_out.b_norm', shape: [8] },
     ]);
     assertOneLineError(runCli(['census', norms]), 'lora_unet_conv_norm_out.', 'w_norm');
+    // kohya-ss OFT (oft_blocks [blocks, size, size] + alpha) and LyCORIS BOFT ([m, blocks, size, size]).
+    for (const shape of [[4, 2, 2], [2, 4, 2, 2]]) {
+      const oft = writeSafetensorsFile(path.join(root, `oft${shape.length}`, 'o.safetensors'), [
+        { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.oft_blocks', shape },
+        { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.alpha', shape: [] },
+      ]);
+      assertOneLineError(runCli(['merge', '--base', pipe, '--adapter', oft, '--out', path.join(root, 'y'), '--dtype', 'fp16']), 'lora_unet_down_blocks_0_attentions_0_proj_in.oft_blocks', 'OFT / BOFT', 'not merged');
+    }
   });
 });
 
@@ -211,7 +220,7 @@ describe('diffusers LoRA files and single-file bases', () => {
     });
     const dir = path.join(root, 'diffusers-lora');
     writeWeights(dir, tensors, Infinity, 'pytorch_lora_weights');
-    const rep = await mergeJob(pipe, dir, path.join(root, 'merged'), { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob({ base: pipe, adapter: dir, out: path.join(root, 'merged'), dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
     assert.equal(rep.loraTensors, 4);
     const merged = readAll(path.join(root, 'merged'));
     for (const [name, want] of expected) assert.ok(Buffer.from(merged.get(name)!.buffer).equals(Buffer.from(want.buffer)), name);
@@ -228,13 +237,16 @@ describe('diffusers LoRA files and single-file bases', () => {
       { name: `${m}.lora_down.weight`, shape: [2, 12] },
       { name: `${m}.lora_up.weight`, shape: [12, 2] },
     ]);
-    const rep = await mergeJob(file, lora, path.join(root, 'merged-single'), { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob({ base: file, adapter: lora, out: path.join(root, 'merged-single'), dtype: 'fp16', rule: 'peft' }, withKernels(ctx, kernels));
     assert.deepEqual([rep.loraTensors, rep.files], [1, ['v1-5-tiny.safetensors']]);
     const unetLora = writeSafetensorsFile(path.join(root, 'unet-lora', 'u.safetensors'), [
       { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight', shape: [2, 8, 1, 1] },
       { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight', shape: [8, 2, 1, 1] },
     ]);
-    const unetRep = await mergeJob(file, unetLora, path.join(root, 'merged-unet'), { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
+    const unetRep = await mergeJob(
+      { base: file, adapter: unetLora, out: path.join(root, 'merged-unet'), dtype: 'fp16', rule: 'peft' },
+      withKernels(ctx, kernels),
+    );
     assert.equal(unetRep.loraTensors, 1);
   });
 });
@@ -254,15 +266,15 @@ describe('convert: kohya and LyCORIS files to PEFT adapter folders with the same
 
   async function sameMerge(file: string, name: string): Promise<Record<string, unknown>> {
     const peft = path.join(root, `${name}-peft`);
-    const rep = await convertAdapterJob(file, peft, pipe, ctx);
+    const rep = await convertAdapterJob({ input: file, out: peft, base: pipe }, ctx);
     const a = path.join(root, `${name}-merged-original`);
     const b = path.join(root, `${name}-merged-converted`);
-    await mergeJob(pipe, file, a, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
-    await mergeJob(pipe, peft, b, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    await mergeJob({ base: pipe, adapter: file, out: a, dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
+    await mergeJob({ base: pipe, adapter: peft, out: b, dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
     for (const f of ['unet/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors']) {
       assert.ok(fs.readFileSync(path.join(a, f)).equals(fs.readFileSync(path.join(b, f))), f);
     }
-    assert.equal(rep.modules, censusJob(peft, {}, ctx).adapter!.loraModules);
+    assert.equal(rep.modules, censusJob({ path: peft }, ctx).adapter!.loraModules);
     return JSON.parse(fs.readFileSync(path.join(peft, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
   }
 

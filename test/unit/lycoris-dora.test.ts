@@ -19,6 +19,7 @@ import { assertOneLineError, runCli } from './helpers/cli';
 import { clipTextTensors, sd15UnetTensors, writePipeline, writeSafetensorsFile } from './helpers/diffusion';
 import { findPython } from './helpers/python';
 import { matmul, readAll } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -122,14 +123,14 @@ describe('LyCORIS DoRA (dora_scale) and (IA)³ on a Stable Diffusion 1.5-shaped 
   const file = writeSafetensorsFile(path.join(root, 'lora', 'dora-ia3.safetensors'), tensors);
 
   it('census names the methods', () => {
-    const r = censusJob(file, {}, ctx);
+    const r = censusJob({ path: file }, ctx);
     assert.equal(r.adapter!.loraModules, 5);
     assert.equal(r.adapter!.method, 'kohya DoRA + DoRA (LoHa) + DoRA (LoKr) + IA³');
   });
 
   it('merges at fp32 bit for bit as the engine defines the rounding, and nothing else', async () => {
     const out = path.join(root, 'merged');
-    const rep = await mergeJob(pipe, file, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob({ base: pipe, adapter: file, out, dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
     assert.deepEqual([rep.loraTensors, rep.doraTensors], [5, 3]);
     const merged = readAll(out);
     for (const [name, want] of expected) assert.ok(Buffer.from(merged.get(name)!.buffer).equals(Buffer.from(want.buffer)), name);
@@ -138,8 +139,11 @@ describe('LyCORIS DoRA (dora_scale) and (IA)³ on a Stable Diffusion 1.5-shaped 
 
   it('compare with the fp32 merge: the delta of each adapted tensor is what the merge changed, exactly', async () => {
     const merged = path.join(root, 'merged-for-compare');
-    await mergeJob(pipe, file, merged, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
-    const rep = await compareJob(pipe, file, { finetuned: merged }, path.join(root, 'compare'), { tolerance: 0, saveDeltas: false }, kernels, ctx);
+    await mergeJob({ base: pipe, adapter: file, out: merged, dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
+    const rep = await compareJob(
+      { base: pipe, adapter: file, finetuned: merged, out: path.join(root, 'compare'), tolerance: 0, saveDeltas: false },
+      withKernels(ctx, kernels),
+    );
     const adapted = rep.tensors.filter((t) => t.loraTarget);
     assert.deepEqual(adapted.map((t) => t.name).sort(), [...expected.keys()].sort());
     for (const t of adapted) assert.deepEqual([t.maxAbsDiff, t.withinTolerance], [0, true], t.name);

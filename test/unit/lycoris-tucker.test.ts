@@ -22,6 +22,7 @@ import { assertOneLineError, runCli } from './helpers/cli';
 import { clipTextTensors, sd15UnetTensors, writePipeline, writeSafetensorsFile } from './helpers/diffusion';
 import { findPython } from './helpers/python';
 import { matmul, readAll } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -124,7 +125,7 @@ describe('LyCORIS Tucker cores on a Stable Diffusion 1.5-shaped pipeline', () =>
   const file = writeSafetensorsFile(path.join(root, 'lora', 'tucker.safetensors'), tensors, { ss_network_module: 'lycoris.kohya', ss_network_args: '{"algo": "locon", "use_tucker": "True"}' });
 
   it('census reads the three Tucker modules and names their methods', () => {
-    const r = censusJob(file, {}, ctx);
+    const r = censusJob({ path: file }, ctx);
     assert.equal(r.adapter!.loraModules, 3);
     assert.equal(r.adapter!.method, 'kohya LoCon (Tucker) + LoHa (Tucker) + LoKr (Tucker)');
     assert.equal(r.adapter!.trainableParams, tensors.filter((t) => !t.name.endsWith('.alpha')).reduce((a, t) => a + t.shape.reduce((p, q) => p * q, 1), 0) + 3);
@@ -132,7 +133,7 @@ describe('LyCORIS Tucker cores on a Stable Diffusion 1.5-shaped pipeline', () =>
 
   it('merges each module bit for bit as the engine defines its rounding, and nothing else', async () => {
     const out = path.join(root, 'merged');
-    const rep = await mergeJob(pipe, file, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob({ base: pipe, adapter: file, out, dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
     assert.equal(rep.loraTensors, 3);
     const merged = readAll(out);
     for (const [name, d] of deltas) {

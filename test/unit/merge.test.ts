@@ -19,6 +19,7 @@ import { mergeHalfElement } from '../../src/engine/kernels/cpuMath';
 import { quietContext } from '../../src/engine/util/job';
 import { peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 import { readAll } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const kernels = new CpuKernels();
 const ctx = quietContext();
@@ -44,7 +45,7 @@ test('merge at fp32 adds the hand-checked delta s * B @ A and copies the rest', 
   const root = tmpDir();
   const { base, adapter } = tiny(root);
   fs.writeFileSync(path.join(base, 'tokenizer.json'), '{}');
-  const r = await mergeJob(base, adapter, path.join(root, 'out'), { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+  const r = await mergeJob({ base, adapter, out: path.join(root, 'out'), dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
   assert.equal(r.loraTensors, 1);
   const m = readAll(path.join(root, 'out'));
   assert.deepEqual([...m.get('model.layers.0.self_attn.q_proj.weight')!], [3, 2, 5, 4, 7, 6, 9, 10, 11, 10, 11, 12]);
@@ -86,7 +87,7 @@ test('merge transposes for Conv1D whatever fan_in_fan_out says, and warns', asyn
     { name: 'base_model.model.h.0.attn.c_attn.lora_B.weight', shape: [6, 1], data: new Float32Array([1, 0, 0, 0, 0, 2]) },
   ]);
   const c = quietContext();
-  await mergeJob(base, adapter, path.join(root, 'out'), { dtype: 'fp32', rule: 'peft' }, kernels, c);
+  await mergeJob({ base, adapter, out: path.join(root, 'out'), dtype: 'fp32', rule: 'peft' }, withKernels(c, kernels));
   const W = readAll(base).get('h.0.attn.c_attn.weight')!;
   const M = readAll(path.join(root, 'out')).get('h.0.attn.c_attn.weight')!;
   // delta[i][j] (stored [in=3, out=6]) = A[i] * B[j]
@@ -97,7 +98,7 @@ test('merge transposes for Conv1D whatever fan_in_fan_out says, and warns', asyn
 test('merge shards above --shard-size, with an index', async () => {
   const root = tmpDir();
   const { base, adapter } = tiny(root);
-  const r = await mergeJob(base, adapter, path.join(root, 'out'), { dtype: 'bf16', rule: 'peft', shardSize: 40 }, kernels, ctx);
+  const r = await mergeJob({ base, adapter, out: path.join(root, 'out'), dtype: 'bf16', rule: 'peft', shardSize: 40 }, withKernels(ctx, kernels));
   assert.ok(r.files.length > 1);
   assert.ok(fs.existsSync(path.join(root, 'out', 'model.safetensors.index.json')));
   assert.equal(openCheckpoint(path.join(root, 'out')).tensors.length, 3);
@@ -110,7 +111,10 @@ test('merge: a target missing from the base is a LensError naming it; nothing is
     { name: 'base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight', shape: [2, 3] },
     { name: 'base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight', shape: [4, 2] },
   ]);
-  await assert.rejects(mergeJob(base, adapter, path.join(root, 'out'), { dtype: 'fp32', rule: 'peft' }, kernels, ctx), (e: unknown) => e instanceof LensError && /v_proj/.test((e as Error).message));
+  await assert.rejects(mergeJob(
+    { base, adapter, out: path.join(root, 'out'), dtype: 'fp32', rule: 'peft' },
+    withKernels(ctx, kernels),
+  ), (e: unknown) => e instanceof LensError && /v_proj/.test((e as Error).message));
   assert.deepEqual(fs.readdirSync(root).sort(), ['adapter', 'bad', 'base']);
 });
 
@@ -119,7 +123,10 @@ test('merge: cancellation leaves no output folder', async () => {
   const { base, adapter } = tiny(root);
   const ac = new AbortController();
   ac.abort();
-  await assert.rejects(mergeJob(base, adapter, path.join(root, 'out'), { dtype: 'fp16', rule: 'peft' }, kernels, quietContext(ac.signal)), CancelledError);
+  await assert.rejects(mergeJob(
+    { base, adapter, out: path.join(root, 'out'), dtype: 'fp16', rule: 'peft' },
+    withKernels(quietContext(ac.signal), kernels),
+  ), CancelledError);
   assert.deepEqual(fs.readdirSync(root).sort(), ['adapter', 'base']);
 });
 
@@ -127,16 +134,16 @@ test('extract, then compare against the file and against the finetuned folder: e
   const root = tmpDir();
   const { base, adapter } = tiny(root);
   const merged = path.join(root, 'm32');
-  await mergeJob(base, adapter, merged, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+  await mergeJob({ base, adapter, out: merged, dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
   const tv = path.join(root, 'tv.safetensors');
-  const x = await extractJob(base, merged, tv, kernels, ctx);
+  const x = await extractJob({ base, finetuned: merged, out: tv }, withKernels(ctx, kernels));
   assert.equal(x.summary.nonzeroTensors, 1);
   assert.equal(x.summary.zeroTensors, 2);
   assert.equal(x.summary.nonzeroElements, 6);
   assert.equal(openCheckpoint(tv).kind, 'task-vector');
   for (const source of [{ taskVector: tv }, { finetuned: merged }]) {
     const out = path.join(root, `cmp-${Object.keys(source)[0]}`);
-    const r = await compareJob(base, adapter, source, out, { tolerance: 1e-5, saveDeltas: true }, kernels, ctx);
+    const r = await compareJob({ base, adapter, ...source, out, tolerance: 1e-5, saveDeltas: true }, withKernels(ctx, kernels));
     assert.equal(r.summary.shared, 1);
     assert.equal(r.summary.perfectMatches, 1);
     assert.equal(r.summary.equivalent, true);
@@ -151,7 +158,7 @@ test('extract reports mismatched tensor sets and NaN instead of crashing', async
   const root = tmpDir();
   const base = writeModel(path.join(root, 'a'), LLAMA, [{ name: 'x', shape: [2] }, { name: 'y', shape: [2] }, { name: 'z', shape: [3] }]);
   const ft = writeModel(path.join(root, 'b'), LLAMA, [{ name: 'x', shape: [2], data: new Float32Array([NaN, 1]) }, { name: 'y', shape: [3] }, { name: 'w', shape: [1] }]);
-  const r = await extractJob(base, ft, path.join(root, 'tv.safetensors'), kernels, quietContext());
+  const r = await extractJob({ base, finetuned: ft, out: path.join(root, 'tv.safetensors') }, withKernels(quietContext(), kernels));
   assert.deepEqual(r.onlyInBase, ['z']);
   assert.deepEqual(r.onlyInFinetuned, ['w']);
   assert.deepEqual(r.shapeMismatches.map((m) => m.name), ['y']);
@@ -162,8 +169,8 @@ test('compare at bf16 finds the cast artifacts and is not equivalent; a cosine n
   const root = tmpDir();
   const { base, adapter } = tiny(root);
   const merged = path.join(root, 'mbf16');
-  await mergeJob(base, adapter, merged, { dtype: 'bf16', rule: 'peft' }, kernels, ctx);
-  const r = await compareJob(base, adapter, { finetuned: merged }, path.join(root, 'cmp'), { tolerance: 1e-5, saveDeltas: false }, kernels, ctx);
+  await mergeJob({ base, adapter, out: merged, dtype: 'bf16', rule: 'peft' }, withKernels(ctx, kernels));
+  const r = await compareJob({ base, adapter, finetuned: merged, out: path.join(root, 'cmp'), tolerance: 1e-5, saveDeltas: false }, withKernels(ctx, kernels));
   assert.equal(r.summary.taskVectorOnly, 1); // the random embedding (the norm weight of ones is exact in bf16)
   assert.ok(r.summary.taskVectorOnlyNorm! > 0);
   for (const t of r.tensors) assert.ok(t.cosine === null || Math.abs(t.cosine) <= 1);
@@ -182,7 +189,7 @@ test('precision counts cast artifacts and lost delta elements per dtype and rule
     { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', shape: [1, 8], data: new Float32Array(8).fill(1e-3) },
     { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', shape: [64, 1], data: new Float32Array(64).fill(1e-3) },
   ]);
-  const r = await precisionJob(base, adapter, { dtypes: ['fp16', 'bf16'], rules: ['peft', 'peft-safe', 'fp32-cast'] }, kernels, ctx);
+  const r = await precisionJob({ base, adapter, dtypes: ['fp16', 'bf16'], rules: ['peft', 'peft-safe', 'fp32-cast'] }, withKernels(ctx, kernels));
   const bf = r.dtypes.bf16!;
   assert.equal(bf.rule, 'peft');
   assert.equal(bf.castArtifactTensors, 1); // k_proj; the norm of ones is exact
@@ -198,7 +205,7 @@ test('validate --keep-models writes per-dtype folders with the models, and a sum
   const root = tmpDir();
   const { base, adapter } = tiny(root);
   const out = path.join(root, 'val');
-  const r = await validateJob(base, adapter, out, { dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, keepModels: true }, kernels, ctx);
+  const r = await validateJob({ base, adapter, out, dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, keepModels: true }, withKernels(ctx, kernels));
   assert.equal(r.ok, true);
   assert.deepEqual(r.dtypes.map((d) => d.status), ['PASS', 'EXPECTED-LOSS']);
   for (const f of ['summary.json', 'report.txt', 'fp32/merged/model.safetensors', 'fp32/task_vector.safetensors', 'fp32/comparison_results.json', 'bf16/precision.json']) {
@@ -210,7 +217,7 @@ test('validate without keepModels leaves reports only: no merged model, no task 
   const root = tmpDir();
   const { base, adapter } = tiny(root);
   const out = path.join(root, 'val');
-  const r = await validateJob(base, adapter, out, { dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, keepModels: false }, kernels, ctx);
+  const r = await validateJob({ base, adapter, out, dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, keepModels: false }, withKernels(ctx, kernels));
   assert.equal(r.ok, true);
   assert.equal(r.keptModels, false);
   for (const d of ['fp32', 'bf16']) {

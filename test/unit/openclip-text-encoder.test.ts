@@ -23,6 +23,7 @@ import { randomF32, TestTensor, tmpDir, writeWeights } from './helpers/builders'
 import { assertOneLineError, runCli } from './helpers/cli';
 import { ClipDims, clipTextTensors, openClipFromHf, prefixed, writeSafetensorsFile, writeSparse } from './helpers/diffusion';
 import { concatF32, matmul, readAll } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -115,8 +116,8 @@ describe("SDXL's second text encoder (OpenCLIP ViT-bigG): kohya and diffusers Lo
 
   it('merges the same model onto the diffusers folder and the single file (fp32 and fp16)', async () => {
     for (const dtype of ['fp32', 'fp16'] as const) {
-      const a = await mergeJob(pipe, kohya, path.join(root, `pipe-${dtype}`), { dtype, rule: 'peft' }, kernels, ctx);
-      const b = await mergeJob(single, kohya, path.join(root, `single-${dtype}`), { dtype, rule: 'peft' }, kernels, ctx);
+      const a = await mergeJob({ base: pipe, adapter: kohya, out: path.join(root, `pipe-${dtype}`), dtype, rule: 'peft' }, withKernels(ctx, kernels));
+      const b = await mergeJob({ base: single, adapter: kohya, out: path.join(root, `single-${dtype}`), dtype, rule: 'peft' }, withKernels(ctx, kernels));
       // 8 split modules onto the folder; onto the file, q/k/v of a layer are one fused tensor each.
       assert.equal(a.loraTensors, 8);
       assert.equal(b.loraTensors, 5);
@@ -148,8 +149,8 @@ describe("SDXL's second text encoder (OpenCLIP ViT-bigG): kohya and diffusers Lo
         { name: `text_encoder_2.text_model.encoder.layers.1.self_attn.${p}.lora_B.weight`, shape: [H, 2], data: randomF32(2 * H, 70 + j, 0.5) },
       ]),
     );
-    await mergeJob(pipe, file, path.join(root, 'd-pipe'), { dtype: 'bf16', rule: 'peft' }, kernels, ctx);
-    const rep = await mergeJob(single, file, path.join(root, 'd-single'), { dtype: 'bf16', rule: 'peft' }, kernels, ctx);
+    await mergeJob({ base: pipe, adapter: file, out: path.join(root, 'd-pipe'), dtype: 'bf16', rule: 'peft' }, withKernels(ctx, kernels));
+    const rep = await mergeJob({ base: single, adapter: file, out: path.join(root, 'd-single'), dtype: 'bf16', rule: 'peft' }, withKernels(ctx, kernels));
     assert.equal(rep.loraTensors, 1);
     assertSameModel(readAll(path.join(root, 'd-single')), TE2, readAll(path.join(root, 'd-pipe')), 'text_encoder_2.');
   });
@@ -159,8 +160,8 @@ describe("SDXL's second text encoder (OpenCLIP ViT-bigG): kohya and diffusers Lo
       { name: layer(0, 'self_attn_k_proj.diff'), shape: [H, H], data: randomF32(H * H, 80, 0.5) },
       { name: layer(0, 'self_attn_k_proj.diff_b'), shape: [H], data: randomF32(H, 81, 0.5) },
     ]);
-    await mergeJob(pipe, file, path.join(root, 'f-pipe'), { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
-    await mergeJob(single, file, path.join(root, 'f-single'), { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
+    await mergeJob({ base: pipe, adapter: file, out: path.join(root, 'f-pipe'), dtype: 'fp16', rule: 'peft' }, withKernels(ctx, kernels));
+    await mergeJob({ base: single, adapter: file, out: path.join(root, 'f-single'), dtype: 'fp16', rule: 'peft' }, withKernels(ctx, kernels));
     assertSameModel(readAll(path.join(root, 'f-single')), TE2, readAll(path.join(root, 'f-pipe')), 'text_encoder_2.');
   });
 
@@ -169,7 +170,10 @@ describe("SDXL's second text encoder (OpenCLIP ViT-bigG): kohya and diffusers Lo
     assert.equal(est.modules.length, 8);
     assert.equal(est.trainableParams, est.adapterFileParams);
     assert.ok(est.modules.some((m) => m.name === `${TE2}transformer.resblocks.0.attn.in_proj[8:16]`));
-    await assert.rejects(convertAdapterJob(kohya, path.join(root, 'conv'), single, ctx), (e: unknown) => e instanceof LensError && /in_proj_weight/.test(e.message) && /diffusers layout/.test(e.message));
+    await assert.rejects(convertAdapterJob(
+      { input: kohya, out: path.join(root, 'conv'), base: single },
+      ctx,
+    ), (e: unknown) => e instanceof LensError && /in_proj_weight/.test(e.message) && /diffusers layout/.test(e.message));
     const wide = writeSafetensorsFile(path.join(root, 'wide', 'l.safetensors'), kohyaLora(layer(0, 'self_attn_v_proj'), 2 * H, H, 90));
     assertOneLineError(runCli(['merge', '--base', single, '--adapter', wide, '--out', path.join(root, 'x'), '--dtype', 'fp16']), 'lora_te2_text_model_encoder_layers_0_self_attn_v_proj', 'in_proj_weight');
   });
@@ -202,7 +206,7 @@ describe("SDXL's second text encoder (OpenCLIP ViT-bigG): kohya and diffusers Lo
       }
     }
     const lora = writeSparse(path.join(root, 'xl-lora', 'l.safetensors'), adapter);
-    const rep = censusJob(file, { adapter: lora }, ctx);
+    const rep = censusJob({ path: file, adapter: lora }, ctx);
     assert.equal(rep.summary.loraTargetTensors, 32 * 4);
     fs.rmSync(path.dirname(file), { recursive: true, force: true });
   });
@@ -221,8 +225,8 @@ describe("SD 2.x's text encoder (OpenCLIP ViT-H, cond_stage_model.model.…)", (
   );
 
   it('a kohya lora_te_ file merges onto the single file as onto the transformers text encoder', async () => {
-    await mergeJob(folder, file, path.join(root, 'a'), { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
-    const rep = await mergeJob(single, file, path.join(root, 'b'), { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
+    await mergeJob({ base: folder, adapter: file, out: path.join(root, 'a'), dtype: 'fp16', rule: 'peft' }, withKernels(ctx, kernels));
+    const rep = await mergeJob({ base: single, adapter: file, out: path.join(root, 'b'), dtype: 'fp16', rule: 'peft' }, withKernels(ctx, kernels));
     assert.equal(rep.loraTensors, 1);
     assertSameModel(readAll(path.join(root, 'b')), 'cond_stage_model.model.', readAll(path.join(root, 'a')), '');
   });

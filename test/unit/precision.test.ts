@@ -12,6 +12,7 @@ import { STARCODER2_3B } from '../../src/engine/synthetic/configs';
 import { writeSyntheticModel } from '../../src/engine/synthetic/model';
 import { quietContext } from '../../src/engine/util/job';
 import { tmpDir } from './helpers/builders';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 test('precision on a StarCoder2-3B-shaped model: 483 tensors, 120 adapted, 363 cast artifacts', async () => {
   const root = tmpDir();
@@ -20,7 +21,7 @@ test('precision on a StarCoder2-3B-shaped model: 483 tensors, 120 adapted, 363 c
   assert.equal(model.tensors.length, 483);
   const adapter = writeSyntheticAdapter(path.join(root, 'adapter'), config, { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], r: 2 });
   assert.equal(adapter.modules.length, 120);
-  const r = await precisionJob(model.dir, adapter.dir, { dtypes: ['bf16'], rules: ['peft'] }, new CpuKernels(), quietContext());
+  const r = await precisionJob({ base: model.dir, adapter: adapter.dir, dtypes: ['bf16'], rules: ['peft'] }, withKernels(quietContext(), new CpuKernels()));
   const bf = r.dtypes.bf16!;
   assert.equal(bf.nonzeroTensors, 483);
   assert.equal(bf.adaptedTensors, 120);

@@ -17,6 +17,7 @@ import { quietContext } from '../../src/engine/util/job';
 import { encodeF16 } from '../../src/shared/safetensors/half';
 import { FIXTURES, lowRank, randomF32, tmpDir, writeModel } from './helpers/builders';
 import { assertOneLineError, runCli } from './helpers/cli';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const kernels = new CpuKernels();
 const root = tmpDir();
@@ -45,11 +46,11 @@ describe('real adapters beyond PEFT-safetensors', () => {
     const layout = adapterLayout(ad, openCheckpoint(base));
     assert.equal(layout.modules.length, 8);
     assert.ok(layout.modules.every((m) => lowRank(m).scale === 10 && lowRank(m).alpha === null && !m.transpose));
-    const census = censusJob(real('mlx-lm-qwen2.5-0.5b-lora'), {}, quietContext());
+    const census = censusJob({ path: real('mlx-lm-qwen2.5-0.5b-lora') }, quietContext());
     assert.deepEqual([census.adapter!.method, census.adapter!.r, census.adapter!.alpha, census.adapter!.scale, census.adapter!.loraModules], ['MLX', 8, null, 10, 8]);
 
     const out = path.join(root, 'qwen-merged');
-    const r = await mergeJob(base, real('mlx-lm-qwen2.5-0.5b-lora'), out, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+    const r = await mergeJob({ base, adapter: real('mlx-lm-qwen2.5-0.5b-lora'), out, dtype: 'fp32', rule: 'peft' }, withKernels(quietContext(), kernels));
     assert.deepEqual([r.loraTensors, r.addedTensors, r.tensors], [8, 0, 9]);
     const names = shapes.map(([m]) => `${m}.weight`);
     const w = read(base, names);
@@ -72,7 +73,7 @@ describe('real adapters beyond PEFT-safetensors', () => {
   });
 
   it('whisper-small q/v (encoder, decoder, cross-attention): the 24 all-zero encoder modules are named, and an fp16 merge on a base of true shapes equals the delta', async () => {
-    const census = censusJob(real('whisper-small-qv-r8'), {}, quietContext());
+    const census = censusJob({ path: real('whisper-small-qv-r8') }, quietContext());
     assert.equal(census.adapter!.zeroModules!.length, 24);
     assert.ok(census.adapter!.zeroModules!.every((m) => /^model\.encoder\.layers\.\d+\.self_attn\.[qv]_proj$/.test(m)));
     assert.ok(census.warnings.some((x) => x.startsWith('24 modules have all-zero lora_B: they change nothing (model.encoder.layers.')), census.warnings.join('\n'));
@@ -92,7 +93,7 @@ describe('real adapters beyond PEFT-safetensors', () => {
     fs.closeSync(fd);
 
     const out = path.join(root, 'whisper-merged');
-    const r = await mergeJob(dir, real('whisper-small-qv-r8'), out, { dtype: 'fp16', rule: 'peft' }, kernels, quietContext());
+    const r = await mergeJob({ base: dir, adapter: real('whisper-small-qv-r8'), out, dtype: 'fp16', rule: 'peft' }, withKernels(quietContext(), kernels));
     assert.equal(r.loraTensors, 72);
     const c = openCheckpoint(out);
     const ad = openCheckpoint(real('whisper-small-qv-r8'));

@@ -27,6 +27,7 @@ import { Scratch } from '../../src/engine/safetensors/reader';
 import { FIXTURES, tmpDir } from './helpers/builders';
 import { SD15_UNET, sd15UnetTensors, writeSparse, writeSparseSd15 } from './helpers/diffusion';
 import { matmul, storedBytes } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -48,7 +49,7 @@ describe('sd15-unet-peft-qkv-r4: PEFT LoRA on a Stable Diffusion 1.5 UNet (diffu
   const unet = sd15UnetTensors(SD15_UNET, 'F16');
 
   it('census: 192 tensors, 96 modules (to_q/to_k/to_v of 16 attention blocks, self and cross), 597,504 trainable parameters', () => {
-    const r = censusJob(adapter, {}, ctx);
+    const r = censusJob({ path: adapter }, ctx);
     assert.equal(r.summary.tensors, 192);
     assert.equal(r.adapter!.loraModules, 96);
     assert.equal(r.adapter!.trainableParams, 597_504);
@@ -59,7 +60,7 @@ describe('sd15-unet-peft-qkv-r4: PEFT LoRA on a Stable Diffusion 1.5 UNet (diffu
   it('census --adapter on a header-true SD1.5 UNet marks exactly its 96 targets', () => {
     const base = path.join(root, 'true-unet');
     writeSparse(path.join(base, 'diffusion_pytorch_model.safetensors'), unet);
-    const r = censusJob(base, { adapter }, ctx);
+    const r = censusJob({ path: base, adapter }, ctx);
     assert.equal(r.summary.loraTargetTensors, 96);
     assert.equal(
       r.summary.loraTargetParams,
@@ -75,7 +76,7 @@ describe('sd15-unet-peft-qkv-r4: PEFT LoRA on a Stable Diffusion 1.5 UNet (diffu
     fs.writeFileSync(path.join(pipe, 'model_index.json'), JSON.stringify({ _class_name: 'StableDiffusionPipeline', unet: ['diffusers', 'UNet2DConditionModel'] }));
     writeSparse(path.join(pipe, 'unet', 'diffusion_pytorch_model.safetensors'), targets);
     const merged = path.join(root, 'merged');
-    const rep = await mergeJob(pipe, adapter, merged, { dtype: 'fp16', rule: 'peft' }, kernels, ctx);
+    const rep = await mergeJob({ base: pipe, adapter, out: merged, dtype: 'fp16', rule: 'peft' }, withKernels(ctx, kernels));
     assert.equal(rep.loraTensors, 96);
     assert.deepEqual(rep.files, ['unet/diffusion_pytorch_model.safetensors']);
     // W = 0: the merged tensor is r_fp16(fround(s · B @ A)), s = 16 / 4, B @ A summed in float64 as r runs.
@@ -104,7 +105,7 @@ describe('sd-lycoris-lokr-kohya-fp16: LyCORIS LoKr in kohya naming, fp16, on SD1
   const pipe = writeSparseSd15(path.join(root, 'sd15'));
 
   it('census: 1,750 tensors, 350 LoKr modules (278 UNet, 72 text encoder), 201,726 parameters, its training metadata', () => {
-    const r = censusJob(file, {}, ctx);
+    const r = censusJob({ path: file }, ctx);
     assert.equal(r.summary.tensors, 1750);
     assert.equal(r.summary.params, 201_726);
     assert.deepEqual(r.summary.dtypes, { F16: 1750 });
@@ -119,7 +120,7 @@ describe('sd-lycoris-lokr-kohya-fp16: LyCORIS LoKr in kohya naming, fp16, on SD1
   });
 
   it('every module resolves to a tensor of the true SD1.5 pipeline with its shape (convolutions as [out, in·3·3])', () => {
-    const r = censusJob(pipe, { adapter: file }, ctx);
+    const r = censusJob({ path: pipe, adapter: file }, ctx);
     assert.equal(r.summary.loraTargetTensors, 350);
     const convs = r.tensors.filter((t) => t.loraTarget && t.shape.length === 4);
     assert.ok(convs.length > 0 && convs.every((t) => /\.(conv1|conv2|conv_shortcut|conv|proj_in|proj_out)\.weight$/.test(t.name)));
@@ -169,7 +170,7 @@ describe('the real LoKr converted to a PEFT LOKR adapter folder', () => {
     const root = tmpDir();
     const pipe = writeSparseSd15(path.join(root, 'sd15'));
     const peft = path.join(root, 'peft');
-    const rep = await convertAdapterJob(file, peft, pipe, ctx);
+    const rep = await convertAdapterJob({ input: file, out: peft, base: pipe }, ctx);
     assert.deepEqual([rep.peftType, rep.modules, rep.tensors], ['LOKR', 350, 1400]);
     const a = planAdapter(pipe, file, ctx);
     const b = planAdapter(pipe, peft, ctx);
@@ -195,3 +196,57 @@ describe('the real LoKr converted to a PEFT LOKR adapter folder', () => {
   });
 });
 
+
+describe('sd-lycoris-lokr-kohya-fp16 merged end to end (LORA_LENS_LARGE_TESTS=1: writes 1.9 GB)', () => {
+  const large = process.env.LORA_LENS_LARGE_TESTS === '1';
+  it('every element of its 350 merged tensors is r_fp16(kron(w1, w2) · scale), onto the true-shaped targets of SD1.5', { skip: !large && 'set LORA_LENS_LARGE_TESTS=1' }, async () => {
+    const file = path.join(REAL, 'sd-lycoris-lokr-kohya-fp16', 'smart_falcon_4_lokr.safetensors');
+    const root = tmpDir();
+    const whole = writeSparseSd15(path.join(root, 'sd15'));
+    const targets = censusJob({ path: whole, adapter: file }, ctx).tensors.filter((t) => t.loraTarget);
+    assert.equal(targets.length, 350);
+    // A partial pipeline of exactly the targets (true names and shapes, zeros): the merge writes only them.
+    const pipe = path.join(root, 'targets');
+    fs.mkdirSync(pipe, { recursive: true });
+    fs.writeFileSync(path.join(pipe, 'model_index.json'), fs.readFileSync(path.join(whole, 'model_index.json')));
+    for (const [component, stem] of [['unet', 'diffusion_pytorch_model'], ['text_encoder', 'model']]) {
+      const mine = targets.filter((t) => t.name.startsWith(`${component}.`));
+      writeSparse(path.join(pipe, component, `${stem}.safetensors`), mine.map((t) => ({ name: t.name.slice(component.length + 1), shape: t.shape, dtype: 'F16' as const })));
+    }
+    fs.rmSync(whole, { recursive: true, force: true });
+    const merged = path.join(root, 'merged');
+    const rep = await mergeJob({ base: pipe, adapter: file, out: merged, dtype: 'fp16', rule: 'peft' }, withKernels(ctx, kernels));
+    assert.equal(rep.loraTensors, 350);
+    const plan = planAdapter(pipe, file, ctx);
+    const out = openCheckpoint(merged);
+    try {
+      const factors = new Factors(plan.adapter);
+      let elements = 0;
+      for (const m of plan.modules) {
+        const rule = m.rule;
+        if (rule.kind !== 'kronecker' || !('a' in rule.w1) || !('a' in rule.w2)) throw new Error(`${m.module}: w1 and w2 are both split in this file`);
+        const [w1a, w1b, w2a, w2b] = [rule.w1.a, rule.w1.b, rule.w2.a, rule.w2.b].map((t) => factors.read(t));
+        const [o1, i1] = rule.shape1;
+        const [o2, i2] = rule.shape2;
+        const w1 = Float32Array.from(matmul(w1a, w1b, o1, rule.w1.b.shape[0], i1));
+        const w2 = Float32Array.from(matmul(w2a, w2b, o2, rule.w2.b.shape[0], i2));
+        const s = Math.fround(rule.scale);
+        const cols = i1 * i2;
+        const want = new Float32Array(o1 * o2 * cols);
+        for (let r = 0; r < o1 * o2; r++) {
+          const [a1, a2] = [Math.floor(r / o2) * i1, (r % o2) * i2];
+          // W + ΔW with W = +0 (which makes a -0 delta +0).
+          for (let c = 0; c < cols; c++) want[r * cols + c] = 0 + Math.fround(Math.fround(w1[a1 + Math.floor(c / i2)] * w2[a2 + (c % i2)]) * s);
+        }
+        const t = out.byName.get(m.base!.name)!;
+        const got = Buffer.from(out.handles.readBytesSync(t, new Uint8Array(t.byteLength)));
+        assert.ok(got.equals(Buffer.from(encodeF16(want, new Uint16Array(want.length)).buffer)), m.module);
+        elements += want.length;
+      }
+      assert.equal(elements, 941_940_736);
+    } finally {
+      closePlan(plan);
+      closeCheckpoint(out);
+    }
+  });
+});

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { statsJob } from '../../src/engine/jobs/stats';
 import { selectKernels } from '../../src/engine/kernels/select';
 import { quietContext } from '../../src/engine/util/job';
+import { withKernels } from '../../src/engine/kernels/kernels';
 import type { StatsHeatmap, StatsReport } from '../../src/shared/jobs/reports/stats';
 import { loraPair, peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 import { assertOneLineError, runCli } from './helpers/cli';
@@ -205,7 +206,7 @@ test('streamed in blocks of any size (partial rows included), the report is the 
   const kernels = await selectKernels('cpu', quietContext());
   try {
     const run = (blockElements: number): Promise<StatsReport> =>
-      statsJob({ model, tensor: Q, bins: 33, grid: 9, blockElements }, async () => kernels, quietContext());
+      statsJob({ model, tensor: Q, bins: 33, grid: 9, blockElements }, withKernels(quietContext(), kernels));
     const whole = await run(1 << 20);
     for (const size of [97, 200, 4001]) {
       const r = await run(size);

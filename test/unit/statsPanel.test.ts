@@ -24,15 +24,15 @@ function report(): StatsReport {
 test('figures, histogram and heat map sections from a real report; the non-finite count is flagged', () => {
   const r = report();
   const m = panelModel({ kind: 'stats', title: 'Statistics: w', report: r });
-  assert.deepEqual(m.sections.map((s) => s.id), ['figures', 'histogram', 'heatmap']);
+  assert.deepEqual(m.sections.map((s) => s.id), ['histogram', 'heatmap', 'figures']);
   const nonFinite = m.summary.find((s) => s.id === 'summary-non-finite')!;
   assert.deepEqual([nonFinite.value, nonFinite.tone], [1, 'bad']);
   assert.equal(m.summary.find((s) => s.id === 'summary-mean')!.value, r.summary.mean);
-  const hist = m.sections[1];
+  const hist = m.sections[0];
   assert.equal(hist.chart!.labels!.length, 20);
   assert.deepEqual(hist.chart!.series[0].data, r.histogram!.counts);
   assert.deepEqual(hist.table!.rows.map((row) => row[2]), r.histogram!.counts);
-  const h = m.sections[2].heatmap!;
+  const h = m.sections[1].heatmap!;
   // 50 × 30 in cells of 7 × 4: 8 × 8 cells.
   assert.deepEqual([h.rows, h.cols, h.cellRows, h.cellCols], [8, 8, 7, 4]);
   assert.deepEqual(h.layers.map((l) => l.values), [r.heatmap.maxAbs, r.heatmap.meanAbs]);

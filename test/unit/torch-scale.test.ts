@@ -18,6 +18,7 @@ import { quietContext } from '../../src/engine/util/job';
 import { FIXTURES, peftConfig, randomF32, rng, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 import { findPython } from './helpers/python';
 import { storedBytes } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const { python, skip } = findPython(['torch']);
 const SCRIPT = path.join(FIXTURES, 'pytorch', 'peft_merge.py');
@@ -69,7 +70,7 @@ async function check({ r, A, B, bias }: Case): Promise<void> {
   assert.equal(run.status, 0, run.stderr);
   for (const dtype of ['fp32', 'bf16'] as const) {
     const merged = path.join(dir, `merged-${dtype}`);
-    await mergeJob(base, adapter, merged, { dtype, rule: 'peft' }, new CpuKernels(), quietContext());
+    await mergeJob({ base, adapter, out: merged, dtype, rule: 'peft' }, withKernels(quietContext(), new CpuKernels()));
     const want = fs.readFileSync(path.join(io, `merged-${dtype}.bin`));
     const got = storedBytes(merged, `${Q}.weight`);
     const width = dtype === 'fp32' ? 4 : 2;

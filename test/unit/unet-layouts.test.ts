@@ -17,6 +17,7 @@ import { FIXTURES, randomF32, TestTensor, tmpDir, writeWeights } from './helpers
 import { assertOneLineError, runCli } from './helpers/cli';
 import { clipTextTensors, ldmNames, prefixed, SD15_CLIP, SD15_UNET, sd15UnetTensors, writePipeline, writeSafetensorsFile, writeSparse } from './helpers/diffusion';
 import { matmul, readAll } from './helpers/tensors';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const ctx = quietContext();
 const kernels = new CpuKernels();
@@ -65,7 +66,7 @@ describe('the original and diffusers layouts of a Stable Diffusion UNet', () => 
     const file = path.join(root, 'v1-5-header-true.safetensors');
     writeSparse(file, [...ldmNames(sd15UnetTensors(SD15_UNET, 'F16')), ...prefixed('cond_stage_model.transformer.', clipTextTensors(SD15_CLIP, 'F16'))]);
     const lokr = path.join(FIXTURES, 'real-adapters-2', 'sd-lycoris-lokr-kohya-fp16', 'smart_falcon_4_lokr.safetensors');
-    const r = censusJob(file, { adapter: lokr }, ctx);
+    const r = censusJob({ path: file, adapter: lokr }, ctx);
     assert.equal(r.summary.loraTargetTensors, 350);
     assert.equal(r.tensors.filter((t) => t.loraTarget && t.name.startsWith('model.diffusion_model.')).length, 278);
     fs.rmSync(root, { recursive: true, force: true });
@@ -109,7 +110,7 @@ describe('kohya files across layouts: merged exactly', () => {
       const { tensors, delta } = lora(c.kohya, c.r, c.inShape, c.out, 10 * k + 1);
       const file = writeSafetensorsFile(path.join(root, `lora${k}`, 'l.safetensors'), tensors);
       const out = path.join(root, `merged${k}`);
-      const rep = await mergeJob(c.base, file, out, { dtype: 'fp32', rule: 'peft' }, kernels, ctx);
+      const rep = await mergeJob({ base: c.base, adapter: file, out, dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
       assert.equal(rep.loraTensors, 1, c.kohya);
       const W = readAll(c.base).get(c.target)!;
       const want = W.map((w, i) => Math.fround(w + Math.fround(delta[i])));

@@ -17,6 +17,7 @@ import { writeSyntheticAdapter } from '../../src/engine/synthetic/adapter';
 import { writeSyntheticModel } from '../../src/engine/synthetic/model';
 import { quietContext } from '../../src/engine/util/job';
 import { tmpDir } from './helpers/builders';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const kernels = new CpuKernels();
 const root = tmpDir('lora-lens-unmerge-noise-');
@@ -39,7 +40,10 @@ const dict = names.slice(0, 6).map((n) => adapters[n]);
 const METHODS: DecomposeMethod[] = ['omp', 'nnls', 'lasso'];
 
 const masks = Object.fromEntries(
-  Object.entries(bases).map(([k, base]) => [k, maskJob({ base, adapters: dict, budget: 800, out: path.join(root, `mask-${k}`) }, kernels, quietContext()).then(() => path.join(root, `mask-${k}`))]),
+  Object.entries(bases).map(([k, base]) => [k, maskJob(
+    { base, adapters: dict, budget: 800, out: path.join(root, `mask-${k}`) },
+    withKernels(quietContext(), kernels),
+  ).then(() => path.join(root, `mask-${k}`))]),
 );
 
 const options = async (base: keyof typeof bases, target: string, method: DecomposeMethod): Promise<DecomposeOptions> => ({
@@ -57,7 +61,7 @@ async function merged(name: string, base: keyof typeof bases, parts: string[], d
   let from = bases[base];
   for (let i = 0; i < parts.length; i++) {
     const out = path.join(root, `${name}-${i}`);
-    await mergeJob(from, adapters[parts[i]], out, { dtype, rule: 'peft' }, kernels, quietContext());
+    await mergeJob({ base: from, adapter: adapters[parts[i]], out, dtype, rule: 'peft' }, withKernels(quietContext(), kernels));
     from = out;
   }
   return from;
@@ -66,7 +70,7 @@ async function merged(name: string, base: keyof typeof bases, parts: string[], d
 test('one adapter merged at fp32 is that adapter alone, by every method', async () => {
   const target = await merged('chat-fp32', 'fp32', ['chat'], 'fp32');
   for (const method of METHODS) {
-    const r = await decomposeJob(await options('fp32', target, method), kernels, quietContext());
+    const r = await decomposeJob({ ...await options('fp32', target, method) }, withKernels(quietContext(), kernels));
     assert.deepEqual(r.support, ['chat'], method);
     assert.equal(r.verdict, 'decomposable');
     assert.ok(r.roundingFloor < 1e-4, `${method}: ${r.roundingFloor}`);
@@ -77,7 +81,7 @@ test('one adapter merged at bf16 is that adapter alone: no atoms picked from the
   for (const base of ['bf16', 'fp32'] as const) {
     const target = await merged(`chat-bf16-on-${base}`, base, ['chat'], 'bf16');
     for (const method of METHODS) {
-      const r = await decomposeJob(await options(base, target, method), kernels, quietContext());
+      const r = await decomposeJob({ ...await options(base, target, method) }, withKernels(quietContext(), kernels));
       const what = `${method} on the ${base} base: ${JSON.stringify(r.coefficients)}, residual ${r.relativeResidual}`;
       assert.deepEqual(r.support, ['chat'], what);
       assert.ok(Math.abs(r.coefficients.chat - 1) < 1e-2, what);
@@ -96,7 +100,7 @@ test('one adapter merged at bf16 is that adapter alone: no atoms picked from the
 test('two adapters merged one after the other at bf16 are both found, with their weights', async () => {
   const target = await merged('math-law-bf16', 'bf16', ['math', 'law'], 'bf16');
   for (const method of METHODS) {
-    const r = await decomposeJob({ ...(await options('bf16', target, method)), truth: { math: 1, law: 1 } }, kernels, quietContext());
+    const r = await decomposeJob({ ...(await options('bf16', target, method)), truth: { math: 1, law: 1 } }, withKernels(quietContext(), kernels));
     assert.deepEqual([...r.support].sort(), ['law', 'math'], `${method}: ${JSON.stringify(r.coefficients)}`);
     assert.deepEqual([r.precision, r.recall], [1, 1]);
     assert.ok(r.coefficientError! < 2e-2, `${method}: ${r.coefficientError}`);
@@ -107,7 +111,7 @@ test('two adapters merged one after the other at bf16 are both found, with their
 test('adapters outside the dictionary merged at bf16 are still not decomposable: rounding does not excuse them', async () => {
   const target = await merged('outsiders-bf16', 'bf16', ['outsider1', 'outsider2'], 'bf16');
   for (const method of METHODS) {
-    const r = await decomposeJob(await options('bf16', target, method), kernels, quietContext());
+    const r = await decomposeJob({ ...await options('bf16', target, method) }, withKernels(quietContext(), kernels));
     assert.equal(r.verdict, 'not decomposable', `${method}: residual ${r.relativeResidual}, floor ${r.roundingFloor}`);
     assert.deepEqual(r.support, [], `${method}: ${JSON.stringify(r.coefficients)}`);
   }

@@ -14,7 +14,7 @@ import { decomposeJob } from '../../src/engine/jobs/decompose';
 import { maskJob } from '../../src/engine/jobs/mask';
 import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
-import { Kernels } from '../../src/engine/kernels/kernels';
+import { Kernels, withKernels } from '../../src/engine/kernels/kernels';
 import { selectKernels } from '../../src/engine/kernels/select';
 import { bytesToF32 } from '../../src/engine/safetensors/reader';
 import { readHeader } from '../../src/shared/safetensors/file';
@@ -92,13 +92,13 @@ for (const c of CASES) {
     });
     const ctx = quietContext();
     const maskDir = path.join(dir, 'mask');
-    const report = await maskJob({ base, adapters, budget: 40 * 12, out: maskDir }, kernels, ctx);
+    const report = await maskJob({ base, adapters, budget: 40 * 12, out: maskDir }, withKernels(ctx, kernels));
     for (const n of c.wrongFlag ?? []) assert.ok(ctx.warnings.some((w) => w.startsWith(`${n}: fan_in_fan_out=false`)), ctx.warnings.join('\n'));
 
     // The union of what the adapters target, each module with the adapters that vote in it.
     const merged = await Promise.all(names.map(async (n, a) => {
       const out = path.join(dir, `merged-${n}`);
-      await mergeJob(base, adapters[a], out, { dtype: 'fp32', rule: 'peft' }, kernels, quietContext());
+      await mergeJob({ base, adapter: adapters[a], out, dtype: 'fp32', rule: 'peft' }, withKernels(quietContext(), kernels));
       return out;
     }));
     const w = tensorsOf(base);
@@ -125,7 +125,7 @@ for (const c of CASES) {
     // within the merge's one fp32 rounding of W + dW for LoRA.
     const out = path.join(dir, 'compressed');
     const inputs = names.flatMap((_, a) => [{ kind: 'adapter' as const, path: adapters[a] }, { kind: 'finetuned' as const, path: merged[a] }]);
-    const cr = await compressJob({ mask: maskDir, base, inputs, out }, kernels, quietContext());
+    const cr = await compressJob({ mask: maskDir, base, inputs, out }, withKernels(quietContext(), kernels));
     names.forEach((n, a) => {
       const fromAdapter = compressed(out, cr.inputs[2 * a].file.replace(/\.safetensors$/, ''));
       const fromModel = compressed(out, cr.inputs[2 * a + 1].file.replace(/\.safetensors$/, ''));
@@ -148,7 +148,7 @@ for (const c of CASES) {
     const d = names.indexOf('dora');
     for (const method of ['nnls', 'omp'] as const) {
       const opts = { mask: maskDir, base, dictionary: adapters, target: merged[d], method, ...DECOMPOSE_DEFAULTS, positive: true };
-      const r = await decomposeJob(opts, kernels, quietContext());
+      const r = await decomposeJob({ ...opts }, withKernels(quietContext(), kernels));
       assert.deepEqual(r.support, ['dora'], `${method}: ${JSON.stringify(r.coefficients)}`);
       assert.ok(Math.abs(r.coefficients.dora - 1) < 1e-9 && r.relativeResidual < 1e-9, `${method}: ${r.coefficients.dora}, ${r.relativeResidual}`);
     }
@@ -171,7 +171,7 @@ test('mask ties across adapters and across the threshold go to the lower row-maj
   const s = rank1('s', q, new Array(H).fill(1), Array.from({ length: H }, (_, i) => (i < 8 ? -0.5 : 1)), { layers_to_transform: [0] });
   const ones = [...Array(H * H).keys()].filter((idx) => idx % H < 4 || Math.floor(idx / H) >= 8);
   const k = ones.length + 10;
-  const r = await maskJob({ base: qwen, adapters: [p, s], budget: k, out: path.join(dir, 'mask-q') }, kernels, quietContext());
+  const r = await maskJob({ base: qwen, adapters: [p, s], budget: k, out: path.join(dir, 'mask-q') }, withKernels(quietContext(), kernels));
   assert.equal(r.k, k);
   let mask = Mask.open(path.join(dir, 'mask-q'));
   const halves = [...Array(H * H).keys()].filter((idx) => !ones.includes(idx)).slice(0, 10);
@@ -182,7 +182,7 @@ test('mask ties across adapters and across the threshold go to the lower row-maj
 
   // Conv1D c_attn is stored [in 24, out 72]: delta[o][i] = B[o] lands at i * 72 + o.
   const c = rank1('c', 'h.0.attn.c_attn', new Array(24).fill(1), Array.from({ length: 72 }, (_, o) => (o < 4 ? 2 : 1)), { fan_in_fan_out: true });
-  await maskJob({ base: gpt2, adapters: [c], budget: 24 * 4 + 5, out: path.join(dir, 'mask-c') }, kernels, quietContext());
+  await maskJob({ base: gpt2, adapters: [c], budget: 24 * 4 + 5, out: path.join(dir, 'mask-c') }, withKernels(quietContext(), kernels));
   mask = Mask.open(path.join(dir, 'mask-c'));
   const big = [...Array(24 * 72).keys()].filter((idx) => idx % 72 < 4);
   assert.deepEqual([...(await mask.indices(mask.modules[0]))], [...big, 4, 5, 6, 7, 8].sort((a, b) => a - b));
@@ -200,14 +200,20 @@ test('mask, compress and decompose give the same bytes and figures on the CPU ba
     writeSyntheticAdapter(path.join(dir, 'dora'), config, { targets: ['q_proj', 'o_proj'], r: 4, seed: 3, bSpread: 0.02, useDora: true }).dir,
   ];
   const target = path.join(dir, 'merged');
-  await mergeJob(base, adapters[2], target, { dtype: 'bf16', rule: 'peft' }, kernels, quietContext());
+  await mergeJob({ base, adapter: adapters[2], out: target, dtype: 'bf16', rule: 'peft' }, withKernels(quietContext(), kernels));
   const picked = await selectKernels('cpu', quietContext());
   const run = async (k: Kernels, tag: string): Promise<[Buffer, Buffer, number[]]> => {
     const maskDir = path.join(dir, `mask-${tag}`);
-    const m = await maskJob({ base, adapters, budget: 5000, out: maskDir }, k, quietContext());
+    const m = await maskJob({ base, adapters, budget: 5000, out: maskDir }, withKernels(quietContext(), k));
     const out = path.join(dir, `compressed-${tag}`);
-    await compressJob({ mask: maskDir, base, inputs: [{ kind: 'adapter', path: adapters[2] }, { kind: 'finetuned', path: target }], out }, k, quietContext());
-    const d = await decomposeJob({ mask: maskDir, base, dictionary: adapters, target, method: 'nnls', ...DECOMPOSE_DEFAULTS, positive: true }, k, quietContext());
+    await compressJob(
+      { mask: maskDir, base, inputs: [{ kind: 'adapter', path: adapters[2] }, { kind: 'finetuned', path: target }], out },
+      withKernels(quietContext(), k),
+    );
+    const d = await decomposeJob(
+      { mask: maskDir, base, dictionary: adapters, target, method: 'nnls', ...DECOMPOSE_DEFAULTS, positive: true },
+      withKernels(quietContext(), k),
+    );
     assert.deepEqual(d.support, ['dora']);
     const figures = [
       ...Object.values(m.normPreservation),

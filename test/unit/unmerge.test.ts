@@ -17,6 +17,7 @@ import { uniqueNames } from '../../src/engine/unmerge/names';
 import { ulp } from '../../src/engine/unmerge/sources';
 import { quietContext } from '../../src/engine/util/job';
 import { loraPair, peftConfig, randomF32, TestTensor, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const H = 16;
 const KV = 8;
@@ -78,7 +79,7 @@ async function writeMerged(name: string, parts: Array<[string, number]>): Promis
 
 const maskDir = path.join(root, 'mask');
 const budget = 100;
-const maskReady = maskJob({ base, adapters: dict, budget, out: maskDir }, kernels, quietContext());
+const maskReady = maskJob({ base, adapters: dict, budget, out: maskDir }, withKernels(quietContext(), kernels));
 
 test('mask keeps floor(budget / modules) of each module by max |delta| over the dictionary, ties to the lower index', async () => {
   const report = await maskReady;
@@ -136,7 +137,7 @@ test('mask ties: equal magnitudes keep the first k elements in row-major order',
     { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', shape: [H, 1], data: new Float32Array(H).fill(-0.25) },
   ]);
   const out = path.join(root, 'mask-flat');
-  const r = await maskJob({ base, adapters: [flat], budget: 20, out }, kernels, quietContext());
+  const r = await maskJob({ base, adapters: [flat], budget: 20, out }, withKernels(quietContext(), kernels));
   assert.equal(r.k, 20);
   const mask = Mask.open(out);
   assert.deepEqual([...(await mask.indices(mask.modules[0]))], [...Array(20).keys()]);
@@ -145,7 +146,7 @@ test('mask ties: equal magnitudes keep the first k elements in row-major order',
 });
 
 test('mask refuses a budget below the number of modules, and warns on duplicate and all-zero adapters', async () => {
-  await assert.rejects(maskJob({ base, adapters: dict, budget: 7, out: path.join(root, 'm-small') }, kernels, quietContext()), (e: Error) => {
+  await assert.rejects(maskJob({ base, adapters: dict, budget: 7, out: path.join(root, 'm-small') }, withKernels(quietContext(), kernels)), (e: Error) => {
     assert.ok(e instanceof LensError);
     assert.match(e.message, /budget 7 is smaller than the number of modules the adapters target \(8\)/);
     return true;
@@ -154,7 +155,7 @@ test('mask refuses a budget below the number of modules, and warns on duplicate 
   const zero = writeLora('zero', 700, Object.keys(PROJ), 4, true);
   const ctx = quietContext();
   const out = path.join(root, 'mask-degenerate');
-  const r = await maskJob({ base, adapters: [...dict, dict[0], zero], budget, out }, kernels, ctx);
+  const r = await maskJob({ base, adapters: [...dict, dict[0], zero], budget, out }, withKernels(ctx, kernels));
   assert.ok(ctx.warnings.some((w) => /math#2 is a duplicate of math/.test(w)), ctx.warnings.join('\n'));
   assert.ok(ctx.warnings.some((w) => /zero: its delta is zero everywhere/.test(w)), ctx.warnings.join('\n'));
   assert.equal(r.normPreservation.zero, null);
@@ -168,8 +169,7 @@ test('compress writes one vector per input in argv order: adapter values at the 
   const out = path.join(root, 'compressed');
   const r = await compressJob(
     { mask: maskDir, base, inputs: [{ kind: 'adapter', path: dict[1] }, { kind: 'finetuned', path: merged }, { kind: 'adapter', path: dict[2] }], out },
-    kernels,
-    quietContext(),
+    withKernels(quietContext(), kernels),
   );
   assert.deepEqual(r.inputs.map((i) => [i.name, i.kind]), [['code', 'adapter'], ['merged-one', 'finetuned'], ['chat', 'adapter']]);
   assert.equal(r.selected, 96);
@@ -218,7 +218,7 @@ test('decompose recovers a task-arithmetic merge (fp32 model folder) with NNLS, 
     [dict[3], 0.3],
   ]);
   for (const method of ['nnls', 'omp', 'lasso'] as const) {
-    const r = await decomposeJob(options(merged, method, truth), kernels, quietContext());
+    const r = await decomposeJob({ ...options(merged, method, truth) }, withKernels(quietContext(), kernels));
     assert.deepEqual([...r.support].sort(), ['chat', 'law', 'math'], method);
     assert.equal(r.verdict, 'decomposable');
     assert.equal(r.precision, 1);
@@ -238,7 +238,7 @@ test('decompose of adapters outside the dictionary says plainly that it is not d
     [outsiders[1], 0.5],
   ]);
   for (const method of ['nnls', 'omp'] as const) {
-    const r = await decomposeJob(options(merged, method, { med: 1, poetry: 0.5 }), kernels, quietContext());
+    const r = await decomposeJob({ ...options(merged, method, { med: 1, poetry: 0.5 }) }, withKernels(quietContext(), kernels));
     assert.equal(r.verdict, 'not decomposable', `${method}: ${r.relativeResidual}`);
     assert.equal(r.decomposable, false);
     assert.ok(r.relativeResidual > Math.SQRT1_2);
@@ -251,7 +251,7 @@ test('decompose of adapters outside the dictionary says plainly that it is not d
     [outsiders[0], 0.6],
   ]);
   for (const method of ['nnls', 'omp'] as const) {
-    const r = await decomposeJob(options(half, method, { math: 1, med: 0.6 }), kernels, quietContext());
+    const r = await decomposeJob({ ...options(half, method, { math: 1, med: 0.6 }) }, withKernels(quietContext(), kernels));
     assert.equal(r.verdict, 'partially decomposable', `${method}: ${r.relativeResidual}`);
     assert.deepEqual(r.support, ['math'], `${method}: ${JSON.stringify(r.coefficients)}`);
     assert.match(r.explanation, /outside the dictionary/);
@@ -263,27 +263,27 @@ test('decompose of an adapter target, with a duplicate and a zero atom in the di
   await maskReady;
   const zero = writeLora('zero2', 800, Object.keys(PROJ), 4, true);
   const ctx = quietContext();
-  const r = await decomposeJob({ ...options(dict[1], 'omp'), dictionary: [...dict, zero] }, kernels, ctx);
+  const r = await decomposeJob({ ...options(dict[1], 'omp'), dictionary: [...dict, zero] }, withKernels(ctx, kernels));
   assert.deepEqual(r.support, ['code']);
   assert.ok(Math.abs(r.coefficients.code - 1) < 1e-9);
   assert.equal(r.coefficients.zero2, 0);
   assert.ok(ctx.warnings.some((w) => /zero2: its task vector is zero/.test(w)));
-  const dup = await decomposeJob({ ...options(dict[1], 'nnls'), dictionary: [dict[0], dict[1], dict[1]] }, kernels, quietContext());
+  const dup = await decomposeJob({ ...options(dict[1], 'nnls'), dictionary: [dict[0], dict[1], dict[1]] }, withKernels(quietContext(), kernels));
   assert.ok(dup.warnings.some((w) => /duplicates on the mask/.test(w)));
   assert.ok(Math.abs(dup.coefficients.code + dup.coefficients['code#2'] - 1) < 1e-9);
   // OMP takes one of two identical atoms and skips the other; LASSO splits the weight between them.
   for (const method of ['omp', 'lasso'] as const) {
-    const r2 = await decomposeJob({ ...options(dict[1], method), dictionary: [dict[0], dict[1], dict[1]] }, kernels, quietContext());
+    const r2 = await decomposeJob({ ...options(dict[1], method), dictionary: [dict[0], dict[1], dict[1]] }, withKernels(quietContext(), kernels));
     assert.ok(r2.warnings.some((w) => /duplicates on the mask/.test(w)), method);
     assert.ok(Math.abs(r2.coefficients.code + r2.coefficients['code#2'] - 1) < (method === 'lasso' ? 1e-3 : 1e-9), `${method}: ${JSON.stringify(r2.coefficients)}`);
     assert.equal(r2.coefficients.math, 0, method);
     if (method === 'omp') assert.equal(r2.support.length, 1);
   }
   // A truth naming an adapter the dictionary does not have is said, not silently scored.
-  const typo = await decomposeJob(options(dict[1], 'nnls', { cod: 1 }), kernels, quietContext());
+  const typo = await decomposeJob({ ...options(dict[1], 'nnls', { cod: 1 }) }, withKernels(quietContext(), kernels));
   assert.ok(typo.warnings.some((w) => /--truth names cod, not in the dictionary/.test(w)), typo.warnings.join('\n'));
   assert.deepEqual([typo.precision, typo.recall], [0, 0]);
-  await assert.rejects(decomposeJob(options(base, 'nnls'), kernels, quietContext()), /nothing to decompose/);
+  await assert.rejects(decomposeJob({ ...options(base, 'nnls') }, withKernels(quietContext(), kernels)), /nothing to decompose/);
 });
 
 test('uniqueNames lengthens clashing basenames and numbers repeats', () => {
@@ -310,7 +310,7 @@ test('mask: a non-finite factor in a later module fails with the file and tensor
   }
   const bad = writeAdapter(path.join(root, 'nan'), peftConfig({ r: 2, lora_alpha: 4, target_modules: Object.keys(PROJ) }), tensors);
   const out = path.join(root, 'mask-nan');
-  await assert.rejects(maskJob({ base, adapters: [dict[0], bad], budget, out }, kernels, quietContext()), (e: Error) => {
+  await assert.rejects(maskJob({ base, adapters: [dict[0], bad], budget, out }, withKernels(quietContext(), kernels)), (e: Error) => {
     assert.ok(e instanceof LensError);
     assert.match(e.message, /non-finite value at element 3 of a LoRA factor/);
     assert.match(e.message, /layers\.1\.self_attn\.v_proj\.lora_A/);

@@ -13,6 +13,7 @@ import { validateJob } from '../../src/engine/jobs/validate';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { peftConfig, tmpDir, writeAdapter, writeModel } from './helpers/builders';
+import { withKernels } from '../../src/engine/kernels/kernels';
 
 const CLI = path.resolve(__dirname, '../../../dist/cli.js');
 
@@ -43,7 +44,7 @@ describe('an adapter whose lora_B is all zeros', () => {
   ]);
 
   it('precision: the targeted tensors change by the cast alone, so they are cast artifacts with no delta lost', async () => {
-    const r = await precisionJob(base, adapter, { dtypes: ['fp16', 'bf16'], rules: ['peft'] }, new CpuKernels(), quietContext());
+    const r = await precisionJob({ base, adapter, dtypes: ['fp16', 'bf16'], rules: ['peft'] }, withKernels(quietContext(), new CpuKernels()));
     for (const d of ['fp16', 'bf16'] as const) {
       const f = r.dtypes[d]!;
       assert.equal(f.nonzeroTensors, 5, d);
@@ -58,7 +59,10 @@ describe('an adapter whose lora_B is all zeros', () => {
   });
 
   it('validate: the fp32 merge passes (it is the base), bf16 shows exactly the predicted cast loss', async () => {
-    const r = await validateJob(base, adapter, path.join(root, 'validate'), { dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, keepModels: false }, new CpuKernels(), quietContext());
+    const r = await validateJob(
+      { base, adapter, out: path.join(root, 'validate'), dtypes: ['fp32', 'bf16'], rule: 'peft', tolerance: 1e-5, keepModels: false },
+      withKernels(quietContext(), new CpuKernels()),
+    );
     assert.deepEqual(r.dtypes.map((d) => [d.dtype, d.status]), [['fp32', 'PASS'], ['bf16', 'EXPECTED-LOSS']]);
     assert.equal(r.ok, true);
     finiteNumbers(JSON.parse(fs.readFileSync(path.join(root, 'validate', 'summary.json'), 'utf8')));

@@ -61,10 +61,16 @@ const KOHYA_ROLES: Record<string, string> = {
   on_input: 'on_input',
 };
 
-/** LyCORIS parts LoRA Lens recognises but does not merge, and why (one line each). */
+/**
+ * Parts LoRA Lens recognises but does not merge, and why (one line each). OFT rotates the base weight's
+ * output rows by a Cayley transform of skew blocks, and kohya-ss, LyCORIS (diag-oft, BOFT) and PEFT differ
+ * in the constraint, the rescale and the side R multiplies, with the same `oft_blocks` key: refused, not guessed.
+ */
+const OFT = 'OFT / BOFT (orthogonal finetuning: R = (I + Q)(I - Q)^-1 per block rotates the base weight, with a constraint and side that kohya-ss and LyCORIS define differently)';
 const UNSUPPORTED: Record<string, string> = {
-  oft_blocks: 'LyCORIS OFT / BOFT (oft_blocks)',
-  oft_diag: 'LyCORIS OFT (oft_diag)',
+  oft_blocks: `${OFT}, saved as oft_blocks,`,
+  oft_diag: `${OFT}, saved as oft_diag,`,
+  rescale: `${OFT}, with its rescale,`,
   w_norm: 'LyCORIS norm tuning (w_norm / b_norm)',
   b_norm: 'LyCORIS norm tuning (w_norm / b_norm)',
 };
@@ -110,7 +116,7 @@ function groupKeys(c: Checkpoint, format: DiffusionFormat): Parts[] {
       const role = KOHYA_ROLES[m[2]];
       if (role === undefined) {
         const why = UNSUPPORTED[m[2]];
-        throw new LensError(file, why ? `${why} is not supported yet` : `unknown kohya/LyCORIS tensor role '${m[2]}'`, t.name);
+        throw new LensError(file, why ? `${why} is not merged by LoRA Lens yet` : `unknown kohya/LyCORIS tensor role '${m[2]}'`, t.name);
       }
       put(m[1], role, t);
       continue;

@@ -27,6 +27,8 @@ const LORA_FACTOR = /\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_mag
 const LORA_FACTOR_SUFFIX = /\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(\..*)?$/;
 
 export interface CensusOptions {
+  /** A model or adapter folder, a .safetensors or .bin file, or a config.json. */
+  path: string;
   /** A PEFT adapter folder (or its adapter_config.json alone) whose targets are marked in the base. */
   adapter?: string;
   /** target_modules suffixes to mark without an adapter. */
@@ -157,7 +159,8 @@ function adaptsBaseWarning(what: string, modules: number): string {
   return `${what}: its ${modules} module${modules === 1 ? '' : 's'} adapt tensors of a base; census BASE --adapter DIR marks those targets`;
 }
 
-export function censusJob(p: string, opts: CensusOptions, ctx: JobContext): CensusReport {
+export function censusJob(opts: CensusOptions, ctx: JobContext): CensusReport {
+  const p = opts.path;
   const src = openSource(p);
   const opened: Checkpoint[] = src.checkpoint ? [src.checkpoint] : [];
   try {

@@ -7,7 +7,7 @@ import { classifyTensor } from '../../shared/census/classify';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { assertTaskVector } from '../checkpoint/taskVector';
 import { LensError } from '../errors';
-import { Kernels, PairStats } from '../kernels/kernels';
+import { KernelContext, Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { allZeroBytes } from '../kernels/cpuMath';
 import { AdaptedModule, needsBase, wholeTensor } from '../checkpoint/deltaRule';
@@ -58,7 +58,7 @@ class Sides {
 /** Cosine above which a shared tensor counts as a perfect match. */
 export const PERFECT_COSINE = 0.9999;
 
-export interface CompareOptions {
+export interface CompareSettings {
   tolerance: number;
   saveDeltas: boolean;
 }
@@ -72,36 +72,34 @@ interface Step {
   rep?: TensorInfo;
 }
 
-export interface CompareSource {
+/** Compares `adapter`'s deltas on `base` with exactly one of a `finetuned` model or a `taskVector` file; writes into `out`. */
+export interface CompareOptions extends CompareSettings {
+  base: string;
+  adapter: string;
   finetuned?: string;
   taskVector?: string;
+  out: string;
 }
 
 /** Opens everything, compares, and writes comparison_results.json, report.txt (and lora_deltas.safetensors) into `out`. */
-export async function compareJob(
-  basePath: string,
-  adapterPath: string,
-  source: CompareSource,
-  out: string,
-  opts: CompareOptions,
-  kernels: Kernels,
-  ctx: JobContext,
-): Promise<CompareReport> {
-  const otherPath = source.taskVector ?? source.finetuned;
-  if (otherPath === undefined || (source.taskVector !== undefined && source.finetuned !== undefined)) {
+export async function compareJob(opts: CompareOptions, ctx: KernelContext): Promise<CompareReport> {
+  const { base: basePath, adapter: adapterPath, out } = opts;
+  const kernels = await ctx.kernels();
+  const otherPath = opts.taskVector ?? opts.finetuned;
+  if (otherPath === undefined || (opts.taskVector !== undefined && opts.finetuned !== undefined)) {
     throw new LensError('lora-lens compare', 'give exactly one of --finetuned DIR or --task-vector FILE');
   }
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {
     const other = openCheckpoint(otherPath);
     try {
-      if (source.taskVector !== undefined && other.kind !== 'task-vector' && other.kind !== 'file') {
+      if (opts.taskVector !== undefined && other.kind !== 'task-vector' && other.kind !== 'file') {
         throw new LensError(otherPath, `is a ${other.kind}, not a task vector file; use --finetuned for a model folder`);
       }
       if (other.kind === 'adapter') throw new LensError(otherPath, 'is a PEFT adapter folder; --finetuned needs a full model');
-      if (source.taskVector !== undefined) assertTaskVector(plan.base, other, otherPath);
+      if (opts.taskVector !== undefined) assertTaskVector(plan.base, other, otherPath);
       return await withOutputDir('compare', out, [basePath, adapterPath, otherPath], (dir) =>
-        compareInto(dir.tmp, plan, other, source.taskVector !== undefined ? 'task-vector' : 'finetuned', opts, kernels, ctx),
+        compareInto(dir.tmp, plan, other, opts.taskVector !== undefined ? 'task-vector' : 'finetuned', opts, kernels, ctx),
       );
     } finally {
       other.handles.close();
@@ -112,7 +110,7 @@ export async function compareJob(
 }
 
 /** Compares and writes the report files into the existing folder `dir`. */
-export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpoint, mode: 'task-vector' | 'finetuned', opts: CompareOptions, kernels: Kernels, ctx: JobContext): Promise<CompareReport> {
+export async function compareInto(dir: string, plan: AdapterPlan, other: Checkpoint, mode: 'task-vector' | 'finetuned', opts: CompareSettings, kernels: Kernels, ctx: JobContext): Promise<CompareReport> {
   const t0 = performance.now();
   const missing: string[] = [];
   const mismatched: string[] = [];

@@ -8,11 +8,11 @@ import * as fs from 'node:fs';
 import { closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
 import { SafetensorsWriter } from '../safetensors/writer';
-import { JobContext } from '../util/job';
+import { KernelContext } from '../kernels/kernels';
 import { withOutputDir } from '../util/outputDir';
 import { Mask, MASK_ORDER } from '../unmerge/maskFile';
 import { uniqueNames } from '../unmerge/names';
-import { forEachMaskedModule, KernelsSource, MaskedSource, openSource, resolveKernels } from '../unmerge/sources';
+import { forEachMaskedModule, MaskedSource, openSource } from '../unmerge/sources';
 import { SourceKind } from '../../shared/jobs/choices';
 import { COMPRESSED_FORMAT, CompressReport } from '../../shared/jobs/reports/compress';
 
@@ -28,14 +28,14 @@ export interface CompressOptions {
   out: string;
 }
 
-export async function compressJob(o: CompressOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<CompressReport> {
+export async function compressJob(o: CompressOptions, ctx: KernelContext): Promise<CompressReport> {
   if (o.inputs.length === 0) throw new LensError('lora-lens compress', 'give at least one --adapter DIR or --finetuned DIR');
   const mask = Mask.open(o.mask);
   const base = openCheckpoint(o.base);
   const sources: MaskedSource[] = [];
   try {
     mask.checkBase(base);
-    const kernels = await resolveKernels(kernelsSource);
+    const kernels = await ctx.kernels();
     const names = uniqueNames(o.inputs.map((i) => i.path));
     for (let i = 0; i < o.inputs.length; i++) sources.push(openSource(o.inputs[i].path, names[i], o.inputs[i].kind, base, mask, kernels, ctx.warn));
     return await withOutputDir('compress', o.out, [o.mask, o.base, ...o.inputs.map((i) => i.path)], async (out) => {

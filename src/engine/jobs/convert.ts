@@ -21,7 +21,14 @@ import { ConvertReport } from '../../shared/jobs/reports/convert';
 /** Weights, their indexes and pickles: never copied beside the converted weights. */
 const NOT_COPIED = /\.(safetensors|bin|pt|pth|ckpt|pkl)$|\.index\.json$/;
 
-export async function convertJob(inPath: string, out: string, ctx: JobContext): Promise<ConvertReport> {
+/** Rewrites the PyTorch pickles of `input` (a model or adapter folder, or one file) as safetensors in `out`. */
+export interface ConvertOptions {
+  input: string;
+  out: string;
+}
+
+export async function convertJob(opts: ConvertOptions, ctx: JobContext): Promise<ConvertReport> {
+  const { input: inPath, out } = opts;
   const t0 = performance.now();
   const c = openCheckpoint(inPath);
   try {

@@ -141,7 +141,15 @@ function carried(cfg: AdapterConfig | undefined): Record<string, unknown> {
   };
 }
 
-export async function convertAdapterJob(inPath: string, out: string, basePath: string | undefined, ctx: JobContext): Promise<AdapterConvertReport> {
+/** Converts the adapter `input` (kohya, LyCORIS, diffusers, mlx-lm...) to a PEFT folder `out`; `base` resolves kohya and VeRA names. */
+export interface ConvertAdapterOptions {
+  input: string;
+  out: string;
+  base?: string;
+}
+
+export async function convertAdapterJob(opts: ConvertAdapterOptions, ctx: JobContext): Promise<AdapterConvertReport> {
+  const { input: inPath, out, base: basePath } = opts;
   const t0 = performance.now();
   const adapter = openCheckpoint(inPath);
   const base = basePath === undefined ? undefined : openCheckpoint(basePath);

@@ -6,11 +6,11 @@
 import { closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { readJson } from '../checkpoint/json';
 import { LensError } from '../errors';
-import { JobContext } from '../util/job';
+import { KernelContext } from '../kernels/kernels';
 import { Mask } from '../unmerge/maskFile';
 import { uniqueNames } from '../unmerge/names';
 import { lambdaMax, lasso, NormalEquations, nnls, omp, OmpStep, Solution, tStatistics } from '../unmerge/solvers';
-import { forEachMaskedModule, KernelsSource, MaskedSource, openSource, resolveKernels } from '../unmerge/sources';
+import { forEachMaskedModule, MaskedSource, openSource } from '../unmerge/sources';
 import { DecomposeMethod } from '../../shared/jobs/choices';
 import { Verdict, DecomposeReport } from '../../shared/jobs/reports/decompose';
 
@@ -46,7 +46,7 @@ const ROUNDING_SLACK = 2;
 /** Above this rounding floor the target's delta is mostly rounding, and a small residual proves nothing. */
 const ROUNDING_LIMIT = 0.35;
 
-export async function decomposeJob(o: DecomposeOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<DecomposeReport> {
+export async function decomposeJob(o: DecomposeOptions, ctx: KernelContext): Promise<DecomposeReport> {
   if (o.dictionary.length === 0) throw new LensError('--dictionary', 'give at least one dictionary folder');
   const warnings: string[] = [];
   const warn = (m: string): void => {
@@ -58,7 +58,7 @@ export async function decomposeJob(o: DecomposeOptions, kernelsSource: KernelsSo
   const sources: MaskedSource[] = [];
   try {
     mask.checkBase(base);
-    const kernels = await resolveKernels(kernelsSource);
+    const kernels = await ctx.kernels();
     const names = uniqueNames([...o.dictionary, o.target]);
     for (let j = 0; j < o.dictionary.length; j++) sources.push(openSource(o.dictionary[j], names[j], 'auto', base, mask, kernels, warn));
     sources.push(openSource(o.target, names[o.dictionary.length], 'auto', base, mask, kernels, warn));

@@ -22,6 +22,8 @@ import { estimateDiffusion, isDiffusionAdapter } from './estimateDiffusion';
 import { EstimateModule, EstimateReport } from '../../shared/jobs/reports/estimate';
 
 export interface EstimateOptions {
+  /** A model folder or its config.json. */
+  path: string;
   /** A PEFT adapter folder or its adapter_config.json: r, alpha, targets and patterns come from it. */
   adapter?: string;
   r?: number;
@@ -74,7 +76,8 @@ function baseTensors(p: string): { tensors: BaseTensor[]; from: 'weights' | 'con
 
 type TargetConfig = { r: number; loraAlpha: number } & Pick<AdapterConfig, 'targetModules' | 'rankPattern' | 'alphaPattern' | 'layersToTransform' | 'layersPattern' | 'useDora' | 'modulesToSave'>;
 
-export function estimateJob(p: string, opts: EstimateOptions, ctx: JobContext): EstimateReport {
+export function estimateJob(opts: EstimateOptions, ctx: JobContext): EstimateReport {
+  const p = opts.path;
   // A kohya / LyCORIS / diffusers file has no adapter_config.json: its modules and ranks are in its tensors.
   if (opts.adapter !== undefined && isDiffusionAdapter(opts.adapter)) return estimateDiffusion(p, opts.adapter, ctx);
   let cfg: TargetConfig;

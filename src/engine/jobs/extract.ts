@@ -4,7 +4,7 @@
  */
 import { Checkpoint, openCheckpoint, TASK_VECTOR_KIND } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { Kernels, PairStats } from '../kernels/kernels';
+import { KernelContext, Kernels, PairStats } from '../kernels/kernels';
 import { FloatDtype } from '../../shared/safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
 import { readHeader } from '../../shared/safetensors/file';
@@ -17,8 +17,17 @@ import { pairingProblems, pairTensors } from '../tensors/pairing';
 import { blockInfo, blocksOf, prefetched, readBlock, sameBytes, sameRows } from '../tensors/stream';
 import { ExtractTensor, ExtractReport } from '../../shared/jobs/reports/extract';
 
-/** Opens both models and writes the task vector to `outFile`. */
-export async function extractJob(basePath: string, finetunedPath: string, outFile: string, kernels: Kernels, ctx: JobContext): Promise<ExtractReport> {
+/** The task vector `finetuned - base`, written to `out` (one .safetensors file). */
+export interface ExtractOptions {
+  base: string;
+  finetuned: string;
+  out: string;
+}
+
+/** Opens both models and writes the task vector. */
+export async function extractJob(opts: ExtractOptions, ctx: KernelContext): Promise<ExtractReport> {
+  const { base: basePath, finetuned: finetunedPath, out: outFile } = opts;
+  const kernels = await ctx.kernels();
   if (!outFile.endsWith('.safetensors')) throw new LensError(outFile, 'the task vector is written as one .safetensors file; give a name ending in .safetensors');
   return withOutputFile(outFile, [basePath, finetunedPath], isTaskVectorFile, 'a task vector', async () => {
     const base = openCheckpoint(basePath);

@@ -19,7 +19,7 @@ import { AdaptedModule, wholeTensor } from '../checkpoint/deltaRule';
 import { ADAPTER_WEIGHTS } from '../../shared/weights/files';
 import { adapterWeights, Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { Kernels, LoraFactors } from '../kernels/kernels';
+import { KernelContext, Kernels, LoraFactors } from '../kernels/kernels';
 import { Scratch } from '../safetensors/reader';
 import { SafetensorsWriter } from '../safetensors/writer';
 import { JobContext, throwIfCancelled } from '../util/job';
@@ -28,7 +28,7 @@ import { assertLowRank, Dora, doraDelta, doraOf, doraValuesAt, loraNormSq, loraV
 import { MASK_FORMAT, MaskJson, MaskModule } from '../../shared/jobs/reports/mask';
 import { MASK_JSON, MASK_ORDER, MASK_TENSORS } from '../unmerge/maskFile';
 import { naturalCompare, uniqueNames } from '../unmerge/names';
-import { BaseModule, KernelsSource, resolveKernels } from '../unmerge/sources';
+import { BaseModule } from '../unmerge/sources';
 import { certifiedTopK, exactMaxAbsAt, Float32Bound, float32Bound } from '../unmerge/certified';
 import { TopK, topK } from '../unmerge/topk';
 
@@ -50,7 +50,7 @@ interface DictAdapter {
 export const NORM_PRESERVATION_DEFINITION =
   'per adapter, ||mask * delta||_F / ||delta||_F over every module it targets (the fraction of its delta\'s Frobenius norm the mask keeps); energyPreservation is its square';
 
-export async function maskJob(o: MaskOptions, kernelsSource: KernelsSource, ctx: JobContext): Promise<MaskJson> {
+export async function maskJob(o: MaskOptions, ctx: KernelContext): Promise<MaskJson> {
   if (o.adapters.length === 0) throw new LensError('--adapters', 'give at least one adapter folder');
   if (!Number.isSafeInteger(o.budget) || o.budget < 1) throw new LensError('--budget', `must be a positive whole number of elements (got ${o.budget})`);
   const base = openCheckpoint(o.base);
@@ -88,7 +88,7 @@ export async function maskJob(o: MaskOptions, kernelsSource: KernelsSource, ctx:
     const small = modules.filter((m) => m.numel < k);
     if (small.length > 0) ctx.warn(`${small.length} module(s) have fewer than k = ${k} elements and are kept whole (e.g. ${small[0].name})`);
 
-    const kernels = await resolveKernels(kernelsSource);
+    const kernels = await ctx.kernels();
     return await withOutputDir('mask', o.out, [o.base, ...o.adapters], async (out) => {
       const writer = new SafetensorsWriter(out.file(MASK_TENSORS), modules.map((m) => ({ name: m.name, dtype: 'BOOL' as const, shape: m.shape })), {
         format: 'pt',

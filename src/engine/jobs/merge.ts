@@ -5,7 +5,7 @@
  * modules_to_save and saved biases replace the base's; every other float tensor is r_D(W).
  */
 import { LensError } from '../errors';
-import { Kernels, MergeDtype } from '../kernels/kernels';
+import { KernelContext, Kernels, MergeDtype } from '../kernels/kernels';
 import { MergeRule } from '../../shared/jobs/choices';
 import { CLI_DTYPES, CliDtype, elementBytes, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { Scratch } from '../safetensors/reader';
@@ -24,10 +24,17 @@ import { MergeReport } from '../../shared/jobs/reports/merge';
 /** Hugging Face's default shard size for save_pretrained (5 GB). */
 export const DEFAULT_SHARD_BYTES = 5_000_000_000;
 
-export interface MergeOptions {
+export interface MergeSettings {
   dtype: CliDtype;
   rule: MergeRule;
   shardSize?: number;
+}
+
+/** Merges `adapter` into `base`, written as the new model folder `out`. */
+export interface MergeOptions extends MergeSettings {
+  base: string;
+  adapter: string;
+  out: string;
 }
 
 /** `lora`: an additive delta rule; `dora` and `scale` (IA³) need the base weight beyond W + ΔW. */
@@ -42,14 +49,9 @@ interface Step {
 }
 
 /** Merges into a new folder `out` (built aside, moved into place on success). */
-export async function mergeJob(
-  basePath: string,
-  adapterPath: string,
-  out: string,
-  opts: MergeOptions,
-  kernels: Kernels,
-  ctx: JobContext,
-): Promise<MergeReport> {
+export async function mergeJob(opts: MergeOptions, ctx: KernelContext): Promise<MergeReport> {
+  const { base: basePath, adapter: adapterPath, out } = opts;
+  const kernels = await ctx.kernels();
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {
     return await withOutputDir('merge', out, [basePath, adapterPath], async (dir) => ({ ...(await mergeInto(dir.tmp, plan, opts, kernels, ctx)), out }));
@@ -59,7 +61,7 @@ export async function mergeJob(
 }
 
 /** Writes the merged weights, config and tokenizer files into the existing folder `dir`. */
-export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeOptions, kernels: Kernels, ctx: JobContext): Promise<MergeReport> {
+export async function mergeInto(dir: string, plan: AdapterPlan, opts: MergeSettings, kernels: Kernels, ctx: JobContext): Promise<MergeReport> {
   const t0 = performance.now();
   const dtype: MergeDtype = CLI_DTYPES[opts.dtype];
   const shardSize = opts.shardSize ?? DEFAULT_SHARD_BYTES;

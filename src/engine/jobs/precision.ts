@@ -4,7 +4,7 @@
  * half an ulp of their weight are swallowed. Statistics per tensor come from kernels.precision.
  */
 import { emptyPrecisionStats, addPrecisionStats } from '../kernels/cpuMath';
-import { HalfDtype, Kernels, PrecisionStats } from '../kernels/kernels';
+import { HalfDtype, KernelContext, Kernels, PrecisionStats } from '../kernels/kernels';
 import { MergeRule } from '../../shared/jobs/choices';
 import { CLI_DTYPES, isFloatDtype } from '../../shared/safetensors/dtypes';
 import { bytesToF32, Scratch } from '../safetensors/reader';
@@ -20,10 +20,16 @@ import { NonFiniteTally } from '../tensors/finite';
 import { HalfCliDtype, PrecisionFigures, PrecisionTensor, PrecisionDtype, PrecisionReport } from '../../shared/jobs/reports/precision';
 import { DEFAULT_RULE } from '../../shared/jobs/choices';
 
-export interface PrecisionOptions {
+export interface PrecisionSettings {
   dtypes: HalfCliDtype[];
   /** Rules to evaluate; the first is the one the dtype-level figures show. */
   rules: MergeRule[];
+}
+
+/** What merging `adapter` into `base` at each of `dtypes` loses. */
+export interface PrecisionOptions extends PrecisionSettings {
+  base: string;
+  adapter: string;
 }
 
 export function parsePrecisionDtypes(list: string[]): HalfCliDtype[] {
@@ -36,8 +42,9 @@ export function parsePrecisionDtypes(list: string[]): HalfCliDtype[] {
   return out;
 }
 
-export async function precisionJob(basePath: string, adapterPath: string, opts: PrecisionOptions, kernels: Kernels, ctx: JobContext): Promise<PrecisionReport> {
-  const plan = planAdapter(basePath, adapterPath, ctx);
+export async function precisionJob(opts: PrecisionOptions, ctx: KernelContext): Promise<PrecisionReport> {
+  const kernels = await ctx.kernels();
+  const plan = planAdapter(opts.base, opts.adapter, ctx);
   try {
     return await precisionOf(plan, opts, kernels, ctx);
   } finally {
@@ -51,7 +58,7 @@ interface Step {
   rep?: TensorInfo;
 }
 
-export async function precisionOf(plan: AdapterPlan, opts: PrecisionOptions, kernels: Kernels, ctx: JobContext): Promise<PrecisionReport> {
+export async function precisionOf(plan: AdapterPlan, opts: PrecisionSettings, kernels: Kernels, ctx: JobContext): Promise<PrecisionReport> {
   const t0 = performance.now();
   if (opts.dtypes.length === 0) throw new LensError('--dtypes', 'name at least one of fp16, bf16');
   const floats = plan.base.tensors.filter((t) => isFloatDtype(t.dtype));

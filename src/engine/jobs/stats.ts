@@ -7,7 +7,7 @@
 import { AdaptedModule, needsBase, wholeTensor } from '../checkpoint/deltaRule';
 import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { Kernels } from '../kernels/kernels';
+import { KernelContext, Kernels } from '../kernels/kernels';
 import { bytesToF32, Scratch } from '../safetensors/reader';
 import { isFloatDtype } from '../../shared/safetensors/dtypes';
 import { TensorInfo } from '../../shared/safetensors/header';
@@ -156,14 +156,14 @@ function sourceOf(opts: StatsOptions): StatsSource {
   return adapter !== undefined ? 'adapter' : base !== undefined ? 'difference' : 'values';
 }
 
-export async function statsJob(opts: StatsOptions, kernels: () => Promise<Kernels>, ctx: JobContext): Promise<StatsReport> {
+export async function statsJob(opts: StatsOptions, ctx: KernelContext): Promise<StatsReport> {
   const t0 = performance.now();
   const bins = positiveInt(opts.bins, DEFAULT_BINS, 4096, 'bins');
   const grid = positiveInt(opts.grid, DEFAULT_GRID, 1024, 'grid');
   const which = sourceOf(opts);
   const blockElements = opts.blockElements ?? BLOCK_ELEMENTS;
   // Only an adapter's delta needs the numeric backend (its products); the others are plain reads.
-  const k = which === 'adapter' ? await kernels() : undefined;
+  const k = which === 'adapter' ? await ctx.kernels() : undefined;
   const scratch = new Scratch(k?.sharedMemory);
   const src =
     which === 'adapter'

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openCheckpoint } from '../checkpoint/checkpoint';
 import { LensError } from '../errors';
-import { Kernels } from '../kernels/kernels';
+import { KernelContext, Kernels } from '../kernels/kernels';
 import { MergeRule } from '../../shared/jobs/choices';
 import { CliDtype } from '../../shared/safetensors/dtypes';
 import { formatBytes } from '../../shared/format';
@@ -26,7 +26,11 @@ import { PrecisionFigures } from '../../shared/jobs/reports/precision';
 import { precisionOf, precisionText } from './precision';
 import { ValidateDtype, ValidateReport } from '../../shared/jobs/reports/validate';
 
+/** Merge, extract, compare and precision of `adapter` on `base` for each dtype, written into `out`. */
 export interface ValidateOptions {
+  base: string;
+  adapter: string;
+  out: string;
   dtypes: CliDtype[];
   rule: MergeRule;
   tolerance: number;
@@ -34,14 +38,9 @@ export interface ValidateOptions {
   keepModels: boolean;
 }
 
-export async function validateJob(
-  basePath: string,
-  adapterPath: string,
-  out: string,
-  opts: ValidateOptions,
-  kernels: Kernels,
-  ctx: JobContext,
-): Promise<ValidateReport> {
+export async function validateJob(opts: ValidateOptions, ctx: KernelContext): Promise<ValidateReport> {
+  const { base: basePath, adapter: adapterPath, out } = opts;
+  const kernels = await ctx.kernels();
   if (opts.dtypes.length === 0) throw new LensError('--dtypes', 'name at least one of fp32, fp16, bf16');
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {

@@ -1,5 +1,5 @@
 import { allFinite, doraNormsRange, maxAbsRange, mergeDoraRange, mergeRange, pairStatsRange, precisionRange, subtractRange } from './cpuMath';
-import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
+import { DoraOperand, HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
 import { foldLoraRows, loraRows, wasmLora } from './wasm';
 import { MergeRule } from '../../shared/jobs/choices';
 import { FloatDtype } from '../../shared/safetensors/dtypes';
@@ -30,32 +30,15 @@ export class CpuKernels implements Kernels {
     return out;
   }
 
-  async doraNorms(
-    w: Float32Array,
-    d: Float32Array,
-    rows: number,
-    cols: number,
-    featureIsColumn: boolean,
-    dtype: MergeDtype,
-    rule: MergeRule,
-  ): Promise<Float64Array> {
-    const acc = new Float64Array(featureIsColumn ? cols : rows);
-    doraNormsRange(w, d, cols, featureIsColumn, dtype, rule, acc, 0, rows);
+  async doraNorms(v: DoraOperand): Promise<Float64Array> {
+    const acc = new Float64Array(v.featureIsColumn ? v.cols : v.rows);
+    doraNormsRange(v, acc, 0, v.rows);
     for (let i = 0; i < acc.length; i++) acc[i] = Math.sqrt(acc[i]);
     return acc;
   }
 
-  async mergeDora(
-    w: Float32Array,
-    d: Float32Array,
-    factor: Float32Array,
-    cols: number,
-    featureIsColumn: boolean,
-    dtype: MergeDtype,
-    rule: MergeRule,
-    out: Uint8Array,
-  ): Promise<Uint8Array> {
-    mergeDoraRange(w, d, factor, cols, featureIsColumn, dtype, rule, out, 0, cols === 0 ? 0 : w.length / cols);
+  async mergeDora(v: DoraOperand, factor: Float32Array, out: Uint8Array): Promise<Uint8Array> {
+    mergeDoraRange(v, factor, out, 0, v.rows);
     return out;
   }
 

@@ -4,7 +4,7 @@
  */
 import { encodeBf16, encodeF16, f16BitsToF32, f32BitsToBf16, f32BitsToF16, roundTripInPlace } from '../../shared/safetensors/half';
 import { FloatDtype } from '../../shared/safetensors/dtypes';
-import { HalfDtype, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
+import { DoraOperand, HalfDtype, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
 import { MergeRule } from '../../shared/jobs/choices';
 
 /**
@@ -124,42 +124,23 @@ export function mergeOperand(dtype: MergeDtype, rule: MergeRule, w: number, d: n
 }
 
 /** Adds the squares of `v` (see mergeOperand) for rows [row0, row1) into `acc`, per row or per column (float64). */
-export function doraNormsRange(
-  w: Float32Array,
-  d: Float32Array,
-  cols: number,
-  featureIsColumn: boolean,
-  dtype: MergeDtype,
-  rule: MergeRule,
-  acc: Float64Array,
-  row0: number,
-  row1: number,
-): void {
+export function doraNormsRange(v: DoraOperand, acc: Float64Array, row0: number, row1: number): void {
+  const { w, d, cols, featureIsColumn, dtype, rule } = v;
   for (let i = row0; i < row1; i++) {
     const o = i * cols;
     let rowSq = 0;
     for (let j = 0; j < cols; j++) {
-      const v = mergeOperand(dtype, rule, w[o + j], d[o + j]);
-      if (featureIsColumn) acc[j] += v * v;
-      else rowSq += v * v;
+      const x = mergeOperand(dtype, rule, w[o + j], d[o + j]);
+      if (featureIsColumn) acc[j] += x * x;
+      else rowSq += x * x;
     }
     if (!featureIsColumn) acc[i] += rowSq;
   }
 }
 
 /** Rows [row0, row1) of the DoRA-merged tensor, `f(factor * v)` encoded at `dtype` into `out` (the whole tensor). */
-export function mergeDoraRange(
-  w: Float32Array,
-  d: Float32Array,
-  factor: Float32Array,
-  cols: number,
-  featureIsColumn: boolean,
-  dtype: MergeDtype,
-  rule: MergeRule,
-  out: Uint8Array,
-  row0: number,
-  row1: number,
-): void {
+export function mergeDoraRange(v: DoraOperand, factor: Float32Array, out: Uint8Array, row0: number, row1: number): void {
+  const { w, d, cols, featureIsColumn, dtype, rule } = v;
   const f32 = dtype === 'F32' ? new Float32Array(out.buffer, out.byteOffset, w.length) : undefined;
   const h = dtype === 'F32' ? undefined : new Uint16Array(out.buffer, out.byteOffset, w.length);
   for (let i = row0; i < row1; i++) {

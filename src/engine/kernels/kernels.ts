@@ -8,6 +8,7 @@
 import { MergeRule } from '../../shared/jobs/choices';
 import { FloatDtype } from '../../shared/safetensors/dtypes';
 import { TensorInfo } from '../../shared/safetensors/header';
+import { JobContext } from '../util/job';
 
 export type HalfDtype = 'F16' | 'BF16';
 export type MergeDtype = 'F32' | HalfDtype;
@@ -67,6 +68,24 @@ export interface LoraFactors {
   transpose: boolean;
 }
 
+/**
+ * What DoRA's two kernels read: `v = W + d` as a merge at `dtype` under `rule` forms it in fp32:
+ * `f(r(W) + d)` for `peft` and `peft-safe` (PEFT's safe DoRA merge keeps the delta in fp32), `f(W + d)`
+ * for `fp32-cast` and at F32 (cpuMath.ts mergeOperand).
+ */
+export interface DoraOperand {
+  /** The base weight as stored, decoded to fp32: `rows x cols` row-major. */
+  w: Float32Array;
+  /** The delta, in w's layout. */
+  d: Float32Array;
+  rows: number;
+  cols: number;
+  /** An output feature is a column (Conv1D and embedding weights, stored [in, out]), not a row. */
+  featureIsColumn: boolean;
+  dtype: MergeDtype;
+  rule: MergeRule;
+}
+
 export interface Kernels {
   readonly device: 'cpu' | 'gpu';
   /** A human description of where the work runs ("CPU, 2 worker threads", "NVIDIA H100 (Vulkan)"). */
@@ -85,27 +104,13 @@ export interface Kernels {
   pairStats(a: Float32Array, b: Float32Array | null): Promise<PairStats>;
   /** out = f(a - b). */
   subtract(a: Float32Array, b: Float32Array, out: Float32Array): Promise<Float32Array>;
+  /** DoRA, step 1: the L2 norm, in float64, of each output feature of `v`. */
+  doraNorms(v: DoraOperand): Promise<Float64Array>;
   /**
-   * DoRA, step 1: the L2 norm, in float64, of each output feature of `v = W + d` as the rule forms it in
-   * fp32: `f(r(W) + d)` for `peft` and `peft-safe` (PEFT's safe DoRA merge keeps the delta in fp32),
-   * `f(W + d)` for `fp32-cast` and at F32. `w` and `d` are `rows x cols` row-major; an output feature is a row, or a column when
-   * `featureIsColumn` (Conv1D and embedding weights, stored [in, out]).
+   * DoRA, step 2: `merged = enc(f(factor[feature] * v))`, `factor` the fp32 `f(magnitude / f(norm))`
+   * per output feature; encoded at `v.dtype` into `out`.
    */
-  doraNorms(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule): Promise<Float64Array>;
-  /**
-   * DoRA, step 2: `merged = enc(f(factor[feature] * v))`, `v` as in doraNorms and `factor` the fp32
-   * `f(magnitude / f(norm))` per output feature; encoded at `dtype` into `out`.
-   */
-  mergeDora(
-    w: Float32Array,
-    d: Float32Array,
-    factor: Float32Array,
-    cols: number,
-    featureIsColumn: boolean,
-    dtype: MergeDtype,
-    rule: MergeRule,
-    out: Uint8Array,
-  ): Promise<Uint8Array>;
+  mergeDora(v: DoraOperand, factor: Float32Array, out: Uint8Array): Promise<Uint8Array>;
   /** What merging at `dtype` under `rule` loses; `d` null for a tensor the adapter does not touch. */
   precision(w: Float32Array, d: Float32Array | null, dtype: HalfDtype, rule: MergeRule): Promise<PrecisionStats>;
   /** acc[i] = max(acc[i], |x[i]|) (the UNMERGE magnitude aggregation). */
@@ -119,4 +124,17 @@ export interface Kernels {
    */
   maxAbsLoraInto?(acc: Float32Array, fs: LoraFactors[], float32?: boolean): Promise<Float32Array>;
   dispose(): Promise<void>;
+}
+
+/**
+ * What a job that computes gets: the job context and the numeric backend the request chose, created on
+ * first use (a job checks its inputs first, so bad input fails before a GPU starts).
+ */
+export interface KernelContext extends JobContext {
+  kernels(): Promise<Kernels>;
+}
+
+/** `ctx` with the given backend (tests, benchmarks). */
+export function withKernels(ctx: JobContext, kernels: Kernels): KernelContext {
+  return { ...ctx, kernels: async () => kernels };
 }

@@ -11,7 +11,7 @@ import { bytesToF32, Scratch } from '../safetensors/reader';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { CpuKernels } from './cpu';
 import { addPairStats, addPrecisionStats, allFinite } from './cpuMath';
-import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
+import { DoraOperand, HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from './kernels';
 import { MergeRule } from '../../shared/jobs/choices';
 import { WorkerPool, workerScript } from './pool';
 import { PoolOp, runOp, STATS_CHUNK } from './poolOps';
@@ -142,21 +142,12 @@ export class WorkerKernels implements Kernels {
     return acc;
   }
 
-  doraNorms(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule): Promise<Float64Array> {
-    return this.local.doraNorms(w, d, rows, cols, featureIsColumn, dtype, rule);
+  doraNorms(v: DoraOperand): Promise<Float64Array> {
+    return this.local.doraNorms(v);
   }
 
-  mergeDora(
-    w: Float32Array,
-    d: Float32Array,
-    factor: Float32Array,
-    cols: number,
-    featureIsColumn: boolean,
-    dtype: MergeDtype,
-    rule: MergeRule,
-    out: Uint8Array,
-  ): Promise<Uint8Array> {
-    return this.local.mergeDora(w, d, factor, cols, featureIsColumn, dtype, rule, out);
+  mergeDora(v: DoraOperand, factor: Float32Array, out: Uint8Array): Promise<Uint8Array> {
+    return this.local.mergeDora(v, factor, out);
   }
 
   /** `x` itself when it is in shared memory, else its copy in the staging slot. */

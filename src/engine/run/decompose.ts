@@ -23,7 +23,6 @@ export const decompose: Runner<'decompose'> = async (req, ctx) => {
       maxResidual: req.maxResidual,
       truth: req.truth === undefined ? undefined : readTruth(req.truth),
     },
-    ctx.kernels,
     ctx,
   );
   const width = Math.max(...report.dictionary.map((d) => d.name.length));

@@ -8,6 +8,6 @@ export const estimate: Runner<'estimate'> = async (r, ctx) => {
   if (r.adapter !== undefined && (r.r !== undefined || targets !== undefined)) {
     throw new LensError('lora-lens estimate', 'give either --adapter or --r/--target, not both');
   }
-  const report = estimateJob(r.path, { adapter: r.adapter, r: r.r, alpha: r.alpha, targets }, ctx);
+  const report = estimateJob({ path: r.path, adapter: r.adapter, r: r.r, alpha: r.alpha, targets }, ctx);
   return { report, text: estimateText(report) };
 };

@@ -4,7 +4,7 @@ import { formatInt } from '../../shared/format';
 import { Runner } from './runner';
 
 export const extract: Runner<'extract'> = async (req, ctx) => {
-  const r = await extractJob(need(req, 'base'), need(req, 'finetuned'), need(req, 'out'), await ctx.kernels(), ctx);
+  const r = await extractJob({ base: need(req, 'base'), finetuned: need(req, 'finetuned'), out: need(req, 'out') }, ctx);
   const s = r.summary;
   const text = [
     `task vector: ${s.nonzeroTensors} non-zero tensors, ${s.zeroTensors} zero, of ${s.tensors}; ${formatInt(s.nonzeroElements)} non-zero elements of ${formatInt(s.elements)}; norm ${s.l2Norm.toExponential(3)}`,

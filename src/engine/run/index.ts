@@ -6,7 +6,7 @@
 import { JobName, JobRequest, JOBS } from '../../shared/jobs/jobs';
 import { flagSpecs } from '../../shared/jobs/options';
 import { argsOfRequest, resolveRequest } from '../../shared/jobs/request';
-import { Kernels } from '../kernels/kernels';
+import { KernelContext, Kernels } from '../kernels/kernels';
 import { selectKernels } from '../kernels/select';
 import { JobContext } from '../util/job';
 import { assertSafeOutputs } from '../util/outputs';
@@ -21,7 +21,7 @@ import { mask } from './mask';
 import { merge } from './merge';
 import { precision } from './precision';
 import { combine, extractLora, resize, spectrum } from './lowrank';
-import { JobOutcome, RunContext, Runner } from './runner';
+import { JobOutcome, Runner } from './runner';
 import { stats } from './stats';
 import { validate } from './validate';
 
@@ -33,7 +33,7 @@ export async function runJob(request: JobRequest | unknown, ctx: JobContext): Pr
   const { positional, flags } = argsOfRequest(req);
   assertSafeOutputs(positional, flags, flagSpecs(JOBS[req.job]));
   let kernels: Kernels | undefined;
-  const rctx: RunContext = { ...ctx, kernels: async () => (kernels ??= await selectKernels(req.device, ctx)) };
+  const rctx: KernelContext = { ...ctx, kernels: async () => (kernels ??= await selectKernels(req.device, ctx)) };
   try {
     return await (RUNNERS[req.job] as Runner<JobName>)(req, rctx);
   } finally {

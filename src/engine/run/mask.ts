@@ -6,7 +6,7 @@ import { Runner } from './runner';
 
 export const mask: Runner<'mask'> = async (req, ctx) => {
   const [base, adapters, budget, out] = [need(req, 'base'), need(req, 'adapters'), need(req, 'budget'), need(req, 'out')];
-  const report = await maskJob({ base, adapters, budget, out }, ctx.kernels, ctx);
+  const report = await maskJob({ base, adapters, budget, out }, ctx);
   const pct = (x: number | null): string => (x === null ? 'n/a (zero delta)' : `${(100 * x).toFixed(2)}%`);
   const text = [
     `mask: ${formatInt(report.selected)} of ${formatInt(report.elements)} elements kept in ${report.modules} modules (k = ${report.k} per module, budget ${report.budget})`,

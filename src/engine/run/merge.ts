@@ -4,11 +4,7 @@ import { Runner } from './runner';
 
 export const merge: Runner<'merge'> = async (req, ctx) => {
   const r = await mergeJob(
-    need(req, 'base'),
-    need(req, 'adapter'),
-    need(req, 'out'),
-    { dtype: need(req, 'dtype'), rule: req.rule, shardSize: req.shardSize },
-    await ctx.kernels(),
+    { base: need(req, 'base'), adapter: need(req, 'adapter'), out: need(req, 'out'), dtype: need(req, 'dtype'), rule: req.rule, shardSize: req.shardSize },
     ctx,
   );
   const text = [

@@ -1,11 +1,5 @@
 import { JobName, JobReport, ResolvedRequest } from '../../shared/jobs/jobs';
-import { Kernels } from '../kernels/kernels';
-import { JobContext } from '../util/job';
-
-export interface RunContext extends JobContext {
-  /** The numeric backend the request's `device` chose, created on first use. */
-  kernels(): Promise<Kernels>;
-}
+import { KernelContext } from '../kernels/kernels';
 
 export interface JobOutcome<K extends JobName = JobName> {
   /** Written to --json FILE. */
@@ -14,8 +8,8 @@ export interface JobOutcome<K extends JobName = JobName> {
   text: string;
 }
 
-/** Runs one job from its checked request. */
-export type Runner<K extends JobName> = (req: ResolvedRequest<K>, ctx: RunContext) => Promise<JobOutcome<K>>;
+/** Runs one job from its checked request; `ctx.kernels()` is the backend the request's `device` chose. */
+export type Runner<K extends JobName> = (req: ResolvedRequest<K>, ctx: KernelContext) => Promise<JobOutcome<K>>;
 
 /** `--dtypes fp16,bf16` and `--dtypes fp16 bf16` alike. */
 export function splitList(values: string[]): string[] {

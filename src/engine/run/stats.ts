@@ -6,7 +6,7 @@ import { Runner } from './runner';
 const g = (x: number | null): string => (x === null ? 'n/a' : x.toPrecision(6));
 
 export const stats: Runner<'stats'> = async (req, ctx) => {
-  const r = await statsJob({ tensor: need(req, 'tensor'), model: req.model, base: req.base, adapter: req.adapter, bins: req.bins, grid: req.grid }, ctx.kernels, ctx);
+  const r = await statsJob({ tensor: need(req, 'tensor'), model: req.model, base: req.base, adapter: req.adapter, bins: req.bins, grid: req.grid }, ctx);
   const s = r.summary;
   const what = r.source === 'values' ? 'values' : r.source === 'difference' ? 'fine-tuned minus base' : "the adapter's ΔW";
   const h = r.heatmap;

@@ -10,11 +10,7 @@ export const validate: Runner<'validate'> = async (req, ctx) => {
   if (!(req.tolerance >= 0)) throw new LensError('--tolerance', `must be a non-negative number (got ${req.tolerance})`);
   const [base, adapter, out] = [need(req, 'base'), need(req, 'adapter'), need(req, 'out')];
   const r = await validateJob(
-    base,
-    adapter,
-    out,
-    { dtypes: dtypes as CliDtype[], rule: req.rule, tolerance: req.tolerance, keepModels: req.keepModels === true },
-    await ctx.kernels(),
+    { base, adapter, out, dtypes: dtypes as CliDtype[], rule: req.rule, tolerance: req.tolerance, keepModels: req.keepModels === true },
     ctx,
   );
   return { report: r, text: [r.verdict, ...r.dtypes.map((d) => `[${d.dtype}] ${d.verdict}`), `wrote ${out}/summary.json and report.txt`].join('\n') };

@@ -191,7 +191,7 @@ function tuckerContract(t: Float32Array, b: Float32Array, shape: number[], out: 
 }
 
 /** The factor A [r1, in·K] of a Tucker product (its B is the first-mode factor), rounded once to fp32. */
-function tuckerCore(t: Float32Array, b: Float32Array, shape: number[], alloc: (n: number) => Float32Array): Float32Array {
+export function tuckerCore(t: Float32Array, b: Float32Array, shape: number[], alloc: (n: number) => Float32Array): Float32Array {
   const K = shape.slice(2).reduce((p, q) => p * q, 1);
   return tuckerContract(t, b, shape, alloc((shape[0] * b.length * K) / shape[1])) as Float32Array;
 }
@@ -395,6 +395,7 @@ export async function effectiveDelta(
 export interface DoraScale {
   /** f(magnitude / f(||W + dW||)) per output feature. */
   factor: Float32Array;
+  rows: number;
   cols: number;
   /** Output features are the columns (Conv1D and embedding weights, stored [in, out]). */
   featureIsColumn: boolean;
@@ -419,7 +420,7 @@ export async function doraScale(
   const rows = m.base!.shape[0];
   const cols = m.base!.numel / rows;
   const featureIsColumn = (dec.axis === 'in') !== m.transpose;
-  const norms = await kernels.doraNorms(w, d, rows, cols, featureIsColumn, dtype, rule);
+  const norms = await kernels.doraNorms({ w, d, rows, cols, featureIsColumn, dtype, rule });
   const features = magnitude?.length ?? 0;
   const span = featureIsColumn && features > 0 && cols % features === 0 ? cols / features : 1;
   if (features * span !== norms.length) {
@@ -433,7 +434,7 @@ export async function doraScale(
     const g = Math.fround(magnitude![f] / Math.fround(Math.fround(norm) + dec.eps));
     factor.fill(g, f * span, (f + 1) * span);
   }
-  return { factor, cols, featureIsColumn };
+  return { factor, rows, cols, featureIsColumn };
 }
 
 /**
@@ -450,6 +451,6 @@ export async function mergeDora(
   rule: MergeRule,
   out: Uint8Array,
 ): Promise<Uint8Array> {
-  const g = await doraScale(kernels, m, factors.get(m).magnitude, w, d, dtype, rule);
-  return kernels.mergeDora(w, d, g.factor, g.cols, g.featureIsColumn, dtype, rule, out);
+  const { factor, ...geometry } = await doraScale(kernels, m, factors.get(m).magnitude, w, d, dtype, rule);
+  return kernels.mergeDora({ w, d, ...geometry, dtype, rule }, factor, out);
 }

@@ -64,7 +64,8 @@ export async function doraOf(kernels: Kernels, adapter: Checkpoint, lm: AdaptedM
 
 /** The full DoRA task vector into `out`, by the merge kernels (`d` the full LoRA delta; `merged` scratch bytes). */
 export async function doraDelta(kernels: Kernels, dora: Dora, d: Float32Array, merged: Uint8Array, out: Float32Array): Promise<Float32Array> {
-  await kernels.mergeDora(dora.w, d, dora.factor, dora.cols, dora.featureIsColumn, 'F32', 'fp32-cast', merged);
+  const { factor, ...geometry } = dora;
+  await kernels.mergeDora({ ...geometry, d, dtype: 'F32', rule: 'fp32-cast' }, factor, merged);
   return kernels.subtract(new Float32Array(merged.buffer, merged.byteOffset, dora.w.length), dora.w, out);
 }
 

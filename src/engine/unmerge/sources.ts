@@ -15,13 +15,6 @@ import { MaskModule } from '../../shared/jobs/reports/mask';
 import { SourceKind } from '../../shared/jobs/choices';
 
 
-/** Kernels, or how to get them: jobs validate their inputs first, so bad input fails before a GPU starts. */
-export type KernelsSource = Kernels | (() => Promise<Kernels>);
-
-export function resolveKernels(k: KernelsSource): Promise<Kernels> {
-  return typeof k === 'function' ? k() : Promise.resolve(k);
-}
-
 /** One module of the base, read at most once however many model sources need it. */
 export class BaseModule {
   private value: Promise<Float32Array> | undefined;

@@ -7,6 +7,7 @@
  * unit tests check labels and counts here.
  */
 import { formatBytes, formatCount, formatInt } from '../../shared/format';
+import { readCensusReport } from '../../shared/jobs/reports/census';
 
 export type Category = 'attention' | 'cross_attention' | 'mlp' | 'norm' | 'embedding' | 'final_norm' | 'other' | 'resnet' | 'time_embedding' | 'vae';
 const CATEGORY_ORDER: readonly Category[] = ['embedding', 'time_embedding', 'attention', 'cross_attention', 'resnet', 'mlp', 'norm', 'final_norm', 'vae', 'other'];
@@ -360,13 +361,11 @@ function baseName(p: string): string {
 /** The whole subtree of one checkpoint. */
 export function checkpointNode(entry: CheckpointEntry): TreeNode {
   const tensors = censusTensors(entry.report);
-  const report = entry.report as Record<string, unknown>;
-  const summary = isObject(report.summary) ? report.summary : {};
-  const kind = typeof report.kind === 'string' ? report.kind : undefined;
-  const bytes = typeof summary.bytes === 'number' ? summary.bytes : undefined;
+  const { kind, summary } = readCensusReport(entry.report);
+  const bytes = summary?.bytes ?? undefined;
   const elements = elementsOf(tensors);
   const targets = tensors.filter((t) => t.loraTarget).length;
-  const description = [kind, plural(tensors.length, 'tensor'), `${formatCount(elements)} elements`, bytes !== undefined ? formatBytes(bytes) : undefined]
+  const description = [kind ?? undefined, plural(tensors.length, 'tensor'), `${formatCount(elements)} elements`, bytes !== undefined ? formatBytes(bytes) : undefined]
     .filter((s) => s !== undefined)
     .join(' · ');
   const children = tensors.some((t) => t.component !== null)

@@ -47,6 +47,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { JobReport } from '../../shared/jobs/jobs';
+import { readValidateReport } from '../../shared/jobs/reports/validate';
 import { PanelContent, parsePanelContent, ReportContent, ReportKind } from '../../shared/webviewProtocol';
 import { REPORT_VIEW_TYPE, ReportPanel, webviewOptions } from './reportPanel';
 
@@ -108,20 +109,30 @@ export function registerPanelSerializers(context: vscode.ExtensionContext): void
 
 function adopt(context: vscode.ExtensionContext, panel: vscode.WebviewPanel, content: PanelContent): void {
   const key = keyOf(content);
-  const p = new ReportPanel(panel, context.extensionUri, content, (name) => tensorRequests.fire(name), () => {
-    if (panels.get(key) === p) panels.delete(key);
-  });
+  // A spectrum's "Resize…" resizes the adapter its report names.
+  const adapter = content.kind === 'spectrum' ? (content.report as { adapter?: unknown }).adapter : undefined;
+  const resize = typeof adapter === 'string' ? (): void => void vscode.commands.executeCommand('loraLens.resize', vscode.Uri.file(adapter)) : undefined;
+  const p = new ReportPanel(
+    panel,
+    context.extensionUri,
+    content,
+    (name) => tensorRequests.fire(name),
+    () => {
+      if (panels.get(key) === p) panels.delete(key);
+    },
+    undefined,
+    undefined,
+    resize,
+  );
   panels.set(key, p);
 }
 
 /** Each dtype's compare report under a validate output folder, by dtype; missing ones are left out. */
 function readComparisons(report: unknown, folder: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  const dtypes = (report as { dtypes?: unknown } | null)?.dtypes;
-  if (!Array.isArray(dtypes)) return out;
-  for (const d of dtypes as Array<{ dtype?: unknown; folder?: unknown }>) {
-    if (typeof d?.dtype !== 'string') continue;
-    const sub = typeof d.folder === 'string' ? path.basename(d.folder) : d.dtype;
+  for (const d of readValidateReport(report).dtypes) {
+    if (d.dtype === null) continue;
+    const sub = d.folder !== null ? path.basename(d.folder) : d.dtype;
     try {
       out[d.dtype] = JSON.parse(fs.readFileSync(path.join(folder, sub, 'comparison_results.json'), 'utf8'));
     } catch {

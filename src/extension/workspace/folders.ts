@@ -39,6 +39,18 @@ export function recogniseFolders(markerPaths: string[]): RecognisedFolders {
   return { adapters: adapters.sort(), models: models.sort(), pickles: pickles.sort() };
 }
 
+/**
+ * Whether a file-system event can change the recognised folders. A checkpoint folder moved or copied in
+ * whole (an atomic rename, `mv`, a download tool's final rename) is reported as one event for the folder,
+ * none for its marker files, so a new folder counts; a deleted folder likewise, when it holds (or is) a
+ * known checkpoint folder.
+ */
+export function eventMatters(p: string, created: boolean, known: RecognisedFolders, isDirectory: (p: string) => boolean): boolean {
+  if ((MARKER_FILES as readonly string[]).includes(path.basename(p))) return true;
+  if (created) return isDirectory(p);
+  return [...known.adapters, ...known.models].some((f) => f === p || f.startsWith(p + path.sep));
+}
+
 /** Expands `${name}` variables of the output folder pattern; unknown names are left as written. */
 export function expandPattern(pattern: string, vars: Record<string, string>): string {
   return pattern.replace(/\$\{(\w+)\}/g, (whole, name: string) => vars[name] ?? whole);

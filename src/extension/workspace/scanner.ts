@@ -1,6 +1,7 @@
+import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import { hubCacheDir } from '../../shared/weights/hfCache';
-import { MARKER_FILES, markerFilesUnder, RecognisedFolders, recogniseFolders } from './folders';
+import { eventMatters, MARKER_FILES, markerFilesUnder, RecognisedFolders, recogniseFolders } from './folders';
 
 const GLOB = `**/{${MARKER_FILES.join(',')}}`;
 const EXCLUDE = '**/{node_modules,.git,.venv}/**';
@@ -40,10 +41,12 @@ export class WorkspaceScanner implements vscode.Disposable {
     this.current = { adapters: [], models: [], pickles: [], ...state.get<Partial<RecognisedFolders>>(CACHE_KEY) };
     void this.publish();
     this.ready = new Promise((resolve) => (this.markReady = resolve));
-    this.watcher = vscode.workspace.createFileSystemWatcher(GLOB);
+    // Every path, not the marker glob: a folder moved in whole reports only itself (eventMatters).
+    this.watcher = vscode.workspace.createFileSystemWatcher('**/*', false, true, false);
     const later = (): void => this.scheduleScan();
-    this.watcher.onDidCreate(later);
-    this.watcher.onDidDelete(later);
+    const isDirectory = (p: string): boolean => fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() === true;
+    this.watcher.onDidCreate((u) => eventMatters(u.fsPath, true, this.current, isDirectory) && later());
+    this.watcher.onDidDelete((u) => eventMatters(u.fsPath, false, this.current, isDirectory) && later());
     this.folderChanges = vscode.Disposable.from(
       vscode.workspace.onDidChangeWorkspaceFolders(later),
       vscode.workspace.onDidChangeConfiguration((e) => (e.affectsConfiguration('loraLens.modelRoots') || e.affectsConfiguration('loraLens.scanHuggingFaceCache')) && later()),

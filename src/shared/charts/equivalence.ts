@@ -5,7 +5,8 @@
  */
 import { formatCell } from './format';
 import { Cell, PanelModel, Point, Section, Series, SERIES_COLORS, SummaryItem, Tone } from './model';
-import { arr, bool, num, obj, Obj, objs, str, strs } from './read';
+import { COMPARE_SUMMARY, CompareView, readCompareReport } from '../jobs/reports/compare';
+import { read, Read } from '../jobs/reports/read';
 import { groupByLayer, layerLabel, layerLabels, placeTensor, Placement } from './tensors';
 
 interface Row {
@@ -24,26 +25,13 @@ interface Row {
   side: 'shared' | 'task-vector-only' | 'lora-only';
 }
 
-function rows(report: unknown): Row[] {
-  return objs(obj(report)?.tensors).flatMap((t: Obj): Row[] => {
-    const name = str(t.name);
+function rows(report: CompareView): Row[] {
+  return report.tensors.flatMap((t): Row[] => {
+    const { name, loraNorm, taskVectorNorm } = t;
     if (name === null) return [];
-    const loraNorm = num(t.loraNorm);
-    const taskVectorNorm = num(t.taskVectorNorm);
     const side = loraNorm === 0 ? 'task-vector-only' : taskVectorNorm === 0 ? 'lora-only' : 'shared';
-    return [{
-      name,
-      place: placeTensor(t, name),
-      loraTarget: bool(t.loraTarget),
-      cosine: num(t.cosine),
-      maxAbsDiff: num(t.maxAbsDiff),
-      relFroErr: num(t.relFroErr),
-      loraNorm,
-      taskVectorNorm,
-      within: bool(t.withinTolerance),
-      withinRounding: bool(t.withinRounding),
-      side,
-    }];
+    const { loraTarget, cosine, maxAbsDiff, relFroErr, withinTolerance: within, withinRounding } = t;
+    return [{ name, place: placeTensor(t, name), loraTarget, cosine, maxAbsDiff, relFroErr, loraNorm, taskVectorNorm, within, withinRounding, side }];
   });
 }
 
@@ -51,16 +39,16 @@ function perLayerSeries(grouped: Map<string, Array<number | null>>): Series[] {
   return [...grouped].map(([label, data], i) => ({ label, color: SERIES_COLORS[i % SERIES_COLORS.length], data }));
 }
 
-function summaryItems(s: Obj | null, idPrefix: string): SummaryItem[] {
+function summaryItems(s: Read<typeof COMPARE_SUMMARY>, idPrefix: string): SummaryItem[] {
   const id = (x: string): string => `${idPrefix}${x}`;
-  const equivalent = bool(s?.equivalent);
-  const tolerance = num(s?.tolerance);
+  const equivalent = s?.equivalent ?? null;
+  const tolerance = s?.tolerance ?? null;
   const item = (key: string, label: string, v: unknown, fmt?: Parameters<typeof formatCell>[1]): SummaryItem => {
     const value = typeof v === 'number' || typeof v === 'boolean' || typeof v === 'string' ? v : null;
     return { id: id(key), label, text: formatCell(value, fmt), value };
   };
-  const dtype = str(s?.mergedDtype);
-  const dtypeVerdict = str(s?.dtypeVerdict);
+  const dtype = s?.mergedDtype ?? null;
+  const dtypeVerdict = s?.dtypeVerdict ?? null;
   const judged: SummaryItem[] =
     dtype !== null && dtypeVerdict !== null
       ? [
@@ -72,15 +60,15 @@ function summaryItems(s: Obj | null, idPrefix: string): SummaryItem[] {
     ...judged,
     // Strictly "no" is a fact, not an alarm, where the difference is the rounding the merged dtype must make.
     { id: id('summary-equivalent'), label: judged.length ? 'Strictly equivalent' : 'Equivalent', text: equivalent === null ? formatCell(null) : equivalent ? `yes (max abs ≤ ${formatCell(tolerance, 'exp')})` : `no (tolerance ${formatCell(tolerance, 'exp')})`, value: equivalent, tone: equivalent === null || dtypeVerdict === 'EXPECTED-LOSS' ? 'neutral' : equivalent ? 'good' : 'bad' },
-    item('summary-tolerance', 'Tolerance (max abs)', num(s?.tolerance), 'exp'),
-    item('summary-shared', 'Shared tensors', num(s?.shared), 'int'),
-    item('summary-perfect-matches', 'Perfect matches (cos > 0.9999)', num(s?.perfectMatches), 'int'),
-    item('summary-task-vector-only', 'Task-vector-only tensors', num(s?.taskVectorOnly), 'int'),
-    item('summary-task-vector-only-norm', 'Task-vector-only norm', num(s?.taskVectorOnlyNorm), 'exp'),
-    item('summary-lora-only', 'LoRA-only tensors', num(s?.loraOnly), 'int'),
-    item('mean-cosine', 'Mean cosine', num(s?.meanCosine), 'cosine'),
-    item('min-cosine', 'Min cosine', num(s?.minCosine), 'cosine'),
-    item('max-abs-diff', 'Max abs difference', num(s?.maxAbsDiff), 'exp'),
+    item('summary-tolerance', 'Tolerance (max abs)', s?.tolerance ?? null, 'exp'),
+    item('summary-shared', 'Shared tensors', s?.shared ?? null, 'int'),
+    item('summary-perfect-matches', 'Perfect matches (cos > 0.9999)', s?.perfectMatches ?? null, 'int'),
+    item('summary-task-vector-only', 'Task-vector-only tensors', s?.taskVectorOnly ?? null, 'int'),
+    item('summary-task-vector-only-norm', 'Task-vector-only norm', s?.taskVectorOnlyNorm ?? null, 'exp'),
+    item('summary-lora-only', 'LoRA-only tensors', s?.loraOnly ?? null, 'int'),
+    item('mean-cosine', 'Mean cosine', s?.meanCosine ?? null, 'cosine'),
+    item('min-cosine', 'Min cosine', s?.minCosine ?? null, 'cosine'),
+    item('max-abs-diff', 'Max abs difference', s?.maxAbsDiff ?? null, 'exp'),
   ];
 }
 
@@ -96,11 +84,12 @@ function dtypeVerdictTone(v: string | null): Tone {
 
 /** The charts of one compare report; `idPrefix` keeps ids unique when a validate panel shows several. */
 export function equivalenceSections(report: unknown, idPrefix = ''): Section[] {
-  const all = rows(report);
+  const view = readCompareReport(report);
+  const all = rows(view);
   const shared = all.filter((r) => r.side === 'shared');
   const tvOnly = all.filter((r) => r.side === 'task-vector-only');
   const loraOnly = all.filter((r) => r.side === 'lora-only');
-  const tolerance = num(obj(obj(report)?.summary)?.tolerance);
+  const tolerance = view.summary?.tolerance ?? null;
   const byLayer = (a: Row, b: Row): number => (a.place.layer ?? Infinity) - (b.place.layer ?? Infinity) || a.name.localeCompare(b.name);
   const sorted = [...all].sort(byLayer);
   const id = (x: string): string => `${idPrefix}${x}`;
@@ -260,21 +249,24 @@ function coverageOf(all: Row[]): {
 }
 
 export function equivalencePanel(report: unknown, title: string): PanelModel {
-  const r = obj(report);
-  const s = obj(r?.summary);
-  const equivalent = bool(s?.equivalent);
-  const verdict = str(s?.verdict);
+  const r = readCompareReport(report);
+  const s = r.summary;
+  const equivalent = s?.equivalent ?? null;
+  const verdict = s?.verdict ?? null;
   // The dtype-aware verdict sets the tone where the engine gave one (a bf16 merge is an expected loss).
-  const dtypeVerdict = str(s?.dtypeVerdict);
+  const dtypeVerdict = s?.dtypeVerdict ?? null;
   const tone: Tone = dtypeVerdict !== null ? dtypeVerdictTone(dtypeVerdict) : equivalent === null ? 'neutral' : equivalent ? 'good' : 'bad';
   return {
     kind: 'compare',
     heading: title,
     verdict: verdict !== null || equivalent !== null ? { text: verdict ?? (equivalent ? 'Equivalent' : 'Not equivalent'), tone } : null,
     summary: summaryItems(s, ''),
-    warnings: [...strs(r?.warnings), ...arr(r?.shapeMismatches).length ? [`${arr(r?.shapeMismatches).length} tensor(s) have different shapes on the two sides and were skipped.`] : []],
+    warnings: [...r.warnings, ...(r.shapeMismatches.length ? [`${r.shapeMismatches.length} tensor(s) have different shapes on the two sides and were skipped.`] : [])],
     sections: equivalenceSections(report),
   };
 }
 
-export { summaryItems as equivalenceSummary };
+/** The summary items of a compare report's `summary`, read at the boundary. */
+export function equivalenceSummary(summary: unknown, idPrefix: string): SummaryItem[] {
+  return summaryItems(read(COMPARE_SUMMARY, summary), idPrefix);
+}

@@ -2,7 +2,7 @@
  * The panel of `stats`: one tensor's figures (a table), its histogram (bars of the bins, and their
  * table) and its heat map of |x| (max or mean per cell). Shapes the report only; the page draws it.
  */
-import { formatCell } from './format';
+import { formatCell, formatTick } from './format';
 import { Cell, NumberFormat, PanelModel, Section, SummaryItem, Tone } from './model';
 import { arr, at, num, obj, str } from './read';
 
@@ -34,13 +34,13 @@ export function statsPanel(report: unknown, title: string): PanelModel {
     item('std', 'std', num(s.std)),
     item('non-finite', 'NaN / ±Inf', nonFinite, 'int', nonFinite > 0 ? 'bad' : undefined),
   ];
-  const figures: Array<[string, string, Cell, NumberFormat?]> = [
-    ['elements', 'elements', num(s.elements), 'int'],
-    ['finite', 'finite elements', num(s.finite), 'int'],
-    ['nan', 'NaN', num(s.nan), 'int'],
-    ['pos-inf', '+Inf', num(s.posInf), 'int'],
-    ['neg-inf', '−Inf', num(s.negInf), 'int'],
-    ['zeros', 'exact zeros', num(s.zeros), 'int'],
+  const figures: Array<[string, string, Cell]> = [
+    ['elements', 'elements', num(s.elements)],
+    ['finite', 'finite elements', num(s.finite)],
+    ['nan', 'NaN', num(s.nan)],
+    ['pos-inf', '+Inf', num(s.posInf)],
+    ['neg-inf', '−Inf', num(s.negInf)],
+    ['zeros', 'exact zeros', num(s.zeros)],
     ['min', 'min', num(s.min)],
     ['max', 'max', num(s.max)],
     ['mean', 'mean', num(s.mean)],
@@ -48,22 +48,22 @@ export function statsPanel(report: unknown, title: string): PanelModel {
     ['l2-norm', '‖x‖₂', num(s.l2Norm)],
     ['max-abs', 'max |x|', num(s.maxAbs)],
   ];
-  const sections: Section[] = [
-    {
-      id: 'figures',
-      title: 'Figures',
-      note: 'Of the finite elements; NaN and ±Inf are counted and left out. std is the population standard deviation (numpy’s default).',
-      table: {
-        columns: [{ key: 'figure', label: 'figure' }, { key: 'value', label: 'value', format: 'general' }],
-        rows: figures.map(([, label, v]) => [label, v]),
-        rowIds: figures.map(([id]) => `figure-${id}`),
-      },
+  const figuresSection: Section = {
+    id: 'figures',
+    title: 'Figures',
+    note: 'Of the finite elements; NaN and ±Inf are counted and left out. std is the population standard deviation (numpy’s default).',
+    table: {
+      columns: [{ key: 'figure', label: 'figure' }, { key: 'value', label: 'value', format: 'general' }],
+      rows: figures.map(([, label, v]) => [label, v]),
+      rowIds: figures.map(([id]) => `figure-${id}`),
     },
-  ];
+  };
+  const sections: Section[] = [];
   const edges = nums(at(r, 'histogram', 'edges'));
   const counts = nums(at(r, 'histogram', 'counts'));
   if (counts.length > 0 && edges.length === counts.length + 1) {
-    const mid = (i: number): string => formatCell(((edges[i] ?? 0) + (edges[i + 1] ?? 0)) / 2);
+    // Three significant digits: the axis labels a bin; its exact edges are in the table.
+    const mid = (i: number): string => formatTick(((edges[i] ?? 0) + (edges[i + 1] ?? 0)) / 2);
     sections.push({
       id: 'histogram',
       title: 'Histogram',
@@ -105,16 +105,18 @@ export function statsPanel(report: unknown, title: string): PanelModel {
         cellCols,
         matrixRows: num(h.matrixRows) ?? rows,
         matrixCols: num(h.matrixCols) ?? cols,
-        x: transposed ? 'output feature (column)' : shape.length >= 2 ? 'column (input features)' : 'element',
-        y: transposed ? 'input feature (row)' : shape.length >= 2 ? 'row (output features)' : '',
+        x: transposed ? 'output features' : shape.length >= 2 ? 'input features' : 'elements',
+        y: transposed ? 'input features' : shape.length >= 2 ? 'output features' : '',
       },
     });
   }
-  const heading = `${title}`;
+  // The pictures first, where the panel opens; the figures' table after them.
+  sections.push(figuresSection);
+
   const dims = shape.map((d) => (d === null ? '?' : String(d))).join(' × ');
   return {
     kind: 'stats',
-    heading,
+    heading: title,
     verdict: { text: `${str(r.tensor) ?? '?'} [${dims}] ${str(r.dtype) ?? ''}: ${WHAT[source] ?? source}`, tone: 'neutral' },
     summary,
     warnings: arr(r.warnings).filter((w): w is string => typeof w === 'string'),

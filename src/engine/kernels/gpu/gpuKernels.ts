@@ -10,7 +10,7 @@
 import { mergeDoraRange, mergeOperand, mergeRange, pairStatsRange, precisionRange, subtractRange, addPrecisionStats, emptyPairStats, emptyPrecisionStats, addPairStats } from '../cpuMath';
 import { CpuKernels } from '../cpu';
 import { loraRows } from '../wasm';
-import { HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from '../kernels';
+import { DoraOperand, HalfDtype, Kernels, LoraFactors, MergeDtype, PairStats, PrecisionStats } from '../kernels';
 import { MergeRule } from '../../../shared/jobs/choices';
 import { FloatDtype } from '../../../shared/safetensors/dtypes';
 import { TensorInfo } from '../../../shared/safetensors/header';
@@ -147,9 +147,9 @@ export class GpuKernels implements Kernels {
     return out;
   }
 
-  doraNorms(w: Float32Array, d: Float32Array, rows: number, cols: number, featureIsColumn: boolean, dtype: MergeDtype, rule: MergeRule): Promise<Float64Array> {
-    const cpu = (): Promise<Float64Array> => this.cpu.doraNorms(w, d, rows, cols, featureIsColumn, dtype, rule);
-    return this.rt.guarded('doraNorms', () => this.doraNormsGpu(w, d, rows, cols, featureIsColumn, dtype, rule, cpu), cpu);
+  doraNorms(v: DoraOperand): Promise<Float64Array> {
+    const cpu = (): Promise<Float64Array> => this.cpu.doraNorms(v);
+    return this.rt.guarded('doraNorms', () => this.doraNormsGpu(v, cpu), cpu);
   }
 
   /**
@@ -158,16 +158,8 @@ export class GpuKernels implements Kernels {
    * CPU's own float64 rounding error included, does not give one f(sqrt) is recomputed here exactly as
    * the CPU does (same order, float64). Features holding a flagged element are recomputed the same way.
    */
-  private async doraNormsGpu(
-    w: Float32Array,
-    d: Float32Array,
-    rows: number,
-    cols: number,
-    featureIsColumn: boolean,
-    dtype: MergeDtype,
-    rule: MergeRule,
-    cpu: () => Promise<Float64Array>,
-  ): Promise<Float64Array> {
+  private async doraNormsGpu(v: DoraOperand, cpu: () => Promise<Float64Array>): Promise<Float64Array> {
+    const { w, d, rows, cols, featureIsColumn, dtype, rule } = v;
     const features = featureIsColumn ? cols : rows;
     const sums = new Float64Array(features);
     if (rows === 0 || cols === 0) return sums;
@@ -235,42 +227,25 @@ export class GpuKernels implements Kernels {
       const lo = s - rel * s - abs;
       if (recompute.has(f) || !(lo > 0) || Math.fround(Math.sqrt(lo)) !== Math.fround(Math.sqrt(s + rel * s + abs))) {
         recompute.add(f);
-        norms[f] = Math.sqrt(doraFeatureSq(w, d, rows, cols, featureIsColumn, dtype, rule, f));
+        norms[f] = Math.sqrt(doraFeatureSq(v, f));
       } else norms[f] = Math.sqrt(s);
     }
     this.rt.hostElements += recompute.size * along;
     return norms;
   }
 
-  mergeDora(
-    w: Float32Array,
-    d: Float32Array,
-    factor: Float32Array,
-    cols: number,
-    featureIsColumn: boolean,
-    dtype: MergeDtype,
-    rule: MergeRule,
-    out: Uint8Array,
-  ): Promise<Uint8Array> {
-    return this.rt.guarded('mergeDora', () => this.mergeDoraGpu(w, d, factor, cols, featureIsColumn, dtype, rule, out), () => this.cpu.mergeDora(w, d, factor, cols, featureIsColumn, dtype, rule, out));
+  mergeDora(v: DoraOperand, factor: Float32Array, out: Uint8Array): Promise<Uint8Array> {
+    return this.rt.guarded('mergeDora', () => this.mergeDoraGpu(v, factor, out), () => this.cpu.mergeDora(v, factor, out));
   }
 
-  private async mergeDoraGpu(
-    w: Float32Array,
-    d: Float32Array,
-    factor: Float32Array,
-    cols: number,
-    featureIsColumn: boolean,
-    dtype: MergeDtype,
-    rule: MergeRule,
-    out: Uint8Array,
-  ): Promise<Uint8Array> {
+  private async mergeDoraGpu(v: DoraOperand, factor: Float32Array, out: Uint8Array): Promise<Uint8Array> {
+    const { w, d, cols, featureIsColumn, dtype, rule } = v;
     const n = w.length;
     if (n === 0 || cols === 0) return out;
     if (factor.length * 4 > this.rt.maxBinding) {
       this.warn(`GPU: ${factor.length} DoRA factors exceed the GPU's binding size; this merge is computed on the CPU`);
       this.rt.hostTensors++;
-      return this.cpu.mergeDora(w, d, factor, cols, featureIsColumn, dtype, rule, out);
+      return this.cpu.mergeDora(v, factor, out);
     }
     const pipeline = await this.rt.pipeline(`merge-dora:${dtype}:${rule}:${featureIsColumn}`, () => mergeDoraShader(dtype, rule, featureIsColumn));
     const width = dtype === 'F32' ? 4 : 2;
@@ -288,18 +263,18 @@ export class GpuKernels implements Kernels {
       const rows = res.flagged === null ? null : new Set([...res.flagged!].map((i) => Math.floor((start + i) / cols)));
       if (rows === null) {
         this.rt.hostTensors++;
-        mergeDoraRange(w, d, factor, cols, featureIsColumn, dtype, rule, out, Math.floor(start / cols), Math.ceil((start + len) / cols));
+        mergeDoraRange(v, factor, out, Math.floor(start / cols), Math.ceil((start + len) / cols));
         return;
       }
       // Whole rows are recomputed: cheap (flags are rare) and exactly the CPU's function. A row can
       // reach into the next chunk, whose bytes arrive later and overwrite it: fix those after all chunks.
       for (const row of rows) {
         if ((row + 1) * cols > start + len) spill.add(row);
-        else mergeDoraRange(w, d, factor, cols, featureIsColumn, dtype, rule, out, row, row + 1);
+        else mergeDoraRange(v, factor, out, row, row + 1);
         this.rt.hostElements += cols;
       }
     });
-    for (const row of spill) mergeDoraRange(w, d, factor, cols, featureIsColumn, dtype, rule, out, row, row + 1);
+    for (const row of spill) mergeDoraRange(v, factor, out, row, row + 1);
     return out;
   }
 
@@ -479,26 +454,18 @@ function deltaElement(f: LoraFactors, i: number, j: number): number {
 }
 
 /** Sum of v^2 over one DoRA feature in float64, in the CPU's order (doraNormsRange): exactly its value. */
-function doraFeatureSq(
-  w: Float32Array,
-  d: Float32Array,
-  rows: number,
-  cols: number,
-  featureIsColumn: boolean,
-  dtype: MergeDtype,
-  rule: MergeRule,
-  f: number,
-): number {
+function doraFeatureSq(v: DoraOperand, f: number): number {
+  const { w, d, rows, cols, featureIsColumn, dtype, rule } = v;
   let s = 0;
   if (featureIsColumn) {
     for (let i = 0; i < rows; i++) {
-      const v = mergeOperand(dtype, rule, w[i * cols + f], d[i * cols + f]);
-      s += v * v;
+      const x = mergeOperand(dtype, rule, w[i * cols + f], d[i * cols + f]);
+      s += x * x;
     }
   } else {
     for (let j = 0; j < cols; j++) {
-      const v = mergeOperand(dtype, rule, w[f * cols + j], d[f * cols + j]);
-      s += v * v;
+      const x = mergeOperand(dtype, rule, w[f * cols + j], d[f * cols + j]);
+      s += x * x;
     }
   }
   return s;

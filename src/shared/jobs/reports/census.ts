@@ -1,6 +1,7 @@
 /** The report of `census` (its --json), as the engine writes it and the extension's panels read it. */
 import { Category, Stack } from '../../census/classify';
 import { TrainingMetadata } from '../../safetensors/trainingMetadata';
+import { fields, listOf, number, Present, readReport, recordOf, string } from './read';
 
 export interface CensusTensor {
   name: string;
@@ -101,4 +102,38 @@ export interface CensusReport {
   trainingMetadata: TrainingMetadata | null;
   warnings: string[];
   tensors: CensusTensor[];
+}
+
+/**
+ * The census fields the extension and the census panel read beyond the tensors (read.ts); the tensors
+ * are read field by field by the census tree (treeModel.ts censusTensors).
+ */
+export const CENSUS_REPORT = fields<CensusReport>()({
+  path: string,
+  kind: string,
+  modelType: string,
+  architecture: string,
+  files: listOf(string),
+  summary: fields<CensusReport['summary']>()({
+    tensors: number,
+    params: number,
+    bytes: number,
+    layers: number,
+    loraTargetTensors: number,
+    nonTargetTensors: number,
+    loraTargetParams: number,
+    categories: recordOf(number),
+    categoryParams: recordOf(number),
+    dtypes: recordOf(number),
+    dtypeParams: recordOf(number),
+  }),
+  perLayer: listOf(fields<CensusReport['perLayer'][number]>()({ layer: number, stack: string, tensors: number, params: number, loraTargetTensors: number })),
+  outsideLayers: fields<Totals>()({ tensors: number, params: number }),
+  adapter: fields<CensusAdapter>()({ r: number, alpha: number, loraModules: number, trainableParams: number }),
+  warnings: listOf(string),
+});
+export type CensusView = Present<typeof CENSUS_REPORT>;
+
+export function readCensusReport(x: unknown): CensusView {
+  return readReport(CENSUS_REPORT, x);
 }

@@ -1,4 +1,5 @@
 /** The report of `compare` (its --json), as the engine writes it and the extension's panels read it. */
+import { boolean, fields, listOf, number, oneOf, Present, readReport, string } from './read';
 
 export interface CompareTensor {
   name: string;
@@ -82,4 +83,70 @@ export interface CompareReport {
   nonFinite: { name: string; elements: number }[];
   warnings: string[];
   seconds: number;
+}
+
+export const COMPARE_SUMMARY = fields<CompareSummary>()({
+  compared: number,
+  shared: number,
+  perfectMatches: number,
+  loraOnly: number,
+  taskVectorOnly: number,
+  taskVectorOnlyNorm: number,
+  meanCosine: number,
+  minCosine: number,
+  cosineTensors: number,
+  nonFiniteTensors: number,
+  nonFiniteElements: number,
+  maxAbsDiff: number,
+  maxRelFroErr: number,
+  tolerance: number,
+  equivalent: boolean,
+  mergedDtype: string,
+  withinRounding: boolean,
+  outsideRoundingTensors: number,
+  // Read as any string: a verdict of another engine version is shown as it is.
+  dtypeVerdict: string,
+  verdict: string,
+});
+
+/** A compare report as the panels read it (read.ts). */
+export const COMPARE_REPORT = fields<CompareReport>()({
+  base: string,
+  adapter: string,
+  taskVector: string,
+  source: oneOf(['task-vector', 'finetuned']),
+  device: string,
+  summary: COMPARE_SUMMARY,
+  tensors: listOf(
+    fields<CompareTensor>()({
+      name: string,
+      category: string,
+      loraTarget: boolean,
+      replaced: boolean,
+      cosine: number,
+      maxAbsDiff: number,
+      relFroErr: number,
+      loraNorm: number,
+      taskVectorNorm: number,
+      loraNonFinite: number,
+      taskVectorNonFinite: number,
+      loraNonzero: number,
+      taskVectorNonzero: number,
+      withinTolerance: boolean,
+      withinRounding: boolean,
+    }),
+  ),
+  missingInTaskVector: listOf(string),
+  shapeMismatches: listOf(string),
+  onlyInTaskVector: listOf(string),
+  files: listOf(string),
+  zeroModules: listOf(string),
+  nonFinite: listOf(fields<CompareReport['nonFinite'][number]>()({ name: string, elements: number })),
+  warnings: listOf(string),
+  seconds: number,
+});
+export type CompareView = Present<typeof COMPARE_REPORT>;
+
+export function readCompareReport(x: unknown): CompareView {
+  return readReport(COMPARE_REPORT, x);
 }

@@ -1,4 +1,5 @@
 /** The report of `extract` (its --json), as the engine writes it and the extension's panels read it. */
+import { fields, number } from './read';
 
 export interface ExtractTensor {
   name: string;
@@ -35,3 +36,14 @@ export interface ExtractReport {
   warnings: string[];
   seconds: number;
 }
+
+export const EXTRACT_SUMMARY = fields<ExtractReport['summary']>()({
+  tensors: number,
+  nonzeroTensors: number,
+  zeroTensors: number,
+  elements: number,
+  nonzeroElements: number,
+  l2Norm: number,
+  nonFiniteTensors: number,
+  bytes: number,
+});

@@ -1,5 +1,6 @@
 /** The report of `precision` (its --json), as the engine writes it and the extension's panels read it. */
-import { MergeRule } from '../choices';
+import { MERGE_RULES, MergeRule } from '../choices';
+import { boolean, fields, listOf, number, oneOf, Present, readReport, recordOf, string } from './read';
 
 export type HalfCliDtype = 'fp16' | 'bf16';
 
@@ -53,4 +54,42 @@ export interface PrecisionReport {
   nonFinite: { name: string; elements: number }[];
   warnings: string[];
   seconds: number;
+}
+
+const FIGURES = {
+  nonzeroTensors: number,
+  castArtifactTensors: number,
+  castArtifactNorm: number,
+  deltaLostFraction: number,
+  recoveredRelErr: number,
+  adaptedTensors: number,
+  deltaElements: number,
+  lostElements: number,
+  changedElements: number,
+  deltaSq: number,
+  recoveredErrSq: number,
+  nonFiniteTensors: number,
+  nonFiniteElements: number,
+} as const;
+const RULE = oneOf(MERGE_RULES);
+
+export const PRECISION_FIGURES = fields<PrecisionFigures>()(FIGURES);
+
+/** A precision report as the panels and the extension read it (read.ts). */
+export const PRECISION_REPORT = fields<PrecisionReport>()({
+  base: string,
+  adapter: string,
+  device: string,
+  defaultRule: RULE,
+  rules: listOf(RULE),
+  dtypes: recordOf(fields<PrecisionDtype>()({ ...FIGURES, rule: RULE, rules: recordOf(PRECISION_FIGURES) })),
+  tensors: listOf(fields<PrecisionTensor>()({ ...FIGURES, name: string, dtype: oneOf(['fp16', 'bf16']), rule: RULE, loraTarget: boolean, replaced: boolean })),
+  nonFinite: listOf(fields<PrecisionReport['nonFinite'][number]>()({ name: string, elements: number })),
+  warnings: listOf(string),
+  seconds: number,
+});
+export type PrecisionView = Present<typeof PRECISION_REPORT>;
+
+export function readPrecisionReport(x: unknown): PrecisionView {
+  return readReport(PRECISION_REPORT, x);
 }

@@ -1,0 +1,43 @@
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { readCompareReport } from '../../src/shared/jobs/reports/compare';
+import { readPrecisionReport } from '../../src/shared/jobs/reports/precision';
+import { readValidateReport } from '../../src/shared/jobs/reports/validate';
+import { readCensusReport } from '../../src/shared/jobs/reports/census';
+
+test('a report that is not an object reads as every field null and every list empty', () => {
+  for (const x of [null, undefined, 42, 'report', [1, 2]]) {
+    const r = readCompareReport(x);
+    assert.equal(r.summary, null);
+    assert.equal(r.base, null);
+    assert.deepEqual(r.tensors, []);
+    assert.deepEqual(r.warnings, []);
+  }
+});
+
+test('a field of another type reads as null; list and record entries of the wrong shape are left out', () => {
+  const r = readCompareReport({
+    summary: { tolerance: '1e-5', equivalent: true, meanCosine: 0.5, dtypeVerdict: 'FROM-A-NEWER-ENGINE' },
+    tensors: [{ name: 'a.weight', cosine: 1, maxAbsDiff: null, loraTarget: 'yes' }, 'not a tensor', null, { cosine: 0.5 }],
+    warnings: ['w', 3],
+  });
+  assert.deepEqual(
+    [r.summary?.tolerance, r.summary?.equivalent, r.summary?.meanCosine, r.summary?.dtypeVerdict, r.summary?.maxAbsDiff],
+    [null, true, 0.5, 'FROM-A-NEWER-ENGINE', null],
+  );
+  assert.equal(r.tensors.length, 2, 'objects are kept, with their own nulls');
+  assert.deepEqual([r.tensors[0].name, r.tensors[0].cosine, r.tensors[0].maxAbsDiff, r.tensors[0].loraTarget], ['a.weight', 1, null, null]);
+  assert.deepEqual([r.tensors[1].name, r.tensors[1].cosine], [null, 0.5]);
+  assert.deepEqual(r.warnings, ['w']);
+
+  const p = readPrecisionReport({ dtypes: { bf16: { deltaLostFraction: 0.25, rule: 'peft' }, fp16: 'lost', fp8: { rule: 'nearest' } }, defaultRule: 'round' });
+  assert.deepEqual(Object.keys(p.dtypes), ['bf16', 'fp8']);
+  assert.deepEqual([p.dtypes.bf16.deltaLostFraction, p.dtypes.bf16.rule, p.dtypes.fp8.rule, p.defaultRule], [0.25, 'peft', null, null], 'a rule outside the list is null');
+});
+
+test('nested reports: validate dtypes carry their compare summary, census its summary', () => {
+  const v = readValidateReport({ dtypes: [{ dtype: 'bf16', folder: '/o/bf16', compare: { shared: 4 }, precision: null }, { folder: 7 }] });
+  assert.deepEqual(v.dtypes.map((d) => [d.dtype, d.folder, d.compare?.shared ?? null, d.precision]), [['bf16', '/o/bf16', 4, null], [null, null, null, null]]);
+  const c = readCensusReport({ kind: 'model', summary: { params: 3_030_371_328, dtypes: { BF16: 483, F32: 'x' } } });
+  assert.deepEqual([c.kind, c.summary?.params, c.summary?.bytes, c.summary?.dtypes], ['model', 3_030_371_328, null, { BF16: 483 }]);
+});
