@@ -3,9 +3,10 @@
  * much of each dictionary adapter's norm survives) and a decomposition (coefficients, the truth when
  * known, and whether the target is made of the dictionary).
  */
+import { readDecomposeReport } from '../jobs/reports/decompose';
 import { formatCell } from './format';
 import { Cell, PanelModel, SERIES_COLORS, SummaryItem } from './model';
-import { bool, num, obj, Obj, objs, str, strs } from './read';
+import { num, obj, Obj, objs, str, strs } from './read';
 import { groupByLayer, Placement } from './tensors';
 
 function numberEntries(x: unknown): Array<[string, number | null]> {
@@ -96,40 +97,42 @@ export function maskPanel(report: unknown, title: string): PanelModel {
 }
 
 export function decomposePanel(report: unknown, title: string): PanelModel {
-  const r = obj(report);
-  const coefficients = numberEntries(r?.coefficients);
-  const dictionary = new Map(objs(r?.dictionary).filter((d) => str(d.name) !== null).map((d) => [String(d.name), d]));
+  const r = readDecomposeReport(report);
+  const coefficients = Object.entries(r.coefficients);
+  const dictionary = new Map(r.dictionary.flatMap((d) => (d.name === null ? [] : [[d.name, d] as const])));
   const names = [...new Set([...coefficients.map(([k]) => k), ...dictionary.keys()])];
   const coefficient = new Map(coefficients);
-  const truthObj = obj(r?.truth);
-  const truth = truthObj ? new Map(numberEntries(truthObj)) : null;
-  const support = new Set(strs(r?.support));
-  const decomposable = bool(r?.decomposable);
-  const verdict = str(r?.verdict);
-  const item = (id: string, label: string, v: unknown, fmt?: Parameters<typeof formatCell>[1]): SummaryItem => {
-    const value = typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean' ? v : null;
-    return { id, label, text: formatCell(value, fmt), value };
-  };
+  // A report scored against no truth has none (read as no entries).
+  const truth = Object.keys(r.truth).length > 0 ? new Map(Object.entries(r.truth)) : null;
+  const support = new Set(r.support);
+  const decomposable = r.decomposable;
+  const verdict = r.verdict;
+  const item = (id: string, label: string, value: number | string | boolean | null, fmt?: Parameters<typeof formatCell>[1]): SummaryItem => ({
+    id,
+    label,
+    text: formatCell(value, fmt),
+    value,
+  });
   return {
     kind: 'decompose',
     heading: title,
-    verdict: verdict !== null || decomposable !== null ? { text: [verdict ?? (decomposable ? 'decomposable' : 'not decomposable'), str(r?.explanation)].filter(Boolean).join(': '), tone: decomposable === null ? 'neutral' : decomposable ? 'good' : 'bad' } : null,
+    verdict: verdict !== null || decomposable !== null ? { text: [verdict ?? (decomposable ? 'decomposable' : 'not decomposable'), r.explanation].filter(Boolean).join(': '), tone: decomposable === null ? 'neutral' : decomposable ? 'good' : 'bad' } : null,
     summary: [
       { ...item('summary-decomposable', 'Decomposable', decomposable), tone: decomposable === null ? 'neutral' : decomposable ? 'good' : 'bad' },
       item('summary-verdict', 'Verdict', verdict),
-      item('summary-method', 'Method', str(r?.method)),
+      item('summary-method', 'Method', r.method),
       item('summary-support', 'Support size', support.size, 'int'),
-      item('summary-relative-residual', 'Relative residual', num(r?.relativeResidual), 'exp'),
-      item('summary-reconstruction-error', 'Reconstruction error', num(r?.reconstructionError), 'exp'),
-      item('summary-cosine', 'cos(target, reconstruction)', num(r?.cosine), 'cosine'),
-      item('summary-explained-energy', 'Explained energy', num(r?.explainedEnergy), 'percent'),
+      item('summary-relative-residual', 'Relative residual', r.relativeResidual, 'exp'),
+      item('summary-reconstruction-error', 'Reconstruction error', r.reconstructionError, 'exp'),
+      item('summary-cosine', 'cos(target, reconstruction)', r.cosine, 'cosine'),
+      item('summary-explained-energy', 'Explained energy', r.explainedEnergy, 'percent'),
       ...(truth ? [
-        item('summary-precision', 'Precision vs truth', num(r?.precision), 'percent'),
-        item('summary-recall', 'Recall vs truth', num(r?.recall), 'percent'),
-        item('summary-coefficient-error', 'Coefficient error (relative)', num(r?.coefficientError), 'exp'),
+        item('summary-precision', 'Precision vs truth', r.precision, 'percent'),
+        item('summary-recall', 'Recall vs truth', r.recall, 'percent'),
+        item('summary-coefficient-error', 'Coefficient error (relative)', r.coefficientError, 'exp'),
       ] : []),
     ],
-    warnings: strs(r?.warnings),
+    warnings: r.warnings,
     sections: [
       {
         id: 'coefficients',
@@ -154,7 +157,10 @@ export function decomposePanel(report: unknown, title: string): PanelModel {
             { key: 'share', label: '‖c·Δ‖ / ‖target‖', format: 'percent' },
             { key: 'inSupport', label: 'in support' },
           ],
-          rows: names.map((n): Cell[] => [n, coefficient.get(n) ?? null, ...(truth ? [truth.get(n) ?? 0] : []), num(dictionary.get(n)?.share), support.has(n)]),
+          rows: names.map((n): Cell[] => {
+            const share = dictionary.get(n)?.share ?? null;
+            return [n, coefficient.get(n) ?? null, ...(truth ? [truth.get(n) ?? 0] : []), share, support.has(n)];
+          }),
           rowIds: names.map((n) => `coefficient-${domId(n)}`),
         },
       },

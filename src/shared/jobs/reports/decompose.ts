@@ -1,6 +1,7 @@
 /** The report of `decompose` (its --json), as the engine writes it and the extension's panels read it. */
 import { DecomposeMethod } from '../choices';
 import { SourceKind } from '../choices';
+import { boolean, fields, listOf, number, Present, readReport, recordOf, string } from './read';
 
 export type Verdict = 'decomposable' | 'partially decomposable' | 'not decomposable';
 
@@ -37,4 +38,29 @@ export interface DecomposeReport {
   /** ||c - c_true|| / ||c_true|| over the union of names (missing ones count as 0). */
   coefficientError?: number | null;
   coefficientMaxAbsError?: number;
+}
+
+/** A decompose report as its panel reads it (read.ts); method and verdict as any string, shown as they are. */
+export const DECOMPOSE_REPORT = fields<DecomposeReport>()({
+  method: string,
+  coefficients: recordOf(number),
+  support: listOf(string),
+  relativeResidual: number,
+  reconstructionError: number,
+  cosine: number,
+  explainedEnergy: number,
+  verdict: string,
+  decomposable: boolean,
+  explanation: string,
+  dictionary: listOf(fields<DecomposeReport['dictionary'][number]>()({ name: string, share: number })),
+  warnings: listOf(string),
+  truth: recordOf(number),
+  precision: number,
+  recall: number,
+  coefficientError: number,
+});
+export type DecomposeView = Present<typeof DECOMPOSE_REPORT>;
+
+export function readDecomposeReport(x: unknown): DecomposeView {
+  return readReport(DECOMPOSE_REPORT, x);
 }
