@@ -31,6 +31,7 @@ function draw(content: PanelContent): void {
       exportHtml: () => vscode.postMessage({ type: 'exportHtml', body: exportedBody(), theme: themeVariables() }),
       openTensor: (name) => vscode.postMessage({ type: 'openTensor', name }),
       openInCensus: () => vscode.postMessage({ type: 'openInCensus' }),
+      resize: () => vscode.postMessage({ type: 'resize' }),
       tensorStats: (name) => vscode.postMessage({ type: 'tensorStats', name }),
     });
   } catch (e) {

@@ -17,6 +17,8 @@ export interface Actions {
   exportHtml(): void;
   openTensor(name: string): void;
   openInCensus(): void;
+  /** The spectrum panel's "Resize…": resize its adapter. */
+  resize(): void;
   tensorStats(name: string): void;
 }
 
@@ -275,6 +277,7 @@ export function renderPanel(app: HTMLElement, m: PanelModel, actions: Actions): 
     el('h1', { id: 'panel-title', text: m.heading }),
     el('div', { className: 'header-tools' },
       ...(m.openInCensus ? [button('open-in-census', 'Open in Census', 'Open this file in the Parameter Census tree', () => actions.openInCensus())] : []),
+      ...(m.resize ? [button('resize', 'Resize…', 'Write this adapter at a lower rank: pick a rank or an energy, with the error and size of each shown first', () => actions.resize())] : []),
       button('export-html', 'Export HTML Report', 'Save the whole panel as one HTML file (charts as images), to attach to an issue or a model card', () => actions.exportHtml()),
       button('export-json', 'Export JSON', 'Save the report as JSON', () => actions.exportJson(), true),
     ),

@@ -18,9 +18,10 @@ LIMIT=$((64 * 1024 * 1024))
 [ "$(uname -m)" = x86_64 ] || { echo "prepare: the device is x86-64; this machine is $(uname -m), its node would not run there" >&2; exit 1; }
 [ -f node_modules/webgpu/dist/linux-x64/dawn.node ] || { echo "prepare: node_modules/webgpu/dist/linux-x64/dawn.node is missing (npm ci)" >&2; exit 1; }
 
-# Ignored by git twice: through .gitignore (tracked) and this clone's .git/info/exclude.
-mkdir -p .git/info
-grep -qx "/$CARRY/" .git/info/exclude 2>/dev/null || echo "/$CARRY/" >> .git/info/exclude
+# Ignored by git twice: through .gitignore (tracked) and this clone's info/exclude (.git is a file in a worktree).
+EXCLUDE=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$EXCLUDE")"
+grep -qx "/$CARRY/" "$EXCLUDE" 2>/dev/null || echo "/$CARRY/" >> "$EXCLUDE"
 git check-ignore -q "$CARRY/x" || { echo "prepare: $CARRY/ is not ignored by git" >&2; exit 1; }
 
 if [ "${SKIP_BUILD:-}" != 1 ]; then
@@ -41,6 +42,8 @@ cp "$NODE" "$STAGE/bin/node"
 cp -r dist out package.json "$STAGE/"
 cp node_modules/webgpu/package.json "$STAGE/node_modules/webgpu/"
 cp -r node_modules/webgpu/dist/linux-x64 "$STAGE/node_modules/webgpu/dist/"
+# The unbundled out/ (benches, tests) requires its runtime packages itself; dist/ has them bundled.
+cp -r node_modules/re2js "$STAGE/node_modules/"
 # The unit tests read their fixtures through out/../test/fixtures: the GPU tests use none, so none travel.
 echo "prepare: compressing $(du -sh "$STAGE" | cut -f1) with xz (a minute or two)" >&2
 tar -C "$STAGE" -cf - . | xz -9e -T2 > "$CARRY/payload.tar.xz"

@@ -104,7 +104,11 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
     const previews = resizePreviews(spectrum);
     const max = maxResizeRank(spectrum);
     const ranks = [...new Set(spectrum.modules.map((m) => m.rank))].sort((a, b) => a - b);
-    const choices: Choice[] = [...previews.map((p) => previewChoice(p, spectrum)), { value: 'custom', label: '$(edit) Another rank…', detail: `from 1 to ${max}` }];
+    const choices: Choice[] = [
+      ...previews.map((p) => previewChoice(p, spectrum)),
+      { value: 'custom', label: '$(edit) Another rank…', detail: `from 1 to ${max}` },
+      { value: 'customEnergy', label: '$(edit) Another energy…', detail: 'per module, the smallest rank keeping that share of its energy' },
+    ];
     const fallback = choices.find((c) => c.value === 'e0.99')!.value;
     const picked = await pickers.choice('resizeTarget', `Resize ${name(adapter)} (rank ${ranks.join(', ')}) to: error and size predicted from its spectrum`, choices, fallback);
     if (picked === undefined) return undefined;
@@ -114,6 +118,22 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
         return `${c.detail} · ${c.description}`;
       });
       return rank === undefined ? undefined : { rank };
+    }
+    if (picked === 'customEnergy') {
+      // Typed as a percentage, 0 < E ≤ 100.
+      const parse = (s: string): number | undefined => {
+        const e = Number(s.trim().replace(/%$/, '')) / 100;
+        return s.trim() !== '' && e > 0 && e <= 1 ? e : undefined;
+      };
+      const text = await pickers.text(
+        'resizeEnergy',
+        'Energy each module keeps, in % (0 < E ≤ 100)',
+        '99.5',
+        (s) => (parse(s) === undefined ? 'a percentage above 0 and at most 100' : undefined),
+        'Each module gets the smallest rank whose singular values hold this share of its ‖ΔW‖²_F.',
+      );
+      const energy = text === undefined ? undefined : parse(text);
+      return energy === undefined ? undefined : { energy };
     }
     return picked.startsWith('r') ? { rank: Number(picked.slice(1)) } : ({ energy: Number(picked.slice(1)) } as ResizeTarget);
   };
@@ -128,7 +148,7 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
 
     'loraLens.resize': async (arg) => {
       pickers.steps(3);
-      const adapter = await adapterOf(arg);
+      const adapter = await adapterOf(arg, true);
       if (!adapter) return;
       const spectrum = await spectrumOf(adapter);
       if (!spectrum) return;

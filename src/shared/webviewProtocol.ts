@@ -56,6 +56,8 @@ export type WebviewMessage =
   | { type: 'tensorStats'; name: string }
   /** The viewer's "Open in Census": open its file in the census tree. */
   | { type: 'openInCensus' }
+  /** The spectrum panel's "Resize…": resize the adapter the report is of (the host knows which). */
+  | { type: 'resize' }
   /** Save one section's table as CSV (built by the host from the content it holds). */
   | { type: 'exportCsv'; section: string }
   /**
@@ -84,6 +86,8 @@ export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
       return { type: 'exportJson' };
     case 'openInCensus':
       return { type: 'openInCensus' };
+    case 'resize':
+      return { type: 'resize' };
     case 'exportPng': {
       const { name, dataUrl } = m;
       if (typeof name !== 'string' || !FILE_STEM.test(name)) return null;

@@ -97,6 +97,7 @@ test('the viewer\'s host: CSV of its tables named after the file, JSON of the in
     },
     openTensor: () => undefined,
     openInCensus: () => census.push('open'),
+    resize: () => census.push('resize'),
     stylesheet: () => '',
   });
   await c.receive({ type: 'exportCsv', section: 'tensors' });
@@ -110,4 +111,7 @@ test('the viewer\'s host: CSV of its tables named after the file, JSON of the in
   assert.equal(JSON.parse(new TextDecoder().decode(saved[1][1])).index.tensors.length, 3);
   await c.receive({ type: 'openInCensus', file: '/etc/passwd' });
   assert.deepEqual(census, ['open']);
+  // The controller forwards the spectrum panel's "Resize…" (a message with no payload the page could forge).
+  await c.receive({ type: 'resize', adapter: '/etc' });
+  assert.deepEqual(census, ['open', 'resize']);
 });

@@ -86,6 +86,8 @@ test('spectrum panel: energy curves reach 100% at the full rank, and the heat ma
     assert.equal(heat.heat![x.layer!][col], x.energyRank99 / x.rank, 'shaded by the share of its rank');
   }
   assert.equal(section(m, 'modules').table?.rows.length, 2 * LAYERS);
+  assert.equal(m.resize, true, 'a Resize… button for its adapter');
+  assert.equal(draw('spectrum', { ...spectrum, adapter: undefined }).resize, false, 'none without an adapter to resize');
 });
 
 test('resize preview: predicted from the spectrum, it is what resize writes', () => {
@@ -94,7 +96,8 @@ test('resize preview: predicted from the spectrum, it is what resize writes', ()
   assert.deepEqual(offered, [{ rank: 1 }, { rank: 2 }, { energy: 0.9 }, { energy: 0.95 }, { energy: 0.99 }], 'rank presets up to what the rank-2 modules allow');
   assert.deepEqual(resizeRanks(64), [4, 8, 16, 32, 64]);
   assert.deepEqual(resizeRanks(48), [2, 4, 8, 16, 32]);
-  for (const target of [{ rank: 1 }, { rank: 2 }, { energy: 0.9 as const }, { energy: 0.99 as const }]) {
+  // 0.97: a free energy value (typed in the resize flow), not a preset.
+  for (const target of [{ rank: 1 }, { rank: 2 }, { energy: 0.9 }, { energy: 0.97 }, { energy: 0.99 }]) {
     const p = resizePreview(spectrum, target);
     const tag = 'rank' in target ? `r${target.rank}` : `e${target.energy}`;
     const r = cli<ResizeReport>(`resize-${tag}`, 'resize', '--adapter', a1, '--out', path.join(root, `resized-${tag}`), ...('rank' in target ? ['--rank', String(target.rank)] : ['--energy', String(target.energy)]));

@@ -85,6 +85,7 @@ export async function combineJob(opts: CombineOptions, ctx: JobContext): Promise
     for (const p of opts.adapters) {
       const a = openFactorAdapter(p);
       sources.push(a);
+      if (a.source !== 'peft') throw new LensError(p, `a ${a.source} file: combine adds PEFT-style adapter folders (convert it first: lora-lens convert --in FILE --out DIR --base BASE)`);
       assertPlainLowRank(a, 'combine');
     }
     const byName = gatherModules(sources, opts.adapters, weights);

@@ -1,15 +1,24 @@
 /**
- * resize: a PEFT adapter whose every delta is the best rank-k approximation of the original's
- * (Eckart–Young, from the SVD of each module's r×r core: exact, nothing expanded), k = --rank for
- * every module, or per module the smallest rank keeping an energy fraction (--energy).
+ * resize: an adapter whose every delta is the best rank-k approximation of the original's (Eckart–Young,
+ * from the SVD of each module's small core: exact, nothing expanded), k = --rank for every module, or per
+ * module the smallest rank keeping an energy fraction (--energy). Any adapter the engine reads: LoRA, LoHa
+ * and LoKr (whose best rank-k approximations are ordinary LoRAs), full diffs. What is written is what the
+ * source's users load: from a PEFT-style folder (PEFT's methods, mlx-lm) a PEFT LoRA folder with
+ * rank_pattern / alpha_pattern; from a kohya / LyCORIS / diffusers file one LoRA file of the same name in
+ * the same naming (lowrank/loraFileOut.ts), per-module rank and alpha.
  */
+import * as path from 'node:path';
+import { AdaptedModule } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
 import { energyRank, productSingularValues, productSVD, truncatedFactors } from '../linalg/lowrank';
-import { assertPlainLowRank, factorRank, openFactorAdapter, rankOrEnergy, readFactors } from '../lowrank/factors';
+import { assertPlainLowRank, factorRank, kronSingularValues, openFactorAdapter, rankOrEnergy, readFactors } from '../lowrank/factors';
+import { LoraFileWriter } from '../lowrank/loraFileOut';
 import { loraConfig } from '../lowrank/peftOut';
 import { openWritten, OutModuleSpec, PassThrough, PeftAdapterWriter, writtenRelError } from '../lowrank/peftOut';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
+import { Checkpoint } from '../checkpoint/checkpoint';
+import { TensorInfo } from '../../shared/safetensors/header';
 import type { ResizeModule, ResizeReport } from '../../shared/jobs/reports/lowrank';
 export type { ResizeModule, ResizeReport };
 
@@ -21,6 +30,9 @@ export interface ResizeOptions {
   energy?: number;
 }
 
+/** The largest factor-form rank resize works on (LoHa r₁·r₂, LoKr p₁·p₂): its QR and core SVD stay small. */
+const MAX_FORM_RANK = 1024;
+
 function tailNorm(s: Float64Array, k: number): { kept: number; optimal: number } {
   let total = 0;
   let tail = 0;
@@ -31,19 +43,57 @@ function tailNorm(s: Float64Array, k: number): { kept: number; optimal: number }
   return total === 0 ? { kept: 1, optimal: 0 } : { kept: (total - tail) / total, optimal: Math.sqrt(tail / total) };
 }
 
+/** A module's singular values: LoKr from its factors', the others from their factor form. */
+function singularValues(c: Checkpoint, m: AdaptedModule): Float64Array {
+  if (m.rule.kind === 'kronecker') return kronSingularValues(c, m);
+  const { L, R } = readFactors(c, m);
+  return productSingularValues(L, R);
+}
+
+/** A convolution's kernel [kh, kw] where the module's tensors state it (a 4-D down, a Tucker core, a 4-D LoKr w2 or diff). */
+function kernelOf(m: AdaptedModule): number[] | undefined {
+  const r = m.rule;
+  const tail = (t: TensorInfo | undefined): number[] | undefined => (t && t.shape.length > 2 ? t.shape.slice(2) : undefined);
+  switch (r.kind) {
+    case 'low-rank':
+      return r.factors.form === 'tucker' ? tail(r.factors.mid) : r.factors.form === 'plain' ? tail(r.factors.A) : undefined;
+    case 'hadamard':
+      return tail(r.t1);
+    case 'kronecker':
+      return 'full' in r.w2 ? tail(r.w2.full) : tail(r.w2.t);
+    case 'dense':
+      return tail(r.diff);
+    default:
+      return undefined;
+  }
+}
+
+/** A full diff's bias delta (LyCORIS `diff_b`): no low-rank form, so it is written as it is. */
+function isBiasDiff(m: AdaptedModule): boolean {
+  return m.rule.kind === 'dense' && m.in === 1 && m.rule.diff.name.endsWith('.diff_b');
+}
+
+/** The source's parameters of a module: a low-rank rule's r·(out + in), any other's tensors. */
+function sourceParams(m: AdaptedModule): number {
+  return m.rule.kind === 'low-rank' ? factorRank(m) * (m.out + m.in) : m.tensors.reduce((a, t) => a + (t.shape.length > 0 ? t.numel : 0), 0);
+}
+
 export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<ResizeReport> {
   const t0 = performance.now();
   rankOrEnergy('resize', opts.rank, opts.energy);
   const source = openFactorAdapter(opts.adapter);
   try {
-    assertPlainLowRank(source, 'resize');
+    assertPlainLowRank(source, 'resize', false);
     const { checkpoint, layout } = source;
-    const modules = source.lowRank;
+    const modules = source.factored.filter((m) => !isBiasDiff(m));
     // What each module allows: its rank, and no more than its shape holds.
     for (const m of modules) {
       const allowed = Math.min(factorRank(m), m.out, m.in);
       if (opts.rank !== undefined && opts.rank > allowed) {
         throw new LensError(opts.adapter, `--rank ${opts.rank} is larger than the ${allowed} module ${m.module} allows (rank ${factorRank(m)}, shape [${m.out}, ${m.in}]); resize only lowers ranks (--energy picks a rank per module)`, m.tensors[0].name);
+      }
+      if (factorRank(m) > MAX_FORM_RANK) {
+        throw new LensError(opts.adapter, `module ${m.module} (${m.rule.kind}) has a factor form of rank ${factorRank(m)}, above the ${MAX_FORM_RANK} resize works on`, m.tensors[0].name);
       }
     }
     const ranks = new Map<string, number>();
@@ -51,21 +101,33 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
       if (opts.rank !== undefined) ranks.set(m.module, opts.rank);
       else {
         throwIfCancelled(ctx);
-        const { L, R } = readFactors(checkpoint, m);
-        ranks.set(m.module, Math.max(1, energyRank(productSingularValues(L, R), opts.energy!)));
+        ranks.set(m.module, Math.max(1, energyRank(singularValues(checkpoint, m), opts.energy!)));
         ctx.progress({ phase: 'spectra', done: ranks.size, total: modules.length, tensor: m.module });
       }
     }
-    const specs: OutModuleSpec[] = modules.map((m) => ({ module: m.module, embedding: m.embedding, out: m.out, in: m.in, rank: ranks.get(m.module)! }));
-    const passThrough: PassThrough[] = layout.replacements.map((r) => ({
-      name: r.source.name,
-      dtype: r.source.dtype,
-      shape: r.source.shape,
-      bytes: checkpoint.handles.readBytesSync(r.source, new Uint8Array(r.source.byteLength)),
+    const specs: OutModuleSpec[] = modules.map((m) => ({
+      module: m.module,
+      embedding: m.embedding,
+      out: m.out,
+      in: m.in,
+      rank: ranks.get(m.module)!,
+      kernel: kernelOf(m),
     }));
+    const read = (t: TensorInfo): PassThrough => ({
+      name: t.name,
+      dtype: t.dtype,
+      shape: t.shape,
+      bytes: checkpoint.handles.readBytesSync(t, new Uint8Array(t.byteLength)),
+    });
+    const passThrough = [...layout.replacements.map((r) => read(r.source)), ...source.factored.filter(isBiasDiff).map((m) => read(m.tensors[0]))];
     const results: ResizeModule[] = [];
     await withOutputDir('resize', opts.out, [opts.adapter], async (out) => {
-      const writer = new PeftAdapterWriter(out, specs, passThrough);
+      // A file keeps its name (as .safetensors) and naming; a folder becomes a PEFT folder.
+      const format = source.source === 'peft' ? undefined : source.source;
+      const file = path.basename(checkpoint.files[0]).replace(/\.[^.]+$/, '') + '.safetensors';
+      const peft = format === undefined ? new PeftAdapterWriter(out, specs, passThrough) : undefined;
+      const lora = format !== undefined ? new LoraFileWriter(out, file, format, specs, passThrough, checkpoint.metadata) : undefined;
+      const writer = (peft ?? lora)!;
       const kept = new Map<string, { kept: number; optimal: number }>();
       try {
         for (const spec of specs) {
@@ -79,7 +141,8 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
           ctx.progress({ phase: 'resize', done: kept.size, total: specs.length, tensor: spec.module });
           await new Promise((r) => setImmediate(r));
         }
-        writer.finish(loraConfig(checkpoint.adapter!, specs));
+        if (peft) peft.finish(loraConfig(checkpoint.adapter!, specs));
+        else lora!.finish();
       } catch (e) {
         writer.abort();
         throw e;
@@ -105,7 +168,7 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
       }
     });
     for (const w of layout.warnings) ctx.warn(w);
-    const params = (rank: (m: (typeof modules)[number]) => number): number => modules.reduce((a, m) => a + rank(m) * (m.out + m.in), 0);
+    const params = (count: (m: AdaptedModule) => number): number => modules.reduce((a, m) => a + count(m), 0);
     return {
       adapter: opts.adapter,
       out: opts.out,
@@ -114,8 +177,8 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
       modules: results,
       summary: {
         modules: results.length,
-        fromParams: params((m) => factorRank(m)),
-        params: params((m) => ranks.get(m.module)!),
+        fromParams: params(sourceParams),
+        params: params((m) => ranks.get(m.module)! * (m.out + m.in)),
         meanEnergyKept: results.reduce((a, m) => a + m.energyKept, 0) / results.length,
         maxRelError: Math.max(...results.map((m) => m.relError)),
       },

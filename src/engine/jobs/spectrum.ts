@@ -1,12 +1,15 @@
 /**
- * spectrum: the singular values of every module's delta s·B@A, exactly, from the QR of each factor and
- * the SVD of the r×r core (no [out, in] matrix is formed), with how much of its rank the delta uses.
+ * spectrum: the singular values of every module's delta, exactly, with how much of its rank the delta
+ * uses, for every adapter format the engine reads. A LoRA's s·B@A from the QR of each factor and the SVD
+ * of the r×r core (no [out, in] matrix is formed), on the worker pool; LoHa and full diffs through their
+ * factor form L·Rᵀ (lowrank/factors.ts) the same way; LoKr as the products of its two factors' singular values.
  */
 import { classifyTensor } from '../../shared/census/classify';
 import { energyRank } from '../linalg/lowrank';
 import { LinalgPool } from '../kernels/linalgPool';
-import { factorRank, lowRankRule, openFactorAdapter, readFactorArrays } from '../lowrank/factors';
-import { wholeTensor } from '../checkpoint/deltaRule';
+import { factorRank, kronSingularValues, lowRankRule, openFactorAdapter, readFactorArrays, readFactors } from '../lowrank/factors';
+import { AdaptedModule, ruleName, wholeTensor } from '../checkpoint/deltaRule';
+import { productSingularValues } from '../linalg/lowrank';
 import { LensError } from '../errors';
 import { JobContext, throwIfCancelled } from '../util/job';
 import type { SpectrumModule, SpectrumReport } from '../../shared/jobs/reports/lowrank';
@@ -16,7 +19,16 @@ export interface SpectrumOptions {
   adapter: string;
 }
 
-export function spectrumModule(name: string, rank: number, out: number, inn: number, scale: number, s: Float64Array, dora: boolean): SpectrumModule {
+export function spectrumModule(
+  name: string,
+  rule: string,
+  rank: number,
+  out: number,
+  inn: number,
+  scale: number,
+  s: Float64Array,
+  dora: boolean,
+): SpectrumModule {
   let total = 0;
   let sum = 0;
   for (const x of s) {
@@ -29,6 +41,7 @@ export function spectrumModule(name: string, rank: number, out: number, inn: num
   const floor = Math.max(out, inn) * Number.EPSILON * (s[0] ?? 0);
   return {
     name,
+    rule,
     rank,
     out,
     in: inn,
@@ -50,28 +63,36 @@ export function spectrumModule(name: string, rank: number, out: number, inn: num
 
 export async function spectrumJob(opts: SpectrumOptions, ctx: JobContext): Promise<SpectrumReport> {
   const t0 = performance.now();
-  const { checkpoint, layout, lowRank, other } = openFactorAdapter(opts.adapter);
+  const { checkpoint, layout, factored, other } = openFactorAdapter(opts.adapter);
   const warnings = [...layout.warnings];
   const modules: SpectrumModule[] = [];
   const products = new LinalgPool();
   try {
-    if (lowRank.length === 0) throw new LensError(opts.adapter, `no module has a B·A factor form (${other[0].rule} adapter): its spectrum would need the expanded deltas`);
+    if (factored.length === 0) throw new LensError(opts.adapter, `no module has a factor form (${other[0].rule}: ${other[0].reason})`);
     // Modules go to the workers as they are read, a few ahead; their reports are made in order.
     const inFlight: Promise<SpectrumModule>[] = [];
     const settle = async (): Promise<void> => {
       modules.push(await inFlight.shift()!);
-      ctx.progress({ phase: 'spectrum', done: modules.length, total: lowRank.length, tensor: modules[modules.length - 1].name });
+      ctx.progress({ phase: 'spectrum', done: modules.length, total: factored.length, tensor: modules[modules.length - 1].name });
     };
-    for (const m of lowRank) {
+    const report = (m: AdaptedModule, s: Float64Array): SpectrumModule =>
+      spectrumModule(m.module, ruleName(m), factorRank(m), m.out, m.in, 'scale' in m.rule ? m.rule.scale : 1, s, wholeTensor(m));
+    for (const m of factored) {
       throwIfCancelled(ctx);
-      const { A, B, rank, release } = readFactorArrays(checkpoint, m, products);
-      const rule = lowRankRule(m);
-      inFlight.push(
-        products
-          .factorSingularValues(A, B, rank, m.in, m.out)
-          .then((s) => spectrumModule(m.module, factorRank(m), m.out, m.in, rule.scale, s.map((x) => x * Math.abs(rule.scale)), wholeTensor(m)))
-          .finally(release),
-      );
+      if (m.rule.kind === 'low-rank') {
+        const { A, B, rank, release } = readFactorArrays(checkpoint, m, products);
+        const scale = Math.abs(lowRankRule(m).scale);
+        inFlight.push(
+          products
+            .factorSingularValues(A, B, rank, m.in, m.out)
+            .then((s) => report(m, s.map((x) => x * scale)))
+            .finally(release),
+        );
+      } else {
+        // LoKr from its factors' spectra; LoHa and full diffs from their L·Rᵀ, here (they are few and small).
+        const f = m.rule.kind === 'kronecker' ? undefined : readFactors(checkpoint, m);
+        inFlight.push(Promise.resolve(report(m, f ? productSingularValues(f.L, f.R) : kronSingularValues(checkpoint, m))));
+      }
       if (inFlight.length > products.threads) await settle();
     }
     while (inFlight.length) await settle();
@@ -80,8 +101,8 @@ export async function spectrumJob(opts: SpectrumOptions, ctx: JobContext): Promi
     checkpoint.handles.close();
   }
   modules.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
-  if (other.length) warnings.push(`${other.length} module(s) have no B·A factor form and are not in the report (${other[0].name}: ${other[0].rule})`);
-  if (modules.some((m) => m.dora)) warnings.push('DoRA adapter: the spectra are those of s·B@A; the magnitude vectors rescale W + ΔW per output feature on top of them');
+  if (other.length) warnings.push(`${other.length} module(s) have no exact factor form and are not in the report (${other[0].name}, ${other[0].rule}: ${other[0].reason})`);
+  if (modules.some((m) => m.dora)) warnings.push('DoRA adapter: the spectra are those of the additive delta ΔW; the magnitude vectors rescale W + ΔW per feature on top of it');
   for (const w of warnings) ctx.warn(w);
   const totalRank = modules.reduce((a, m) => a + m.rank, 0);
   const totalEnergyRank99 = modules.reduce((a, m) => a + m.energyRank99, 0);

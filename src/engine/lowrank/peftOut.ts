@@ -22,6 +22,25 @@ export interface OutModuleSpec {
   out: number;
   in: number;
   rank: number;
+  /** A convolution's kernel [kh, kw] where the source states it: A is written [k, in / (kh·kw), kh, kw] and B [out, k, 1, 1]. */
+  kernel?: number[];
+}
+
+/** The shapes A and B of a module are written with: [k, in] and [out, k], or a convolution's. */
+export function factorShapes(s: OutModuleSpec): { A: number[]; B: number[] } {
+  if (!s.kernel) return { A: [s.rank, s.in], B: [s.out, s.rank] };
+  const K = s.kernel.reduce((a, b) => a * b, 1);
+  return { A: [s.rank, s.in / K, ...s.kernel], B: [s.out, s.rank, ...s.kernel.map(() => 1)] };
+}
+
+/** The fp32 factors A' = rightᵀ [k, in] and B' = left [out, k], rounded once (columns past left/right's are zero). */
+export function factorArrays(spec: OutModuleSpec, left: Mat, right: Mat): { A: Float32Array; B: Float32Array } {
+  const k = spec.rank;
+  const A = new Float32Array(k * spec.in);
+  for (let j = 0; j < spec.in; j++) for (let c = 0; c < k; c++) A[c * spec.in + j] = c < right.cols ? right.data[j * right.cols + c] : 0;
+  const B = new Float32Array(spec.out * k);
+  for (let i = 0; i < spec.out; i++) for (let c = 0; c < k; c++) B[i * k + c] = c < left.cols ? left.data[i * left.cols + c] : 0;
+  return { A, B };
 }
 
 export interface PassThrough {
@@ -92,9 +111,10 @@ export class PeftAdapterWriter {
   ) {
     const tensors = specs.flatMap((s) => {
       const n = factorNames(s);
+      const shape = factorShapes(s);
       return [
-        { name: n.A, dtype: 'F32' as const, shape: [s.rank, s.in] },
-        { name: n.B, dtype: 'F32' as const, shape: [s.out, s.rank] },
+        { name: n.A, dtype: 'F32' as const, shape: shape.A },
+        { name: n.B, dtype: 'F32' as const, shape: shape.B },
       ];
     });
     for (const p of passThrough) tensors.push({ name: p.name, dtype: p.dtype as 'F32', shape: p.shape });
@@ -103,11 +123,7 @@ export class PeftAdapterWriter {
 
   /** The next module's factors: A' = rightᵀ [k, in], B' = left [out, k], rounded once to fp32. */
   writeModule(spec: OutModuleSpec, left: Mat, right: Mat): void {
-    const k = spec.rank;
-    const A = new Float32Array(k * spec.in);
-    for (let j = 0; j < spec.in; j++) for (let c = 0; c < k; c++) A[c * spec.in + j] = c < right.cols ? right.data[j * right.cols + c] : 0;
-    const B = new Float32Array(spec.out * k);
-    for (let i = 0; i < spec.out; i++) for (let c = 0; c < k; c++) B[i * k + c] = c < left.cols ? left.data[i * left.cols + c] : 0;
+    const { A, B } = factorArrays(spec, left, right);
     this.writeFactors(spec, A, B);
   }
 
@@ -132,7 +148,7 @@ export class PeftAdapterWriter {
   }
 }
 
-/** The adapter just written into `out` (its temporary folder), its modules by name. */
+/** The adapter just written into `out` (its temporary folder: a PEFT folder, or one LoRA file), its modules by name. */
 export function openWritten(out: OutputDir): { checkpoint: Checkpoint; modules: Map<string, AdaptedModule> } {
   const checkpoint = openCheckpoint(out.tmp);
   return { checkpoint, modules: new Map(adapterLayout(checkpoint).modules.map((m) => [m.module, m])) };

@@ -191,7 +191,7 @@ function tuckerContract(t: Float32Array, b: Float32Array, shape: number[], out: 
 }
 
 /** The factor A [r1, in·K] of a Tucker product (its B is the first-mode factor), rounded once to fp32. */
-function tuckerCore(t: Float32Array, b: Float32Array, shape: number[], alloc: (n: number) => Float32Array): Float32Array {
+export function tuckerCore(t: Float32Array, b: Float32Array, shape: number[], alloc: (n: number) => Float32Array): Float32Array {
   const K = shape.slice(2).reduce((p, q) => p * q, 1);
   return tuckerContract(t, b, shape, alloc((shape[0] * b.length * K) / shape[1])) as Float32Array;
 }

@@ -18,6 +18,8 @@ export interface PanelIo {
   openTensor(name: string): void;
   /** The weights viewer: open its file in the census tree. */
   openInCensus?(): void;
+  /** The spectrum panel: resize its adapter. */
+  resize?(): void;
   /** The weights viewer: a tensor's statistics. */
   tensorStats?(name: string): void;
   /** The panels' stylesheet, inlined into an HTML report. */
@@ -85,6 +87,9 @@ export class PanelController {
         return;
       case 'openInCensus':
         this.io.openInCensus?.();
+        return;
+      case 'resize':
+        this.io.resize?.();
         return;
       case 'tensorStats':
         this.io.tensorStats?.(m.name);

@@ -109,9 +109,21 @@ export function registerPanelSerializers(context: vscode.ExtensionContext): void
 
 function adopt(context: vscode.ExtensionContext, panel: vscode.WebviewPanel, content: PanelContent): void {
   const key = keyOf(content);
-  const p = new ReportPanel(panel, context.extensionUri, content, (name) => tensorRequests.fire(name), () => {
-    if (panels.get(key) === p) panels.delete(key);
-  });
+  // A spectrum's "Resize…" resizes the adapter its report names.
+  const adapter = content.kind === 'spectrum' ? (content.report as { adapter?: unknown }).adapter : undefined;
+  const resize = typeof adapter === 'string' ? (): void => void vscode.commands.executeCommand('loraLens.resize', vscode.Uri.file(adapter)) : undefined;
+  const p = new ReportPanel(
+    panel,
+    context.extensionUri,
+    content,
+    (name) => tensorRequests.fire(name),
+    () => {
+      if (panels.get(key) === p) panels.delete(key);
+    },
+    undefined,
+    undefined,
+    resize,
+  );
   panels.set(key, p);
 }
 

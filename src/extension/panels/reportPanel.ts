@@ -31,6 +31,7 @@ export class ReportPanel {
     onDispose: () => void,
     onOpenInCensus?: () => void,
     onTensorStats?: (name: string) => void,
+    onResize?: () => void,
   ) {
     this.controller = new PanelController(content, {
       post: (m) => void panel.webview.postMessage(m),
@@ -38,6 +39,7 @@ export class ReportPanel {
       openTensor: onOpenTensor,
       openInCensus: onOpenInCensus,
       tensorStats: onTensorStats,
+      resize: onResize,
       stylesheet: () => fs.readFileSync(vscode.Uri.joinPath(extensionUri, 'dist', 'webview.css').fsPath, 'utf8'),
       savedHtml: (file) =>
         void vscode.window.showInformationMessage(`Saved the report as ${file}: one file, charts included.`, 'Open in Browser').then(

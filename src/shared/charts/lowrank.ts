@@ -122,12 +122,13 @@ export function spectrumPanel(report: unknown, title: string): PanelModel {
 
   const warnings = strs(r?.warnings);
   const noFactor = named(r?.noFactorForm);
-  if (noFactor.length) warnings.push(`${noFactor.length} module${noFactor.length === 1 ? ' has' : 's have'} no B·A factor form (${[...new Set(noFactor.map((m) => str(m.rule) ?? '?'))].join(', ')}): not in this spectrum.`);
+  if (noFactor.length) warnings.push(`${noFactor.length} module${noFactor.length === 1 ? ' has' : 's have'} no exact factor form (${[...new Set(noFactor.map((m) => str(m.rule) ?? '?'))].join(', ')}): not in this spectrum.`);
 
   const usage = num(s?.rankUsage99);
   return {
     kind: 'spectrum',
     heading: title,
+    resize: typeof r?.adapter === 'string' && modules.length > 0,
     verdict: usage !== null ? { text: `${formatCell(num(s?.modules), 'int')} modules, total rank ${formatCell(num(s?.totalRank), 'int')}: 99% of each delta's energy lies in ${formatCell(num(s?.totalEnergyRank99), 'int')} of those ranks (${formatCell(usage, 'percent')}).`, tone: 'neutral' } : null,
     summary: [
       item('summary-modules', 'Modules', s?.modules, 'int'),

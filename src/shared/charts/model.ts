@@ -139,6 +139,8 @@ export interface PanelModel {
   sections: Section[];
   /** The weights viewer: an "Open in Census" button for its file. */
   openInCensus?: boolean;
+  /** The spectrum panel: a "Resize…" button that starts resize for its adapter. */
+  resize?: boolean;
 }
 
 /**

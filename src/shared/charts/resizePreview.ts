@@ -4,9 +4,11 @@
  * the relative error of the best approximation at that rank (Eckart–Young: √(Σ_{i>k} σᵢ²) / ‖ΔW‖_F,
  * which resize meets to rounding) and the size of the written fp32 factors.
  */
+import { energyRank } from '../energy';
 import type { SpectrumReport } from '../jobs/reports/lowrank';
 
-export type ResizeTarget = { rank: number } | { energy: 0.9 | 0.95 | 0.99 };
+/** A rank for every module, or an energy fraction in (0, 1] per module. */
+export type ResizeTarget = { rank: number } | { energy: number };
 
 export interface ResizePreview {
   target: ResizeTarget;
@@ -30,7 +32,6 @@ export function resizeRanks(max: number): number[] {
   return ranks.slice(-5);
 }
 export const RESIZE_ENERGIES = [0.9, 0.95, 0.99] as const;
-const ENERGY_RANK = { 0.9: 'energyRank90', 0.95: 'energyRank95', 0.99: 'energyRank99' } as const;
 
 /** The largest --rank resize takes: no module may be asked for more than its singular values. */
 export function maxResizeRank(report: SpectrumReport): number {
@@ -45,7 +46,7 @@ export function resizePreview(report: SpectrumReport, target: ResizeTarget): Res
   let changes = false;
   const ranks = report.modules.map((m) => {
     // resize writes at least rank 1, even for a zero delta.
-    const k = 'rank' in target ? target.rank : Math.max(1, m[ENERGY_RANK[target.energy]]);
+    const k = 'rank' in target ? target.rank : Math.max(1, energyRank(m.singularValues, target.energy));
     const s = m.singularValues;
     let head = 0;
     let tail = 0;

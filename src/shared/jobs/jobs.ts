@@ -137,12 +137,17 @@ export const JOBS = {
     options: { in: { kind: 'string', required: true }, out: { kind: 'string', required: true }, base: { kind: 'string' } },
   },
   spectrum: {
-    summary: "singular values of every module's delta s·B@A, exactly (from the r×r core), and the rank it uses",
+    summary:
+      "singular values of every module's delta, exactly and without expanding it (LoRA from the r×r core, LoHa as a Khatri–Rao product, LoKr from its factors), and the rank it uses; " +
+      'any adapter the engine reads: a PEFT or mlx-lm folder, or a kohya / LyCORIS / diffusers file',
     usage: 'spectrum --adapter DIR [--json F]',
     options: { adapter: { kind: 'string', required: true } },
   },
   resize: {
-    summary: "a PEFT adapter whose every delta is the best rank-R (or smallest rank keeping energy E) approximation of the original's",
+    summary:
+      "an adapter whose every delta is the best rank-R (or smallest rank keeping energy E) approximation of the original's: from a PEFT or mlx-lm folder a PEFT LoRA folder " +
+      '(per-module ranks through rank_pattern / alpha_pattern); from a kohya / LyCORIS / diffusers file (LoRA, LoCon, LoHa, LoKr, full diff) one LoRA file of the same name and naming in DIR, ' +
+      'per-module rank and alpha = rank',
     usage: 'resize --adapter DIR --out DIR (--rank R | --energy E) [--json F]',
     options: { adapter: { kind: 'string', required: true }, out: { kind: 'string', required: true }, rank: { kind: 'number' }, energy: { kind: 'number' } },
   },

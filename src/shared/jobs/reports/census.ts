@@ -105,8 +105,8 @@ export interface CensusReport {
 }
 
 /**
- * The census fields the extension reads beyond the tensors (read.ts); the tensors are read field by
- * field by the census tree (treeModel.ts censusTensors).
+ * The census fields the extension and the census panel read beyond the tensors (read.ts); the tensors
+ * are read field by field by the census tree (treeModel.ts censusTensors).
  */
 export const CENSUS_REPORT = fields<CensusReport>()({
   path: string,
@@ -127,6 +127,9 @@ export const CENSUS_REPORT = fields<CensusReport>()({
     dtypes: recordOf(number),
     dtypeParams: recordOf(number),
   }),
+  perLayer: listOf(fields<CensusReport['perLayer'][number]>()({ layer: number, stack: string, tensors: number, params: number, loraTargetTensors: number })),
+  outsideLayers: fields<Totals>()({ tensors: number, params: number }),
+  adapter: fields<CensusAdapter>()({ r: number, alpha: number, loraModules: number, trainableParams: number }),
   warnings: listOf(string),
 });
 export type CensusView = Present<typeof CENSUS_REPORT>;

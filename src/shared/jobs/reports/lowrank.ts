@@ -2,15 +2,17 @@
 
 export interface SpectrumModule {
   name: string;
-  /** The adapter's rank for this module (columns of its factors). */
+  /** The module's delta rule: LoRA, LoRA (MLX), AdaLoRA, VeRA, LoCon (Tucker), LoHa, LoKr, full diff, DoRA… */
+  rule: string;
+  /** The rank of the module's factor form: the columns of its factors (LoHa r₁·r₂, LoKr p₁·p₂, a full diff min(out, in)). */
   rank: number;
   out: number;
   in: number;
-  /** The module's scale s (alpha / r, or alpha / √r with rsLoRA). */
+  /** The module's scale s (alpha / r, or alpha / √r with rsLoRA; LyCORIS alpha / r; 1 for a full diff). */
   scale: number;
   layer: number | null;
   projection: string | null;
-  /** Of ΔW = s·B@A, descending; min(rank, out, in) of them. */
+  /** Of ΔW (s·B@A for a LoRA), descending; min(rank, out, in) of them. */
   singularValues: number[];
   /** Smallest k whose top-k squared singular values hold ≥ 99% of ‖ΔW‖²_F (90%, 95% likewise). */
   energyRank99: number;
@@ -24,15 +26,15 @@ export interface SpectrumModule {
   stableRank: number;
   /** exp of the entropy of σᵢ / Σσ (Roy & Vetterli 2007). */
   effectiveRank: number;
-  /** DoRA rescales W + ΔW per output feature; the spectrum is the LoRA part's. */
+  /** DoRA rescales W + ΔW per feature; the spectrum is the additive part's. */
   dora: boolean;
 }
 
 export interface SpectrumReport {
   adapter: string;
   modules: SpectrumModule[];
-  /** Modules whose rule has no B·A factor form (LoHa, LoKr, dense diffs, IA³): not in `modules`. */
-  noFactorForm: { name: string; rule: string }[];
+  /** Modules with no exact factor form here ((IA)³, full diffs too large for a dense SVD), and why: not in `modules`. */
+  noFactorForm: { name: string; rule: string; reason: string }[];
   summary: {
     modules: number;
     /** Σ rank over modules, and Σ energyRank99: how much of the trained rank holds 99% of the energy. */
