@@ -32,7 +32,7 @@ test('a field of another type reads as null; list and record entries of the wron
 
   const p = readPrecisionReport({ dtypes: { bf16: { deltaLostFraction: 0.25, rule: 'peft' }, fp16: 'lost', fp8: { rule: 'nearest' } }, defaultRule: 'round' });
   assert.deepEqual(Object.keys(p.dtypes), ['bf16', 'fp8']);
-  assert.deepEqual([p.dtypes.bf16.deltaLostFraction, p.dtypes.bf16.rule, p.dtypes.fp8.rule, p.defaultRule], [0.25, 'peft', null, null], 'a rule outside the list is null');
+  assert.deepEqual([p.dtypes.bf16.deltaLostFraction, p.dtypes.bf16.rule, p.dtypes.fp8.rule, p.defaultRule], [0.25, 'peft', 'nearest', null], 'the rule of a dtype is any string; a default rule outside the list is null');
 });
 
 test('nested reports: validate dtypes carry their compare summary, census its summary', () => {

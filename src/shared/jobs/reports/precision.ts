@@ -82,8 +82,10 @@ export const PRECISION_REPORT = fields<PrecisionReport>()({
   device: string,
   defaultRule: RULE,
   rules: listOf(RULE),
-  dtypes: recordOf(fields<PrecisionDtype>()({ ...FIGURES, rule: RULE, rules: recordOf(PRECISION_FIGURES) })),
-  tensors: listOf(fields<PrecisionTensor>()({ ...FIGURES, name: string, dtype: oneOf(['fp16', 'bf16']), rule: RULE, loraTarget: boolean, replaced: boolean })),
+  // Each dtype's and tensor's rule and dtype are read as any string: the panel groups by them, so a
+  // report of another engine version still draws.
+  dtypes: recordOf(fields<PrecisionDtype>()({ ...FIGURES, rule: string, rules: recordOf(PRECISION_FIGURES) })),
+  tensors: listOf(fields<PrecisionTensor>()({ ...FIGURES, name: string, dtype: string, rule: string, loraTarget: boolean, replaced: boolean })),
   nonFinite: listOf(fields<PrecisionReport['nonFinite'][number]>()({ name: string, elements: number })),
   warnings: listOf(string),
   seconds: number,
