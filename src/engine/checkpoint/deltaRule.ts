@@ -203,6 +203,18 @@ export function outputFactor(m: AdaptedModule): TensorInfo | undefined {
 }
 
 /** A short human name of the rule, for reports. */
+/**
+ * The rank a module's method states: a LoRA's rank, a LoHa's inner dimension, a LoKr's factored side;
+ * undefined where it states none (a whole-factor LoKr, a full diff, an (IA)³ vector, stacked parts).
+ */
+export function statedRank(m: AdaptedModule): number | undefined {
+  const r = m.rule;
+  if (r.kind === 'low-rank') return r.rank;
+  if (r.kind === 'hadamard') return r.w1b.shape[0];
+  if (r.kind === 'kronecker') return 'b' in r.w1 ? r.w1.b.shape[0] : 'b' in r.w2 ? r.w2.b.shape[0] : undefined;
+  return undefined;
+}
+
 export function ruleName(m: AdaptedModule): string {
   if (!m.decompose) return baseRuleName(m);
   const name = baseRuleName(m);

@@ -18,7 +18,7 @@
 import { adapterLayout, Replacement } from '../checkpoint/adapter';
 import { AdapterConfig } from '../checkpoint/adapterConfig';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
-import { AdaptedModule, ruleName } from '../checkpoint/deltaRule';
+import { AdaptedModule, ruleName, statedRank } from '../checkpoint/deltaRule';
 import { diffusionFormat } from '../checkpoint/diffusionAdapter';
 import { LensError } from '../errors';
 import { Dtype } from '../../shared/safetensors/dtypes';
@@ -26,6 +26,7 @@ import { TensorInfo } from '../../shared/safetensors/header';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
 import { Factors } from '../tensors/delta';
 import { JobContext, throwIfCancelled } from '../util/job';
+import { mostFrequent } from '../util/mostFrequent';
 import { withOutputDir } from '../util/outputDir';
 import type { AdapterConvertReport } from '../../shared/jobs/reports/convert';
 export type { AdapterConvertReport };
@@ -95,14 +96,8 @@ function peftTensors(adapter: Checkpoint, factors: Factors, m: AdaptedModule): E
   throw new LensError(m.tensors[0].file, `${ruleName(m)} has no PEFT equivalent to convert to`, m.tensors[0].name);
 }
 
-/** The rank PEFT divides alpha by for a module: the factors' inner dimension (1 for a LoKr with both factors whole). */
-function rankOf(m: AdaptedModule): number {
-  const r = m.rule;
-  if (r.kind === 'low-rank') return r.rank;
-  if (r.kind === 'hadamard') return r.w1b.shape[0];
-  if (r.kind === 'kronecker') return 'b' in r.w1 ? r.w1.b.shape[0] : 'b' in r.w2 ? r.w2.b.shape[0] : 1;
-  return 1;
-}
+/** The rank PEFT divides alpha by for a module: the stated rank, 1 for a LoKr with both factors whole. */
+const peftRank = (m: AdaptedModule): number => statedRank(m) ?? 1;
 
 /** The scale the merge multiplies a module's delta by (AdaLoRA: alpha / divisor, see deltaRule.ts). */
 function scaleOf(m: AdaptedModule): number {
@@ -121,13 +116,6 @@ export function alphaFor(scale: number, rank: number): number {
     for (const c of [a + i * step, a - i * step]) if (Math.fround(c / rank) === want) return c;
   }
   return a;
-}
-
-/** The most frequent value of a list (the config's default; the rest go to the patterns). */
-function mode(values: number[]): number {
-  const counts = new Map<number, number>();
-  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
-  return [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0][0];
 }
 
 /** The config fields a converted PEFT folder carries over from an adapter folder's own config. */
@@ -164,7 +152,7 @@ export async function convertAdapterJob(opts: ConvertAdapterOptions, ctx: JobCon
     if (fused) {
       throw new LensError(inPath, `some of its modules are row blocks of the base's fused tensor ${fused.base!.name}, which PEFT cannot target one by one: convert against the base in the diffusers layout`);
     }
-    const modules = layout.modules.filter((m) => rankOf(m) > 0);
+    const modules = layout.modules.filter((m) => peftRank(m) > 0);
     const kinds = [...new Set(modules.map((m) => m.rule.kind))];
     if (kinds.length !== 1 || PEFT_TYPE[kinds[0]] === undefined) {
       throw new LensError(inPath, `holds ${[...new Set(modules.map(ruleName))].join(' + ')} modules; one PEFT adapter holds one method (LoRA, LoHa or LoKr)`);
@@ -176,10 +164,10 @@ export async function convertAdapterJob(opts: ConvertAdapterOptions, ctx: JobCon
     if (modules.length < layout.modules.length) ctx.warn(`${layout.modules.length - modules.length} module(s) of rank 0 (pruned by AdaLoRA) change nothing and are left out`);
     if (format === 'ADALORA') ctx.warn("AdaLoRA's delta is rounded three times by PEFT (times alpha, divided by ranknum + 1e-5); as one LoRA scale it can differ by one ulp");
 
-    const ranks = modules.map(rankOf);
+    const ranks = modules.map(peftRank);
     const alphas = modules.map((m, i) => alphaFor(scaleOf(m), ranks[i]));
-    const r = mode(ranks);
-    const alpha = mode(alphas);
+    const r = mostFrequent(ranks);
+    const alpha = mostFrequent(alphas);
     const rankPattern: Record<string, number> = {};
     const alphaPattern: Record<string, number> = {};
     modules.forEach((m, i) => {

@@ -6,11 +6,12 @@
  */
 import { adapterLayout } from '../checkpoint/adapter';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
-import { AdaptedModule } from '../checkpoint/deltaRule';
+import { statedRank } from '../checkpoint/deltaRule';
 import { diffusionFormat } from '../checkpoint/diffusionAdapter';
 import { formatInt } from '../../shared/format';
 import { LensError } from '../errors';
 import { JobContext } from '../util/job';
+import { mostFrequent } from '../util/mostFrequent';
 import { EstimateModule, EstimateReport } from '../../shared/jobs/reports/estimate';
 
 /** Whether `p` is an image-model adapter file (no adapter_config.json; the format read from its keys). */
@@ -24,22 +25,6 @@ export function isDiffusionAdapter(p: string): boolean {
   } finally {
     if (c) closeCheckpoint(c);
   }
-}
-
-/** The rank a module's method states (0 for a full diff or an (IA)³ vector). */
-function rankOf(m: AdaptedModule): number {
-  const r = m.rule;
-  if (r.kind === 'low-rank') return r.rank;
-  if (r.kind === 'hadamard') return r.w1b.shape[0];
-  if (r.kind === 'kronecker') return 'b' in r.w1 ? r.w1.b.shape[0] : 'b' in r.w2 ? r.w2.b.shape[0] : 0;
-  return 0;
-}
-
-/** The most frequent value (the report's r and alpha), 0 for none. */
-function mode(values: number[]): number {
-  const counts = new Map<number, number>();
-  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
-  return [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]?.[0] ?? 0;
 }
 
 /** Scalars that configure a module and are not trained: kohya's alpha, LyCORIS's on_input flag. */
@@ -66,7 +51,7 @@ export function estimateDiffusion(basePath: string, adapterPath: string, ctx: Jo
         }
         const dora = m.decompose?.magnitude.numel ?? 0;
         doraParams += dora;
-        const r = rankOf(m);
+        const r = statedRank(m) ?? 0;
         const scale = m.rule.kind === 'scale' || m.rule.kind === 'stacked' ? 1 : m.rule.scale;
         modules.push({ name: m.module, in: m.in, out: m.out, r, alpha: scale * r, params: params + dora });
       }
@@ -83,8 +68,8 @@ export function estimateDiffusion(basePath: string, adapterPath: string, ctx: Jo
         model: basePath,
         shapesFrom: 'weights',
         modelType: typeof base.config?.model_type === 'string' ? base.config.model_type : null,
-        r: mode(modules.map((m) => m.r)),
-        alpha: mode(modules.map((m) => m.alpha)),
+        r: mostFrequent(modules.map((m) => m.r)),
+        alpha: mostFrequent(modules.map((m) => m.alpha)),
         targets: [...new Set(modules.map((m) => m.name.split('.').pop()!))].sort(),
         useDora: doraParams > 0,
         trainableParams,
