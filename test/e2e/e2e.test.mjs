@@ -97,15 +97,27 @@ async function showContainer(prefix) {
 
 const explorerRow = (label) => page.locator(`.explorer-folders-view .monaco-list-row[aria-label="${label}"]`);
 
+/**
+ * Expands an Explorer folder. A click can be lost while the Explorer refreshes after files appear (a job's
+ * output lands in the workspace), and a refresh can fold the row again, so click until it shows expanded.
+ */
 async function expandExplorer(label) {
   const row = explorerRow(label);
   await row.waitFor({ timeout: 20000 });
-  if ((await row.getAttribute('aria-expanded')) !== 'true') await row.click();
   // Expanded, or merged into a compact row with its only child (adapters/tiny-llama-qv), which takes the child's label.
-  await page.waitForFunction((l) => {
+  const isOpen = (l) => {
     const r = document.querySelector(`.explorer-folders-view .monaco-list-row[aria-label="${l}"]`);
     return r === null || r.getAttribute('aria-expanded') === 'true';
-  }, label, { timeout: 10000 });
+  };
+  for (let i = 0; i < 10; i++) {
+    if (await page.evaluate(isOpen, label)) return;
+    await row.click({ timeout: 5000 }).catch(() => {});
+    try {
+      await page.waitForFunction(isOpen, label, { timeout: 3000 });
+      return;
+    } catch { /* not yet: click again */ }
+  }
+  throw new Error(`the Explorer folder ${label} did not expand`);
 }
 
 /** Right-clicks an Explorer row and runs a menu entry; the entries depend on context keys the extension sets after its workspace scan, so retry until they show. */
