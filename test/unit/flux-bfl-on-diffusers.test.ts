@@ -13,6 +13,7 @@ import { describe, it } from 'node:test';
 import { adapterLayout } from '../../src/engine/checkpoint/adapter';
 import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { censusJob } from '../../src/engine/jobs/census';
+import { convertAdapterJob } from '../../src/engine/jobs/convertAdapter';
 import { mergeJob } from '../../src/engine/jobs/merge';
 import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { withKernels } from '../../src/engine/kernels/kernels';
@@ -101,6 +102,17 @@ describe('BFL-named FLUX LoRAs (ComfyUI, ai-toolkit, kohya) on a diffusers FLUX 
       }
     });
   }
+
+  it('converted against the diffusers folder, a ComfyUI-named file is a PEFT adapter of to_q, to_k, … whose merge has the same bytes', async () => {
+    const file = loraFile('convert', forms[0]);
+    const peft = path.join(root, 'convert-peft');
+    const rep = await convertAdapterJob({ input: file, out: peft, base: folder }, ctx);
+    assert.equal(rep.modules, modules.reduce((a, [, k]) => a + k, 0));
+    await mergeJob({ base: folder, adapter: peft, out: path.join(root, 'convert-merged'), dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
+    await mergeJob({ base: folder, adapter: file, out: path.join(root, 'convert-direct'), dtype: 'fp32', rule: 'peft' }, withKernels(ctx, kernels));
+    const got = readAll(path.join(root, 'convert-merged'));
+    for (const [name, w] of readAll(path.join(root, 'convert-direct'))) assert.ok(Buffer.from(got.get(name)!.buffer).equals(Buffer.from(w.buffer)), name);
+  });
 
   it('LyCORIS LoHa, LoKr and full diffs on fused projections split by rows as well, in kohya and ComfyUI naming', async () => {
     const R = (n: number, s: number): Float32Array => randomF32(n, s, 0.5);
