@@ -89,10 +89,20 @@ async function acceptInput(expectEnd) {
   return value;
 }
 
+/**
+ * Shows a view container. Clicking an active container's icon hides the side bar, and the extension may
+ * reveal its own view at the same moment (Open in Census), so click only while it is not shown, and check again.
+ */
 async function showContainer(prefix) {
   const item = page.locator(`.activitybar li.action-item:has(> a[aria-label^="${prefix}"])`);
   await item.waitFor({ timeout: 60000 });
-  if (!((await item.getAttribute('class')) ?? '').split(/\s+/).includes('checked')) await item.locator('a').click();
+  const shown = async () => ((await item.getAttribute('class')) ?? '').split(/\s+/).includes('checked') && (await page.locator('[id="workbench.parts.sidebar"]').isVisible());
+  for (let i = 0; i < 5; i++) {
+    if (await shown()) return;
+    await item.locator('a').click();
+    for (let t = 0; t < 10 && !(await shown()); t++) await page.waitForTimeout(200);
+  }
+  if (!(await shown())) throw new Error(`the ${prefix} view container did not show`);
 }
 
 const explorerRow = (label) => page.locator(`.explorer-folders-view .monaco-list-row[aria-label="${label}"]`);
