@@ -27,7 +27,7 @@ const FLAGS: Record<string, string[]> = {
   ],
   convert: ['in:string', 'out:string', 'base:string'],
   spectrum: ['adapter:string'],
-  resize: ['adapter:string', 'out:string', 'rank:number', 'energy:number'],
+  resize: ['adapter:string', 'out:string', 'rank:number', 'energy:number', 'base:string'],
   'extract-lora': ['base:string', 'finetuned:string', 'out:string', 'rank:number', 'energy:number', 'oversample:number', 'power-iterations:number'],
   combine: ['adapters:list', 'weights:string', 'out:string', 'rank:number'],
   stats: ['model:string', 'base:string', 'adapter:string', 'tensor:string', 'bins:number', 'grid:number'],

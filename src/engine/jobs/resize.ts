@@ -5,7 +5,10 @@
  * and LoKr (whose best rank-k approximations are ordinary LoRAs), full diffs. What is written is what the
  * source's users load: from a PEFT-style folder (PEFT's methods, mlx-lm) a PEFT LoRA folder with
  * rank_pattern / alpha_pattern; from a kohya / LyCORIS / diffusers file one LoRA file of the same name in
- * the same naming (lowrank/loraFileOut.ts), per-module rank and alpha.
+ * the same naming (lowrank/loraFileOut.ts), per-module rank and alpha. A convolution's factors are written
+ * conv-shaped (down [k, in, kh, kw], up [out, k, 1, 1]) with the kernel its tensors state, or, where they
+ * flatten it (LyCORIS LoHa and LoKr without Tucker cores: [r, in·kh·kw]), the kernel of its base tensor
+ * (--base, fitted as merge fits it).
  */
 import * as path from 'node:path';
 import { AdaptedModule } from '../checkpoint/deltaRule';
@@ -17,7 +20,8 @@ import { loraConfig } from '../lowrank/peftOut';
 import { openWritten, OutModuleSpec, PassThrough, PeftAdapterWriter, writtenRelError } from '../lowrank/peftOut';
 import { JobContext, throwIfCancelled } from '../util/job';
 import { withOutputDir } from '../util/outputDir';
-import { Checkpoint } from '../checkpoint/checkpoint';
+import { adapterLayout } from '../checkpoint/adapter';
+import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { TensorInfo } from '../../shared/safetensors/header';
 import type { ResizeModule, ResizeReport } from '../../shared/jobs/reports/lowrank';
 export type { ResizeModule, ResizeReport };
@@ -25,6 +29,8 @@ export type { ResizeModule, ResizeReport };
 export interface ResizeOptions {
   adapter: string;
   out: string;
+  /** The base model, read for the kernels of convolutions whose factors flatten them (headers only). */
+  base?: string;
   /** Exactly one of rank (every module) and energy (fraction in (0, 1], per module). */
   rank?: number;
   energy?: number;
@@ -51,7 +57,7 @@ function singularValues(c: Checkpoint, m: AdaptedModule): Float64Array {
 }
 
 /** A convolution's kernel [kh, kw] where the module's tensors state it (a 4-D down, a Tucker core, a 4-D LoKr w2 or diff). */
-function kernelOf(m: AdaptedModule): number[] | undefined {
+function statedKernel(m: AdaptedModule): number[] | undefined {
   const r = m.rule;
   const tail = (t: TensorInfo | undefined): number[] | undefined => (t && t.shape.length > 2 ? t.shape.slice(2) : undefined);
   switch (r.kind) {
@@ -66,6 +72,34 @@ function kernelOf(m: AdaptedModule): number[] | undefined {
     default:
       return undefined;
   }
+}
+
+/**
+ * LoHa, and LoKr with a factored w2, without a Tucker core: on a convolution LyCORIS stores [r, in·kh·kw],
+ * the kernel flattened (a whole w2 keeps it: [out2, in2, kh, kw]).
+ */
+function flattensKernel(m: AdaptedModule): boolean {
+  const r = m.rule;
+  return (r.kind === 'hadamard' && !r.t1) || (r.kind === 'kronecker' && 'a' in r.w2 && !r.w2.t);
+}
+
+/** A module's key across layouts of one adapter file: its tensors' names. */
+const moduleKey = (m: AdaptedModule): string => m.tensors.map((t) => t.name).join('\n');
+
+/** The base tensor of each module (by moduleKey), the adapter fitted to `base` as merge fits it (bad input where it does not fit). */
+function baseTensors(adapter: Checkpoint, basePath: string): Map<string, TensorInfo> {
+  const base = openCheckpoint(basePath);
+  try {
+    const fitted = adapterLayout(adapter, base).modules.filter((m) => m.base && m.rule.kind !== 'stacked');
+    return new Map(fitted.map((m) => [moduleKey(m), m.base!]));
+  } finally {
+    closeCheckpoint(base);
+  }
+}
+
+/** A convolution's kernel: as the module's tensors state it, else as its base tensor [out, in, kh, kw] does. */
+function kernelOf(m: AdaptedModule, base: TensorInfo | undefined): number[] | undefined {
+  return statedKernel(m) ?? (base && base.shape.length > 2 ? base.shape.slice(2) : undefined);
 }
 
 /** A full diff's bias delta (LyCORIS `diff_b`): no low-rank form, so it is written as it is. */
@@ -96,6 +130,15 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
         throw new LensError(opts.adapter, `module ${m.module} (${m.rule.kind}) has a factor form of rank ${factorRank(m)}, above the ${MAX_FORM_RANK} resize works on`, m.tensors[0].name);
       }
     }
+    const bases = opts.base === undefined ? undefined : baseTensors(checkpoint, opts.base);
+    const flattened = modules.filter(flattensKernel);
+    const warnings = [...layout.warnings];
+    if (!bases && flattened.length > 0) {
+      warnings.push(
+        `${flattened.length} LoHa / LoKr module(s) (${flattened[0].module}${flattened.length > 1 ? ', …' : ''}) flatten a convolution's kernel into their factors, so only the base knows it: ` +
+          'any of them on a Conv2d is written with a 2-D down [k, in·kh·kw]; give --base to write those [k, in, kh, kw]',
+      );
+    }
     const ranks = new Map<string, number>();
     for (const m of modules) {
       if (opts.rank !== undefined) ranks.set(m.module, opts.rank);
@@ -111,7 +154,7 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
       out: m.out,
       in: m.in,
       rank: ranks.get(m.module)!,
-      kernel: kernelOf(m),
+      kernel: kernelOf(m, bases?.get(moduleKey(m))),
     }));
     const read = (t: TensorInfo): PassThrough => ({
       name: t.name,
@@ -121,7 +164,7 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
     });
     const passThrough = [...layout.replacements.map((r) => read(r.source)), ...source.factored.filter(isBiasDiff).map((m) => read(m.tensors[0]))];
     const results: ResizeModule[] = [];
-    await withOutputDir('resize', opts.out, [opts.adapter], async (out) => {
+    await withOutputDir('resize', opts.out, [opts.adapter, ...(opts.base === undefined ? [] : [opts.base])], async (out) => {
       // A file keeps its name (as .safetensors) and naming; a folder becomes a PEFT folder.
       const format = source.source === 'peft' ? undefined : source.source;
       const file = path.basename(checkpoint.files[0]).replace(/\.[^.]+$/, '') + '.safetensors';
@@ -167,7 +210,7 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
         written.checkpoint.handles.close();
       }
     });
-    for (const w of layout.warnings) ctx.warn(w);
+    for (const w of warnings) ctx.warn(w);
     const params = (count: (m: AdaptedModule) => number): number => modules.reduce((a, m) => a + count(m), 0);
     return {
       adapter: opts.adapter,
@@ -182,7 +225,7 @@ export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<R
         meanEnergyKept: results.reduce((a, m) => a + m.energyKept, 0) / results.length,
         maxRelError: Math.max(...results.map((m) => m.relError)),
       },
-      warnings: layout.warnings,
+      warnings,
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {

@@ -26,7 +26,7 @@ export const spectrum: Runner<'spectrum'> = async (req, ctx) => {
 
 export const resize: Runner<'resize'> = async (req, ctx) => {
   const r = await resizeJob(
-    { adapter: need(req, 'adapter'), out: need(req, 'out'), rank: req.rank, energy: req.energy },
+    { adapter: need(req, 'adapter'), out: need(req, 'out'), base: req.base, rank: req.rank, energy: req.energy },
     ctx,
   );
   const s = r.summary;

@@ -147,9 +147,9 @@ export const JOBS = {
     summary:
       "an adapter whose every delta is the best rank-R (or smallest rank keeping energy E) approximation of the original's: from a PEFT or mlx-lm folder a PEFT LoRA folder " +
       '(per-module ranks through rank_pattern / alpha_pattern); from a kohya / LyCORIS / diffusers file (LoRA, LoCon, LoHa, LoKr, full diff) one LoRA file of the same name and naming in DIR, ' +
-      'per-module rank and alpha = rank',
-    usage: 'resize --adapter DIR --out DIR (--rank R | --energy E) [--json F]',
-    options: { adapter: { kind: 'string', required: true }, out: { kind: 'string', required: true }, rank: { kind: 'number' }, energy: { kind: 'number' } },
+      'per-module rank and alpha = rank; --base gives the kernel of convolutions whose LoHa / LoKr factors flatten it, so they are written conv-shaped',
+    usage: 'resize --adapter DIR --out DIR (--rank R | --energy E) [--base DIR] [--json F]',
+    options: { adapter: { kind: 'string', required: true }, out: { kind: 'string', required: true }, rank: { kind: 'number' }, energy: { kind: 'number' }, base: { kind: 'string' } },
   },
   'extract-lora': {
     summary: "a PEFT LoRA adapter from the difference of two models: truncated SVD of each changed 2-D linear weight's task vector",
