@@ -486,7 +486,8 @@ function splitRows(adapter: Checkpoint, name: string, fused: AdaptedModule, targ
     // A decomposition per output row (the only one splitRows is given) takes its rows of dora_scale.
     const decompose = fused.decompose && { ...fused.decompose, magnitude: slice(fused.decompose.magnitude) };
     const tensors = fused.tensors.map((x) => sliced.get(x) ?? x);
-    const own: AdaptedModule = { module: t.module, rule: part, tensors, out: n, in: fused.in, base: t.weight, transpose: false, embedding: false, ...(decompose ? { decompose } : {}) };
+    const own: AdaptedModule = { module: t.module, rule: part, tensors, out: n, in: fused.in, base: t.weight, transpose: false, embedding: false };
+    if (decompose) own.decompose = decompose;
     const bias = diffB && biasPart(file, name, diffB, row0, n, t);
     row0 += n;
     return bias ? [own, bias] : [own];
