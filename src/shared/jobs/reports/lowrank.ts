@@ -169,6 +169,8 @@ export const SPECTRUM_REPORT = fields<SpectrumReport>()({
     fields<SpectrumModule>()({
       name: string,
       rank: number,
+      out: number,
+      in: number,
       singularValues: listOf(number),
       energyRank90: number,
       energyRank95: number,
