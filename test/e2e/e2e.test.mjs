@@ -107,27 +107,25 @@ async function showContainer(prefix) {
 
 const explorerRow = (label) => page.locator(`.explorer-folders-view .monaco-list-row[aria-label="${label}"]`);
 
-/**
- * Expands an Explorer folder. A click can be lost while the Explorer refreshes after files appear (a job's
- * output lands in the workspace), and a refresh can fold the row again, so click until it shows expanded.
- */
-async function expandExplorer(label) {
-  const row = explorerRow(label);
+/** Clicks a tree row until `expanded()` holds: a click can be lost while the tree refreshes, and a refresh can fold the row again. */
+async function clickUntilExpanded(row, expanded, what) {
   await row.waitFor({ timeout: 20000 });
+  for (let i = 0; i < 10; i++) {
+    if (await expanded()) return;
+    await row.click({ timeout: 5000 }).catch(() => {});
+    for (let t = 0; t < 15 && !(await expanded()); t++) await page.waitForTimeout(200);
+  }
+  if (!(await expanded())) throw new Error(`${what} did not expand`);
+}
+
+/** Expands an Explorer folder; a job's output landing in the workspace refreshes the Explorer. */
+async function expandExplorer(label) {
   // Expanded, or merged into a compact row with its only child (adapters/tiny-llama-qv), which takes the child's label.
-  const isOpen = (l) => {
+  const open = () => page.evaluate((l) => {
     const r = document.querySelector(`.explorer-folders-view .monaco-list-row[aria-label="${l}"]`);
     return r === null || r.getAttribute('aria-expanded') === 'true';
-  };
-  for (let i = 0; i < 10; i++) {
-    if (await page.evaluate(isOpen, label)) return;
-    await row.click({ timeout: 5000 }).catch(() => {});
-    try {
-      await page.waitForFunction(isOpen, label, { timeout: 3000 });
-      return;
-    } catch { /* not yet: click again */ }
-  }
-  throw new Error(`the Explorer folder ${label} did not expand`);
+  }, label);
+  await clickUntilExpanded(explorerRow(label), open, `the Explorer folder ${label}`);
 }
 
 /** Right-clicks an Explorer row and runs a menu entry; the entries depend on context keys the extension sets after its workspace scan, so retry until they show. */
@@ -170,8 +168,7 @@ const censusRow = (label) => censusRows().filter({ has: page.locator('.label-nam
 
 async function expandCensus(label) {
   const row = censusRow(label);
-  await row.waitFor({ timeout: 20000 });
-  if ((await row.getAttribute('aria-expanded')) !== 'true') await row.click();
+  await clickUntilExpanded(row, async () => (await row.getAttribute('aria-expanded')) === 'true', `the census row ${label}`);
 }
 
 function webview() {

@@ -12,7 +12,7 @@ import { CpuKernels } from '../../src/engine/kernels/cpu';
 import { quietContext } from '../../src/engine/util/job';
 import { randomF32, TestTensor, tmpDir, writeWeights } from './helpers/builders';
 import { assertOneLineError, runCli } from './helpers/cli';
-import { bflFromDiffusers, fluxTensors, writeSafetensorsFile } from './helpers/diffusion';
+import { bflFromDiffusers, bflValues, fluxTensors, writeSafetensorsFile } from './helpers/diffusion';
 import { readAll } from './helpers/tensors';
 import { withKernels } from '../../src/engine/kernels/kernels';
 
@@ -56,12 +56,7 @@ describe('diffusers-named FLUX LoRAs on a BFL single file', () => {
   ];
   const file = writeSafetensorsFile(path.join(root, 'lora', 'pytorch_lora_weights.safetensors'), modules.flatMap((m, i) => lora(m, 10 + 2 * i)));
 
-  /** The merged BFL file as diffusers names its tensors, built from the merged diffusers folder the same way the base was. */
-  const asBfl = (dir: string): Map<string, Float32Array> => {
-    const m = readAll(dir);
-    const withValues = new Map([...diffusers].map(([n, t]) => [n, { ...t, data: m.get(n)! }]));
-    return new Map(bflFromDiffusers(withValues, 2, 2).map((t) => [t.name, t.data as Float32Array]));
-  };
+  const asBfl = (dir: string): Map<string, Float32Array> => bflValues(diffusers, dir, 2, 2);
 
   it('merges onto the BFL file as onto the diffusers transformer, each fused tensor row by row (bf16 and fp32)', async () => {
     for (const dtype of ['bf16', 'fp32'] as const) {

@@ -74,12 +74,9 @@ describe('kohya FLUX LoRAs on a diffusers FLUX transformer', () => {
     fs.rmSync(dev, { recursive: true, force: true });
   });
 
-  it('a fused LoKr, or a fused delta of the wrong size, is bad input naming it', () => {
-    const lokr = writeSafetensorsFile(path.join(root, 'lokr', 'l.safetensors'), [
-      { name: 'lora_unet_double_blocks_0_img_attn_qkv.lokr_w1', shape: [3, 1] },
-      { name: 'lora_unet_double_blocks_0_img_attn_qkv.lokr_w2', shape: [8, 8] },
-    ]);
-    assertOneLineError(runCli(['merge', '--base', base, '--adapter', lokr, '--out', path.join(root, 'x'), '--dtype', 'bf16']), 'lora_unet_double_blocks_0_img_attn_qkv', 'kronecker');
+  it('a fused (IA)³, or a fused delta of the wrong size, is bad input naming it', () => {
+    const ia3 = writeSafetensorsFile(path.join(root, 'ia3', 'l.safetensors'), [{ name: 'lora_unet_double_blocks_0_img_attn_qkv.weight', shape: [24] }]);
+    assertOneLineError(runCli(['merge', '--base', base, '--adapter', ia3, '--out', path.join(root, 'x'), '--dtype', 'bf16']), 'lora_unet_double_blocks_0_img_attn_qkv', 'IA³', 'not supported');
     const wide = writeSafetensorsFile(path.join(root, 'wide', 'l.safetensors'), [
       { name: 'lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight', shape: [2, 8] },
       { name: 'lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight', shape: [25, 2] },

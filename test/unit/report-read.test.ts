@@ -4,6 +4,9 @@ import { readCompareReport } from '../../src/shared/jobs/reports/compare';
 import { readPrecisionReport } from '../../src/shared/jobs/reports/precision';
 import { readValidateReport } from '../../src/shared/jobs/reports/validate';
 import { readCensusReport } from '../../src/shared/jobs/reports/census';
+import { readMaskReport } from '../../src/shared/jobs/reports/mask';
+import { readStatsReport } from '../../src/shared/jobs/reports/stats';
+import { readCombineReport } from '../../src/shared/jobs/reports/lowrank';
 
 test('a report that is not an object reads as every field null and every list empty', () => {
   for (const x of [null, undefined, 42, 'report', [1, 2]]) {
@@ -40,4 +43,16 @@ test('nested reports: validate dtypes carry their compare summary, census its su
   assert.deepEqual(v.dtypes.map((d) => [d.dtype, d.folder, d.compare?.shared ?? null, d.precision]), [['bf16', '/o/bf16', 4, null], [null, null, null, null]]);
   const c = readCensusReport({ kind: 'model', summary: { params: 3_030_371_328, dtypes: { BF16: 483, F32: 'x' } } });
   assert.deepEqual([c.kind, c.summary?.params, c.summary?.bytes, c.summary?.dtypes], ['model', 3_030_371_328, null, { BF16: 483 }]);
+});
+
+test('a list or record read with keepNull holds an entry of the wrong shape as null in its place', () => {
+  const m = readMaskReport({ normPreservation: { a: 0.9, zero: null, odd: 'x' }, perModule: [null, { name: 'w', selected: 3 }] });
+  assert.deepEqual(m.normPreservation, { a: 0.9, zero: null, odd: null }, "an all-zero adapter's null fraction stays under its name");
+  assert.deepEqual(m.perModule.map((x) => x.name), ['w'], 'a list without keepNull leaves them out');
+  const s = readStatsReport({ histogram: { edges: [0, 'x', 2], counts: [5, null] }, heatmap: { rows: 1, cols: 4, maxAbs: [1, null, {}, 4] } });
+  assert.deepEqual(s.histogram?.edges, [0, null, 2]);
+  assert.deepEqual(s.histogram?.counts, [5, null]);
+  assert.deepEqual(s.heatmap?.maxAbs, [1, null, null, 4], 'cells keep their positions');
+  assert.deepEqual(s.heatmap?.meanAbs, [], 'an absent list is empty');
+  assert.deepEqual(readCombineReport({ adapters: ['a', 'b', 'c'], weights: [1, 'x', -0.5] }).weights, [1, null, -0.5], 'one weight per adapter, in its place');
 });

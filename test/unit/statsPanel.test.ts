@@ -48,3 +48,19 @@ test("the heat map's CSV: a row per cell with its element ranges (the last ones 
   assert.equal(lines[64], `49,49,28,29,${r.heatmap.maxAbs[63]},${r.heatmap.meanAbs[63]}`);
   assert.equal(heatmapCsv({ ...h.heatmap!, layers: [{ label: 'v', values: [null] }], rows: 1, cols: 1 }).split('\r\n')[1], '0,6,0,3,');
 });
+
+test('a partial or foreign report draws dashes and keeps each bin and cell in its place', () => {
+  for (const report of [{}, null, 'stats', { summary: 'x', histogram: [], heatmap: { rows: 'two' }, shape: 'w' }]) {
+    const m = panelModel({ kind: 'stats', title: 'w', report });
+    assert.deepEqual(m.sections.map((s) => s.id), ['figures']);
+    assert.ok(m.summary.filter((s) => s.id !== 'summary-non-finite').every((s) => s.text === '—'), JSON.stringify(m.summary));
+  }
+  const m = panelModel({
+    kind: 'stats',
+    title: 'w',
+    report: { tensor: 'w', shape: [2, 'x'], histogram: { edges: [0, 'x', 2], counts: [3, 1] }, heatmap: { rows: 1, cols: 2, cellRows: 2, cellCols: 1, maxAbs: [null, 0.5], meanAbs: ['?', 0.25] } },
+  });
+  assert.equal(m.verdict?.text, 'w [2 × ?] : values');
+  assert.deepEqual(m.sections.find((s) => s.id === 'histogram')!.table!.rows, [[0, null, 3], [null, 2, 1]]);
+  assert.deepEqual(m.sections.find((s) => s.id === 'heatmap')!.heatmap!.layers.map((l) => l.values), [[null, 0.5], [null, 0.25]]);
+});

@@ -195,7 +195,10 @@ test('mask: elements kept per layer x projection as stacked series and a heat ma
   assert.deepEqual(grid.table?.rows, [['0', 33, 33], ['1', 11, null]]);
   assert.deepEqual(grid.table?.heat, [[null, 1, 1], [null, 1 / 3, null]]);
   assert.deepEqual(section(m, 'mask-projections').chart?.labels, ['q_proj', 'v_proj']);
-  assert.deepEqual(series(section(m, 'norm-preservation'), 'energy kept').data, [0.81, null]);
+  const kept = section(m, 'norm-preservation');
+  assert.deepEqual(kept.chart?.labels, ['a', 'b'], 'an all-zero adapter keeps its place');
+  assert.deepEqual(series(kept, '‖mask ⊙ Δ‖ / ‖Δ‖').data, [0.9, null]);
+  assert.deepEqual(series(kept, 'energy kept').data, [0.81, null]);
 });
 
 test('decompose: coefficients with the truth beside them, rows findable per adapter', () => {

@@ -139,6 +139,8 @@ export interface StackedPart {
   offset: number;
   /** The part's own module: an additive rule, its ΔW [out, in] (no base of its own, never transposed). */
   module: AdaptedModule;
+  /** The module as the adapter names it (`transformer.transformer_blocks.0.attn.to_q`). */
+  source: string;
 }
 
 export interface StackedRule {
@@ -202,7 +204,17 @@ export function outputFactor(m: AdaptedModule): TensorInfo | undefined {
   return f.form === 'transposed' ? f.b : f.form === 'vera' ? f.lambdaB : f.B;
 }
 
-/** A short human name of the rule, for reports. */
+/**
+ * Whether an adapter tensor's stored bytes were seen already (`seen` keeps them): a fused FLUX projection
+ * split onto its stacked modules shares its input-side factors among them, and its row slices are disjoint.
+ */
+export function seenBefore(t: TensorInfo, seen: Set<string>): boolean {
+  const key = `${t.file}:${t.offset}:${t.byteLength}`;
+  if (seen.has(key)) return true;
+  seen.add(key);
+  return false;
+}
+
 /**
  * The rank a module's method states: a LoRA's rank, a LoHa's inner dimension, a LoKr's factored side;
  * undefined where it states none (a whole-factor LoKr, a full diff, an (IA)³ vector, stacked parts).
@@ -215,6 +227,12 @@ export function statedRank(m: AdaptedModule): number | undefined {
   return undefined;
 }
 
+/** What a stacked module is, in words naming the fused base tensor and the adapter modules stacked in it. */
+export function stackedParts(m: AdaptedModule, r: StackedRule): string {
+  return `${m.module} is one fused base tensor onto whose rows ${r.parts.length} adapter modules (${r.parts.map((p) => p.source).join(', ')}) each add their own delta`;
+}
+
+/** A short human name of the rule, for reports. */
 export function ruleName(m: AdaptedModule): string {
   if (!m.decompose) return baseRuleName(m);
   const name = baseRuleName(m);

@@ -15,7 +15,9 @@
  * - diffusers: `<component>.<module>.lora.down/up.weight`, `.lora_linear_layer.down/up.weight`,
  *   `.lora_A/B.weight` (PEFT keys without PEFT's wrapper), an optional `<module>.alpha`, and the old
  *   attention-processor keys `…attn1.processor.to_q_lora.down.weight` (UNet modules, no prefix); scale
- *   alpha / r, or 1 without alpha.
+ *   alpha / r, or 1 without alpha. ComfyUI's generic keys are of this dotted kind too, with kohya's and
+ *   LyCORIS's tails (`diffusion_model.<module>.lora_down.weight`, `.hada_w1_a`, `.lokr_w1`, `.diff`, …),
+ *   read as those formats define them.
  * Module names resolve against the base's tensor names (diffusionNames.ts); a name that does not is
  * bad input naming it.
  */
@@ -24,7 +26,7 @@ import { TensorInfo } from '../../shared/safetensors/header';
 import { bytesToF32 } from '../safetensors/reader';
 import type { AdapterLayout } from './adapter';
 import { Checkpoint } from './checkpoint';
-import { AdaptedModule, assertModuleHoldsElements, Decomposition, DeltaRule, KronFactor } from './deltaRule';
+import { AdaptedModule, assertModuleHoldsElements, Decomposition, DeltaRule, FactorForm, KroneckerRule, KronFactor, ruleName } from './deltaRule';
 import { BaseModuleNames, kohyaMiss } from './diffusionNames';
 
 export type DiffusionFormat = 'kohya' | 'diffusers';
@@ -62,6 +64,17 @@ const KOHYA_ROLES: Record<string, string> = {
 };
 
 /**
+ * A dotted module path with a kohya / LyCORIS tail (ComfyUI's generic keys). (IA)³'s bare `weight` and its
+ * `on_input` are left out: a dotted `….weight` is any checkpoint's tensor.
+ */
+const DOTTED_KEY = new RegExp(
+  `^(.+?)\\.(${Object.keys(KOHYA_ROLES)
+    .filter((k) => !['weight', 'on_input', 'alpha'].includes(k))
+    .map((k) => k.replace('.', '\\.'))
+    .join('|')})$`,
+);
+
+/**
  * Parts LoRA Lens recognises but does not merge, and why (one line each). OFT rotates the base weight's
  * output rows by a Cayley transform of skew blocks, and kohya-ss, LyCORIS (diag-oft, BOFT) and PEFT differ
  * in the constraint, the rescale and the side R multiplies, with the same `oft_blocks` key: refused, not guessed.
@@ -85,10 +98,8 @@ export function diffusionFormat(c: Checkpoint): DiffusionFormat | undefined {
     );
   }
   if (names.length > 0 && names.every((n) => KOHYA_KEY.test(n))) return 'kohya';
-  if (
-    names.some((n) => PROCESSOR_KEY.test(n) || DIFFUSERS_KEY.test(n)) &&
-    names.every((n) => PROCESSOR_KEY.test(n) || DIFFUSERS_KEY.test(n) || DIFFUSERS_ALPHA.test(n))
-  ) {
+  const dotted = (n: string): boolean => PROCESSOR_KEY.test(n) || DIFFUSERS_KEY.test(n) || DOTTED_KEY.test(n);
+  if (names.some(dotted) && names.every((n) => dotted(n) || DIFFUSERS_ALPHA.test(n))) {
     return 'diffusers';
   }
   return undefined;
@@ -130,6 +141,11 @@ function groupKeys(c: Checkpoint, format: DiffusionFormat): Parts[] {
     if (d) {
       const side = d[2] ?? d[3] ?? (d[4] === 'A' ? 'down' : 'up');
       put(d[1], side, t);
+      continue;
+    }
+    const k = DOTTED_KEY.exec(t.name);
+    if (k) {
+      put(k[1], KOHYA_ROLES[k[2]], t);
       continue;
     }
     put(DIFFUSERS_ALPHA.exec(t.name)![1], 'alpha', t);
@@ -264,9 +280,9 @@ function diffusersTarget(base: Checkpoint, name: string): TensorInfo | undefined
   return base.components?.some((c) => c.name === 'unet') ? base.byName.get(`unet.${name}.weight`) : undefined;
 }
 
-/** The module path of a diffusers-format name as PEFT would write it under its component (`unet.` for bare UNet names). */
+/** The module path of a diffusers-format name as PEFT would write it under its component (`unet.` for bare UNet names; ComfyUI's `diffusion_model.` kept). */
 function diffusersModule(name: string): string {
-  return /^(unet|text_encoder(_\d)?|transformer)\./.test(name) ? name : `unet.${name}`;
+  return /^(unet|text_encoder(_\d)?|transformer|diffusion_model)\./.test(name) ? name : `unet.${name}`;
 }
 
 /** A module fitted to a row part of a fused base tensor, waiting for the other parts stacked with it. */
@@ -282,7 +298,8 @@ interface PartModule {
  * Reads an image-model adapter file into modules, fitted to `base` when given: each module's base tensor
  * found by name, its shape checked (a convolution seen as [out, in·kh·kw]), a `diff_b` as its own dense
  * module on the bias. Modules that are row parts of one fused base tensor (q, k, v in OpenCLIP's
- * in_proj; diffusers FLUX names on a BFL file) become one stacked module on it.
+ * in_proj; diffusers FLUX names on a BFL file) become one stacked module on it; the other way round, a
+ * module on a fused BFL projection splits by rows onto the diffusers modules stacked in it (splitRows).
  */
 export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, base?: Checkpoint): AdapterLayout {
   const names = base ? new BaseModuleNames(base) : undefined;
@@ -305,13 +322,12 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
       const direct = format === 'diffusers' ? diffusersTarget(base, p.name) : undefined;
       const key = format === 'kohya' ? p.name : module;
       const m = direct ? direct.name.replace(/\.weight$/, '') : names.module(key);
-      if (m === undefined && format === 'kohya') {
-        const fused = names.fused(p.name);
-        if (fused) {
-          if (diffB || doraScale) throw new LensError(adapter.path, `fused FLUX projection ${p.name} with ${diffB ? 'diff_b' : 'dora_scale'}: its split onto ${fused.join(', ')} is not supported`, (diffB ?? doraScale)!.name);
-          modules.push(...splitRows(adapter, p.name, rule, inn, fused.map((f) => names.tensor(f, 'weight')!)));
-          continue;
-        }
+      const fused = m === undefined ? names.fused(key) : undefined;
+      if (fused) {
+        if (doraScale) throw new LensError(adapter.path, `fused FLUX projection ${p.name} has a dora_scale (weight decomposition): its split onto ${fused.join(', ')} is not supported`, doraScale.name);
+        const targets = fused.map((f) => ({ module: f, weight: names.tensor(f, 'weight')!, bias: diffB ? names.tensor(f, 'bias') : undefined }));
+        modules.push(...splitRows(adapter, p.name, { module: p.name, rule, tensors, out, in: inn, transpose: false, embedding: false }, targets, diffB));
+        continue;
       }
       const part = m === undefined ? names.part(key) : undefined;
       if (part) {
@@ -391,7 +407,7 @@ function stacked(adapter: Checkpoint, fused: string, parts: PartModule[], names:
   const stack = (module: string, t: TensorInfo, of: (p: PartModule) => AdaptedModule | undefined, rowLength: number): AdaptedModule => {
     const members = parts.flatMap((p) => {
       const m = of(p);
-      return m ? [{ offset: range(p.part)[0] * rowLength, module: m }] : [];
+      return m ? [{ offset: range(p.part)[0] * rowLength, module: m, source: p.name }] : [];
     });
     return { module, rule: { kind: 'stacked', parts: members }, tensors: members.flatMap((m) => m.module.tensors), out: rows(t), in: t.numel / rows(t), base: t, transpose: false, embedding: false };
   };
@@ -405,34 +421,95 @@ function stacked(adapter: Checkpoint, fused: string, parts: PartModule[], names:
   return out;
 }
 
+/** A stacked base module a fused FLUX projection splits onto: its weight, and its bias where a diff_b needs it. */
+interface SplitTarget {
+  module: string;
+  weight: TensorInfo;
+  bias?: TensorInfo;
+}
+
 /**
- * A LoRA on a fused FLUX projection (BFL `img_attn.qkv`, `linear1`) as one module per stacked base
- * module: ΔW's rows are theirs in order, so each takes its rows of `up` (contiguous bytes of the file) and
- * the whole `down`, at the same scale.
+ * A module on a fused FLUX projection (BFL `img_attn.qkv`, `linear1`) as one module per base module stacked
+ * in it: each takes its row block of ΔW, which is a delta of the same kind whose output-side factors keep
+ * those rows (contiguous bytes of the file) and whose other factors are shared: lora_up's rows (B of
+ * s · B @ A), LoHa's hada_w1_a and hada_w2_a, a full diff's rows (and diff_b's), LoKr's rows of w1 where
+ * each block is whole rows of w1 (kron(w1, w2)'s rows come in runs of w2's rows). Scales are unchanged.
  */
-function splitRows(adapter: Checkpoint, name: string, rule: DeltaRule, inn: number, targets: TensorInfo[]): AdaptedModule[] {
-  if (rule.kind !== 'low-rank' || rule.factors.form !== 'plain') {
-    throw new LensError(adapter.files[0], `fused FLUX projection ${name} holds ${rule.kind} factors; only LoRA (lora_down / lora_up) is split onto the diffusers modules ${targets.map((t) => t.name).join(', ')}`, name);
+function splitRows(adapter: Checkpoint, name: string, fused: AdaptedModule, targets: SplitTarget[], diffB: TensorInfo | undefined): AdaptedModule[] {
+  const file = adapter.files[0];
+  const rule = fused.rule;
+  const onto = targets.map((t) => t.module).join(', ');
+  const total = targets.reduce((a, t) => a + rows(t.weight), 0);
+  const held = outputFactors(rule);
+  if (held === undefined) {
+    throw new LensError(file, `fused FLUX projection ${name} is ${ruleName(fused)}, whose row blocks are not deltas of its kind: its split onto ${onto} is not supported`, fused.tensors[0].name);
   }
-  const { A, B } = rule.factors;
-  const total = targets.reduce((a, t) => a + rows(t), 0);
-  if (total !== rows(B) || targets.some((t) => t.numel !== rows(t) * inn)) {
-    throw new LensError(adapter.path, `fused delta of shape [${rows(B)}, ${inn}] does not split onto ${targets.map((t) => `${t.name} ${JSON.stringify(t.shape)}`).join(', ')}`, B.name);
+  if (total !== fused.out || targets.some((t) => t.weight.numel !== rows(t.weight) * fused.in)) {
+    throw new LensError(file, `fused delta of shape [${fused.out}, ${fused.in}] does not split onto ${targets.map((t) => `${t.weight.name} ${JSON.stringify(t.weight.shape)}`).join(', ')}`, held[0].name);
   }
-  const rowBytes = B.byteLength / rows(B);
   let row0 = 0;
-  return targets.map((t) => {
-    const n = rows(t);
-    const slice: TensorInfo = {
-      ...B,
-      shape: [n, ...B.shape.slice(1)],
-      numel: (B.numel / rows(B)) * n,
-      offset: B.offset + row0 * rowBytes,
-      byteLength: n * rowBytes,
+  return targets.flatMap((t) => {
+    const n = rows(t.weight);
+    const sliced = new Map<TensorInfo, TensorInfo>();
+    const slice = (x: TensorInfo, r0 = row0, k = n): TensorInfo => {
+      const y = rowSlice(x, r0, k);
+      sliced.set(x, y);
+      return y;
     };
+    let part: DeltaRule;
+    if (rule.kind === 'low-rank') part = { ...rule, factors: { ...rule.factors, B: slice((rule.factors as { B: TensorInfo }).B) } as FactorForm };
+    else if (rule.kind === 'hadamard') part = { ...rule, w1a: slice(rule.w1a), w2a: slice(rule.w2a) };
+    else if (rule.kind === 'dense') part = { ...rule, diff: slice(rule.diff) };
+    else {
+      // Kronecker: ΔW row i1·out2 + i2 is w1's row i1 times w2's row i2, so a block of whole runs of out2 rows is kron(w1 rows, w2).
+      const k = rule as KroneckerRule;
+      const out2 = k.shape2[0];
+      if (row0 % out2 !== 0 || n % out2 !== 0) {
+        const w2 = 'full' in k.w2 ? k.w2.full : k.w2.a;
+        throw new LensError(
+          file,
+          `fused FLUX projection ${name} is a LoKr whose Kronecker blocks (lokr_w2's ${out2} rows) straddle its stacked modules: ${t.module} takes rows ${row0}..${row0 + n}, not whole rows of lokr_w1, so no LoKr of these factors is its part`,
+          w2.name,
+        );
+      }
+      const w1 = 'full' in k.w1 ? { full: slice(k.w1.full, row0 / out2, n / out2) } : { ...k.w1, a: slice(k.w1.a, row0 / out2, n / out2) };
+      part = { ...k, w1, shape1: [n / out2, k.shape1[1]] };
+    }
+    const tensors = fused.tensors.map((x) => sliced.get(x) ?? x);
+    const own: AdaptedModule = { module: t.module, rule: part, tensors, out: n, in: fused.in, base: t.weight, transpose: false, embedding: false };
+    const bias = diffB && biasPart(file, name, diffB, row0, n, t);
     row0 += n;
-    return { module: t.name.replace(/\.weight$/, ''), rule: { ...rule, factors: { form: 'plain', A, B: slice } }, tensors: [A, slice], out: n, in: inn, base: t, transpose: false, embedding: false };
+    return bias ? [own, bias] : [own];
   });
+}
+
+/** The rows of a fused diff_b that a stacked module's bias takes, as a dense module on it. */
+function biasPart(file: string, name: string, diffB: TensorInfo, row0: number, n: number, t: SplitTarget): AdaptedModule {
+  if (!t.bias || t.bias.numel !== n || diffB.numel !== diffB.shape[0]) throw new LensError(file, `diff_b of fused FLUX projection ${name} has no bias of ${n} values in ${t.module} to take its rows ${row0}..${row0 + n}`, diffB.name);
+  return biasModule(`${t.module}.bias`, rowSlice(diffB, row0, n), t.bias);
+}
+
+/** The adapter tensors that hold ΔW's rows (each row of ΔW one row of each), or undefined for a rule whose row blocks are not of its kind. */
+function outputFactors(rule: DeltaRule): TensorInfo[] | undefined {
+  switch (rule.kind) {
+    case 'low-rank':
+      return rule.factors.form === 'plain' || rule.factors.form === 'tucker' ? [rule.factors.B] : undefined;
+    case 'hadamard':
+      // Tucker LoHa stores hada_w*_a [r, out]: its rows are not ΔW's.
+      return rule.t1 ? undefined : [rule.w1a, rule.w2a];
+    case 'kronecker':
+      return ['full' in rule.w1 ? rule.w1.full : rule.w1.a];
+    case 'dense':
+      return [rule.diff];
+    default:
+      return undefined;
+  }
+}
+
+/** Rows [row0, row0 + n) of a tensor stored row-major: a view of its contiguous bytes. */
+function rowSlice(t: TensorInfo, row0: number, n: number): TensorInfo {
+  const rowBytes = t.byteLength / rows(t);
+  return { ...t, shape: [n, ...t.shape.slice(1)], numel: (t.numel / rows(t)) * n, offset: t.offset + row0 * rowBytes, byteLength: n * rowBytes };
 }
 
 /**

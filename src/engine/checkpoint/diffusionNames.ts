@@ -4,7 +4,7 @@
  * - kohya-ss / LyCORIS: the module path with `.` written as `_`, under `lora_unet_` (the UNet, or FLUX's
  *   transformer), `lora_te_` / `lora_te1_` (the first text encoder), `lora_te2_`, `lora_te3_`;
  * - diffusers: the module path under the pipeline component (`unet.`, `text_encoder.`, `text_encoder_2.`,
- *   `transformer.`).
+ *   `transformer.`); ComfyUI's and ai-toolkit's `diffusion_model.` names the UNet or FLUX transformer.
  * The base may be a diffusers folder (`unet.down_blocks…`), a single component folder (`down_blocks…`), or
  * a single-file checkpoint (`model.diffusion_model.…`, `cond_stage_model.transformer.…`,
  * `conditioner.embedders.0.transformer.…`, FLUX's `double_blocks.…`). A module is also named in its other
@@ -56,6 +56,14 @@ const ROOTS: Root[] = [
   { re: /^(?=text_model\.)/, component: 'text_encoder', kohya: ['lora_te_', 'lora_te1_'] },
 ];
 
+/** The components ComfyUI calls `diffusion_model` (its generic LoRA keys: `diffusion_model.<module path>…`). */
+const DIFFUSION_MODEL = new Set(['unet', 'transformer']);
+
+/** The prefixes a dotted (diffusers-style) adapter name puts before a module path of this root. */
+function dottedPrefixes(r: Root): string[] {
+  return DIFFUSION_MODEL.has(r.component) ? [`${r.component}.`, 'diffusion_model.'] : [`${r.component}.`];
+}
+
 /** A row part of a fused base module: part `part` of `parts` (q, k, v, then the rest: an MLP's rows). */
 export interface PartTarget {
   module: string;
@@ -85,7 +93,7 @@ export class BaseModuleNames {
   private readonly modules = new Map<string, string | null>();
   /** Adapter-side module name -> the row part of a fused base module it is. */
   private readonly parts = new Map<string, PartTarget | null>();
-  /** kohya name of a fused FLUX projection (BFL `…_img_attn_qkv`) -> the base modules stacked in it, in row order. */
+  /** kohya or dotted name of a fused FLUX projection (BFL `…_img_attn_qkv`, `diffusion_model.…img_attn.qkv`) -> the base modules stacked in it, in row order. */
   private readonly fusedParts = new Map<string, string[]>();
 
   constructor(private readonly base: Checkpoint) {
@@ -105,8 +113,7 @@ export class BaseModuleNames {
       } else if (r.layout === 'flux') {
         const bfl = diffusersToBfl(path);
         if (bfl && bfl.parts > 1) {
-          for (const p of r.kohya) {
-            const key = p + bfl.bfl.replace(/\./g, '_');
+          for (const key of [...r.kohya.map((p) => p + bfl.bfl.replace(/\./g, '_')), ...dottedPrefixes(r).map((p) => p + bfl.bfl)]) {
             const parts = this.fusedParts.get(key) ?? new Array<string>(bfl.parts);
             parts[bfl.part] = module;
             this.fusedParts.set(key, parts);
@@ -117,7 +124,7 @@ export class BaseModuleNames {
         for (const c of openClipToHf(path) ?? []) aliases.push({ local: c.hf, part: c.part, parts: c.parts });
       }
       for (const a of aliases) {
-        const keys = [...r.kohya.map((p) => p + a.local.replace(/\./g, '_')), `${r.component}.${a.local}`];
+        const keys = [...r.kohya.map((p) => p + a.local.replace(/\./g, '_')), ...dottedPrefixes(r).map((p) => p + a.local)];
         for (const key of keys) {
           if (a.parts === 1) this.add(key, module);
           else this.addPart(key, { module, part: a.part, parts: a.parts });
@@ -136,7 +143,7 @@ export class BaseModuleNames {
     this.parts.set(key, prev === undefined ? target : null);
   }
 
-  /** The base module a kohya name or a component-prefixed diffusers name denotes, or undefined (unknown) / null (ambiguous). */
+  /** The base module a kohya name or a component-prefixed (or `diffusion_model.`) diffusers name denotes, or undefined (unknown) / null (ambiguous). */
   module(name: string): string | null | undefined {
     return this.modules.get(name);
   }
@@ -146,9 +153,9 @@ export class BaseModuleNames {
     return this.modules.has(name) ? undefined : this.parts.get(name);
   }
 
-  /** The base modules a fused FLUX projection's kohya name stacks, in row order, when the base has them all. */
-  fused(kohya: string): string[] | undefined {
-    const parts = this.fusedParts.get(kohya);
+  /** The base modules a fused FLUX projection's kohya or dotted name stacks, in row order, when the base has them all. */
+  fused(name: string): string[] | undefined {
+    const parts = this.fusedParts.get(name);
     // Array.from turns the holes of parts the base lacks into undefined (every() would skip them).
     return parts && Array.from(parts).every((x) => x !== undefined) ? parts : undefined;
   }

@@ -10,7 +10,7 @@ import { CATEGORIES, Category, classifyTensor, Stack } from '../../shared/census
 import { cachedSnapshot } from '../../shared/weights/hfCache';
 import { loraTargetPredicate } from '../census/targets';
 import { AdapterLayout, adapterLayout, zeroFactorModules, zeroFactorWarning } from '../checkpoint/adapter';
-import { ruleName } from '../checkpoint/deltaRule';
+import { ruleName, seenBefore } from '../checkpoint/deltaRule';
 import { diffusionFormat } from '../checkpoint/diffusionAdapter';
 import { AdapterConfig, parseAdapterConfig } from '../checkpoint/adapterConfig';
 import { adapterWeights, Checkpoint, closeCheckpoint, folderHoldsWeights, openCheckpoint } from '../checkpoint/checkpoint';
@@ -95,7 +95,8 @@ function openAdapter(p: string): { checkpoint?: Checkpoint; config?: AdapterConf
 function diffusionAdapterInfo(p: string, c: Checkpoint, layout: AdapterLayout): CensusAdapter {
   const meta = trainingMetadata(c.metadata);
   const methods = [...new Set(layout.modules.map(ruleName))];
-  const factors = layout.modules.flatMap((m) => m.tensors).filter((t) => !t.name.endsWith('.alpha'));
+  const seen = new Set<string>();
+  const factors = layout.modules.flatMap((m) => m.tensors).filter((t) => !t.name.endsWith('.alpha') && !seenBefore(t, seen));
   return {
     path: p,
     method: `${diffusionFormat(c)} ${methods.join(' + ')}`,

@@ -6,7 +6,7 @@
  */
 import { adapterLayout } from '../checkpoint/adapter';
 import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/checkpoint';
-import { statedRank } from '../checkpoint/deltaRule';
+import { seenBefore, statedRank } from '../checkpoint/deltaRule';
 import { diffusionFormat } from '../checkpoint/diffusionAdapter';
 import { formatInt } from '../../shared/format';
 import { LensError } from '../errors';
@@ -44,9 +44,7 @@ export function estimateDiffusion(basePath: string, adapterPath: string, ctx: Jo
       for (const m of layout.modules.flatMap((x) => (x.rule.kind === 'stacked' ? x.rule.parts.map((p) => p.module) : [x]))) {
         let params = 0;
         for (const t of m.tensors) {
-          const key = `${t.file}:${t.offset}:${t.byteLength}`;
-          if (CONFIG_SCALAR.test(t.name) || counted.has(key) || t === m.decompose?.magnitude) continue;
-          counted.add(key);
+          if (CONFIG_SCALAR.test(t.name) || t === m.decompose?.magnitude || seenBefore(t, counted)) continue;
           params += t.numel;
         }
         const dora = m.decompose?.magnitude.numel ?? 0;

@@ -4,7 +4,7 @@
  * module, for its norms).
  */
 import { Checkpoint } from '../checkpoint/checkpoint';
-import { AdaptedModule, decomposition, ruleName } from '../checkpoint/deltaRule';
+import { AdaptedModule, decomposition, ruleName, stackedParts } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
 import { Kernels, LoraFactors } from '../kernels/kernels';
 import { assertFloat, bytesToF32 } from '../safetensors/reader';
@@ -24,6 +24,13 @@ function readF32Sync(c: Checkpoint, t: TensorInfo): Float32Array {
 
 /** UNMERGE works on low-rank deltas (its masked values cost r products each): other rules are refused by name. */
 export function assertLowRank(adapter: Checkpoint, lm: AdaptedModule): void {
+  if (lm.rule.kind === 'stacked') {
+    throw new LensError(
+      adapter.path,
+      `UNMERGE takes one low-rank delta per base tensor, and ${stackedParts(lm, lm.rule)}: give the base in the adapter's own layout, whose modules are its modules (the diffusers folder, not a single file that fuses them)`,
+      lm.tensors[0].name,
+    );
+  }
   if (lm.rule.kind !== 'low-rank') {
     throw new LensError(adapter.path, `UNMERGE reads low-rank adapters (LoRA, DoRA, AdaLoRA, VeRA, mlx-lm); module ${lm.module} is ${ruleName(lm)}`, lm.tensors[0].name);
   }

@@ -2,9 +2,9 @@
  * The panel of `stats`: one tensor's figures (a table), its histogram (bars of the bins, and their
  * table) and its heat map of |x| (max or mean per cell). Shapes the report only; the page draws it.
  */
+import { readStatsReport, StatsSummary } from '../jobs/reports/stats';
 import { formatCell, formatTick } from './format';
 import { Cell, NumberFormat, PanelModel, Section, SummaryItem, Tone } from './model';
-import { arr, at, num, obj, str } from './read';
 
 const WHAT: Record<string, string> = {
   values: 'values',
@@ -16,37 +16,32 @@ function item(id: string, label: string, v: number | null, fmt?: NumberFormat, t
   return { id: `summary-${id}`, label, text: formatCell(v, fmt), value: v, ...(tone ? { tone } : {}) };
 }
 
-function nums(x: unknown): Array<number | null> {
-  return arr(x).map(num);
-}
-
 export function statsPanel(report: unknown, title: string): PanelModel {
-  const r = obj(report) ?? {};
-  const s = obj(r.summary) ?? {};
-  const shape = arr(r.shape).map(num);
-  const source = str(r.source) ?? 'values';
-  const nonFinite = (num(s.nan) ?? 0) + (num(s.posInf) ?? 0) + (num(s.negInf) ?? 0);
+  const r = readStatsReport(report);
+  const figure = (k: keyof StatsSummary): number | null => r.summary?.[k] ?? null;
+  const source = r.source ?? 'values';
+  const nonFinite = (figure('nan') ?? 0) + (figure('posInf') ?? 0) + (figure('negInf') ?? 0);
   const summary: SummaryItem[] = [
-    item('elements', 'elements', num(s.elements), 'int'),
-    item('min', 'min', num(s.min)),
-    item('max', 'max', num(s.max)),
-    item('mean', 'mean', num(s.mean)),
-    item('std', 'std', num(s.std)),
+    item('elements', 'elements', figure('elements'), 'int'),
+    item('min', 'min', figure('min')),
+    item('max', 'max', figure('max')),
+    item('mean', 'mean', figure('mean')),
+    item('std', 'std', figure('std')),
     item('non-finite', 'NaN / ±Inf', nonFinite, 'int', nonFinite > 0 ? 'bad' : undefined),
   ];
   const figures: Array<[string, string, Cell]> = [
-    ['elements', 'elements', num(s.elements)],
-    ['finite', 'finite elements', num(s.finite)],
-    ['nan', 'NaN', num(s.nan)],
-    ['pos-inf', '+Inf', num(s.posInf)],
-    ['neg-inf', '−Inf', num(s.negInf)],
-    ['zeros', 'exact zeros', num(s.zeros)],
-    ['min', 'min', num(s.min)],
-    ['max', 'max', num(s.max)],
-    ['mean', 'mean', num(s.mean)],
-    ['std', 'std (population)', num(s.std)],
-    ['l2-norm', '‖x‖₂', num(s.l2Norm)],
-    ['max-abs', 'max |x|', num(s.maxAbs)],
+    ['elements', 'elements', figure('elements')],
+    ['finite', 'finite elements', figure('finite')],
+    ['nan', 'NaN', figure('nan')],
+    ['pos-inf', '+Inf', figure('posInf')],
+    ['neg-inf', '−Inf', figure('negInf')],
+    ['zeros', 'exact zeros', figure('zeros')],
+    ['min', 'min', figure('min')],
+    ['max', 'max', figure('max')],
+    ['mean', 'mean', figure('mean')],
+    ['std', 'std (population)', figure('std')],
+    ['l2-norm', '‖x‖₂', figure('l2Norm')],
+    ['max-abs', 'max |x|', figure('maxAbs')],
   ];
   const figuresSection: Section = {
     id: 'figures',
@@ -59,8 +54,8 @@ export function statsPanel(report: unknown, title: string): PanelModel {
     },
   };
   const sections: Section[] = [];
-  const edges = nums(at(r, 'histogram', 'edges'));
-  const counts = nums(at(r, 'histogram', 'counts'));
+  const edges = r.histogram?.edges ?? [];
+  const counts = r.histogram?.counts ?? [];
   if (counts.length > 0 && edges.length === counts.length + 1) {
     // Three significant digits: the axis labels a bin; its exact edges are in the table.
     const mid = (i: number): string => formatTick(((edges[i] ?? 0) + (edges[i + 1] ?? 0)) / 2);
@@ -81,45 +76,45 @@ export function statsPanel(report: unknown, title: string): PanelModel {
       },
     });
   }
-  const h = obj(r.heatmap);
-  const rows = num(h?.rows) ?? 0;
-  const cols = num(h?.cols) ?? 0;
+  const h = r.heatmap;
+  const rows = h?.rows ?? 0;
+  const cols = h?.cols ?? 0;
   if (h && rows > 0 && cols > 0) {
-    const cellRows = num(h.cellRows) ?? 1;
-    const cellCols = num(h.cellCols) ?? 1;
+    const cellRows = h.cellRows ?? 1;
+    const cellCols = h.cellCols ?? 1;
     const transposed = r.transposed === true;
     sections.push({
       id: 'heatmap',
       title: 'Heat map of |x|',
       note:
-        `The tensor as a ${formatCell(num(h.matrixRows), 'int')} × ${formatCell(num(h.matrixCols), 'int')} matrix${transposed ? ' as the base stores it ([in, out])' : ''}, ` +
+        `The tensor as a ${formatCell(h.matrixRows, 'int')} × ${formatCell(h.matrixCols, 'int')} matrix${transposed ? ' as the base stores it ([in, out])' : ''}, ` +
         `in cells of ${cellRows} × ${cellCols} elements: each cell's largest (or mean) |x| over its finite elements.`,
       heatmap: {
         rows,
         cols,
         layers: [
-          { label: 'max |x|', values: nums(h.maxAbs) },
-          { label: 'mean |x|', values: nums(h.meanAbs) },
+          { label: 'max |x|', values: h.maxAbs },
+          { label: 'mean |x|', values: h.meanAbs },
         ],
         cellRows,
         cellCols,
-        matrixRows: num(h.matrixRows) ?? rows,
-        matrixCols: num(h.matrixCols) ?? cols,
-        x: transposed ? 'output features' : shape.length >= 2 ? 'input features' : 'elements',
-        y: transposed ? 'input features' : shape.length >= 2 ? 'output features' : '',
+        matrixRows: h.matrixRows ?? rows,
+        matrixCols: h.matrixCols ?? cols,
+        x: transposed ? 'output features' : r.shape.length >= 2 ? 'input features' : 'elements',
+        y: transposed ? 'input features' : r.shape.length >= 2 ? 'output features' : '',
       },
     });
   }
   // The pictures first, where the panel opens; the figures' table after them.
   sections.push(figuresSection);
 
-  const dims = shape.map((d) => (d === null ? '?' : String(d))).join(' × ');
+  const dims = r.shape.map((d) => (d === null ? '?' : String(d))).join(' × ');
   return {
     kind: 'stats',
     heading: title,
-    verdict: { text: `${str(r.tensor) ?? '?'} [${dims}] ${str(r.dtype) ?? ''}: ${WHAT[source] ?? source}`, tone: 'neutral' },
+    verdict: { text: `${r.tensor ?? '?'} [${dims}] ${r.dtype ?? ''}: ${WHAT[source] ?? source}`, tone: 'neutral' },
     summary,
-    warnings: arr(r.warnings).filter((w): w is string => typeof w === 'string'),
+    warnings: r.warnings,
     sections,
   };
 }

@@ -3,7 +3,6 @@
  * the report's own `layer` / `projection` when it has them, else the census classifier on the name.
  */
 import { classifyTensor, moduleOf } from '../census/classify';
-import { Obj } from './read';
 
 export const OUTSIDE_LAYERS = 'outside layers';
 
@@ -15,7 +14,8 @@ export interface Placement {
   category: string;
 }
 
-export function placeTensor(t: Obj, name: string): Placement {
+/** `t`: a report's entry for the tensor, read for its own `layer`, `category` and `projection`. */
+export function placeTensor(t: { readonly [field: string]: unknown }, name: string): Placement {
   const c = classifyTensor(name);
   const layer = typeof t.layer === 'number' ? t.layer : t.layer === null ? null : c.layer;
   const category = typeof t.category === 'string' ? t.category : c.category;

@@ -4,14 +4,12 @@
  * known, and whether the target is made of the dictionary).
  */
 import { readDecomposeReport } from '../jobs/reports/decompose';
+import { MaskView, readMaskReport } from '../jobs/reports/mask';
 import { formatCell } from './format';
 import { Cell, PanelModel, SERIES_COLORS, SummaryItem } from './model';
-import { num, obj, Obj, objs, str, strs } from './read';
 import { groupByLayer, Placement } from './tensors';
 
-function numberEntries(x: unknown): Array<[string, number | null]> {
-  return Object.entries(obj(x) ?? {}).map(([k, v]) => [k, num(v)]);
-}
+type MaskModule = MaskView['perModule'][number] & { name: string };
 
 /** Safe as a DOM id: letters, digits, `-` and `_`. */
 export function domId(s: string): string {
@@ -19,36 +17,37 @@ export function domId(s: string): string {
 }
 
 export function maskPanel(report: unknown, title: string): PanelModel {
-  const r = obj(report);
-  const modules = objs(r?.perModule).filter((m) => str(m.name) !== null);
-  const place = (m: Obj): Placement => ({ layer: num(m.layer), key: str(m.projection) ?? String(m.name), category: '' });
-  const grid = groupByLayer(modules, place, (m) => num(m.selected));
+  const r = readMaskReport(report);
+  const modules = r.perModule.filter((m): m is MaskModule => m.name !== null);
+  const place = (m: MaskModule): Placement => ({ layer: m.layer, key: m.projection ?? m.name, category: '' });
+  const grid = groupByLayer(modules, place, (m) => m.selected);
   const keys = [...grid.series.keys()];
-  const largest = Math.max(0, ...modules.map((m) => num(m.selected) ?? 0));
+  const largest = Math.max(0, ...modules.map((m) => m.selected ?? 0));
   // Top-k per module keeps the same count everywhere (k, or the whole of a smaller module): a chart of
   // equal bars says nothing, so it is drawn only where the counts differ.
-  const uniform = new Set(modules.map((m) => num(m.selected))).size <= 1;
-  const projections = numberEntries(r?.perProjection).sort(([a], [b]) => a.localeCompare(b));
-  const preservation = numberEntries(r?.normPreservation);
-  const energy = new Map(numberEntries(r?.energyPreservation));
-  const item = (id: string, label: string, v: unknown, fmt?: Parameters<typeof formatCell>[1]): SummaryItem => ({
+  const uniform = new Set(modules.map((m) => m.selected)).size <= 1;
+  const projections = Object.entries(r.perProjection).sort(([a], [b]) => a.localeCompare(b));
+  const preservation = Object.entries(r.normPreservation);
+  const energy = new Map(Object.entries(r.energyPreservation));
+  const item = (id: string, label: string, v: number | null, fmt?: Parameters<typeof formatCell>[1]): SummaryItem => ({
     id,
     label,
-    text: formatCell(num(v), fmt),
-    value: num(v),
+    text: formatCell(v, fmt),
+    value: v,
   });
   return {
     kind: 'mask',
     heading: title,
-    verdict: num(r?.k) !== null ? { text: `Top ${formatCell(num(r?.k), 'int')} elements of each of ${formatCell(num(r?.modules), 'int')} modules kept: ${formatCell(num(r?.selected), 'int')} of ${formatCell(num(r?.elements), 'int')} elements.`, tone: 'neutral' } : null,
+    verdict: r.k !== null ? { text: `Top ${formatCell(r.k, 'int')} elements of each of ${formatCell(r.modules, 'int')} modules kept: ${formatCell(r.selected, 'int')} of ${formatCell(r.elements, 'int')} elements.`, tone: 'neutral' } : null,
     summary: [
-      item('summary-budget', 'Budget (elements)', r?.budget, 'int'),
-      item('summary-modules', 'Modules', r?.modules, 'int'),
-      item('summary-k', 'k per module', r?.k, 'int'),
-      item('summary-selected', 'Elements kept', r?.selected, 'int'),
-      item('summary-elements', 'Elements masked over', r?.elements, 'int'),
+      item('summary-budget', 'Budget (elements)', r.budget, 'int'),
+      item('summary-modules', 'Modules', r.modules, 'int'),
+      item('summary-k', 'k per module', r.k, 'int'),
+      item('summary-selected', 'Elements kept', r.selected, 'int'),
+      item('summary-elements', 'Elements masked over', r.elements, 'int'),
     ],
-    warnings: strs(r?.warnings),
+    // The mask job's warnings go to the log as it runs; its report has none.
+    warnings: [],
     sections: [
       {
         id: 'mask-layers',

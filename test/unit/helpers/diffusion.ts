@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { Dtype } from '../../../src/shared/safetensors/dtypes';
 import { buildHeader, SafetensorsWriter } from '../../../src/engine/safetensors/writer';
 import { TestTensor, tensorBytes, writeWeights } from './builders';
-import { concatF32 } from './tensors';
+import { concatF32, readAll } from './tensors';
 import { diffusersToLdm } from '../../../src/engine/checkpoint/unetLayout';
 
 export interface UnetDims {
@@ -313,6 +313,16 @@ export function bflFromDiffusers(d: Map<string, TestTensor>, double: number, sin
   put('final_layer.adaLN_modulation.1', ['norm_out.linear'], true);
   put('final_layer.linear', ['proj_out']);
   return t;
+}
+
+/**
+ * A diffusers FLUX transformer's tensors read back from `dir` (a merge of it), as the BFL single file names
+ * and stacks them: what a merge onto the BFL file built from `d` by bflFromDiffusers must equal.
+ */
+export function bflValues(d: Map<string, TestTensor>, dir: string, double: number, single: number): Map<string, Float32Array> {
+  const m = readAll(dir);
+  const withValues = new Map([...d].map(([n, t]) => [n, { ...t, data: m.get(n)! }]));
+  return new Map(bflFromDiffusers(withValues, double, single).map((t) => [t.name, t.data as Float32Array]));
 }
 
 /** UNet tensors renamed to the original single-file layout (`model.diffusion_model.input_blocks…`), values kept. */

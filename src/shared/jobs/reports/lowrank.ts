@@ -1,4 +1,5 @@
 /** The reports of the low-rank toolbox (spectrum, resize, combine, extract-lora), as the engine writes them. */
+import { boolean, fields, listOf, number, Present, readReport, string } from './read';
 
 export interface SpectrumModule {
   name: string;
@@ -155,4 +156,90 @@ export interface ExtractLoraReport {
   summary: { modules: number; notCaptured: number; unchanged: number; params: number; meanEnergyKept: number; maxRelError: number };
   warnings: string[];
   seconds: number;
+}
+
+/*
+ * The reports as their panels read them (read.ts). A module is placed by its name, as the engine
+ * placed it (spectrum's layer and projection are the census classifier's on that name).
+ */
+
+export const SPECTRUM_REPORT = fields<SpectrumReport>()({
+  adapter: string,
+  modules: listOf(
+    fields<SpectrumModule>()({
+      name: string,
+      rule: string,
+      rank: number,
+      singularValues: listOf(number),
+      energyRank90: number,
+      energyRank95: number,
+      energyRank99: number,
+      numericalRank: number,
+      frobeniusNorm: number,
+      spectralNorm: number,
+      stableRank: number,
+      effectiveRank: number,
+    }),
+  ),
+  noFactorForm: listOf(fields<SpectrumReport['noFactorForm'][number]>()({ name: string, rule: string })),
+  summary: fields<SpectrumReport['summary']>()({ modules: number, totalRank: number, totalEnergyRank99: number, rankUsage99: number, meanEnergyRank99: number, maxEnergyRank99: number }),
+  warnings: listOf(string),
+});
+export type SpectrumView = Present<typeof SPECTRUM_REPORT>;
+
+export function readSpectrumReport(x: unknown): SpectrumView {
+  return readReport(SPECTRUM_REPORT, x);
+}
+
+export const RESIZE_REPORT = fields<ResizeReport>()({
+  out: string,
+  rank: number,
+  energy: number,
+  modules: listOf(fields<ResizeModule>()({ name: string, fromRank: number, rank: number, energyKept: number, relError: number, optimalRelError: number })),
+  summary: fields<ResizeReport['summary']>()({ modules: number, fromParams: number, params: number, meanEnergyKept: number, maxRelError: number }),
+  warnings: listOf(string),
+});
+export type ResizeView = Present<typeof RESIZE_REPORT>;
+
+export function readResizeReport(x: unknown): ResizeView {
+  return readReport(RESIZE_REPORT, x);
+}
+
+export const EXTRACT_LORA_REPORT = fields<ExtractLoraReport>()({
+  rank: number,
+  energy: number,
+  modules: listOf(
+    fields<ExtractLoraModule>()({
+      name: string,
+      rank: number,
+      energyKept: number,
+      relError: number,
+      taskVectorNorm: number,
+      roundingNoise: fields<RoundingNoise>()({ dtype: string, fraction: number, sigma: number, signalRank: number }),
+    }),
+  ),
+  notCaptured: listOf(fields<ExtractLoraReport['notCaptured'][number]>()({ name: string, l2Norm: number, category: string, shape: listOf(number) })),
+  summary: fields<ExtractLoraReport['summary']>()({ modules: number, notCaptured: number, unchanged: number, params: number, meanEnergyKept: number, maxRelError: number }),
+  warnings: listOf(string),
+});
+export type ExtractLoraView = Present<typeof EXTRACT_LORA_REPORT>;
+
+export function readExtractLoraReport(x: unknown): ExtractLoraView {
+  return readReport(EXTRACT_LORA_REPORT, x);
+}
+
+export const COMBINE_REPORT = fields<CombineReport>()({
+  adapters: listOf(string),
+  // One weight per adapter, in its place.
+  weights: listOf(number, { keepNull: true }),
+  out: string,
+  rank: number,
+  modules: listOf(fields<CombineModule>()({ name: string, rank: number, relError: number, sources: number, exact: boolean, energyKept: number })),
+  summary: fields<CombineReport['summary']>()({ modules: number, params: number, maxRelError: number }),
+  warnings: listOf(string),
+});
+export type CombineView = Present<typeof COMBINE_REPORT>;
+
+export function readCombineReport(x: unknown): CombineView {
+  return readReport(COMBINE_REPORT, x);
 }

@@ -1,4 +1,5 @@
 /** The report of `mask` (its --json), as the engine writes it and the extension's panels read it. */
+import { fields, listOf, number, Present, readReport, recordOf, string } from './read';
 
 export const MASK_FORMAT = 'lora-lens/unmerge-mask';
 
@@ -51,4 +52,25 @@ export interface MaskJson {
   adapters: MaskAdapter[];
   order: string;
   perModule: MaskModule[];
+}
+
+/**
+ * A mask report as its panel reads it (read.ts). The fractions keep a null entry under its adapter's
+ * name (an all-zero adapter has no fraction), and so do the counts per projection.
+ */
+export const MASK_REPORT = fields<MaskJson>()({
+  budget: number,
+  modules: number,
+  k: number,
+  selected: number,
+  elements: number,
+  perProjection: recordOf(number, { keepNull: true }),
+  normPreservation: recordOf(number, { keepNull: true }),
+  energyPreservation: recordOf(number, { keepNull: true }),
+  perModule: listOf(fields<MaskModule>()({ name: string, layer: number, projection: string, selected: number })),
+});
+export type MaskView = Present<typeof MASK_REPORT>;
+
+export function readMaskReport(x: unknown): MaskView {
+  return readReport(MASK_REPORT, x);
 }

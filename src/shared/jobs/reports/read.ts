@@ -2,7 +2,8 @@
  * Reading a report at the boundary. A report arrives as `unknown`: from the engine process, from a file
  * a user saved, from an older engine, or from a restored panel. A schema declared against the report's
  * interface turns it into a typed view in which a field that is absent or of another type is null
- * (drawn as "—"), a list or record entry of the wrong shape is left out, and nothing throws.
+ * (drawn as "—"), a list or record entry of the wrong shape is left out (or, in a list or record read
+ * with `{ keepNull: true }`, is null in its place), and nothing throws.
  */
 
 export interface NumberSchema {
@@ -22,13 +23,16 @@ export interface ObjectSchema<F = Fields> {
   readonly kind: 'object';
   readonly fields: F;
 }
-export interface ListSchema<I = Schema> {
+/** `keepNull`: an entry of the wrong shape is null in its place, not left out (cells, values by name). */
+export interface ListSchema<I = Schema, N extends boolean = boolean> {
   readonly kind: 'list';
   readonly item: I;
+  readonly keepNull: N;
 }
-export interface RecordSchema<V = Schema> {
+export interface RecordSchema<V = Schema, N extends boolean = boolean> {
   readonly kind: 'record';
   readonly value: V;
+  readonly keepNull: N;
 }
 export type Schema = NumberSchema | StringSchema | BooleanSchema | EnumSchema | ObjectSchema | ListSchema | RecordSchema;
 type Fields = { readonly [name: string]: Schema };
@@ -44,13 +48,15 @@ export type Read<S> = S extends NumberSchema
         ? V | null
         : S extends ObjectSchema<infer F>
           ? { -readonly [K in keyof F]: Read<F[K]> } | null
-          : S extends ListSchema<infer I>
-            ? Present<I>[]
-            : S extends RecordSchema<infer V>
-              ? Record<string, Present<V>>
+          : S extends ListSchema<infer I, infer N>
+            ? Entry<I, N>[]
+            : S extends RecordSchema<infer V, infer N>
+              ? Record<string, Entry<V, N>>
               : never;
-/** A list or record entry: one of the wrong shape is left out, so what is there is not null. */
+/** What is there where null is not (a report's top level; an entry of a list that leaves out the wrong shapes). */
 export type Present<S> = Exclude<Read<S>, null>;
+/** A list or record entry: one of the wrong shape is left out, so what is there is not null, unless nulls are kept. */
+type Entry<S, N extends boolean> = N extends true ? Read<S> : Present<S>;
 
 /** The schemas a field of type V may be read with (V's own kind; a string union also as a plain string). */
 export type SchemaFor<V> = [NonNullable<V>] extends [number]
@@ -82,12 +88,18 @@ export function fields<T>() {
   });
 }
 
-export function listOf<const I extends Schema>(item: I): ListSchema<I> {
-  return { kind: 'list', item };
+/** Entries of the wrong shape are left out; with `{ keepNull: true }` each is null in its place (a histogram's bins, heat-map cells). */
+export function listOf<const I extends Schema>(item: I): ListSchema<I, false>;
+export function listOf<const I extends Schema>(item: I, options: { keepNull: true }): ListSchema<I, true>;
+export function listOf(item: Schema, options?: { keepNull: true }): ListSchema {
+  return { kind: 'list', item, keepNull: options?.keepNull ?? false };
 }
 
-export function recordOf<const V extends Schema>(value: V): RecordSchema<V> {
-  return { kind: 'record', value };
+/** Entries of the wrong shape are left out; with `{ keepNull: true }` each is kept under its name as null. */
+export function recordOf<const V extends Schema>(value: V): RecordSchema<V, false>;
+export function recordOf<const V extends Schema>(value: V, options: { keepNull: true }): RecordSchema<V, true>;
+export function recordOf(value: Schema, options?: { keepNull: true }): RecordSchema {
+  return { kind: 'record', value, keepNull: options?.keepNull ?? false };
 }
 
 function isObject(x: unknown): x is Record<string, unknown> {
@@ -115,11 +127,13 @@ function readAny(s: Schema, x: unknown): unknown {
       return typeof x === 'string' && s.values.includes(x) ? x : null;
     case 'object':
       return isObject(x) ? Object.fromEntries(Object.entries(s.fields).map(([k, f]) => [k, readAny(f as Schema, x[k])])) : null;
-    case 'list':
-      return Array.isArray(x) ? x.map((v) => readAny(s.item as Schema, v)).filter((v) => v !== null) : [];
+    case 'list': {
+      const items = Array.isArray(x) ? x.map((v) => readAny(s.item as Schema, v)) : [];
+      return s.keepNull ? items : items.filter((v) => v !== null);
+    }
     case 'record': {
       const entries = isObject(x) ? Object.entries(x).map(([k, v]) => [k, readAny(s.value as Schema, v)] as const) : [];
-      return Object.fromEntries(entries.filter(([, v]) => v !== null));
+      return Object.fromEntries(s.keepNull ? entries : entries.filter(([, v]) => v !== null));
     }
   }
 }

@@ -1,4 +1,5 @@
 /** The report of `stats`: one tensor's values, or the ΔW of one tensor, summarised for a look at them. */
+import { boolean, fields, listOf, number, Present, readReport, string } from './read';
 
 /** What the statistics are of. */
 export type StatsSource =
@@ -67,4 +68,47 @@ export interface StatsReport {
   heatmap: StatsHeatmap;
   warnings: string[];
   seconds: number;
+}
+
+/** Bins and cells keep their places: an entry of the wrong shape is null where it stands. */
+const cells = listOf(number, { keepNull: true });
+
+/** A stats report as its panel reads it (read.ts); the source as any string, shown as it is. */
+export const STATS_REPORT = fields<StatsReport>()({
+  tensor: string,
+  source: string,
+  dtype: string,
+  shape: cells,
+  transposed: boolean,
+  summary: fields<StatsSummary>()({
+    elements: number,
+    finite: number,
+    nan: number,
+    posInf: number,
+    negInf: number,
+    zeros: number,
+    min: number,
+    max: number,
+    mean: number,
+    std: number,
+    l2Norm: number,
+    maxAbs: number,
+  }),
+  histogram: fields<StatsHistogram>()({ edges: cells, counts: cells }),
+  heatmap: fields<StatsHeatmap>()({
+    matrixRows: number,
+    matrixCols: number,
+    cellRows: number,
+    cellCols: number,
+    rows: number,
+    cols: number,
+    maxAbs: cells,
+    meanAbs: cells,
+  }),
+  warnings: listOf(string),
+});
+export type StatsView = Present<typeof STATS_REPORT>;
+
+export function readStatsReport(x: unknown): StatsView {
+  return readReport(STATS_REPORT, x);
 }
