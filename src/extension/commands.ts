@@ -6,7 +6,11 @@ import { CensusView } from './census/censusView';
 import { TreeNode } from './census/treeModel';
 import { DECOMPOSE_METHODS, DecomposeMethod, DEFAULT_RULE, DEFAULT_TOLERANCE, MERGE_RULES, MergeRule } from '../shared/jobs/choices';
 import { CliDtype } from '../shared/safetensors/dtypes';
-import { CensusReport, readCensusReport } from '../shared/jobs/reports/census';
+import { readCensusReport } from '../shared/jobs/reports/census';
+import { readConvertReport } from '../shared/jobs/reports/convert';
+import { readEstimateReport } from '../shared/jobs/reports/estimate';
+import { readExtractReport } from '../shared/jobs/reports/extract';
+import { readStatsReport } from '../shared/jobs/reports/stats';
 import { readPrecisionReport } from '../shared/jobs/reports/precision';
 import { JobResult } from './engine/engineProcess';
 import { JobRunner } from './engine/jobRunner';
@@ -139,14 +143,14 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
     return true;
   };
 
-  /** A checkpoint's census report: the open one, else a census run in the status bar (header only, fast). */
-  const censusOf = async (p: string): Promise<CensusReport | undefined> => {
+  /** A checkpoint's census report: the open one, else a census run in the status bar (header only, fast); undefined if none. */
+  const censusOf = async (p: string): Promise<unknown> => {
     const open = census.reportOf(p);
     if (open !== undefined) return open;
     return (await runner.run({ title: `Reading ${name(p)}`, request: { job: 'census', path: p }, quiet: true }))?.report;
   };
 
-  const report = <K extends ReportKind>(kind: K, r: JobResult<K>, title: string, folder?: string): void =>
+  const report = (kind: ReportKind, r: JobResult, title: string, folder?: string): void =>
     showReportPanel(d.context, kind, r.report, title, { folder });
 
   /** What the user may do next with a job's output: the first action is the suggested next step. */
@@ -254,7 +258,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
         outputs: [out],
       });
       if (!r) return;
-      const s = r.report.summary;
+      const s = readExtractReport(r.report).summary;
       await offerNext(`Task vector written to ${out}: ${s?.nonzeroTensors ?? '?'} non-zero tensors, ${s?.zeroTensors ?? '?'} zero.`, out);
     },
 
@@ -350,7 +354,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       const out = await pickers.output(single ? 'Safetensors file' : 'Converted folder', name(input), 'safetensors', input, single ? '.safetensors' : '');
       if (!out) return;
       const r = await runner.run({ title: `Converting ${name(input)} to safetensors`, request: { job: 'convert', in: input, out }, outputs: [out] });
-      if (r) await offerNext(`Converted ${name(input)}: ${r.report.tensors ?? '?'} tensors written to ${out}, bit for bit.`, out);
+      if (r) await offerNext(`Converted ${name(input)}: ${readConvertReport(r.report).tensors ?? '?'} tensors written to ${out}, bit for bit.`, out);
     },
 
     'loraLens.convertAdapter': async (arg) => {
@@ -365,7 +369,9 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       const out = await pickers.output('PEFT adapter folder', name(input), 'peft', input);
       if (!out) return;
       const r = await runner.run({ title: `Converting ${name(input)} to a PEFT adapter`, request: { job: 'convert', in: input, out, base }, outputs: [out] });
-      if (r) await offerNext('peftType' in r.report ? `Converted ${name(input)}: a PEFT ${r.report.peftType} adapter of ${r.report.modules} modules in ${out}, with the same fp32 merge.` : `Converted ${name(input)} to ${out}.`, out);
+      if (!r) return;
+      const c = readConvertReport(r.report);
+      await offerNext(c.peftType !== null ? `Converted ${name(input)}: a PEFT ${c.peftType} adapter of ${c.modules ?? '?'} modules in ${out}, with the same fp32 merge.` : `Converted ${name(input)} to ${out}.`, out);
     },
 
     'loraLens.estimate': async (arg) => {
@@ -397,10 +403,10 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       }
       const r = await runner.run({ title: `Estimating LoRA parameters on ${name(model)}`, request: { job: 'estimate', path: model, ...options } });
       if (!r) return;
-      const e = r.report;
+      const e = readEstimateReport(r.report);
       if (r.text) d.output.info(r.text);
       if (!e.trainableParams) {
-        void vscode.window.showErrorMessage(`LoRA Lens: 0 trainable parameters: ${e.warnings?.[0] ?? 'the targets match no module of the model'}.`, 'Show Log').then((a) => a && d.output.show());
+        void vscode.window.showErrorMessage(`LoRA Lens: 0 trainable parameters: ${e.warnings[0] ?? 'the targets match no module of the model'}.`, 'Show Log').then((a) => a && d.output.show());
         return;
       }
       void vscode.window
@@ -439,7 +445,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       const opened = census.reportOf(checkpoint);
       const adapter = census.adapterOf(checkpoint);
       const entry = opened === undefined ? undefined : censusTensors(opened).find((t) => t.name === tensor);
-      const isFactor = opened?.kind === 'adapter' || entry?.loraFactor === true;
+      const isFactor = (opened !== undefined && readCensusReport(opened).kind === 'adapter') || entry?.loraFactor === true;
       const sources: Array<Choice & { value: 'values' | 'adapter' | 'module' | 'difference' }> = [
         { value: 'values', label: 'Its values', detail: `${tensor} as stored in ${name(checkpoint)}` },
         ...(adapter !== undefined && entry?.loraTarget ? [{ value: 'adapter' as const, label: `ΔW of ${name(adapter)}`, detail: 'the delta the adapter adds to this weight' }] : []),
@@ -461,7 +467,7 @@ export function commandHandlers(d: CommandDeps): Record<string, Handler> {
       const r = await runner.run({ title: `Statistics of ${shortTensor(tensor)}`, request });
       if (!r) return;
       const what = source === 'values' ? weightsName(checkpoint) : source === 'difference' ? `${weightsName(checkpoint)} − base` : `ΔW of ${weightsName(request.adapter!)}`;
-      report('stats', r, `Statistics: ${r.report.tensor} (${what})`);
+      report('stats', r, `Statistics: ${readStatsReport(r.report).tensor ?? tensor} (${what})`);
     },
 
     'loraLens.showCensusPanel': async (arg) => {

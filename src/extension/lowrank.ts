@@ -7,8 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { formatCell } from '../shared/charts/format';
-import { maxResizeRank, ResizePreview, resizePreview, resizePreviews, ResizeTarget } from '../shared/charts/resizePreview';
-import { SpectrumReport } from '../shared/jobs/reports/lowrank';
+import { maxResizeRank, ResizePreview, resizePreview, resizePreviews, ResizeSpectrum, resizeSpectrum, ResizeTarget } from '../shared/charts/resizePreview';
 import { formatBytes, formatInt } from '../shared/format';
 import { TreeNode } from './census/treeModel';
 import type { CommandDeps } from './commands';
@@ -47,7 +46,7 @@ const percent = (x: number): string => formatCell(x, 'percent');
 const relError = (x: number): string => formatCell(x, 'exp');
 
 /** One preset of the resize question, with what it would do. */
-function previewChoice(p: ResizePreview, spectrum: SpectrumReport): Choice {
+function previewChoice(p: ResizePreview, spectrum: ResizeSpectrum): Choice {
   const isRank = 'rank' in p.target;
   const lo = Math.min(...p.ranks);
   const hi = Math.max(...p.ranks);
@@ -64,7 +63,7 @@ function previewChoice(p: ResizePreview, spectrum: SpectrumReport): Choice {
 
 export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, selection?: vscode.Uri[]) => Promise<void>> {
   const { runner, pickers, context, name } = d;
-  const spectra = new Map<string, { stamp: string; report: SpectrumReport }>();
+  const spectra = new Map<string, { stamp: string; report: unknown }>();
 
   /** An adapter folder or file: from the Explorer or the tree, else asked. */
   const adapterOf = async (arg: Arg, files = false): Promise<string | undefined> => {
@@ -80,8 +79,8 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
     return pickers.path('adapter', 'LoRA adapter folder', ['adapter'], { files });
   };
 
-  /** The adapter's spectrum: the one read before if its files have not changed since, else a spectrum job. */
-  const spectrumOf = async (adapter: string): Promise<SpectrumReport | undefined> => {
+  /** The adapter's spectrum report: the one read before if its files have not changed since, else a spectrum job; undefined if it failed. */
+  const spectrumOf = async (adapter: string): Promise<unknown> => {
     const stamp = filesStamp(adapter);
     const known = spectra.get(adapter);
     if (known?.stamp === stamp) return known.report;
@@ -100,7 +99,7 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
   };
 
   /** The rank or energy to resize to, from presets showing their predicted error and size, or typed. */
-  const resizeTarget = async (adapter: string, spectrum: SpectrumReport): Promise<ResizeTarget | undefined> => {
+  const resizeTarget = async (adapter: string, spectrum: ResizeSpectrum): Promise<ResizeTarget | undefined> => {
     const previews = resizePreviews(spectrum);
     const max = maxResizeRank(spectrum);
     const ranks = [...new Set(spectrum.modules.map((m) => m.rank))].sort((a, b) => a - b);
@@ -143,15 +142,20 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
       const adapter = await adapterOf(arg, true);
       if (!adapter) return;
       const r = await spectrumOf(adapter);
-      if (r) showReportPanel(context, 'spectrum', r, `Spectrum: ${name(adapter)}`);
+      if (r !== undefined) showReportPanel(context, 'spectrum', r, `Spectrum: ${name(adapter)}`);
     },
 
     'loraLens.resize': async (arg) => {
       pickers.steps(3);
       const adapter = await adapterOf(arg, true);
       if (!adapter) return;
-      const spectrum = await spectrumOf(adapter);
-      if (!spectrum) return;
+      const report = await spectrumOf(adapter);
+      if (report === undefined) return;
+      const spectrum = resizeSpectrum(report);
+      if (!spectrum) {
+        void vscode.window.showErrorMessage(`LoRA Lens: the spectrum of ${name(adapter)} lacks a module's rank or shape: no resize to preview.`);
+        return;
+      }
       const target = await resizeTarget(adapter, spectrum);
       if (!target) return;
       const tag = 'rank' in target ? `r${target.rank}` : `e${Math.round(100 * target.energy)}`;

@@ -6,6 +6,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { JobRequest } from '../../src/shared/jobs/jobs';
+import { readCensusReport } from '../../src/shared/jobs/reports/census';
+import { censusTensors } from '../../src/extension/census/treeModel';
 import { ProgressInfo } from '../../src/shared/protocol';
 import { EngineProcess, JobError } from '../../src/extension/engine/engineProcess';
 import { removeDeadPartialFiles, removeLeftoversOf } from '../../src/shared/leftovers';
@@ -44,10 +46,11 @@ test('runs a typed job request and answers with its report and progress', async 
   try {
     const progress: ProgressInfo[] = [];
     const r = await e.run({ job: 'census', path: base, adapter }, { onProgress: (p) => progress.push(p) }).done;
-    const report = r.report;
-    assert.equal(report.summary.tensors, names.length);
-    assert.equal(report.summary.loraTargetTensors, names.length);
-    assert.ok(report.tensors.every((t) => t.loraTarget));
+    // The report arrives as data, read with its job's reader.
+    const { summary } = readCensusReport(r.report);
+    assert.equal(summary?.tensors, names.length);
+    assert.equal(summary?.loraTargetTensors, names.length);
+    assert.ok(censusTensors(r.report).every((t) => t.loraTarget));
     assert.match(r.text ?? '', /48 tensors/);
     assert.deepEqual(progress.at(-1), { phase: 'census', done: names.length, total: names.length });
     // --json FILE works as on the CLI.
@@ -130,7 +133,7 @@ test('a crashed engine fails its job as crashed, its partial output is removed, 
     assert.deepEqual(fs.readdirSync(root).filter((f) => f.includes('.partial-')), []);
     assert.equal(e.running, false);
     const r = await e.run({ job: 'census', path: base }).done;
-    assert.equal(r.report.summary.tensors, names.length);
+    assert.equal(readCensusReport(r.report).summary?.tensors, names.length);
     assert.notEqual(e.pid, pid);
     assert.ok(log.some((l) => l.includes('engine stopped (signal SIGKILL)')), log.join('\n'));
     assert.ok(log.some((l) => l.startsWith(`[job ${job.id}] failed (crashed): `) && l.endsWith('partial output removed')), log.join('\n'));

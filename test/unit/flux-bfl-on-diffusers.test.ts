@@ -114,7 +114,7 @@ describe('BFL-named FLUX LoRAs (ComfyUI, ai-toolkit, kohya) on a diffusers FLUX 
     for (const [name, w] of readAll(path.join(root, 'convert-direct'))) assert.ok(Buffer.from(got.get(name)!.buffer).equals(Buffer.from(w.buffer)), name);
   });
 
-  it('LyCORIS LoHa, LoKr and full diffs on fused projections split by rows as well, in kohya and ComfyUI naming', async () => {
+  it('LyCORIS LoHa, LoKr, full diffs and DoRA per output row on fused projections split by rows as well, in kohya and ComfyUI naming', async () => {
     const R = (n: number, s: number): Float32Array => randomF32(n, s, 0.5);
     const lyco = (key: (m: string) => string): TestTensor[] => [
       // LoHa on img qkv [24, 8]: hada_w1_a / hada_w2_a [out, r] hold the rows.
@@ -134,17 +134,27 @@ describe('BFL-named FLUX LoRAs (ComfyUI, ai-toolkit, kohya) on a diffusers FLUX 
       // A full diff with its bias on the other single block's linear1.
       { name: `${key('single_blocks.1.linear1')}.diff`, shape: [7 * H, H], data: R(7 * H * H, 10) },
       { name: `${key('single_blocks.1.linear1')}.diff_b`, shape: [7 * H], data: R(7 * H, 11) },
+      // LyCORIS DoRA per output row (wd_on_output) on img qkv of block 1: each part takes its rows of dora_scale.
+      { name: `${key('double_blocks.1.img_attn.qkv')}.lora_down.weight`, shape: [2, H], data: R(2 * H, 14) },
+      { name: `${key('double_blocks.1.img_attn.qkv')}.lora_up.weight`, shape: [3 * H, 2], data: R(6 * H, 15) },
+      { name: `${key('double_blocks.1.img_attn.qkv')}.dora_scale`, shape: [3 * H, 1], data: randomF32(3 * H, 16, 0.5).map((x) => 1 + x) },
       // And a LoRA on a renamed module beside them.
       { name: `${key('double_blocks.1.img_mlp.0')}.lora_down.weight`, shape: [2, H], data: R(2 * H, 12) },
       { name: `${key('double_blocks.1.img_mlp.0')}.lora_up.weight`, shape: [4 * H, 2], data: R(8 * H, 13) },
     ];
     for (const [tag, key] of [['lyco-kohya', kohya], ['lyco-comfy', (m: string) => `diffusion_model.${m}`]] as const) {
       const file = writeSafetensorsFile(path.join(root, tag, 'l.safetensors'), lyco(key));
-      for (const dtype of ['fp32', 'bf16'] as const) assert.deepEqual(await sameMerge(file, dtype, tag), { folder: 3 + 3 + 4 + 4 + 4 + 1, single: 6 });
+      for (const dtype of ['fp32', 'bf16'] as const) assert.deepEqual(await sameMerge(file, dtype, tag), { folder: 3 + 3 + 4 + 4 + 4 + 3 + 1, single: 7 });
     }
   });
 
-  it('a LoKr whose Kronecker blocks straddle the stacked modules, or a delta of the wrong size, is refused in one line naming it', () => {
+  it('a LoKr whose Kronecker blocks straddle the stacked modules, a dora_scale per input channel, or a delta of the wrong size, is refused in one line naming it', () => {
+    const dora = writeSafetensorsFile(path.join(root, 'dora-in', 'l.safetensors'), [
+      { name: 'lora_unet_single_blocks_0_linear1.lora_down.weight', shape: [2, H], data: 1 },
+      { name: 'lora_unet_single_blocks_0_linear1.lora_up.weight', shape: [7 * H, 2], data: 2 },
+      { name: 'lora_unet_single_blocks_0_linear1.dora_scale', shape: [1, H], data: 3 },
+    ]);
+    assertOneLineError(runCli(['merge', '--base', folder, '--adapter', dora, '--out', path.join(root, 'z'), '--dtype', 'bf16']), 'lora_unet_single_blocks_0_linear1.dora_scale', 'input channel', 'proj_mlp');
     // kron(w1 [4, 2], w2 [6, 4]) on qkv [24, 8]: rows 0..8 (to_q) are not whole rows of w1 (6 rows each).
     const lokr = writeSafetensorsFile(path.join(root, 'straddle', 'l.safetensors'), [
       { name: 'lora_unet_double_blocks_0_img_attn_qkv.lokr_w1', shape: [4, 2], data: 1 },

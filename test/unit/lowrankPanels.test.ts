@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { PanelModel, Point, Section, valueCount } from '../../src/shared/charts/model';
 import { cumulativeEnergy } from '../../src/shared/charts/lowrank';
 import { panelModel } from '../../src/shared/charts/panels';
-import { maxResizeRank, resizePreview, resizePreviews, resizeRanks } from '../../src/shared/charts/resizePreview';
+import { maxResizeRank, resizePreview, resizePreviews, resizeRanks, resizeSpectrum } from '../../src/shared/charts/resizePreview';
 import { CombineReport, ExtractLoraReport, ResizeReport, SpectrumReport } from '../../src/shared/jobs/reports/lowrank';
 import { ReportKind } from '../../src/shared/webviewProtocol';
 import { loraPair, peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';
@@ -123,6 +123,12 @@ test('resize preview: predicted from the spectrum, it is what resize writes', ()
   }
   const full = resizePreview(spectrum, { rank: 2 });
   assert.equal(full.changes, true, 'q_proj goes from 4 to 2');
+});
+
+test('the resize preview reads the spectrum report at the boundary: a module without its rank or shape gives no preview', () => {
+  const modules = spectrum.modules.map(({ rank, out, in: n, singularValues }) => ({ rank, out, in: n, singularValues }));
+  assert.deepEqual(resizeSpectrum(JSON.parse(JSON.stringify(spectrum))), { modules });
+  assert.equal(resizeSpectrum({ ...spectrum, modules: [...spectrum.modules, { name: 'x', rank: 2, singularValues: [1, 0.5] }] }), null);
 });
 
 test('resize panel: each module\'s error beside its optimum', () => {

@@ -324,9 +324,16 @@ export function diffusionLayout(adapter: Checkpoint, format: DiffusionFormat, ba
       const m = direct ? direct.name.replace(/\.weight$/, '') : names.module(key);
       const fused = m === undefined ? names.fused(key) : undefined;
       if (fused) {
-        if (doraScale) throw new LensError(adapter.path, `fused FLUX projection ${p.name} has a dora_scale (weight decomposition): its split onto ${fused.join(', ')} is not supported`, doraScale.name);
+        const whole: AdaptedModule = { module: p.name, rule, tensors, out, in: inn, transpose: false, embedding: false };
+        if (doraScale) {
+          // Norms per output row split with the rows; per input channel they span every stacked module.
+          whole.decompose = decompositionOf(adapter, p.name, rule, doraScale, out, inn, undefined);
+          if (whole.decompose.axis !== 'out') {
+            throw new LensError(adapter.path, `fused FLUX projection ${p.name} has a dora_scale per input channel, whose norms span the rows of ${fused.join(', ')} together: its split onto them is not supported`, doraScale.name);
+          }
+        }
         const targets = fused.map((f) => ({ module: f, weight: names.tensor(f, 'weight')!, bias: diffB ? names.tensor(f, 'bias') : undefined }));
-        modules.push(...splitRows(adapter, p.name, { module: p.name, rule, tensors, out, in: inn, transpose: false, embedding: false }, targets, diffB));
+        modules.push(...splitRows(adapter, p.name, whole, targets, diffB));
         continue;
       }
       const part = m === undefined ? names.part(key) : undefined;
@@ -433,7 +440,8 @@ interface SplitTarget {
  * in it: each takes its row block of ΔW, which is a delta of the same kind whose output-side factors keep
  * those rows (contiguous bytes of the file) and whose other factors are shared: lora_up's rows (B of
  * s · B @ A), LoHa's hada_w1_a and hada_w2_a, a full diff's rows (and diff_b's), LoKr's rows of w1 where
- * each block is whole rows of w1 (kron(w1, w2)'s rows come in runs of w2's rows). Scales are unchanged.
+ * each block is whole rows of w1 (kron(w1, w2)'s rows come in runs of w2's rows). Scales are unchanged;
+ * a weight decomposition per output row (LyCORIS `wd_on_output`) takes its rows of dora_scale.
  */
 function splitRows(adapter: Checkpoint, name: string, fused: AdaptedModule, targets: SplitTarget[], diffB: TensorInfo | undefined): AdaptedModule[] {
   const file = adapter.files[0];
@@ -475,8 +483,11 @@ function splitRows(adapter: Checkpoint, name: string, fused: AdaptedModule, targ
       const w1 = 'full' in k.w1 ? { full: slice(k.w1.full, row0 / out2, n / out2) } : { ...k.w1, a: slice(k.w1.a, row0 / out2, n / out2) };
       part = { ...k, w1, shape1: [n / out2, k.shape1[1]] };
     }
+    // A decomposition per output row (the only one splitRows is given) takes its rows of dora_scale.
+    const decompose = fused.decompose && { ...fused.decompose, magnitude: slice(fused.decompose.magnitude) };
     const tensors = fused.tensors.map((x) => sliced.get(x) ?? x);
     const own: AdaptedModule = { module: t.module, rule: part, tensors, out: n, in: fused.in, base: t.weight, transpose: false, embedding: false };
+    if (decompose) own.decompose = decompose;
     const bias = diffB && biasPart(file, name, diffB, row0, n, t);
     row0 += n;
     return bias ? [own, bias] : [own];

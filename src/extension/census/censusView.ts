@@ -1,5 +1,4 @@
 import * as vscode from 'vscode';
-import { CensusReport } from '../../shared/jobs/reports/census';
 import { CheckpointEntry, checkpointNode, comparisonByName, DEFAULT_COSINE_THRESHOLD, TreeNode } from './treeModel';
 
 /** What is kept per workspace to reopen the census after a reload: the checkpoints, not their reports. */
@@ -27,7 +26,7 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
     this.rebuild();
   }
 
-  add(path: string, report: CensusReport, adapter?: string): TreeNode {
+  add(path: string, report: unknown, adapter?: string): TreeNode {
     const previous = this.entries.get(path);
     // A new census of the same checkpoint keeps the comparison numbers it already shows.
     this.entries.set(path, { path, adapter, report, comparison: previous?.comparison });
@@ -61,8 +60,9 @@ export class CensusView implements vscode.TreeDataProvider<TreeNode> {
     return this.entries.get(path)?.adapter;
   }
 
-  reportOf(path: string): CensusReport | undefined {
-    return this.entries.get(path)?.report as CensusReport | undefined; // entries come only from add()
+  /** The census report of `path` as the engine wrote it (read it with readCensusReport); undefined if it is not open. */
+  reportOf(path: string): unknown {
+    return this.entries.get(path)?.report;
   }
 
   /** The first tensor node of that name (in the checkpoint at `checkpoint`, if given), for revealing a tensor picked in a panel. */

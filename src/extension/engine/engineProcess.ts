@@ -5,7 +5,7 @@
  */
 import { ChildProcess, fork } from 'node:child_process';
 import * as path from 'node:path';
-import { JobName, JobReport, JobRequest } from '../../shared/jobs/jobs';
+import { JobRequest } from '../../shared/jobs/jobs';
 import { argvOf } from '../../shared/jobs/request';
 import { ErrorKind, FromEngine, isFromEngine, ProgressInfo, ToEngine } from '../../shared/protocol';
 import { escapeControl } from '../../shared/errors';
@@ -21,9 +21,12 @@ export interface JobOptions {
   outputs?: string[];
 }
 
-/** The report is the engine's answer to the job asked for (the same build); panels still read it defensively. */
-export interface JobResult<K extends JobName = JobName> {
-  report: JobReport<K>;
+/**
+ * The engine's answer. The report arrives as data, like a report file: whoever reads a field reads it
+ * with its job's reader (shared/jobs/reports), the panels included.
+ */
+export interface JobResult {
+  report: unknown;
   text?: string;
 }
 
@@ -38,9 +41,9 @@ export class JobError extends Error {
   }
 }
 
-export interface Job<K extends JobName = JobName> {
+export interface Job {
   readonly id: number;
-  readonly done: Promise<JobResult<K>>;
+  readonly done: Promise<JobResult>;
   cancel(): void;
 }
 
@@ -70,17 +73,16 @@ export class EngineProcess {
     return this.child?.pid;
   }
 
-  run<K extends JobName>(request: JobRequest<K>, opts: JobOptions = {}): Job<K> {
+  run(request: JobRequest, opts: JobOptions = {}): Job {
     const id = this.nextId++;
     const child = this.ensureChild();
     let pending!: Pending;
-    const done = new Promise<JobResult<K>>((resolve, reject) => {
-      pending = { opts, resolve: resolve as Pending['resolve'], reject, cancelled: false };
+    const done = new Promise<JobResult>((resolve, reject) => {
+      pending = { opts, resolve, reject, cancelled: false };
     });
     this.pending.set(id, pending);
-    const req = request as JobRequest; // a JobRequest<K> is a JobRequest; TypeScript cannot see it through the mapped union
-    this.log(`[job ${id}] lora-lens ${argvOf(req).map(quote).join(' ')}`);
-    this.send(child, { type: 'run', messageId: id, request: req });
+    this.log(`[job ${id}] lora-lens ${argvOf(request).map(quote).join(' ')}`);
+    this.send(child, { type: 'run', messageId: id, request });
     const cancel = (): void => {
       if (!this.pending.has(id) || pending.cancelled) return;
       pending.cancelled = true;
@@ -158,7 +160,7 @@ export class EngineProcess {
       case 'result':
         this.settle(id, p);
         this.log(`[job ${id}] done`);
-        p.resolve({ report: m.report as JobReport, text: m.text });
+        p.resolve({ report: m.report, text: m.text });
         return;
       case 'error':
         this.settle(id, p);

@@ -3,10 +3,10 @@ import { DeviceChoice } from '../../shared/jobs/choices';
 import { JobName, JobRequest } from '../../shared/jobs/jobs';
 import { EngineProcess, JobError, JobResult } from './engineProcess';
 
-export interface JobSpec<K extends JobName = JobName> {
+export interface JobSpec {
   /** Shown in the notification ("Merging adapter…"). */
   title: string;
-  request: JobRequest<K>;
+  request: JobRequest;
   /** Output paths, cleaned of partial files if the engine dies. */
   outputs?: string[];
   /** Progress in the status bar only, no notification (a census restored at start-up). */
@@ -40,7 +40,7 @@ export class JobRunner implements vscode.Disposable {
     return vscode.workspace.getConfiguration('loraLens').get<DeviceChoice>('device', 'auto');
   }
 
-  run<K extends JobName>(spec: JobSpec<K>): Promise<JobResult<K> | undefined> {
+  run(spec: JobSpec): Promise<JobResult | undefined> {
     // Jobs run one after the other; a job that has to wait says so in the status bar meanwhile.
     if (this.busy > 0) vscode.window.setStatusBarMessage(`$(clock) LoRA Lens: ${spec.title} waits for the running job`, this.queue);
     this.busy++;
@@ -49,7 +49,7 @@ export class JobRunner implements vscode.Disposable {
     return next;
   }
 
-  private runNow<K extends JobName>(spec: JobSpec<K>): Promise<JobResult<K> | undefined> {
+  private runNow(spec: JobSpec): Promise<JobResult | undefined> {
     this.output.info(`${spec.request.job}: ${spec.title}`);
     this.status.text = `$(sync~spin) LoRA Lens: ${spec.title}`;
     this.status.tooltip = `${spec.title} (click for the LoRA Lens log)`;

@@ -46,7 +46,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { JobReport } from '../../shared/jobs/jobs';
+import { readSpectrumReport } from '../../shared/jobs/reports/lowrank';
 import { readValidateReport } from '../../shared/jobs/reports/validate';
 import { PanelContent, parsePanelContent, ReportContent, ReportKind } from '../../shared/webviewProtocol';
 import { REPORT_VIEW_TYPE, ReportPanel, webviewOptions } from './reportPanel';
@@ -67,10 +67,10 @@ export interface ReportPanelOptions {
 }
 
 /** Shows a report in the panel of its subject (the same job on the same inputs), opening one beside the editor when there is none. */
-export function showReportPanel<K extends ReportKind>(
+export function showReportPanel(
   context: vscode.ExtensionContext,
-  kind: K,
-  report: JobReport<K>,
+  kind: ReportKind,
+  report: unknown,
   title: string,
   options: ReportPanelOptions = {},
 ): void {
@@ -110,8 +110,8 @@ export function registerPanelSerializers(context: vscode.ExtensionContext): void
 function adopt(context: vscode.ExtensionContext, panel: vscode.WebviewPanel, content: PanelContent): void {
   const key = keyOf(content);
   // A spectrum's "Resize…" resizes the adapter its report names.
-  const adapter = content.kind === 'spectrum' ? (content.report as { adapter?: unknown }).adapter : undefined;
-  const resize = typeof adapter === 'string' ? (): void => void vscode.commands.executeCommand('loraLens.resize', vscode.Uri.file(adapter)) : undefined;
+  const adapter = content.kind === 'spectrum' ? readSpectrumReport(content.report).adapter : null;
+  const resize = adapter !== null ? (): void => void vscode.commands.executeCommand('loraLens.resize', vscode.Uri.file(adapter)) : undefined;
   const p = new ReportPanel(
     panel,
     context.extensionUri,

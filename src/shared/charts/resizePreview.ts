@@ -5,7 +5,22 @@
  * which resize meets to rounding) and the size of the written fp32 factors.
  */
 import { energyRank } from '../energy';
-import type { SpectrumReport } from '../jobs/reports/lowrank';
+import { readSpectrumReport } from '../jobs/reports/lowrank';
+
+/** What a preview needs of a spectrum report: each module's rank, shape and singular values, in the report's order. */
+export interface ResizeSpectrum {
+  modules: Array<{ rank: number; out: number; in: number; singularValues: number[] }>;
+}
+
+/** A spectrum report's modules for a preview; null when one lacks its rank or shape (not a spectrum report of this engine). */
+export function resizeSpectrum(report: unknown): ResizeSpectrum | null {
+  const modules: ResizeSpectrum['modules'] = [];
+  for (const { rank, out, in: n, singularValues } of readSpectrumReport(report).modules) {
+    if (rank === null || out === null || n === null) return null;
+    modules.push({ rank, out, in: n, singularValues });
+  }
+  return { modules };
+}
 
 /** A rank for every module, or an energy fraction in (0, 1] per module. */
 export type ResizeTarget = { rank: number } | { energy: number };
@@ -34,11 +49,11 @@ export function resizeRanks(max: number): number[] {
 export const RESIZE_ENERGIES = [0.9, 0.95, 0.99] as const;
 
 /** The largest --rank resize takes: no module may be asked for more than its singular values. */
-export function maxResizeRank(report: SpectrumReport): number {
+export function maxResizeRank(report: ResizeSpectrum): number {
   return Math.min(...report.modules.map((m) => m.singularValues.length));
 }
 
-export function resizePreview(report: SpectrumReport, target: ResizeTarget): ResizePreview {
+export function resizePreview(report: ResizeSpectrum, target: ResizeTarget): ResizePreview {
   let fromParams = 0;
   let params = 0;
   let kept = 0;
@@ -64,7 +79,7 @@ export function resizePreview(report: SpectrumReport, target: ResizeTarget): Res
 }
 
 /** The presets worth offering: the rank presets, then the energy presets. */
-export function resizePreviews(report: SpectrumReport): ResizePreview[] {
+export function resizePreviews(report: ResizeSpectrum): ResizePreview[] {
   return [
     ...resizeRanks(maxResizeRank(report)).map((rank) => resizePreview(report, { rank })),
     ...RESIZE_ENERGIES.map((energy) => resizePreview(report, { energy })),

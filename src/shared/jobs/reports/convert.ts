@@ -1,5 +1,6 @@
 /** The report of `convert` (its --json), as the engine writes it and the extension reads it. */
 import { CheckpointKind } from '../choices';
+import { fields, number, Present, readReport, string } from './read';
 
 export interface ConvertReport {
   in: string;
@@ -25,4 +26,12 @@ export interface AdapterConvertReport {
   tensors: number;
   bytes: number;
   seconds: number;
+}
+
+/** A convert report as the extension reads it (read.ts): `peftType` and `modules` are null unless an adapter was converted to PEFT. */
+export const CONVERT_REPORT = fields<AdapterConvertReport>()({ tensors: number, peftType: string, modules: number });
+export type ConvertView = Present<typeof CONVERT_REPORT>;
+
+export function readConvertReport(x: unknown): ConvertView {
+  return readReport(CONVERT_REPORT, x);
 }

@@ -1,4 +1,5 @@
 /** The report of `estimate` (its --json), as the engine writes it and the extension's panels read it. */
+import { fields, listOf, number, Present, readReport, string } from './read';
 
 export interface EstimateModule {
   /** Module path (the base tensor without `.weight`). */
@@ -34,4 +35,12 @@ export interface EstimateReport {
   /** With --adapter: the elements its adapter_model.safetensors really holds (null without weights). */
   adapterFileParams: number | null;
   warnings: string[];
+}
+
+/** An estimate report as the extension reads it (read.ts). */
+export const ESTIMATE_REPORT = fields<EstimateReport>()({ trainableParams: number, baseParams: number, percent: number, warnings: listOf(string) });
+export type EstimateView = Present<typeof ESTIMATE_REPORT>;
+
+export function readEstimateReport(x: unknown): EstimateView {
+  return readReport(ESTIMATE_REPORT, x);
 }

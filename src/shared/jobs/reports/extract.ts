@@ -1,5 +1,5 @@
 /** The report of `extract` (its --json), as the engine writes it and the extension's panels read it. */
-import { fields, number } from './read';
+import { fields, number, Present, readReport } from './read';
 
 export interface ExtractTensor {
   name: string;
@@ -47,3 +47,11 @@ export const EXTRACT_SUMMARY = fields<ExtractReport['summary']>()({
   nonFiniteTensors: number,
   bytes: number,
 });
+
+/** An extract report as the extension reads it (read.ts). */
+export const EXTRACT_REPORT = fields<ExtractReport>()({ summary: EXTRACT_SUMMARY });
+export type ExtractView = Present<typeof EXTRACT_REPORT>;
+
+export function readExtractReport(x: unknown): ExtractView {
+  return readReport(EXTRACT_REPORT, x);
+}

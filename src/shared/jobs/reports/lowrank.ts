@@ -170,6 +170,8 @@ export const SPECTRUM_REPORT = fields<SpectrumReport>()({
       name: string,
       rule: string,
       rank: number,
+      out: number,
+      in: number,
       singularValues: listOf(number),
       energyRank90: number,
       energyRank95: number,
