@@ -16,6 +16,7 @@ import { CombineReport, ExtractLoraReport, ResizeReport, SpectrumReport } from '
 import { ReportKind } from '../../src/shared/webviewProtocol';
 import { loraPair, peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 import { runCli } from './helpers/cli';
+import { kohyaZoo } from './helpers/lycorisZoo';
 
 const root = tmpDir('lora-lens-lowrank-panels-');
 const H = 16;
@@ -88,6 +89,16 @@ test('spectrum panel: energy curves reach 100% at the full rank, and the heat ma
   assert.equal(section(m, 'modules').table?.rows.length, 2 * LAYERS);
   assert.equal(m.resize, true, 'a Resize… button for its adapter');
   assert.equal(draw('spectrum', { ...spectrum, adapter: undefined }).resize, false, 'none without an adapter to resize');
+});
+
+test('spectrum panel: every module\'s rule in its table (one LyCORIS file of every kind)', () => {
+  const zoo = cli<SpectrumReport>('spectrum-zoo', 'spectrum', '--adapter', kohyaZoo(path.join(root, 'zoo.safetensors'), false));
+  const table = section(draw('spectrum', zoo), 'modules').table!;
+  const col = table.columns.findIndex((c) => c.key === 'rule');
+  assert.equal(table.columns[col - 1].key, 'kind', 'beside the kind');
+  const rules = new Map(table.rows.map((r) => [r[0], r[col]]));
+  assert.deepEqual(rules, new Map(zoo.modules.map((m) => [m.name, m.rule])));
+  assert.deepEqual([...new Set(rules.values())].sort(), ['LoCon (Tucker)', 'LoHa', 'LoHa (Tucker)', 'LoKr', 'LoKr (Tucker)', 'LoRA', 'full diff']);
 });
 
 test('resize preview: predicted from the spectrum, it is what resize writes', () => {

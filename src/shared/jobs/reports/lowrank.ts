@@ -168,6 +168,7 @@ export const SPECTRUM_REPORT = fields<SpectrumReport>()({
   modules: listOf(
     fields<SpectrumModule>()({
       name: string,
+      rule: string,
       rank: number,
       out: number,
       in: number,
