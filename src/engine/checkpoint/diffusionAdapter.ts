@@ -18,6 +18,10 @@
  *   alpha / r, or 1 without alpha. ComfyUI's generic keys are of this dotted kind too, with kohya's and
  *   LyCORIS's tails (`diffusion_model.<module>.lora_down.weight`, `.hada_w1_a`, `.lokr_w1`, `.diff`, …),
  *   read as those formats define them.
+ * - XLabs-AI x-flux (its DoubleStreamBlockLoraProcessor / SingleStreamBlockLoraProcessor state dicts):
+ *   `double_blocks.N.processor.qkv_lora1.down.weight` / `.up.weight` on BFL modules (xlabsModule), no alpha
+ *   saved: x-flux builds LoRALinearLayer without network_alpha to apply them, so ΔW = up @ down (its
+ *   `lora_weight` is the user's strength, not the file's).
  * Module names resolve against the base's tensor names (diffusionNames.ts); a name that does not is
  * bad input naming it.
  */
@@ -36,6 +40,20 @@ const PROCESSOR_KEY = /^(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)
 const DIFFUSERS_KEY = /^(.+?)\.(?:lora\.(down|up)\.weight|lora_linear_layer\.(down|up)\.weight|lora_(A|B)\.weight)$/;
 const DIFFUSERS_ALPHA = /^(.+)\.alpha$/;
 const CLONEOFSIMO_KEY = /^(unet|text_encoder):\d+:(up|down)$/;
+/** x-flux's keys: a processor's LoRA per stream (1 the image's, 2 the text's) in double blocks, one in single blocks; ComfyUI may prefix them `diffusion_model.`. */
+const XLABS_KEY = /^(?:diffusion_model\.)?((double_blocks)\.(\d+)\.processor\.(qkv|proj)_lora([12])|(single_blocks)\.(\d+)\.processor\.(qkv|proj)_lora)\.(down|up)\.weight$/;
+
+/**
+ * The BFL module an x-flux processor LoRA adapts, as a ComfyUI-style dotted name (resolved as those are, on
+ * a BFL file or a diffusers transformer): qkv_lora1 / proj_lora1 the image stream's `img_attn.qkv` /
+ * `img_attn.proj`, qkv_lora2 / proj_lora2 the text stream's, a single block's proj_lora its `linear2`
+ * (15360 = 3072 + 12288 inputs). A single block's qkv_lora adds to only the q, k, v rows of `linear1`
+ * (x-flux adds it after splitting off the MLP rows): undefined here, xlabsSingleQkv splits it.
+ */
+function xlabsModule(m: RegExpExecArray): string | undefined {
+  if (m[2]) return `diffusion_model.double_blocks.${m[3]}.${m[5] === '1' ? 'img' : 'txt'}_attn.${m[4]}`;
+  return m[8] === 'proj' ? `diffusion_model.single_blocks.${m[7]}.linear2` : undefined;
+}
 
 /** kohya / LyCORIS tensor roles, by the key's tail after the module name. */
 const KOHYA_ROLES: Record<string, string> = {
@@ -98,7 +116,7 @@ export function diffusionFormat(c: Checkpoint): DiffusionFormat | undefined {
     );
   }
   if (names.length > 0 && names.every((n) => KOHYA_KEY.test(n))) return 'kohya';
-  const dotted = (n: string): boolean => PROCESSOR_KEY.test(n) || DIFFUSERS_KEY.test(n) || DOTTED_KEY.test(n);
+  const dotted = (n: string): boolean => XLABS_KEY.test(n) || PROCESSOR_KEY.test(n) || DIFFUSERS_KEY.test(n) || DOTTED_KEY.test(n);
   if (names.some(dotted) && names.every((n) => dotted(n) || DIFFUSERS_ALPHA.test(n))) {
     return 'diffusers';
   }
@@ -132,6 +150,11 @@ function groupKeys(c: Checkpoint, format: DiffusionFormat): Parts[] {
       put(m[1], role, t);
       continue;
     }
+    const x = XLABS_KEY.exec(t.name);
+    if (x) {
+      put(xlabsModule(x) ?? x[1], x[9], t);
+      continue;
+    }
     const p = PROCESSOR_KEY.exec(t.name);
     if (p) {
       put(`${p[1]}.${p[2] === 'to_out' ? 'to_out.0' : p[2]}`, p[3], t);
@@ -150,7 +173,31 @@ function groupKeys(c: Checkpoint, format: DiffusionFormat): Parts[] {
     }
     put(DIFFUSERS_ALPHA.exec(t.name)![1], 'alpha', t);
   }
-  return [...modules.values()];
+  return [...modules.values()].flatMap((p) => xlabsSingleQkv(c, p) ?? [p]);
+}
+
+/**
+ * An x-flux single block's qkv_lora as the three modules diffusers' FLUX transformer has for those rows of
+ * BFL's `linear1` (to_q, to_k, to_v; on a BFL file, row parts of it as any diffusers name is): each takes
+ * its third of up's rows, down shared, as diffusers' own XLabs conversion splits it.
+ */
+function xlabsSingleQkv(c: Checkpoint, p: Parts): Parts[] | undefined {
+  const m = /^(?:diffusion_model\.)?single_blocks\.(\d+)\.processor\.qkv_lora$/.exec(p.name);
+  const down = p.roles.get('down');
+  const up = p.roles.get('up');
+  // Without both factors the module stays whole, for ruleOf to name what it lacks.
+  if (!m || !down || !up) return undefined;
+  if (up.shape.length !== 2 || up.shape[0] % 3 !== 0) {
+    throw new LensError(c.files[0], `x-flux single-block qkv_lora up of shape ${JSON.stringify(up.shape)} is not q, k and v stacked (rows a multiple of 3)`, up.name);
+  }
+  const n = up.shape[0] / 3;
+  return ['to_q', 'to_k', 'to_v'].map((q, i) => ({
+    name: `diffusion_model.single_transformer_blocks.${m[1]}.attn.${q}`,
+    roles: new Map([
+      ['down', down],
+      ['up', rowSlice(up, i * n, n)],
+    ]),
+  }));
 }
 
 /** A scalar tensor's value (kohya's `.alpha`), read now: it sets the module's scale. */
@@ -187,7 +234,7 @@ function ruleOf(c: Checkpoint, p: Parts): { rule: DeltaRule; out: number; in: nu
   const rows = (t: TensorInfo): number => t.shape[0] ?? 1;
   const cols = (t: TensorInfo): number => (t.shape.length === 0 ? 1 : t.numel / rows(t));
   const bad = (what: string, t: TensorInfo): never => {
-    throw new LensError(file, `${what} (${[...r.values()].map((x) => `${x.name.slice(p.name.length + 1)} ${JSON.stringify(x.shape)}`).join(', ')})`, t.name);
+    throw new LensError(file, `${what} (${[...r.values()].map((x) => `${x.name.startsWith(`${p.name}.`) ? x.name.slice(p.name.length + 1) : x.name} ${JSON.stringify(x.shape)}`).join(', ')})`, t.name);
   };
   if (r.has('down') || r.has('up') || r.has('mid')) {
     const A = need('down');
