@@ -47,13 +47,14 @@ const relError = (x: number): string => formatCell(x, 'exp');
 
 /** One preset of the resize question, with what it would do. */
 function previewChoice(p: ResizePreview): Choice {
-  const isRank = 'rank' in p.target;
+  const t = p.target;
+  const isRank = 'rank' in t;
   const lo = Math.min(...p.ranks);
   const hi = Math.max(...p.ranks);
   const shrink = p.fromParams > 0 ? ` (${percent(p.params / p.fromParams)} of now)` : '';
   return {
-    value: isRank ? `r${(p.target as { rank: number }).rank}` : `e${(p.target as { energy: number }).energy}`,
-    label: isRank ? `rank ${(p.target as { rank: number }).rank}` : `energy ${percent((p.target as { energy: number }).energy)}`,
+    value: 'rank' in t ? `r${t.rank}` : `e${t.energy}`,
+    label: 'rank' in t ? `rank ${t.rank}` : `energy ${percent(t.energy)}`,
     description: `${isRank ? '' : `ranks ${lo === hi ? lo : `${lo}–${hi}`} · `}${formatBytes(p.bytes)} · ${formatInt(p.params)} parameters${shrink}`,
     detail: p.changes
       ? `largest relative error ${relError(p.maxRelError)} · mean energy kept ${percent(p.meanEnergyKept)}`
@@ -134,7 +135,7 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
       const energy = text === undefined ? undefined : parse(text);
       return energy === undefined ? undefined : { energy };
     }
-    return picked.startsWith('r') ? { rank: Number(picked.slice(1)) } : ({ energy: Number(picked.slice(1)) } as ResizeTarget);
+    return picked.startsWith('r') ? { rank: Number(picked.slice(1)) } : { energy: Number(picked.slice(1)) };
   };
 
   return {

@@ -8,6 +8,7 @@
  * (their output-side factor's rows), or are refused in one line where no row block is one of their kind.
  */
 import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { adapterLayout } from '../../src/engine/checkpoint/adapter';
@@ -102,6 +103,21 @@ describe('BFL-named FLUX LoRAs (ComfyUI, ai-toolkit, kohya) on a diffusers FLUX 
       }
     });
   }
+
+  it('on the diffusers pipeline folder (model_index.json beside transformer/), the transformer merges as its folder alone does', async () => {
+    const pipeline = path.join(root, 'pipeline');
+    writeWeights(path.join(pipeline, 'transformer'), [...diffusers.values()], Infinity, 'diffusion_pytorch_model');
+    fs.writeFileSync(path.join(pipeline, 'model_index.json'), JSON.stringify({ _class_name: 'FluxPipeline', _diffusers_version: '0.30.0', transformer: ['diffusers', 'FluxTransformer2DModel'] }));
+    for (const [i, f] of [forms[0], forms[3]].entries()) {
+      const file = loraFile(`pipe${i}`, f);
+      await mergeJob({ base: pipeline, adapter: file, out: path.join(root, `pipe${i}-p`), dtype: 'bf16', rule: 'peft' }, withKernels(ctx, kernels));
+      await mergeJob({ base: folder, adapter: file, out: path.join(root, `pipe${i}-t`), dtype: 'bf16', rule: 'peft' }, withKernels(ctx, kernels));
+      const got = readAll(path.join(root, `pipe${i}-p`, 'transformer'));
+      const want = readAll(path.join(root, `pipe${i}-t`));
+      assert.equal(got.size, want.size);
+      for (const [name, w] of want) assert.ok(Buffer.from(got.get(name)!.buffer).equals(Buffer.from(w.buffer)), `${f.form} ${name}`);
+    }
+  });
 
   it('converted against the diffusers folder, a ComfyUI-named file is a PEFT adapter of to_q, to_k, … whose merge has the same bytes', async () => {
     const file = loraFile('convert', forms[0]);

@@ -110,7 +110,6 @@ export interface TreeNode {
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
-const CATEGORY_SET = new Set<string>(CATEGORY_ORDER);
 
 /** The tensors of a census report, checked field by field (a report from an older engine must not break the view). */
 export function censusTensors(report: unknown): CensusTensor[] {
@@ -123,7 +122,7 @@ export function censusTensors(report: unknown): CensusTensor[] {
       dtype: typeof t.dtype === 'string' ? t.dtype : '?',
       shape,
       numel: typeof t.numel === 'number' ? t.numel : shape.reduce((a, b) => a * b, 1),
-      category: typeof t.category === 'string' && CATEGORY_SET.has(t.category) ? (t.category as Category) : 'other',
+      category: CATEGORY_ORDER.find((c) => c === t.category) ?? 'other',
       layer: typeof t.layer === 'number' ? t.layer : null,
       projection: typeof t.projection === 'string' ? t.projection : null,
       loraTarget: t.loraTarget === true,
