@@ -5,7 +5,7 @@
  * `lora_unet_double_blocks_0_img_attn_qkv` — on a diffusers FluxTransformer2DModel folder, whose fused BFL
  * projections are separate modules: each takes its row block of the fused delta, so the merge equals the
  * merge onto the BFL single file bit for bit. LyCORIS methods on a fused projection split the same way
- * (their output-side factor's rows), or are refused in one line where no row block is one of their kind.
+ * (their output-side factors' rows; a LoKr its rows of the Kronecker product), or are refused in one line.
  */
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -142,10 +142,11 @@ describe('BFL-named FLUX LoRAs (ComfyUI, ai-toolkit, kohya) on a diffusers FLUX 
       // LoKr on txt qkv: kron(w1 [3, 2], w2 [8, 4]), each part's 8 rows one row of w1.
       { name: `${key('double_blocks.1.txt_attn.qkv')}.lokr_w1`, shape: [3, 2], data: R(6, 5) },
       { name: `${key('double_blocks.1.txt_attn.qkv')}.lokr_w2`, shape: [H, 4], data: R(4 * H, 6) },
-      // LoKr with a factored w1 on linear1 [56, 8]: w1 = w1_a [7, 2] @ w1_b [2, 1], w2 [8, 8].
-      { name: `${key('single_blocks.0.linear1')}.lokr_w1_a`, shape: [7, 2], data: R(14, 7) },
-      { name: `${key('single_blocks.0.linear1')}.lokr_w1_b`, shape: [2, 1], data: R(2, 8) },
-      { name: `${key('single_blocks.0.linear1')}.lokr_w2`, shape: [H, H], data: R(H * H, 9) },
+      // LoKr with a factored w1 on linear1 [56, 8]: w1 = w1_a [4, 2] @ w1_b [2, 2], w2 [14, 4], whose runs of
+      // 14 rows straddle to_q, to_k, to_v (8 rows each) and proj_mlp, as LyCORIS's factorization(21504) = 128 × 168 does on FLUX.1.
+      { name: `${key('single_blocks.0.linear1')}.lokr_w1_a`, shape: [4, 2], data: R(8, 7) },
+      { name: `${key('single_blocks.0.linear1')}.lokr_w1_b`, shape: [2, 2], data: R(4, 8) },
+      { name: `${key('single_blocks.0.linear1')}.lokr_w2`, shape: [14, 4], data: R(56, 9) },
       { name: `${key('single_blocks.0.linear1')}.alpha`, shape: [], data: new Float32Array([1]) },
       // A full diff with its bias on the other single block's linear1.
       { name: `${key('single_blocks.1.linear1')}.diff`, shape: [7 * H, H], data: R(7 * H * H, 10) },
@@ -164,19 +165,18 @@ describe('BFL-named FLUX LoRAs (ComfyUI, ai-toolkit, kohya) on a diffusers FLUX 
     }
   });
 
-  it('a LoKr whose Kronecker blocks straddle the stacked modules, a dora_scale per input channel, or a delta of the wrong size, is refused in one line naming it', () => {
+  it('a dora_scale per input channel, a delta of the wrong size, or converting a LoKr split by rows to PEFT, is refused in one line naming it', () => {
     const dora = writeSafetensorsFile(path.join(root, 'dora-in', 'l.safetensors'), [
       { name: 'lora_unet_single_blocks_0_linear1.lora_down.weight', shape: [2, H], data: 1 },
       { name: 'lora_unet_single_blocks_0_linear1.lora_up.weight', shape: [7 * H, 2], data: 2 },
       { name: 'lora_unet_single_blocks_0_linear1.dora_scale', shape: [1, H], data: 3 },
     ]);
     assertOneLineError(runCli(['merge', '--base', folder, '--adapter', dora, '--out', path.join(root, 'z'), '--dtype', 'bf16']), 'lora_unet_single_blocks_0_linear1.dora_scale', 'input channel', 'proj_mlp');
-    // kron(w1 [4, 2], w2 [6, 4]) on qkv [24, 8]: rows 0..8 (to_q) are not whole rows of w1 (6 rows each).
-    const lokr = writeSafetensorsFile(path.join(root, 'straddle', 'l.safetensors'), [
+    const lokr = writeSafetensorsFile(path.join(root, 'lokr', 'l.safetensors'), [
       { name: 'lora_unet_double_blocks_0_img_attn_qkv.lokr_w1', shape: [4, 2], data: 1 },
       { name: 'lora_unet_double_blocks_0_img_attn_qkv.lokr_w2', shape: [6, 4], data: 2 },
     ]);
-    assertOneLineError(runCli(['merge', '--base', folder, '--adapter', lokr, '--out', path.join(root, 'x'), '--dtype', 'bf16']), 'lora_unet_double_blocks_0_img_attn_qkv', 'lokr_w2', 'attn.to_q');
+    assertOneLineError(runCli(['convert', '--in', lokr, '--out', path.join(root, 'x'), '--base', folder]), 'transformer_blocks.0.attn.to_q', 'LoKr', 'BFL single file');
     const wide = writeSafetensorsFile(path.join(root, 'wide', 'l.safetensors'), [
       { name: 'diffusion_model.single_blocks.0.linear1.lora_A.weight', shape: [2, H], data: 1 },
       { name: 'diffusion_model.single_blocks.0.linear1.lora_B.weight', shape: [6 * H, 2], data: 2 },

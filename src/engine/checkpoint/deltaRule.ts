@@ -14,7 +14,8 @@
  *   cores (a convolution) each product is the core t [r, r, kh, kw] contracted with w_a [r, out] on its
  *   first mode and w_b [r, in] on its second.
  * - `kronecker` (LoKr, PEFT `lokr_*`, LyCORIS): ΔW = kron(w1, w2) · scale, w1 = w1a @ w1b and
- *   w2 = w2a @ w2b where factored (w2 a Tucker product where a core `lokr_t2` is given).
+ *   w2 = w2a @ w2b where factored (w2 a Tucker product where a core `lokr_t2` is given); `row0` takes a
+ *   row block of it.
  *
  * Tucker (LyCORIS `use_tucker` on a kh×kw convolution): P[o, c, k] = Σ_{i,j} w_a[i, o] · t[i, j, k] · w_b[j, c],
  * LoCon's `lora_mid` likewise between `lora_up` [out, r] and `lora_down` [r, in]; seen as [out, in·kh·kw]
@@ -115,6 +116,11 @@ export interface KroneckerRule {
   shape1: [number, number];
   shape2: [number, number];
   scale: number;
+  /**
+   * ΔW is rows row0 .. row0 + out of kron(w1, w2) · scale: a diffusers module's row block of a LoKr on a
+   * fused BFL FLUX projection (w2's runs of rows need not align with the modules stacked in it).
+   */
+  row0?: number;
 }
 
 export interface DenseRule {

@@ -439,8 +439,8 @@ interface SplitTarget {
  * A module on a fused FLUX projection (BFL `img_attn.qkv`, `linear1`) as one module per base module stacked
  * in it: each takes its row block of ΔW, which is a delta of the same kind whose output-side factors keep
  * those rows (contiguous bytes of the file) and whose other factors are shared: lora_up's rows (B of
- * s · B @ A), LoHa's hada_w1_a and hada_w2_a, a full diff's rows (and diff_b's), LoKr's rows of w1 where
- * each block is whole rows of w1 (kron(w1, w2)'s rows come in runs of w2's rows). Scales are unchanged;
+ * s · B @ A), LoHa's hada_w1_a and hada_w2_a, a full diff's rows (and diff_b's); a LoKr keeps its factors
+ * and takes its rows of their Kronecker product (KroneckerRule.row0). Scales are unchanged;
  * a weight decomposition per output row (LyCORIS `wd_on_output`) takes its rows of dora_scale.
  */
 function splitRows(adapter: Checkpoint, name: string, fused: AdaptedModule, targets: SplitTarget[], diffB: TensorInfo | undefined): AdaptedModule[] {
@@ -453,14 +453,14 @@ function splitRows(adapter: Checkpoint, name: string, fused: AdaptedModule, targ
     throw new LensError(file, `fused FLUX projection ${name} is ${ruleName(fused)}, whose row blocks are not deltas of its kind: its split onto ${onto} is not supported`, fused.tensors[0].name);
   }
   if (total !== fused.out || targets.some((t) => t.weight.numel !== rows(t.weight) * fused.in)) {
-    throw new LensError(file, `fused delta of shape [${fused.out}, ${fused.in}] does not split onto ${targets.map((t) => `${t.weight.name} ${JSON.stringify(t.weight.shape)}`).join(', ')}`, held[0].name);
+    throw new LensError(file, `fused delta of shape [${fused.out}, ${fused.in}] does not split onto ${targets.map((t) => `${t.weight.name} ${JSON.stringify(t.weight.shape)}`).join(', ')}`, (held[0] ?? fused.tensors[0]).name);
   }
   let row0 = 0;
   return targets.flatMap((t) => {
     const n = rows(t.weight);
     const sliced = new Map<TensorInfo, TensorInfo>();
-    const slice = (x: TensorInfo, r0 = row0, k = n): TensorInfo => {
-      const y = rowSlice(x, r0, k);
+    const slice = (x: TensorInfo): TensorInfo => {
+      const y = rowSlice(x, row0, n);
       sliced.set(x, y);
       return y;
     };
@@ -468,21 +468,8 @@ function splitRows(adapter: Checkpoint, name: string, fused: AdaptedModule, targ
     if (rule.kind === 'low-rank') part = { ...rule, factors: { ...rule.factors, B: slice((rule.factors as { B: TensorInfo }).B) } as FactorForm };
     else if (rule.kind === 'hadamard') part = { ...rule, w1a: slice(rule.w1a), w2a: slice(rule.w2a) };
     else if (rule.kind === 'dense') part = { ...rule, diff: slice(rule.diff) };
-    else {
-      // Kronecker: ΔW row i1·out2 + i2 is w1's row i1 times w2's row i2, so a block of whole runs of out2 rows is kron(w1 rows, w2).
-      const k = rule as KroneckerRule;
-      const out2 = k.shape2[0];
-      if (row0 % out2 !== 0 || n % out2 !== 0) {
-        const w2 = 'full' in k.w2 ? k.w2.full : k.w2.a;
-        throw new LensError(
-          file,
-          `fused FLUX projection ${name} is a LoKr whose Kronecker blocks (lokr_w2's ${out2} rows) straddle its stacked modules: ${t.module} takes rows ${row0}..${row0 + n}, not whole rows of lokr_w1, so no LoKr of these factors is its part`,
-          w2.name,
-        );
-      }
-      const w1 = 'full' in k.w1 ? { full: slice(k.w1.full, row0 / out2, n / out2) } : { ...k.w1, a: slice(k.w1.a, row0 / out2, n / out2) };
-      part = { ...k, w1, shape1: [n / out2, k.shape1[1]] };
-    }
+    // Kronecker: kron(w1, w2)'s rows come in runs of w2's rows, which need not align with the stacked modules: the factors stay whole.
+    else part = { ...(rule as KroneckerRule), row0 };
     // A decomposition per output row (the only one splitRows is given) takes its rows of dora_scale.
     const decompose = fused.decompose && { ...fused.decompose, magnitude: slice(fused.decompose.magnitude) };
     const tensors = fused.tensors.map((x) => sliced.get(x) ?? x);
@@ -500,7 +487,7 @@ function biasPart(file: string, name: string, diffB: TensorInfo, row0: number, n
   return biasModule(`${t.module}.bias`, rowSlice(diffB, row0, n), t.bias);
 }
 
-/** The adapter tensors that hold ΔW's rows (each row of ΔW one row of each), or undefined for a rule whose row blocks are not of its kind. */
+/** The adapter tensors that hold ΔW's rows (each row of ΔW one row of each; a LoKr's rows are its row0), or undefined for a rule whose row blocks are not of its kind. */
 function outputFactors(rule: DeltaRule): TensorInfo[] | undefined {
   switch (rule.kind) {
     case 'low-rank':
@@ -509,7 +496,7 @@ function outputFactors(rule: DeltaRule): TensorInfo[] | undefined {
       // Tucker LoHa stores hada_w*_a [r, out]: its rows are not ΔW's.
       return rule.t1 ? undefined : [rule.w1a, rule.w2a];
     case 'kronecker':
-      return ['full' in rule.w1 ? rule.w1.full : rule.w1.a];
+      return [];
     case 'dense':
       return [rule.diff];
     default:

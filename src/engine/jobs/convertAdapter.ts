@@ -86,6 +86,13 @@ function peftTensors(adapter: Checkpoint, factors: Factors, m: AdaptedModule): E
       if (r.t1) break;
       return [stored(k('hada_w1_a'), r.w1a), stored(k('hada_w1_b'), r.w1b), stored(k('hada_w2_a'), r.w2a), stored(k('hada_w2_b'), r.w2b)];
     case 'kronecker': {
+      if (r.row0 !== undefined) {
+        throw new LensError(
+          m.tensors[0].file,
+          `module ${m.module} is rows ${r.row0}..${r.row0 + m.out} of a LoKr on a fused FLUX projection, which no PEFT LoKr holds: convert against the BFL single file, where the module is whole`,
+          m.tensors[0].name,
+        );
+      }
       if ('t' in r.w2 && r.w2.t) break;
       const factor = (n: 1 | 2, f: typeof r.w1): Entry[] => ('full' in f ? [stored(k(`lokr_w${n}`), f.full)] : [stored(k(`lokr_w${n}_a`), f.a), stored(k(`lokr_w${n}_b`), f.b)]);
       return [...factor(1, r.w1), ...factor(2, r.w2)];

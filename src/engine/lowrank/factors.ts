@@ -50,6 +50,7 @@ export function lowRankRule(m: AdaptedModule): LowRankRule {
 function noFactorForm(m: AdaptedModule): string | undefined {
   if (m.rule.kind === 'scale') return '(IA)³ scales the base weight: its delta needs the base, which spectrum and resize do not read';
   if (m.rule.kind === 'stacked') return 'parts stacked into a fused base tensor';
+  if (m.rule.kind === 'kronecker' && m.rule.row0 !== undefined) return "rows of a LoKr's Kronecker product, which are not one";
   if (m.rule.kind === 'dense' && Math.min(m.out, m.in) > DENSE_MAX_SIDE) {
     return `a full diff of [${m.out}, ${m.in}]: its exact spectrum needs a dense SVD of more than ${DENSE_MAX_SIDE} columns, which LoRA Lens does not run`;
   }

@@ -281,7 +281,7 @@ export async function deltaBlock(kernels: Kernels, factors: Factors, m: AdaptedM
       return d1;
     }
     case 'kronecker':
-      return kronBlock(m, r.shape1, r.shape2, r.scale, p.w1!, p.w2!, b, out);
+      return kronBlock(m, r.shape1, r.shape2, r.scale, r.row0 ?? 0, p.w1!, p.w2!, b, out);
     case 'dense': {
       // torch's fp32 `diff * scale`: the product of two fp32 values is exact in float64, the store rounds it.
       const v = p.values!;
@@ -313,12 +313,13 @@ async function stackedBlock(kernels: Kernels, factors: Factors, parts: StackedPa
   return d;
 }
 
-/** kron(w1, w2) · scale for the block's base rows, transposed where the base stores [in, out]. */
+/** kron(w1, w2) · scale for the block's base rows (ΔW's rows from `row0` of it), transposed where the base stores [in, out]. */
 function kronBlock(
   m: AdaptedModule,
   [, in1]: [number, number],
   [out2, in2]: [number, number],
   scale: number,
+  row0: number,
   w1: Float32Array,
   w2: Float32Array,
   b: Block,
@@ -328,7 +329,7 @@ function kronBlock(
   const s = Math.fround(scale);
   for (let row = b.row0; row < b.row1; row++) {
     for (let col = 0; col < cols; col++) {
-      const i = m.transpose ? col : row;
+      const i = (m.transpose ? col : row) + row0;
       const j = m.transpose ? row : col;
       const i1 = Math.floor(i / out2);
       const j1 = Math.floor(j / in2);
