@@ -46,7 +46,7 @@ const percent = (x: number): string => formatCell(x, 'percent');
 const relError = (x: number): string => formatCell(x, 'exp');
 
 /** One preset of the resize question, with what it would do. */
-function previewChoice(p: ResizePreview, spectrum: ResizeSpectrum): Choice {
+function previewChoice(p: ResizePreview): Choice {
   const t = p.target;
   const isRank = 'rank' in t;
   const lo = Math.min(...p.ranks);
@@ -58,7 +58,7 @@ function previewChoice(p: ResizePreview, spectrum: ResizeSpectrum): Choice {
     description: `${isRank ? '' : `ranks ${lo === hi ? lo : `${lo}–${hi}`} · `}${formatBytes(p.bytes)} · ${formatInt(p.params)} parameters${shrink}`,
     detail: p.changes
       ? `largest relative error ${relError(p.maxRelError)} · mean energy kept ${percent(p.meanEnergyKept)}`
-      : `no module loses rank: a copy of the ${spectrum.modules.length} modules (relative error ${relError(p.maxRelError)})`,
+      : `no module loses rank: a copy of the ${p.ranks.length} modules (relative error ${relError(p.maxRelError)})`,
   };
 }
 
@@ -105,7 +105,7 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
     const max = maxResizeRank(spectrum);
     const ranks = [...new Set(spectrum.modules.map((m) => m.rank))].sort((a, b) => a - b);
     const choices: Choice[] = [
-      ...previews.map((p) => previewChoice(p, spectrum)),
+      ...previews.map((p) => previewChoice(p)),
       { value: 'custom', label: '$(edit) Another rank…', detail: `from 1 to ${max}` },
       { value: 'customEnergy', label: '$(edit) Another energy…', detail: 'per module, the smallest rank keeping that share of its energy' },
     ];
@@ -114,7 +114,7 @@ export function lowRankHandlers(d: LowRankDeps): Record<string, (arg?: Arg, sele
     if (picked === undefined) return undefined;
     if (picked === 'custom') {
       const rank = await pickers.number('resizeRank', `Rank of every module (at most ${max})`, Math.min(8, max), 1, max, (k) => {
-        const c = previewChoice(resizePreview(spectrum, { rank: k }), spectrum);
+        const c = previewChoice(resizePreview(spectrum, { rank: k }));
         return `${c.detail} · ${c.description}`;
       });
       return rank === undefined ? undefined : { rank };

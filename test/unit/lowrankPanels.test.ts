@@ -17,6 +17,7 @@ import { ReportKind } from '../../src/shared/webviewProtocol';
 import { loraPair, peftConfig, randomF32, tmpDir, writeAdapter, writeModel } from './helpers/builders';
 import { runCli } from './helpers/cli';
 import { kohyaZoo } from './helpers/lycorisZoo';
+import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 
 const root = tmpDir('lora-lens-lowrank-panels-');
 const H = 16;
@@ -125,8 +126,34 @@ test('resize preview: predicted from the spectrum, it is what resize writes', ()
   assert.equal(full.changes, true, 'q_proj goes from 4 to 2');
 });
 
+test('resize preview of a LyCORIS file (LoHa, LoKr, Tucker cores, convolutions, a full diff with its diff_b): the parameters resize writes', () => {
+  const zoo = cli<SpectrumReport>('spectrum-zoo-preview', 'spectrum', '--adapter', kohyaZoo(path.join(root, 'zoo-preview.safetensors'), false));
+  const preview = resizeSpectrum(zoo)!;
+  assert.equal(preview.modules.length, zoo.modules.length - 1, 'the diff_b is copied, not resized');
+  assert.equal(maxResizeRank(preview), 3, 'the rank-3 LoRA and LoCon, not the diff_b\'s one value');
+  for (const target of [{ rank: 2 }, { energy: 0.9 }]) {
+    const p = resizePreview(preview, target);
+    const tag = 'rank' in target ? `zoo-r${target.rank}` : `zoo-e${target.energy}`;
+    const out = path.join(root, tag);
+    const r = cli<ResizeReport>(tag, 'resize', '--adapter', path.join(root, 'zoo-preview.safetensors'), '--out', out, ...('rank' in target ? ['--rank', '2'] : ['--energy', '0.9']));
+    const names = zoo.modules.filter((m) => !m.biasDiff).map((m) => m.name);
+    assert.deepEqual(new Map(names.map((n, i) => [n, p.ranks[i]])), new Map(r.modules.map((m) => [m.name, m.rank])), tag);
+    assert.equal(p.fromParams, r.summary.fromParams, `${tag}: LoHa and LoKr counted by their own tensors, as resize counts them`);
+    assert.equal(p.params, r.summary.params, tag);
+    // The written file itself: every lora_down and lora_up, a conv's [k, in, kh, kw] and [out, k, 1, 1] included, holds k·(out + in·kh·kw).
+    const written = openCheckpoint(path.join(out, 'zoo-preview.safetensors'));
+    const factors = written.tensors.filter((t) => /\.lora_(down|up)\.weight$/.test(t.name));
+    assert.ok(factors.some((t) => t.shape.length === 4), 'a convolution among them');
+    assert.equal(factors.reduce((a, t) => a + t.numel, 0), p.params, tag);
+    closeCheckpoint(written);
+  }
+  // A LoHa's source parameters are its four factors, not r₁·r₂·(out + in).
+  const loha = zoo.modules.find((m) => m.name.endsWith('attentions_0_proj_out'))!;
+  assert.equal(loha.params, 10 * 3 + 3 * 12 + 10 * 2 + 2 * 12, 'hada_w1_a [10, 3], w1_b [3, 12], w2_a [10, 2], w2_b [2, 12]');
+});
+
 test('the resize preview reads the spectrum report at the boundary: a module without its rank or shape gives no preview', () => {
-  const modules = spectrum.modules.map(({ rank, out, in: n, singularValues }) => ({ rank, out, in: n, singularValues }));
+  const modules = spectrum.modules.map(({ rank, out, in: n, params, singularValues }) => ({ rank, out, in: n, params, singularValues }));
   assert.deepEqual(resizeSpectrum(JSON.parse(JSON.stringify(spectrum))), { modules });
   assert.equal(resizeSpectrum({ ...spectrum, modules: [...spectrum.modules, { name: 'x', rank: 2, singularValues: [1, 0.5] }] }), null);
 });

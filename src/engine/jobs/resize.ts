@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { AdaptedModule } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
 import { energyRank, productSingularValues, productSVD, truncatedFactors } from '../linalg/lowrank';
-import { assertPlainLowRank, factorRank, kronSingularValues, openFactorAdapter, rankOrEnergy, readFactors } from '../lowrank/factors';
+import { assertPlainLowRank, factorRank, isBiasDiff, kronSingularValues, openFactorAdapter, rankOrEnergy, readFactors, sourceParams } from '../lowrank/factors';
 import { LoraFileWriter } from '../lowrank/loraFileOut';
 import { loraConfig } from '../lowrank/peftOut';
 import { openWritten, OutModuleSpec, PassThrough, PeftAdapterWriter, writtenRelError } from '../lowrank/peftOut';
@@ -100,16 +100,6 @@ function baseTensors(adapter: Checkpoint, basePath: string): Map<string, TensorI
 /** A convolution's kernel: as the module's tensors state it, else as its base tensor [out, in, kh, kw] does. */
 function kernelOf(m: AdaptedModule, base: TensorInfo | undefined): number[] | undefined {
   return statedKernel(m) ?? (base && base.shape.length > 2 ? base.shape.slice(2) : undefined);
-}
-
-/** A full diff's bias delta (LyCORIS `diff_b`): no low-rank form, so it is written as it is. */
-function isBiasDiff(m: AdaptedModule): boolean {
-  return m.rule.kind === 'dense' && m.in === 1 && m.rule.diff.name.endsWith('.diff_b');
-}
-
-/** The source's parameters of a module: a low-rank rule's r·(out + in), any other's tensors. */
-function sourceParams(m: AdaptedModule): number {
-  return m.rule.kind === 'low-rank' ? factorRank(m) * (m.out + m.in) : m.tensors.reduce((a, t) => a + (t.shape.length > 0 ? t.numel : 0), 0);
 }
 
 export async function resizeJob(opts: ResizeOptions, ctx: JobContext): Promise<ResizeReport> {

@@ -7,7 +7,7 @@
 import { classifyTensor } from '../../shared/census/classify';
 import { energyRank } from '../linalg/lowrank';
 import { LinalgPool } from '../kernels/linalgPool';
-import { factorRank, kronSingularValues, lowRankRule, openFactorAdapter, readFactorArrays, readFactors } from '../lowrank/factors';
+import { factorRank, isBiasDiff, kronSingularValues, lowRankRule, openFactorAdapter, readFactorArrays, readFactors, sourceParams } from '../lowrank/factors';
 import { AdaptedModule, ruleName, wholeTensor } from '../checkpoint/deltaRule';
 import { productSingularValues } from '../linalg/lowrank';
 import { LensError } from '../errors';
@@ -28,6 +28,8 @@ export function spectrumModule(
   scale: number,
   s: Float64Array,
   dora: boolean,
+  params: number,
+  biasDiff: boolean,
 ): SpectrumModule {
   let total = 0;
   let sum = 0;
@@ -58,6 +60,8 @@ export function spectrumModule(
     stableRank: total > 0 ? total / (s[0] * s[0]) : 0,
     effectiveRank: sum > 0 ? Math.exp(entropy) : 0,
     dora,
+    params,
+    biasDiff,
   };
 }
 
@@ -76,7 +80,7 @@ export async function spectrumJob(opts: SpectrumOptions, ctx: JobContext): Promi
       ctx.progress({ phase: 'spectrum', done: modules.length, total: factored.length, tensor: modules[modules.length - 1].name });
     };
     const report = (m: AdaptedModule, s: Float64Array): SpectrumModule =>
-      spectrumModule(m.module, ruleName(m), factorRank(m), m.out, m.in, 'scale' in m.rule ? m.rule.scale : 1, s, wholeTensor(m));
+      spectrumModule(m.module, ruleName(m), factorRank(m), m.out, m.in, 'scale' in m.rule ? m.rule.scale : 1, s, wholeTensor(m), sourceParams(m), isBiasDiff(m));
     for (const m of factored) {
       throwIfCancelled(ctx);
       if (m.rule.kind === 'low-rank') {

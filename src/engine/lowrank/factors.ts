@@ -244,6 +244,16 @@ export function factorRank(m: AdaptedModule): number {
   }
 }
 
+/** A full diff's bias delta (LyCORIS `diff_b`): no low-rank form, so resize writes it as it is. */
+export function isBiasDiff(m: AdaptedModule): boolean {
+  return m.rule.kind === 'dense' && m.in === 1 && m.rule.diff.name.endsWith('.diff_b');
+}
+
+/** A module's parameters in its source: a low-rank rule's r·(out + in), any other's stored tensors (scalars aside). */
+export function sourceParams(m: AdaptedModule): number {
+  return m.rule.kind === 'low-rank' ? factorRank(m) * (m.out + m.in) : m.tensors.reduce((a, t) => a + (t.shape.length > 0 ? t.numel : 0), 0);
+}
+
 /** Checks --rank / --energy: exactly one, a positive integer rank, an energy in (0, 1]. */
 export function rankOrEnergy(command: string, rank: number | undefined, energy: number | undefined): void {
   const usage = (msg: string): never => {

@@ -2,22 +2,27 @@
  * What a resize would do, read off a spectrum report before anything is written: per candidate (a rank
  * for every module, or an energy fraction per module), the rank each module gets, the energy it keeps,
  * the relative error of the best approximation at that rank (Eckart–Young: √(Σ_{i>k} σᵢ²) / ‖ΔW‖_F,
- * which resize meets to rounding) and the size of the written fp32 factors.
+ * which resize meets to rounding) and the size of the written fp32 factors. Whatever the source's method,
+ * each resized module is an ordinary LoRA of rank k: k·(out + in) parameters, `in` a convolution's in·kh·kw;
+ * a LyCORIS `diff_b` is copied as it is, not resized.
  */
 import { energyRank } from '../energy';
 import { readSpectrumReport } from '../jobs/reports/lowrank';
 
-/** What a preview needs of a spectrum report: each module's rank, shape and singular values, in the report's order. */
+/** What a preview needs of a spectrum report: each resized module's rank, shape, parameters and singular values, in the report's order. */
 export interface ResizeSpectrum {
-  modules: Array<{ rank: number; out: number; in: number; singularValues: number[] }>;
+  modules: Array<{ rank: number; out: number; in: number; params: number; singularValues: number[] }>;
 }
 
-/** A spectrum report's modules for a preview; null when one lacks its rank or shape (not a spectrum report of this engine). */
+/**
+ * A spectrum report's modules that resize resizes (not the bias deltas it copies) for a preview; null when
+ * one lacks its rank, shape or parameters (not a spectrum report of this engine).
+ */
 export function resizeSpectrum(report: unknown): ResizeSpectrum | null {
   const modules: ResizeSpectrum['modules'] = [];
-  for (const { rank, out, in: n, singularValues } of readSpectrumReport(report).modules) {
-    if (rank === null || out === null || n === null) return null;
-    modules.push({ rank, out, in: n, singularValues });
+  for (const { rank, out, in: n, params, singularValues, biasDiff } of readSpectrumReport(report).modules) {
+    if (rank === null || out === null || n === null || params === null) return null;
+    if (biasDiff !== true) modules.push({ rank, out, in: n, params, singularValues });
   }
   return { modules };
 }
@@ -27,9 +32,9 @@ export type ResizeTarget = { rank: number } | { energy: number };
 
 export interface ResizePreview {
   target: ResizeTarget;
-  /** Rank written per module, in the report's order. */
+  /** Rank written per resized module, in the report's order. */
   ranks: number[];
-  /** LoRA parameters before and after: Σ rank·(out + in). */
+  /** The resized modules' parameters in the adapter (its own method's), and after: Σ k·(out + in). */
   fromParams: number;
   params: number;
   /** Bytes of the written factors (fp32), headers aside. */
@@ -69,7 +74,7 @@ export function resizePreview(report: ResizeSpectrum, target: ResizeTarget): Res
     const total = head + tail;
     kept += total > 0 ? head / total : 1;
     maxRelError = Math.max(maxRelError, total > 0 ? Math.sqrt(tail / total) : 0);
-    fromParams += m.rank * (m.out + m.in);
+    fromParams += m.params;
     params += k * (m.out + m.in);
     if (k < m.rank) changes = true;
     return k;

@@ -29,6 +29,10 @@ export interface SpectrumModule {
   effectiveRank: number;
   /** DoRA rescales W + ΔW per feature; the spectrum is the additive part's. */
   dora: boolean;
+  /** The module's parameters in the adapter: a LoRA's rank·(out + in); LoHa's, LoKr's or a full diff's stored tensors. */
+  params: number;
+  /** A LyCORIS `diff_b` (a bias's full delta): resize copies it as it is. */
+  biasDiff: boolean;
 }
 
 export interface SpectrumReport {
@@ -181,6 +185,8 @@ export const SPECTRUM_REPORT = fields<SpectrumReport>()({
       spectralNorm: number,
       stableRank: number,
       effectiveRank: number,
+      params: number,
+      biasDiff: boolean,
     }),
   ),
   noFactorForm: listOf(fields<SpectrumReport['noFactorForm'][number]>()({ name: string, rule: string })),
