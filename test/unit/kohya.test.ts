@@ -7,6 +7,7 @@
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
+import { closeCheckpoint, openCheckpoint } from '../../src/engine/checkpoint/checkpoint';
 import { censusJob } from '../../src/engine/jobs/census';
 import { convertAdapterJob } from '../../src/engine/jobs/convertAdapter';
 import { mergeJob } from '../../src/engine/jobs/merge';
@@ -289,6 +290,21 @@ describe('convert: kohya and LyCORIS files to PEFT adapter folders with the same
     assert.deepEqual([cfg.peft_type, cfg.r, cfg.lora_alpha], ['LORA', 4, 4]);
     assert.deepEqual(cfg.rank_pattern, { 'unet.mid_block.attentions.0.proj_out': 2 });
     assert.deepEqual(cfg.alpha_pattern, { 'unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k': 2, 'unet.mid_block.attentions.0.proj_out': 1 });
+  });
+
+  it('LyCORIS Tucker LoCon -> PEFT LORA with Conv2d-shaped factors (A the 3x3 kernel, B 1x1)', async () => {
+    const m = 'lora_unet_up_blocks_2_resnets_1_conv2';
+    const file = writeSafetensorsFile(path.join(root, 'tucker', 'tucker.safetensors'), [
+      { name: `${m}.lora_down.weight`, dtype: 'F16', shape: [4, 16, 1, 1], data: half(64, 40) },
+      { name: `${m}.lora_mid.weight`, dtype: 'F16', shape: [4, 4, 3, 3], data: half(144, 41) },
+      { name: `${m}.lora_up.weight`, dtype: 'F16', shape: [16, 4, 1, 1], data: half(64, 42) },
+      alphaTensor(m, 2),
+    ]);
+    await sameMerge(file, 'tucker');
+    const c = openCheckpoint(path.join(root, 'tucker-peft'));
+    const shapes = Object.fromEntries(c.tensors.map((t) => [t.name.replace(/^.*\.(lora_[AB])\.weight$/, '$1'), t.shape]));
+    closeCheckpoint(c);
+    assert.deepEqual(shapes, { lora_A: [4, 16, 3, 3], lora_B: [16, 4, 1, 1] });
   });
 
   it('LyCORIS LoKr (split and whole factors) -> PEFT LOKR', async () => {

@@ -79,7 +79,13 @@ function peftTensors(adapter: Checkpoint, factors: Factors, m: AdaptedModule): E
       const magnitude = r.magnitude ? [stored(k('lora_magnitude_vector'), r.magnitude)] : [];
       if (r.factors.form === 'plain' && !m.embedding) return [stored(k('lora_A.weight'), r.factors.A), stored(k('lora_B.weight'), r.factors.B), ...magnitude];
       if (m.embedding) break;
-      return [f32(k('lora_A.weight'), [r.rank, m.in], () => factors.get(m).A), f32(k('lora_B.weight'), [m.out, r.rank], () => factors.get(m).B), ...magnitude];
+      // On a convolution, PEFT's Conv2d LoRA shapes: A a kh×kw kernel (its columns are the base's in·kh·kw, in that order), B 1×1.
+      const kernel = m.base?.shape.length === 4 ? m.base.shape.slice(1) : undefined;
+      return [
+        f32(k('lora_A.weight'), kernel ? [r.rank, ...kernel] : [r.rank, m.in], () => factors.get(m).A),
+        f32(k('lora_B.weight'), kernel ? [m.out, r.rank, 1, 1] : [m.out, r.rank], () => factors.get(m).B),
+        ...magnitude,
+      ];
     }
     case 'hadamard':
       // PEFT's LoHa reader here refuses Tucker cores (adapterKeys.ts): a converted file would not load.
