@@ -29,8 +29,13 @@ function whyNotDebianX64() {
 }
 const unsupported = whyNotDebianX64();
 
-/** lavapipe's environment (scripts/setup-lavapipe.sh), for the GPU tests and for an installed platform .vsix's engine. */
+/**
+ * lavapipe's environment (scripts/setup-lavapipe.sh), for the GPU tests and for an installed platform .vsix's
+ * engine: set up once, with one XDG runtime folder, removed when this script exits (process.exit included).
+ */
+let lavapipeEnv;
 function lavapipe() {
+  if (lavapipeEnv) return lavapipeEnv;
   console.log('\n$ scripts/setup-lavapipe.sh');
   const setup = spawnSync('bash', ['scripts/setup-lavapipe.sh'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   if (setup.status !== 0) {
@@ -38,7 +43,10 @@ function lavapipe() {
     process.exit(1);
   }
   const vars = Object.fromEntries(setup.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
-  return { ...vars, MESA_SHADER_CACHE_DIR: join(process.cwd(), '.lavapipe', 'shader-cache') };
+  const runtime = mkdtempSync(join(tmpdir(), 'lora-lens-xdg-'));
+  process.on('exit', () => rmSync(runtime, { recursive: true, force: true }));
+  lavapipeEnv = { ...vars, MESA_SHADER_CACHE_DIR: join(process.cwd(), '.lavapipe', 'shader-cache'), XDG_RUNTIME_DIR: runtime };
+  return lavapipeEnv;
 }
 
 if (unsupported) {
@@ -46,26 +54,15 @@ if (unsupported) {
 } else {
   const files = readdirSync('out/test/unit').filter((f) => /^gpu.*\.test\.js$/.test(f)).map((f) => join('out/test/unit', f));
   if (files.length > 0) {
-    const runtime = mkdtempSync(join(tmpdir(), 'lora-lens-xdg-'));
-    try {
-      run(process.execPath, ['--test', '--test-reporter=spec', ...files], {
-        env: { ...process.env, ...lavapipe(), XDG_RUNTIME_DIR: runtime, LORA_LENS_ALLOW_SOFTWARE_GPU: '1', LORA_LENS_GPU_TESTS: 'required' },
-      });
-    } finally {
-      rmSync(runtime, { recursive: true, force: true });
-    }
+    run(process.execPath, ['--test', '--test-reporter=spec', ...files], {
+      env: { ...process.env, ...lavapipe(), LORA_LENS_ALLOW_SOFTWARE_GPU: '1', LORA_LENS_GPU_TESTS: 'required' },
+    });
   }
 }
 if (existsSync('test/e2e/run.mjs')) {
   if (unsupported && process.env.LORA_LENS_SKIP_E2E !== '1') console.log(`\nEnd-to-end tests SKIPPED: ${unsupported}; test/e2e/setup.sh installs Debian's chromium with apt-get. CI runs them.`);
   // An installed .vsix (E2E_VSIX) is also checked for the GPU its engine finds: lavapipe's, on a machine without
   // one. Only that engine gets lavapipe's environment (E2E_GPU_ENV), not code-server or the browser.
-  else if (process.env.E2E_VSIX && !unsupported) {
-    const runtime = mkdtempSync(join(tmpdir(), 'lora-lens-xdg-'));
-    try {
-      run(process.execPath, ['test/e2e/run.mjs'], { env: { ...process.env, E2E_GPU_ENV: JSON.stringify({ ...lavapipe(), XDG_RUNTIME_DIR: runtime }) } });
-    } finally {
-      rmSync(runtime, { recursive: true, force: true });
-    }
-  } else run(process.execPath, ['test/e2e/run.mjs']);
+  else if (process.env.E2E_VSIX && !unsupported) run(process.execPath, ['test/e2e/run.mjs'], { env: { ...process.env, E2E_GPU_ENV: JSON.stringify(lavapipe()) } });
+  else run(process.execPath, ['test/e2e/run.mjs']);
 }

@@ -84,7 +84,6 @@ export interface CompareOptions extends CompareSettings {
 /** Opens everything, compares, and writes comparison_results.json, report.txt (and lora_deltas.safetensors) into `out`. */
 export async function compareJob(opts: CompareOptions, ctx: KernelContext): Promise<CompareReport> {
   const { base: basePath, adapter: adapterPath, out } = opts;
-  const kernels = await ctx.kernels();
   const otherPath = opts.taskVector ?? opts.finetuned;
   if (otherPath === undefined || (opts.taskVector !== undefined && opts.finetuned !== undefined)) {
     throw new LensError('lora-lens compare', 'give exactly one of --finetuned DIR or --task-vector FILE');
@@ -98,6 +97,7 @@ export async function compareJob(opts: CompareOptions, ctx: KernelContext): Prom
       }
       if (other.kind === 'adapter') throw new LensError(otherPath, 'is a PEFT adapter folder; --finetuned needs a full model');
       if (opts.taskVector !== undefined) assertTaskVector(plan.base, other, otherPath);
+      const kernels = await ctx.kernels();
       return await withOutputDir('compare', out, [basePath, adapterPath, otherPath], (dir) =>
         compareInto(dir.tmp, plan, other, opts.taskVector !== undefined ? 'task-vector' : 'finetuned', opts, kernels, ctx),
       );

@@ -21,6 +21,7 @@ import { Checkpoint, closeCheckpoint, openCheckpoint } from '../checkpoint/check
 import { AdaptedModule, ruleName, statedRank } from '../checkpoint/deltaRule';
 import { diffusionFormat } from '../checkpoint/diffusionAdapter';
 import { LensError } from '../errors';
+import { factorShapes } from '../lowrank/peftOut';
 import { Dtype } from '../../shared/safetensors/dtypes';
 import { TensorInfo } from '../../shared/safetensors/header';
 import { SafetensorsWriter, writeFileAtomic } from '../safetensors/writer';
@@ -79,13 +80,10 @@ function peftTensors(adapter: Checkpoint, factors: Factors, m: AdaptedModule): E
       const magnitude = r.magnitude ? [stored(k('lora_magnitude_vector'), r.magnitude)] : [];
       if (r.factors.form === 'plain' && !m.embedding) return [stored(k('lora_A.weight'), r.factors.A), stored(k('lora_B.weight'), r.factors.B), ...magnitude];
       if (m.embedding) break;
-      // On a convolution, PEFT's Conv2d LoRA shapes: A a kh×kw kernel (its columns are the base's in·kh·kw, in that order), B 1×1.
-      const kernel = m.base?.shape.length === 4 ? m.base.shape.slice(1) : undefined;
-      return [
-        f32(k('lora_A.weight'), kernel ? [r.rank, ...kernel] : [r.rank, m.in], () => factors.get(m).A),
-        f32(k('lora_B.weight'), kernel ? [m.out, r.rank, 1, 1] : [m.out, r.rank], () => factors.get(m).B),
-        ...magnitude,
-      ];
+      // On a convolution, PEFT's Conv2d LoRA shapes (A a kh×kw kernel over the base's in·kh·kw columns, B 1×1).
+      const kernel = m.base?.shape.length === 4 ? m.base.shape.slice(2) : undefined;
+      const shapes = factorShapes({ module: m.module, embedding: false, out: m.out, in: m.in, rank: r.rank, kernel });
+      return [f32(k('lora_A.weight'), shapes.A, () => factors.get(m).A), f32(k('lora_B.weight'), shapes.B, () => factors.get(m).B), ...magnitude];
     }
     case 'hadamard':
       // PEFT's LoHa reader here refuses Tucker cores (adapterKeys.ts): a converted file would not load.

@@ -27,13 +27,12 @@ export interface ExtractOptions {
 /** Opens both models and writes the task vector. */
 export async function extractJob(opts: ExtractOptions, ctx: KernelContext): Promise<ExtractReport> {
   const { base: basePath, finetuned: finetunedPath, out: outFile } = opts;
-  const kernels = await ctx.kernels();
   if (!outFile.endsWith('.safetensors')) throw new LensError(outFile, 'the task vector is written as one .safetensors file; give a name ending in .safetensors');
   return withOutputFile(outFile, [basePath, finetunedPath], isTaskVectorFile, 'a task vector', async () => {
     const base = openCheckpoint(basePath);
     const ft = openCheckpoint(finetunedPath);
     try {
-      return await extractInto(base, ft, outFile, kernels, ctx);
+      return await extractInto(base, ft, outFile, await ctx.kernels(), ctx);
     } finally {
       base.handles.close();
       ft.handles.close();

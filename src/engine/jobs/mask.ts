@@ -162,9 +162,7 @@ interface Aggregate extends ModuleFactors {
   /** max_a |delta_a| of the module; with `bound`, the float32 pass's approximation of it. */
   acc: Float32Array;
   dora: Array<Dora | undefined>;
-  /** Whether `acc` is the float32 pass of the certified selection (certified.ts) rather than exact. */
-  float32: boolean;
-  /** Its error bound; undefined where it cannot be certified (the exact expansion then runs). */
+  /** The float32 pass's error bound (certified.ts), where `acc` is that pass; undefined where `acc` is exact. */
   bound?: Float32Bound;
 }
 
@@ -182,11 +180,11 @@ async function aggregate(m: MaskModule, mf: ModuleFactors, kernels: Kernels, bas
   const plain = users.map((_, a) => a).filter((a) => !wholeTensor(users[a].byBase.get(m.name)!));
   const same = (a: number): boolean => (['out', 'in', 'transpose'] as const).every((key) => factors[a][key] === factors[plain[0]][key]);
   const fusedOnes = kernels.maxAbsLoraInto ? plain.filter(same) : [];
-  // The certified two-pass selection where every adapter is folded at once (its bound needs all of them).
-  const float32 = fusedOnes.length === users.length;
-  let folded: Promise<unknown> = fusedOnes.length > 0 ? kernels.maxAbsLoraInto!(acc, fusedOnes.map((a) => factors[a]), float32) : Promise.resolve();
+  // The certified two-pass selection where every adapter is folded at once (its bound needs all of them) and
+  // the factors have a bound (O(r (in + out)) work, known before the pass, which is float32 only then).
+  const bound = fusedOnes.length === users.length ? float32Bound(factors) : undefined;
+  let folded: Promise<unknown> = fusedOnes.length > 0 ? kernels.maxAbsLoraInto!(acc, fusedOnes.map((a) => factors[a]), bound !== undefined) : Promise.resolve();
   folded.catch(() => undefined); // a failure surfaces where it is awaited, not as an unhandled rejection
-  const bound = float32 ? float32Bound(factors) : undefined; // while the pass runs
   for (const a of fusedOnes) users[a].normSq += loraNormSq(factors[a]);
   // Two delta buffers: adapter a + 1 expands while |delta_a| is folded into acc, which a worker backend runs at once.
   const folds: Array<Promise<unknown>> = [];
@@ -213,7 +211,7 @@ async function aggregate(m: MaskModule, mf: ModuleFactors, kernels: Kernels, bas
     folds[t] = folded;
   }
   await folded;
-  return { ...mf, acc, dora, float32, bound };
+  return { ...mf, acc, dora, bound };
 }
 
 /**
@@ -228,8 +226,8 @@ async function selectModule(
   certified: { modules: number; rechecked: number },
 ): Promise<Uint8Array> {
   let sel: TopK | undefined;
-  if (g.float32) {
-    const c = g.bound && certifiedTopK(g.acc, m.selected, g.bound, (indices) => exactMaxAbsAt(g.factors, indices));
+  if (g.bound) {
+    const c = certifiedTopK(g.acc, m.selected, g.bound, (indices) => exactMaxAbsAt(g.factors, indices));
     if (c) {
       certified.modules++;
       certified.rechecked += c.rechecked;

@@ -51,9 +51,10 @@ interface Step {
 /** Merges into a new folder `out` (built aside, moved into place on success). */
 export async function mergeJob(opts: MergeOptions, ctx: KernelContext): Promise<MergeReport> {
   const { base: basePath, adapter: adapterPath, out } = opts;
-  const kernels = await ctx.kernels();
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {
+    // The backend (perhaps a GPU) starts once the inputs are known good.
+    const kernels = await ctx.kernels();
     return await withOutputDir('merge', out, [basePath, adapterPath], async (dir) => ({ ...(await mergeInto(dir.tmp, plan, opts, kernels, ctx)), out }));
   } finally {
     closePlan(plan);

@@ -43,10 +43,9 @@ export function parsePrecisionDtypes(list: string[]): HalfCliDtype[] {
 }
 
 export async function precisionJob(opts: PrecisionOptions, ctx: KernelContext): Promise<PrecisionReport> {
-  const kernels = await ctx.kernels();
   const plan = planAdapter(opts.base, opts.adapter, ctx);
   try {
-    return await precisionOf(plan, opts, kernels, ctx);
+    return await precisionOf(plan, opts, await ctx.kernels(), ctx);
   } finally {
     closePlan(plan);
   }

@@ -13,7 +13,8 @@
 import * as path from 'node:path';
 import { AdaptedModule } from '../checkpoint/deltaRule';
 import { LensError } from '../errors';
-import { energyRank, productSingularValues, productSVD, truncatedFactors } from '../linalg/lowrank';
+import { energyRank } from '../../shared/energy';
+import { productSingularValues, productSVD, truncatedFactors } from '../linalg/lowrank';
 import { assertPlainLowRank, factorRank, isBiasDiff, kronSingularValues, openFactorAdapter, rankOrEnergy, readFactors, sourceParams } from '../lowrank/factors';
 import { LoraFileWriter } from '../lowrank/loraFileOut';
 import { loraConfig } from '../lowrank/peftOut';

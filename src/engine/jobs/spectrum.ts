@@ -5,7 +5,7 @@
  * factor form L·Rᵀ (lowrank/factors.ts) the same way; LoKr as the products of its two factors' singular values.
  */
 import { classifyTensor } from '../../shared/census/classify';
-import { energyRank } from '../linalg/lowrank';
+import { energyRank } from '../../shared/energy';
 import { LinalgPool } from '../kernels/linalgPool';
 import { factorRank, isBiasDiff, kronSingularValues, lowRankRule, openFactorAdapter, readFactorArrays, readFactors, sourceParams } from '../lowrank/factors';
 import { AdaptedModule, ruleName, wholeTensor } from '../checkpoint/deltaRule';

@@ -174,10 +174,15 @@ export async function statsJob(opts: StatsOptions, ctx: KernelContext): Promise<
   try {
     const total = 2 * src.blocks.length;
     let done = 0;
+    // A tensor of one block (small, or a whole-tensor delta like DoRA's) keeps its values for the second
+    // pass; larger ones are read (and their delta formed) again, to stream.
+    let kept: Float32Array | undefined;
     const pass = async (phase: string, use: (x: Float32Array, b: Block) => void): Promise<void> => {
       for (const b of src.blocks) {
         throwIfCancelled(ctx);
-        use(await src.values(b), b);
+        const x = kept ?? (await src.values(b));
+        if (src.blocks.length === 1) kept = x;
+        use(x, b);
         ctx.progress({ phase, done: ++done, total, tensor: src.tensor.name });
       }
     };

@@ -40,10 +40,10 @@ export interface ValidateOptions {
 
 export async function validateJob(opts: ValidateOptions, ctx: KernelContext): Promise<ValidateReport> {
   const { base: basePath, adapter: adapterPath, out } = opts;
-  const kernels = await ctx.kernels();
   if (opts.dtypes.length === 0) throw new LensError('--dtypes', 'name at least one of fp32, fp16, bf16');
   const plan = planAdapter(basePath, adapterPath, ctx);
   try {
+    const kernels = await ctx.kernels();
     return await withOutputDir('validate', out, [basePath, adapterPath], (dir) => validateInto(dir.tmp, plan, opts, kernels, ctx));
   } finally {
     closePlan(plan);

@@ -92,8 +92,6 @@ export function truncatedFactors(p: ProductSVD, k: number): { left: Mat; right: 
   };
 }
 
-export { energyRank } from '../../shared/energy';
-
 /** Σ_{i<k} s_i² / Σ s_i² (1 for an all-zero spectrum: nothing was lost). */
 export function energyKept(s: ArrayLike<number>, k: number): number {
   let total = 0;

@@ -19,7 +19,7 @@ import { Checkpoint, openCheckpoint } from '../checkpoint/checkpoint';
 import { AdaptedModule, decomposition, KronFactor, LowRankRule, ruleName, wholeTensor } from '../checkpoint/deltaRule';
 import { diffusionFormat, DiffusionFormat } from '../checkpoint/diffusionAdapter';
 import { LensError } from '../errors';
-import { Mat, transpose, zeros } from '../linalg/dense';
+import { fromRows, Mat, transpose, zeros } from '../linalg/dense';
 import { productSingularValues } from '../linalg/lowrank';
 import { bytesToF32 } from '../safetensors/reader';
 import { prepare, tuckerCore } from '../tensors/delta';
@@ -133,8 +133,7 @@ export function readFactorArrays(c: Checkpoint, m: AdaptedModule, store: FactorS
 
 /** X (rows × cols, row-major fp32) as a float64 matrix, transposed when `t`. */
 function mat(x: Float32Array, rows: number, cols: number, t = false): Mat {
-  const m = zeros(rows, cols);
-  for (let i = 0; i < x.length; i++) m.data[i] = x[i];
+  const m = fromRows(rows, cols, x);
   return t ? transpose(m) : m;
 }
 
